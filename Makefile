@@ -1,0 +1,47 @@
+# Interpretability Workbench. `make demo` and `make test` work on a fresh machine:
+# each creates .venv when missing and installs the project into it.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(VENV)/bin/pip
+# The PyTorch build to install when the venv has none (override for another CUDA/CPU build).
+TORCH   ?= torch==2.13.0
+RUNS    ?= runs
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install test test-slow demo lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"
+	$(PIP) install -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q --doctest-modules workbench circuits probe
+
+test-slow: install
+	$(PY) -m pytest -q -m slow tests
+
+lint: install
+	$(VENV)/bin/ruff check workbench circuits probe tests bench
+
+demo: install
+	@test -f $(RUNS)/world/corpus.json || $(VENV)/bin/workbench world build --out $(RUNS)/world
+	$(VENV)/bin/workbench train --preset default --corpus $(RUNS)/world --run $(RUNS)/demo --resume
+	$(VENV)/bin/workbench eval --model $(RUNS)/demo
+	$(VENV)/bin/workbench info --model $(RUNS)/demo
+	@echo
+	@echo "corpus:      $(RUNS)/world   (corpus.json, tokenizer.json, eval/)"
+	@echo "model:       $(RUNS)/demo    (checkpoints/, metrics.jsonl, training.fig.json)"
+	@echo "evaluation:  $(RUNS)/demo/eval.json"
+
+bench: install
+	$(PY) bench/train_throughput.py
+
+clean:
+	rm -rf $(RUNS)/demo $(RUNS)/world

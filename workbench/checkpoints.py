@@ -1,0 +1,261 @@
+"""Checkpoints: safetensors weights + config + tokenizer + training state, written atomically.
+
+A checkpoint directory holds:
+
+- `model.safetensors`: weights under TransformerBridge names (`embed.weight`,
+  `blocks.0.attn.q.weight`, ...); loading never runs pickled code.
+- `config.json`: `{"schema": "workbench.checkpoint/1", "model": ModelConfig,
+  "bridge_config": TransformerBridgeConfig fields (dtype as a string), "step", "tokens_seen",
+  "train": TrainConfig or null, "sha256": {file: digest}}`.
+- `tokenizer.json`: the Hugging Face `tokenizers` file the model was trained with.
+- `train_state.pt` (optional): optimizer state, RNG states and data position, loaded with
+  `torch.load(weights_only=True)`.
+
+Everything is written into a temporary sibling directory and renamed into place, so a
+crash never leaves a half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from workbench.config import ModelConfig
+
+SCHEMA = "workbench.checkpoint/1"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+def step_dir_name(step: int) -> str:
+    """`step_000123`: the directory name of the checkpoint at `step`."""
+    return f"step_{step:06d}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    return str(value)  # torch.dtype and friends become strings
+
+
+def bridge_config_dict(cfg: ModelConfig) -> dict[str, Any]:
+    """The TransformerBridgeConfig fields of `cfg`, JSON-safe (dtype as a string)."""
+    return {k: _json_safe(v) for k, v in cfg.to_bridge_config().to_dict().items()}
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read from disk."""
+
+    path: Path
+    model_cfg: ModelConfig
+    state_dict: dict[str, Tensor]
+    meta: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.meta.get("step", 0))
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / "tokenizer.json"
+
+    def train_state(self) -> dict[str, Any] | None:
+        """The optimizer/RNG/data state, or None when the checkpoint has none."""
+        path = self.path / "train_state.pt"
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(
+                f"training state {path} is corrupt or truncated ({exc}); resume from an "
+                "earlier checkpoint by deleting this checkpoint directory"
+            ) from exc
+
+
+def save_checkpoint(
+    out_dir: Path,
+    state_dict: dict[str, Tensor],
+    model_cfg: ModelConfig,
+    tokenizer_path: Path,
+    *,
+    meta: dict[str, Any] | None = None,
+    train_state: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a checkpoint directory atomically.
+
+    Args:
+        out_dir: final directory; refused when it exists unless `overwrite`.
+        state_dict: weights under TransformerBridge names.
+        model_cfg: the model's shape.
+        tokenizer_path: `tokenizer.json` to copy beside the weights.
+        meta: extra fields for `config.json` (step, tokens_seen, train config, losses).
+        train_state: optimizer/RNG/data state for exact resume.
+        overwrite: replace an existing checkpoint.
+
+    Returns:
+        `out_dir`.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"checkpoint {out_dir} already exists; pass overwrite=True")
+    if not Path(tokenizer_path).is_file():
+        raise FileNotFoundError(f"tokenizer {tokenizer_path} not found; pass the corpus tokenizer")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
+        if train_state is not None:
+            torch.save(train_state, tmp / "train_state.pt")
+        config = {
+            "schema": SCHEMA,
+            "model": model_cfg.to_dict(),
+            "bridge_config": bridge_config_dict(model_cfg),
+            **_json_safe(meta or {}),
+            "sha256": {
+                name: sha256_file(tmp / name)
+                for name in ("model.safetensors", "tokenizer.json", "train_state.pt")
+                if (tmp / name).exists()
+            },
+        }
+        write_json_atomic(tmp / "config.json", config)
+        if out_dir.exists():
+            trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, trash)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(trash)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint directories of a run, sorted by step."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_")]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("step_")))
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    """A directory with our config.json and weights (a Hugging Face config has `model_type`)."""
+    config = Path(path) / "config.json"
+    if not (config.is_file() and (Path(path) / "model.safetensors").exists()):
+        return False
+    try:
+        data = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return True  # ours but damaged: load_checkpoint explains
+    return not (isinstance(data, dict) and "model_type" in data)
+
+
+def resolve_checkpoint(path: Path, step: int | None = None) -> Path:
+    """A run directory (its latest or `step` checkpoint) or a checkpoint directory."""
+    path = Path(path)
+    if is_checkpoint_dir(path) and step is None:
+        return path
+    ckpts = list_checkpoints(path)
+    if not ckpts:
+        raise FileNotFoundError(
+            f"{path} is neither a checkpoint directory (config.json + model.safetensors) nor a "
+            "run directory with checkpoints/; train one with `workbench train --run DIR`"
+        )
+    if step is None:
+        return ckpts[-1]
+    wanted = path / CHECKPOINTS_DIR / step_dir_name(step)
+    if wanted not in ckpts:
+        steps = [int(p.name.removeprefix("step_")) for p in ckpts]
+        raise FileNotFoundError(f"run {path} has no checkpoint at step {step}; it has {steps}")
+    return wanted
+
+
+def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
+    """Read a checkpoint directory (weights on CPU).
+
+    Raises:
+        FileNotFoundError: no config, weights or tokenizer.
+        ValueError: corrupt or truncated files, or a checksum mismatch.
+    """
+    path = Path(path)
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} has no config.json; pick a checkpoint directory")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"checkpoint config {config_path} is corrupt ({exc}); pick another checkpoint"
+        ) from exc
+    if config.get("schema") != SCHEMA:
+        raise ValueError(
+            f"{config_path} has schema {config.get('schema')!r}, expected {SCHEMA!r}; it is not "
+            "a workbench checkpoint (load Hugging Face directories by their path instead)"
+        )
+    weights = path / "model.safetensors"
+    if not (path / "tokenizer.json").is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} has no tokenizer.json; copy the tokenizer.json of the corpus "
+            "the model was trained on into it"
+        )
+    if verify:
+        for name, digest in config.get("sha256", {}).items():
+            if name == "train_state.pt" or not (path / name).exists():
+                continue
+            if sha256_file(path / name) != digest:
+                raise ValueError(
+                    f"{path / name} does not match its checksum in config.json: the checkpoint "
+                    "is corrupt or truncated; pick an earlier checkpoint or retrain"
+                )
+    try:
+        state_dict = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(
+            f"weights {weights} are corrupt or truncated ({exc}); pick an earlier checkpoint "
+            "or retrain"
+        ) from exc
+    model_cfg = ModelConfig.from_dict(config["model"])
+    return Checkpoint(path=path, model_cfg=model_cfg, state_dict=state_dict, meta=config)

@@ -1,0 +1,152 @@
+"""`workbench` command line. Each subcommand parses arguments into a config and calls one
+library function; user errors print one line (`workbench: error: ...`) and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CORPUS = "runs/world"
+
+
+def _cmd_world_build(args: argparse.Namespace) -> None:
+    from workbench.world import WorldConfig, build_corpus, build_text_corpus
+
+    out = Path(args.out)
+    if args.text:
+        path = build_text_corpus([Path(f) for f in args.text], out, vocab_size=args.vocab_size,
+                                 overwrite=args.overwrite)
+    else:
+        overrides = {"seed": args.seed}
+        if args.n_people is not None:
+            overrides["n_people"] = args.n_people
+        kwargs = {} if args.tokens is None else {"n_tokens_train": args.tokens}
+        path = build_corpus(WorldConfig(**overrides), out, overwrite=args.overwrite, **kwargs)
+    manifest = json.loads((Path(path) / "corpus.json").read_text())
+    splits = ", ".join(f"{k} {v['n_tokens']:,} tokens" for k, v in manifest["splits"].items())
+    print(f"corpus written to {path} ({manifest['kind']}; vocab {manifest['vocab_size']}; {splits})")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from workbench.config import get_preset
+    from workbench.train import TRAIN_PRESETS, train
+
+    model_cfg = get_preset(args.preset)
+    if args.seed is not None:
+        model_cfg = model_cfg.replace(seed=args.seed)
+    train_cfg = TRAIN_PRESETS[args.preset].replace(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+    )
+    result = train(model_cfg, args.corpus, args.run, train_cfg, device=args.device,
+                   resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained {args.preset} for {result.steps} steps in {result.seconds:.0f}s: "
+              f"loss {result.final_loss:.3f}, val loss {result.final_val_loss:.3f}, "
+              f"{result.tokens_per_s:,.0f} tokens/s -> {result.run_dir}")
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from workbench.evaluate import EvalConfig, evaluate
+    from workbench.info import corpus_of, output_dir_of
+    from workbench.models import load
+    from workbench.plots import eval_figure
+    from workbench.world import load_corpus
+
+    corpus_path = args.corpus or corpus_of(args.model)
+    if corpus_path is None:
+        raise ValueError(f"model {args.model!r} names no corpus; pass --corpus PATH (a world "
+                         "corpus from `workbench world build`)")
+    model = load(args.model, device=args.device)
+    corpus = load_corpus(Path(corpus_path))
+    results = evaluate(model, corpus, EvalConfig(seed=args.seed), model_ref=str(args.model),
+                       progress=not args.no_progress)
+    out = Path(args.out) if args.out else output_dir_of(args.model) / "eval.json"
+    from workbench.checkpoints import write_json_atomic
+
+    write_json_atomic(out, results)
+    eval_figure(results).write_json(str(out.with_suffix(".fig.json")))
+    for name, m in results["metrics"].items():
+        extra = f" (among candidates {m['among_candidates']:.3f})" if "among_candidates" in m else ""
+        mark = "ok" if m["meets_goal"] else "BELOW GOAL"
+        sign = ">=" if m["direction"] == "higher" else "<="
+        print(f"{name:22s} {m['value']:.3f}{extra}  goal {sign} {m['goal']}  {mark}")
+    print(f"results written to {out}")
+
+
+def _cmd_info(args: argparse.Namespace) -> None:
+    from workbench.info import model_card
+
+    print(model_card(args.model))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    world = sub.add_parser("world", help="synthetic world and text corpora")
+    world_sub = world.add_subparsers(dest="world_command", required=True)
+    build = world_sub.add_parser("build", help="build a corpus (world by default, or --text)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--out", default=DEFAULT_CORPUS, help=f"output dir ({DEFAULT_CORPUS})")
+    build.add_argument("--n-people", type=int, default=None)
+    build.add_argument("--tokens", type=int, default=None, help="training tokens to generate")
+    build.add_argument("--text", nargs="+", metavar="FILE", help="plain-text files: train a "
+                       "BPE tokenizer and encode them instead of the world")
+    build.add_argument("--vocab-size", type=int, default=4096, help="BPE size for --text")
+    build.add_argument("--overwrite", action="store_true")
+    build.set_defaults(func=_cmd_world_build)
+
+    tr = sub.add_parser("train", help="train a native model on a corpus")
+    tr.add_argument("--preset", default="default", help="tiny | attn2 | default | small")
+    tr.add_argument("--run", required=True, help="run directory, e.g. runs/demo")
+    tr.add_argument("--corpus", default=DEFAULT_CORPUS)
+    tr.add_argument("--steps", type=int, default=None)
+    tr.add_argument("--batch-size", type=int, default=None, help="global batch size")
+    tr.add_argument("--lr", type=float, default=None)
+    tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    tr.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    tr.add_argument("--overwrite", action="store_true", help="delete the run dir first")
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("eval", help="fact recall, agreement and induction of a model")
+    ev.add_argument("--model", required=True, help="run dir, checkpoint dir or HF dir")
+    ev.add_argument("--corpus", default=None, help="world corpus (default: the run's)")
+    ev.add_argument("--out", default=None, help="JSON output (default: MODEL/eval.json)")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_cmd_eval)
+
+    info = sub.add_parser("info", help="print a model card")
+    info.add_argument("--model", required=True)
+    info.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    func: Callable[[argparse.Namespace], Any] = args.func
+    try:
+        func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, OSError) as exc:
+        if args.verbose:
+            raise
+        print(f"workbench: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

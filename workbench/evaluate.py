@@ -1,0 +1,181 @@
+"""What a trained model knows: fact recall, number agreement, in-context copying.
+
+`evaluate(model, corpus)` runs the hooked bridge (the analysed model, not the training
+path) on the corpus' evaluation items:
+
+- `fact_recall_heldout`: top-1 over the whole vocabulary on queries in paraphrase
+  templates never seen in training (also reported among the relation's candidates);
+- `fact_recall_train`: the same on training templates;
+- `agreement`: p(correct verb form) > p(wrong form) after a relative clause whose noun
+  has the opposite number ("the dog that the cats chase" -> eats / eat);
+- `induction_ratio`: loss on the second copy of repeated random tokens over the loss on
+  the first copy (lower is better; in-context copying drives it towards 0).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+SCHEMA = "workbench.eval/1"
+
+GOALS = {  # (goal, direction) on the `default` model
+    "fact_recall_heldout": (0.9, "higher"),
+    "fact_recall_train": (0.9, "higher"),
+    "agreement": (0.9, "higher"),
+    "induction_ratio": (0.5, "lower"),
+}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Sizes of the evaluation sets (items are capped, never padded)."""
+
+    max_fact_items: int = 1000
+    max_agreement_items: int = 1000
+    induction_batch: int = 32
+    induction_len: int = 40
+    batch_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_fact_items", "max_agreement_items", "induction_batch",
+                     "induction_len", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"EvalConfig.{name}={getattr(self, name)}; it must be >= 1")
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _word_id(tokenizer: Any, word: str) -> int:
+    """Id of `word` as it follows a space (first sub-token for sub-word tokenizers)."""
+    ids = _encode(tokenizer, " " + word) or _encode(tokenizer, word)
+    return ids[0]
+
+
+def _bos(tokenizer: Any) -> list[int]:
+    bos = tokenizer.bos_token_id
+    return [] if bos is None else [bos]
+
+
+@torch.no_grad()
+def last_logits(model: Any, prompts: list[list[int]], batch_size: int = 64,
+                progress: bool = False) -> Float[Tensor, "n d_vocab"]:
+    """Next-token logits after each prompt (token ids; right-padded in batches)."""
+    n_ctx = model.cfg.n_ctx
+    for ids in prompts:
+        if len(ids) > n_ctx:
+            raise ValueError(
+                f"prompt has {len(ids)} tokens; model n_ctx is {n_ctx}. Shorten it"
+            )
+    device = next(model.parameters()).device
+    out = []
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, disable=not progress, desc="eval", leave=False):
+        width = max(len(prompts[i]) for i in batch)
+        tokens = torch.zeros(len(batch), width, dtype=torch.long)
+        for row, i in enumerate(batch):
+            tokens[row, : len(prompts[i])] = torch.tensor(prompts[i])
+        logits = model(tokens.to(device))  # causal: right padding cannot leak backwards
+        ends = torch.tensor([len(prompts[i]) - 1 for i in batch], device=logits.device)
+        out.append(logits[torch.arange(len(batch)), ends].float().cpu())
+    result = torch.cat(out)
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
+    return result[inverse]
+
+
+def fact_recall(model: Any, items: list[dict[str, Any]], batch_size: int = 64,
+                progress: bool = False) -> dict[str, Any]:
+    """Top-1 accuracy of the answer over the vocabulary and among the candidates."""
+    tok = model.tokenizer
+    prompts = [_bos(tok) + _encode(tok, it["prefix"]) for it in items]
+    logits = last_logits(model, prompts, batch_size, progress)
+    answers = torch.tensor([_word_id(tok, it["answer"]) for it in items])
+    top1 = (logits.argmax(-1) == answers).float()
+    among = []
+    for row, it in enumerate(items):
+        cand = torch.tensor([_word_id(tok, c) for c in it["candidates"]])
+        among.append(float(cand[logits[row, cand].argmax()] == answers[row]))
+    return {"value": float(top1.mean()), "among_candidates": float(np.mean(among)),
+            "n": len(items)}
+
+
+def agreement(model: Any, items: list[dict[str, Any]], batch_size: int = 64,
+              progress: bool = False) -> dict[str, Any]:
+    """Share of items where the correct verb form outscores the wrong one."""
+    tok = model.tokenizer
+    prompts = [_bos(tok) + _encode(tok, it["prefix"]) for it in items]
+    logits = last_logits(model, prompts, batch_size, progress)
+    good = torch.tensor([_word_id(tok, it["correct"]) for it in items])
+    bad = torch.tensor([_word_id(tok, it["wrong"]) for it in items])
+    rows = torch.arange(len(items))
+    correct = (logits[rows, good] > logits[rows, bad]).float()
+    return {"value": float(correct.mean()), "n": len(items)}
+
+
+def repeated_tokens(d_vocab: int, batch: int, length: int, seed: int,
+                    low: int = 4) -> Int[Tensor, "batch pos"]:
+    """`[BOS] r r` with `r` uniform random tokens in `[low, d_vocab)` (BOS id 2 for ours)."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.randint(low, d_vocab, (batch, length), generator=g)
+    return r.repeat(1, 2)
+
+
+@torch.no_grad()
+def induction_ratio(model: Any, batch: int = 32, length: int = 40,
+                    seed: int = 0) -> dict[str, Any]:
+    """Loss on the second copy of repeated random tokens divided by the first copy's."""
+    length = min(length, (model.cfg.n_ctx - 1) // 2)
+    bos = _bos(model.tokenizer) if model.tokenizer is not None else []
+    body = repeated_tokens(model.cfg.d_vocab, batch, length, seed)
+    tokens = torch.cat([torch.tensor(bos, dtype=torch.long).expand(batch, len(bos)), body], 1)
+    device = next(model.parameters()).device
+    logits = model(tokens.to(device)).float().cpu()
+    nll = -F.log_softmax(logits[:, :-1], -1).gather(-1, tokens[:, 1:, None])[..., 0]
+    offset = len(bos)  # position p of nll predicts token p + 1
+    first = nll[:, offset: offset + length - 1]  # predicts r[1:] in the first copy
+    second = nll[:, offset + length: offset + 2 * length - 1]  # r[1:] in the second copy
+    loss1, loss2 = float(first.mean()), float(second.mean())
+    return {"value": loss2 / loss1, "loss_first": loss1, "loss_second": loss2,
+            "n": batch, "length": length}
+
+
+def evaluate(model: Any, corpus: Any, cfg: EvalConfig | None = None, *,
+             model_ref: str = "", progress: bool = True) -> dict[str, Any]:
+    """All core metrics of `model` on a world corpus' evaluation items.
+
+    Returns:
+        `{"schema": "workbench.eval/1", "model", "corpus", "seed", "metrics": {name:
+        {"value", "goal", "direction", "n", ...}}}`.
+    """
+    cfg = cfg or EvalConfig()
+    facts_heldout = corpus.eval_items("facts_heldout")[: cfg.max_fact_items]
+    facts_train = corpus.eval_items("facts_train")[: cfg.max_fact_items]
+    agree = corpus.eval_items("agreement")[: cfg.max_agreement_items]
+    metrics = {
+        "fact_recall_heldout": fact_recall(model, facts_heldout, cfg.batch_size, progress),
+        "fact_recall_train": fact_recall(model, facts_train, cfg.batch_size, progress),
+        "agreement": agreement(model, agree, cfg.batch_size, progress),
+        "induction_ratio": induction_ratio(model, cfg.induction_batch, cfg.induction_len,
+                                           cfg.seed),
+    }
+    for name, (goal, direction) in GOALS.items():
+        value = metrics[name]["value"]
+        metrics[name].update(goal=goal, direction=direction,
+                             meets_goal=value >= goal if direction == "higher" else value <= goal)
+    return {"schema": SCHEMA, "model": model_ref, "corpus": str(Path(corpus.path)),
+            "seed": cfg.seed, "metrics": metrics}

@@ -1,0 +1,98 @@
+"""Model cards and the bookkeeping of where a model's data and results live."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from workbench.checkpoints import (
+    is_checkpoint_dir,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_checkpoint,
+)
+
+
+def _is_ours(ref: str | Path) -> bool:
+    path = Path(ref)
+    return path.exists() and (is_checkpoint_dir(path) or (path / "checkpoints").is_dir())
+
+
+def run_dir_of(ref: str | Path) -> Path | None:
+    """The run directory of a run or checkpoint reference (None for other models)."""
+    path = Path(ref)
+    if (path / "run.json").is_file():
+        return path
+    if is_checkpoint_dir(path) and (path.parent.parent / "run.json").is_file():
+        return path.parent.parent
+    return None
+
+
+def corpus_of(ref: str | Path) -> str | None:
+    """The corpus a native model was trained on, when recorded."""
+    if not _is_ours(ref):
+        return None
+    meta = load_checkpoint(resolve_checkpoint(Path(ref)), verify=False).meta
+    return meta.get("corpus")
+
+
+def output_dir_of(ref: str | Path) -> Path:
+    """Where results about a model go: its run dir, checkpoint dir, or runs/<name>."""
+    path = Path(ref)
+    if _is_ours(path):
+        return run_dir_of(path) or path
+    if path.exists():
+        return path
+    return Path("runs") / str(ref).replace("/", "__")
+
+
+def model_card(ref: str | Path) -> str:
+    """A plain-text card: shape, parameters, vocabulary, steps, losses, checkpoints."""
+    if not _is_ours(ref):
+        from workbench.models import load
+
+        model = load(str(ref))
+        c = model.cfg
+        n_params = sum(p.numel() for p in model.parameters())
+        return "\n".join([
+            f"model         {ref} (Hugging Face, {c.original_architecture or c.architecture})",
+            f"parameters    {n_params:,}",
+            f"layers        {c.n_layers}   heads {c.n_heads}   d_model {c.d_model}   "
+            f"d_head {c.d_head}   n_ctx {c.n_ctx}",
+            f"vocabulary    {c.d_vocab}",
+        ])
+    ckpt_path = resolve_checkpoint(Path(ref))
+    ckpt = load_checkpoint(ckpt_path, verify=False)
+    m, meta = ckpt.model_cfg, ckpt.meta
+    run_dir = run_dir_of(ckpt_path)
+    lines = [
+        f"model         {ref}",
+        f"checkpoint    {ckpt_path}",
+        f"kind          native TransformerBridge ({'attention-only' if m.attn_only else 'GPT'})",
+        f"parameters    {sum(t.numel() for t in ckpt.state_dict.values()):,}",
+        f"layers        {m.n_layers}   heads {m.n_heads}   d_model {m.d_model}   "
+        f"d_head {m.d_head}   d_mlp {0 if m.attn_only else m.d_mlp}   n_ctx {m.n_ctx}",
+        f"vocabulary    {m.d_vocab}",
+        f"steps         {meta.get('step', 0)}   tokens seen {meta.get('tokens_seen', 0):,}",
+        f"losses        train {_fmt(meta.get('loss'))}   validation {_fmt(meta.get('val_loss'))}",
+        f"corpus        {meta.get('corpus', '?')}",
+    ]
+    if run_dir is not None:
+        steps = [int(p.name.removeprefix("step_")) for p in list_checkpoints(run_dir)]
+        lines.append(f"checkpoints   {len(steps)}: {_short(steps)}")
+        eval_path = run_dir / "eval.json"
+        if eval_path.is_file():
+            metrics = json.loads(eval_path.read_text())["metrics"]
+            lines.append("eval          " + "   ".join(
+                f"{k} {v['value']:.3f}" for k, v in metrics.items()))
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None or value != value else f"{value:.4f}"
+
+
+def _short(steps: list[int]) -> str:
+    return ", ".join(map(str, steps)) if len(steps) <= 14 else (
+        ", ".join(map(str, steps[:10])) + ", ..., " + ", ".join(map(str, steps[-3:])))

@@ -1,0 +1,140 @@
+"""Load any model we analyse as a TransformerLens 4 `TransformerBridge`.
+
+One call, three kinds of reference:
+
+- a run directory or checkpoint directory of ours (`runs/demo`,
+  `runs/demo/checkpoints/step_000512`): `TransformerBridge.boot_native` + our weights;
+- a local Hugging Face directory (`config.json` with a `model_type`):
+  `TransformerBridge.boot_transformers(path)`, offline;
+- a hub name (`gpt2`): works when online; offline it fails with one clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformer_lens.model_bridge import TransformerBridge
+
+import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
+from workbench.checkpoints import Checkpoint, is_checkpoint_dir, load_checkpoint, resolve_checkpoint
+from workbench.config import ModelConfig
+from workbench.devices import resolve_device
+from workbench.tokenizer import load_hf_tokenizer
+
+
+def build_bridge(
+    cfg: ModelConfig,
+    state_dict: dict[str, torch.Tensor] | None = None,
+    tokenizer: Any = None,
+    device: str = "cpu",
+) -> TransformerBridge:
+    """A hooked TL-native bridge of shape `cfg`, with `state_dict` (bridge names) loaded.
+
+    Without `state_dict` the weights are TransformerLens' seeded initialisation
+    (`cfg.seed`), which is also where `FastGPT` training starts.
+    """
+    bridge = TransformerBridge.boot_native(cfg.to_bridge_config(), tokenizer=tokenizer)
+    if state_dict is not None:
+        expected = set(bridge.state_dict())
+        missing, unexpected = expected - set(state_dict), set(state_dict) - expected
+        if missing or unexpected:
+            raise ValueError(
+                f"weights do not fit the model config: missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}; the checkpoint's config.json and "
+                "model.safetensors disagree"
+            )
+        bridge.load_state_dict(state_dict, strict=True)
+    bridge.eval()
+    return bridge.to(device) if device != "cpu" else bridge
+
+
+def bridge_from_checkpoint(ckpt: Checkpoint, device: str = "cpu") -> TransformerBridge:
+    """A bridge from a checkpoint read with `load_checkpoint`."""
+    tokenizer = load_hf_tokenizer(ckpt.tokenizer_path)
+    bridge = build_bridge(ckpt.model_cfg, ckpt.state_dict, tokenizer=tokenizer, device=device)
+    bridge.workbench_checkpoint = str(ckpt.path)  # type: ignore[attr-defined]
+    return bridge
+
+
+def _is_hf_dir(path: Path) -> bool:
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return "model_type" in json.loads(config.read_text())
+    except json.JSONDecodeError:
+        return False
+
+
+def _looks_like_path(ref: str) -> bool:
+    if ref.startswith((".", "/", "~")) or os.sep + os.sep in ref:
+        return True
+    first = ref.split("/")[0]
+    return "/" in ref and Path(first).exists()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def _hub_error(ref: str, reason: str) -> OSError:
+    return OSError(
+        f"cannot load {ref!r} from the Hugging Face hub ({reason}). Pass a local directory "
+        "instead: a run of ours (runs/NAME) or a Hugging Face model saved with "
+        "save_pretrained (config.json + weights + tokenizer)"
+    )
+
+
+def load(ref: str | os.PathLike[str], device: str = "cpu", step: int | None = None) -> Any:
+    """Load a model reference as a hooked `TransformerBridge` in eval mode.
+
+    Args:
+        ref: run directory, checkpoint directory, local Hugging Face directory or hub name.
+        device: `cpu`, `cuda`, `cuda:N` or `auto`.
+        step: for run directories, the checkpoint step (default: the latest).
+
+    Raises:
+        FileNotFoundError: a path that does not exist or holds no model.
+        OSError: a hub name while offline (or unreachable).
+    """
+    device = resolve_device(device)
+    path = Path(ref).expanduser()
+    if path.exists():
+        if is_checkpoint_dir(path) or (path / "checkpoints").is_dir():
+            return bridge_from_checkpoint(load_checkpoint(resolve_checkpoint(path, step)), device)
+        if _is_hf_dir(path):
+            if step is not None:
+                raise ValueError(f"step={step} only applies to our run directories, not {path}")
+            return _boot_hf(str(path), device)
+        raise FileNotFoundError(
+            f"{path} holds no model: expected a run directory (checkpoints/), a checkpoint "
+            "(config.json + model.safetensors) or a Hugging Face directory (config.json with "
+            "model_type)"
+        )
+    ref_str = str(ref)
+    if _looks_like_path(ref_str):
+        raise FileNotFoundError(
+            f"model reference {ref_str!r} does not exist; pass a run directory such as "
+            "runs/demo (train one with `workbench train`) or a local Hugging Face directory"
+        )
+    if _offline():
+        raise _hub_error(ref_str, "HF_HUB_OFFLINE is set and no local directory has that name")
+    try:
+        return _boot_hf(ref_str, device)
+    except OSError as exc:
+        raise _hub_error(ref_str, str(exc).splitlines()[0] if str(exc) else "offline") from exc
+
+
+def _boot_hf(name: str, device: str) -> Any:
+    bridge = TransformerBridge.boot_transformers(name, device=device)
+    bridge.eval()
+    return bridge
+
+
+def model_ref_of(bridge: Any) -> str:
+    """A printable reference of a loaded model (checkpoint path or model name)."""
+    return str(getattr(bridge, "workbench_checkpoint", None) or bridge.cfg.model_name)

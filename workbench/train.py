@@ -1,0 +1,411 @@
+"""Trainer: AdamW, warmup + cosine, clipping, bf16 on CUDA, log-spaced checkpoints, exact
+resume, and data parallelism under `torchrun`.
+
+Training runs `FastGPT` (fused QKV, SDPA); every checkpoint stores the weights under
+TransformerBridge names, so what we analyse is the hooked bridge with the same weights.
+
+A run directory holds `run.json` (model, train and corpus configs), `tokenizer.json`,
+`metrics.jsonl` (one JSON object per log or eval event), `checkpoints/step_NNNNNN/` and,
+at the end, `training.fig.json` (plotly loss curves).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from workbench.checkpoints import (
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    step_dir_name,
+    write_json_atomic,
+)
+from workbench.config import ModelConfig, get_preset
+from workbench.data import TokenBatcher, eval_windows
+from workbench.devices import resolve_device
+from workbench.distributed import DistInfo, all_reduce_mean, barrier, setup_distributed
+from workbench.fastgpt import FastGPT, from_bridge_state_dict, to_bridge_state_dict
+
+log = logging.getLogger(__name__)
+RUN_SCHEMA = "workbench.run/1"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. `batch_size` is global (summed over data-parallel ranks)."""
+
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_interval: int = 250
+    eval_windows: int = 64
+    log_interval: int = 10
+    ckpt_interval: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_interval", "log_interval", "ckpt_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)}; it must be >= 1")
+        if self.warmup_steps < 0:
+            raise ValueError(f"TrainConfig.warmup_steps={self.warmup_steps}; it must be >= 0")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"TrainConfig.lr={self.lr}; use a learning rate in (0, 1)")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"TrainConfig.min_lr_ratio={self.min_lr_ratio}; it must be in [0, 1]")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return TrainConfig(**{**asdict(self), **{k: v for k, v in changes.items() if v is not None}})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    "tiny": TrainConfig(steps=300, batch_size=16, lr=3e-3, warmup_steps=30, eval_interval=100,
+                        ckpt_interval=100, eval_windows=16),
+    "attn2": TrainConfig(steps=1500, batch_size=32, lr=2e-3, warmup_steps=100),
+    "default": TrainConfig(steps=2000, batch_size=32, lr=2e-3, warmup_steps=100),
+    "small": TrainConfig(steps=5000, batch_size=64, lr=6e-4, warmup_steps=200, ckpt_interval=1000),
+}
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to `lr`, then cosine decay to `lr * min_lr_ratio` at `steps`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def checkpoint_steps(cfg: TrainConfig) -> set[int]:
+    """Log-spaced steps (0, 1, 2, 4, ...), every `ckpt_interval`, and the last step.
+
+    >>> sorted(checkpoint_steps(TrainConfig(steps=20, ckpt_interval=10)))
+    [0, 1, 2, 4, 8, 10, 16, 20]
+    """
+    steps = {0, cfg.steps}
+    power = 1
+    while power <= cfg.steps:
+        steps.add(power)
+        power *= 2
+    steps.update(range(cfg.ckpt_interval, cfg.steps + 1, cfg.ckpt_interval))
+    return steps
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not biases, LayerNorm gains)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                  float(gauss)],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def _config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [f"{prefix}{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys
+            if old.get(k) != new.get(k)]
+
+
+def _prepare_run_dir(run_dir: Path, run_info: dict[str, Any], resume: bool,
+                     overwrite: bool) -> bool:
+    """Create or validate the run directory; return True when resuming."""
+    run_json = run_dir / "run.json"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if resume:
+            if not run_json.is_file():
+                raise ValueError(f"cannot resume {run_dir}: it has no run.json (not a run of ours)")
+            old = json.loads(run_json.read_text())
+            diffs = (_config_diff(old["model"], run_info["model"], "model.")
+                     + _config_diff(old["train"], run_info["train"], "train.")
+                     + _config_diff(old["corpus_id"], run_info["corpus_id"], "corpus."))
+            if diffs:
+                raise ValueError(
+                    f"--resume with a different config than the run at {run_dir}: "
+                    + "; ".join(diffs) + ". Pass the original settings, or start a new run "
+                    "(another --run directory, or --overwrite to replace this one)"
+                )
+            return any((c / "train_state.pt").exists() for c in list_checkpoints(run_dir))
+        if not overwrite:
+            raise FileExistsError(
+                f"run directory {run_dir} is not empty; pass --resume to continue it or "
+                "--overwrite to delete it and start again"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_json, run_info)
+    return False
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    final_loss: float
+    final_val_loss: float
+    tokens_per_s: float
+    seconds: float
+
+
+def train(
+    model_cfg: ModelConfig | str,
+    corpus_path: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str],
+    train_cfg: TrainConfig | None = None,
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train a native model on a corpus built by `workbench world build`.
+
+    Args:
+        model_cfg: a `ModelConfig` or a preset name (`tiny`, `attn2`, `default`, `small`).
+        corpus_path: corpus directory.
+        run_dir: output directory (refused when not empty unless `resume` or `overwrite`).
+        train_cfg: optimisation settings (default: the preset's).
+        device: `auto`, `cpu`, `cuda` or `cuda:N` (under torchrun: the local rank's GPU).
+        resume: continue from the latest checkpoint with training state; the result is
+            identical to an uninterrupted run.
+        overwrite: delete a non-empty `run_dir` first.
+        progress: show a progress bar (rank 0 only).
+        on_step: called as `on_step(step, loss)` after each optimizer step (tests use it to
+            interrupt a run).
+    """
+    if isinstance(model_cfg, str):
+        preset = model_cfg
+        model_cfg = get_preset(preset)
+        train_cfg = train_cfg or TRAIN_PRESETS[preset]
+    train_cfg = train_cfg or TrainConfig()
+    from workbench.world import load_corpus
+
+    dist = setup_distributed(device)
+    dev = dist.device if dist.enabled else resolve_device(device)
+    corpus = load_corpus(Path(corpus_path))
+    model_cfg = model_cfg.replace(d_vocab=corpus.vocab_size)
+    run_dir = Path(run_dir)
+    run_info = {
+        "schema": RUN_SCHEMA,
+        "model": model_cfg.to_dict(),
+        "train": asdict(train_cfg),
+        "corpus": str(Path(corpus_path).resolve()),
+        "corpus_id": {"vocab_size": corpus.vocab_size,
+                      "n_tokens_train": int(len(corpus.tokens("train")))},
+    }
+    resuming = False
+    if dist.is_main:
+        resuming = _prepare_run_dir(run_dir, run_info, resume, overwrite)
+        if not (run_dir / "tokenizer.json").exists():
+            shutil.copyfile(corpus.tokenizer_path, run_dir / "tokenizer.json")
+    resuming = bool(dist.broadcast_flag(resuming))
+    return _Trainer(model_cfg, train_cfg, corpus, run_dir, dev, dist, progress, on_step).run(
+        resuming
+    )
+
+
+class _Trainer:
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Any, run_dir: Path,
+                 device: str, dist: DistInfo, progress: bool,
+                 on_step: Callable[[int, float], None] | None) -> None:
+        self.model_cfg, self.cfg, self.corpus, self.run_dir = model_cfg, cfg, corpus, run_dir
+        self.device, self.dist, self.progress, self.on_step = device, dist, progress, on_step
+        self.batcher = TokenBatcher(corpus.tokens("train"), model_cfg.n_ctx, cfg.batch_size,
+                                    cfg.seed)
+        val_tokens = corpus.tokens("val")
+        self.val = (eval_windows(val_tokens, model_cfg.n_ctx, cfg.eval_windows)
+                    if len(val_tokens) > model_cfg.n_ctx + 2 else None)
+        self.ckpt_steps = checkpoint_steps(cfg)
+        self.is_cuda = device.startswith("cuda")
+
+    def _init_model(self) -> FastGPT:
+        from workbench.models import build_bridge  # start from TL's seeded initialisation
+
+        torch.manual_seed(self.model_cfg.seed)
+        model = FastGPT(self.model_cfg)
+        bridge_sd = build_bridge(self.model_cfg).state_dict()
+        model.load_state_dict(from_bridge_state_dict(bridge_sd, self.model_cfg))
+        return model
+
+    def _autocast(self) -> Any:
+        if self.is_cuda:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    @torch.no_grad()
+    def val_loss(self, model: FastGPT) -> float:
+        if self.val is None:
+            return float("nan")
+        model.eval()
+        x, y = self.val
+        losses = []
+        for i in range(0, len(x), 16):
+            with self._autocast():
+                losses.append(model.loss(x[i:i + 16].to(self.device),
+                                         y[i:i + 16].to(self.device)).item() * len(x[i:i + 16]))
+        model.train()
+        return sum(losses) / len(x)
+
+    def save(self, model: FastGPT, opt: torch.optim.Optimizer, step: int, tokens: int,
+             loss: float, val_loss: float, elapsed: float) -> None:
+        sd = to_bridge_state_dict(model.state_dict(), self.model_cfg)
+        train_state = {"step": step, "tokens_seen": tokens, "elapsed": elapsed,
+                       "optimizer": opt.state_dict(), "rng": _rng_state()}
+        meta = {"step": step, "tokens_seen": tokens, "train": asdict(self.cfg),
+                "loss": loss, "val_loss": val_loss, "corpus": str(self.corpus.path)}
+        out = self.run_dir / "checkpoints" / step_dir_name(step)
+        save_checkpoint(out, sd, self.model_cfg, self.run_dir / "tokenizer.json", meta=meta,
+                        train_state=train_state, overwrite=True)
+        # Only the newest checkpoint keeps optimizer state (exact resume needs no more);
+        # older ones keep their weights for the training-dynamics analyses.
+        for old in list_checkpoints(self.run_dir):
+            if old != out and (old / "train_state.pt").exists():
+                (old / "train_state.pt").unlink()
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _restore(self, model: FastGPT, opt: torch.optim.Optimizer) -> tuple[int, int, float]:
+        ckpts = [c for c in list_checkpoints(self.run_dir) if (c / "train_state.pt").exists()]
+        ckpt = load_checkpoint(ckpts[-1])
+        state = ckpt.train_state()
+        assert state is not None
+        model.load_state_dict(from_bridge_state_dict(ckpt.state_dict, self.model_cfg))
+        opt.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"])
+        step = int(state["step"])
+        if self.dist.is_main:  # drop metrics logged after the checkpoint we resume from
+            path = self.run_dir / "metrics.jsonl"
+            if path.exists():
+                keep = [ln for ln in path.read_text().splitlines()
+                        if ln.strip() and json.loads(ln)["step"] < step]
+                tmp = path.with_suffix(".jsonl.tmp")
+                tmp.write_text("".join(ln + "\n" for ln in keep))
+                os.replace(tmp, path)
+        log.info("resuming %s from step %d", self.run_dir, step)
+        return step, int(state["tokens_seen"]), float(state.get("elapsed", 0.0))
+
+    def run(self, resuming: bool) -> TrainResult:
+        cfg, dist = self.cfg, self.dist
+        model = self._init_model()
+        opt = make_optimizer(model, cfg)
+        step, tokens, elapsed = 0, 0, 0.0
+        if resuming:
+            step, tokens, elapsed = self._restore(model, opt)
+        model.to(self.device)
+        _optimizer_to(opt, self.device)
+        model.train()
+        ddp_model = dist.wrap(model)
+        tokens_per_step = cfg.batch_size * self.model_cfg.n_ctx
+        bar = tqdm(total=cfg.steps, initial=step, disable=not (self.progress and dist.is_main),
+                   desc=f"train {self.run_dir.name}", unit="step", dynamic_ncols=True)
+        loss_val, val_loss, window_t, window_tokens = float("nan"), float("nan"), time.time(), 0
+        start = time.time() - elapsed
+        tok_s = 0.0
+        while True:
+            if step in self.ckpt_steps or step % cfg.eval_interval == 0 or step == cfg.steps:
+                if dist.is_main and (step % cfg.eval_interval == 0 or step == cfg.steps):
+                    val_loss = self.val_loss(model)
+                    self._log({"step": step, "val_loss": val_loss, "tokens": tokens})
+                if dist.is_main and step in self.ckpt_steps and not (resuming and step == 0):
+                    self.save(model, opt, step, tokens, loss_val, val_loss, time.time() - start)
+                barrier(dist)
+            if step >= cfg.steps:
+                break
+            x, y = self.batcher.batch(step, dist.rank, dist.world_size)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            with self._autocast():
+                loss = _loss(ddp_model, x, y)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            tokens += tokens_per_step
+            window_tokens += tokens_per_step
+            if self.on_step is not None:
+                self.on_step(step, float(loss.item()))
+            if step % cfg.log_interval == 0 or step == cfg.steps:
+                loss_val = all_reduce_mean(dist, loss.detach().float()).item()
+                now = time.time()
+                if self.is_cuda:
+                    torch.cuda.synchronize()
+                tok_s = window_tokens / max(now - window_t, 1e-9)
+                window_t, window_tokens = now, 0
+                if dist.is_main:
+                    self._log({"step": step, "loss": loss_val, "lr": lr_at(step - 1, cfg),
+                               "grad_norm": float(grad_norm), "tokens": tokens,
+                               "tokens_per_s": tok_s, "elapsed": now - start})
+                bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{tok_s:,.0f}")
+            bar.update(1)
+        bar.close()
+        seconds = time.time() - start
+        if dist.is_main:
+            from workbench.plots import training_figure
+
+            training_figure(self.run_dir / "metrics.jsonl").write_json(
+                str(self.run_dir / "training.fig.json"))
+        dist.shutdown()
+        return TrainResult(self.run_dir, step, loss_val, val_loss, tok_s, seconds)
+
+
+def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    logits = model(x)
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1)
+    )
+
+
+def _optimizer_to(opt: torch.optim.Optimizer, device: str) -> None:
+    for state in opt.state.values():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and key != "step":
+                state[key] = value.to(device)
