@@ -223,7 +223,9 @@ def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
     path = Path(path)
     config_path = path / "config.json"
     if not config_path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} has no config.json; pick a checkpoint directory")
+        raise FileNotFoundError(
+            f"checkpoint {path} has no config.json; pick a checkpoint directory"
+        )
     try:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as exc:

@@ -20,8 +20,9 @@ def _cmd_world_build(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     if args.text:
-        path = build_text_corpus([Path(f) for f in args.text], out, vocab_size=args.vocab_size,
-                                 overwrite=args.overwrite)
+        path = build_text_corpus(
+            [Path(f) for f in args.text], out, vocab_size=args.vocab_size, overwrite=args.overwrite
+        )
     else:
         overrides = {"seed": args.seed}
         if args.n_people is not None:
@@ -30,7 +31,9 @@ def _cmd_world_build(args: argparse.Namespace) -> None:
         path = build_corpus(WorldConfig(**overrides), out, overwrite=args.overwrite, **kwargs)
     manifest = json.loads((Path(path) / "corpus.json").read_text())
     splits = ", ".join(f"{k} {v['n_tokens']:,} tokens" for k, v in manifest["splits"].items())
-    print(f"corpus written to {path} ({manifest['kind']}; vocab {manifest['vocab_size']}; {splits})")
+    print(
+        f"corpus written to {path} ({manifest['kind']}; vocab {manifest['vocab_size']}; {splits})"
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -43,12 +46,22 @@ def _cmd_train(args: argparse.Namespace) -> None:
     train_cfg = TRAIN_PRESETS[args.preset].replace(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed
     )
-    result = train(model_cfg, args.corpus, args.run, train_cfg, device=args.device,
-                   resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    result = train(
+        model_cfg,
+        args.corpus,
+        args.run,
+        train_cfg,
+        device=args.device,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"trained {args.preset} for {result.steps} steps in {result.seconds:.0f}s: "
-              f"loss {result.final_loss:.3f}, val loss {result.final_val_loss:.3f}, "
-              f"{result.tokens_per_s:,.0f} tokens/s -> {result.run_dir}")
+        print(
+            f"trained {args.preset} for {result.steps} steps in {result.seconds:.0f}s: "
+            f"loss {result.final_loss:.3f}, val loss {result.final_val_loss:.3f}, "
+            f"{result.tokens_per_s:,.0f} tokens/s -> {result.run_dir}"
+        )
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -60,23 +73,63 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     corpus_path = args.corpus or corpus_of(args.model)
     if corpus_path is None:
-        raise ValueError(f"model {args.model!r} names no corpus; pass --corpus PATH (a world "
-                         "corpus from `workbench world build`)")
+        raise ValueError(
+            f"model {args.model!r} names no corpus; pass --corpus PATH (a world "
+            "corpus from `workbench world build`)"
+        )
     model = load(args.model, device=args.device)
     corpus = load_corpus(Path(corpus_path))
-    results = evaluate(model, corpus, EvalConfig(seed=args.seed), model_ref=str(args.model),
-                       progress=not args.no_progress)
+    results = evaluate(
+        model,
+        corpus,
+        EvalConfig(seed=args.seed),
+        model_ref=str(args.model),
+        progress=not args.no_progress,
+    )
     out = Path(args.out) if args.out else output_dir_of(args.model) / "eval.json"
     from workbench.checkpoints import write_json_atomic
 
     write_json_atomic(out, results)
     eval_figure(results).write_json(str(out.with_suffix(".fig.json")))
     for name, m in results["metrics"].items():
-        extra = f" (among candidates {m['among_candidates']:.3f})" if "among_candidates" in m else ""
+        extra = (
+            f" (among candidates {m['among_candidates']:.3f})" if "among_candidates" in m else ""
+        )
         mark = "ok" if m["meets_goal"] else "BELOW GOAL"
         sign = ">=" if m["direction"] == "higher" else "<="
         print(f"{name:22s} {m['value']:.3f}{extra}  goal {sign} {m['goal']}  {mark}")
     print(f"results written to {out}")
+
+
+def _cmd_cache(args: argparse.Namespace) -> None:
+    from workbench.cache import CacheConfig, cache_activations
+    from workbench.distributed import shard_of_this_process
+    from workbench.models import load
+    from workbench.world import load_corpus
+
+    cfg = CacheConfig(hooks=tuple(args.hooks), split=args.split, positions=args.positions,
+                      dtype=args.dtype, max_tokens=args.max_tokens, batch_size=args.batch_size,
+                      chunk=args.chunk, compression=args.compression)
+    corpus = load_corpus(Path(args.corpus))
+    model = load(args.model, device=args.device)
+    rank, world_size = shard_of_this_process()
+    out = Path(args.out)
+    if world_size > 1:
+        from workbench.cache_join import cache_sharded
+
+        path = cache_sharded(model, corpus, cfg, out, model_ref=str(args.model),
+                             resume=args.resume, overwrite=args.overwrite,
+                             progress=not args.no_progress)
+    else:
+        path = cache_activations(model, corpus, cfg, out, model_ref=str(args.model),
+                                 resume=args.resume, overwrite=args.overwrite,
+                                 progress=not args.no_progress)
+    if rank == 0:
+        from workbench.cache import ActivationStore
+
+        with ActivationStore(path) as store:
+            shapes = ", ".join(f"{h} {list(store.shape(h))}" for h in store.hooks)
+        print(f"cached {len(store):,} rows to {path}: {shapes}")
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
@@ -97,15 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", default=DEFAULT_CORPUS, help=f"output dir ({DEFAULT_CORPUS})")
     build.add_argument("--n-people", type=int, default=None)
     build.add_argument("--tokens", type=int, default=None, help="training tokens to generate")
-    build.add_argument("--text", nargs="+", metavar="FILE", help="plain-text files: train a "
-                       "BPE tokenizer and encode them instead of the world")
+    build.add_argument(
+        "--text",
+        nargs="+",
+        metavar="FILE",
+        help="plain-text files: train a BPE tokenizer and encode them instead of the world",
+    )
     build.add_argument("--vocab-size", type=int, default=4096, help="BPE size for --text")
+    build.add_argument("--tokenizer", default=None, help="with --text: encode with this "
+                       "tokenizer.json or Hugging Face model dir instead of training BPE")
     build.add_argument("--overwrite", action="store_true")
     build.set_defaults(func=_cmd_world_build)
 
     tr = sub.add_parser("train", help="train a native model on a corpus")
     tr.add_argument("--preset", default="default", help="tiny | attn2 | default | small")
-    tr.add_argument("--run", required=True, help="run directory, e.g. runs/demo")
+    # --run-dir: the same option under torchrun, whose own parser would take `--run`
+    tr.add_argument("--run", "--run-dir", dest="run", required=True,
+                    help="run directory, e.g. runs/demo")
     tr.add_argument("--corpus", default=DEFAULT_CORPUS)
     tr.add_argument("--steps", type=int, default=None)
     tr.add_argument("--batch-size", type=int, default=None, help="global batch size")
@@ -126,6 +187,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_cmd_eval)
 
+    ca = sub.add_parser("cache", help="stream activations of a corpus split to HDF5")
+    ca.add_argument("--model", required=True)
+    ca.add_argument("--corpus", default=DEFAULT_CORPUS)
+    ca.add_argument("--hooks", nargs="+", required=True, metavar="PATTERN",
+                    help="TransformerLens hook names or globs, e.g. 'blocks.*.hook_resid_post'")
+    ca.add_argument("--out", required=True, help="output .h5 file")
+    ca.add_argument("--split", default="val", help="train | val | test")
+    ca.add_argument("--positions", default="all", help="all | last | word-final")
+    ca.add_argument("--dtype", default="float32", help="float32 | float16")
+    ca.add_argument("--max-tokens", type=int, default=None)
+    ca.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
+    ca.add_argument("--chunk", action="store_true", help="split documents longer than n_ctx")
+    ca.add_argument("--compression", default=None, help="gzip | lzf (default: none)")
+    ca.add_argument("--device", default="cpu")
+    ca.add_argument("--resume", action="store_true", help="continue an interrupted cache")
+    ca.add_argument("--overwrite", action="store_true")
+    ca.add_argument("--no-progress", action="store_true")
+    ca.set_defaults(func=_cmd_cache)
+
     info = sub.add_parser("info", help="print a model card")
     info.add_argument("--model", required=True)
     info.set_defaults(func=_cmd_info)
@@ -135,8 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     func: Callable[[argparse.Namespace], Any] = args.func
     try:
         func(args)

@@ -85,3 +85,8 @@ def all_reduce_mean(dist: DistInfo, value: torch.Tensor) -> torch.Tensor:
     value = value.clone()
     tdist.all_reduce(value, op=tdist.ReduceOp.SUM)
     return value / dist.world_size
+
+
+def shard_of_this_process() -> tuple[int, int]:
+    """`(RANK, WORLD_SIZE)` under torchrun, `(0, 1)` otherwise."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

@@ -49,8 +49,13 @@ class EvalConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("max_fact_items", "max_agreement_items", "induction_batch",
-                     "induction_len", "batch_size"):
+        for name in (
+            "max_fact_items",
+            "max_agreement_items",
+            "induction_batch",
+            "induction_len",
+            "batch_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"EvalConfig.{name}={getattr(self, name)}; it must be >= 1")
 
@@ -71,19 +76,18 @@ def _bos(tokenizer: Any) -> list[int]:
 
 
 @torch.no_grad()
-def last_logits(model: Any, prompts: list[list[int]], batch_size: int = 64,
-                progress: bool = False) -> Float[Tensor, "n d_vocab"]:
+def last_logits(
+    model: Any, prompts: list[list[int]], batch_size: int = 64, progress: bool = False
+) -> Float[Tensor, "n d_vocab"]:
     """Next-token logits after each prompt (token ids; right-padded in batches)."""
     n_ctx = model.cfg.n_ctx
     for ids in prompts:
         if len(ids) > n_ctx:
-            raise ValueError(
-                f"prompt has {len(ids)} tokens; model n_ctx is {n_ctx}. Shorten it"
-            )
+            raise ValueError(f"prompt has {len(ids)} tokens; model n_ctx is {n_ctx}. Shorten it")
     device = next(model.parameters()).device
     out = []
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in tqdm(batches, disable=not progress, desc="eval", leave=False):
         width = max(len(prompts[i]) for i in batch)
         tokens = torch.zeros(len(batch), width, dtype=torch.long)
@@ -98,8 +102,9 @@ def last_logits(model: Any, prompts: list[list[int]], batch_size: int = 64,
     return result[inverse]
 
 
-def fact_recall(model: Any, items: list[dict[str, Any]], batch_size: int = 64,
-                progress: bool = False) -> dict[str, Any]:
+def fact_recall(
+    model: Any, items: list[dict[str, Any]], batch_size: int = 64, progress: bool = False
+) -> dict[str, Any]:
     """Top-1 accuracy of the answer over the vocabulary and among the candidates."""
     tok = model.tokenizer
     prompts = [_bos(tok) + _encode(tok, it["prefix"]) for it in items]
@@ -110,12 +115,12 @@ def fact_recall(model: Any, items: list[dict[str, Any]], batch_size: int = 64,
     for row, it in enumerate(items):
         cand = torch.tensor([_word_id(tok, c) for c in it["candidates"]])
         among.append(float(cand[logits[row, cand].argmax()] == answers[row]))
-    return {"value": float(top1.mean()), "among_candidates": float(np.mean(among)),
-            "n": len(items)}
+    return {"value": float(top1.mean()), "among_candidates": float(np.mean(among)), "n": len(items)}
 
 
-def agreement(model: Any, items: list[dict[str, Any]], batch_size: int = 64,
-              progress: bool = False) -> dict[str, Any]:
+def agreement(
+    model: Any, items: list[dict[str, Any]], batch_size: int = 64, progress: bool = False
+) -> dict[str, Any]:
     """Share of items where the correct verb form outscores the wrong one."""
     tok = model.tokenizer
     prompts = [_bos(tok) + _encode(tok, it["prefix"]) for it in items]
@@ -127,8 +132,9 @@ def agreement(model: Any, items: list[dict[str, Any]], batch_size: int = 64,
     return {"value": float(correct.mean()), "n": len(items)}
 
 
-def repeated_tokens(d_vocab: int, batch: int, length: int, seed: int,
-                    low: int = 4) -> Int[Tensor, "batch pos"]:
+def repeated_tokens(
+    d_vocab: int, batch: int, length: int, seed: int, low: int = 4
+) -> Int[Tensor, "batch pos"]:
     """`[BOS] r r` with `r` uniform random tokens in `[low, d_vocab)` (BOS id 2 for ours)."""
     g = torch.Generator().manual_seed(seed)
     r = torch.randint(low, d_vocab, (batch, length), generator=g)
@@ -136,8 +142,7 @@ def repeated_tokens(d_vocab: int, batch: int, length: int, seed: int,
 
 
 @torch.no_grad()
-def induction_ratio(model: Any, batch: int = 32, length: int = 40,
-                    seed: int = 0) -> dict[str, Any]:
+def induction_ratio(model: Any, batch: int = 32, length: int = 40, seed: int = 0) -> dict[str, Any]:
     """Loss on the second copy of repeated random tokens divided by the first copy's."""
     length = min(length, (model.cfg.n_ctx - 1) // 2)
     bos = _bos(model.tokenizer) if model.tokenizer is not None else []
@@ -147,15 +152,26 @@ def induction_ratio(model: Any, batch: int = 32, length: int = 40,
     logits = model(tokens.to(device)).float().cpu()
     nll = -F.log_softmax(logits[:, :-1], -1).gather(-1, tokens[:, 1:, None])[..., 0]
     offset = len(bos)  # position p of nll predicts token p + 1
-    first = nll[:, offset: offset + length - 1]  # predicts r[1:] in the first copy
-    second = nll[:, offset + length: offset + 2 * length - 1]  # r[1:] in the second copy
+    first = nll[:, offset : offset + length - 1]  # predicts r[1:] in the first copy
+    second = nll[:, offset + length : offset + 2 * length - 1]  # r[1:] in the second copy
     loss1, loss2 = float(first.mean()), float(second.mean())
-    return {"value": loss2 / loss1, "loss_first": loss1, "loss_second": loss2,
-            "n": batch, "length": length}
+    return {
+        "value": loss2 / loss1,
+        "loss_first": loss1,
+        "loss_second": loss2,
+        "n": batch,
+        "length": length,
+    }
 
 
-def evaluate(model: Any, corpus: Any, cfg: EvalConfig | None = None, *,
-             model_ref: str = "", progress: bool = True) -> dict[str, Any]:
+def evaluate(
+    model: Any,
+    corpus: Any,
+    cfg: EvalConfig | None = None,
+    *,
+    model_ref: str = "",
+    progress: bool = True,
+) -> dict[str, Any]:
     """All core metrics of `model` on a world corpus' evaluation items.
 
     Returns:
@@ -170,12 +186,19 @@ def evaluate(model: Any, corpus: Any, cfg: EvalConfig | None = None, *,
         "fact_recall_heldout": fact_recall(model, facts_heldout, cfg.batch_size, progress),
         "fact_recall_train": fact_recall(model, facts_train, cfg.batch_size, progress),
         "agreement": agreement(model, agree, cfg.batch_size, progress),
-        "induction_ratio": induction_ratio(model, cfg.induction_batch, cfg.induction_len,
-                                           cfg.seed),
+        "induction_ratio": induction_ratio(model, cfg.induction_batch, cfg.induction_len, cfg.seed),
     }
     for name, (goal, direction) in GOALS.items():
         value = metrics[name]["value"]
-        metrics[name].update(goal=goal, direction=direction,
-                             meets_goal=value >= goal if direction == "higher" else value <= goal)
-    return {"schema": SCHEMA, "model": model_ref, "corpus": str(Path(corpus.path)),
-            "seed": cfg.seed, "metrics": metrics}
+        metrics[name].update(
+            goal=goal,
+            direction=direction,
+            meets_goal=value >= goal if direction == "higher" else value <= goal,
+        )
+    return {
+        "schema": SCHEMA,
+        "model": model_ref,
+        "corpus": str(Path(corpus.path)),
+        "seed": cfg.seed,
+        "metrics": metrics,
+    }

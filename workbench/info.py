@@ -55,13 +55,15 @@ def model_card(ref: str | Path) -> str:
         model = load(str(ref))
         c = model.cfg
         n_params = sum(p.numel() for p in model.parameters())
-        return "\n".join([
-            f"model         {ref} (Hugging Face, {c.original_architecture or c.architecture})",
-            f"parameters    {n_params:,}",
-            f"layers        {c.n_layers}   heads {c.n_heads}   d_model {c.d_model}   "
-            f"d_head {c.d_head}   n_ctx {c.n_ctx}",
-            f"vocabulary    {c.d_vocab}",
-        ])
+        return "\n".join(
+            [
+                f"model         {ref} (Hugging Face, {c.original_architecture or c.architecture})",
+                f"parameters    {n_params:,}",
+                f"layers        {c.n_layers}   heads {c.n_heads}   d_model {c.d_model}   "
+                f"d_head {c.d_head}   n_ctx {c.n_ctx}",
+                f"vocabulary    {c.d_vocab}",
+            ]
+        )
     ckpt_path = resolve_checkpoint(Path(ref))
     ckpt = load_checkpoint(ckpt_path, verify=False)
     m, meta = ckpt.model_cfg, ckpt.meta
@@ -84,8 +86,9 @@ def model_card(ref: str | Path) -> str:
         eval_path = run_dir / "eval.json"
         if eval_path.is_file():
             metrics = json.loads(eval_path.read_text())["metrics"]
-            lines.append("eval          " + "   ".join(
-                f"{k} {v['value']:.3f}" for k, v in metrics.items()))
+            lines.append(
+                "eval          " + "   ".join(f"{k} {v['value']:.3f}" for k, v in metrics.items())
+            )
     return "\n".join(lines)
 
 
@@ -94,5 +97,8 @@ def _fmt(value: Any) -> str:
 
 
 def _short(steps: list[int]) -> str:
-    return ", ".join(map(str, steps)) if len(steps) <= 14 else (
-        ", ".join(map(str, steps[:10])) + ", ..., " + ", ".join(map(str, steps[-3:])))
+    return (
+        ", ".join(map(str, steps))
+        if len(steps) <= 14
+        else (", ".join(map(str, steps[:10])) + ", ..., " + ", ".join(map(str, steps[-3:])))
+    )

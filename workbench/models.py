@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
 from transformer_lens.model_bridge import TransformerBridge
 
-import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
 from workbench.checkpoints import Checkpoint, is_checkpoint_dir, load_checkpoint, resolve_checkpoint
 from workbench.config import ModelConfig
 from workbench.devices import resolve_device

@@ -22,6 +22,8 @@ def load_hf_tokenizer(path: str | Path) -> Any:
     from transformers import PreTrainedTokenizerFast
 
     path = Path(path)
+    if path.is_dir():
+        path = path / "tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(
             f"tokenizer {path} not found; build a corpus with `workbench world build` "

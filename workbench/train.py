@@ -75,7 +75,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.min_lr_ratio={self.min_lr_ratio}; it must be in [0, 1]")
 
     def replace(self, **changes: Any) -> TrainConfig:
-        return TrainConfig(**{**asdict(self), **{k: v for k, v in changes.items() if v is not None}})
+        return TrainConfig(
+            **{**asdict(self), **{k: v for k, v in changes.items() if v is not None}}
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -84,8 +86,8 @@ class TrainConfig:
 
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
-    "tiny": TrainConfig(steps=300, batch_size=16, lr=3e-3, warmup_steps=30, eval_interval=100,
-                        ckpt_interval=100, eval_windows=16),
+    "tiny": TrainConfig(steps=2000, batch_size=32, lr=3e-3, warmup_steps=50, eval_interval=500,
+                        ckpt_interval=500, eval_windows=16),
     "attn2": TrainConfig(steps=1500, batch_size=32, lr=2e-3, warmup_steps=100),
     "default": TrainConfig(steps=2000, batch_size=32, lr=2e-3, warmup_steps=100),
     "small": TrainConfig(steps=5000, batch_size=64, lr=6e-4, warmup_steps=200, ckpt_interval=1000),
@@ -131,8 +133,13 @@ def _rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
-                  float(gauss)],
+        "numpy": [
+            kind,
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(gauss),
+        ],
         "python": random.getstate(),
     }
 
@@ -147,12 +154,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def _config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str) -> list[str]:
     keys = sorted(set(old) | set(new))
-    return [f"{prefix}{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys
-            if old.get(k) != new.get(k)]
+    return [
+        f"{prefix}{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)
+    ]
 
 
-def _prepare_run_dir(run_dir: Path, run_info: dict[str, Any], resume: bool,
-                     overwrite: bool) -> bool:
+def _prepare_run_dir(
+    run_dir: Path, run_info: dict[str, Any], resume: bool, overwrite: bool
+) -> bool:
     """Create or validate the run directory; return True when resuming."""
     run_json = run_dir / "run.json"
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -160,13 +169,16 @@ def _prepare_run_dir(run_dir: Path, run_info: dict[str, Any], resume: bool,
             if not run_json.is_file():
                 raise ValueError(f"cannot resume {run_dir}: it has no run.json (not a run of ours)")
             old = json.loads(run_json.read_text())
-            diffs = (_config_diff(old["model"], run_info["model"], "model.")
-                     + _config_diff(old["train"], run_info["train"], "train.")
-                     + _config_diff(old["corpus_id"], run_info["corpus_id"], "corpus."))
+            diffs = (
+                _config_diff(old["model"], run_info["model"], "model.")
+                + _config_diff(old["train"], run_info["train"], "train.")
+                + _config_diff(old["corpus_id"], run_info["corpus_id"], "corpus.")
+            )
             if diffs:
                 raise ValueError(
                     f"--resume with a different config than the run at {run_dir}: "
-                    + "; ".join(diffs) + ". Pass the original settings, or start a new run "
+                    + "; ".join(diffs)
+                    + ". Pass the original settings, or start a new run "
                     "(another --run directory, or --overwrite to replace this one)"
                 )
             return any((c / "train_state.pt").exists() for c in list_checkpoints(run_dir))
@@ -235,8 +247,10 @@ def train(
         "model": model_cfg.to_dict(),
         "train": asdict(train_cfg),
         "corpus": str(Path(corpus_path).resolve()),
-        "corpus_id": {"vocab_size": corpus.vocab_size,
-                      "n_tokens_train": int(len(corpus.tokens("train")))},
+        "corpus_id": {
+            "vocab_size": corpus.vocab_size,
+            "n_tokens_train": int(len(corpus.tokens("train"))),
+        },
     }
     resuming = False
     if dist.is_main:
@@ -250,16 +264,28 @@ def train(
 
 
 class _Trainer:
-    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Any, run_dir: Path,
-                 device: str, dist: DistInfo, progress: bool,
-                 on_step: Callable[[int, float], None] | None) -> None:
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        cfg: TrainConfig,
+        corpus: Any,
+        run_dir: Path,
+        device: str,
+        dist: DistInfo,
+        progress: bool,
+        on_step: Callable[[int, float], None] | None,
+    ) -> None:
         self.model_cfg, self.cfg, self.corpus, self.run_dir = model_cfg, cfg, corpus, run_dir
         self.device, self.dist, self.progress, self.on_step = device, dist, progress, on_step
-        self.batcher = TokenBatcher(corpus.tokens("train"), model_cfg.n_ctx, cfg.batch_size,
-                                    cfg.seed)
+        self.batcher = TokenBatcher(
+            corpus.tokens("train"), model_cfg.n_ctx, cfg.batch_size, cfg.seed
+        )
         val_tokens = corpus.tokens("val")
-        self.val = (eval_windows(val_tokens, model_cfg.n_ctx, cfg.eval_windows)
-                    if len(val_tokens) > model_cfg.n_ctx + 2 else None)
+        self.val = (
+            eval_windows(val_tokens, model_cfg.n_ctx, cfg.eval_windows)
+            if len(val_tokens) > model_cfg.n_ctx + 2
+            else None
+        )
         self.ckpt_steps = checkpoint_steps(cfg)
         self.is_cuda = device.startswith("cuda")
 
@@ -286,21 +312,49 @@ class _Trainer:
         losses = []
         for i in range(0, len(x), 16):
             with self._autocast():
-                losses.append(model.loss(x[i:i + 16].to(self.device),
-                                         y[i:i + 16].to(self.device)).item() * len(x[i:i + 16]))
+                losses.append(
+                    model.loss(x[i : i + 16].to(self.device), y[i : i + 16].to(self.device)).item()
+                    * len(x[i : i + 16])
+                )
         model.train()
         return sum(losses) / len(x)
 
-    def save(self, model: FastGPT, opt: torch.optim.Optimizer, step: int, tokens: int,
-             loss: float, val_loss: float, elapsed: float) -> None:
+    def save(
+        self,
+        model: FastGPT,
+        opt: torch.optim.Optimizer,
+        step: int,
+        tokens: int,
+        loss: float,
+        val_loss: float,
+        elapsed: float,
+    ) -> None:
         sd = to_bridge_state_dict(model.state_dict(), self.model_cfg)
-        train_state = {"step": step, "tokens_seen": tokens, "elapsed": elapsed,
-                       "optimizer": opt.state_dict(), "rng": _rng_state()}
-        meta = {"step": step, "tokens_seen": tokens, "train": asdict(self.cfg),
-                "loss": loss, "val_loss": val_loss, "corpus": str(self.corpus.path)}
+        train_state = {
+            "step": step,
+            "tokens_seen": tokens,
+            "elapsed": elapsed,
+            "optimizer": opt.state_dict(),
+            "rng": _rng_state(),
+        }
+        meta = {
+            "step": step,
+            "tokens_seen": tokens,
+            "train": asdict(self.cfg),
+            "loss": loss,
+            "val_loss": val_loss,
+            "corpus": str(self.corpus.path),
+        }
         out = self.run_dir / "checkpoints" / step_dir_name(step)
-        save_checkpoint(out, sd, self.model_cfg, self.run_dir / "tokenizer.json", meta=meta,
-                        train_state=train_state, overwrite=True)
+        save_checkpoint(
+            out,
+            sd,
+            self.model_cfg,
+            self.run_dir / "tokenizer.json",
+            meta=meta,
+            train_state=train_state,
+            overwrite=True,
+        )
         # Only the newest checkpoint keeps optimizer state (exact resume needs no more);
         # older ones keep their weights for the training-dynamics analyses.
         for old in list_checkpoints(self.run_dir):
@@ -323,8 +377,11 @@ class _Trainer:
         if self.dist.is_main:  # drop metrics logged after the checkpoint we resume from
             path = self.run_dir / "metrics.jsonl"
             if path.exists():
-                keep = [ln for ln in path.read_text().splitlines()
-                        if ln.strip() and json.loads(ln)["step"] < step]
+                keep = [
+                    ln
+                    for ln in path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln)["step"] < step
+                ]
                 tmp = path.with_suffix(".jsonl.tmp")
                 tmp.write_text("".join(ln + "\n" for ln in keep))
                 os.replace(tmp, path)
@@ -343,8 +400,14 @@ class _Trainer:
         model.train()
         ddp_model = dist.wrap(model)
         tokens_per_step = cfg.batch_size * self.model_cfg.n_ctx
-        bar = tqdm(total=cfg.steps, initial=step, disable=not (self.progress and dist.is_main),
-                   desc=f"train {self.run_dir.name}", unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=step,
+            disable=not (self.progress and dist.is_main),
+            desc=f"train {self.run_dir.name}",
+            unit="step",
+            dynamic_ncols=True,
+        )
         loss_val, val_loss, window_t, window_tokens = float("nan"), float("nan"), time.time(), 0
         start = time.time() - elapsed
         tok_s = 0.0
@@ -381,9 +444,17 @@ class _Trainer:
                 tok_s = window_tokens / max(now - window_t, 1e-9)
                 window_t, window_tokens = now, 0
                 if dist.is_main:
-                    self._log({"step": step, "loss": loss_val, "lr": lr_at(step - 1, cfg),
-                               "grad_norm": float(grad_norm), "tokens": tokens,
-                               "tokens_per_s": tok_s, "elapsed": now - start})
+                    self._log(
+                        {
+                            "step": step,
+                            "loss": loss_val,
+                            "lr": lr_at(step - 1, cfg),
+                            "grad_norm": float(grad_norm),
+                            "tokens": tokens,
+                            "tokens_per_s": tok_s,
+                            "elapsed": now - start,
+                        }
+                    )
                 bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{tok_s:,.0f}")
             bar.update(1)
         bar.close()
@@ -392,7 +463,8 @@ class _Trainer:
             from workbench.plots import training_figure
 
             training_figure(self.run_dir / "metrics.jsonl").write_json(
-                str(self.run_dir / "training.fig.json"))
+                str(self.run_dir / "training.fig.json")
+            )
         dist.shutdown()
         return TrainResult(self.run_dir, step, loss_val, val_loss, tok_s, seconds)
 

@@ -1,0 +1,302 @@
+"""The synthetic world corpus: determinism, label alignment, held-out templates, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from workbench.world import WorldConfig, build_corpus, build_text_corpus, build_world, load_corpus
+from workbench.world.labels import POS_TAGS
+from workbench.world.lexicon import VERBS
+from workbench.world.templates import (
+    FRAMES,
+    RELATION_PHRASES,
+    heldout_templates,
+    train_templates,
+)
+from workbench.world.tokenizer import build_world_tokenizer, load_hf_tokenizer, world_words
+
+SMALL = WorldConfig(seed=0, n_people=20)
+N_TOKENS = 20_000
+
+
+def _digest(path: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("world") / "c"
+    return build_corpus(SMALL, out, n_tokens_train=N_TOKENS, n_eval_items=200, progress=False)
+
+
+def _decoded(corpus_dir: Path, split: str) -> list[str]:
+    corpus = load_corpus(corpus_dir)
+    vocab = json.loads(corpus.tokenizer_path.read_text())["model"]["vocab"]
+    id_to_word = {i: w for w, i in vocab.items()}
+    return [id_to_word[int(i)] for i in corpus.tokens(split)]
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(corpus_dir: Path, tmp_path: Path) -> None:
+    again = build_corpus(
+        SMALL, tmp_path / "a", n_tokens_train=N_TOKENS, n_eval_items=200, progress=False
+    )
+    assert _digest(again) == _digest(corpus_dir)
+    other = build_corpus(
+        WorldConfig(seed=1, n_people=20),
+        tmp_path / "b",
+        n_tokens_train=N_TOKENS,
+        n_eval_items=200,
+        progress=False,
+    )
+    d_other = _digest(other)
+    assert d_other["train.tokens.npy"] != _digest(corpus_dir)["train.tokens.npy"]
+    assert d_other["tokenizer.json"] == _digest(corpus_dir)["tokenizer.json"]  # seed-free vocab
+
+
+def test_manifest_and_layout(corpus_dir: Path) -> None:
+    corpus = load_corpus(corpus_dir)
+    m = corpus.manifest
+    assert m["schema"] == "workbench.corpus/1" and m["kind"] == "world"
+    assert m["label_names"]["pos"] == list(POS_TAGS) and m["label_names"]["depth"] is None
+    assert m["splits"]["train"]["n_tokens"] >= N_TOKENS
+    assert m["splits"]["val"]["n_docs"] >= 1 and m["splits"]["test"]["n_docs"] >= 1
+    assert corpus.vocab_size == len(world_words()) + 4
+    tokens = corpus.tokens("train")
+    assert isinstance(tokens, np.memmap) and tokens.dtype == np.uint16
+    docs = corpus.docs("train")
+    assert docs[0, 0] == 0 and docs[-1, 1] == len(tokens)
+    assert np.all(docs[1:, 0] == docs[:-1, 1])
+    assert np.all(np.asarray(tokens)[docs[:, 0]] == 2)  # every document starts with <bos>
+    assert corpus.world().people[0].name == build_world(SMALL).people[0].name
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        corpus.tokens("dev")
+
+
+def test_labels_are_aligned_and_right(corpus_dir: Path) -> None:
+    corpus = load_corpus(corpus_dir)
+    names = corpus.manifest["label_names"]
+    words = np.array(_decoded(corpus_dir, "train"))
+    labels = corpus.labels("train")
+    for key in ("pos", "depth", "number", "category", "animacy", "sentiment", "person"):
+        assert labels[key].shape == words.shape and labels[key].dtype == np.int16
+    assert len(labels["doc_kind"]) == len(corpus.docs("train"))
+    pos = np.array(names["pos"] + ["-"])[labels["pos"]]  # -1 -> "-"
+    world = corpus.world()
+    people = labels["person"]
+    named = people >= 0
+    assert np.all(pos[named] == "PROPN")
+    for i in np.flatnonzero(named)[:500]:
+        p = world.people[people[i]]
+        assert words[i] in (p.first, p.last)
+    verb_forms = {f for v in VERBS for f in (v.sing, v.plur)}
+    has_number = labels["number"] >= 0
+    assert has_number.any() and np.all(pos[has_number] == "VERB")
+    assert set(words[has_number]) <= verb_forms
+    sing = {v.sing for v in VERBS}
+    assert all(
+        (w in sing) == (n == 0) for w, n in zip(words[has_number], labels["number"][has_number])
+    )
+    category = np.array(names["category"] + ["-"])[labels["category"]]
+    assert (
+        set(category[words == "dogs"]) <= {"animal", "-"} and "animal" in category[words == "dogs"]
+    )
+    assert set(category[(words == "velmora") & (pos != "-")]) <= {"place"}
+    animacy = np.array(names["animacy"] + ["-"])[labels["animacy"]]
+    assert set(animacy[(words == "cook") & (pos == "NOUN")]) == {"animate"}
+    sentiment = np.array(names["sentiment"] + ["-"])[labels["sentiment"]]
+    assert set(sentiment[(words == "cruel") & (pos == "ADJ")]) <= {"neg"}
+    assert np.all(sentiment[pos != "ADJ"] == "-")
+    depth = labels["depth"][pos != "-"]
+    assert depth.max() >= 4  # relative clauses nest
+
+
+def test_agreement_items_have_opposite_attractors(corpus_dir: Path) -> None:
+    items = load_corpus(corpus_dir).eval_items("agreement")
+    assert len(items) == 200
+    assert sum(it["number"] == "sing" for it in items) == 100
+    pairs = {v.plur: v.sing for v in VERBS}
+    for it in items:
+        assert it["attractor_number"] != it["number"]
+        plur, sing = (it["correct"], it["wrong"])[:: 1 if it["number"] == "plur" else -1]
+        assert pairs[plur] == sing
+        words = it["prefix"].split()
+        assert words[1] == it["subject"] and it["attractor"] in words[2:]
+    assert {it["structure"] for it in items} == {"obj_rel", "subj_rel", "pp"}
+
+
+def test_heldout_templates_never_in_text_but_their_parts_are(corpus_dir: Path) -> None:
+    corpus = load_corpus(corpus_dir)
+    world = corpus.world()
+    text = {s: " " + " ".join(_decoded(corpus_dir, s)) + " " for s in corpus.splits}
+    for rel in ("city", "job", "pet", "food"):
+        held, train = heldout_templates(rel), train_templates(rel)
+        assert 0.2 <= len(held) / (len(held) + len(train)) <= 0.3
+        for t in held:
+            for p in world.people:
+                for s in text.values():
+                    assert f" {t.prefix(p.first, p.last)} " not in s
+            assert any(u.frame == t.frame for u in train)  # the frame is trained elsewhere
+            assert any(u.phrase == t.phrase for u in train)  # and so is the phrase
+    train_text = text["train"]
+    for frame in FRAMES:
+        pattern = re.escape(frame.text.split("{S}")[0])
+        assert re.search(pattern, train_text)
+    for rel in ("city", "job", "pet", "food"):
+        for phrase in RELATION_PHRASES[rel]:
+            assert f" {phrase} " in train_text
+    assert " the country of " not in train_text  # two-hop facts are never stated
+    items = corpus.eval_items("facts_heldout")
+    assert items and all(it["heldout"] and it["answer"] in it["candidates"] for it in items)
+    assert {it["template"] for it in items} <= {
+        t.id for r in RELATION_PHRASES for t in heldout_templates(r)
+    }
+    assert len({(it["person"], it["relation"]) for it in items[:80]}) == 80  # spread out
+
+
+def test_tokenizer_round_trips_every_word_and_corpus_has_no_unk(corpus_dir: Path) -> None:
+    tok = build_world_tokenizer()
+    words = world_words()
+    ids = tok.encode(" ".join(words)).ids
+    assert len(ids) == len(words) and 1 not in ids
+    assert tok.decode(ids) == " ".join(words)
+    assert [tok.token_to_id(t) for t in ("<pad>", "<unk>", "<bos>", "<eos>")] == [0, 1, 2, 3]
+    for split in ("train", "val", "test"):
+        assert 1 not in np.asarray(load_corpus(corpus_dir).tokens(split))
+    hf = load_hf_tokenizer(corpus_dir)
+    assert hf("the dog eats .")["input_ids"][0] == 2
+    assert (
+        hf.decode(hf("the dog eats .", add_special_tokens=False)["input_ids"]) == "the dog eats ."
+    )
+
+
+def test_words_have_one_role_and_nouns_start_with_a_consonant() -> None:
+    from workbench.world import lexicon
+
+    lists = [
+        [f for n in lexicon.all_nouns() for f in (n.sing, n.plur)],
+        [a.word for a in lexicon.ADJECTIVES],
+        [f for v in VERBS for f in (v.sing, v.plur)],
+        list(lexicon.FIRST_NAMES),
+        list(lexicon.LAST_NAMES),
+        list(lexicon.CITIES),
+        list(lexicon.COUNTRIES),
+        list(lexicon.PREPOSITIONS),
+    ]
+    flat = [w for ws in lists for w in ws]
+    assert len(flat) == len(set(flat))
+    assert not [w for w in lists[0] + lists[1] if w[0] in "aeiou"]
+
+
+def test_text_corpus_bpe_round_trip(tmp_path: Path) -> None:
+    src = tmp_path / "story.txt"
+    paragraphs = [
+        f"Paragraph {i}: the quick brown fox jumps over the lazy dog, again." for i in range(40)
+    ]
+    src.write_text("\n\n".join(paragraphs) + "\n")
+    out = build_text_corpus([src], tmp_path / "text", vocab_size=300, progress=False)
+    corpus = load_corpus(out)
+    assert corpus.kind == "text" and corpus.manifest["label_names"] == {}
+    assert [corpus.manifest["splits"][s]["n_docs"] for s in ("train", "val", "test")] == [36, 2, 2]
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(corpus.tokenizer_path))
+    tokens = np.asarray(corpus.tokens("train"))
+    decoded = {tok.decode(tokens[a + 1 : b].tolist()) for a, b in corpus.docs("train")}
+    assert decoded <= set(paragraphs) and len(decoded) == 36
+    with pytest.raises(ValueError, match="is a real-text corpus and has no labels"):
+        corpus.labels("train")
+
+
+def test_tiny_text_leaves_eval_splits_empty_and_says_so(tmp_path: Path) -> None:
+    src = tmp_path / "one.txt"
+    src.write_text("just one paragraph here.")
+    corpus = load_corpus(build_text_corpus([src], tmp_path / "t", progress=False))
+    assert corpus.manifest["splits"]["val"]["n_docs"] == 0
+    assert len(corpus.tokens("val")) == 0
+    assert any("val split is empty" in note for note in corpus.manifest["notes"])
+
+
+def test_empty_or_missing_text_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty.txt").write_text("  \n\n\t ")
+    with pytest.raises(ValueError, match=r"empty.*empty\.txt.*pass non-empty text files"):
+        build_text_corpus([tmp_path / "empty.txt"], tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        build_text_corpus([tmp_path / "nope.txt"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_empty_output_needs_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"not empty; pass overwrite=True / --overwrite"):
+        build_corpus(SMALL, out, n_tokens_train=2000, progress=False)
+    with pytest.raises(ValueError, match="has no corpus.json, so it is not a corpus"):
+        build_corpus(SMALL, out, n_tokens_train=2000, overwrite=True, progress=False)
+    (out / "notes.txt").unlink()
+    build_corpus(SMALL, out, n_tokens_train=2000, progress=False)
+    build_corpus(SMALL, out, n_tokens_train=3000, overwrite=True, progress=False)
+    assert load_corpus(out).manifest["splits"]["train"]["n_tokens"] >= 3000
+    assert [p.name for p in tmp_path.iterdir()] == ["c"]  # no temporary directories left
+
+
+def test_load_corpus_on_a_missing_dir(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"run `workbench world build --out .*nowhere`"):
+        load_corpus(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_people": 0}, r"n_people=0; pass an integer in \[1, 1600\]"),
+        ({"n_cities": 3, "n_countries": 4}, "pass n_cities >= n_countries"),
+        ({"mix": {"poems": 1.0}}, r"unknown document kinds \['poems'\]"),
+        ({"mix": {"bio": 0.0}}, "not all zero"),
+        ({"seed": -1}, "seed=-1"),
+    ],
+)
+def test_world_config_validation(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        WorldConfig(**kwargs)
+
+
+def test_world_json_round_trip_and_fact_table() -> None:
+    from workbench.world import World
+
+    world = build_world(SMALL)
+    assert World.from_json(world.to_json()) == world
+    facts = world.fact_table()
+    assert len(facts) == 20 * 5
+    assert len({p.name for p in world.people}) == 20
+    country = [f for f in facts if f["relation"] == "country"]
+    by_name = {p.name: p for p in world.people}
+    for f in country:
+        assert world.city_country[by_name[f["subject"]].attributes["city"]] == f["object"]
+    assert set(world.city_country.values()) == set(world.objects("country"))
+
+
+def test_grammar_respects_selectional_restrictions() -> None:
+    from workbench.world.grammar import Grammar
+    from workbench.world.lexicon import all_nouns
+
+    cls = {f: n.category for n in all_nouns() for f in (n.sing, n.plur)}
+    subj_of = {f: v.subj for v in VERBS for f in (v.sing, v.plur)}
+    rng = random.Random(0)
+    grammar = Grammar()
+    for _ in range(300):
+        rows = grammar.sentence(rng)
+        # Simple sentences only: DET (ADJ) N V ...
+        if len(rows) > 2 and rows[1].pos == "NOUN" and rows[2].pos == "VERB":
+            assert cls[rows[1].word] in subj_of[rows[2].word]
+        assert rows[-1].word == "." and rows[-1].depth == 1

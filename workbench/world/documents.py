@@ -1,0 +1,162 @@
+"""Document generators: biographies, city facts, grammar sentences and repeated spans.
+
+Each document is a list of labelled `Row`s starting with `<bos>`. Kinds:
+
+- `bio`: facts about 1-3 people in *training* templates, interleaved, each sentence naming its
+  person again ("anna berg lives in velmora . it is known that tom lind owns a dog . ...");
+- `city`: "velmora is a city in dravia ." / "velmora lies in dravia ." sentences;
+- `grammar`: 3-8 sentences of the labelled grammar;
+- `repeat_words`: 5-20 words drawn uniformly from the whole vocabulary, repeated 3-6 times,
+  half the time with markers ("list : w1 .. wn . again : w1 .. wn ."), half bare, as in the
+  induction evaluation (these words have no labels);
+- `repeat_names`: a list of 2-6 full names, repeated 2-3 times.
+
+`DocumentSampler` draws kinds so that each kind's share of *tokens* approximates the mix.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from workbench.world.facts import DIRECT_RELATIONS, World
+from workbench.world.grammar import Grammar
+from workbench.world.labels import BOS_ROW, DOC_KINDS, Row
+from workbench.world.templates import train_templates
+
+# Fixed words of the non-template documents, with their parts of speech.
+DOCUMENT_POS = {
+    "is": "AUX", "a": "DET", "city": "NOUN", "in": "PREP", "lies": "VERB", ".": "PUNCT",
+    "list": "NOUN", "names": "NOUN", ":": "PUNCT", "again": "ADV", ",": "PUNCT",
+}  # fmt: skip
+CITY_FRAMES = ("{C} is a city in {K} .", "{C} lies in {K} .")
+
+
+@dataclass
+class Document:
+    kind: str  # one of DOC_KINDS
+    rows: list[Row]
+
+    @property
+    def text(self) -> str:
+        return " ".join(r.word for r in self.rows)
+
+
+def document_words() -> list[str]:
+    return list(DOCUMENT_POS)
+
+
+def _fixed(text: str) -> list[Row]:
+    return [Row(w, DOCUMENT_POS[w]) for w in text.split()]
+
+
+def bio_document(rng: random.Random, world: World) -> Document:
+    """Two to four facts about each of 1-3 people, interleaved, in training templates."""
+    people = rng.sample(range(len(world.people)), min(len(world.people), rng.randint(1, 3)))
+    facts = [
+        (pid, rel)
+        for pid in people
+        for rel in rng.sample(DIRECT_RELATIONS, rng.randint(2, len(DIRECT_RELATIONS)))
+    ]
+    rng.shuffle(facts)
+    rows = [BOS_ROW]
+    for pid, rel in facts:
+        p = world.people[pid]
+        template = rng.choice(_TRAIN_TEMPLATES[rel])
+        rows += template.render(p.first, p.last, pid, p.attributes[rel])
+    return Document("bio", rows)
+
+
+def city_document(rng: random.Random, world: World) -> Document:
+    """Two to five "{city} is a city in {country} ." sentences."""
+    cities = world.objects("city")
+    rows = [BOS_ROW]
+    for city in rng.sample(cities, min(len(cities), rng.randint(2, 5))):
+        for slot in rng.choice(CITY_FRAMES).split():
+            if slot == "{C}":
+                rows.append(Row(city, "PROPN"))
+            elif slot == "{K}":
+                rows.append(Row(world.city_country[city], "PROPN"))
+            else:
+                rows.append(Row(slot, DOCUMENT_POS[slot]))
+    return Document("city", rows)
+
+
+def grammar_document(rng: random.Random, grammar: Grammar) -> Document:
+    rows = [BOS_ROW]
+    for _ in range(rng.randint(3, 8)):
+        rows += grammar.sentence(rng)
+    return Document("grammar", rows)
+
+
+def repeat_words_document(rng: random.Random, words: Sequence[str]) -> Document:
+    """A random word sequence repeated 3-6 times (bare, or between list markers).
+
+    Short spans and many copies: induction heads form after a plateau whose length falls
+    steeply with how often a copy sits inside the context window (measured on `tiny`: 20 %
+    of rows repeated -> no induction in 1500 steps; 50 % -> by step 400).
+    """
+    seq = [Row(w) for w in rng.choices(words, k=rng.randint(5, 20))]
+    n_copies = rng.randint(3, 6)
+    rows = [BOS_ROW]
+    if rng.random() < 0.5:
+        rows += seq * n_copies
+    else:
+        rows += _fixed("list :") + seq + _fixed(".")
+        for _ in range(n_copies - 1):
+            rows += _fixed("again :") + seq + _fixed(".")
+    return Document("repeat_words", rows)
+
+
+def repeat_names_document(rng: random.Random, world: World) -> Document:
+    """Names repeated: "names : anna berg , tom lind . again : anna berg , tom lind ."."""
+    people = rng.sample(range(len(world.people)), min(len(world.people), rng.randint(2, 6)))
+    seq: list[Row] = []
+    for i, pid in enumerate(people):
+        if i:
+            seq += _fixed(",")
+        p = world.people[pid]
+        seq += [Row(p.first, "PROPN", person=pid), Row(p.last, "PROPN", person=pid)]
+    rows = [BOS_ROW] + _fixed("names :") + seq + _fixed(".")
+    for _ in range(rng.randint(2, 3) - 1):
+        rows += _fixed("again :") + seq + _fixed(".")
+    return Document("repeat_names", rows)
+
+
+_TRAIN_TEMPLATES = {rel: train_templates(rel) for rel in DIRECT_RELATIONS}
+
+
+class DocumentSampler:
+    """Draws documents of all kinds with token shares close to `world.config.mix`.
+
+    Args:
+        world: the world the documents talk about.
+        words: the word pool of `repeat_words` documents (the whole vocabulary but specials).
+    """
+
+    def __init__(self, world: World, words: Sequence[str]) -> None:
+        self.world = world
+        self.words = list(words)
+        self.grammar = Grammar(world.config.p_opposite_attractor)
+        self.makers: dict[str, Callable[[random.Random], Document]] = {
+            "bio": lambda rng: bio_document(rng, self.world),
+            "city": lambda rng: city_document(rng, self.world),
+            "grammar": lambda rng: grammar_document(rng, self.grammar),
+            "repeat_words": lambda rng: repeat_words_document(rng, self.words),
+            "repeat_names": lambda rng: repeat_names_document(rng, self.world),
+        }
+        assert set(self.makers) == set(DOC_KINDS)
+        mix = world.config.mix_normalised
+        self.mean_lengths = self._mean_lengths(list(mix), world.config.seed)
+        # P(kind) proportional to token share / mean length gives the token shares.
+        self.kinds = list(mix)
+        self.weights = [mix[k] / self.mean_lengths[k] for k in self.kinds]
+
+    def _mean_lengths(self, kinds: list[str], seed: int, n: int = 300) -> dict[str, float]:
+        rng = random.Random(f"world:{seed}:lengths")
+        return {k: sum(len(self.makers[k](rng).rows) for _ in range(n)) / n for k in kinds}
+
+    def sample(self, rng: random.Random) -> Document:
+        kind = rng.choices(self.kinds, self.weights)[0]
+        return self.makers[kind](rng)

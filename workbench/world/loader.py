@@ -1,0 +1,109 @@
+"""Read a corpus directory written by `build_corpus` or `build_text_corpus`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.world.corpus import SCHEMA
+from workbench.world.facts import World
+from workbench.world.output import MANIFEST
+
+
+@dataclass
+class Corpus:
+    """A corpus on disk: token streams per split, labels, tokenizer and evaluation items.
+
+    >>> # corpus = load_corpus("runs/world"); corpus.tokens("train")[:10]
+    """
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        """`world` (labelled synthetic corpus) or `text` (real text, no labels)."""
+        return str(self.manifest["kind"])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.manifest["vocab_size"])
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / self.manifest["files"]["tokenizer"]
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.manifest["files"]["splits"])
+
+    def _file(self, split: str, what: str) -> Path:
+        files = self.manifest["files"]["splits"]
+        if split not in files:
+            raise ValueError(f"unknown split {split!r}; corpus at {self.path} has {list(files)}")
+        return self.path / files[split][what]
+
+    def tokens(self, split: str) -> np.ndarray:
+        """Flat token stream of `split` (memory-mapped; documents start with <bos>)."""
+        return np.load(self._file(split, "tokens"), mmap_mode="r")
+
+    def docs(self, split: str) -> np.ndarray:
+        """int64 [n_docs, 2]: start and end offset of each document in `tokens(split)`."""
+        return np.load(self._file(split, "docs"))
+
+    def labels(self, split: str) -> dict[str, np.ndarray]:
+        """Per-token int16 labels (-1 = none) and per-document `doc_kind` (world corpora).
+
+        Label ids index `manifest["label_names"][key]`; `doc_kind` indexes
+        `manifest["doc_kinds"]`; `person` indexes `world().people`; `depth` is the depth.
+        """
+        if self.kind != "world":
+            raise ValueError(
+                f"corpus at {self.path} is a real-text corpus and has no labels; build a world "
+                "corpus with `workbench world build`"
+            )
+        with np.load(self._file(split, "labels")) as npz:
+            return {k: npz[k] for k in npz.files}
+
+    def label_names(self, key: str) -> list[str] | None:
+        return self.manifest["label_names"].get(key)
+
+    def world(self) -> World:
+        """The people and places of a world corpus."""
+        if self.kind != "world":
+            raise ValueError(f"corpus at {self.path} is a real-text corpus and has no world")
+        record = json.loads((self.path / self.manifest["files"]["world"]).read_text())
+        return World.from_dict(record["world"])
+
+    def eval_items(self, name: str) -> list[dict[str, Any]]:
+        """Items of `eval/{name}.jsonl` (facts_train, facts_heldout, facts_twohop, agreement)."""
+        files = self.manifest["files"].get("eval", {})
+        if name not in files:
+            raise ValueError(
+                f"corpus at {self.path} has no evaluation set {name!r}; it has "
+                f"{sorted(files) or 'none (real-text corpus)'}"
+            )
+        with (self.path / files[name]).open() as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+
+def load_corpus(path: str | Path) -> Corpus:
+    """Open the corpus directory `path` (reads only the manifest)."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"no corpus at {path} ({manifest_path} not found); run "
+            f"`workbench world build --out {path}` to build one"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("schema") != SCHEMA:
+        raise ValueError(
+            f"{manifest_path} has schema {manifest.get('schema')!r}, expected {SCHEMA!r}; "
+            "rebuild the corpus with `workbench world build --overwrite`"
+        )
+    return Corpus(path, manifest)

@@ -1,0 +1,102 @@
+"""Safe, reproducible writing of corpus directories.
+
+Outputs are written into a temporary sibling directory and moved into place at the end, so a
+crash never leaves a half-written corpus. Files carry no timestamps, so the same inputs give
+byte-identical files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import uuid
+import zipfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MANIFEST = "corpus.json"
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to clobber anything but an empty directory or (with overwrite) a corpus."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output path {out} exists and is not a directory; choose another out")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(
+                f"output directory {out} is not empty; pass overwrite=True / --overwrite to "
+                "replace it, or choose another out"
+            )
+        if not (out / MANIFEST).is_file():
+            raise ValueError(
+                f"refusing to overwrite {out}: it is not empty and has no {MANIFEST}, so it is "
+                "not a corpus; choose an empty or new output directory"
+            )
+
+
+@contextmanager
+def atomic_output_dir(out: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary directory that replaces `out` when the block succeeds."""
+    out = Path(out)
+    check_output_dir(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = out.parent / f".{out.name}.tmp-{tag}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{tag}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Like `np.savez_compressed`, but with fixed zip timestamps (byte-reproducible)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, arr in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, buf.getvalue(), compresslevel=1)
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits, else int32."""
+    return np.dtype(np.uint16) if vocab_size < 65535 else np.dtype(np.int32)
+
+
+def write_split(
+    out: Path, split: str, tokens: np.ndarray, docs: np.ndarray, vocab_size: int
+) -> dict[str, str]:
+    """Write `{split}.tokens.npy` and `{split}.docs.npy`; return their file names."""
+    files = {"tokens": f"{split}.tokens.npy", "docs": f"{split}.docs.npy"}
+    np.save(out / files["tokens"], tokens.astype(token_dtype(vocab_size)), allow_pickle=False)
+    np.save(out / files["docs"], docs.astype(np.int64).reshape(-1, 2), allow_pickle=False)
+    return files
