@@ -17,6 +17,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -406,6 +407,7 @@ class _Trainer:
             disable=not (self.progress and dist.is_main),
             desc=f"train {self.run_dir.name}",
             unit="step",
+            mininterval=0.2 if sys.stderr.isatty() else 10.0,
             dynamic_ncols=True,
         )
         loss_val, val_loss, window_t, window_tokens = float("nan"), float("nan"), time.time(), 0
