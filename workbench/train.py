@@ -344,7 +344,7 @@ class _Trainer:
             "train": asdict(self.cfg),
             "loss": loss,
             "val_loss": val_loss,
-            "corpus": str(self.corpus.path),
+            "corpus": str(Path(self.corpus.path).resolve()),
         }
         out = self.run_dir / "checkpoints" / step_dir_name(step)
         save_checkpoint(
