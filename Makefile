@@ -35,13 +35,18 @@ demo: install
 	$(VENV)/bin/workbench train --preset default --corpus $(RUNS)/world --run $(RUNS)/demo --resume
 	$(VENV)/bin/workbench eval --model $(RUNS)/demo
 	$(VENV)/bin/workbench info --model $(RUNS)/demo
+	@test -f $(RUNS)/demo/acts_val.h5 || $(VENV)/bin/workbench cache --model $(RUNS)/demo \
+		--corpus $(RUNS)/world --split val --hooks 'blocks.*.hook_resid_post' \
+		--out $(RUNS)/demo/acts_val.h5
 	@echo
 	@echo "corpus:      $(RUNS)/world   (corpus.json, tokenizer.json, eval/)"
 	@echo "model:       $(RUNS)/demo    (checkpoints/, metrics.jsonl, training.fig.json)"
 	@echo "evaluation:  $(RUNS)/demo/eval.json"
+	@echo "activations: $(RUNS)/demo/acts_val.h5  (residual stream of the val split, all layers)"
 
 bench: install
 	$(PY) bench/train_throughput.py
+	$(PY) bench/cache_throughput.py
 
 clean:
 	rm -rf $(RUNS)/demo $(RUNS)/world

@@ -129,7 +129,8 @@ def _cmd_cache(args: argparse.Namespace) -> None:
 
         with ActivationStore(path) as store:
             shapes = ", ".join(f"{h} {list(store.shape(h))}" for h in store.hooks)
-        print(f"cached {len(store):,} rows to {path}: {shapes}")
+            n_rows = len(store)
+        print(f"cached {n_rows:,} rows to {path}: {shapes}")
 
 
 def _cmd_info(args: argparse.Namespace) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from workbench.world.corpus import SCHEMA
 from workbench.world.facts import World
-from workbench.world.output import MANIFEST
+from workbench.world.output import MANIFEST, load_npz_mmap
 
 
 @dataclass
@@ -66,8 +66,7 @@ class Corpus:
                 f"corpus at {self.path} is a real-text corpus and has no labels; build a world "
                 "corpus with `workbench world build`"
             )
-        with np.load(self._file(split, "labels")) as npz:
-            return {k: npz[k] for k in npz.files}
+        return load_npz_mmap(self._file(split, "labels"))
 
     def label_names(self, key: str) -> list[str] | None:
         return self.manifest["label_names"].get(key)

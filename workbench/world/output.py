@@ -65,15 +65,41 @@ def atomic_output_dir(out: Path, overwrite: bool) -> Iterator[Path]:
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Like `np.savez_compressed`, but with fixed zip timestamps (byte-reproducible)."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+    """Like `np.savez` (stored, not compressed, so `load_npz_mmap` can map the members),
+    with fixed zip timestamps (byte-reproducible)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
         for name, arr in arrays.items():
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = zipfile.ZIP_STORED
             info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue(), compresslevel=1)
+            zf.writestr(info, buf.getvalue())
+
+
+def load_npz_mmap(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an `.npz` file, memory-mapped when stored uncompressed (read into
+    memory otherwise): label arrays of a large split cost nothing until sliced."""
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
+        for info in zf.infolist():
+            name = info.filename.removesuffix(".npy")
+            if info.compress_type != zipfile.ZIP_STORED:
+                with zf.open(info) as member:
+                    out[name] = np.lib.format.read_array(member, allow_pickle=False)
+                continue
+            f.seek(info.header_offset)
+            local = f.read(30)  # local file header: name and extra lengths at bytes 26-29
+            start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + \
+                int.from_bytes(local[28:30], "little")
+            f.seek(start)
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+            out[name] = np.memmap(path, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
+                                  order="F" if fortran else "C")
+    return out
 
 
 def write_json(path: Path, data: Any) -> None:

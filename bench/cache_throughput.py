@@ -1,0 +1,140 @@
+"""Activation caching: throughput and peak memory against two baselines, in one run.
+
+Each measurement runs in a fresh subprocess (so its peak RSS is its own) over the same
+corpus tokens and batches:
+
+- `forward`: a plain forward pass with no hooks (the speed of light; goal >= 0.8x);
+- `store`: `cache_activations` of every `blocks.*.hook_resid_post` to HDF5 (ours);
+- `naive`: `run_with_cache` of every hook, kept in memory, then dumped with h5py at the end.
+
+Then `store` again at a corpus 10x larger: peak RSS should not grow with corpus size.
+
+    python bench/cache_throughput.py [--model runs/demo] [--tokens 20000] [--preset default]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _model(args: argparse.Namespace):  # noqa: ANN202
+    from workbench.models import build_bridge, load
+    from workbench.tokenizer import load_hf_tokenizer
+    from workbench.world import load_corpus
+
+    corpus = load_corpus(args.corpus)
+    if args.model:
+        return load(args.model), corpus
+    from workbench.config import get_preset
+
+    cfg = get_preset(args.preset).replace(d_vocab=corpus.vocab_size)
+    return build_bridge(cfg, tokenizer=load_hf_tokenizer(corpus.tokenizer_path)), corpus
+
+
+def run_one(args: argparse.Namespace) -> dict[str, float]:
+    import h5py
+    import torch
+
+    from workbench.cache import CacheConfig, cache_activations
+    from workbench.cache_plan import iter_batches
+
+    torch.manual_seed(0)
+    model, corpus = _model(args)
+    cfg = CacheConfig(hooks=("blocks.*.hook_resid_post",), split="train",
+                      max_tokens=args.tokens, batch_size=args.batch_size, chunk=True)
+    from workbench.cache import plan_for
+
+    plan = plan_for(model, corpus, cfg)
+    tokens = corpus.tokens("train")
+    out = Path(args.workdir) / f"{args.mode}-{args.tokens}.h5"
+    t0 = time.perf_counter()
+    if args.mode == "forward":
+        with torch.no_grad():
+            for batch in iter_batches(plan, tokens, cfg.batch_size, 0, plan.n_seqs):
+                model(batch.tokens)
+    elif args.mode == "store":
+        cache_activations(model, corpus, cfg, out, progress=False, overwrite=True)
+    elif args.mode == "naive":
+        kept: dict[str, list] = {}
+        with torch.no_grad():
+            for batch in iter_batches(plan, tokens, cfg.batch_size, 0, plan.n_seqs):
+                _, cache = model.run_with_cache(batch.tokens)
+                for name, act in cache.items():
+                    kept.setdefault(name, []).append(act)
+        with h5py.File(out, "w") as f:
+            for name, acts in kept.items():
+                if name.endswith("hook_resid_post"):
+                    b = [a.reshape(-1, a.shape[-1]) for a in acts]
+                    f[name] = torch.cat(b).numpy()
+    seconds = time.perf_counter() - t0
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"tokens_per_s": plan.n_tokens / seconds, "peak_rss_mib": peak_mib,
+            "n_tokens": plan.n_tokens}
+
+
+def _spawn(args: argparse.Namespace, mode: str, tokens: int) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--one", mode, "--tokens", str(tokens), "--corpus",
+           str(args.corpus), "--workdir", args.workdir, "--preset", args.preset,
+           "--batch-size", str(args.batch_size)] + (["--model", args.model] if args.model else [])
+    result = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model ref (default: random `preset`)")
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--corpus", default=None, help="world corpus (default: a new one)")
+    parser.add_argument("--tokens", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        args.mode = args.one
+        print(json.dumps(run_one(args)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        args.workdir = tmp
+        if args.corpus is None:
+            from workbench.world import WorldConfig, build_corpus
+
+            args.corpus = build_corpus(WorldConfig(seed=0), Path(tmp) / "world",
+                                       n_tokens_train=12 * args.tokens, progress=False)
+        res: dict[str, list[dict[str, float]]] = {"forward": [], "store": [], "naive": []}
+        for _ in range(args.repeats):
+            for mode in res:
+                res[mode].append(_spawn(args, mode, args.tokens))
+        big = [_spawn(args, "store", 10 * args.tokens) for _ in range(args.repeats)]
+    med = {m: {k: float(np.median([r[k] for r in rs])) for k in rs[0]} for m, rs in res.items()}
+    big_med = {k: float(np.median([r[k] for r in big])) for k in big[0]}
+    print(f"model {args.model or 'random ' + args.preset}, {args.tokens:,} tokens, "
+          f"batch {args.batch_size}, median of {args.repeats} runs (fresh process each)")
+    for mode, m in med.items():
+        print(f"  {mode:8s} {m['tokens_per_s']:10,.0f} tokens/s  "
+              f"{m['tokens_per_s'] / med['forward']['tokens_per_s']:.2f}x forward   "
+              f"peak RSS {m['peak_rss_mib']:8,.0f} MiB")
+    ratio = med["store"]["tokens_per_s"] / med["forward"]["tokens_per_s"]
+    print(f"store/forward throughput = {ratio:.2f} (goal >= 0.80: "
+          f"{'met' if ratio >= 0.8 else 'NOT met'})")
+    print(f"store/naive throughput = "
+          f"{med['store']['tokens_per_s'] / med['naive']['tokens_per_s']:.2f}, peak RSS "
+          f"{med['store']['peak_rss_mib']:.0f} vs {med['naive']['peak_rss_mib']:.0f} MiB")
+    mem_ratio = big_med["peak_rss_mib"] / med["store"]["peak_rss_mib"]
+    print(f"store peak RSS at {10 * args.tokens:,} vs {args.tokens:,} tokens: "
+          f"{big_med['peak_rss_mib']:.0f} vs {med['store']['peak_rss_mib']:.0f} MiB "
+          f"(ratio {mem_ratio:.2f}; bounded memory means close to 1)")
+
+
+if __name__ == "__main__":
+    main()

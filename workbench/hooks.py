@@ -1,0 +1,88 @@
+"""Hook names: glob patterns over a model's TransformerLens hook points, and a weight
+checksum that ties cached activations to the exact model that produced them."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+from typing import Any
+
+import torch
+
+_LAYER = re.compile(r"^blocks\.(\d+)\.")
+
+
+def hook_names(model: Any) -> list[str]:
+    """Every hook point of a TransformerBridge (in the bridge's registration order)."""
+    return list(model.hook_dict.keys())
+
+
+def _summarise(names: list[str]) -> str:
+    """`blocks.{0..3}.hook_resid_post`-style summary of many names."""
+    seen: dict[str, list[int]] = {}
+    order: list[str] = []
+    for name in names:
+        m = _LAYER.match(name)
+        key = _LAYER.sub("blocks.{l}.", name) if m else name
+        if key not in seen:
+            seen[key] = []
+            order.append(key)
+        if m:
+            seen[key].append(int(m.group(1)))
+    parts = []
+    for key in order:
+        layers = seen[key]
+        parts.append(key.replace("{l}", f"{{{min(layers)}..{max(layers)}}}") if layers else key)
+    return ", ".join(parts)
+
+
+def resolve_hooks(model: Any, patterns: list[str] | tuple[str, ...]) -> list[str]:
+    """Hook names matching the glob `patterns`, in `hook_names` order, without duplicates.
+
+    Raises:
+        ValueError: a pattern matches no hook point (the message lists the valid names).
+
+    >>> class M: hook_dict = {"hook_embed": 0, "blocks.0.hook_resid_post": 0,
+    ...                       "blocks.1.hook_resid_post": 0}
+    >>> resolve_hooks(M(), ["blocks.*.hook_resid_post"])
+    ['blocks.0.hook_resid_post', 'blocks.1.hook_resid_post']
+    """
+    if not patterns:
+        raise ValueError("no hook patterns given; pass e.g. --hooks 'blocks.*.hook_resid_post'")
+    names = hook_names(model)
+    chosen: set[str] = set()
+    for pattern in patterns:
+        matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not matched:
+            raise ValueError(
+                f"hook pattern {pattern!r} matches no hook point of this model. Valid names: "
+                f"{_summarise(names)}"
+            )
+        chosen.update(matched)
+    return [n for n in names if n in chosen]
+
+
+def last_layer(hooks: list[str]) -> int | None:
+    """The deepest block a hook set needs (None when a hook sits after the blocks)."""
+    layers = []
+    for name in hooks:
+        m = _LAYER.match(name)
+        if not m:
+            if name.startswith(("hook_embed", "hook_pos_embed", "embed", "pos_embed")):
+                layers.append(-1)
+                continue
+            return None
+        layers.append(int(m.group(1)))
+    return max(layers)
+
+
+def weights_checksum(model: Any) -> str:
+    """sha256 over the model's parameters and buffers (names, shapes, dtypes, bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        if t.numel():
+            digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
