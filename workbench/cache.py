@@ -5,7 +5,8 @@ File layout (`schema = workbench.activations/1`):
 - one dataset per hook, named by its TransformerLens hook name
   (`blocks.3.hook_resid_post`), shape `[n_rows, *trailing]` where `trailing` is the
   activation's shape at one position (`[d_model]` for the residual stream,
-  `[n_heads, d_head]` for `attn.hook_z`, `[d_mlp]` for `mlp.hook_post`); chunked along
+  `[n_heads, d_head]` for `attn.hook_z`, `[d_mlp]` for `mlp.hook_post`, `[n_heads, n_ctx]`
+  for `attn.hook_pattern`: one row per query, keys zero-padded to n_ctx); chunked along
   rows, optionally compressed;
 - `rows/{seq, doc, pos, offset, token}`: per row, its sequence, document, position in the
   sequence, offset in the split's token stream and token id;
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 SCHEMA = "workbench.activations/1"
 DTYPES = {"float32": np.float32, "float16": np.float16}
 COMPRESSION = (None, "gzip", "lzf")
+FLUSH_BYTES = 64 << 20  # at most this much activation data waits in memory for a write
 # Attributes that must match for a resumed run to append to a partial file.
 IDENTITY = ("model_checksum", "hooks", "dtype", "corpus", "split", "positions", "plan")
 
@@ -72,6 +74,8 @@ class CacheConfig:
         chunk: split documents longer than n_ctx into windows (else an error).
         compression: None, `gzip` or `lzf`.
         chunk_rows: HDF5 chunk length along rows.
+        flush_rows: rows buffered in memory between writes (also the resume granularity;
+            fewer when they exceed 64 MiB).
     """
 
     hooks: tuple[str, ...] = ("blocks.*.hook_resid_post",)
@@ -83,15 +87,16 @@ class CacheConfig:
     chunk: bool = False
     compression: str | None = None
     chunk_rows: int = 1024
+    flush_rows: int = 8192
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}; choose one of {sorted(DTYPES)}")
         if self.compression not in COMPRESSION:
             raise ValueError(f"compression={self.compression!r}; choose one of {COMPRESSION}")
-        if self.batch_size < 1 or self.chunk_rows < 1:
-            raise ValueError(f"batch_size={self.batch_size} and chunk_rows={self.chunk_rows} "
-                             "must be >= 1")
+        if min(self.batch_size, self.chunk_rows, self.flush_rows) < 1:
+            raise ValueError(f"batch_size={self.batch_size}, chunk_rows={self.chunk_rows} and "
+                             f"flush_rows={self.flush_rows} must be >= 1")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError(f"max_tokens={self.max_tokens}; it must be >= 1 (or unset)")
 
@@ -134,6 +139,8 @@ def compute_batch(model: Any, hooks: list[str], batch: Batch) -> dict[str, np.nd
         act = cache[name]
         if name.endswith(("hook_pattern", "hook_attn_scores")):
             act = act.permute(0, 2, 1, 3)  # (B, H, Q, K) -> (B, Q, H, K): rows are queries
+            # keys padded to n_ctx so every batch has the same trailing shape
+            act = torch.nn.functional.pad(act, (0, model.cfg.n_ctx - act.shape[-1]))
         act = act.reshape(b * t, *act.shape[2:])
         out[name] = act[batch.flat_index.to(act.device)].float().cpu().numpy()
     return out
@@ -281,24 +288,20 @@ def cache_activations(
                                pad_id=_pad_id(model))
         bar = tqdm(total=n_rows, initial=int(plan.row_offsets[start_seq]) - row_base,
                    disable=not progress, desc=f"cache {out.name}", unit="row")
+        pending: list[tuple[Batch, dict[str, np.ndarray]]] = []
+        pending_rows = pending_bytes = 0
         for batch in batches:
             acts = compute_batch(model, hooks, batch)
             if "schema" not in f.attrs:  # a new file: shapes known after the first batch
                 _create(f, job, {k: v.shape[1:] for k, v in acts.items()}, n_rows, labels)
-            lo, hi = batch.row_lo - row_base, batch.row_hi - row_base
-            for name, value in acts.items():
-                f[name][lo:hi] = value.astype(DTYPES[cfg.dtype])
-            for key in META_FIELDS:
-                f["rows"][key][lo:hi] = batch.meta[key]
-            off = batch.meta["offset"]
-            for key, arr in labels.items():
-                span = read_range(arr, int(off[0]), int(off[-1]) + 1)
-                f["rows/labels"][key][lo:hi] = span[off - off[0]]
-            f.flush()  # rows first, then the counter that says they are there
-            f.attrs["n_done"] = hi
-            f.attrs["seqs_done"] = batch.seq_hi - seq_lo
-            f.flush()
-            bar.update(hi - lo)
+            pending.append((batch, acts))
+            pending_rows += batch.row_hi - batch.row_lo
+            pending_bytes += sum(a.nbytes for a in acts.values())
+            last = batch.seq_hi == seq_hi
+            if pending_rows >= cfg.flush_rows or pending_bytes >= FLUSH_BYTES or last:
+                _write(f, pending, labels, row_base, seq_lo, cfg.dtype)
+                bar.update(pending_rows)
+                pending, pending_rows, pending_bytes = [], 0, 0
         bar.close()
         if "schema" not in f.attrs:  # an empty shard
             _create(f, job, _shapes_of(model, hooks, plan, tokens), 0, labels)
@@ -309,6 +312,26 @@ def cache_activations(
         out.unlink()
     os.replace(partial, out)
     return out
+
+
+def _write(f: h5py.File, pending: list[tuple[Batch, dict[str, np.ndarray]]],
+           labels: dict[str, np.ndarray], row_base: int, seq_lo: int, dtype: str) -> None:
+    """Write consecutive batches as one slice per dataset, then advance the counters."""
+    lo, hi = pending[0][0].row_lo - row_base, pending[-1][0].row_hi - row_base
+    for name in pending[0][1]:
+        f[name][lo:hi] = np.concatenate([a[name] for _, a in pending]).astype(DTYPES[dtype])
+    meta = {k: np.concatenate([b.meta[k] for b, _ in pending]) for k in META_FIELDS}
+    rows = f["rows"]
+    for key in META_FIELDS:
+        rows[key][lo:hi] = meta[key]
+    off = meta["offset"]
+    for key, arr in labels.items():
+        span = read_range(arr, int(off.min()), int(off.max()) + 1)
+        rows["labels"][key][lo:hi] = span[off - off.min()]
+    f.flush()  # rows first, then the counter that says they are there
+    f.attrs["n_done"] = hi
+    f.attrs["seqs_done"] = pending[-1][0].seq_hi - seq_lo
+    f.flush()
 
 
 def _has_rows(partial: Path) -> bool:

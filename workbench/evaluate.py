@@ -102,13 +102,21 @@ def last_logits(
     return result[inverse]
 
 
+def prefix_logits(
+    model: Any, items: list[dict[str, Any]], batch_size: int = 64, progress: bool = False
+) -> Float[Tensor, "n d_vocab"]:
+    """Next-token logits after `<bos> + item["prefix"]` for each item."""
+    tok = model.tokenizer
+    prompts = [_bos(tok) + _encode(tok, it["prefix"]) for it in items]
+    return last_logits(model, prompts, batch_size, progress)
+
+
 def fact_recall(
     model: Any, items: list[dict[str, Any]], batch_size: int = 64, progress: bool = False
 ) -> dict[str, Any]:
     """Top-1 accuracy of the answer over the vocabulary and among the candidates."""
     tok = model.tokenizer
-    prompts = [_bos(tok) + _encode(tok, it["prefix"]) for it in items]
-    logits = last_logits(model, prompts, batch_size, progress)
+    logits = prefix_logits(model, items, batch_size, progress)
     answers = torch.tensor([_word_id(tok, it["answer"]) for it in items])
     top1 = (logits.argmax(-1) == answers).float()
     among = []
@@ -123,8 +131,7 @@ def agreement(
 ) -> dict[str, Any]:
     """Share of items where the correct verb form outscores the wrong one."""
     tok = model.tokenizer
-    prompts = [_bos(tok) + _encode(tok, it["prefix"]) for it in items]
-    logits = last_logits(model, prompts, batch_size, progress)
+    logits = prefix_logits(model, items, batch_size, progress)
     good = torch.tensor([_word_id(tok, it["correct"]) for it in items])
     bad = torch.tensor([_word_id(tok, it["wrong"]) for it in items])
     rows = torch.arange(len(items))

@@ -215,3 +215,19 @@ def test_hf_gpt2_directory_word_final(hf_gpt2_dir: Path, tmp_path: Path) -> None
         nxt = [ids[o + 1] for o in offset if o + 1 < len(ids) and ids[o + 1] != ids[0]]
         assert all(t.startswith("Ġ") for t in model.tokenizer.convert_ids_to_tokens(nxt))
         assert pos.min() >= 1  # BOS rows are not words
+
+
+def test_attention_patterns_of_variable_length_batches(tiny_run: TrainResult,
+                                                       world_corpus: Path,
+                                                       tmp_path: Path) -> None:
+    model, corpus = load(tiny_run.run_dir), load_corpus(world_corpus)
+    cfg = CacheConfig(hooks=("blocks.1.attn.hook_pattern",), max_tokens=500, batch_size=3,
+                      chunk=True)
+    path = cache_activations(model, corpus, cfg, tmp_path / "p.h5", progress=False)
+    with ActivationStore(path) as store:
+        pattern = store.get("blocks.1.attn.hook_pattern")
+        assert pattern.shape == (len(store), 4, 64)
+        torch.testing.assert_close(pattern.sum(-1), torch.ones(len(store), 4))
+        pos = torch.from_numpy(store.meta("pos"))
+        beyond = torch.arange(64)[None, :] > pos[:, None]  # causal: no weight on later keys
+        assert float(pattern.permute(1, 0, 2)[:, beyond].abs().max()) == 0.0
