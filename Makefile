@@ -47,6 +47,7 @@ demo: install
 bench: install
 	$(PY) bench/train_throughput.py
 	$(PY) bench/cache_throughput.py
+	$(PY) bench/head_scores.py
 
 clean:
 	rm -rf $(RUNS)/demo $(RUNS)/world

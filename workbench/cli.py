@@ -139,6 +139,23 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(model_card(args.model))
 
 
+def _cmd_induction(args: argparse.Namespace) -> None:
+    from circuits.induction import InductionConfig, analyze, head_table, summary, write_report
+    from workbench.info import output_dir_of
+
+    out = Path(args.out) if args.out else output_dir_of(args.model) / "analyses/induction.json"
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    cfg = InductionConfig(n_seqs=args.n_seqs, seed=args.seed, min_score=args.min_score,
+                          min_ablation=args.min_ablation)
+    report = analyze(args.model, cfg, checkpoints=args.checkpoints, corpus=args.corpus,
+                     device=args.device, progress=not args.no_progress)
+    paths = write_report(report, out, overwrite=args.overwrite)
+    print(head_table(report))
+    print(summary(report))
+    print("written: " + ", ".join(str(p) for p in paths))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -206,6 +223,24 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--overwrite", action="store_true")
     ca.add_argument("--no-progress", action="store_true")
     ca.set_defaults(func=_cmd_cache)
+
+    ind = sub.add_parser("induction", help="find induction heads (scores, ablation, "
+                         "composition, phase change)")
+    ind.add_argument("--model", required=True)
+    ind.add_argument("--out", default=None,
+                     help="JSON output (default: MODEL/analyses/induction.json)")
+    ind.add_argument("--checkpoints", default=None,
+                     help="`all` or steps (0,64,512): also score the run's checkpoints")
+    ind.add_argument("--corpus", default=None, help="corpus for the ICL score (default: the "
+                     "run's)")
+    ind.add_argument("--n-seqs", type=int, default=32, help="repeated random sequences")
+    ind.add_argument("--seed", type=int, default=0)
+    ind.add_argument("--min-score", type=float, default=0.4)
+    ind.add_argument("--min-ablation", type=float, default=0.5, help="nats")
+    ind.add_argument("--device", default="cpu")
+    ind.add_argument("--overwrite", action="store_true")
+    ind.add_argument("--no-progress", action="store_true")
+    ind.set_defaults(func=_cmd_induction)
 
     info = sub.add_parser("info", help="print a model card")
     info.add_argument("--model", required=True)

@@ -89,7 +89,7 @@ class TrainConfig:
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "tiny": TrainConfig(steps=2000, batch_size=32, lr=3e-3, warmup_steps=50, eval_interval=500,
                         ckpt_interval=500, eval_windows=16),
-    "attn2": TrainConfig(steps=1500, batch_size=32, lr=2e-3, warmup_steps=100),
+    "attn2": TrainConfig(steps=4000, batch_size=32, lr=2e-3, warmup_steps=100),
     "default": TrainConfig(steps=2000, batch_size=32, lr=2e-3, warmup_steps=100),
     "small": TrainConfig(steps=5000, batch_size=64, lr=6e-4, warmup_steps=200, ckpt_interval=1000),
 }

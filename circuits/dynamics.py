@@ -1,0 +1,108 @@
+"""Training dynamics: induction scores and the in-context-learning score over checkpoints.
+
+The in-context-learning (ICL) score of Olsson et al. (2022) is the loss at the 500th token of
+a 512-token context minus the loss at the 50th; we scale both positions to the model's
+context (`round(n_ctx * 500 / 512) - 1` and `round(n_ctx * 50 / 512)`) and average the loss
+over the 5 tokens centred on each, on fixed windows of the corpus. It turns sharply negative
+when induction heads form (the phase change).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from circuits.ablation import token_nll
+from circuits.inputs import repeated_tokens_for
+from circuits.scores import head_scores
+
+
+def icl_positions(n_ctx: int) -> tuple[int, int]:
+    """(early, late) token index for a context of `n_ctx` tokens.
+
+    >>> icl_positions(512), icl_positions(128)
+    ((50, 499), (12, 124))
+    """
+    early = max(2, round(n_ctx * 50 / 512))
+    late = min(n_ctx - 3, round(n_ctx * 500 / 512) - 1)
+    return early, late
+
+
+@torch.no_grad()
+def icl_score(model: Any, windows: Int[Tensor, "batch pos"]) -> dict[str, float]:
+    """Loss late in the context minus loss early in it (nats; negative = in-context learning)."""
+    n = windows.shape[1]
+    early, late = icl_positions(n)
+    device = next(model.parameters()).device
+    nll = token_nll(model(windows.to(device)), windows).cpu()
+    lo = float(nll[:, early - 2:early + 3].mean())
+    hi = float(nll[:, late - 2:late + 3].mean())
+    return {"icl": hi - lo, "loss_early": lo, "loss_late": hi, "early": early, "late": late}
+
+
+def corpus_windows(tokens: np.ndarray, n_ctx: int, n_windows: int = 64) -> Tensor:
+    """Evenly spaced windows of `n_ctx` tokens of a token stream (the same every call)."""
+    high = len(tokens) - n_ctx
+    if high <= 0:
+        raise ValueError(f"the corpus has {len(tokens)} tokens, fewer than n_ctx + 1 = "
+                         f"{n_ctx + 1}; use a larger split or a model with a shorter context")
+    starts = np.linspace(0, high, num=min(n_windows, high), dtype=np.int64)
+    return torch.from_numpy(np.stack([np.asarray(tokens[s:s + n_ctx]) for s in starts])
+                            .astype(np.int64))
+
+
+def checkpoint_dynamics(
+    checkpoints: Sequence[Path],
+    load_fn: Callable[[Path], Any],
+    windows: Tensor | None = None,
+    n_seqs: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Per checkpoint: its step, every head's induction / prefix-matching / previous-token
+    score on repeated random tokens, and the ICL score on `windows` (when given)."""
+    records = []
+    for path in tqdm(checkpoints, desc="checkpoints", disable=not progress):
+        model = load_fn(path)
+        rep = repeated_tokens_for(model, n_seqs, seed=seed)
+        scores = head_scores(model, rep, kinds=("induction", "prefix_matching", "prev_token"))
+        rec: dict[str, Any] = {"step": _step_of(path), "checkpoint": str(path)}
+        rec.update({k: v.tolist() for k, v in scores.items()})
+        if windows is not None:
+            rec.update(icl_score(model, windows[:, :model.cfg.n_ctx]))
+        records.append(rec)
+    return sorted(records, key=lambda r: r["step"])
+
+
+def _step_of(path: Path) -> int:
+    name = Path(path).name
+    return int(name.split("_")[-1]) if name.startswith("step_") else -1
+
+
+def phase_change(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where the best later-layer induction score rises most, and where the ICL score drops
+    most, between consecutive checkpoints (as `[step_before, step_after]`)."""
+    if len(records) < 2:
+        return {}
+    steps = [r["step"] for r in records]
+    best = [max(max(row) for row in r["induction"][1:]) if len(r["induction"]) > 1
+            else max(r["induction"][0]) for r in records]
+    out: dict[str, Any] = {"steps": steps, "max_induction": best}
+    rise = int(np.argmax(np.diff(best)))
+    out["induction_rise"] = [steps[rise], steps[rise + 1]]
+    out["induction_rise_size"] = float(best[rise + 1] - best[rise])
+    if all("icl" in r for r in records):
+        icl = [r["icl"] for r in records]
+        drop = int(np.argmin(np.diff(icl)))
+        out["icl"] = icl
+        out["icl_drop"] = [steps[drop], steps[drop + 1]]
+        out["icl_drop_size"] = float(icl[drop + 1] - icl[drop])
+        out["coincide"] = abs(drop - rise) <= 1
+    return out

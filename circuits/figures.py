@@ -1,0 +1,77 @@
+"""Plotly figures of induction reports: layer x head heatmaps and score-vs-step curves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+HEATMAPS = (("induction", "induction score"), ("prev_token", "previous-token score"),
+            ("duplicate", "duplicate-token score"), ("copying", "OV copying score"),
+            ("ablation_nats", "zero-ablation effect (nats)"),
+            ("mean_ablation_nats", "mean-ablation effect (nats)"))
+
+
+def heads_figure(report: dict[str, Any]) -> go.Figure:
+    """One layer x head heatmap per score, hover shows the head name and value."""
+    n_layers, n_heads = report["n_layers"], report["n_heads"]
+    fig = make_subplots(rows=2, cols=3, subplot_titles=[t for _, t in HEATMAPS],
+                        horizontal_spacing=0.08, vertical_spacing=0.15)
+    for i, (key, title) in enumerate(HEATMAPS):
+        z = [[0.0] * n_heads for _ in range(n_layers)]
+        for r in report["heads"]:
+            z[r["layer"]][r["head"]] = r[key]
+        fig.add_trace(go.Heatmap(z=z, x=list(range(n_heads)), y=list(range(n_layers)),
+                                 colorscale="Blues", showscale=False, name=title,
+                                 hovertemplate=f"L%{{y}}H%{{x}}<br>{title}: %{{z:.3f}}"
+                                               "<extra></extra>"),
+                      row=i // 3 + 1, col=i % 3 + 1)
+    fig.update_xaxes(title_text="head")
+    fig.update_yaxes(title_text="layer", autorange="reversed")
+    found = ", ".join(report["induction_heads"]) or "none"
+    fig.update_layout(title=f"Heads of {report.get('model') or 'the model'} "
+                            f"(induction heads: {found})", template="plotly_white",
+                      height=650)
+    return fig
+
+
+def dynamics_figure(report: dict[str, Any]) -> go.Figure:
+    """Induction score of every later-layer head, and the ICL score, against step."""
+    records = report["dynamics"]["checkpoints"]
+    steps = [r["step"] for r in records]
+    has_icl = all("icl" in r for r in records)
+    fig = make_subplots(rows=2 if has_icl else 1, cols=1, shared_xaxes=True,
+                        subplot_titles=["induction score per head", "in-context-learning "
+                                        "score (late minus early loss)"][: 2 if has_icl else 1])
+    n_layers = len(records[0]["induction"])
+    for layer in range(n_layers):
+        for h in range(len(records[0]["induction"][layer])):
+            fig.add_trace(go.Scatter(x=steps, y=[r["induction"][layer][h] for r in records],
+                                     mode="lines+markers", name=f"L{layer}H{h}",
+                                     visible=True if layer > 0 or n_layers == 1
+                                     else "legendonly"), row=1, col=1)
+    if has_icl:
+        fig.add_trace(go.Scatter(x=steps, y=[r["icl"] for r in records], mode="lines+markers",
+                                 name="ICL score", line={"color": "black"}), row=2, col=1)
+        fig.update_yaxes(title_text="nats", row=2, col=1)
+    pc = report["dynamics"].get("phase_change", {})
+    if pc.get("induction_rise"):
+        fig.add_vrect(x0=pc["induction_rise"][0], x1=pc["induction_rise"][1],
+                      fillcolor="orange", opacity=0.15, line_width=0)
+    fig.update_xaxes(type="log", title_text="step (log; step 0 not shown)")
+    fig.update_layout(title="Phase change over training checkpoints", template="plotly_white",
+                      height=650)
+    return fig
+
+
+def attention_figure(pattern: Any, tokens: list[str], title: str = "") -> go.Figure:
+    """One head's `[query, key]` pattern as a heatmap with the tokens on both axes."""
+    labels = [f"{i}:{t}" for i, t in enumerate(tokens)]
+    fig = go.Figure(go.Heatmap(z=pattern, x=labels, y=labels, colorscale="Blues",
+                               hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.3f}"
+                                             "<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", title_text="query")
+    fig.update_xaxes(title_text="key")
+    fig.update_layout(title=title, template="plotly_white")
+    return fig

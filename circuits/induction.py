@@ -1,0 +1,244 @@
+"""Find a model's induction heads: head scores, OV copying, composition, ablation, and the
+phase change over checkpoints, written as `workbench.induction/1` JSON with plotly figures.
+
+    from circuits.induction import InductionConfig, find_induction_heads
+    report = find_induction_heads(model, InductionConfig())
+    report["induction_heads"]      # ['L1H0', 'L1H6']
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from circuits.ablation import head_ablation_effects, repeated_half_loss
+from circuits.inputs import repeated_tokens_for
+from circuits.scores import (
+    COMPOSITION,
+    composition_scores,
+    head_name,
+    head_scores,
+    ov_copying_scores,
+)
+
+SCHEMA = "workbench.induction/1"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InductionConfig:
+    """Settings of an induction-head analysis.
+
+    Attributes:
+        n_seqs: repeated random sequences scored (and ablated).
+        seq_len: their length (default `min(n_ctx - 1, 255)`).
+        seed: seed of the random tokens.
+        min_score: induction score a head needs (`targets` normalisation).
+        min_ablation: loss increase (nats) on the repeated half when the head is
+            zero-ablated that an induction head needs.
+        min_prev_token: previous-token score of a previous-token head.
+    """
+
+    n_seqs: int = 32
+    seq_len: int | None = None
+    seed: int = 0
+    min_score: float = 0.4
+    min_ablation: float = 0.5
+    min_prev_token: float = 0.4
+
+    def __post_init__(self) -> None:
+        if self.n_seqs < 1:
+            raise ValueError(f"n_seqs={self.n_seqs}; it must be >= 1")
+        if self.min_ablation < 0 or not 0 <= self.min_score <= 1:
+            raise ValueError(f"min_score={self.min_score} must be in [0, 1] and "
+                             f"min_ablation={self.min_ablation} >= 0")
+
+
+def find_induction_heads(model: Any, cfg: InductionConfig = InductionConfig(),
+                         model_ref: str | None = None) -> dict[str, Any]:
+    """Score, ablate and relate every head; the `workbench.induction/1` report (no dynamics).
+
+    An *induction head* has induction score >= `min_score` and zero-ablation effect >=
+    `min_ablation`; a *previous-token head* has previous-token score >= `min_prev_token`.
+    For each induction head, `pairs` names the earlier head with the largest K-composition
+    into it and says whether that is a previous-token head.
+    """
+    rep = repeated_tokens_for(model, cfg.n_seqs, cfg.seq_len, seed=cfg.seed)
+    scores = head_scores(model, rep)
+    copying = ov_copying_scores(model)
+    zero, clean = head_ablation_effects(model, rep, "zero")
+    mean, _ = head_ablation_effects(model, rep, "mean")
+    comp = {m: composition_scores(model, m) for m in COMPOSITION}
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    heads = []
+    for layer in range(n_layers):
+        for h in range(n_heads):
+            rec = {"layer": layer, "head": h, "name": head_name(layer, h)}
+            rec.update({k: float(v[layer, h]) for k, v in scores.items()})
+            rec.update(copying=float(copying[layer, h]), ablation_nats=float(zero[layer, h]),
+                       mean_ablation_nats=float(mean[layer, h]))
+            rec["is_induction"] = (rec["induction"] >= cfg.min_score
+                                   and rec["ablation_nats"] >= cfg.min_ablation)
+            rec["is_prev_token"] = rec["prev_token"] >= cfg.min_prev_token
+            heads.append(rec)
+    induction = [r["name"] for r in heads if r["is_induction"]]
+    prev = [r["name"] for r in heads if r["is_prev_token"]]
+    pairs = []
+    for r in heads:
+        if not r["is_induction"] or r["layer"] == 0:
+            continue
+        k = comp["K"][: r["layer"], :, r["layer"], r["head"]]  # [earlier layers, H]
+        best = int(k.argmax())
+        src = head_name(best // n_heads, best % n_heads)
+        pairs.append({"induction_head": r["name"], "k_composition_source": src,
+                      "k_composition": float(k.max()), "source_is_prev_token": src in prev,
+                      "k_composition_mean_earlier": float(k.mean())})
+    losses = repeated_half_loss(model, rep)
+    return {
+        "schema": SCHEMA,
+        "model": model_ref,
+        "config": asdict(cfg),
+        "n_layers": n_layers,
+        "n_heads": n_heads,
+        "inputs": {"kind": "repeated random tokens with a random prefix",
+                   "n_seqs": int(rep.tokens.shape[0]), "seq_len": int(rep.tokens.shape[1]),
+                   "period_range": [int(rep.period.min()), int(rep.period.max())]},
+        "loss": {"first_copy": losses["first"], "second_copy": clean},
+        "heads": heads,
+        "induction_heads": induction,
+        "previous_token_heads": prev,
+        "pairs": pairs,
+        "composition": {m: v.tolist() for m, v in comp.items()},
+    }
+
+
+def head_table(report: dict[str, Any], keys: tuple[str, ...] = (
+        "induction", "prefix_matching", "prev_token", "duplicate", "copying",
+        "ablation_nats", "mean_ablation_nats")) -> str:
+    """The report's heads as a fixed-width text table, best induction score first."""
+    rows = sorted(report["heads"], key=lambda r: -r["induction"])
+    head = f"{'head':6s}" + "".join(f"{k:>19s}" for k in keys)
+    lines = [head] + [f"{r['name']:6s}" + "".join(f"{r.get(k, float('nan')):19.3f}"
+                                                  for k in keys) for r in rows]
+    return "\n".join(lines)
+
+
+def summary(report: dict[str, Any]) -> str:
+    """A few lines that say what was found."""
+    lines = [f"induction heads: {', '.join(report['induction_heads']) or 'none'}; "
+             f"previous-token heads: {', '.join(report['previous_token_heads']) or 'none'}",
+             f"loss on the first copy {report['loss']['first_copy']:.3f}, on the second "
+             f"{report['loss']['second_copy']:.3f} nats"]
+    for p in report["pairs"]:
+        lines.append(f"{p['induction_head']}: strongest K-composition from "
+                     f"{p['k_composition_source']} ({p['k_composition']:.3f}, mean over earlier "
+                     f"heads {p['k_composition_mean_earlier']:.3f}; previous-token head: "
+                     f"{'yes' if p['source_is_prev_token'] else 'no'})")
+    pc = report.get("dynamics", {}).get("phase_change")
+    if pc:
+        line = (f"phase change: best induction score rises most between steps "
+                f"{pc['induction_rise'][0]} and {pc['induction_rise'][1]} "
+                f"(+{pc['induction_rise_size']:.2f})")
+        if "icl_drop" in pc:
+            line += (f"; ICL score drops most between {pc['icl_drop'][0]} and "
+                     f"{pc['icl_drop'][1]} ({pc['icl_drop_size']:+.2f} nats)")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def to_grid(report: dict[str, Any], key: str) -> torch.Tensor:
+    """A per-head value of the report as a `[layer, head]` tensor."""
+    grid = torch.zeros(report["n_layers"], report["n_heads"])
+    for r in report["heads"]:
+        grid[r["layer"], r["head"]] = r[key]
+    return grid
+
+
+def write_report(report: dict[str, Any], out: Path, overwrite: bool = False) -> list[Path]:
+    """Write the JSON (atomically) and its figures beside it; the paths written."""
+    from circuits.figures import dynamics_figure, heads_figure
+    from workbench.checkpoints import write_json_atomic
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, report)
+    paths = [out]
+    fig_path = out.with_suffix(".heads.fig.json")
+    heads_figure(report).write_json(str(fig_path))
+    paths.append(fig_path)
+    if report.get("dynamics", {}).get("checkpoints"):
+        dyn_path = out.with_suffix(".dynamics.fig.json")
+        dynamics_figure(report).write_json(str(dyn_path))
+        paths.append(dyn_path)
+    return paths
+
+
+def select_checkpoints(run_dir: Path, which: str) -> list[Path]:
+    """`all`, or comma-separated steps (`0,64,512`), of a run's checkpoints."""
+    from workbench.checkpoints import list_checkpoints
+
+    found = list_checkpoints(Path(run_dir))
+    if not found:
+        raise ValueError(f"{run_dir} has no checkpoints; --checkpoints needs a run directory "
+                         "made by `workbench train`")
+    if which == "all":
+        return found
+    by_step = {int(p.name.split("_")[-1]): p for p in found}
+    try:
+        steps = [int(s) for s in which.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--checkpoints {which!r}: use `all` or steps like 0,64,512") from None
+    missing = [s for s in steps if s not in by_step]
+    if missing:
+        raise ValueError(f"no checkpoint at step(s) {missing} in {run_dir}; available: "
+                         f"{sorted(by_step)}")
+    return [by_step[s] for s in steps]
+
+
+def analyze(
+    ref: str | Path,
+    cfg: InductionConfig = InductionConfig(),
+    checkpoints: str | None = None,
+    corpus: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The full `workbench induction` analysis of a model reference: the final model's heads,
+    and with `checkpoints` (`all` or steps) the dynamics over the run's checkpoints (the ICL
+    score needs a world or text corpus: `corpus`, else the run's own)."""
+    from circuits.dynamics import checkpoint_dynamics, corpus_windows, phase_change
+    from workbench.info import corpus_of, run_dir_of
+    from workbench.models import load
+
+    model = load(ref, device=device)
+    report = find_induction_heads(model, cfg, model_ref=str(ref))
+    if checkpoints:
+        run_dir = run_dir_of(ref)
+        if run_dir is None:
+            raise ValueError(f"{ref} is not a run of ours; --checkpoints needs a run directory "
+                             "made by `workbench train`")
+        paths = select_checkpoints(run_dir, checkpoints)
+        if corpus is not None and not Path(corpus).exists():
+            raise FileNotFoundError(f"corpus {corpus} does not exist; pass a corpus directory "
+                                    "from `workbench world build`")
+        if corpus is None and (corpus := corpus_of(ref)) and not Path(corpus).exists():
+            log.warning("the run's corpus %s is not there; the ICL score is skipped (pass "
+                        "--corpus)", corpus)
+            corpus = None
+        windows = None
+        if corpus is not None:
+            from workbench.world import load_corpus
+
+            windows = corpus_windows(load_corpus(Path(corpus)).tokens("val"), model.cfg.n_ctx)
+        records = checkpoint_dynamics(paths, lambda p: load(p, device=device), windows,
+                                      n_seqs=min(cfg.n_seqs, 16), seed=cfg.seed,
+                                      progress=progress)
+        report["dynamics"] = {"checkpoints": records, "phase_change": phase_change(records),
+                              "icl_corpus": None if windows is None else str(corpus)}
+    return report

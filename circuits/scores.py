@@ -1,0 +1,187 @@
+"""Head scores for every head in one forward pass, the OV copying score, and Q/K/V
+composition scores.
+
+Attention scores compare each head's pattern with a *detection mask* `[batch, query, key]`
+built from the tokens. The masks are looked up in `DETECTORS` (a dict, no `eval`):
+
+- `prev_token`: key = query - 1;
+- `duplicate`: an earlier key holds the query's token;
+- `induction`: the key *follows* an earlier occurrence of the query's token
+  (TransformerLens' induction pattern, from token identity);
+- `prefix_matching`: the exact induction stripe of repeated tokens (key = query - period + 1
+  in the second copy), from the sequence structure rather than token identity, so chance
+  repeats of random tokens in the prefix earn no credit.
+
+Two normalisations:
+
+- `"targets"` (default): the attention mass a query puts on its targets, averaged over the
+  queries that have at least one target (an induction head scores close to 1);
+- `"tl"`: TransformerLens `detect_head(..., error_measure="mul")`, the mass on targets over
+  the whole pattern's mass, averaged over sequences (all queries count, so an induction head
+  on `[BOS] prefix seg seg` scores at most about the second copy's share of the positions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from circuits.inputs import RepeatedTokens
+
+Mask = Bool[Tensor, "batch query key"]
+
+
+def prev_token_mask(tokens: Int[Tensor, "batch pos"], rep: RepeatedTokens | None = None) -> Mask:
+    t = tokens.shape[1]
+    eye = torch.zeros(t, t, dtype=torch.bool)
+    eye[1:, :-1] = torch.eye(t - 1, dtype=torch.bool)
+    return eye.expand(tokens.shape[0], t, t)
+
+
+def duplicate_mask(tokens: Int[Tensor, "batch pos"], rep: RepeatedTokens | None = None) -> Mask:
+    t = tokens.shape[1]
+    same = tokens[:, :, None] == tokens[:, None, :]
+    return same & torch.ones(t, t, dtype=torch.bool).tril(-1)
+
+
+def induction_mask(tokens: Int[Tensor, "batch pos"], rep: RepeatedTokens | None = None) -> Mask:
+    dup = duplicate_mask(tokens)
+    out = torch.zeros_like(dup)
+    out[:, :, 1:] = dup[:, :, :-1]  # key k scores when token k-1 repeats the query's token
+    return out & torch.ones(tokens.shape[1], tokens.shape[1], dtype=torch.bool).tril()
+
+
+def prefix_matching_mask(tokens: Int[Tensor, "batch pos"],
+                         rep: RepeatedTokens | None = None) -> Mask:
+    if rep is None:
+        raise ValueError("prefix_matching needs repeated tokens (circuits.inputs."
+                         "make_repeated_tokens); pass `rep=` or leave it out of `kinds`")
+    return rep.stripe_mask()
+
+
+DETECTORS: dict[str, Callable[[Tensor, RepeatedTokens | None], Mask]] = {
+    "prev_token": prev_token_mask,
+    "duplicate": duplicate_mask,
+    "induction": induction_mask,
+    "prefix_matching": prefix_matching_mask,
+}
+NORMALIZE = ("targets", "tl")
+
+
+@torch.no_grad()
+def head_scores(
+    model: Any,
+    tokens: Int[Tensor, "batch pos"] | RepeatedTokens,
+    kinds: Sequence[str] = tuple(DETECTORS),
+    normalize: str = "targets",
+) -> dict[str, Float[Tensor, "layer head"]]:
+    """Every head's score for each detector in `kinds`, from one forward pass.
+
+    The patterns are reduced inside the hooks and never kept, so memory is that of one
+    layer's pattern. `tokens` must have equal lengths (no padding).
+    """
+    rep = tokens if isinstance(tokens, RepeatedTokens) else None
+    toks = rep.tokens if rep is not None else tokens
+    unknown = [k for k in kinds if k not in DETECTORS]
+    if unknown:
+        raise ValueError(f"unknown head score(s) {unknown}; choose from {sorted(DETECTORS)}")
+    if normalize not in NORMALIZE:
+        raise ValueError(f"normalize={normalize!r}; choose one of {NORMALIZE}")
+    if rep is None and "prefix_matching" in kinds:
+        kinds = [k for k in kinds if k != "prefix_matching"]
+    masks = torch.stack([DETECTORS[k](toks, rep) for k in kinds]).float()  # [K, B, Q, Kpos]
+    has_target = masks.sum(-1) > 0  # [K, B, Q]
+    cfg = model.cfg
+    out = torch.zeros(len(kinds), cfg.n_layers, cfg.n_heads)
+
+    def reduce(pattern: Tensor, hook: Any) -> None:
+        layer = int(hook.name.split(".")[1])
+        p = pattern.detach().float().cpu()  # [B, H, Q, K]
+        mass = torch.einsum("bhqk,mbqk->mbhq", p, masks)  # attention on targets per query
+        if normalize == "tl":
+            per_seq = mass.sum(-1) / p.sum((-1, -2))[None]  # [K, B, H]
+            out[:, layer] = per_seq.mean(1)
+        else:
+            w = has_target.float()[:, :, None, :]  # [K, B, 1, Q]
+            out[:, layer] = (mass * w).sum((1, 3)) / w.sum((1, 3)).clamp(min=1)
+
+    device = next(model.parameters()).device
+    model.run_with_hooks(toks.to(device), return_type=None,
+                         fwd_hooks=[(lambda name: name.endswith("attn.hook_pattern"), reduce)])
+    return {k: out[i] for i, k in enumerate(kinds)}
+
+
+@torch.no_grad()
+def ov_copying_scores(model: Any) -> Float[Tensor, "layer head"]:
+    """Olsson et al. (2022) copying score of each head's full OV circuit
+    `W_E W_V W_O W_U` (layer norms ignored): the sum of its eigenvalues' real parts over the
+    sum of their magnitudes, in [-1, 1]; close to 1 for a head that copies the attended token.
+
+    The nonzero eigenvalues of the `[d_vocab, d_vocab]` circuit are those of the small
+    `[d_head, d_head]` matrix `W_O W_U W_E W_V` (cyclic permutation), which is what we compute.
+    """
+    w_e = model.W_E.detach().double().cpu()
+    w_u = model.W_U.detach().double().cpu()
+    w_v = model.W_V.detach().double().cpu()  # [L, H, d_model, d_head]
+    w_o = model.W_O.detach().double().cpu()  # [L, H, d_head, d_model]
+    middle = w_u @ w_e  # [d_model, d_model]
+    small = w_o @ middle @ w_v  # [L, H, d_head, d_head]
+    eig = torch.linalg.eigvals(small)
+    return (eig.real.sum(-1) / eig.abs().sum(-1).clamp(min=1e-12)).float()
+
+
+COMPOSITION = ("Q", "K", "V")
+
+
+@torch.no_grad()
+def composition_scores(model: Any, mode: str) -> Float[Tensor, "layer head layer head"]:
+    """`||W_OV^A W^B||_F / (||W_OV^A||_F ||W^B||_F)` for every earlier head A and later head B,
+    where `W^B` is B's `W_QK` (Q-composition), `W_QK^T` (K) or `W_OV` (V); zero where A is not
+    in an earlier layer. Same values as TransformerLens' `all_composition_scores(mode)`,
+    computed from `d_head`-sized Gram matrices instead of `d_model`-sized products.
+    """
+    if mode not in COMPOSITION:
+        raise ValueError(f"mode={mode!r}; choose one of {COMPOSITION}")
+    q = model.W_Q.detach().double().cpu()  # [L, H, d, h]
+    k = model.W_K.detach().double().cpu()
+    v = model.W_V.detach().double().cpu()
+    o = model.W_O.detach().double().cpu()  # [L, H, h, d]
+    gram = lambda a: a.transpose(-1, -2) @ a  # noqa: E731  [.., h, h]
+    g_v, g_q, g_k = gram(v), gram(q), gram(k)
+    g_o = o @ o.transpose(-1, -2)  # [L, H, h, h]
+    ov_norm2 = (g_v * g_o).sum((-1, -2))  # ||V O||_F^2
+    if mode == "Q":  # V1 (O1 Q2) K2^T
+        inner, right_gram, right_norm2 = q, g_k, (g_q * g_k).sum((-1, -2))
+    elif mode == "K":  # V1 (O1 K2) Q2^T
+        inner, right_gram, right_norm2 = k, g_q, (g_q * g_k).sum((-1, -2))
+    else:  # V1 (O1 V2) O2
+        inner, right_gram, right_norm2 = v, g_o, ov_norm2
+    comp2 = torch.stack([  # one source layer at a time bounds memory to [H, L, H, h, h]
+        _comp2(o[a], g_v[a], inner, right_gram) for a in range(o.shape[0])])
+    scores = comp2.clamp(min=0).sqrt() / (ov_norm2.sqrt()[:, :, None, None]
+                                          * right_norm2.sqrt()[None, None])
+    n = model.cfg.n_layers
+    earlier = torch.arange(n)[:, None, None, None] < torch.arange(n)[None, None, :, None]
+    return torch.where(earlier, scores, torch.zeros_like(scores)).float()
+
+
+def _comp2(o1: Tensor, g_v1: Tensor, inner: Tensor, right_gram: Tensor) -> Tensor:
+    """`||V1 (O1 inner2) R2||_F^2` for the heads of one source layer against every head, as
+    `trace(M^T G_V1 M G_R2)` with `M = O1 inner2`."""
+    m = torch.einsum("hxd,bgdy->hbgxy", o1, inner)  # [H, L, H, h, h]
+    left = torch.einsum("hxz,hbgzy->hbgxy", g_v1, m)
+    right = torch.einsum("hbgxz,bgzy->hbgxy", m, right_gram)
+    return (left * right).sum((-1, -2))
+
+
+def head_name(layer: int, head: int) -> str:
+    """`L1H3` style name.
+
+    >>> head_name(1, 3)
+    'L1H3'
+    """
+    return f"L{layer}H{head}"

@@ -1,0 +1,102 @@
+"""Induction heads on the tiny model trained in the session fixture: the reproducible helper,
+the pytest plugin, TransformerLens cross-checks, the CLI and its JSON, the phase change."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformer_lens.head_detector import detect_head
+
+from circuits.inputs import repeated_tokens_for
+from circuits.scores import head_scores
+from circuits.testing import InductionHeadsMissing, assert_induction_heads
+from workbench.cli import main
+from workbench.models import load
+from workbench.train import TrainResult
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_run: TrainResult):  # noqa: ANN201
+    return load(tiny_run.run_dir)
+
+
+def test_the_same_induction_heads_come_out_every_run(tiny_model) -> None:  # noqa: ANN001
+    first = assert_induction_heads(tiny_model, min_score=0.4, min_ablation=0.5, seed=0)
+    again = assert_induction_heads(tiny_model, min_score=0.4, min_ablation=0.5, seed=0)
+    assert first == again and len(first) >= 1
+    assert all(name.startswith("L1") for name in first)  # tiny has 2 layers
+
+
+def test_the_plugin_fixture_checks_a_model(induction_heads, tiny_model) -> None:  # noqa: ANN001
+    assert induction_heads(tiny_model) == assert_induction_heads(tiny_model)
+
+
+def test_a_model_without_induction_heads_fails_with_a_table(tiny_run: TrainResult) -> None:
+    untrained = load(tiny_run.run_dir, step=0)
+    with pytest.raises(InductionHeadsMissing, match=r"found 0 \(none\)") as info:
+        assert_induction_heads(untrained)
+    message = str(info.value)
+    assert "head" in message and "ablation_nats" in message and "L1H0" in message
+    assert len(info.value.report["heads"]) == untrained.cfg.n_layers * untrained.cfg.n_heads
+
+
+def test_scores_equal_detect_head_on_the_same_strings(tiny_model) -> None:  # noqa: ANN001
+    rep = repeated_tokens_for(tiny_model, n_seqs=4, seed=0)
+    texts = [tiny_model.tokenizer.decode(row[1:].tolist()) for row in rep.tokens]
+    tokens = torch.cat([tiny_model.to_tokens(t) for t in texts])
+    assert torch.equal(tokens, rep.tokens)  # the strings are exactly these tokens
+    ours = head_scores(tiny_model, tokens, kinds=("prev_token", "duplicate", "induction"),
+                       normalize="tl")
+    for kind, tl_name in [("prev_token", "previous_token_head"),
+                          ("duplicate", "duplicate_token_head"), ("induction", "induction_head")]:
+        tl = detect_head(tiny_model, texts, tl_name)
+        torch.testing.assert_close(ours[kind], tl.float(), atol=1e-4, rtol=0)
+
+
+def test_cli_writes_the_report_and_the_phase_change(tiny_run: TrainResult, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "induction.json"
+    args = ["induction", "--model", str(tiny_run.run_dir), "--checkpoints", "all", "--out",
+            str(out), "--n-seqs", "16", "--no-progress"]
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["schema"] == "workbench.induction/1"
+    head = report["heads"][0]
+    for key in ("layer", "head", "induction", "prev_token", "duplicate", "prefix_matching",
+                "copying", "ablation_nats", "mean_ablation_nats"):
+        assert key in head
+    assert report["induction_heads"] and all(h.startswith("L1") for h in report["induction_heads"])
+    records = report["dynamics"]["checkpoints"]
+    assert records[0]["step"] == 0 and len(records) >= 5
+    pc = report["dynamics"]["phase_change"]
+    # induction forms during training and in-context learning with it
+    assert max(pc["max_induction"]) - pc["max_induction"][0] > 0.3
+    assert records[-1]["icl"] < records[0]["icl"] - 0.3
+    for suffix in (".heads.fig.json", ".dynamics.fig.json"):
+        fig = json.loads(out.with_suffix(suffix).read_text())
+        assert fig["data"]
+    assert "induction heads:" in capsys.readouterr().out
+    assert main(args) == 2  # exists: refused without --overwrite
+    assert "pass --overwrite" in capsys.readouterr().err
+
+
+def test_cli_errors_are_one_line(tiny_run: TrainResult, hf_gpt2_dir: Path, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["induction", "--model", str(hf_gpt2_dir), "--checkpoints", "all",
+                 "--out", str(tmp_path / "a.json")]) == 2
+    assert "--checkpoints needs a run directory" in capsys.readouterr().err
+    assert main(["induction", "--model", str(tiny_run.run_dir), "--checkpoints", "3,7",
+                 "--out", str(tmp_path / "b.json")]) == 2
+    assert "no checkpoint at step(s) [3, 7]" in capsys.readouterr().err
+
+
+def test_cli_on_a_local_hf_gpt2_directory(hf_gpt2_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "gpt2.json"
+    assert main(["induction", "--model", str(hf_gpt2_dir), "--out", str(out), "--n-seqs", "4",
+                 "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    assert report["n_layers"] == 2 and len(report["heads"]) == 8
+    assert report["inputs"]["seq_len"] == 63  # n_positions 64, minus one
