@@ -118,14 +118,16 @@ def logit_lens(model: Any, text_or_tokens: str | Sequence[int] | Tensor, k: int 
                                            for i in range(model.cfg.n_layers)]
     device = next(model.parameters()).device
     _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda n: n in names)
-    resid = torch.stack([cache[n][0] for n in names])  # [point, pos, d_model]
-    logits = model.unembed(model.ln_final(resid)).float().cpu()
-    logp = logits.log_softmax(-1)
-    top = logp.exp().topk(min(k, logp.shape[-1]), dim=-1)
-    nxt = torch.full(logp.shape[:2], float("nan"))
-    nxt[:, :-1] = logp[:, :-1].gather(-1, tokens[0, 1:].expand(len(names), -1)[..., None])[..., 0]
-    return LogitLens(layers=["embed"] + names[1:], top_ids=top.indices, top_probs=top.values,
-                     logprob_of_next=nxt, tokens=_str_tokens(model, tokens[0]))
+    ids, probs, nxt = [], [], torch.full((len(names), tokens.shape[1]), float("nan"))
+    for i, n in enumerate(names):  # one point at a time: memory of one [pos, vocab] logits
+        logp = model.unembed(model.ln_final(cache[n])).float()[0].log_softmax(-1).cpu()
+        top = logp.topk(min(k, logp.shape[-1]), dim=-1)
+        ids.append(top.indices)
+        probs.append(top.values.exp())
+        nxt[i, :-1] = logp[:-1].gather(-1, tokens[0, 1:, None])[:, 0]
+    return LogitLens(layers=["embed"] + names[1:], top_ids=torch.stack(ids),
+                     top_probs=torch.stack(probs), logprob_of_next=nxt,
+                     tokens=_str_tokens(model, tokens[0]))
 
 
 Metric = Callable[[Float[Tensor, "batch pos vocab"]], Float[Tensor, " batch"]]

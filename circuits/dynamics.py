@@ -9,6 +9,7 @@ when induction heads form (the phase change).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,8 @@ def checkpoint_dynamics(
     seed: int = 0,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Per checkpoint: its step, every head's induction / prefix-matching / previous-token
+    """Per checkpoint: its step (from the directory name; the list index when a name has
+    none), every head's induction / prefix-matching / previous-token
     score on repeated random tokens, and the ICL score on `windows` (when given)."""
     records = []
     for path in tqdm(checkpoints, desc="checkpoints", disable=not progress):
@@ -78,12 +80,17 @@ def checkpoint_dynamics(
         if windows is not None:
             rec.update(icl_score(model, windows[:, :model.cfg.n_ctx]))
         records.append(rec)
+    if any(r["step"] < 0 for r in records):  # names without steps: keep the given order
+        for i, r in enumerate(records):
+            r["step"] = i
+        return records
     return sorted(records, key=lambda r: r["step"])
 
 
 def _step_of(path: Path) -> int:
-    name = Path(path).name
-    return int(name.split("_")[-1]) if name.startswith("step_") else -1
+    """The training step in a checkpoint directory's name (`step_000512`, `step512`), or -1."""
+    found = re.search(r"(\d+)$", Path(path).name)
+    return int(found.group(1)) if found else -1
 
 
 def phase_change(records: list[dict[str, Any]]) -> dict[str, Any]:

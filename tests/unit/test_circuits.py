@@ -203,3 +203,13 @@ def test_phase_change_finds_the_steepest_rise_and_drop() -> None:
     pc = phase_change(records)
     assert pc["induction_rise"] == [100, 200] and pc["icl_drop"] == [100, 200]
     assert pc["coincide"] and abs(pc["induction_rise_size"] - 0.5) < 1e-9
+
+
+def test_checkpoint_steps_are_read_from_directory_names() -> None:
+    from pathlib import Path
+
+    from circuits.dynamics import _step_of
+
+    assert _step_of(Path("runs/x/checkpoints/step_000512")) == 512
+    assert _step_of(Path("pythia-70m/step1000")) == 1000
+    assert _step_of(Path("gpt2-final")) == -1
