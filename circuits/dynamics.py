@@ -89,7 +89,7 @@ def checkpoint_dynamics(
 
 def _step_of(path: Path) -> int:
     """The training step in a checkpoint directory's name (`step_000512`, `step512`), or -1."""
-    found = re.search(r"(\d+)$", Path(path).name)
+    found = re.search(r"step_?(\d+)$", Path(path).name)
     return int(found.group(1)) if found else -1
 
 

@@ -212,4 +212,4 @@ def test_checkpoint_steps_are_read_from_directory_names() -> None:
 
     assert _step_of(Path("runs/x/checkpoints/step_000512")) == 512
     assert _step_of(Path("pythia-70m/step1000")) == 1000
-    assert _step_of(Path("gpt2-final")) == -1
+    assert _step_of(Path("gpt2-final")) == -1 and _step_of(Path("tiny-gpt2")) == -1
