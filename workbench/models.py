@@ -48,7 +48,7 @@ def build_bridge(
                 "model.safetensors disagree"
             )
         bridge.load_state_dict(state_dict, strict=True)
-    bridge.eval()
+    bridge.train(False)  # inference mode (no dropout)
     return bridge.to(device) if device != "cpu" else bridge
 
 
@@ -131,7 +131,7 @@ def load(ref: str | os.PathLike[str], device: str = "cpu", step: int | None = No
 
 def _boot_hf(name: str, device: str) -> Any:
     bridge = TransformerBridge.boot_transformers(name, device=device)
-    bridge.eval()
+    bridge.train(False)  # inference mode (no dropout)
     return bridge
 
 

@@ -308,7 +308,7 @@ class _Trainer:
     def val_loss(self, model: FastGPT) -> float:
         if self.val is None:
             return float("nan")
-        model.eval()
+        model.train(False)  # inference mode for the validation pass
         x, y = self.val
         losses = []
         for i in range(0, len(x), 16):
