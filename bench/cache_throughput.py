@@ -26,20 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _model(args: argparse.Namespace):  # noqa: ANN202
-    from workbench.models import build_bridge, load
-    from workbench.tokenizer import load_hf_tokenizer
-    from workbench.world import load_corpus
-
-    corpus = load_corpus(args.corpus)
-    if args.model:
-        return load(args.model), corpus
-    from workbench.config import get_preset
-
-    cfg = get_preset(args.preset).replace(d_vocab=corpus.vocab_size)
-    return build_bridge(cfg, tokenizer=load_hf_tokenizer(corpus.tokenizer_path)), corpus
+from common import bench_model  # bench/common.py (the script's own folder)
 
 
 def run_one(args: argparse.Namespace) -> dict[str, float]:
@@ -50,7 +37,7 @@ def run_one(args: argparse.Namespace) -> dict[str, float]:
     from workbench.cache_plan import iter_batches
 
     torch.manual_seed(0)
-    model, corpus = _model(args)
+    model, corpus = bench_model(args.model, args.preset, args.corpus)
     cfg = CacheConfig(hooks=("blocks.*.hook_resid_post",), split="train",
                       max_tokens=args.tokens, batch_size=args.batch_size, chunk=True)
     from workbench.cache import plan_for

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import bench_model  # bench/common.py (the script's own folder)
 
 KINDS = {  # ours -> TransformerLens head name
     "prev_token": "previous_token_head",
@@ -37,19 +38,13 @@ TOLERANCE = 1e-4
 
 
 def _model(args: argparse.Namespace, tmp: str) -> Any:
-    from workbench.models import build_bridge, load
+    from workbench.world import WorldConfig, build_corpus
 
-    if args.model:
-        return load(args.model)
-    from workbench.config import get_preset
-    from workbench.tokenizer import load_hf_tokenizer
-    from workbench.world import WorldConfig, build_corpus, load_corpus
-
-    path = args.corpus or build_corpus(WorldConfig(seed=0), Path(tmp) / "world",
-                                       n_tokens_train=50_000, progress=False)
-    corpus = load_corpus(path)
-    cfg = get_preset(args.preset).replace(d_vocab=corpus.vocab_size)
-    return build_bridge(cfg, tokenizer=load_hf_tokenizer(corpus.tokenizer_path))
+    corpus = args.corpus
+    if corpus is None and not args.model:  # a random model takes a corpus' tokenizer
+        corpus = build_corpus(WorldConfig(seed=0), Path(tmp) / "world", n_tokens_train=50_000,
+                              progress=False)
+    return bench_model(args.model, args.preset, corpus)[0]
 
 
 def _inputs(model: Any, n_seqs: int) -> tuple[list[str], torch.Tensor]:
@@ -96,7 +91,6 @@ def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         model = _model(args, tmp)
-    model.eval()
     seqs, tokens = _inputs(model, args.n_seqs)
 
     def ours() -> dict[str, torch.Tensor]:

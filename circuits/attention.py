@@ -55,7 +55,7 @@ def to_tokens(model: Any, text_or_tokens: str | Sequence[int] | Tensor) -> Int[T
 def _str_tokens(model: Any, tokens: Tensor) -> list[str]:
     if getattr(model, "tokenizer", None) is None:
         return [str(int(t)) for t in tokens]
-    return [model.tokenizer.decode([int(t)]) for t in tokens]
+    return list(model.to_str_tokens(tokens))
 
 
 @torch.no_grad()

@@ -20,9 +20,9 @@ from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from circuits.ablation import token_nll
 from circuits.inputs import repeated_tokens_for
 from circuits.scores import head_scores
+from workbench.evaluate import token_nll
 
 
 def icl_positions(n_ctx: int) -> tuple[int, int]:
@@ -46,17 +46,6 @@ def icl_score(model: Any, windows: Int[Tensor, "batch pos"]) -> dict[str, float]
     lo = float(nll[:, early - 2:early + 3].mean())
     hi = float(nll[:, late - 2:late + 3].mean())
     return {"icl": hi - lo, "loss_early": lo, "loss_late": hi, "early": early, "late": late}
-
-
-def corpus_windows(tokens: np.ndarray, n_ctx: int, n_windows: int = 64) -> Tensor:
-    """Evenly spaced windows of `n_ctx` tokens of a token stream (the same every call)."""
-    high = len(tokens) - n_ctx
-    if high <= 0:
-        raise ValueError(f"the corpus has {len(tokens)} tokens, fewer than n_ctx + 1 = "
-                         f"{n_ctx + 1}; use a larger split or a model with a shorter context")
-    starts = np.linspace(0, high, num=min(n_windows, high), dtype=np.int64)
-    return torch.from_numpy(np.stack([np.asarray(tokens[s:s + n_ctx]) for s in starts])
-                            .astype(np.int64))
 
 
 def checkpoint_dynamics(

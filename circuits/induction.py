@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from circuits.ablation import head_ablation_effects, repeated_half_loss
+from circuits.ablation import ablation_sweep
 from circuits.inputs import repeated_tokens_for
 from circuits.scores import (
     COMPOSITION,
@@ -70,8 +70,8 @@ def find_induction_heads(model: Any, cfg: InductionConfig = InductionConfig(),
     rep = repeated_tokens_for(model, cfg.n_seqs, cfg.seq_len, seed=cfg.seed)
     scores = head_scores(model, rep)
     copying = ov_copying_scores(model)
-    zero, clean = head_ablation_effects(model, rep, "zero")
-    mean, _ = head_ablation_effects(model, rep, "mean")
+    effects, losses = ablation_sweep(model, rep, ("zero", "mean"))
+    zero, mean = effects["zero"], effects["mean"]
     comp = {m: composition_scores(model, m) for m in COMPOSITION}
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     heads = []
@@ -97,7 +97,6 @@ def find_induction_heads(model: Any, cfg: InductionConfig = InductionConfig(),
         pairs.append({"induction_head": r["name"], "k_composition_source": src,
                       "k_composition": float(k.max()), "source_is_prev_token": src in prev,
                       "k_composition_mean_earlier": float(k.mean())})
-    losses = repeated_half_loss(model, rep)
     return {
         "schema": SCHEMA,
         "model": model_ref,
@@ -107,7 +106,7 @@ def find_induction_heads(model: Any, cfg: InductionConfig = InductionConfig(),
         "inputs": {"kind": "repeated random tokens with a random prefix",
                    "n_seqs": int(rep.tokens.shape[0]), "seq_len": int(rep.tokens.shape[1]),
                    "period_range": [int(rep.period.min()), int(rep.period.max())]},
-        "loss": {"first_copy": losses["first"], "second_copy": clean},
+        "loss": {"first_copy": losses["first"], "second_copy": losses["second"]},
         "heads": heads,
         "induction_heads": induction,
         "previous_token_heads": prev,
@@ -212,7 +211,8 @@ def analyze(
     """The full `workbench induction` analysis of a model reference: the final model's heads,
     and with `checkpoints` (`all` or steps) the dynamics over the run's checkpoints (the ICL
     score needs a world or text corpus: `corpus`, else the run's own)."""
-    from circuits.dynamics import checkpoint_dynamics, corpus_windows, phase_change
+    from circuits.dynamics import checkpoint_dynamics, phase_change
+    from workbench.data import eval_windows
     from workbench.info import corpus_of, run_dir_of
     from workbench.models import load
 
@@ -235,7 +235,8 @@ def analyze(
         if corpus is not None:
             from workbench.world import load_corpus
 
-            windows = corpus_windows(load_corpus(Path(corpus)).tokens("val"), model.cfg.n_ctx)
+            val = load_corpus(Path(corpus)).tokens("val")
+            windows = eval_windows(val, model.cfg.n_ctx, 64)[0]  # fixed [64, n_ctx] windows
         records = checkpoint_dynamics(paths, lambda p: load(p, device=device), windows,
                                       n_seqs=min(cfg.n_seqs, 16), seed=cfg.seed,
                                       progress=progress)

@@ -93,23 +93,24 @@ def head_scores(
         raise ValueError(f"normalize={normalize!r}; choose one of {NORMALIZE}")
     if rep is None and "prefix_matching" in kinds:
         kinds = [k for k in kinds if k != "prefix_matching"]
-    masks = torch.stack([DETECTORS[k](toks, rep) for k in kinds]).float()  # [K, B, Q, Kpos]
+    device = next(model.parameters()).device
+    # masks live on the model's device: the patterns never leave it, only the scores do
+    masks = torch.stack([DETECTORS[k](toks, rep) for k in kinds]).float().to(device)
     has_target = masks.sum(-1) > 0  # [K, B, Q]
     cfg = model.cfg
     out = torch.zeros(len(kinds), cfg.n_layers, cfg.n_heads)
 
     def reduce(pattern: Tensor, hook: Any) -> None:
         layer = int(hook.name.split(".")[1])
-        p = pattern.detach().float().cpu()  # [B, H, Q, K]
+        p = pattern.detach().float()  # [B, H, Q, K]
         mass = torch.einsum("bhqk,mbqk->mbhq", p, masks)  # attention on targets per query
         if normalize == "tl":
             per_seq = mass.sum(-1) / p.sum((-1, -2))[None]  # [K, B, H]
-            out[:, layer] = per_seq.mean(1)
+            out[:, layer] = per_seq.mean(1).cpu()
         else:
             w = has_target.float()[:, :, None, :]  # [K, B, 1, Q]
-            out[:, layer] = (mass * w).sum((1, 3)) / w.sum((1, 3)).clamp(min=1)
+            out[:, layer] = ((mass * w).sum((1, 3)) / w.sum((1, 3)).clamp(min=1)).cpu()
 
-    device = next(model.parameters()).device
     model.run_with_hooks(toks.to(device), return_type=None,
                          fwd_hooks=[(lambda name: name.endswith("attn.hook_pattern"), reduce)])
     return {k: out[i] for i, k in enumerate(kinds)}

@@ -148,6 +148,14 @@ def repeated_tokens(
     return r.repeat(1, 2)
 
 
+def token_nll(logits: Float[Tensor, "batch pos vocab"],
+              tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos"]:
+    """Negative log-likelihood of each token given the ones before it (position 0: nan)."""
+    logp = F.log_softmax(logits[:, :-1].float(), -1)
+    nll = -logp.gather(-1, tokens[:, 1:, None].to(logp.device))[..., 0]
+    return torch.cat([torch.full_like(nll[:, :1], float("nan")), nll], 1)
+
+
 @torch.no_grad()
 def induction_ratio(model: Any, batch: int = 32, length: int = 40, seed: int = 0) -> dict[str, Any]:
     """Loss on the second copy of repeated random tokens divided by the first copy's."""
@@ -156,11 +164,10 @@ def induction_ratio(model: Any, batch: int = 32, length: int = 40, seed: int = 0
     body = repeated_tokens(model.cfg.d_vocab, batch, length, seed)
     tokens = torch.cat([torch.tensor(bos, dtype=torch.long).expand(batch, len(bos)), body], 1)
     device = next(model.parameters()).device
-    logits = model(tokens.to(device)).float().cpu()
-    nll = -F.log_softmax(logits[:, :-1], -1).gather(-1, tokens[:, 1:, None])[..., 0]
-    offset = len(bos)  # position p of nll predicts token p + 1
-    first = nll[:, offset : offset + length - 1]  # predicts r[1:] in the first copy
-    second = nll[:, offset + length : offset + 2 * length - 1]  # r[1:] in the second copy
+    nll = token_nll(model(tokens.to(device)), tokens).cpu()
+    offset = len(bos)  # the first copy is tokens[offset : offset + length]
+    first = nll[:, offset + 1 : offset + length]  # r[1:] in the first copy
+    second = nll[:, offset + length + 1 : offset + 2 * length]  # r[1:] in the second copy
     loss1, loss2 = float(first.mean()), float(second.mean())
     return {
         "value": loss2 / loss1,

@@ -1,0 +1,26 @@
+"""What the benchmarks share: the model under test, loaded or freshly initialised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def bench_model(model_ref: str | None, preset: str,
+                corpus_path: str | Path | None) -> tuple[Any, Any]:
+    """`(model, corpus)`: `load(model_ref)` when given, else a randomly initialised `preset`
+    bridge with the corpus' tokenizer. The corpus is None when no path is given (a loaded
+    model needs none)."""
+    from workbench.models import build_bridge, load
+    from workbench.world import load_corpus
+
+    corpus = load_corpus(corpus_path) if corpus_path is not None else None
+    if model_ref:
+        return load(model_ref), corpus
+    if corpus is None:
+        raise ValueError("a random model needs a corpus for its tokenizer")
+    from workbench.config import get_preset
+    from workbench.tokenizer import load_hf_tokenizer
+
+    cfg = get_preset(preset).replace(d_vocab=corpus.vocab_size)
+    return build_bridge(cfg, tokenizer=load_hf_tokenizer(corpus.tokenizer_path)), corpus
