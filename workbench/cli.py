@@ -21,8 +21,14 @@ def _cmd_world_build(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if args.text:
         path = build_text_corpus(
-            [Path(f) for f in args.text], out, vocab_size=args.vocab_size, overwrite=args.overwrite
+            [Path(f) for f in args.text], out, vocab_size=args.vocab_size,
+            overwrite=args.overwrite, tokenizer=args.tokenizer,
         )
+    elif args.tokenizer:
+        raise ValueError(
+            f"--tokenizer {args.tokenizer} without --text: to encode the world for a model's "
+            f"tokenizer, build it, then `workbench world retokenize --corpus {out} --tokenizer "
+            f"{args.tokenizer} --out {out}-MODEL`")
     else:
         overrides = {"seed": args.seed}
         if args.n_people is not None:
@@ -34,6 +40,23 @@ def _cmd_world_build(args: argparse.Namespace) -> None:
     print(
         f"corpus written to {path} ({manifest['kind']}; vocab {manifest['vocab_size']}; {splits})"
     )
+
+
+def _cmd_world_retokenize(args: argparse.Namespace) -> None:
+    from workbench.world.retokenize import retokenize_corpus
+
+    splits = tuple(x for x in args.splits.split(",") if x) if args.splits else None
+    path = retokenize_corpus(args.corpus, args.tokenizer, args.out, splits,
+                             overwrite=args.overwrite, progress=not args.no_progress)
+    manifest = json.loads((Path(path) / "corpus.json").read_text())
+    sizes = ", ".join(f"{k} {v['n_tokens']:,} tokens" for k, v in manifest["splits"].items())
+    print(f"corpus written to {path} (world, vocab {manifest['vocab_size']}; {sizes})")
+
+
+def _cmd_probe(args: argparse.Namespace) -> None:
+    from probe.script import run_from_args
+
+    run_from_args(args)
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -157,6 +180,8 @@ def _cmd_induction(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from probe.script import add_probe_args
+
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "tokenizer.json or Hugging Face model dir instead of training BPE")
     build.add_argument("--overwrite", action="store_true")
     build.set_defaults(func=_cmd_world_build)
+    rt = world_sub.add_parser("retokenize", help="re-encode a world corpus with a model's "
+                              "tokenizer (labels on the last sub-token of each word)")
+    rt.add_argument("--corpus", default=DEFAULT_CORPUS, help="world corpus to re-encode")
+    rt.add_argument("--tokenizer", required=True,
+                    help="tokenizer.json or Hugging Face model directory")
+    rt.add_argument("--out", required=True, help="output corpus directory")
+    rt.add_argument("--splits", default=None, help="e.g. val,test (default: all)")
+    rt.add_argument("--overwrite", action="store_true")
+    rt.add_argument("--no-progress", action="store_true")
+    rt.set_defaults(func=_cmd_world_retokenize)
 
     tr = sub.add_parser("train", help="train a native model on a corpus")
     tr.add_argument("--preset", default="default", help="tiny | attn2 | default | small")
@@ -241,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     ind.add_argument("--overwrite", action="store_true")
     ind.add_argument("--no-progress", action="store_true")
     ind.set_defaults(func=_cmd_induction)
+
+    pr = sub.add_parser("probe", help="per-layer probes for syntax, semantics and facts "
+                        "with control tasks")
+    add_probe_args(pr, default_tasks="syntax,semantics,facts")
+    pr.set_defaults(func=_cmd_probe)
 
     info = sub.add_parser("info", help="print a model card")
     info.add_argument("--model", required=True)
