@@ -48,6 +48,7 @@ bench: install
 	$(PY) bench/train_throughput.py
 	$(PY) bench/cache_throughput.py
 	$(PY) bench/head_scores.py
+	$(PY) bench/probe_sweep.py
 
 clean:
 	rm -rf $(RUNS)/demo $(RUNS)/world

@@ -91,4 +91,4 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
 
 def test_notebooks_are_there() -> None:
     names = {p.name for p in NOTEBOOKS.glob("*.ipynb")}
-    assert {"induction_attn2.ipynb", "induction_hf_gpt2.ipynb"} <= names
+    assert {"induction_attn2.ipynb", "induction_hf_gpt2.ipynb", "probes_default.ipynb"} <= names

@@ -1,0 +1,12 @@
+"""Probe the facts tasks of a model, one (`--task`) or all:
+`python -m probe.facts --model runs/demo`.
+
+Writes MODEL/analyses/probe.json (or `--out`) and its figure; see `probe.tasks` for what each
+task reads."""
+
+import sys
+
+from probe.script import main
+
+if __name__ == "__main__":
+    sys.exit(main("facts"))

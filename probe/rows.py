@@ -1,0 +1,156 @@
+"""The rows probes read: the word-final positions of a corpus split, their labels, and the
+residual stream at every layer, from memory or from an `ActivationStore`.
+
+Layer 0 is the embedding (`blocks.0.hook_resid_pre`), layer l >= 1 the output of block l-1
+(`blocks.{l-1}.hook_resid_post`). Both sources walk the same cache plan with the same batches,
+so they hold the same rows and the same numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from workbench.cache import ActivationStore, CacheConfig, compute_batch, plan_for
+from workbench.cache_plan import iter_batches
+
+log = logging.getLogger(__name__)
+
+
+def layer_hooks(n_layers: int) -> list[str]:
+    """Hook of each probe layer: the embedding, then every block's output."""
+    return ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
+
+
+def check_layers(layers: list[int] | None, n_layers: int) -> list[int]:
+    """Validated probe layers (default all, 0..n_layers)."""
+    if layers is None:
+        return list(range(n_layers + 1))
+    bad = [x for x in layers if not 0 <= x <= n_layers]
+    if bad or not layers:
+        raise ValueError(f"layers {layers}: out of range; this model has probe layers 0 "
+                         f"(embedding) to {n_layers} (output of the last block)")
+    return sorted(set(layers))
+
+
+@dataclass
+class ProbeRows:
+    """Word-final rows of a split: labels, metadata and an activation source.
+
+    Attributes:
+        labels: per-row corpus labels (-1 = none).
+        meta: per-row `seq`, `doc`, `pos`, `offset`, `token`.
+        n_layers: the model's number of blocks (probe layers are 0..n_layers).
+        store: the activation file, when rows come from one.
+        memory: activations held in memory, `[layer, row, d_model]` for `memory_rows`.
+    """
+
+    labels: dict[str, np.ndarray]
+    meta: dict[str, np.ndarray]
+    n_layers: int
+    store: ActivationStore | None = None
+    memory: Tensor | None = None
+    memory_rows: np.ndarray | None = None
+    _source: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.meta["offset"])
+
+    @property
+    def words(self) -> np.ndarray:
+        """Word type per row: the world word id (re-tokenized corpora) or the token id."""
+        return self.labels["word"] if "word" in self.labels else self.meta["token"]
+
+    def acts(self, rows: np.ndarray, layers: list[int]) -> Float[Tensor, "layer n d_model"]:
+        """Activations of `rows` (indices into these rows) at probe `layers`, float32."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.store is not None:
+            hooks = layer_hooks(self.n_layers)
+            return torch.stack([self.store.take(hooks[la], rows) for la in layers])
+        if self.memory is None or self.memory_rows is None:
+            raise ValueError("these rows hold no activations; build them with load_rows")
+        where = np.searchsorted(self.memory_rows, rows)
+        if (where >= len(self.memory_rows)).any() or (self.memory_rows[
+                np.minimum(where, len(self.memory_rows) - 1)] != rows).any():
+            raise ValueError("rows outside those computed in memory were asked for")
+        return self.memory[layers][:, torch.from_numpy(where)]
+
+
+def plan_rows(model: Any, corpus: Any, split: str, max_tokens: int | None,
+              batch_size: int = 16) -> ProbeRows:
+    """Rows and labels of a split, no activations (walks the cache plan's batches)."""
+    cfg = CacheConfig(split=split, positions="word-final", max_tokens=max_tokens, chunk=True,
+                      batch_size=batch_size)
+    plan = plan_for(model, corpus, cfg)
+    metas: dict[str, list[np.ndarray]] = {}
+    for batch in iter_batches(plan, corpus.tokens(split), batch_size, 0, plan.n_seqs):
+        for k, v in batch.meta.items():
+            metas.setdefault(k, []).append(v)
+    meta = {k: np.concatenate(v) for k, v in metas.items()}
+    labels = {k: np.asarray(v)[meta["offset"]] for k, v in corpus.labels(split).items()
+              if len(v) == len(corpus.tokens(split))}
+    rows = ProbeRows(labels, meta, model.cfg.n_layers)
+    rows._source = {"plan": plan, "cfg": cfg, "corpus": corpus, "split": split}
+    return rows
+
+
+@torch.no_grad()
+def fill_memory(rows: ProbeRows, model: Any, needed: np.ndarray, layers: list[int],
+                progress: bool = True) -> None:
+    """Compute the activations of `needed` rows at `layers` into memory (all probe layers
+    are stored so `acts` indexes them by layer number; unneeded layers stay zero)."""
+    plan, cfg, corpus = (rows._source[k] for k in ("plan", "cfg", "corpus"))
+    needed = np.unique(np.asarray(needed, dtype=np.int64))
+    hooks_all = layer_hooks(rows.n_layers)
+    hooks = [hooks_all[la] for la in layers]
+    out = torch.zeros(rows.n_layers + 1, len(needed), model.cfg.d_model)
+    seqs = np.unique(rows.meta["seq"][needed])
+    bar = tqdm(total=len(needed), desc="probe activations", unit="row", disable=not progress)
+    for batch in iter_batches(plan, corpus.tokens(rows._source["split"]), cfg.batch_size, 0,
+                              plan.n_seqs):
+        if not np.isin(np.arange(batch.seq_lo, batch.seq_hi), seqs).any():
+            continue
+        lo = np.searchsorted(needed, batch.row_lo)
+        hi = np.searchsorted(needed, batch.row_hi)
+        if hi == lo:
+            continue
+        acts = compute_batch(model, hooks, batch)
+        local = needed[lo:hi] - batch.row_lo
+        for la, hook in zip(layers, hooks):
+            out[la, lo:hi] = torch.from_numpy(acts[hook][local])
+        bar.update(int(hi - lo))
+    bar.close()
+    rows.memory, rows.memory_rows = out, needed
+
+
+def store_rows(path: str | Path, n_layers: int, layers: list[int]) -> ProbeRows:
+    """Rows of an activation file made with word-final positions and the probe hooks."""
+    store = ActivationStore(path)
+    hooks = layer_hooks(n_layers)
+    missing = [hooks[la] for la in layers if hooks[la] not in store.hooks]
+    if missing:
+        store.close()
+        raise ValueError(
+            f"{path} lacks the hooks {missing}; cache them with `workbench cache --positions "
+            "word-final --chunk --hooks 'blocks.0.hook_resid_pre,blocks.*.hook_resid_post'`")
+    if store.attrs.get("positions") != "word-final":
+        store.close()
+        raise ValueError(f"{path} caches positions {store.attrs.get('positions')!r}; probes "
+                         "read word-final rows: cache with `--positions word-final`")
+    meta = {k: store.meta(k) for k in ("seq", "doc", "pos", "offset", "token")}
+    return ProbeRows(store.labels(), meta, n_layers, store=store)
+
+
+def store_config(split: str, max_tokens: int | None, batch_size: int = 16) -> CacheConfig:
+    """The cache config whose file `store_rows` reads (same plan as `plan_rows`)."""
+    return CacheConfig(hooks=("blocks.0.hook_resid_pre", "blocks.*.hook_resid_post"),
+                       split=split, positions="word-final", max_tokens=max_tokens, chunk=True,
+                       batch_size=batch_size)

@@ -1,0 +1,87 @@
+"""Command-line front of a probe sweep, shared by `workbench probe` and the per-kind scripts
+(`python -m probe.syntax --model runs/demo --task pos`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from probe.train import ProbeConfig
+
+
+def add_probe_args(p: argparse.ArgumentParser, default_tasks: str) -> None:
+    """The options of a sweep."""
+    p.add_argument("--model", required=True, help="run dir, checkpoint dir or HF dir")
+    p.add_argument("--corpus", default=None,
+                   help="world corpus in the model's tokenizer (default: the run's)")
+    p.add_argument("--tasks", default=default_tasks,
+                   help="suites syntax,semantics,facts and/or task names (pos,city,...)")
+    p.add_argument("--probe", default="linear", help="linear | mlp")
+    p.add_argument("--split", default="val", help="corpus split to probe (train | val | test)")
+    p.add_argument("--max-tokens", type=int, default=None, help="cap on the split's tokens")
+    p.add_argument("--max-examples", type=int, default=20_000, help="rows per task")
+    p.add_argument("--layers", default=None, help="probe layers, e.g. 0,2,4 (default all)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--holdout", default="group",
+                   help="group (word types / people never on both sides) | random")
+    p.add_argument("--min-per-class", type=int, default=10)
+    p.add_argument("--acts", default=None, help="activation file (.h5) to read, or to write "
+                   "when the activations are too large for memory")
+    p.add_argument("--l2", type=float, default=ProbeConfig.l2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="JSON output (default: MODEL/analyses/probe"
+                   ".json)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def parse_layers(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise ValueError(f"--layers {text!r}: pass comma-separated integers like 0,2,4") from exc
+
+
+def run_from_args(args: argparse.Namespace) -> None:
+    """Run the sweep the arguments describe; print the table and summary; write JSON+figure."""
+    from probe.sweep import SweepConfig, run_sweep, table, write_report
+    from workbench.info import output_dir_of
+
+    out = Path(args.out) if args.out else output_dir_of(args.model) / "analyses/probe.json"
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    cfg = SweepConfig(tasks=args.tasks, split=args.split, max_tokens=args.max_tokens,
+                      max_examples=args.max_examples, layers=parse_layers(args.layers),
+                      folds=args.folds, holdout=args.holdout, min_per_class=args.min_per_class,
+                      seed=args.seed,
+                      probe=ProbeConfig(probe=args.probe, l2=args.l2, seed=args.seed))
+    report = run_sweep(args.model, cfg, corpus=args.corpus, acts=args.acts, device=args.device,
+                       progress=not args.no_progress)
+    paths = write_report(report, out, overwrite=args.overwrite)
+    print(table(report))
+    print(report["summary"]["text"])
+    print("written: " + ", ".join(str(p) for p in paths))
+
+
+def main(kind: str, argv: Sequence[str] | None = None) -> int:
+    """Entry of `python -m probe.<kind>`: one task (`--task`) or the whole suite."""
+    from probe.tasks import SUITES
+
+    parser = argparse.ArgumentParser(prog=f"python -m probe.{kind}",
+                                     description=f"Probe {kind} tasks: {SUITES[kind]}")
+    add_probe_args(parser, default_tasks=kind)
+    parser.add_argument("--task", default=None, choices=SUITES[kind], help="one task only")
+    args = parser.parse_args(argv)
+    if args.task:
+        args.tasks = args.task
+    try:
+        run_from_args(args)
+    except (ValueError, FileNotFoundError, FileExistsError, OSError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,350 @@
+"""A probe sweep: every task, every layer, with control tasks, baselines and intervals.
+
+Per task: its rows (`probe.tasks`), k-fold cross-validation over groups (word types or
+people: a group is never on both sides), for every fold a probe per layer on the task's
+labels and one on its control labels (all trained at once, `probe.train`), then accuracy,
+control accuracy, selectivity and cluster-bootstrap 95 % intervals per layer, the majority
+baseline, the best layer and the center of gravity. `summary` says where each kind peaks.
+
+>>> # report = run_sweep("runs/demo", SweepConfig(tasks="syntax,facts"))
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from probe.rows import (
+    ProbeRows,
+    check_layers,
+    fill_memory,
+    plan_rows,
+    store_config,
+    store_rows,
+)
+from probe.stats import (
+    assign_folds,
+    bootstrap_ci,
+    center_of_gravity,
+    control_labels,
+    majority_accuracy,
+)
+from probe.tasks import KINDS, Examples, Task, resolve_tasks, task_examples
+from probe.train import ProbeConfig, fit_predict, standardize
+
+log = logging.getLogger(__name__)
+SCHEMA = "workbench.probe/1"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What a sweep probes and how.
+
+    Args:
+        tasks: comma-separated suites (`syntax`, `semantics`, `facts`) and task names.
+        split: corpus split whose sentences are probed.
+        max_tokens: cap on the split's tokens run through the model.
+        max_examples: rows per task (a seeded random subset beyond it).
+        layers: probe layers (0 = embedding .. n_layers); default all.
+        folds: cross-validation folds (one is the test fold, the next the validation fold).
+        holdout: `group` (word types / people never on both sides) or `random` rows.
+        min_groups: classes with fewer groups cannot be split by group and are dropped.
+        min_per_class: a kept class with fewer rows is an error (too little to learn from).
+        n_boot: bootstrap resamples for the intervals.
+        memory_gib: activations above this size go through an `ActivationStore` file.
+        batch_size: sequences per forward pass.
+        seed: folds, control labels, subsets, bootstrap and probe initialisation.
+        probe: the probe's own settings.
+    """
+
+    tasks: str = "syntax,semantics,facts"
+    split: str = "val"
+    max_tokens: int | None = None
+    max_examples: int = 20_000
+    layers: tuple[int, ...] | None = None
+    folds: int = 5
+    holdout: str = "group"
+    min_groups: int = 3
+    min_per_class: int = 10
+    n_boot: int = 1000
+    memory_gib: float = 2.0
+    batch_size: int = 16
+    seed: int = 0
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+
+    def __post_init__(self) -> None:
+        if self.folds < 3:
+            raise ValueError(f"folds={self.folds}; use at least 3 (test, validation, train)")
+        if self.max_examples < 1 or self.n_boot < 1 or self.min_per_class < 1:
+            raise ValueError("max_examples, n_boot and min_per_class must be positive")
+
+
+def select_examples(task: Task, rows: ProbeRows, world: Any, cfg: SweepConfig
+                    ) -> tuple[Examples, list[str]]:
+    """The task's rows after dropping unsplittable classes and subsampling.
+
+    Raises:
+        ValueError: fewer than two classes, or a class with fewer than `min_per_class` rows.
+    """
+    ex = task_examples(task, rows.labels, rows.meta["doc"], rows.words, world)
+    dropped = []
+    keep = np.ones(len(ex.y), dtype=bool)
+    for c in np.unique(ex.y):
+        n_groups = len(np.unique(ex.groups[ex.y == c]))
+        if cfg.holdout == "group" and n_groups < cfg.min_groups:
+            dropped.append(ex.classes[c])
+            keep &= ex.y != c
+    rng = np.random.default_rng(cfg.seed)
+    idx = np.nonzero(keep)[0]
+    if len(idx) > cfg.max_examples:
+        idx = np.sort(rng.choice(idx, size=cfg.max_examples, replace=False))
+    present = np.unique(ex.y[idx])
+    counts = {ex.classes[c]: int((ex.y[idx] == c).sum()) for c in present}
+    small = {k: v for k, v in counts.items() if v < cfg.min_per_class}
+    if len(idx) == 0:
+        raise ValueError(
+            f"task {task.name!r}: no example in split {cfg.split!r} (the first "
+            f"{cfg.max_tokens or 'all'} tokens); probe more text (a larger --max-tokens or "
+            "another --split)")
+    if len(present) < 2 or small:
+        what = (f"classes {small} have fewer than {cfg.min_per_class} examples" if small else
+                f"only {len(present)} class(es) ({counts}) can be probed")
+        raise ValueError(
+            f"task {task.name!r}: {what} in split {cfg.split!r}; probe more text (a larger "
+            "--max-tokens or another --split) or lower --min-per-class")
+    remap = np.full(len(ex.classes), -1, dtype=np.int64)
+    remap[present] = np.arange(len(present))
+    out = Examples(ex.rows[idx], remap[ex.y[idx]], ex.groups[idx],
+                   [ex.classes[c] for c in present])
+    return out, dropped
+
+
+def probe_task(x: torch.Tensor, ex: Examples, layers: list[int], cfg: SweepConfig
+               ) -> dict[str, Any]:
+    """Cross-validated task and control probes on activations `x` `[layer, n, d]`."""
+    k = cfg.folds
+    n_classes = len(ex.classes)
+    folds = assign_folds(ex.y, ex.groups, k, cfg.holdout, cfg.seed)
+    control = control_labels(ex.y, ex.groups, n_classes, cfg.seed + 7)
+    fold_t = torch.from_numpy(folds)
+    labels = [torch.from_numpy(ex.y), torch.from_numpy(control)]
+    y = torch.stack([lab for lab in labels for _ in range(k)])  # task folds, control folds
+    test = torch.stack([fold_t == f for f in range(k)] * 2)
+    val = torch.stack([fold_t == (f + 1) % k for f in range(k)] * 2)
+    train = ~(test | val)
+    logits = fit_predict(standardize(x), y, train, val, n_classes, cfg.probe)
+    pred = logits.argmax(-1).cpu()  # [2k, layer, n]
+    rows = torch.arange(len(folds))
+    # each row is predicted by the probes of its own test fold: [n, layer]
+    correct = (pred[fold_t, :, rows] == labels[0][:, None]).numpy().T.astype(np.float64)
+    correct_ctrl = (pred[k + fold_t, :, rows] == labels[1][:, None]).numpy().T.astype(np.float64)
+    units = ex.groups if cfg.holdout == "group" else np.arange(len(ex.y))
+    ci = bootstrap_ci(np.stack([correct, correct - correct_ctrl]), units, cfg.n_boot, cfg.seed)
+    acc, ctrl = correct.mean(1), correct_ctrl.mean(1)
+    per_layer = [
+        {"layer": layer, "accuracy": round(float(acc[i]), 4),
+         "control_accuracy": round(float(ctrl[i]), 4),
+         "selectivity": round(float(acc[i] - ctrl[i]), 4),
+         "ci": [round(float(v), 4) for v in ci[0, i]],
+         "selectivity_ci": [round(float(v), 4) for v in ci[1, i]]}
+        for i, layer in enumerate(layers)
+    ]
+    best = int(np.argmax(acc))
+    return {
+        "layers": per_layer,
+        "best_layer": layers[best],
+        "best_accuracy": round(float(acc[best]), 4),
+        "selectivity_at_best": round(float(acc[best] - ctrl[best]), 4),
+        "center_of_gravity": center_of_gravity(acc, layers),
+        "majority_baseline": round(majority_accuracy(ex.y, folds), 4),
+        "embedding_accuracy": round(float(acc[0]), 4) if layers[0] == 0 else None,
+    }
+
+
+def probe_model(model: Any, corpus: Any, cfg: SweepConfig | None = None, *,
+                model_ref: str = "", acts: str | Path | None = None,
+                progress: bool = True) -> dict[str, Any]:
+    """Run the sweep on a loaded model and a world corpus; the report dict.
+
+    Args:
+        model: a TransformerBridge.
+        corpus: a world corpus encoded with the model's tokenizer (`workbench.world`).
+        acts: an activation file to read (made now, resumably, when it does not exist and
+            the activations exceed `cfg.memory_gib`; None keeps them in memory when small).
+    """
+    cfg = cfg or SweepConfig()
+    t0 = time.perf_counter()
+    tasks = resolve_tasks(cfg.tasks)
+    check_corpus(model, corpus)
+    layers = check_layers(list(cfg.layers) if cfg.layers is not None else None,
+                          model.cfg.n_layers)
+    world = corpus.world()
+    if acts is not None and Path(acts).exists():
+        rows = store_rows(acts, model.cfg.n_layers, layers)
+        source = f"store:{acts}"
+    else:
+        rows = plan_rows(model, corpus, cfg.split, cfg.max_tokens, cfg.batch_size)
+        source = "memory"
+    chosen = {t.name: select_examples(t, rows, world, cfg) for t in tasks}
+    needed = np.unique(np.concatenate([ex.rows for ex, _ in chosen.values()]))
+    if rows.store is None:
+        gib = len(needed) * len(layers) * model.cfg.d_model * 4 / 2**30
+        if gib > cfg.memory_gib:
+            if acts is None:
+                raise ValueError(
+                    f"the activations need {gib:.1f} GiB (more than memory_gib="
+                    f"{cfg.memory_gib}); pass --acts FILE.h5 to stream them through a file, "
+                    "or lower --max-examples")
+            rows = _cache_then_read(model, corpus, cfg, acts, model_ref, layers, progress)
+            source = f"store:{acts}"
+        else:
+            fill_memory(rows, model, needed, layers, progress)
+    device = next(model.parameters()).device
+    results: dict[str, Any] = {}
+    for task in tqdm(tasks, desc="probe tasks", disable=not progress):
+        ex, dropped = chosen[task.name]
+        x = rows.acts(ex.rows, layers).to(device)
+        res = probe_task(x, ex, layers, cfg)
+        results[task.name] = {
+            "kind": task.kind, "reads": task.reads, "group": task.group,
+            "n": int(len(ex.y)), "n_groups": int(len(np.unique(ex.groups))),
+            "classes": ex.classes, "dropped_classes": dropped, **res,
+        }
+    if rows.store is not None:
+        rows.store.close()
+    report = {
+        "schema": SCHEMA, "model": model_ref, "corpus": str(corpus.path), "split": cfg.split,
+        "seed": cfg.seed, "probe": cfg.probe.probe, "source": source, "layers": layers,
+        "config": _config_record(cfg), "tasks": results,
+        "elapsed_s": round(time.perf_counter() - t0, 2),
+    }
+    report["summary"] = summarize(report)
+    return report
+
+
+def _cache_then_read(model: Any, corpus: Any, cfg: SweepConfig, acts: str | Path,
+                     model_ref: str, layers: list[int], progress: bool) -> ProbeRows:
+    from workbench.cache import cache_activations
+
+    acts = Path(acts)
+    resume = acts.with_name(acts.name + ".partial").exists()
+    cache_activations(model, corpus, store_config(cfg.split, cfg.max_tokens, cfg.batch_size),
+                      acts, model_ref=model_ref, resume=resume, progress=progress)
+    return store_rows(acts, model.cfg.n_layers, layers)
+
+
+def _config_record(cfg: SweepConfig) -> dict[str, Any]:
+    record = asdict(cfg)
+    record["layers"] = list(cfg.layers) if cfg.layers is not None else None
+    return record
+
+
+def check_corpus(model: Any, corpus: Any) -> None:
+    """A world corpus whose tokenizer is the model's (or fail with the fix)."""
+    if corpus.kind != "world":
+        raise ValueError(
+            f"corpus at {corpus.path} is a real-text corpus: it has no labels to probe; pass "
+            "--corpus with a world corpus (`workbench world build`)")
+    from tokenizers import Tokenizer
+
+    tok = getattr(model, "tokenizer", None)
+    theirs = Tokenizer.from_file(str(corpus.tokenizer_path)).get_vocab()
+    if tok is None or tok.get_vocab() != theirs:
+        raise ValueError(
+            f"corpus at {corpus.path} is encoded with another tokenizer than the model's; "
+            "re-encode it for this model with `workbench world retokenize --corpus "
+            f"{corpus.path} --tokenizer MODEL_DIR --out {corpus.path}-MODEL --splits val,test`")
+
+
+def summarize(report: dict[str, Any]) -> dict[str, Any]:
+    """Where syntax, semantics and facts peak on this model, and whether syntax comes first."""
+    by_kind: dict[str, Any] = {}
+    for kind in KINDS:
+        tasks = {n: t for n, t in report["tasks"].items() if t["kind"] == kind}
+        if not tasks:
+            continue
+        by_kind[kind] = {
+            "best_layers": {n: t["best_layer"] for n, t in tasks.items()},
+            "center_of_gravity": round(float(np.mean([t["center_of_gravity"]
+                                                      for t in tasks.values()])), 3),
+            "mean_best_layer": round(float(np.mean([t["best_layer"] for t in tasks.values()])),
+                                     3),
+            "min_selectivity_at_best": min(t["selectivity_at_best"] for t in tasks.values()),
+        }
+    lines = [
+        f"{kind}: peaks at layers " + ", ".join(f"{n} {b}" for n, b in k["best_layers"].items())
+        + f" (mean center of gravity {k['center_of_gravity']:.2f})"
+        for kind, k in by_kind.items()
+    ]
+    verdict: bool | None = None
+    if "syntax" in by_kind and len(by_kind) > 1:
+        syn = by_kind["syntax"]["center_of_gravity"]
+        others = {k: v["center_of_gravity"] for k, v in by_kind.items() if k != "syntax"}
+        verdict = all(syn <= v for v in others.values())
+        cmp = ", ".join(f"{k} {v:.2f}" for k, v in others.items())
+        lines.append(
+            f"syntax (center of gravity {syn:.2f}) peaks "
+            + ("no later than" if verdict else "LATER than at least one of")
+            + f" {cmp}: the account (syntax low, semantics and facts higher) "
+            + ("holds" if verdict else "does not hold") + " on this model")
+    weak = [n for n, t in report["tasks"].items() if t["selectivity_at_best"] <= 0.1]
+    if weak:
+        lines.append("selectivity <= 0.1 at the best layer (the probe barely beats its "
+                     "control): " + ", ".join(weak))
+    return {"by_kind": by_kind, "syntax_no_later": verdict, "text": "\n".join(lines)}
+
+
+def run_sweep(ref: str, cfg: SweepConfig | None = None, *, corpus: str | Path | None = None,
+              acts: str | Path | None = None, device: str = "cpu", progress: bool = True
+              ) -> dict[str, Any]:
+    """Load the model `ref` and its corpus (`corpus`, else the run's) and run the sweep."""
+    from workbench.info import corpus_of
+    from workbench.models import load
+    from workbench.world import load_corpus
+
+    corpus_path = corpus or corpus_of(ref)
+    if corpus_path is None:
+        raise ValueError(f"model {ref!r} names no corpus; pass --corpus PATH (a world corpus "
+                         "encoded with the model's tokenizer)")
+    loaded = load_corpus(Path(corpus_path))
+    torch.manual_seed((cfg or SweepConfig()).seed)
+    model = load(ref, device=device)
+    return probe_model(model, loaded, cfg, model_ref=str(ref), acts=acts, progress=progress)
+
+
+def write_report(report: dict[str, Any], out: Path, overwrite: bool = False) -> list[Path]:
+    """The JSON (atomically) and its figure `FILE.fig.json` beside it; the paths written."""
+    from probe.figures import sweep_figure
+    from workbench.checkpoints import write_json_atomic
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, report)
+    fig = out.with_suffix(".fig.json")
+    sweep_figure(report).write_json(str(fig))
+    return [out, fig]
+
+
+def table(report: dict[str, Any]) -> str:
+    """Plain-text table: per task the best layer, accuracy, selectivity and baselines."""
+    head = (f"{'task':<10} {'kind':<9} {'n':>6} {'best':>4} {'acc':>6} {'95% CI':>13} "
+            f"{'control':>7} {'select':>6} {'major':>6} {'L0':>6} {'CoG':>5}")
+    lines = [head]
+    for name, t in report["tasks"].items():
+        b = next(r for r in t["layers"] if r["layer"] == t["best_layer"])
+        emb = "-" if t["embedding_accuracy"] is None else f"{t['embedding_accuracy']:.3f}"
+        lines.append(
+            f"{name:<10} {t['kind']:<9} {t['n']:>6} {t['best_layer']:>4} {b['accuracy']:>6.3f} "
+            f"{'[' + format(b['ci'][0], '.3f') + ',' + format(b['ci'][1], '.3f') + ']':>13} "
+            f"{b['control_accuracy']:>7.3f} {b['selectivity']:>6.3f} "
+            f"{t['majority_baseline']:>6.3f} {emb:>6} {t['center_of_gravity']:>5.2f}")
+    return "\n".join(lines)

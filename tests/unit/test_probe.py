@@ -1,0 +1,189 @@
+"""probe/: tasks and their rows, folds without leakage, control labels, intervals, center of
+gravity, the batched probe trainer, and word alignment for sub-word tokenizers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+from probe.rows import check_layers
+from probe.stats import (
+    assign_folds,
+    bootstrap_ci,
+    center_of_gravity,
+    control_labels,
+    majority_accuracy,
+)
+from probe.sweep import SweepConfig, probe_task, select_examples
+from probe.tasks import TASKS, Examples, first_mentions, resolve_tasks, task_examples
+from probe.train import ProbeConfig, fit_predict, standardize
+from workbench.world.retokenize import align_words
+
+
+def test_resolve_tasks_expands_suites_and_rejects_unknown() -> None:
+    assert [t.name for t in resolve_tasks("semantics")] == ["category", "animacy", "sentiment"]
+    assert [t.name for t in resolve_tasks("pos,pos,city")] == ["pos", "city"]
+    with pytest.raises(ValueError, match="unknown probe task 'colour'.*suites"):
+        resolve_tasks("syntax,colour")
+
+
+def test_first_mentions_end_of_name_first_time_per_document() -> None:
+    #            doc 0: A A x A A x B B | doc 1: A A
+    person = np.array([5, 5, -1, 5, 5, -1, 7, 7, 5, 5])
+    doc = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 1])
+    assert first_mentions(person, doc).tolist() == [1, 7, 9]
+
+
+def test_task_examples_word_and_fact_tasks() -> None:
+    from workbench.world import WorldConfig, build_world
+
+    world = build_world(WorldConfig(seed=0, n_people=3))
+    labels = {"pos": np.array([-1, 0, 2, 2]), "person": np.array([-1, 1, 1, -1]),
+              "depth": np.array([-1, 2, 9, 3])}
+    ex = task_examples(TASKS["pos"], labels, np.zeros(4, int), np.array([9, 4, 5, 5]), world)
+    assert ex.rows.tolist() == [1, 2, 3] and ex.groups.tolist() == [4, 5, 5]
+    depth = task_examples(TASKS["depth"], labels, np.zeros(4, int), np.arange(4), world)
+    assert depth.y.tolist() == [2, 6, 3]  # 9 merges into "6+"
+    city = task_examples(TASKS["city"], labels, np.zeros(4, int), np.arange(4), world)
+    assert city.rows.tolist() == [2] and city.groups.tolist() == [1]
+    assert city.classes[city.y[0]] == world.attribute(1, "city")
+    with pytest.raises(ValueError, match="lack.*world corpus"):
+        task_examples(TASKS["sentiment"], labels, np.zeros(4, int), np.arange(4), world)
+
+
+def test_group_folds_never_split_a_group_and_cover_every_class() -> None:
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 60, size=2000)
+    y = groups % 3  # a group's label is fixed (a word type's class)
+    folds = assign_folds(y, groups, 5, "group", seed=0)
+    for g in np.unique(groups):
+        assert len(np.unique(folds[groups == g])) == 1  # no leakage across folds
+    for k in range(5):
+        assert set(y[folds == k]) == {0, 1, 2}
+    rand = assign_folds(y, groups, 5, "random", seed=0)
+    assert max(len(np.unique(rand[groups == g])) for g in np.unique(groups)) > 1
+    with pytest.raises(ValueError, match="split='types'"):
+        assign_folds(y, groups, 5, "types", seed=0)
+
+
+def test_control_labels_are_per_group_with_the_task_distribution() -> None:
+    rng = np.random.default_rng(1)
+    groups = rng.integers(0, 400, size=20_000)
+    y = (groups % 4 == 0).astype(int)  # 25 % class 1
+    ctrl = control_labels(y, groups, 2, seed=0)
+    for g in np.unique(groups)[:50]:
+        assert len(np.unique(ctrl[groups == g])) == 1
+    assert abs(ctrl.mean() - y.mean()) < 0.06
+    assert (ctrl != y).any()
+
+
+def test_bootstrap_interval_and_majority() -> None:
+    correct = np.array([1, 1, 1, 0] * 50, dtype=float)
+    groups = np.repeat(np.arange(20), 10)
+    lo, hi = bootstrap_ci(correct, groups, seed=0)
+    assert lo <= 0.75 <= hi and hi - lo < 0.2
+    assert np.allclose(bootstrap_ci(correct, groups, seed=0), (lo, hi))
+    y = np.array([0, 0, 0, 1, 1, 2])
+    assert majority_accuracy(y, np.array([0, 1, 2, 0, 1, 2])) == pytest.approx(0.5)
+
+
+def test_center_of_gravity() -> None:
+    assert center_of_gravity([0.2, 0.2, 0.9]) == 2.0
+    assert center_of_gravity([0.9, 0.5, 0.4]) == 0.0
+    assert center_of_gravity([0.2, 0.6, 0.8, 0.7]) == pytest.approx(4 / 3, abs=1e-3)
+    assert center_of_gravity([0.1, 0.3], layers=[2, 4]) == 4.0
+
+
+def test_check_layers() -> None:
+    assert check_layers(None, 2) == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"layers \[0, 7\]: out of range.*0 \(embedding\) to 4"):
+        check_layers([0, 7], 4)
+
+
+def _xor_data(n: int = 600) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).long()
+    return x, y
+
+
+def test_mlp_probe_learns_what_linear_cannot() -> None:
+    x, y = _xor_data()
+    xs = standardize(x[None])
+    folds = torch.arange(len(y)) % 5
+    train, val = (folds < 3)[None], (folds == 3)[None]
+    test = folds == 4
+    accs = {}
+    for kind in ("linear", "mlp"):
+        logits = fit_predict(xs, y[None], train, val, 2,
+                             ProbeConfig(probe=kind, max_epochs=150, patience=20, hidden=32))
+        accs[kind] = float((logits[0, 0].argmax(-1)[test] == y[test]).float().mean())
+    assert accs["mlp"] > 0.85 and accs["linear"] < 0.7, accs
+
+
+def test_fit_predict_is_deterministic_and_variants_independent() -> None:
+    x, y = _xor_data(300)
+    xs = standardize(torch.stack([x, x[:, [0, 0, 2, 3]]]))
+    y2 = torch.stack([y, (x[:, 0] > 0).long()])
+    folds = torch.arange(300) % 5
+    train = torch.stack([folds < 3] * 2)
+    val = torch.stack([folds == 3] * 2)
+    cfg = ProbeConfig(max_epochs=30)
+    a = fit_predict(xs, y2, train, val, 2, cfg)
+    b = fit_predict(xs, y2, train, val, 2, cfg)
+    assert torch.equal(a, b)
+    solo = fit_predict(xs, y2[1:], train[1:], val[1:], 2, cfg)
+    acc = lambda lg: float((lg.argmax(-1) == y2[1]).float().mean())  # noqa: E731
+    assert abs(acc(solo[0, 0]) - acc(a[1, 0])) < 0.03  # the other variant does not interfere
+    assert acc(a[1, 0]) > 0.95
+
+
+def _examples(n_groups: int = 40, per: int = 20) -> Examples:
+    groups = np.repeat(np.arange(n_groups), per)
+    return Examples(np.arange(len(groups)), groups % 2, groups, ["a", "b"])
+
+
+def test_probe_task_finds_a_signal_and_its_control_does_not() -> None:
+    ex = _examples()
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(2, len(ex.y), 16, generator=g)
+    noise[1, :, 0] += torch.from_numpy(ex.y * 3.0).float()  # layer 1 encodes the class
+    res = probe_task(noise, ex, [0, 1], SweepConfig(n_boot=200))
+    l0, l1 = res["layers"]
+    assert l1["accuracy"] > 0.9 and l0["accuracy"] < 0.65
+    assert l1["selectivity"] > 0.3 and l1["ci"][0] <= l1["accuracy"] <= l1["ci"][1]
+    assert res["best_layer"] == 1 and res["center_of_gravity"] == 1.0
+
+
+def test_select_examples_errors_and_drops() -> None:
+    from probe.rows import ProbeRows
+
+    n = 60
+    labels = {"animacy": np.array([0] * 55 + [1] * 5)}
+    tokens = np.array(list(np.arange(55) % 12) + [20, 21, 20, 21, 20])
+    meta = {"doc": np.zeros(n, int), "token": tokens, "offset": np.arange(n)}
+    rows = ProbeRows(labels, meta, 2)
+    with pytest.raises(ValueError, match=r"task 'animacy': only 1 class"):
+        select_examples(TASKS["animacy"], rows, None, SweepConfig())  # class 1: 2 word types
+    labels["animacy"] = np.array([0] * 52 + [1] * 8)
+    meta["token"] = np.array(list(np.arange(52) % 12) + [20, 21, 22, 23] * 2)
+    with pytest.raises(ValueError, match=r"'inanimate': 8\} have fewer than 10 examples"):
+        select_examples(TASKS["animacy"], rows, None, SweepConfig())
+    ex, dropped = select_examples(TASKS["animacy"], rows, None, SweepConfig(min_per_class=5))
+    assert dropped == [] and len(ex.y) == 60
+
+
+def test_align_words_last_subtoken() -> None:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(["the cat sat ."] * 20, trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    words = ["the", "velmora", "cat", "."]
+    ids, last = align_words(words, tok)
+    pieces = [tok.id_to_token(i) for i in ids]
+    assert last.tolist() == sorted(last.tolist()) and last[-1] == len(ids) - 1
+    # the tokens up to each word's last sub-token spell the text up to that word
+    for w, j in enumerate(last):
+        assert "".join(pieces[: j + 1]).replace("Ġ", " ") == " ".join(words[: w + 1])
