@@ -50,7 +50,8 @@ class ProbeRows:
         meta: per-row `seq`, `doc`, `pos`, `offset`, `token`.
         n_layers: the model's number of blocks (probe layers are 0..n_layers).
         store: the activation file, when rows come from one.
-        memory: activations held in memory, `[layer, row, d_model]` for `memory_rows`.
+        memory: activations held in memory, `[layer, row, d_model]` for `memory_layers`
+            and `memory_rows`.
     """
 
     labels: dict[str, np.ndarray]
@@ -59,6 +60,7 @@ class ProbeRows:
     store: ActivationStore | None = None
     memory: Tensor | None = None
     memory_rows: np.ndarray | None = None
+    memory_layers: list[int] = field(default_factory=list)
     _source: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -81,7 +83,11 @@ class ProbeRows:
         if (where >= len(self.memory_rows)).any() or (self.memory_rows[
                 np.minimum(where, len(self.memory_rows) - 1)] != rows).any():
             raise ValueError("rows outside those computed in memory were asked for")
-        return self.memory[layers][:, torch.from_numpy(where)]
+        missing = [la for la in layers if la not in self.memory_layers]
+        if missing:
+            raise ValueError(f"layers {missing} were not computed (only {self.memory_layers})")
+        index = [self.memory_layers.index(la) for la in layers]
+        return self.memory[index][:, torch.from_numpy(where)]
 
 
 def plan_rows(model: Any, corpus: Any, split: str, max_tokens: int | None,
@@ -105,13 +111,12 @@ def plan_rows(model: Any, corpus: Any, split: str, max_tokens: int | None,
 @torch.no_grad()
 def fill_memory(rows: ProbeRows, model: Any, needed: np.ndarray, layers: list[int],
                 progress: bool = True) -> None:
-    """Compute the activations of `needed` rows at `layers` into memory (all probe layers
-    are stored so `acts` indexes them by layer number; unneeded layers stay zero)."""
+    """Compute the activations of `needed` rows at `layers` into memory."""
     plan, cfg, corpus = (rows._source[k] for k in ("plan", "cfg", "corpus"))
     needed = np.unique(np.asarray(needed, dtype=np.int64))
     hooks_all = layer_hooks(rows.n_layers)
     hooks = [hooks_all[la] for la in layers]
-    out = torch.zeros(rows.n_layers + 1, len(needed), model.cfg.d_model)
+    out = torch.zeros(len(layers), len(needed), model.cfg.d_model)
     seqs = np.unique(rows.meta["seq"][needed])
     bar = tqdm(total=len(needed), desc="probe activations", unit="row", disable=not progress)
     for batch in iter_batches(plan, corpus.tokens(rows._source["split"]), cfg.batch_size, 0,
@@ -124,11 +129,11 @@ def fill_memory(rows: ProbeRows, model: Any, needed: np.ndarray, layers: list[in
             continue
         acts = compute_batch(model, hooks, batch)
         local = needed[lo:hi] - batch.row_lo
-        for la, hook in zip(layers, hooks):
-            out[la, lo:hi] = torch.from_numpy(acts[hook][local])
+        for i, hook in enumerate(hooks):
+            out[i, lo:hi] = torch.from_numpy(acts[hook][local])
         bar.update(int(hi - lo))
     bar.close()
-    rows.memory, rows.memory_rows = out, needed
+    rows.memory, rows.memory_rows, rows.memory_layers = out, needed, list(layers)
 
 
 def store_rows(path: str | Path, n_layers: int, layers: list[int]) -> ProbeRows:
