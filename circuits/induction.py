@@ -160,22 +160,12 @@ def to_grid(report: dict[str, Any], key: str) -> torch.Tensor:
 def write_report(report: dict[str, Any], out: Path, overwrite: bool = False) -> list[Path]:
     """Write the JSON (atomically) and its figures beside it; the paths written."""
     from circuits.figures import dynamics_figure, heads_figure
-    from workbench.checkpoints import write_json_atomic
+    from workbench.reports import write_report as write_files
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, report)
-    paths = [out]
-    fig_path = out.with_suffix(".heads.fig.json")
-    heads_figure(report).write_json(str(fig_path))
-    paths.append(fig_path)
+    figures = {".heads.fig.json": heads_figure}
     if report.get("dynamics", {}).get("checkpoints"):
-        dyn_path = out.with_suffix(".dynamics.fig.json")
-        dynamics_figure(report).write_json(str(dyn_path))
-        paths.append(dyn_path)
-    return paths
+        figures[".dynamics.fig.json"] = dynamics_figure
+    return write_files(report, out, figures, overwrite)
 
 
 def select_checkpoints(run_dir: Path, which: str) -> list[Path]:

@@ -322,16 +322,9 @@ def run_sweep(ref: str, cfg: SweepConfig | None = None, *, corpus: str | Path | 
 def write_report(report: dict[str, Any], out: Path, overwrite: bool = False) -> list[Path]:
     """The JSON (atomically) and its figure `FILE.fig.json` beside it; the paths written."""
     from probe.figures import sweep_figure
-    from workbench.checkpoints import write_json_atomic
+    from workbench.reports import write_report as write_files
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, report)
-    fig = out.with_suffix(".fig.json")
-    sweep_figure(report).write_json(str(fig))
-    return [out, fig]
+    return write_files(report, out, {".fig.json": sweep_figure}, overwrite)
 
 
 def table(report: dict[str, Any]) -> str:
