@@ -49,6 +49,7 @@ bench: install
 	$(PY) bench/cache_throughput.py
 	$(PY) bench/head_scores.py
 	$(PY) bench/probe_sweep.py
+	$(PY) bench/causal_trace.py
 
 clean:
 	rm -rf $(RUNS)/demo $(RUNS)/world
