@@ -252,15 +252,22 @@ def check_corpus(model: Any, corpus: Any) -> None:
         raise ValueError(
             f"corpus at {corpus.path} is a real-text corpus: it has no labels to probe; pass "
             "--corpus with a world corpus (`workbench world build`)")
+    check_tokenizer(model, corpus)
+
+
+def check_tokenizer(model: Any, corpus: Any) -> None:
+    """The corpus is encoded with the model's tokenizer (or fail with the fix)."""
     from tokenizers import Tokenizer
 
     tok = getattr(model, "tokenizer", None)
     theirs = Tokenizer.from_file(str(corpus.tokenizer_path)).get_vocab()
     if tok is None or tok.get_vocab() != theirs:
+        fix = (f"workbench world retokenize --corpus {corpus.path} --tokenizer MODEL_DIR --out "
+               f"{corpus.path}-MODEL --splits val,test" if corpus.kind == "world" else
+               "workbench world build --text FILE... --tokenizer MODEL_DIR --out DIR")
         raise ValueError(
             f"corpus at {corpus.path} is encoded with another tokenizer than the model's; "
-            "re-encode it for this model with `workbench world retokenize --corpus "
-            f"{corpus.path} --tokenizer MODEL_DIR --out {corpus.path}-MODEL --splits val,test`")
+            f"re-encode it for this model with `{fix}`")
 
 
 def summarize(report: dict[str, Any]) -> dict[str, Any]:

@@ -59,6 +59,12 @@ def _cmd_probe(args: argparse.Namespace) -> None:
     run_from_args(args)
 
 
+def _cmd_beliefs(args: argparse.Namespace) -> None:
+    from probe.belief_cli import run_from_args
+
+    run_from_args(args)
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from workbench.config import get_preset
     from workbench.train import TRAIN_PRESETS, train
@@ -180,6 +186,7 @@ def _cmd_induction(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from probe.belief_cli import add_belief_args
     from probe.script import add_probe_args
 
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
@@ -281,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "with control tasks")
     add_probe_args(pr, default_tasks="syntax,semantics,facts")
     pr.set_defaults(func=_cmd_probe)
+
+    be = sub.add_parser("beliefs", help="elicit facts, trace them, and try to change them "
+                        "(in-context pressure, ROME, fine-tuning)")
+    add_belief_args(be)
+    be.set_defaults(func=_cmd_beliefs)
 
     info = sub.add_parser("info", help="print a model card")
     info.add_argument("--model", required=True)

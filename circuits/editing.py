@@ -1,0 +1,253 @@
+"""Weight edits of one MLP's output matrix, applied on a copy or inside a context manager.
+
+An edit never mutates the caller's model silently: `edit.applied(model)` changes the weights
+for the duration of a `with` block and then writes back a saved copy of the original tensor
+(bit-exact, not "minus the delta"); `edit.copy_applied(model)` returns an edited deep copy.
+
+The MLP output matrix is read and written in the direction `key -> value`: `value = key @ W`
+with `key` the MLP's hidden activation (`blocks.{l}.mlp.hook_post`, `[d_mlp]`) and `value`
+its output (`blocks.{l}.hook_mlp_out`, `[d_model]`), whatever the underlying module stores
+(`nn.Linear` keeps `[d_model, d_mlp]`, Hugging Face GPT-2's `Conv1D` keeps `[d_mlp, d_model]`).
+
+Keys and their second moment (ROME's key covariance) come from here too; the covariance is
+estimated from corpus activations streamed through `ActivationStore`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+
+def check_layer(model: Any, layer: int) -> int:
+    n = model.cfg.n_layers
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n:
+        raise ValueError(f"layer {layer!r} is out of range; this model has layers 0..{n - 1}")
+    return layer
+
+
+def key_hook(layer: int) -> str:
+    """The hook holding the MLP's hidden activation (the edit's key) at `layer`."""
+    return f"blocks.{layer}.mlp.hook_post"
+
+
+def _out_module(model: Any, layer: int) -> torch.nn.Module:
+    mlp = model.blocks[check_layer(model, layer)].mlp
+    out = getattr(mlp, "out", None)
+    if out is None:
+        raise ValueError(f"layer {layer}'s MLP has no `out` projection; this architecture "
+                         "(gated or mixture MLP) is not supported by weight edits")
+    return getattr(out, "original_component", out)
+
+
+def mlp_out_weight(model: Any, layer: int) -> tuple[torch.nn.Parameter, bool]:
+    """The MLP output weight of `layer` and whether it is stored `[d_model, d_mlp]`."""
+    module = _out_module(model, layer)
+    weight = module.weight
+    d_model, d_mlp = model.cfg.d_model, model.cfg.d_mlp
+    if type(module).__name__ == "Conv1D":
+        transposed = False
+    elif isinstance(module, torch.nn.Linear):
+        transposed = True
+    else:
+        transposed = tuple(weight.shape) == (d_model, d_mlp)
+    expected = (d_model, d_mlp) if transposed else (d_mlp, d_model)
+    if tuple(weight.shape) != expected:
+        raise ValueError(f"MLP output weight of layer {layer} has shape {tuple(weight.shape)}, "
+                         f"expected {expected}; this architecture is not supported")
+    return weight, transposed
+
+
+def read_w_out(model: Any, layer: int) -> Float[Tensor, "d_mlp d_model"]:
+    """The MLP output matrix of `layer` in `key -> value` direction (a detached copy)."""
+    weight, transposed = mlp_out_weight(model, layer)
+    w = weight.detach()
+    return (w.T if transposed else w).clone()
+
+
+@dataclass
+class WeightEdit:
+    """An additive change `delta` (`[d_mlp, d_model]`, key -> value) to one MLP's output."""
+
+    layer: int
+    delta: Float[Tensor, "d_mlp d_model"]
+    method: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def _param_delta(self, model: Any) -> tuple[torch.nn.Parameter, Tensor]:
+        weight, transposed = mlp_out_weight(model, self.layer)
+        delta = self.delta.T if transposed else self.delta
+        if delta.shape != weight.shape:
+            raise ValueError(f"edit of shape {tuple(self.delta.shape)} does not fit layer "
+                             f"{self.layer}'s MLP output {tuple(weight.shape)}")
+        return weight, delta.to(weight.device, weight.dtype)
+
+    @contextlib.contextmanager
+    def applied(self, model: Any) -> Iterator[Any]:
+        """Apply the edit in place for a `with` block; the original weights come back exactly."""
+        weight, delta = self._param_delta(model)
+        original = weight.detach().clone()
+        try:
+            with torch.no_grad():
+                weight.add_(delta)
+            yield model
+        finally:
+            with torch.no_grad():
+                weight.copy_(original)
+
+    def copy_applied(self, model: Any) -> Any:
+        """A deep copy of `model` with the edit applied (the original is untouched)."""
+        edited = copy.deepcopy(model)
+        weight, delta = self._param_delta(edited)
+        with torch.no_grad():
+            weight.add_(delta)
+        return edited
+
+    def norm(self) -> float:
+        return float(self.delta.norm())
+
+
+@torch.no_grad()
+def keys_at(model: Any, tokens: list[list[int]], positions: list[int],
+            layer: int) -> Float[Tensor, "n d_mlp"]:
+    """The MLP key of `layer` at `positions[i]` of each token sequence (float32, CPU)."""
+    name = key_hook(check_layer(model, layer))
+    device = next(model.parameters()).device
+    out = []
+    for ids, pos in zip(tokens, positions, strict=True):
+        _, cache = model.run_with_cache(torch.tensor([ids], device=device),
+                                        names_filter=lambda n: n == name)
+        out.append(cache[name][0, pos].float().cpu())
+    return torch.stack(out)
+
+
+def key_covariance(model: Any, corpus: Any, layer: int, *, n_tokens: int = 100_000,
+                   split: str = "train", acts: str | Path | None = None,
+                   batch_rows: int = 8192, progress: bool = False) -> Float[Tensor, "d_mlp d_mlp"]:
+    """Second moment `E[k k^T]` of the MLP keys of `layer` over corpus tokens (ROME's C).
+
+    The keys are streamed into an HDF5 file through `ActivationStore` (`acts`, or a
+    temporary file) and accumulated in float64 chunk by chunk, so memory stays bounded.
+    """
+    import tempfile
+
+    from workbench.cache import ActivationStore, CacheConfig, cache_activations
+
+    name = key_hook(check_layer(model, layer))
+    cfg = CacheConfig(hooks=(name,), split=split, max_tokens=n_tokens, chunk=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(acts) if acts is not None else Path(tmp) / "keys.h5"
+        if not (path.exists() and _has_hook(path, name)):
+            cache_activations(model, corpus, cfg, path, progress=progress,
+                              resume=path.with_name(path.name + ".partial").exists())
+        with ActivationStore(path) as store:
+            n = len(store)
+            cov = torch.zeros(model.cfg.d_mlp, model.cfg.d_mlp, dtype=torch.float64)
+            for k in store.iter_batches(name, batch_rows, torch.float64):
+                cov += k.T @ k
+    log.info("key covariance of layer %d from %d tokens", layer, n)
+    return (cov / n).float()
+
+
+def _has_hook(path: Path, name: str) -> bool:
+    from workbench.cache import ActivationStore
+
+    try:
+        with ActivationStore(path) as store:
+            return name in store.hooks
+    except (OSError, ValueError):
+        return False
+
+
+def subject_end(model: Any, ids: list[int], subject: str) -> int:
+    """Position (in `ids`) of the last token of the first occurrence of `subject`."""
+    tok = model.tokenizer
+    for variant in (" " + subject, subject):
+        sub = list(tok.encode(variant, add_special_tokens=False))
+        for start in range(len(ids) - len(sub) + 1):
+            if sub and ids[start : start + len(sub)] == sub:
+                return start + len(sub) - 1
+    raise ValueError(f"subject {subject!r} is not in the prompt {tok.decode(ids)!r}; pass a "
+                     "subject that occurs in the prompt")
+
+
+@torch.no_grad()
+def context_prefixes(model: Any, n: int, length: int, seed: int = 0) -> list[str]:
+    """`n` short texts sampled from the model itself (top-5, seeded), as ROME does, so that
+    an edit is made and checked in varied contexts rather than only after `<bos>`."""
+    if n == 0:
+        return []
+    g = torch.Generator().manual_seed(seed)
+    bos = model.tokenizer.bos_token_id
+    ids = torch.full((n, 1), 0 if bos is None else bos, dtype=torch.long)
+    device = next(model.parameters()).device
+    for _ in range(length):
+        logits = model(ids.to(device))[:, -1].float().cpu()
+        top = logits.topk(5, -1)
+        pick = torch.multinomial(top.values.softmax(-1), 1, generator=g)
+        ids = torch.cat([ids, top.indices.gather(1, pick)], 1)
+    return [model.tokenizer.decode(row[1:].tolist()).strip() for row in ids]
+
+
+@dataclass
+class RewriteBatch:
+    """Prompts (with context prefixes) followed by the new object, right-padded."""
+
+    tokens: Tensor  # [batch, pos]
+    subject_pos: Tensor  # [batch] last subject token
+    target_pos: Tensor  # [batch, n_target] positions whose next token is a target token
+    target_ids: Tensor  # [n_target]
+
+
+def rewrite_batch(model: Any, prompts: list[str], subject: str, target_ids: list[int],
+                  prefixes: list[str]) -> RewriteBatch:
+    """Every `prefix + prompt + target[:-1]`, with where the subject ends and targets sit."""
+    bos = model.tokenizer.bos_token_id
+    rows, subj, tgt = [], [], []
+    for prompt in prompts:
+        for prefix in [""] + prefixes:
+            text = f"{prefix} {prompt}" if prefix else prompt
+            ids = ([] if bos is None else [bos]) + list(
+                model.tokenizer.encode(text, add_special_tokens=False))
+            subj.append(subject_end(model, ids, subject))
+            tgt.append(list(range(len(ids) - 1, len(ids) - 1 + len(target_ids))))
+            rows.append(ids + target_ids[:-1])
+    if max(len(r) for r in rows) > model.cfg.n_ctx:
+        raise ValueError(f"an edit prompt is longer than n_ctx={model.cfg.n_ctx}; shorten it")
+    tokens = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
+    for i, r in enumerate(rows):
+        tokens[i, : len(r)] = torch.tensor(r)
+    return RewriteBatch(tokens, torch.tensor(subj), torch.tensor(tgt), torch.tensor(target_ids))
+
+
+def target_nll(logits: Tensor, batch: RewriteBatch) -> Tensor:
+    """Mean NLL of the target tokens over the batch rows."""
+    logp = torch.log_softmax(logits.float(), -1)
+    rows = torch.arange(len(batch.tokens))[:, None]
+    picked = logp[rows, batch.target_pos.to(logp.device), batch.target_ids.to(logp.device)]
+    return -picked.sum(-1).mean()
+
+
+@contextlib.contextmanager
+def frozen(model: Any) -> Iterator[Any]:
+    """Turn off gradients of every model parameter for a block (restored afterwards), so that
+    optimising an edit never leaves `.grad` tensors on the caller's model."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)

@@ -1,0 +1,168 @@
+"""ROME (Meng et al. 2022): a rank-one edit of one MLP's output matrix.
+
+Viewing the MLP output matrix `W` of layer `l` as a linear associative memory `k -> v`, ROME
+makes the subject's key `k*` (the MLP hidden activation at the subject's last token,
+averaged over context prefixes) map to a new value `v* = W k* + delta`, where `delta` is
+optimised so the model states the new object, while changing `W` as little as possible in
+the metric of the key second moment `C = E[k k^T]` estimated from corpus text:
+
+    W' = W + (C^-1 k*) delta^T / (k*^T C^-1 k*)     (key -> value direction)
+
+`delta` is found by gradient descent on the negative log-likelihood of the new object after
+the edit prompt in several sampled contexts, plus a KL term that keeps the model's
+distribution after "{subject} is a" (the subject's "essence") and a weight decay, with its
+norm clamped to a multiple of the original value's norm (ROME's defaults, scaled down for
+small models where noted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from circuits.editing import (
+    WeightEdit,
+    check_layer,
+    context_prefixes,
+    frozen,
+    key_hook,
+    rewrite_batch,
+    target_nll,
+)
+
+
+@dataclass(frozen=True)
+class RomeConfig:
+    """ROME's hyper-parameters.
+
+    Args:
+        n_prefixes, prefix_len: sampled context prefixes the edit is optimised in.
+        steps, lr: Adam steps and learning rate for `delta`.
+        kl_weight: weight of KL(original || edited) after the essence prompt.
+        weight_decay: penalty on `(|delta| / |v|)^2`.
+        clamp_norm: `|delta| <= clamp_norm * |v|` (v: the original MLP output at k*).
+        ridge: added to C's diagonal, relative to its mean diagonal (keeps C^-1 stable).
+        essence: the prompt whose next-token distribution the KL term protects.
+        stop_nll: stop early when the new object's NLL falls below this (nats).
+        seed: seeds the context prefixes.
+    """
+
+    n_prefixes: int = 5
+    prefix_len: int = 5
+    steps: int = 25
+    lr: float = 0.5
+    kl_weight: float = 1.0
+    weight_decay: float = 0.5
+    clamp_norm: float = 4.0
+    ridge: float = 1e-3
+    essence: str = "{S} is a"
+    stop_nll: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "prefix_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RomeConfig.{name}={getattr(self, name)}; pass >= 1")
+        for name in ("n_prefixes", "lr", "kl_weight", "weight_decay", "clamp_norm", "ridge"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"RomeConfig.{name}={getattr(self, name)}; pass >= 0")
+        if "{S}" not in self.essence:
+            raise ValueError(f"RomeConfig.essence={self.essence!r} needs a {{S}} slot")
+
+
+def _add_at(delta: Tensor, positions: Tensor):  # noqa: ANN202 - a TL hook
+    def hook(out: Tensor, hook: Any) -> Tensor:
+        rows = torch.arange(out.shape[0], device=out.device)
+        out = out.clone()
+        out[rows, positions.to(out.device)] += delta.to(out.dtype)
+        return out
+    return hook
+
+
+def optimise_delta(model: Any, prompts: list[str], subject: str, target_ids: list[int],
+                   layer: int, cfg: RomeConfig) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """`delta` for the MLP output at the subject's last token, and the key `k*` (mean over
+    the rewrite rows). Returns (delta [d_model], k* [d_mlp], info)."""
+    device = next(model.parameters()).device
+    prefixes = context_prefixes(model, cfg.n_prefixes, cfg.prefix_len, cfg.seed)
+    batch = rewrite_batch(model, prompts, subject, target_ids, prefixes)
+    essence = rewrite_batch(model, [cfg.essence.replace("{S}", subject)], subject,
+                            target_ids[:1], [])
+    out_hook, key_name = f"blocks.{layer}.hook_mlp_out", key_hook(layer)
+    rows = torch.arange(len(batch.tokens))
+    with torch.no_grad():
+        _, cache = model.run_with_cache(batch.tokens.to(device),
+                                        names_filter=lambda n: n in (out_hook, key_name))
+        keys = cache[key_name][rows, batch.subject_pos].float()
+        value = cache[out_hook][0, batch.subject_pos[0]].float()  # edit prompt, no prefix
+        e_len = int(essence.target_pos[0, 0]) + 1
+        e_tokens = essence.tokens[:, :e_len].to(device)
+        base_logp = F.log_softmax(model(e_tokens)[0, -1].float(), -1)
+    delta = torch.zeros(model.cfg.d_model, device=device, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=cfg.lr)
+    max_norm = cfg.clamp_norm * value.norm()
+    nll = torch.tensor(float("nan"))
+    steps = 0
+    for step in range(1, cfg.steps + 1):
+        steps = step
+        opt.zero_grad()
+        logits = model.run_with_hooks(
+            batch.tokens.to(device), fwd_hooks=[(out_hook, _add_at(delta, batch.subject_pos))])
+        nll = target_nll(logits, batch)
+        e_logits = model.run_with_hooks(
+            e_tokens, fwd_hooks=[(out_hook, _add_at(delta, essence.subject_pos))])
+        e_logp = F.log_softmax(e_logits[0, -1].float(), -1)
+        kl = F.kl_div(e_logp, base_logp, log_target=True, reduction="sum")
+        decay = cfg.weight_decay * (delta.norm() / value.norm()) ** 2
+        loss = nll + cfg.kl_weight * kl + decay
+        if nll.item() < cfg.stop_nll:
+            break
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            if delta.norm() > max_norm:
+                delta.mul_(max_norm / delta.norm())
+    delta = delta.detach()
+    info = {"steps": steps, "final_nll": nll.item(), "delta_norm": float(delta.norm()),
+            "value_norm": float(value.norm()), "n_rows": len(batch.tokens)}
+    return delta.float().cpu(), keys.mean(0).cpu(), info
+
+
+def rank_one_update(key: Float[Tensor, " d_mlp"], delta: Float[Tensor, " d_model"],
+                    cov: Float[Tensor, "d_mlp d_mlp"], ridge: float = 1e-3
+                    ) -> Float[Tensor, "d_mlp d_model"]:
+    """`(C^-1 k) delta^T / (k^T C^-1 k)`: maps `k` to `+delta`, least change in C's metric."""
+    c = cov.double()
+    c = c + ridge * c.diagonal().mean() * torch.eye(len(c), dtype=c.dtype)
+    u = torch.linalg.solve(c, key.double())
+    return (torch.outer(u, delta.double()) / (u @ key.double())).float()
+
+
+def rome_edit(model: Any, prompts: list[str], subject: str, target_ids: list[int],
+              layer: int, cov: Float[Tensor, "d_mlp d_mlp"],
+              cfg: RomeConfig | None = None) -> WeightEdit:
+    """The ROME edit making `model` continue each of `prompts` (which contain `subject`)
+    with the tokens `target_ids`. The model is not changed; apply the returned edit."""
+    cfg = cfg or RomeConfig()
+    check_layer(model, layer)
+    d_mlp = model.cfg.d_mlp
+    if tuple(cov.shape) != (d_mlp, d_mlp):
+        raise ValueError(f"key covariance has shape {tuple(cov.shape)}; layer {layer}'s MLP "
+                         f"needs ({d_mlp}, {d_mlp}): estimate it with key_covariance(model, "
+                         f"corpus, {layer})")
+    if not target_ids:
+        raise ValueError("target has no tokens; pass the new object's token ids")
+    if layer == model.cfg.n_layers - 1 and model.cfg.n_layers > 1:
+        raise ValueError(f"layer {layer} is the model's last layer: its MLP output at the "
+                         "subject cannot reach the prediction at a later token; pass a layer "
+                         f"in 0..{layer - 1}")
+    with frozen(model):
+        delta, key, info = optimise_delta(model, prompts, subject, target_ids, layer, cfg)
+    update = rank_one_update(key, delta, cov, cfg.ridge)
+    info["subject"], info["prompts"] = subject, list(prompts)
+    return WeightEdit(layer, update, "rome", info)

@@ -1,0 +1,121 @@
+"""Command-line front of the belief tests (`workbench beliefs`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from circuits.tracing import TraceConfig
+
+
+def add_belief_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="run dir, checkpoint dir or HF dir")
+    p.add_argument("--corpus", default=None, help="corpus for ROME's key covariance and the "
+                   "fluency loss, in the model's tokenizer (default: the run's)")
+    p.add_argument("--facts", default=None, help="fact list (schema workbench.facts/1); "
+                   "default: the world facts of a world corpus, else datasets/facts/"
+                   "real_facts.json")
+    p.add_argument("--method", default="icl,rome,ft", help="any of icl,rome,ft")
+    p.add_argument("--n", type=int, default=50, help="beliefs tested")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (new objects, contexts)")
+    p.add_argument("--relations", default=None, help="e.g. city,job (default: all direct)")
+    p.add_argument("--layer", type=int, default=None,
+                   help="edited MLP layer (default: the causal-trace peak)")
+    p.add_argument("--n-trace", type=int, default=10, help="facts traced for the peak layer")
+    p.add_argument("--trace-samples", type=int, default=10, help="noise draws per trace")
+    p.add_argument("--cov-tokens", type=int, default=100_000,
+                   help="corpus tokens for the key covariance")
+    p.add_argument("--probes", default=None, help="probe report to compare the trace's peak "
+                   "layer with (default: MODEL/analyses/probe.json when present)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="JSON output (default: MODEL/analyses/"
+                   "beliefs.json)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise ValueError(f"{flag} {text!r}: pass comma-separated integers like 0,1") from exc
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    """Method x metric table, ladder flips, trace peak."""
+    lines = [f"beliefs: {report['n_beliefs']} (stated correctly "
+             f"{report['elicit']['accuracy']:.0%}, consistency "
+             f"{report['elicit']['consistency']:.2f}, strength {report['elicit']['strength']:.2f}"
+             " nats)"]
+    if "trace" in report:
+        t = report["trace"]
+        lines.append(f"causal trace ({t['n']} facts): MLP peak at the last subject token: "
+                     f"layer {t['peak_layer']}; residual peak at the last token: layer "
+                     f"{t['resid_last_token_peak_layer']}")
+        probes = t["probes"]
+        if "probe_best_layers" in probes:
+            lines.append(f"  fact probes' best layers {probes['probe_best_layers']} vs the "
+                         f"trace peak's probe layer {probes['trace_peak_probe_layer']}")
+    cols = ("efficacy", "paraphrase", "specificity", "neighbourhood", "ripple_twohop",
+            "ripple_kept", "fluency_delta")
+    header = f"{'method':10s} {'n':>4s} " + " ".join(f"{c[:12]:>12s}" for c in cols)
+    rows = []
+    for method, agg in report["methods"].items():
+        if method == "icl":
+            continue
+        cells = []
+        for c in cols:
+            v = agg.get(c)
+            cells.append(f"{'-':>12s}" if v is None else f"{v:12.3f}")
+        rows.append(f"{method:10s} {agg['n']:4d} " + " ".join(cells))
+    if rows:
+        lines += [f"edits at layer {report['layer']}:", header, *rows]
+    icl = report["methods"].get("icl")
+    if icl:
+        flips = ", ".join(f"{k} {v}" for k, v in icl["flip_level"].items())
+        kept = ", ".join(f"{k} {v:.2f}" for k, v in icl["others_kept"].items() if v is not None)
+        lines.append(f"pressure ladder: flip level counts: {flips}")
+        lines.append(f"  other facts kept per level: {kept}")
+    return "\n".join(lines)
+
+
+def run_from_args(args: argparse.Namespace) -> None:
+    from probe.belief_figures import FIGURES
+    from probe.belief_report import BeliefsConfig, load_probe_report, run_beliefs
+    from probe.beliefs import load_facts, world_facts
+    from probe.sweep import check_tokenizer
+    from workbench.info import corpus_of, output_dir_of
+    from workbench.models import load
+    from workbench.reports import write_report
+    from workbench.world import load_corpus
+
+    out = Path(args.out) if args.out else output_dir_of(args.model) / "analyses/beliefs.json"
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
+    relations = tuple(r.strip() for r in args.relations.split(",")) if args.relations else None
+    cfg = BeliefsConfig(methods=methods, n=args.n, seeds=_ints(args.seeds, "--seeds"),
+                        relations=relations, layer=args.layer, n_trace=args.n_trace,
+                        cov_tokens=args.cov_tokens, progress=not args.no_progress,
+                        trace=TraceConfig(n_samples=args.trace_samples))
+    corpus_path = args.corpus or corpus_of(args.model)
+    corpus = load_corpus(Path(corpus_path)) if corpus_path else None
+    if args.facts:
+        base = load_facts(args.facts)
+    elif corpus is not None and corpus.kind == "world":
+        base = world_facts(corpus.world())
+    else:  # a real model: the real-fact list that ships with the project
+        base = load_facts()
+    model = load(args.model, device=args.device)
+    if corpus is not None:
+        check_tokenizer(model, corpus)
+    probes = args.probes
+    default_probes = output_dir_of(args.model) / "analyses/probe.json"
+    if probes is None and default_probes.is_file():
+        probes = default_probes
+    report = run_beliefs(model, base, corpus, cfg, model_ref=str(args.model),
+                         probe_report=load_probe_report(probes))
+    paths = write_report(report, out, FIGURES, overwrite=args.overwrite)
+    print(summary_table(report))
+    print("written: " + ", ".join(str(p) for p in paths))

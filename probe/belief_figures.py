@@ -1,0 +1,102 @@
+"""Plotly figures of a belief report: causal trace, pressure ladder, edit metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from circuits.tracing import TraceResult, trace_figure
+from probe.edit_metrics import METRICS
+
+_ROLE_LABELS = {"subject_first": "first subject token", "subject_middle": "middle subject",
+                "subject_last": "last subject token", "after_subject": "after subject",
+                "last_token": "last token"}
+
+
+def trace_figures(report: dict[str, Any]) -> go.Figure:
+    """Mean indirect effect by token role and layer (one panel per restored kind)."""
+    trace = report.get("trace")
+    if not trace:
+        return go.Figure(layout={"title": "no causal trace in this report"})
+    kinds = list(trace["indirect_effect"])
+    fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=kinds, shared_yaxes=True)
+    x = [_ROLE_LABELS[r] for r in trace["roles"]]
+    for i, kind in enumerate(kinds):
+        z = trace["indirect_effect"][kind]
+        fig.add_trace(go.Heatmap(z=z, x=x, y=list(range(len(z))), colorscale="Purples",
+                                 showscale=i == 0, hovertemplate="layer %{y}<br>%{x}<br>"
+                                 "indirect effect %{z:.3f}<extra></extra>"), row=1, col=i + 1)
+    fig.update_yaxes(title_text="layer", row=1, col=1)
+    fig.update_layout(title=f"Causal trace over {trace['n']} facts: p(object) restored minus "
+                            f"corrupted (MLP peak at the last subject token: layer "
+                            f"{trace['peak_layer']})", template="plotly_white", height=420)
+    return fig
+
+
+def example_trace_figure(report: dict[str, Any]) -> go.Figure:
+    """The full layers x tokens trace of the first traced fact."""
+    trace = report.get("trace")
+    if not trace:
+        return go.Figure(layout={"title": "no causal trace in this report"})
+    return trace_figure(TraceResult.from_dict(trace["example"]))
+
+
+def ladder_figure(report: dict[str, Any]) -> go.Figure:
+    """p(new) and p(old) against pressure level (mean over beliefs; thin lines: each one),
+    and the share of beliefs flipped by each level."""
+    icl = report["methods"].get("icl")
+    if not icl:
+        return go.Figure(layout={"title": "no pressure ladder in this report"})
+    levels = icl["levels"]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["p(new) and p(old) per level",
+                                                        "share stating the new object"])
+    for row in icl["beliefs"][:50]:
+        fig.add_trace(go.Scatter(x=levels, y=[row["levels"][lv]["p_new"] for lv in levels],
+                                 mode="lines", line={"width": 0.5, "color": "lightgray"},
+                                 hoverinfo="text", showlegend=False,
+                                 text=f"{row['subject']} {row['relation']} -> {row['new']}"),
+                      row=1, col=1)
+    for key, color in (("p_new", "crimson"), ("p_old", "royalblue")):
+        fig.add_trace(go.Scatter(x=levels, y=[icl[key][lv] for lv in levels], name=key,
+                                 mode="lines+markers", line={"width": 3, "color": color}),
+                      row=1, col=1)
+    fig.add_trace(go.Bar(x=levels, y=[icl["flipped_by"][lv] for lv in levels],
+                         name="flipped by level"), row=1, col=2)
+    if any(v is not None for v in icl["others_kept"].values()):
+        fig.add_trace(go.Scatter(x=levels, y=[icl["others_kept"][lv] for lv in levels],
+                                 name="other facts kept", mode="lines+markers"), row=1, col=2)
+    fig.update_yaxes(range=[0, 1.02])
+    fig.update_layout(title="In-context pressure ladder", template="plotly_white", height=420)
+    return fig
+
+
+def metrics_figure(report: dict[str, Any]) -> go.Figure:
+    """Every edit metric per method with its 95 % interval (fluency on a second axis)."""
+    methods = [m for m in report["methods"] if m != "icl"]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.8, 0.2],
+                        subplot_titles=["edit metrics (share, 95 % CI)",
+                                        "validation loss change (nats)"])
+    shares = [m for m in METRICS if m != "fluency_delta"]
+    for method in methods:
+        agg = report["methods"][method]
+        ys = [agg.get(m) for m in shares]
+        lo = [(agg[m] - agg["ci"][m][0]) if agg.get(m) is not None else 0 for m in shares]
+        hi = [(agg["ci"][m][1] - agg[m]) if agg.get(m) is not None else 0 for m in shares]
+        fig.add_trace(go.Bar(x=shares, y=ys, name=method, error_y={"type": "data", "array": hi,
+                                                                   "arrayminus": lo}),
+                      row=1, col=1)
+        flu = agg.get("fluency_delta")
+        if flu is not None:
+            ci = agg["ci"]["fluency_delta"]
+            fig.add_trace(go.Bar(x=[method], y=[flu], showlegend=False,
+                                 error_y={"type": "data", "array": [ci[1] - flu],
+                                          "arrayminus": [flu - ci[0]]}), row=1, col=2)
+    fig.update_layout(barmode="group", template="plotly_white", height=420,
+                      title=f"Belief edits at layer {report.get('layer')}")
+    return fig
+
+
+FIGURES = {".trace.fig.json": trace_figures, ".trace_example.fig.json": example_trace_figure,
+           ".ladder.fig.json": ladder_figure, ".metrics.fig.json": metrics_figure}

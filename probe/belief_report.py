@@ -1,0 +1,230 @@
+"""Belief tests end to end (`workbench beliefs`): elicit, trace, pressure, edit, measure.
+
+`run_beliefs` picks `n` beliefs, reads what the model states about them, traces where the
+model recalls them (causal tracing averaged over facts, by token role), runs the in-context
+pressure ladder, and edits each fact with ROME and constrained fine-tuning at the traced layer
+(or a given one), re-running the edited model for every metric of `probe.edit_metrics`.
+Report schema `workbench.beliefs/1`; figures by `probe.belief_figures`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from circuits.editing import check_layer, key_covariance
+from circuits.finetune import FinetuneConfig, finetune_edit
+from circuits.rome import RomeConfig, rome_edit
+from circuits.tracing import TraceConfig, causal_trace
+from probe.beliefs import Belief, FactBase
+from probe.edit_metrics import EditEvalConfig, EditEvaluator, aggregate
+from probe.elicit import elicit, object_ids
+from probe.ladder import LadderConfig, ladder, summarize_ladder
+
+log = logging.getLogger(__name__)
+SCHEMA = "workbench.beliefs/1"
+METHODS = ("icl", "rome", "ft")
+ROLES = ("subject_first", "subject_middle", "subject_last", "after_subject", "last_token")
+
+
+@dataclass(frozen=True)
+class BeliefsConfig:
+    """What `run_beliefs` runs.
+
+    Args:
+        methods: any of `icl` (pressure ladder), `rome`, `ft` (constrained fine-tuning).
+        n: beliefs tested (spread over subjects and relations).
+        seeds: each seed draws other new objects and ROME/FT context prefixes.
+        relations: relations to test (None: every direct relation).
+        layer: the edited MLP layer; None = the causal-trace peak (MLP at the last subject
+            token, averaged over the traced facts).
+        n_trace: facts traced for that average (the model states them correctly).
+        cov_tokens: corpus tokens for ROME's key covariance.
+        cov_split: the corpus split they come from.
+    """
+
+    methods: tuple[str, ...] = METHODS
+    n: int = 50
+    seeds: tuple[int, ...] = (0,)
+    relations: tuple[str, ...] | None = None
+    layer: int | None = None
+    n_trace: int = 10
+    cov_tokens: int = 100_000
+    cov_split: str = "train"
+    rome: RomeConfig = field(default_factory=RomeConfig)
+    ft: FinetuneConfig = field(default_factory=FinetuneConfig)
+    ladder: LadderConfig = field(default_factory=LadderConfig)
+    metrics: EditEvalConfig = field(default_factory=EditEvalConfig)
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"methods={list(self.methods)}; choose from {list(METHODS)}")
+        if self.n < 1 or not self.seeds or self.n_trace < 0 or self.cov_tokens < 1:
+            raise ValueError(f"n={self.n}, seeds={self.seeds}, n_trace={self.n_trace}, "
+                             f"cov_tokens={self.cov_tokens}; pass n >= 1, one seed or more, "
+                             "n_trace >= 0, cov_tokens >= 1")
+
+
+def _single_token(model: Any, belief: Belief) -> bool:
+    return len(object_ids(model, belief.object)) == 1
+
+
+def trace_summary(model: Any, beliefs: list[Belief], cfg: TraceConfig) -> dict[str, Any]:
+    """Causal traces of `beliefs` on their edit prompt, averaged by token role.
+
+    Returns the per-role indirect effect `[kind][layer][role]`, the MLP peak layer at the
+    last subject token (the last layer excluded: it cannot act on later tokens), and the first
+    trace in full (for the heatmap)."""
+    if not beliefs:
+        raise ValueError("no belief to trace: the model states none of the chosen facts "
+                         "correctly; pass --layer to edit anyway")
+    per_role: dict[str, list[np.ndarray]] = {}
+    first = None
+    for b in beliefs:
+        result = causal_trace(model, b.prompts[0], b.subject, b.object, cfg)
+        first = first or result
+        start, end = result.subject
+        n_pos = len(result.tokens)
+        cols = {"subject_first": [start], "subject_middle": list(range(start + 1, end - 1)),
+                "subject_last": [end - 1], "after_subject": list(range(end, n_pos - 1)),
+                "last_token": [n_pos - 1]}
+        for kind in result.scores:
+            effect = result.indirect_effect(kind)
+            roles = [effect[:, c].mean(1) if c else np.full(len(effect), np.nan)
+                     for c in cols.values()]
+            per_role.setdefault(kind, []).append(np.stack(roles, 1))
+    with warnings.catch_warnings():  # a role no prompt has (one-token subjects) stays nan
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = {k: np.nanmean(np.stack(v), 0) for k, v in per_role.items()}
+    mlp = mean.get("mlp", next(iter(mean.values())))
+    # the last layer's MLP at the subject cannot reach the prediction at a later token
+    editable = mlp[: max(1, len(mlp) - 1), ROLES.index("subject_last")]
+    peak = int(np.nanargmax(editable))
+    last = int(np.nanargmax(mean.get("resid", mlp)[:, ROLES.index("last_token")]))
+    return {
+        "n": len(beliefs),
+        "facts": [f"{b.subject} | {b.relation} | {b.object}" for b in beliefs],
+        "roles": list(ROLES),
+        "indirect_effect": {k: np.where(np.isnan(v), None, v).tolist() for k, v in mean.items()},
+        "peak_layer": peak,
+        "peak_kind": "mlp" if "mlp" in mean else next(iter(mean)),
+        "resid_last_token_peak_layer": last,
+        "example": first.to_dict(),
+    }
+
+
+def probe_comparison(trace: dict[str, Any], probe_report: dict[str, Any] | None
+                     ) -> dict[str, Any]:
+    """The trace's peak layer next to the fact probes' best layers. A probe's layer `l` is the
+    residual stream after block `l - 1`, so an MLP peak at block `p` writes into probe layer
+    `p + 1`."""
+    out: dict[str, Any] = {"trace_peak_layer": trace["peak_layer"],
+                           "trace_peak_probe_layer": trace["peak_layer"] + 1}
+    if probe_report is None:
+        out["note"] = "no probe report: run `workbench probe --tasks facts` and pass --probes"
+        return out
+    facts = {t: r for t, r in probe_report.get("tasks", {}).items() if r.get("kind") == "facts"}
+    out["probe_best_layers"] = {t: r["best_layer"] for t, r in facts.items()}
+    out["probe_best_selectivity"] = {
+        t: next(x["selectivity"] for x in r["layers"] if x["layer"] == r["best_layer"])
+        for t, r in facts.items()
+    }
+    return out
+
+
+def _edit(method: str, model: Any, belief: Belief, new: str, layer: int, cov: Any,
+          cfg: BeliefsConfig, seed: int) -> Any:
+    target = object_ids(model, new)
+    if method == "rome":
+        rome = RomeConfig(**{**asdict(cfg.rome), "seed": seed})
+        return rome_edit(model, [belief.prompts[0]], belief.subject, target, layer, cov, rome)
+    ft = FinetuneConfig(**{**asdict(cfg.ft), "seed": seed})
+    return finetune_edit(model, [belief.prompts[0]], belief.subject, target, layer, ft)
+
+
+def run_beliefs(model: Any, base: FactBase, corpus: Any | None = None,
+                cfg: BeliefsConfig | None = None, *, model_ref: str = "",
+                probe_report: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every belief test of `cfg` on `model` (never mutated: edits are undone exactly)."""
+    cfg = cfg or BeliefsConfig()
+    weight_methods = [m for m in cfg.methods if m != "icl"]
+    if weight_methods and corpus is None and "rome" in weight_methods:
+        raise ValueError("ROME needs a corpus for its key covariance; pass --corpus DIR "
+                         "(a world corpus or one built with `workbench world build --text`)")
+    if cfg.layer is not None:
+        check_layer(model, cfg.layer)
+    beliefs = base.beliefs(list(cfg.relations) if cfg.relations else None, cfg.n, cfg.seeds[0])
+    bar = dict(disable=not cfg.progress, leave=False)
+    stated = [elicit(model, b, generate_tokens=4)
+              for b in tqdm(beliefs, desc="elicit", **bar)]
+    report: dict[str, Any] = {
+        "schema": SCHEMA, "model": model_ref, "facts": base.source, "config": _config(cfg),
+        "n_beliefs": len(beliefs),
+        "elicit": {
+            "accuracy": float(np.mean([e.stated == e.object for e in stated])),
+            "consistency": float(np.mean([e.consistency for e in stated])),
+            "strength": float(np.mean([e.strength for e in stated])),
+            "beliefs": [e.to_dict() for e in stated],
+        },
+        "methods": {},
+    }
+    # causal tracing reads p(object) of one token: facts the model states, one-token objects
+    known = [b for b, e in zip(beliefs, stated, strict=True) if e.stated == b.object]
+    traceable = [b for b in known if _single_token(model, b)]
+    report["untraced_multitoken"] = len(known) - len(traceable)
+    traced = traceable[: cfg.n_trace]
+    if cfg.n_trace and traced:
+        report["trace"] = trace_summary(model, traced, cfg.trace)
+        report["trace"]["probes"] = probe_comparison(report["trace"], probe_report)
+    elif cfg.layer is None and weight_methods:
+        raise ValueError("no layer to edit: the model states none of the chosen facts with a "
+                         "one-token object (or n_trace is 0), so there is no causal trace to "
+                         "pick one; pass --layer L")
+    layer = cfg.layer if cfg.layer is not None else report.get("trace", {}).get("peak_layer")
+    report["layer"] = layer
+    if "icl" in cfg.methods:
+        rows = [ladder(model, base, b, base.new_object(b, seed), cfg.ladder)
+                for seed in cfg.seeds for b in tqdm(beliefs, desc="ladder", **bar)]
+        report["methods"]["icl"] = summarize_ladder(rows) | {"beliefs": rows}
+    if weight_methods:
+        cov = (key_covariance(model, corpus, layer, n_tokens=cfg.cov_tokens,
+                              split=cfg.cov_split, progress=cfg.progress)
+               if "rome" in weight_methods else None)
+        split = "val" if corpus is not None and "val" in corpus.splits else None
+        evaluator = EditEvaluator(model, base, corpus.tokens(split) if split else None,
+                                  cfg.metrics)
+        rows_by: dict[str, list[dict[str, Any]]] = {m: [] for m in ["unedited", *weight_methods]}
+        jobs = [(seed, b) for seed in cfg.seeds for b in beliefs]
+        for seed, b in tqdm(jobs, desc="edits", **bar):
+            new = base.new_object(b, seed)
+            rows_by["unedited"].append(evaluator.evaluate(b, new, None) | {"seed": seed})
+            for method in weight_methods:
+                edit = _edit(method, model, b, new, layer, cov, cfg, seed)
+                rows_by[method].append(evaluator.evaluate(b, new, edit) | {"seed": seed})
+        for method, rows in rows_by.items():
+            report["methods"][method] = aggregate(rows) | {"layer": layer, "edits": rows}
+    return report
+
+
+def _config(cfg: BeliefsConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(cfg), default=list))
+
+
+def load_probe_report(path: str | Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"probe report {path} does not exist; run `workbench probe "
+                                f"--tasks facts --out {path}` or leave out --probes")
+    return json.loads(path.read_text())

@@ -1,0 +1,152 @@
+"""What a belief edit did, measured by re-running the edited model.
+
+For an edit making `belief` state `new` (all comparisons among the relation's candidates):
+
+- `efficacy`: on the edit prompt, log p(new) > log p(old);
+- `paraphrase`: the same on the held-out paraphrases (share of them);
+- `specificity`: the same relation of neighbouring subjects: share whose stated answer (top-1)
+  is unchanged by the edit; `neighbourhood` is ROME's softer score, p(their object) > p(new);
+- `ripple_twohop`: derived facts that should follow (the person's country after a city edit):
+  share that state the new derived object; `ripple_kept`: the subject's other attributes:
+  share whose stated answer is unchanged;
+- `fluency_delta`: validation loss (nats per token, fixed windows) after minus before.
+
+`EditEvaluator` reads the unedited answers once per belief and the validation loss once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from circuits.editing import WeightEdit
+from probe.beliefs import Belief, FactBase
+from probe.elicit import candidate_logprobs, stated
+from probe.stats import bootstrap_ci
+from workbench.data import eval_windows
+from workbench.evaluate import token_nll
+
+METRICS = ("efficacy", "paraphrase", "specificity", "neighbourhood", "ripple_twohop",
+           "ripple_kept", "fluency_delta")
+
+
+@dataclass(frozen=True)
+class EditEvalConfig:
+    """How many neighbours to check and how many validation windows measure fluency."""
+
+    n_neighbours: int = 10
+    fluency_windows: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_neighbours < 0 or self.fluency_windows < 0:
+            raise ValueError(f"EditEvalConfig n_neighbours={self.n_neighbours}, fluency_windows="
+                             f"{self.fluency_windows}; pass >= 0")
+
+
+def _beats(model: Any, prompts: tuple[str, ...] | list[str], candidates: tuple[str, ...],
+           new: str, old: str) -> list[bool]:
+    if not prompts:
+        return []
+    logp = candidate_logprobs(model, list(prompts), candidates)
+    i_new, i_old = candidates.index(new), candidates.index(old)
+    return (logp[:, i_new] > logp[:, i_old]).tolist()
+
+
+class EditEvaluator:
+    """Measures edits of one model against its unedited answers.
+
+    Args:
+        model: the unedited model (edits are applied inside `evaluate` and undone).
+        base: the fact base beliefs come from.
+        val_tokens: a token stream for the fluency windows (None: no fluency metric).
+    """
+
+    def __init__(self, model: Any, base: FactBase, val_tokens: np.ndarray | None = None,
+                 cfg: EditEvalConfig | None = None) -> None:
+        self.model, self.base, self.cfg = model, base, cfg or EditEvalConfig()
+        self.windows = None
+        if val_tokens is not None and self.cfg.fluency_windows:
+            self.windows, _ = eval_windows(val_tokens, model.cfg.n_ctx, self.cfg.fluency_windows)
+        self.loss_before = self._loss()
+
+    @torch.no_grad()
+    def _loss(self) -> float | None:
+        if self.windows is None:
+            return None
+        device = next(self.model.parameters()).device
+        tokens = self.windows.to(device)
+        return float(np.nanmean(token_nll(self.model(tokens), tokens).cpu().numpy()))
+
+    def _probes(self, belief: Belief, new: str) -> dict[str, Any]:
+        neighbours = self.base.neighbours(belief, self.cfg.n_neighbours, self.cfg.seed)
+        return {"neighbours": neighbours, "others": self.base.other_relations(belief),
+                "twohop": self.base.two_hop(belief, new)}
+
+    def _answers(self, beliefs: list[Belief]) -> list[str]:
+        return [stated(self.model, [b.prompts[0]], b.candidates)[0] for b in beliefs]
+
+    def evaluate(self, belief: Belief, new: str, edit: WeightEdit | None) -> dict[str, Any]:
+        """Metrics of one edit (`edit=None` measures the unedited model: the baseline)."""
+        probes = self._probes(belief, new)
+        nb, others = probes["neighbours"], probes["others"]
+        before_nb, before_others = self._answers(nb), self._answers(others)
+        twohop = probes["twohop"]
+        model = self.model
+        ctx = edit.applied(model) if edit is not None else contextlib.nullcontext()
+        with ctx:
+            efficacy = _beats(model, belief.prompts[:1], belief.candidates, new, belief.object)
+            para = _beats(model, belief.paraphrases, belief.candidates, new, belief.object)
+            after_nb, after_others = self._answers(nb), self._answers(others)
+            soft = [_beats(model, n.prompts[:1], n.candidates, n.object, new)[0]
+                    for n in nb if n.object != new]
+            hop = [stated(model, [b.prompts[0]], b.candidates)[0] == want for b, want in twohop]
+            loss_after = self._loss()
+        return {
+            "subject": belief.subject,
+            "relation": belief.relation,
+            "old": belief.object,
+            "new": new,
+            "efficacy": float(efficacy[0]),
+            "paraphrase": float(np.mean(para)) if para else None,
+            "specificity": _share(a == b for a, b in zip(before_nb, after_nb, strict=True)),
+            "neighbourhood": _share(soft),
+            "ripple_twohop": _share(hop),
+            "ripple_kept": _share(a == b for a, b in zip(before_others, after_others,
+                                                          strict=True)),
+            "fluency_delta": (None if loss_after is None or self.loss_before is None
+                              else loss_after - self.loss_before),
+            "edit_norm": None if edit is None else edit.norm(),
+            "edit": {} if edit is None else _plain(edit.info),
+        }
+
+
+def _share(values: Any) -> float | None:
+    values = list(values)
+    return float(np.mean(values)) if values else None
+
+
+def _plain(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool, list))}
+
+
+def aggregate(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+    """Mean of each metric over edits, with a 95 % bootstrap interval over the edited facts
+    (edits of one fact under several seeds are resampled together)."""
+    out: dict[str, Any] = {"n": len(rows), "ci": {}}
+    groups = np.array([f"{r['subject']}|{r['relation']}" for r in rows])
+    for name in METRICS:
+        keep = [i for i, r in enumerate(rows) if r.get(name) is not None]
+        if not keep:
+            out[name] = None
+            continue
+        values = np.array([rows[i][name] for i in keep], dtype=np.float64)
+        out[name] = float(values.mean())
+        lo, hi = bootstrap_ci(values, groups[keep], seed=seed)
+        out["ci"][name] = [float(lo), float(hi)]
+    out["ripple"] = {"twohop": out["ripple_twohop"], "kept": out["ripple_kept"]}
+    return out

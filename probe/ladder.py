@@ -1,0 +1,164 @@
+"""In-context pressure ladder: state a false fact in the context, with rising force, then ask.
+
+Levels (each adds pressure to the one before):
+
+0. `none`: the question alone;
+1. `statement`: one counterfactual statement ("anna berg has a home in solvik .");
+2. `repeated`: the statement three times, in three phrasings;
+3. `authoritative`: the statement under authority markers ("it is known that ...",
+   "people say that ...": words of the world's vocabulary; English markers for real facts);
+4. `fewshot`: three demonstrations on other subjects, each a counterfactual statement
+   followed by the question answered by it, then the statement.
+
+Per belief: p(new) and p(old) at every level, the stated answer (top-1 among candidates),
+the first level at which it flips to the new object, and whether facts asked in the same
+context (other subjects' same relation, the subject's other relations) stay put.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from probe.beliefs import Belief, FactBase
+from probe.elicit import candidate_logprobs, encode_prompt, join, object_ids
+
+LEVELS = ("none", "statement", "repeated", "authoritative", "fewshot")
+WORLD_AUTHORITY = ("it is known that", "people say that", "did you know ?")
+ENGLISH_AUTHORITY = ("According to the encyclopedia,", "Experts agree that",
+                     "It is a well-known fact that")
+
+
+@dataclass(frozen=True)
+class LadderConfig:
+    """Sizes of the ladder test."""
+
+    n_demos: int = 3  # few-shot demonstrations on other subjects
+    n_controls: int = 2  # other subjects of the same relation asked in the same context
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_demos", "n_controls"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"LadderConfig.{name}={getattr(self, name)}; pass >= 0")
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def contexts(base: FactBase, belief: Belief, new: str, cfg: LadderConfig) -> dict[str, str]:
+    """The context text of every level for making `belief` state `new`."""
+    n = len(belief.prompts)
+    statements = [belief.statement(new, (1 + i) % n) for i in range(3)]
+    world = base.source == "world"
+    markers = WORLD_AUTHORITY if world else ENGLISH_AUTHORITY
+    plain = belief.statement(new, 0)
+    authority = " ".join(f"{m} {plain if world else _lower_first(plain)}" for m in markers)
+    demos = []
+    for other in base.neighbours(belief, cfg.n_demos, seed=cfg.seed + 1):
+        cf = base.new_object(other, cfg.seed)
+        demos.append(f"{other.statement(cf, 1 % len(other.prompts))} "
+                     f"{other.prompts[0]} {cf}{other.statement_end}")
+    return {
+        "none": "",
+        "statement": statements[0],
+        "repeated": " ".join(statements),
+        "authoritative": authority,
+        "fewshot": " ".join(demos + [statements[0]]),
+    }
+
+
+def controls(base: FactBase, belief: Belief, cfg: LadderConfig) -> list[Belief]:
+    """Facts asked in the same context that should not move (never the few-shot subjects)."""
+    demo_subjects = {b.subject for b in base.neighbours(belief, cfg.n_demos, seed=cfg.seed + 1)}
+    others = [b for b in base.neighbours(belief, cfg.n_demos + cfg.n_controls + 4,
+                                         seed=cfg.seed + 2) if b.subject not in demo_subjects]
+    return others[: cfg.n_controls] + base.other_relations(belief)
+
+
+def ladder(model: Any, base: FactBase, belief: Belief, new: str | None = None,
+           cfg: LadderConfig | None = None) -> dict[str, Any]:
+    """Run every level for one belief; see the module docstring for what is measured."""
+    cfg = cfg or LadderConfig()
+    new = new or base.new_object(belief, cfg.seed)
+    if new not in belief.candidates:
+        raise ValueError(f"new object {new!r} is not a candidate of {belief.relation!r}; "
+                         f"use one of {list(belief.candidates)[:6]}...")
+    ctx = contexts(base, belief, new, cfg)
+    # levels whose context does not fit the model's n_ctx are reported as skipped
+    fits = [_fits(model, join(c, belief.prompts[0]), belief.candidates) for c in ctx.values()]
+    levels = [lv for lv, ok in zip(LEVELS, fits, strict=True) if ok]
+    logp = candidate_logprobs(model, [join(ctx[lv], belief.prompts[0]) for lv in levels],
+                              belief.candidates)
+    i_new, i_old = belief.candidates.index(new), belief.candidates.index(belief.object)
+    p = logp.exp()
+    stated = {lv: belief.candidates[int(j)] for lv, j in zip(levels, logp.argmax(-1),
+                                                              strict=True)}
+    ctrl = controls(base, belief, cfg)
+    kept: dict[str, float | None] = {}
+    if ctrl:
+        answers = []
+        for c in ctrl:  # one call per control: candidates differ by relation
+            ok = [lv for lv in levels if _fits(model, join(ctx[lv], c.prompts[0]), c.candidates)]
+            got = candidate_logprobs(model, [join(ctx[lv], c.prompts[0]) for lv in ok],
+                                     c.candidates).argmax(-1)
+            answers.append({lv: c.candidates[int(j)] for lv, j in zip(ok, got, strict=True)})
+        for level in LEVELS:
+            same = [a[level] == a["none"] for a in answers if level in a and "none" in a]
+            kept[level] = float(np.mean(same)) if same else None
+    flip = next((li for li, lv in enumerate(LEVELS) if stated.get(lv) == new), None)
+    return {
+        "subject": belief.subject,
+        "relation": belief.relation,
+        "object": belief.object,
+        "new": new,
+        "levels": {
+            level: ({"p_new": float(p[levels.index(level), i_new]),
+                     "p_old": float(p[levels.index(level), i_old]),
+                     "stated": stated[level], "context": ctx[level]} if level in stated else
+                    {"p_new": None, "p_old": None, "stated": None, "context": ctx[level],
+                     "skipped": f"longer than the model's n_ctx={model.cfg.n_ctx}"})
+            for level in LEVELS
+        },
+        "flip_level": None if flip is None else LEVELS[flip],
+        "flip_index": flip,
+        "others_kept": kept,
+        "n_controls": len(ctrl),
+    }
+
+
+def _fits(model: Any, prompt: str, candidates: tuple[str, ...]) -> bool:
+    longest = max(len(object_ids(model, c)) for c in candidates)
+    return len(encode_prompt(model, prompt)) + longest - 1 <= model.cfg.n_ctx
+
+
+def summarize_ladder(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Share flipped by each level, mean p(new) per level, others kept per level."""
+    if not results:
+        raise ValueError("no ladder results to summarize; pass at least one belief")
+    out: dict[str, Any] = {"n": len(results), "levels": list(LEVELS)}
+    flips = [r["flip_index"] for r in results]
+    out["flip_level"] = {
+        level: sum(f == li for f in flips) for li, level in enumerate(LEVELS)
+    } | {"never": sum(f is None for f in flips)}
+    out["flipped_by"] = {
+        level: float(np.mean([f is not None and f <= li for f in flips]))
+        for li, level in enumerate(LEVELS)
+    }
+    for key in ("p_new", "p_old"):
+        out[key] = {}
+        for level in LEVELS:
+            vals = [r["levels"][level][key] for r in results
+                    if r["levels"][level][key] is not None]
+            out[key][level] = float(np.mean(vals)) if vals else None
+    out["skipped"] = {level: sum("skipped" in r["levels"][level] for r in results)
+                      for level in LEVELS}
+    out["others_kept"] = {}
+    for level in LEVELS:
+        vals = [r["others_kept"][level] for r in results
+                if r["others_kept"].get(level) is not None]
+        out["others_kept"][level] = float(np.mean(vals)) if vals else None
+    return out

@@ -1,0 +1,110 @@
+"""Belief tests on the tiny trained model: the whole report (elicit, trace, ladder, ROME, FT),
+the model left exactly as it was, the CLI with its figures and errors, a local GPT-2 dir."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from circuits.editing import key_covariance
+from circuits.rome import RomeConfig
+from circuits.tracing import TraceConfig
+from probe.belief_report import SCHEMA, BeliefsConfig, run_beliefs
+from probe.beliefs import load_facts, world_facts
+from probe.elicit import elicit
+from workbench.cli import main
+from workbench.models import load
+from workbench.train import TrainResult
+from workbench.world import load_corpus
+
+CFG = BeliefsConfig(n=8, n_trace=3, cov_tokens=4000, progress=False,
+                    trace=TraceConfig(n_samples=4), rome=RomeConfig(n_prefixes=3))
+
+
+@pytest.fixture(scope="module")
+def report_and_model(tiny_run: TrainResult, world_corpus: Path) -> tuple[dict, dict, dict]:
+    model = load(tiny_run.run_dir)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    corpus = load_corpus(world_corpus)
+    report = run_beliefs(model, world_facts(corpus.world()), corpus, CFG, model_ref="tiny")
+    return report, before, model.state_dict()
+
+
+def test_report_content(report_and_model: tuple[dict, dict, dict]) -> None:
+    report, before, after = report_and_model
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the model is unchanged
+    assert report["schema"] == SCHEMA and report["n_beliefs"] == 8
+    assert report["elicit"]["accuracy"] >= 0.5  # the tiny model knows most of its facts
+    trace = report["trace"]
+    assert 0 <= trace["peak_layer"] < 2 and report["layer"] == trace["peak_layer"]
+    assert len(trace["indirect_effect"]["mlp"]) == 2 and len(trace["roles"]) == 5
+    assert set(report["methods"]) == {"icl", "rome", "ft", "unedited"}
+    rome, ft, none = (report["methods"][m] for m in ("rome", "ft", "unedited"))
+    assert rome["n"] == ft["n"] == none["n"] == 8
+    assert rome["efficacy"] >= 0.75 > none["efficacy"]  # ROME states the new object
+    assert rome["paraphrase"] > none["paraphrase"]
+    for m in (rome, ft):
+        for key in ("efficacy", "paraphrase", "specificity", "ripple_kept", "fluency_delta"):
+            lo, hi = m["ci"][key]
+            assert lo <= m[key] <= hi
+    assert none["fluency_delta"] == 0.0 and none["specificity"] == 1.0
+    icl = report["methods"]["icl"]
+    assert sum(icl["flip_level"].values()) == 8 and icl["levels"][0] == "none"
+    assert icl["p_new"]["fewshot"] >= icl["p_new"]["none"]
+
+
+def test_cli_writes_report_and_figures(tiny_run: TrainResult, world_corpus: Path,
+                                       tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "beliefs.json"
+    args = ["beliefs", "--model", str(tiny_run.run_dir), "--corpus", str(world_corpus),
+            "--n", "3", "--method", "rome,icl", "--layer", "0", "--n-trace", "2",
+            "--trace-samples", "3", "--cov-tokens", "2000", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "edits at layer 0" in text and "pressure ladder" in text
+    report = json.loads(out.read_text())
+    assert set(report["methods"]) == {"icl", "rome", "unedited"}
+    for suffix in ("trace", "trace_example", "ladder", "metrics"):
+        fig = json.loads((tmp_path / f"beliefs.{suffix}.fig.json").read_text())
+        assert fig["data"], suffix
+    assert main(args) == 2  # refuses to overwrite
+    assert "pass --overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--layer", "7"], "layer 7 is out of range; this model has layers 0..1"),
+    (["--relations", "planet"], "unknown relation 'planet'"),
+    (["--method", "rome,magic"], "methods=['rome', 'magic']; choose from"),
+])
+def test_cli_errors(tiny_run: TrainResult, world_corpus: Path, tmp_path: Path,
+                    capsys: pytest.CaptureFixture, extra: list[str], message: str) -> None:
+    args = ["beliefs", "--model", str(tiny_run.run_dir), "--corpus", str(world_corpus),
+            "--n", "2", "--out", str(tmp_path / "b.json"), "--no-progress", *extra]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_key_covariance_through_activation_store(tiny_run: TrainResult, world_corpus: Path,
+                                                 tmp_path: Path) -> None:
+    model, corpus = load(tiny_run.run_dir), load_corpus(world_corpus)
+    acts = tmp_path / "keys.h5"
+    cov = key_covariance(model, corpus, 1, n_tokens=1000, split="val", acts=acts)
+    assert acts.exists() and cov.shape == (model.cfg.d_mlp, model.cfg.d_mlp)
+    assert torch.allclose(cov, cov.T, atol=1e-6) and torch.linalg.eigvalsh(cov).min() > -1e-5
+    again = key_covariance(model, corpus, 1, n_tokens=1000, split="val", acts=acts)  # reused
+    assert torch.equal(cov, again)
+
+
+def test_real_facts_on_a_local_gpt2_dir(hf_gpt2_dir: Path) -> None:
+    model, real = load(hf_gpt2_dir), load_facts()
+    e = elicit(model, real.belief("France", "capital"))
+    assert e.stated in real.relations["capital"].candidates  # multi-token candidates scored
+    report = run_beliefs(model, real, None, BeliefsConfig(methods=("icl", "ft"), n=2, layer=0,
+                                                           n_trace=0, progress=False))
+    assert report["methods"]["ft"]["n"] == 2  # multi-token objects edited and read
+    assert "authoritative" in report["methods"]["icl"]["beliefs"][0]["levels"]
+    ctx = report["methods"]["icl"]["beliefs"][0]["levels"]["authoritative"]["context"]
+    assert ctx.startswith("According to the encyclopedia,")

@@ -1,0 +1,206 @@
+"""Belief tests on tiny random models: fact bases, candidate scores, ladder contexts, weight
+edits (exact restore, copies, the rank-one solution) and the errors users meet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from circuits.editing import (
+    WeightEdit,
+    check_layer,
+    read_w_out,
+    rewrite_batch,
+    subject_end,
+)
+from circuits.finetune import FinetuneConfig, finetune_edit
+from circuits.rome import RomeConfig, rank_one_update, rome_edit
+from probe.beliefs import DEFAULT_FACTS, FactBase, fill, load_facts, world_facts
+from probe.edit_metrics import EditEvaluator, aggregate
+from probe.elicit import candidate_logprobs, elicit, encode_prompt, single_token_id
+from probe.ladder import LEVELS, LadderConfig, contexts, ladder, summarize_ladder
+from workbench.config import get_preset
+from workbench.models import build_bridge, load
+from workbench.world.facts import WorldConfig, build_world
+from workbench.world.tokenizer import build_world_tokenizer
+
+
+@pytest.fixture(scope="module")
+def base() -> FactBase:
+    return world_facts(build_world(WorldConfig(seed=0, n_people=12)))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    from workbench.tokenizer import load_hf_tokenizer
+
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    tok = build_world_tokenizer()
+    tok.save(str(path))
+    cfg = get_preset("tiny").replace(d_vocab=tok.get_vocab_size(), n_layers=2, d_model=32,
+                                     n_heads=2, d_head=16, d_mlp=64, n_ctx=64)
+    torch.manual_seed(0)
+    return build_bridge(cfg, tokenizer=load_hf_tokenizer(path))
+
+
+def test_world_fact_base(base: FactBase) -> None:
+    assert set(base.relations) == {"city", "job", "pet", "food", "country"}
+    b = base.beliefs(["city"], n=1)[0]
+    assert b.prompts[0] == f"{b.subject} lives in"  # the plain frame is the edit prompt
+    assert not set(b.prompts) & set(b.paraphrases) and len(b.paraphrases) >= 1
+    assert all(b.subject.split()[0] in p for p in b.prompts + b.paraphrases)
+    assert b.statement("solvik").endswith("lives in solvik .")
+    # beliefs spread over subjects first, seeded
+    many = base.beliefs(n=12, seed=3)
+    assert len({x.subject for x in many}) == 12
+    assert [x.subject for x in many] == [x.subject for x in base.beliefs(n=12, seed=3)]
+    new = base.new_object(b, seed=0)
+    assert new != b.object and new in b.candidates and new == base.new_object(b, seed=0)
+    assert all(n.subject != b.subject for n in base.neighbours(b, 5))
+    assert {o.relation for o in base.other_relations(b)} == {"job", "pet", "food"}
+    country = base.relations["country"].derived_from[1]
+    far = next(c for c in b.candidates if country[c] != country[b.object])
+    near = [c for c in b.candidates if c != b.object and country[c] == country[b.object]]
+    (hop, want), = base.two_hop(b, far)
+    assert hop.relation == "country" and want == country[far]
+    assert all(base.two_hop(b, c) == [] for c in near)  # the country cannot tell: not asked
+    assert base.object(b.subject, "country") == base.relations["country"].derived_from[1][
+        b.object]
+    assert fill("as for {S} , {F} owns a", "anna berg") == "as for anna berg , anna owns a"
+
+
+def test_fact_base_errors(base: FactBase, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown relation 'planet'.*use one of"):
+        base.belief("x y", "planet")
+    with pytest.raises(ValueError, match="no fact"):
+        base.belief("nobody here", "city")
+    bad = tmp_path / "facts.json"
+    bad.write_text(json.dumps({"schema": "other"}))
+    with pytest.raises(ValueError, match="expected 'workbench.facts/1'"):
+        load_facts(bad)
+    bad.write_text(json.dumps({"schema": "workbench.facts/1", "relations": {}, "facts": [
+        {"subject": "a", "relation": "moon", "object": "b"}]}))
+    with pytest.raises(ValueError, match=r"relations \['moon'\] that are not defined"):
+        load_facts(bad)
+    with pytest.raises(FileNotFoundError, match="--facts"):
+        load_facts(tmp_path / "missing.json")
+
+
+def test_real_fact_list() -> None:
+    real = load_facts(DEFAULT_FACTS)
+    assert set(real.relations) == {"capital", "language", "continent"}
+    b = real.belief("France", "capital")
+    assert b.object == "Paris" and b.prompts[0] == "The capital of France is"
+    assert "Berlin" in b.candidates and len(b.paraphrases) == 3
+    assert len(real.neighbours(b, 5)) == 5
+
+
+def test_candidate_logprobs_single_and_multi_token(hf_gpt2_dir: Path) -> None:
+    m = load(hf_gpt2_dir)
+    prompts, cands = ["the cat sat on the", "anna berg lives in"], ["mat", "zebrak", "cat"]
+    got = candidate_logprobs(m, prompts, cands)
+    for i, p in enumerate(prompts):  # teacher forcing, by hand
+        for j, c in enumerate(cands):
+            ids = encode_prompt(m, p)
+            cid = m.tokenizer.encode(" " + c, add_special_tokens=False)
+            with torch.no_grad():
+                logp = F.log_softmax(m(torch.tensor([ids + cid]))[0].float(), -1)
+            want = sum(logp[len(ids) - 1 + k, t] for k, t in enumerate(cid))
+            assert len(cid) > 1 or c != "zebrak"  # the multi-token path is exercised
+            assert got[i, j] == pytest.approx(float(want), abs=1e-4)
+    with pytest.raises(ValueError, match="'zebrak' is .* tokens.*one-token object"):
+        single_token_id(m, "zebrak")
+
+
+def test_elicit_and_ladder(model, base: FactBase) -> None:  # noqa: ANN001
+    b = base.beliefs(["city"], n=1)[0]
+    e = elicit(model, b)
+    assert e.stated in b.candidates and len(e.answers) == len(b.prompts) + len(b.paraphrases)
+    assert 0 < e.consistency <= 1 and 0 <= e.p_object <= 1 and e.strength == e.margin
+    new = base.new_object(b)
+    ctx = contexts(base, b, new, LadderConfig())
+    assert list(ctx) == list(LEVELS) and ctx["none"] == ""
+    assert ctx["repeated"].count(new) == 3 and ctx["fewshot"].endswith(ctx["statement"])
+    assert ctx["authoritative"].startswith("it is known that")
+    tok = model.tokenizer
+    for text in ctx.values():  # every word of every level is in the world's vocabulary
+        assert tok.unk_token_id not in tok.encode(text, add_special_tokens=False)
+    row = ladder(model, base, b, new)
+    assert set(row["levels"]) == set(LEVELS) and set(row["others_kept"]) == set(LEVELS)
+    assert row["others_kept"]["none"] == 1.0
+    s = summarize_ladder([row])
+    assert sum(s["flip_level"].values()) == 1
+    with pytest.raises(ValueError, match="not a candidate"):
+        ladder(model, base, b, "nowhere")
+
+
+def test_edit_applied_restores_exactly_and_copies(model) -> None:  # noqa: ANN001
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out_before = model(torch.tensor([[2, 5, 6, 7]]))
+    delta = torch.randn(model.cfg.d_mlp, model.cfg.d_model)
+    edit = WeightEdit(1, delta, "test")
+    with edit.applied(model):
+        assert torch.allclose(read_w_out(model, 1), before_w := read_w_out(model, 1))
+        assert not torch.equal(model(torch.tensor([[2, 5, 6, 7]])), out_before)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    copy = edit.copy_applied(model)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert torch.allclose(read_w_out(copy, 1) - read_w_out(model, 1), delta, atol=1e-6)
+    assert before_w.shape == (model.cfg.d_mlp, model.cfg.d_model)
+    with pytest.raises(ValueError, match="layer 5 is out of range.*0..1"):
+        check_layer(model, 5)
+    with pytest.raises(ValueError, match="layer 2 is out of range"):
+        WeightEdit(2, delta).copy_applied(model)
+
+
+def test_rank_one_update_maps_key_to_delta() -> None:
+    torch.manual_seed(0)
+    keys = torch.randn(500, 16) @ torch.randn(16, 16)
+    cov = keys.T @ keys / len(keys)
+    k, delta = keys[0], torch.randn(8)
+    upd = rank_one_update(k, delta, cov, ridge=0.0)
+    assert torch.allclose(k @ upd, delta, atol=1e-4)
+    assert torch.linalg.matrix_rank(upd) == 1
+    # among updates that map k to delta, C^-1 k has the least mean change on the keys
+    naive = torch.outer(k / (k @ k), delta)
+    assert (keys @ upd).pow(2).mean() < (keys @ naive).pow(2).mean()
+
+
+def test_rome_and_ft_edits_on_a_random_model(model, base: FactBase) -> None:  # noqa: ANN001
+    b = base.beliefs(["city"], n=1)[0]
+    new = base.new_object(b)
+    target = [single_token_id(model, new)]
+    cov = torch.eye(model.cfg.d_mlp)
+    grads = [p.grad for p in model.parameters()]
+    rome = rome_edit(model, [b.prompts[0]], b.subject, target, 0, cov,
+                     RomeConfig(steps=10, n_prefixes=2, prefix_len=3))
+    ft = finetune_edit(model, [b.prompts[0]], b.subject, target, 0,
+                       FinetuneConfig(steps=10, n_prefixes=2, prefix_len=3, eps=0.05))
+    assert [p.grad for p in model.parameters()] == grads  # no gradients left on the model
+    assert ft.delta.abs().max() <= 0.05 + 1e-7 and rome.info["n_rows"] == 3
+    i_new = b.candidates.index(new)
+    p_before = candidate_logprobs(model, b.prompts[:1], b.candidates)[0, i_new]
+    for edit in (rome, ft):
+        with edit.applied(model):
+            assert candidate_logprobs(model, b.prompts[:1], b.candidates)[0, i_new] > p_before
+    ev = EditEvaluator(model, base, None)
+    rows = [ev.evaluate(b, new, e) for e in (None, rome, ft)]
+    agg = aggregate(rows)
+    assert agg["n"] == 3 and set(agg["ci"]) >= {"efficacy", "specificity"}
+    with pytest.raises(ValueError, match=r"key covariance has shape \(3, 3\)"):
+        rome_edit(model, [b.prompts[0]], b.subject, target, 1, torch.eye(3))
+    with pytest.raises(ValueError, match="layer 9 is out of range"):
+        finetune_edit(model, [b.prompts[0]], b.subject, target, 9)
+
+
+def test_subject_and_prompt_errors(model) -> None:  # noqa: ANN001
+    ids = encode_prompt(model, "anna berg lives in")
+    assert subject_end(model, ids, "anna berg") == 2  # <bos> anna berg
+    with pytest.raises(ValueError, match="subject 'tom lind' is not in the prompt"):
+        subject_end(model, ids, "tom lind")
+    with pytest.raises(ValueError, match="not in the prompt"):
+        rewrite_batch(model, ["anna berg lives in"], "tom lind", [5], [])
