@@ -22,13 +22,13 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q -m "not slow" tests
-	$(PY) -m pytest -q --doctest-modules workbench circuits probe
+	$(PY) -m pytest -q --doctest-modules workbench circuits probe app/data.py app/compute.py
 
 test-slow: install
 	$(PY) -m pytest -q -m slow tests
 
 lint: install
-	$(VENV)/bin/ruff check workbench circuits probe tests bench
+	$(VENV)/bin/ruff check workbench circuits probe tests bench app
 
 demo: install
 	@test -f $(RUNS)/world/corpus.json || $(VENV)/bin/workbench world build --out $(RUNS)/world
@@ -36,19 +36,22 @@ demo: install
 	$(VENV)/bin/workbench eval --model $(RUNS)/demo
 	$(VENV)/bin/workbench info --model $(RUNS)/demo
 	@test -f $(RUNS)/demo/acts_val.h5 || $(VENV)/bin/workbench cache --model $(RUNS)/demo \
-		--corpus $(RUNS)/world --split val --hooks 'blocks.*.hook_resid_post' \
+		--corpus $(RUNS)/world --split val --hooks 'blocks.*.hook_resid_post' --chunk \
 		--out $(RUNS)/demo/acts_val.h5
 	@echo
 	@echo "corpus:      $(RUNS)/world   (corpus.json, tokenizer.json, eval/)"
 	@echo "model:       $(RUNS)/demo    (checkpoints/, metrics.jsonl, training.fig.json)"
 	@echo "evaluation:  $(RUNS)/demo/eval.json"
 	@echo "activations: $(RUNS)/demo/acts_val.h5  (residual stream of the val split, all layers)"
+	@echo
+	$(VENV)/bin/workbench app --runs $(RUNS)
 
 bench: install
 	$(PY) bench/train_throughput.py
 	$(PY) bench/cache_throughput.py
 	$(PY) bench/head_scores.py
 	$(PY) bench/probe_sweep.py
+	$(PY) bench/app_latency.py --runs $(RUNS)
 	$(PY) bench/causal_trace.py
 
 clean:

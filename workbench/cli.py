@@ -168,6 +168,12 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(model_card(args.model))
 
 
+def _cmd_app(args: argparse.Namespace) -> None:
+    from app.serve import serve
+
+    serve(args.runs, args.port)
+
+
 def _cmd_induction(args: argparse.Namespace) -> None:
     from circuits.induction import InductionConfig, analyze, head_table, summary, write_report
     from workbench.info import output_dir_of
@@ -297,6 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print a model card")
     info.add_argument("--model", required=True)
     info.set_defaults(func=_cmd_info)
+
+    ap = sub.add_parser("app", help="the dashboard (Streamlit on 127.0.0.1; blocks while "
+                        "serving)")
+    ap.add_argument("--runs", default="runs", help="folder of runs, corpora and analyses; "
+                    "the only place the app reads (runs)")
+    ap.add_argument("--port", type=int, default=8501, help="0 picks a free port (8501)")
+    ap.set_defaults(func=_cmd_app)
     return parser
 
 

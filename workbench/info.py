@@ -47,12 +47,14 @@ def output_dir_of(ref: str | Path) -> Path:
     return Path("runs") / str(ref).replace("/", "__")
 
 
-def model_card(ref: str | Path) -> str:
-    """A plain-text card: shape, parameters, vocabulary, steps, losses, checkpoints."""
+def model_card(ref: str | Path, model: Any = None) -> str:
+    """A plain-text card: shape, parameters, vocabulary, steps, losses, checkpoints.
+
+    `model`: the already loaded model of a Hugging Face `ref` (else it is loaded here)."""
     if not _is_ours(ref):
         from workbench.models import load
 
-        model = load(str(ref))
+        model = model if model is not None else load(str(ref))
         c = model.cfg
         n_params = sum(p.numel() for p in model.parameters())
         return "\n".join(

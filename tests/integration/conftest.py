@@ -25,3 +25,39 @@ def world_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_run(world_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     run = tmp_path_factory.mktemp("runs") / "tiny"
     return train("tiny", world_corpus, run, TRAIN_PRESETS["tiny"], device="cpu", progress=False)
+
+
+@pytest.fixture(scope="session")
+def app_runs(world_corpus: Path, tiny_run: TrainResult, hf_gpt2_dir: Path,
+             tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A runs folder for the dashboard: copies of the corpus (`world`), the tiny run (`tiny`,
+    with small induction and probe reports and an activation file) and the tiny Hugging Face
+    GPT-2 (`tiny-gpt2`, no analyses). Copies, not links: the app refuses paths that leave it."""
+    import shutil
+
+    from circuits.induction import InductionConfig, analyze
+    from circuits.induction import write_report as write_induction
+    from probe.sweep import SweepConfig, run_sweep
+    from probe.sweep import write_report as write_probe
+    from probe.train import ProbeConfig
+    from workbench.cache import CacheConfig, cache_activations
+    from workbench.checkpoints import list_checkpoints
+    from workbench.models import load
+    from workbench.world import load_corpus
+
+    runs = tmp_path_factory.mktemp("app") / "runs"
+    shutil.copytree(world_corpus, runs / "world")
+    shutil.copytree(tiny_run.run_dir, runs / "tiny")
+    shutil.copytree(hf_gpt2_dir, runs / "tiny-gpt2")
+    tiny, corpus = runs / "tiny", runs / "world"
+    steps = [p.name.removeprefix("step_") for p in list_checkpoints(tiny)]
+    report = analyze(tiny, InductionConfig(n_seqs=4), corpus=corpus, progress=False,
+                     checkpoints=",".join([steps[0], steps[len(steps) // 2], steps[-1]]))
+    write_induction(report, tiny / "analyses/induction.json")
+    sweep = run_sweep(str(tiny), SweepConfig(tasks="animacy", max_tokens=3000, n_boot=50,
+                                             folds=3, probe=ProbeConfig(max_iter=20)),
+                      corpus=corpus, progress=False)
+    write_probe(sweep, tiny / "analyses/probe.json")
+    cache_activations(load(tiny), load_corpus(corpus), CacheConfig(max_tokens=2000, chunk=True),
+                      tiny / "acts_val.h5", progress=False)
+    return runs

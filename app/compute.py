@@ -1,0 +1,271 @@
+"""What the dashboard computes between a model and a figure: token ids without silent
+truncation, the window of a long input that is run and shown, repeated text and its induction
+stripe, a 2-D PCA, corpus documents as text, activation-file rows and the logit-lens table.
+No Streamlit here.
+
+>>> plan_window(n_tokens=300, n_ctx=128, size=64, start=200, has_bos=True)
+Window(start=200, stop=264, context_start=137, context_stop=264)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+
+def bos_id(model: Any) -> int | None:
+    """The BOS id the model prepends to text, None when it prepends none."""
+    tok = getattr(model, "tokenizer", None)
+    if tok is None or not getattr(model.cfg, "default_prepend_bos", True):
+        return None
+    return getattr(tok, "bos_token_id", None)
+
+
+def tokenize(model: Any, text: str) -> Int[Tensor, " pos"]:
+    """Token ids of `text` as the model encodes it (BOS prepended when it does), however
+    long: windows are cut later (`plan_window`), never silently here."""
+    if not text.strip():
+        raise ValueError("the text is empty; type a prompt or pick a corpus document")
+    return model.to_tokens(text, truncate=False)[0].cpu()
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window of a long token sequence: positions `[start, stop)` are shown, the model runs
+    on `[context_start, context_stop)` (with BOS prepended when `context_start > 0`)."""
+
+    start: int
+    stop: int
+    context_start: int
+    context_stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+def plan_window(n_tokens: int, n_ctx: int, size: int, start: int = 0,
+                has_bos: bool = True) -> Window:
+    """The window of `size` tokens from `start` (clipped into the sequence) and the context
+    the model reads for it: the whole sequence when it fits `n_ctx`, else the `n_ctx` tokens
+    that end at the window (a BOS takes one place when the context does not start at 0), so
+    every shown query sees as much of its past as the model can.
+
+    Raises:
+        ValueError: an empty sequence or a size below 1.
+    """
+    if n_tokens < 1 or size < 1 or n_ctx < 2:
+        raise ValueError(f"n_tokens={n_tokens}, size={size}, n_ctx={n_ctx}: a window needs "
+                         "at least one token, a size >= 1 and n_ctx >= 2")
+    cap = n_ctx - 1 if has_bos else n_ctx  # tokens of a context that does not start at 0
+    size = min(size, n_tokens, cap)
+    start = max(0, min(start, n_tokens - size))
+    stop = start + size
+    if n_tokens <= n_ctx:
+        return Window(start, stop, 0, n_tokens)
+    if stop <= n_ctx:
+        return Window(start, stop, 0, n_ctx)
+    return Window(start, stop, stop - cap, stop)
+
+
+def window_tokens(ids: Int[Tensor, " pos"], window: Window, bos: int | None
+                  ) -> tuple[Int[Tensor, " ctx"], int]:
+    """The ids the model runs on for `window`, and the index in them of the window's first
+    shown token."""
+    ctx = ids[window.context_start:window.context_stop]
+    offset = window.start - window.context_start
+    if window.context_start > 0 and bos is not None:
+        ctx = torch.cat([torch.tensor([bos], dtype=ids.dtype), ctx])
+        offset += 1
+    return ctx, offset
+
+
+def repeat_tokens(ids: Int[Tensor, " pos"], n_ctx: int, bos: int | None
+                  ) -> tuple[Int[Tensor, " pos2"], int]:
+    """`[BOS] body body`: the text's tokens (without BOS) twice, the body cut to fit `n_ctx`;
+    returns the ids and the period (the body's length).
+
+    >>> repeat_tokens(torch.tensor([0, 5, 6, 7]), n_ctx=16, bos=0)
+    (tensor([0, 5, 6, 7, 5, 6, 7]), 3)
+    """
+    body = ids[1:] if bos is not None and len(ids) and int(ids[0]) == bos else ids
+    room = (n_ctx - (1 if bos is not None else 0)) // 2
+    body = body[:room]
+    if len(body) < 1:
+        raise ValueError("the text has no tokens to repeat; type a longer prompt")
+    head = [torch.tensor([bos], dtype=ids.dtype)] if bos is not None else []
+    return torch.cat([*head, body, body]), len(body)
+
+
+def induction_stripe(n_tokens: int, period: int, start: int = 1) -> Int[Tensor, "n 2"]:
+    """`(query, key)` cells an induction head attends to on text repeated with `period`
+    from position `start` (1 after a BOS): each query of a later copy looks at the token
+    right after its previous occurrence, `period - 1` back.
+
+    >>> induction_stripe(7, 3).tolist()
+    [[4, 2], [5, 3], [6, 4]]
+    """
+    if period < 1:
+        raise ValueError(f"period={period}; a repeated text has a period >= 1")
+    q = torch.arange(start + period, max(n_tokens, start + period))
+    return torch.stack([q, q - period + 1], 1)
+
+
+def stripe_scores(pattern: Float[Tensor, "layer head query key"], stripe: Int[Tensor, "n 2"]
+                  ) -> Float[Tensor, "layer head"]:
+    """Mean attention weight of every head on the stripe cells (0 when there are none)."""
+    if len(stripe) == 0:
+        return torch.zeros(pattern.shape[:2])
+    return pattern[:, :, stripe[:, 0], stripe[:, 1]].mean(-1)
+
+
+def lens_rows(lens: Any, tops: list[list[list[str]]], pos: int) -> list[dict[str, Any]]:
+    """One row per residual point of a `circuits.attention.LogitLens` at position `pos`: the
+    top tokens with their probabilities, and the probability of the actual next token."""
+    rows = []
+    for j, layer in enumerate(lens.layers):
+        probs = lens.top_probs[j, pos].tolist()
+        nxt = float(lens.logprob_of_next[j, pos])
+        rows.append({"after": layer,
+                     "top tokens": ", ".join(f"{t!r} {p:.2f}" for t, p in zip(tops[j][pos], probs)),
+                     "p(actual next)": None if np.isnan(nxt) else round(float(np.exp(nxt)), 4)})
+    return rows
+
+
+def pca_2d(x: Float[Tensor, "n d"]) -> tuple[Float[Tensor, "n 2"], Float[Tensor, " 2"]]:
+    """The rows projected on their first two principal components, and the fraction of the
+    variance each explains; signs fixed so that each component's largest loading is positive
+    (the same data always gives the same picture).
+
+    Raises:
+        ValueError: fewer than 2 rows or 2 dimensions.
+    """
+    x = x.reshape(len(x), -1).double()
+    if x.shape[0] < 2 or x.shape[1] < 2:
+        raise ValueError(f"PCA needs at least 2 rows of at least 2 values; got "
+                         f"{tuple(x.shape)}")
+    centered = x - x.mean(0)
+    _, s, vh = torch.linalg.svd(centered, full_matrices=False)
+    comps = vh[:2]
+    idx = comps.abs().argmax(1)
+    comps = comps * torch.sign(comps[torch.arange(len(comps)), idx])[:, None]
+    total = (s**2).sum()
+    explained = (s[:2] ** 2) / total if total > 0 else torch.zeros(2, dtype=s.dtype)
+    return (centered @ comps.T).float(), explained.float()
+
+
+def sample_rows(n_rows: int, k: int, seed: int = 0) -> np.ndarray:
+    """`k` row indices out of `n_rows` (all when fewer), sorted; seeded."""
+    if n_rows <= k:
+        return np.arange(n_rows)
+    return np.sort(np.random.default_rng(seed).choice(n_rows, size=k, replace=False))
+
+
+def corpus_document(corpus_path: Path, split: str, index: int) -> str:
+    """Document `index` of a corpus split as text (special tokens dropped), for any model's
+    tokenizer to encode."""
+    from tokenizers import Tokenizer
+
+    from workbench.world import load_corpus
+
+    corpus = load_corpus(corpus_path)
+    docs = corpus.docs(split)
+    if not 0 <= index < len(docs):
+        raise ValueError(f"document {index} does not exist; split {split!r} of {corpus_path} "
+                         f"has documents 0..{len(docs) - 1}")
+    lo, hi = (int(v) for v in docs[index])
+    ids = np.asarray(corpus.tokens(split)[lo:hi]).tolist()
+    return Tokenizer.from_file(str(corpus.tokenizer_path)).decode(ids, skip_special_tokens=True)
+
+
+def n_documents(corpus_path: Path, split: str) -> int:
+    from workbench.world import load_corpus
+
+    return len(load_corpus(corpus_path).docs(split))
+
+
+# ---- activation files -----------------------------------------------------------------------
+
+OVERVIEW_ATTRS = ("model", "corpus", "split", "positions", "dtype", "n_rows")
+
+
+def store_overview(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """An activation file's main attributes, and its hooks with their shapes."""
+    from workbench.cache import ActivationStore
+
+    with ActivationStore(path) as store:
+        attrs = {k: _plain(store.attrs.get(k)) for k in OVERVIEW_ATTRS}
+        hooks = [{"hook": h, "shape": str(list(store.shape(h)))} for h in store.hooks]
+        attrs["labels"] = ", ".join(store.labels()) or "none"
+    return attrs, hooks
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def label_names(corpus_path: Path | None) -> dict[str, list[str]]:
+    """The class names of each label of a corpus (`{}` when there is no corpus)."""
+    if corpus_path is None:
+        return {}
+    from workbench.world import load_corpus
+
+    corpus = load_corpus(corpus_path)
+    return {k: v for k, v in corpus.manifest.get("label_names", {}).items()
+            if isinstance(v, list)}
+
+
+def _decode(values: np.ndarray, names: list[str] | None) -> list[str]:
+    out = []
+    for v in values.tolist():
+        if v < 0:
+            out.append("none")
+        elif names is not None and v < len(names):
+            out.append(str(names[v]))
+        else:
+            out.append(str(v))
+    return out
+
+
+def store_rows(path: Path, start: int, n: int, names: dict[str, list[str]]
+               ) -> list[dict[str, Any]]:
+    """Rows `[start, start + n)` of an activation file: their metadata and decoded labels."""
+    from workbench.cache import ActivationStore
+
+    with ActivationStore(path) as store:
+        stop = min(len(store), start + n)
+        sl = slice(start, stop)
+        cols: dict[str, list[Any]] = {"row": list(range(start, stop))}
+        for key in ("seq", "doc", "pos", "token"):
+            cols[key] = store.meta(key)[sl].tolist()
+        for key, values in store.labels().items():
+            cols[key] = _decode(values[sl], names.get(key))
+    return [dict(zip(cols, vals)) for vals in zip(*cols.values())]
+
+
+def store_pca(path: Path, hook: str, max_rows: int, label: str | None,
+              names: dict[str, list[str]], seed: int = 0
+              ) -> tuple[Float[Tensor, "n 2"], Float[Tensor, " 2"], list[str]]:
+    """A seeded sample of at most `max_rows` rows of `hook` (rows without `label` left out
+    when one is chosen), projected on their first two principal components, with each row's
+    decoded label."""
+    from workbench.cache import ActivationStore
+
+    with ActivationStore(path) as store:
+        keep = np.arange(len(store))
+        values = None
+        if label is not None:
+            values = store.labels()[label]
+            keep = keep[values >= 0]
+        rows = keep[sample_rows(len(keep), max_rows, seed)]
+        x = store.take(hook, rows)
+    coords, explained = pca_2d(x)
+    if values is None or label is None:
+        return coords, explained, ["all"] * len(rows)
+    return coords, explained, _decode(values[rows], names.get(label))

@@ -1,0 +1,379 @@
+"""What the dashboard reads, found under one runs folder: models (our runs and local Hugging
+Face directories), their checkpoints, corpora, activation files and analysis reports, and the
+`workbench` commands that make a missing analysis. No Streamlit here: every function is
+importable and unit-tested; the pages only call them.
+
+The dashboard reads nothing outside its runs folder: every path it opens goes through
+`inside`, which resolves symlinks and `..` and refuses what escapes the folder.
+
+>>> import tempfile; root = Path(tempfile.mkdtemp())
+>>> inside(root, "demo/analyses") == root.resolve() / "demo/analyses"
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench.checkpoints import is_checkpoint_dir, list_checkpoints
+
+RUNS_ENV = "WORKBENCH_RUNS"  # how `workbench app --runs DIR` tells the app its folder
+MAX_DEPTH = 3  # how deep under the runs folder models, corpora and files are looked for
+SCHEMAS = {"induction": "workbench.induction/1", "probe": "workbench.probe/1",
+           "beliefs": "workbench.beliefs/1"}
+
+
+PAGES = (  # (file under app/, title, icon) in menu order; a missing file is left out
+    ("pages/models.py", "Models", ":material/model_training:"),
+    ("pages/attention.py", "Attention", ":material/grid_on:"),
+    ("pages/induction.py", "Induction", ":material/repeat:"),
+    ("pages/probes.py", "Probes", ":material/troubleshoot:"),
+    ("pages/beliefs.py", "Beliefs", ":material/psychology:"),
+    ("pages/activations.py", "Activations", ":material/scatter_plot:"),
+    ("pages/logit_lens.py", "Logit lens", ":material/layers:"),
+)
+
+
+def available_pages(app_dir: Path) -> list[tuple[str, str, str]]:
+    """The entries of `PAGES` whose file exists under `app_dir`."""
+    return [p for p in PAGES if (Path(app_dir) / p[0]).is_file()]
+
+
+def inside(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """`path` (relative to `root`, or absolute) resolved, if it lies inside `root`.
+
+    Raises:
+        ValueError: the path escapes the runs folder (`..`, an absolute path elsewhere, or
+            a symlink pointing out).
+    """
+    base = Path(root).resolve()
+    full = (base / Path(path)).resolve()
+    if full != base and base not in full.parents:
+        raise ValueError(f"{path} is outside the runs folder {base}; the dashboard reads only "
+                         f"under it: copy the files into {base} or start it with "
+                         "`workbench app --runs DIR` on a folder that holds them")
+    return full
+
+
+def runs_root(value: str | None = None) -> Path:
+    """The runs folder: `value`, else `$WORKBENCH_RUNS`, else `runs` (must exist)."""
+    root = Path(value or os.environ.get(RUNS_ENV) or "runs").expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"runs folder {root} does not exist; create one with `make demo` (runs/) or "
+            "`workbench train --run DIR/NAME`, then `workbench app --runs DIR`")
+    return root.resolve()
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model found under the runs folder.
+
+    Attributes:
+        name: its path relative to the runs folder (`demo`, `hf/tiny-gpt2`).
+        path: the resolved directory.
+        kind: `run` (ours: `checkpoints/`) or `hf` (a local Hugging Face directory).
+        steps: checkpoint steps of a run, ascending (empty for `hf`).
+    """
+
+    name: str
+    path: Path
+    kind: str
+    steps: tuple[int, ...] = ()
+
+    def checkpoint(self, step: int | None = None) -> Path:
+        """The checkpoint directory at `step` (default: the latest); the directory itself for
+        a Hugging Face model."""
+        if self.kind == "hf":
+            return self.path
+        if step is None:
+            step = self.steps[-1]
+        if step not in self.steps:
+            raise ValueError(f"{self.name} has no checkpoint at step {step}; it has "
+                             f"{list(self.steps)}")
+        return next(p for p in list_checkpoints(self.path) if _step(p) == step)
+
+    def analysis(self, kind: str) -> Path:
+        """Where `workbench <kind>` writes its report for this model (as `--out` defaults)."""
+        return self.path / "analyses" / f"{kind}.json"
+
+
+def _step(path: Path) -> int:
+    return int(path.name.removeprefix("step_"))
+
+
+def _is_hf_dir(path: Path) -> bool:
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        data = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and "model_type" in data
+
+
+def _walk(root: Path, depth: int = MAX_DEPTH) -> list[Path]:
+    """Directories under `root` (not following symlinks out), breadth first, sorted, skipping
+    hidden ones and the insides of models and corpora."""
+    found, frontier = [], [root]
+    for _ in range(depth):
+        nxt = []
+        for d in frontier:
+            try:
+                children = sorted(p for p in d.iterdir() if p.is_dir()
+                                  and not p.name.startswith("."))
+            except OSError:
+                continue
+            for c in children:
+                if c.is_symlink():
+                    try:
+                        inside(root, c)
+                    except ValueError:
+                        continue
+                found.append(c)
+                if not ((c / "checkpoints").is_dir() or (c / "corpus.json").is_file()
+                        or _is_hf_dir(c) or is_checkpoint_dir(c)):
+                    nxt.append(c)
+        frontier = nxt
+    return found
+
+
+def list_models(root: Path) -> list[ModelEntry]:
+    """Our runs (with at least one checkpoint) and local Hugging Face directories under
+    `root`, by name."""
+    root = Path(root).resolve()
+    models = []
+    for d in _walk(root):
+        name = d.relative_to(root).as_posix()
+        if (d / "checkpoints").is_dir():
+            steps = tuple(_step(p) for p in list_checkpoints(d))
+            if steps:
+                models.append(ModelEntry(name, d.resolve(), "run", steps))
+        elif _is_hf_dir(d):
+            models.append(ModelEntry(name, d.resolve(), "hf"))
+    return sorted(models, key=lambda m: m.name)
+
+
+def list_corpora(root: Path) -> list[Path]:
+    """Corpus directories (`corpus.json`) under `root`."""
+    return [d.resolve() for d in _walk(Path(root).resolve()) if (d / "corpus.json").is_file()]
+
+
+def list_activation_files(root: Path, first: Path | None = None) -> list[Path]:
+    """Complete activation files (`*.h5`) under `root`, those under `first` first."""
+    root = Path(root).resolve()
+    files = []
+    for d in [root, *_walk(root, MAX_DEPTH + 1)]:
+        for f in sorted(d.glob("*.h5")):
+            try:
+                files.append(inside(root, f))
+            except ValueError:
+                continue
+    if first is not None:
+        files.sort(key=lambda f: Path(first) not in f.parents)
+    return files
+
+
+def corpus_for(entry: ModelEntry, root: Path) -> Path | None:
+    """The corpus a run was trained on, if it lies under `root`; else a corpus under `root`
+    with the same folder name (runs copied together with their corpus); else the first
+    world corpus under `root`; None when there is none."""
+    corpora = list_corpora(root)
+    recorded = None
+    if entry.kind == "run" and (entry.path / "run.json").is_file():
+        recorded = json.loads((entry.path / "run.json").read_text()).get("corpus")
+    if recorded:
+        try:
+            path = inside(root, recorded)
+            if (path / "corpus.json").is_file():
+                return path
+        except ValueError:
+            pass
+        same = [c for c in corpora if c.name == Path(recorded).name]
+        if same:
+            return same[0]
+    worlds = [c for c in corpora if _corpus_kind(c) == "world"]
+    return (worlds or corpora or [None])[0]
+
+
+def _corpus_kind(path: Path) -> str | None:
+    try:
+        return json.loads((path / "corpus.json").read_text()).get("kind")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def read_report(path: Path, kind: str) -> dict[str, Any] | None:
+    """The `kind` report at `path`, None when it does not exist (a kind not in `SCHEMAS`
+    needs any `workbench.*` schema).
+
+    Raises:
+        ValueError: the file is not valid JSON or has another schema.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); run the analysis again with "
+                         "--overwrite") from exc
+    schema = str(report.get("schema"))
+    expected = SCHEMAS.get(kind)
+    if schema != expected and not (expected is None and schema.startswith("workbench.")):
+        raise ValueError(f"{path} has schema {schema!r}, expected "
+                         f"{expected or 'workbench.*'!r}; run the analysis again with "
+                         "--overwrite")
+    return report
+
+
+def list_analyses(entry: ModelEntry) -> list[str]:
+    """The analysis reports a model has (`induction`, `probe`, ...)."""
+    folder = entry.path / "analyses"
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.json") if not p.name.endswith(".fig.json"))
+
+
+# ---- commands that make a missing analysis ------------------------------------------------
+
+
+def _rel(path: Path) -> str:
+    """`path` relative to the working directory when it lies under it, else absolute."""
+    cwd = Path.cwd().resolve()
+    path = Path(path).resolve()
+    return path.relative_to(cwd).as_posix() if cwd in path.parents else str(path)
+
+
+def induction_command(entry: ModelEntry, corpus: Path | None,
+                      overwrite: bool = False) -> list[str]:
+    """`workbench induction` arguments writing `entry.analysis("induction")` (with the phase
+    change over all checkpoints for our runs)."""
+    args = ["induction", "--model", _rel(entry.path)]
+    if entry.kind == "run":
+        args += ["--checkpoints", "all"]
+        if corpus is not None:
+            args += ["--corpus", _rel(corpus)]
+    args += ["--out", _rel(entry.analysis("induction"))]
+    return args + (["--overwrite"] if overwrite else [])
+
+
+def probe_command(entry: ModelEntry, corpus: Path, tasks: str = "syntax,semantics,"
+                  "facts", probe: str = "linear", max_tokens: int | None = 20_000,
+                  overwrite: bool = False) -> list[str]:
+    """`workbench probe` arguments writing `entry.analysis("probe")`."""
+    args = ["probe", "--model", _rel(entry.path), "--corpus", _rel(corpus),
+            "--tasks", tasks, "--probe", probe]
+    if max_tokens:
+        args += ["--max-tokens", str(max_tokens)]
+    args += ["--out", _rel(entry.analysis("probe"))]
+    return args + (["--overwrite"] if overwrite else [])
+
+
+def beliefs_command(entry: ModelEntry, corpus: Path | None, n: int = 20,
+                    overwrite: bool = False) -> list[str]:
+    """`workbench beliefs` arguments writing `entry.analysis("beliefs")`: the world's facts
+    with ROME, fine-tuning and the ladder when there is a corpus; else the real-fact list
+    (`datasets/facts/`) with the ladder and fine-tuning (ROME needs a corpus)."""
+    args = ["beliefs", "--model", _rel(entry.path)]
+    if corpus is not None:
+        args += ["--corpus", _rel(corpus)]
+    else:
+        args += ["--method", "icl,ft", "--layer", "0"]
+    args += ["--n", str(n), "--out", _rel(entry.analysis("beliefs"))]
+    return args + (["--overwrite"] if overwrite else [])
+
+
+def cache_command(entry: ModelEntry, corpus: Path, split: str = "val",
+                  max_tokens: int = 20_000) -> list[str]:
+    """`workbench cache` arguments writing every layer's residual stream of `split` to
+    `entry.path / acts_SPLIT.h5`."""
+    return ["cache", "--model", _rel(entry.path), "--corpus", _rel(corpus),
+            "--split", split, "--hooks", "blocks.*.hook_resid_post", "--max-tokens",
+            str(max_tokens), "--chunk", "--out", _rel(entry.path / f"acts_{split}.h5")]
+
+
+def eval_command(entry: ModelEntry, corpus: Path | None) -> list[str]:
+    """`workbench eval` arguments writing the run's `eval.json`."""
+    args = ["eval", "--model", _rel(entry.path)]
+    if corpus is not None:
+        args += ["--corpus", _rel(corpus)]
+    return args + ["--out", _rel(entry.path / "eval.json")]
+
+
+def display_command(args: list[str]) -> str:
+    """The shell line a user types: `workbench induction --model runs/demo ...`."""
+    return shlex.join(["workbench", *args])
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a finished command printed (progress bars left out) and its exit status."""
+
+    returncode: int
+    output: str
+
+    @property
+    def error(self) -> str:
+        """The `workbench: error: ...` line, or the last line, of a failed command."""
+        lines = [x for x in self.output.splitlines() if x.strip()]
+        errors = [x for x in lines if "error:" in x]
+        return (errors or lines or [f"exit status {self.returncode}"])[-1]
+
+
+# `desc:  40%|####      | 4/10 [...]`: a tqdm bar as printed to a pipe
+_BAR = re.compile(r"^(?P<desc>.*?):?\s*(?P<pct>\d{1,3})%\|")
+
+
+def parse_progress(line: str) -> tuple[str, float] | None:
+    """`(description, fraction)` of a tqdm progress line, None for other lines.
+
+    >>> parse_progress("probe tasks:  40%|####      | 4/10 [00:01<00:02]")
+    ('probe tasks', 0.4)
+    """
+    m = _BAR.match(line.strip())
+    if m is None:
+        return None
+    return m["desc"].strip(), min(int(m["pct"]), 100) / 100
+
+
+def run_command(args: list[str], on_progress: Callable[[str, float], None] | None = None,
+                cwd: Path | None = None, python: str = sys.executable) -> CommandResult:
+    """Run `workbench ARGS` in a child process (the same Python), reporting its progress
+    bars through `on_progress(description, fraction)` as they advance."""
+    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([python, "-m", "workbench.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    kept: list[str] = []
+    buf = b""
+    try:
+        while chunk := proc.stdout.read1(4096):
+            buf += chunk
+            *lines, buf = re.split(rb"[\r\n]", buf)
+            for raw in lines:
+                line = raw.decode(errors="replace").rstrip()
+                bar = parse_progress(line)
+                if bar is not None:
+                    if on_progress is not None:
+                        on_progress(*bar)
+                elif line.strip():
+                    kept.append(line)
+    except BaseException:  # the page was left (Streamlit stops its script): stop the child
+        proc.kill()
+        proc.wait()
+        raise
+    if buf.strip():
+        kept.append(buf.decode(errors="replace").rstrip())
+    return CommandResult(proc.wait(), "\n".join(kept))

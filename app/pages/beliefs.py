@@ -1,0 +1,173 @@
+"""Beliefs: pick a fact; what the model states and how strongly; the in-context pressure
+ladder; a live ROME or fine-tuning edit on a copy of the model (before/after on the edit
+prompt, paraphrases and neighbours); the causal trace; and the `workbench beliefs` report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import data, ui
+from circuits.tracing import TraceConfig, TraceResult, causal_trace, trace_figure
+from probe.belief_figures import ladder_figure, metrics_figure, trace_figures
+from probe.beliefs import FactBase, load_facts, world_facts
+from probe.elicit import elicit, object_ids, stated
+from probe.ladder import LEVELS, ladder
+
+
+@st.cache_resource(show_spinner="reading the facts", max_entries=8)
+def fact_base(corpus: str | None) -> FactBase:
+    """The world's facts of a corpus, or the real-fact list for models without one."""
+    if corpus is not None:
+        from workbench.world import load_corpus
+
+        loaded = load_corpus(Path(corpus))
+        if loaded.kind == "world":
+            return world_facts(loaded.world())
+    return load_facts()
+
+
+@st.cache_data(show_spinner="asking the model", max_entries=64)
+def ask(ref: str, corpus: str | None, subject: str, relation: str, new: str
+        ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """What the model states (elicitation), the ladder towards `new`, and the causal trace
+    (None when the object is several tokens)."""
+    lm, base = ui.loaded_model(ref), fact_base(corpus)
+    belief = base.belief(subject, relation)
+    with lm.lock:
+        e = elicit(lm.model, belief).to_dict()
+        row = ladder(lm.model, base, belief, new)
+        trace = None
+        if len(object_ids(lm.model, belief.object)) == 1:
+            trace = causal_trace(lm.model, belief.prompts[0], subject, belief.object,
+                                 TraceConfig(n_samples=5)).to_dict()
+    return e, row, trace
+
+
+@st.cache_resource(show_spinner="estimating the key covariance (ROME)", max_entries=8)
+def covariance(ref: str, corpus: str, layer: int, n_tokens: int) -> Any:
+    from circuits.editing import key_covariance
+    from workbench.world import load_corpus
+
+    lm = ui.loaded_model(ref)
+    with lm.lock:
+        return key_covariance(lm.model, load_corpus(Path(corpus)), layer, n_tokens=n_tokens,
+                              split="val")
+
+
+def edit_rows(ref: str, corpus: str | None, subject: str, relation: str, new: str,
+              method: str, layer: int) -> tuple[list[dict[str, str]], float]:
+    """Edit a copy of the model; the stated answer before/after on every prompt of the fact
+    and on five neighbours. The cached model is never changed."""
+    from circuits.finetune import finetune_edit
+    from circuits.rome import rome_edit
+
+    lm, base = ui.loaded_model(ref), fact_base(corpus)
+    belief, model = base.belief(subject, relation), lm.model
+    target = object_ids(model, new)
+    cov = covariance(ref, corpus, layer, 20_000) if method == "rome" and corpus else None
+    with lm.lock:
+        if method == "rome":
+            edit = rome_edit(model, [belief.prompts[0]], subject, target, layer, cov)
+        else:
+            edit = finetune_edit(model, [belief.prompts[0]], subject, target, layer)
+        edited = edit.copy_applied(model)
+        asked = ([("edit prompt" if i == 0 else "prompt", belief, p)
+                  for i, p in enumerate(belief.prompts)]
+                 + [("paraphrase", belief, p) for p in belief.paraphrases]
+                 + [("neighbour", n, n.prompts[0]) for n in base.neighbours(belief, 5)])
+        rows = [{"kind": kind, "prompt": prompt,
+                 "before": stated(model, [prompt], b.candidates)[0],
+                 "after": stated(edited, [prompt], b.candidates)[0]}
+                for kind, b, prompt in asked]
+    return rows, edit.norm()
+
+
+st.title("Beliefs")
+sel, lm = ui.require_model()
+model = lm.model
+corpus_path = data.corpus_for(sel.entry, sel.root) if sel.entry.kind == "run" else None
+corpus = None if corpus_path is None else str(corpus_path)
+base = fact_base(corpus)
+st.caption(f"facts: {'world corpus ' + corpus_path.name if corpus_path else base.source}")
+
+cols = st.columns([1, 2, 1])
+relation = cols[0].selectbox("relation", base.direct_relations(), key="belief_relation")
+subjects = [s for (s, r) in base.facts if r == relation]
+subject = cols[1].selectbox("subject", subjects, key="belief_subject")
+belief = base.belief(subject, relation)
+others = [c for c in belief.candidates if c != belief.object]
+new = cols[2].selectbox("new object", others, index=others.index(base.new_object(belief)),
+                        key="belief_new")
+e, row, trace = ask(sel.ref, corpus, subject, relation, new)
+
+st.subheader(f"{subject} · {relation} · {belief.object}")
+m = st.columns(4)
+m[0].metric("states", e["stated"], delta="true" if e["stated"] == belief.object else "false",
+            delta_color="normal" if e["stated"] == belief.object else "inverse")
+m[1].metric("p(object)", f"{e['p_object']:.3f}")
+m[2].metric("strength (margin, nats)", f"{e['strength']:.2f}")
+m[3].metric("consistency", f"{e['consistency']:.0%}")
+st.caption(f"free generation after “{belief.prompts[0]}”: “{e['generation']}”")
+
+tab_ladder, tab_edit, tab_trace, tab_report = st.tabs(
+    ["pressure ladder", "edit a copy (ROME / fine-tuning)", "causal trace", "report"])
+
+with tab_ladder:
+    levels = row["levels"]
+    fig = go.Figure([go.Scatter(x=list(LEVELS), y=[levels[lv]["p_new"] for lv in LEVELS],
+                                name=f"p({new})", mode="lines+markers"),
+                     go.Scatter(x=list(LEVELS), y=[levels[lv]["p_old"] for lv in LEVELS],
+                                name=f"p({belief.object})", mode="lines+markers")],
+                    layout={"yaxis": {"range": [0, 1], "title": "probability"},
+                            "template": "plotly_white", "height": 340,
+                            "title": f"flips at: {row['flip_level'] or 'never'}"})
+    st.plotly_chart(fig, key="belief_ladder_fig")
+    st.dataframe([{"level": lv, "states": levels[lv]["stated"], "context": levels[lv]["context"]}
+                  for lv in LEVELS], hide_index=True, key="belief_ladder_table")
+
+with tab_edit:
+    c = st.columns(3)
+    methods = ["rome", "ft"] if corpus else ["ft"]
+    method = c[0].radio("method", methods, horizontal=True, key="belief_method",
+                        help=None if corpus else "ROME needs a corpus for its key covariance")
+    last = model.cfg.n_layers - 1
+    layer = int(c[1].number_input("layer", 0, max(0, last - 1) if method == "rome" else last,
+                                  0, key="belief_layer"))
+    if c[2].button("Edit a copy", key="belief_edit"):
+        try:
+            with st.spinner(f"{method} edit at layer {layer}"):
+                rows, norm = edit_rows(sel.ref, corpus, subject, relation, new, method, layer)
+            st.session_state["belief_edit_rows"] = ((subject, relation, new, method, layer),
+                                                    rows, norm)
+        except ValueError as exc:
+            st.error(str(exc))
+    saved = st.session_state.get("belief_edit_rows")
+    if saved and saved[0][:2] == (subject, relation):
+        (_, _, new_obj, meth, lay), rows, norm = saved
+        st.caption(f"{meth} edit at layer {lay} to “{new_obj}” (|ΔW| = {norm:.3f}), applied to "
+                   "a copy: the cached model is unchanged")
+        st.dataframe(rows, hide_index=True, key="belief_edit_table")
+
+with tab_trace:
+    if trace is None:
+        st.info(f"“{belief.object}” is several tokens; causal tracing reads one token.")
+    else:
+        st.plotly_chart(trace_figure(TraceResult.from_dict(trace)), key="belief_trace_fig")
+
+with tab_report:
+    out = sel.entry.analysis("beliefs")
+    report = ui.report(out, "beliefs")
+    if report is None:
+        if ui.run_panel(data.beliefs_command(sel.entry, corpus_path), out,
+                        "Run the belief tests", key="run_beliefs",
+                        why=f"No belief report for {sel.entry.name} yet."):
+            st.rerun()
+    else:
+        st.caption(f"`{out}`: {report['n_beliefs']} beliefs, edits at layer {report['layer']}")
+        st.plotly_chart(metrics_figure(report), key="belief_metrics_fig")
+        st.plotly_chart(ladder_figure(report), key="belief_report_ladder")
+        st.plotly_chart(trace_figures(report), key="belief_report_trace")

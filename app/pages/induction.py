@@ -1,0 +1,55 @@
+"""Induction: the `workbench induction` report of the picked model: head scores and ablation
+effects per head, Q/K/V composition, and the phase change over the run's checkpoints."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import data, ui
+from app.figures import composition_figure
+from circuits.figures import dynamics_figure, heads_figure
+from circuits.induction import summary
+
+COLUMNS = ("name", "induction", "prefix_matching", "prev_token", "duplicate", "copying",
+           "ablation_nats", "mean_ablation_nats", "is_induction", "is_prev_token")
+
+st.title("Induction heads")
+sel = ui.require_selection()
+entry = sel.entry
+out = entry.analysis("induction")
+corpus = data.corpus_for(entry, sel.root)
+report = ui.report(out, "induction")
+if report is None:
+    st.subheader(f"No induction report for {entry.name} yet")
+    if ui.run_panel(data.induction_command(entry, corpus), out, "Run the induction analysis",
+                    key="run_induction"):
+        st.rerun()
+    st.stop()
+
+st.caption(f"`{out}` (the run's latest checkpoint; the sidebar's step does not apply here)")
+st.code(summary(report), language="text")
+st.plotly_chart(heads_figure(report), key="ind_heads")
+
+rows = sorted(report["heads"], key=lambda r: -r["induction"])
+st.dataframe([{k: r.get(k) for k in COLUMNS} for r in rows], hide_index=True,
+             key="ind_table")
+
+st.subheader("Composition")
+mode = st.radio("composition", ["K", "Q", "V"], horizontal=True, key="ind_mode",
+                help="how much each earlier head's output feeds the later head's keys, "
+                     "queries or values (Elhage et al. 2021)")
+st.plotly_chart(composition_figure(report, mode), key="ind_comp")
+if report["pairs"]:
+    st.dataframe(report["pairs"], hide_index=True, key="ind_pairs")
+
+st.subheader("Phase change over checkpoints")
+if report.get("dynamics", {}).get("checkpoints"):
+    st.plotly_chart(dynamics_figure(report), key="ind_dynamics")
+elif entry.kind == "run":
+    if ui.run_panel(data.induction_command(entry, corpus, overwrite=True), out,
+                    "Score every checkpoint", key="run_dynamics",
+                    why="This report has no checkpoint dynamics; this command rewrites it "
+                        "with them:"):
+        st.rerun()
+else:
+    st.info("A Hugging Face directory has no training checkpoints to follow.")

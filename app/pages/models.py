@@ -1,0 +1,51 @@
+"""Models: the picked run and checkpoint, its model card, training and validation curves and
+evaluation, and the analyses it has."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from app import data, ui
+from workbench.info import model_card
+from workbench.plots import eval_figure, training_figure
+
+
+@st.cache_data(show_spinner="reading the checkpoint", max_entries=16)
+def card(ref: str, kind: str) -> str:
+    """The model card (a Hugging Face model's from the shared, cached model)."""
+    return model_card(ref, ui.loaded_model(ref).model if kind == "hf" else None)
+
+
+st.title("Models")
+sel = ui.require_selection()
+entry = sel.entry
+st.caption(f"{entry.kind}: `{entry.path}`")
+left, right = st.columns([2, 3])
+with left:
+    st.subheader(sel.label)
+    st.code(card(sel.ref, entry.kind), language="text")
+    analyses = data.list_analyses(entry)
+    st.markdown("**analyses**: " + (", ".join(analyses) if analyses else "none yet"))
+with right:
+    metrics = entry.path / "metrics.jsonl"
+    if entry.kind == "run" and metrics.is_file():
+        fig = training_figure(metrics)
+        if st.toggle("log step axis (checkpoints are log-spaced)", key="models_log"):
+            fig.update_xaxes(type="log")
+        if sel.step is not None:
+            fig.add_vline(x=sel.step, line={"color": "#d62728", "dash": "dot"},
+                          annotation_text=f"step {sel.step}")
+        st.plotly_chart(fig, key="training")
+    else:
+        st.info("No training curves: this model was not trained here (a Hugging Face "
+                "directory) or its run has no metrics.jsonl.")
+evaluation = entry.path / "eval.json"
+if evaluation.is_file():
+    st.plotly_chart(eval_figure(json.loads(evaluation.read_text())), key="eval")
+elif entry.kind == "run":
+    st.subheader("No evaluation yet")
+    if ui.run_panel(data.eval_command(entry, data.corpus_for(entry, sel.root)), evaluation,
+                    "Evaluate the run", key="run_eval"):
+        st.rerun()

@@ -1,0 +1,61 @@
+"""Probes: the `workbench probe` sweep of the picked model (accuracy and selectivity against
+layer per task, with 95 % intervals) and a form that runs a new sweep with a progress bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from app import data, ui
+from app.figures import probe_task_figure
+from probe.figures import sweep_figure
+from probe.sweep import table
+from probe.tasks import SUITES
+
+
+def new_sweep(sel: ui.Selection, out: Path, exists: bool) -> None:
+    """The options of a sweep, its command, and the button that runs it."""
+    corpora = data.list_corpora(sel.root)
+    if not corpora:
+        st.warning(f"No corpus under {sel.root}: a sweep needs a world corpus in the model's "
+                   f"tokenizer (`workbench world build --out {sel.root}/world`).")
+        return
+    default = data.corpus_for(sel.entry, sel.root)
+    names = [c.relative_to(sel.root).as_posix() for c in corpora]
+    cols = st.columns(4)
+    name = cols[0].selectbox("corpus", names, index=corpora.index(default)
+                             if default in corpora else 0, key="probe_corpus")
+    tasks = cols[1].multiselect("tasks", [*SUITES, *(t for ts in SUITES.values() for t in ts)],
+                                default=list(SUITES), key="probe_tasks")
+    kind = cols[2].radio("probe", ["linear", "mlp"], horizontal=True, key="probe_kind")
+    max_tokens = cols[3].number_input("max tokens of the split", 1000, 10_000_000, 20_000,
+                                      step=1000, key="probe_max_tokens")
+    if not tasks:
+        st.warning("Pick at least one task.")
+        return
+    args = data.probe_command(sel.entry, corpora[names.index(name)], ",".join(tasks), kind,
+                              int(max_tokens), overwrite=exists)
+    if ui.run_panel(args, out, "Run the sweep", key="run_probe"):
+        st.rerun()
+
+
+st.title("Probes")
+sel = ui.require_selection()
+out = sel.entry.analysis("probe")
+report = ui.report(out, "probe")
+if report is None:
+    st.subheader(f"No probe sweep for {sel.entry.name} yet")
+    new_sweep(sel, out, exists=False)
+    st.stop()
+
+st.caption(f"`{out}`: {report['probe']} probes on {report['split']} of `{report['corpus']}` "
+           f"({report.get('elapsed_s', '?')} s); the sidebar's step does not apply here")
+st.code(report["summary"]["text"], language="text")
+st.plotly_chart(sweep_figure(report), key="probe_sweep")
+task = st.selectbox("task", list(report["tasks"]), key="probe_task")
+st.plotly_chart(probe_task_figure(report, task), key="probe_task_fig")
+with st.expander("table"):
+    st.code(table(report), language="text")
+with st.expander("run a new sweep (replaces this report)"):
+    new_sweep(sel, out, exists=True)

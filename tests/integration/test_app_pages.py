@@ -1,0 +1,171 @@
+"""Every dashboard page through Streamlit's `AppTest`, on the tiny run and on the tiny Hugging
+Face GPT-2: it loads without an exception, and one interaction changes what it shows.
+
+AppTest runs the router (`app/streamlit_app.py`) on the first run, which stores the sidebar's
+model in the session. Later runs execute the page file alone: AppTest re-detects Streamlit's
+legacy `pages/` folder mode on every run (the server has it off, see `app.serve`), so the model
+is chosen through `session_state` before the first run."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from app import data
+
+APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
+PAGES = ["pages/models.py", "pages/attention.py", "pages/induction.py", "pages/probes.py",
+         "pages/beliefs.py", "pages/activations.py", "pages/logit_lens.py"]
+
+
+def open_page(runs: Path, monkeypatch: pytest.MonkeyPatch, page: str, model: str = "tiny",
+              **state: object) -> AppTest:
+    monkeypatch.setenv(data.RUNS_ENV, str(runs))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["model_name"] = model
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    if page != PAGES[0]:
+        at.switch_page(page).run()
+    assert_ok(at)
+    return at
+
+
+def assert_ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def figures(at: AppTest) -> list[dict]:
+    import json
+
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def test_router_lists_pages_that_exist(app_runs, monkeypatch):
+    at = open_page(app_runs, monkeypatch, PAGES[0])
+    assert at.sidebar.selectbox(key="model_name").options == ["tiny", "tiny-gpt2"]
+    assert at.title[0].value == "Models"
+
+
+def test_models_page_log_axis(app_runs, monkeypatch):
+    at = open_page(app_runs, monkeypatch, "pages/models.py", **{"step::tiny": 0})
+    assert "steps         0" in at.code[0].value  # the card of the picked checkpoint
+    assert figures(at)[0]["layout"]["xaxis"].get("type") != "log"
+    at.toggle(key="models_log").set_value(True).run()
+    assert_ok(at)
+    assert figures(at)[0]["layout"]["xaxis"]["type"] == "log"
+
+
+def test_attention_page_text_window_and_repeat(app_runs, monkeypatch):
+    at = open_page(app_runs, monkeypatch, "pages/attention.py")
+    grid, head = figures(at)
+    assert len(grid["data"]) == 1 and len(grid["layout"]["annotations"]) == 2 * 4  # 2L x 4H
+    long_text = " ".join(["anna berg lives in bellport ."] * 20)  # 120 words > n_ctx 64
+    at.text_area(key="attn_text").set_value(long_text).run()
+    assert_ok(at)
+    assert "longer than the model's n_ctx=64" in at.caption[0].value
+    at.toggle(key="attn_repeat").set_value(True).run()
+    assert_ok(at)
+    grid, stripes, head = figures(at)
+    assert any(t.get("name") == "induction stripe" for t in head["data"])
+    assert "(the text's" in at.caption[0].value
+
+
+def test_attention_page_corpus_document(app_runs, monkeypatch):
+    at = open_page(app_runs, monkeypatch, "pages/attention.py")
+    at.radio(key="attn_source").set_value("corpus document").run()
+    assert_ok(at)
+    assert at.selectbox(key="attn_corpus").value == "world"  # the run's corpus, copied
+    at.number_input(key="attn_doc").set_value(3).run()
+    assert_ok(at)
+    head = figures(at)[1]
+    assert len(head["data"][0]["x"]) > 3 and head["data"][0]["x"][0] == "0:<bos>"
+
+
+def test_induction_page_composition_mode(app_runs, monkeypatch):
+    at = open_page(app_runs, monkeypatch, "pages/induction.py")
+    assert len(figures(at)) == 3  # heads, composition, phase change
+    at.radio(key="ind_mode").set_value("V").run()
+    assert_ok(at)
+    assert figures(at)[1]["layout"]["title"]["text"] == "V-composition scores"
+
+
+def test_probes_page_task(app_runs, monkeypatch):
+    at = open_page(app_runs, monkeypatch, "pages/probes.py")
+    assert at.selectbox(key="probe_task").options == ["animacy"]
+    at.selectbox(key="probe_task").set_value("animacy").run()
+    assert_ok(at)
+    assert figures(at)[1]["layout"]["title"]["text"].startswith("animacy (semantics")
+    assert "--tasks syntax,semantics,facts" in at.code[-1].value  # the new-sweep command
+
+
+def test_activations_page_pca_label(app_runs, monkeypatch):
+    at = open_page(app_runs, monkeypatch, "pages/activations.py")
+    assert at.selectbox(key="acts_file").value == "tiny/acts_val.h5"
+    names = {t["name"] for t in figures(at)[0]["data"]}
+    assert {"NOUN", "VERB"} <= names  # coloured by part of speech, decoded
+    at.selectbox(key="acts_label").set_value("(none)").run()
+    assert_ok(at)
+    assert [t["name"] for t in figures(at)[0]["data"]] == ["all"]
+
+
+def test_logit_lens_page_prompt(app_runs, monkeypatch):
+    at = open_page(app_runs, monkeypatch, "pages/logit_lens.py")
+    at.text_input(key="lens_text").set_value("the cat that the dogs chase").run()
+    assert_ok(at)
+    fig = figures(at)[0]
+    assert fig["data"][0]["y"] == ["embed", "blocks.0.hook_resid_post",
+                                   "blocks.1.hook_resid_post"]
+    assert len(fig["data"][0]["x"]) == 7  # <bos> + six words
+
+
+def test_beliefs_page_fact_and_edit(app_runs, monkeypatch):
+    at = open_page(app_runs, monkeypatch, "pages/beliefs.py")
+    assert at.title[0].value == "Beliefs" and at.selectbox(key="belief_relation").value == "city"
+    ladder, trace = figures(at)
+    assert [t["x"] for t in ladder["data"]][0] == ["none", "statement", "repeated",
+                                                   "authoritative", "fewshot"]
+    assert trace["layout"]["title"]["text"].startswith("Causal trace")
+    assert any("workbench beliefs" in c.value for c in at.code)  # no report yet: its command
+    states = [m.value for m in at.metric]
+    at.radio(key="belief_method").set_value("ft").run()
+    at.button(key="belief_edit").click().run(timeout=120)
+    assert_ok(at)
+    rows = at.dataframe[-1].value
+    assert list(rows["kind"])[:1] == ["edit prompt"] and "neighbour" in set(rows["kind"])
+    assert "applied to a copy" in at.caption[-1].value
+    st.cache_data.clear()  # ask the (cached, shared) model again: the edit did not touch it
+    at.run()
+    assert [m.value for m in at.metric] == states
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_on_hugging_face_model(app_runs, monkeypatch, page):
+    at = open_page(app_runs, monkeypatch, page, model="tiny-gpt2")
+    if page == "pages/models.py":
+        assert "(Hugging Face, GPT2LMHeadModel)" in at.code[0].value
+        assert "No training curves" in at.info[0].value
+    elif page in ("pages/induction.py", "pages/probes.py"):  # no analyses: their commands
+        kind = page.removeprefix("pages/").removesuffix("s.py").removesuffix(".py")
+        assert any(c.value.startswith(f"workbench {kind}") and "tiny-gpt2" in c.value
+                   for c in at.code)
+        assert at.button, "no button runs the missing analysis"
+    else:
+        assert figures(at)
+
+
+def test_button_runs_missing_analysis(hf_gpt2_dir, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    shutil.copytree(hf_gpt2_dir, runs / "gpt2")
+    at = open_page(runs, monkeypatch, "pages/induction.py", model="gpt2")
+    assert not figures(at)
+    at.button(key="run_induction").click().run(timeout=300)
+    assert_ok(at)
+    assert (runs / "gpt2/analyses/induction.json").is_file()
+    assert len(figures(at)) == 2  # heads and composition (no checkpoints to follow)
