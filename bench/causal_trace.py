@@ -23,13 +23,12 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from common import bench_model  # bench/common.py (the script's own folder)
+from common import bench_model, timed  # bench/common.py (the script's own folder)
 
 TOLERANCE = 1e-4
 
@@ -42,15 +41,6 @@ def _model(args: argparse.Namespace, tmp: str) -> Any:
         corpus = build_corpus(WorldConfig(seed=0), Path(tmp) / "world", n_tokens_train=50_000,
                               progress=False)
     return bench_model(args.model, args.preset, corpus)[0]
-
-
-def _timed(fn: Any) -> tuple[float, Any]:
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    out = fn()
-    sync()
-    return time.perf_counter() - t0, out
 
 
 def main() -> None:
@@ -90,7 +80,7 @@ def main() -> None:
     results = {name: fn() for name, fn in sides.items()}  # warm-up, untimed
     for _ in range(args.repeats):
         for name, fn in sides.items():
-            t, _ = _timed(fn)
+            t, _ = timed(fn)
             seconds[name].append(t)
     med = {name: statistics.median(s) for name, s in seconds.items()}
     loop = results["loop"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,3 +26,15 @@ def bench_model(model_ref: str | None, preset: str,
 
     cfg = get_preset(preset).replace(d_vocab=corpus.vocab_size)
     return build_bridge(cfg, tokenizer=load_hf_tokenizer(corpus.tokenizer_path)), corpus
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Seconds `fn()` takes (CUDA work finished), and what it returns."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    out = fn()
+    sync()
+    return time.perf_counter() - t0, out

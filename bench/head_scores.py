@@ -22,12 +22,11 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import bench_model  # bench/common.py (the script's own folder)
+from common import bench_model, timed  # bench/common.py (the script's own folder)
 
 KINDS = {  # ours -> TransformerLens head name
     "prev_token": "previous_token_head",
@@ -66,15 +65,6 @@ def _inputs(model: Any, n_seqs: int) -> tuple[list[str], torch.Tensor]:
     return seqs, torch.cat(rows)
 
 
-def _timed(fn: Any) -> tuple[float, Any]:
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    out = fn()
-    sync()
-    return time.perf_counter() - t0, out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model ref (default: random `preset`)")
@@ -105,7 +95,7 @@ def main() -> None:
         scores = {name: fn() for name, fn in sides.items()}  # warm-up, untimed
         for _ in range(args.repeats):
             for name, fn in sides.items():
-                t, _ = _timed(fn)
+                t, _ = timed(fn)
                 seconds[name].append(t)
     med = {name: statistics.median(s) for name, s in seconds.items()}
     diff = {k: (scores["ours"][k].float().cpu() - scores["detect_head"][k].float().cpu())
