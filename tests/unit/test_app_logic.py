@@ -110,11 +110,15 @@ def test_read_report(tmp_path: Path) -> None:
         data.read_report(path, "induction")
     path.write_text(json.dumps({"schema": "workbench.induction/1", "heads": []}))
     assert data.read_report(path, "induction")["heads"] == []
-    path.write_text(json.dumps({"schema": "workbench.beliefs/1"}))  # a kind added later
+    path.write_text(json.dumps({"schema": "workbench.beliefs/1"}))
     assert data.read_report(path, "beliefs") == {"schema": "workbench.beliefs/1"}
+    with pytest.raises(ValueError, match="expected 'workbench.probe/1'"):
+        data.read_report(path, "probe")
+    path.write_text(json.dumps({"schema": "workbench.eval/1"}))  # a kind without a schema
+    assert data.read_report(path, "eval") == {"schema": "workbench.eval/1"}
     path.write_text(json.dumps({"schema": "other/1"}))
     with pytest.raises(ValueError, match="expected 'workbench.\\*'"):
-        data.read_report(path, "beliefs")
+        data.read_report(path, "eval")
 
 
 def test_commands(runs: Path) -> None:
@@ -129,6 +133,11 @@ def test_commands(runs: Path) -> None:
     assert probe[probe.index("--tasks") + 1] == "pos,city" and "--max-tokens" in probe
     assert "'blocks.*.hook_resid_post'" in data.display_command(data.cache_command(demo, world))
     assert data.eval_command(demo, world)[-2:] == ["--out", f"{demo.path}/eval.json"]
+    beliefs = data.display_command(data.beliefs_command(demo, world))
+    assert beliefs == (f"workbench beliefs --model {demo.path} --corpus {world} --n 20 --out "
+                       f"{demo.path}/analyses/beliefs.json")
+    real = data.beliefs_command(hf, None, overwrite=True)  # no corpus: no ROME, a fixed layer
+    assert real[real.index("--method") + 1] == "icl,ft" and real[-1] == "--overwrite"
 
 
 def test_parse_progress() -> None:
