@@ -1,18 +1,25 @@
 """Probe sweep: our all-layer batched probes vs scikit-learn `LogisticRegression` per layer.
 
 Both fit multinomial logistic regression on the same standardized activations of one task
-(default `pos`, word-type split: test fold 0, validation fold 1, the rest train) at every
-layer, with the same L2 strength (sklearn's C = 1 / (l2 * n_train)):
+(default `pos`) at every layer, with the same L2 strength (sklearn's C = 1 / (l2 * n_train)),
+the same stopping rule (no gradient entry above 1e-4) and the same iteration cap, on the
+same probes (`--variants`):
 
-- `ours`: `probe.train.fit_predict`, every layer at once (Adam, early stopping on the
-  validation rows);
-- `sklearn`: `LogisticRegression(C, max_iter=500)` (lbfgs), one fit per layer, in a loop.
+- `sweep` (default): what `probe.sweep.probe_task` trains, every cross-validation fold (word-
+  type split: test fold f, validation fold f + 1, the rest train) x {task, control labels};
+- `fold`: the task's probes of one fold (test fold 0, validation fold 1).
+
+- `ours`: `probe.train.fit_predict`, every (variant, layer) probe at once (batched L-BFGS);
+- `sklearn`: `LogisticRegression(C, max_iter)` (lbfgs, its fastest solver here), one fit per
+  (variant, layer), in a loop.
 
 Prints the median seconds of each over `--repeats` runs (after one untimed warm-up of ours),
-the speedup (goal >= 5x) and the test accuracy per layer of both (goal: within 1 point at
-every layer; exits non-zero when it is missed).
+the speedup (goal >= 5x) and the test accuracy per layer of both, pooled over the folds as
+the sweep reports it (each row predicted by its own test fold's probes; control accuracy
+too with `sweep`): goal within 1 point at every layer; exits non-zero when it is missed.
 
     python bench/probe_sweep.py [--model runs/demo] [--corpus runs/world] [--task pos]
+                                [--variants sweep|fold]
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ def main() -> int:
     from sklearn.linear_model import LogisticRegression
 
     from probe.rows import check_layers, fill_memory, plan_rows
-    from probe.stats import assign_folds
+    from probe.stats import assign_folds, control_labels
     from probe.sweep import SweepConfig, select_examples
     from probe.tasks import TASKS
     from probe.train import ProbeConfig, fit_predict, standardize
@@ -45,10 +52,11 @@ def main() -> int:
     p.add_argument("--model", default=None, help="model (default: a random `default` model)")
     p.add_argument("--corpus", default="runs/world")
     p.add_argument("--task", default="pos")
+    p.add_argument("--variants", choices=("sweep", "fold"), default="sweep",
+                   help="probes: every fold x {task, control} (the sweep's) or one fold's")
     p.add_argument("--max-examples", type=int, default=20_000)
+    p.add_argument("--max-iter", type=int, default=500, help="iteration cap of both")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--patience", type=int, default=ProbeConfig.patience,
-                   help="validation checks without improvement before a probe stops")
     args = p.parse_args()
     torch.manual_seed(0)
     model, corpus = bench_model(args.model, "default", args.corpus)
@@ -59,29 +67,44 @@ def main() -> int:
     layers = check_layers(None, model.cfg.n_layers)
     fill_memory(rows, model, ex.rows, layers, progress=False)
     x = standardize(rows.acts(ex.rows, layers))
-    folds = assign_folds(ex.y, ex.groups, 5, "group", seed=0)
-    test, val = folds == 0, folds == 1
+    k = cfg.folds
+    folds = assign_folds(ex.y, ex.groups, k, "group", seed=cfg.seed)
+    labels = [ex.y]
+    fold_of = [0]  # the test fold of each variant
+    if args.variants == "sweep":  # as probe.sweep.probe_task: task folds, then control folds
+        labels.append(control_labels(ex.y, ex.groups, len(ex.classes), cfg.seed + 7))
+        fold_of = list(range(k))
+    ys = np.stack([lab for lab in labels for _ in fold_of])  # [variant, n]
+    test = np.stack([folds == f for _ in labels for f in fold_of])
+    val = np.stack([folds == (f + 1) % k for _ in labels for f in fold_of])
     train = ~(test | val)
-    pcfg = ProbeConfig(patience=args.patience)
-    y = torch.from_numpy(ex.y)
+    pcfg = ProbeConfig(max_iter=args.max_iter)
     n_classes = len(ex.classes)
 
+    def pooled(pred: np.ndarray) -> np.ndarray:
+        """Test accuracy `[labels, layer]` pooled over the folds: pred is `[variant, layer,
+        n]` predictions of every row."""
+        correct = [(pred[v][:, test[v]] == ys[v][test[v]]).sum(1) for v in range(len(ys))]
+        per = np.stack(correct).reshape(len(labels), len(fold_of), -1).sum(1)
+        return per / test.reshape(len(labels), len(fold_of), -1).sum((1, 2))[:, None]
+
     def ours() -> np.ndarray:
-        logits = fit_predict(x, y[None], torch.from_numpy(train)[None],
-                             torch.from_numpy(val)[None], n_classes, pcfg)
-        pred = logits[0].argmax(-1).numpy()
-        return (pred[:, test] == ex.y[test]).mean(1)
+        logits = fit_predict(x, torch.from_numpy(ys), torch.from_numpy(train),
+                             torch.from_numpy(val), n_classes, pcfg)
+        return pooled(logits.argmax(-1).numpy())
 
     def sklearn() -> np.ndarray:
-        accs = []
-        c = 1.0 / (pcfg.l2 * train.sum())
-        for la in range(len(layers)):
-            xl = x[la].numpy()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                clf = LogisticRegression(C=c, max_iter=500).fit(xl[train], ex.y[train])
-            accs.append((clf.predict(xl[test]) == ex.y[test]).mean())
-        return np.array(accs)
+        pred = np.zeros((len(ys), len(layers), len(ex.y)), dtype=np.int64)
+        for v in range(len(ys)):
+            c = 1.0 / (pcfg.l2 * train[v].sum())
+            for la in range(len(layers)):
+                xl = x[la].numpy()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    clf = LogisticRegression(C=c, max_iter=args.max_iter).fit(
+                        xl[train[v]], ys[v][train[v]])
+                pred[v, la, test[v]] = clf.predict(xl[test[v]])
+        return pooled(pred)
 
     ours()  # warm-up
     times: dict[str, list[float]] = {"ours": [], "sklearn": []}
@@ -94,16 +117,22 @@ def main() -> int:
     med = {k: statistics.median(v) for k, v in times.items()}
     speedup = med["sklearn"] / med["ours"]
     gap = np.abs(accs["ours"] - accs["sklearn"])
-    print(f"task {args.task}: {len(ex.y):,} rows ({train.sum():,} train, {val.sum():,} val, "
-          f"{test.sum():,} test, word-type split), {len(layers)} layers, d_model "
-          f"{x.shape[-1]}, {n_classes} classes, median of {args.repeats}")
-    print(f"  ours     {med['ours']:7.2f} s  (all layers at once)")
-    print(f"  sklearn  {med['sklearn']:7.2f} s  (LogisticRegression per layer)")
+    what = ("every fold x {task, control}" if args.variants == "sweep" else
+            "test fold 0, validation fold 1")
+    print(f"task {args.task}: {len(ex.y):,} rows (word-type split, {what}), {len(ys)} "
+          f"variant(s) x {len(layers)} layers = {len(ys) * len(layers)} probes, d_model "
+          f"{x.shape[-1]}, {n_classes} classes, max_iter {args.max_iter}, median of "
+          f"{args.repeats}, {torch.get_num_threads()} torch thread(s)")
+    print(f"  ours     {med['ours']:7.2f} s  (all probes at once)")
+    print(f"  sklearn  {med['sklearn']:7.2f} s  (LogisticRegression per probe)")
     print(f"  speedup {speedup:.1f}x (goal >= {GOAL_SPEEDUP:.0f}x: "
           f"{'met' if speedup >= GOAL_SPEEDUP else 'MISSED'})")
-    print("  layer  ours    sklearn  |diff|")
-    for la, a, b, g in zip(layers, accs["ours"], accs["sklearn"], gap):
-        print(f"  {la:>5}  {a:.4f}  {b:.4f}   {g:.4f}")
+    names = ["task", "control"][:len(labels)]
+    print("  layer  " + "  ".join(f"{n:<7} ours    sklearn  |diff|" for n in names))
+    for i, la in enumerate(layers):
+        print(f"  {la:>5}  " + "  ".join(
+            f"{'':<7} {accs['ours'][j, i]:.4f}  {accs['sklearn'][j, i]:.4f}   {gap[j, i]:.4f}"
+            for j in range(len(labels))))
     ok = bool(gap.max() <= GOAL_POINTS)
     print(f"  max |accuracy difference| {gap.max():.4f} (goal <= {GOAL_POINTS}: "
           f"{'met' if ok else 'MISSED'})")

@@ -4,9 +4,10 @@ One set of parameters per (variant, layer): a variant is a labelling with its ow
 validation rows (a cross-validation fold of the task, or of its control task). All of them
 share the activations `[layer, row, d_model]` and train together with batched matmuls:
 multinomial logistic regression (`linear`) or a one-hidden-layer MLP (`mlp`), cross-entropy
-plus L2 on the weights. Linear probes are solved to convergence with L-BFGS (convex: the
-optimum is the estimate); MLP probes train with Adam and stop early on each variant's
-validation loss (the best epoch's parameters are kept per (variant, layer)).
+plus L2 on the weights. Linear probes are solved with L-BFGS, each (variant, layer) with its
+own history, line search and stopping rule (scikit-learn's), batched; MLP probes train with
+Adam and stop early on each variant's validation loss (the best epoch's parameters are kept
+per (variant, layer)).
 
 >>> import torch
 >>> x = torch.randn(2, 200, 8)                     # two layers, 200 rows
@@ -29,8 +30,11 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 PROBES = ("linear", "mlp")
-LBFGS_CHUNK = 10  # L-BFGS iterations between validation checks
 LBFGS_TOL = 1e-4  # converged when no gradient entry exceeds this (scikit-learn's default tol)
+LBFGS_HISTORY = 10  # curvature pairs kept per probe (scipy's L-BFGS-B default, as in sklearn)
+LBFGS_BACKTRACKS = 20  # step halvings before a probe's line search gives up (it stops there)
+ARMIJO = 1e-4  # sufficient decrease of the line search
+MAX_ROW_GROUPS = 64  # row sets shared by the same variants; beyond it, one masked set
 MIN_STEPS_PER_EPOCH = 10  # an "epoch" of a small row set is repeated up to this many steps
 
 
@@ -43,7 +47,7 @@ class ProbeConfig:
         l2: L2 penalty on the weights (added to the mean cross-entropy as l2/2 * ||W||^2).
         lr: Adam learning rate (MLP).
         batch_size: rows per step (MLP) and per evaluation chunk.
-        max_iter: upper bound on L-BFGS iterations (linear).
+        max_iter: upper bound on each linear probe's L-BFGS iterations.
         max_epochs: (MLP) upper bound on passes over the rows (a pass is at least
             `MIN_STEPS_PER_EPOCH` steps, cycling through small row sets).
         patience: validation checks without a better validation loss before a (variant,
@@ -167,13 +171,14 @@ def fit_predict(
     """Train one probe per (variant, layer) on `train` rows, early-stop on `val` rows, and
     return every row's logits from each probe's best parameters.
 
-    Linear probes minimise the convex objective (mean cross-entropy + L2) with full-batch
-    L-BFGS over all probes at once (they are independent, so the summed objective has the
-    same minimiser) to scikit-learn's tolerance: the L2 optimum is the estimate, as in
-    `LogisticRegression`. MLP probes (not convex) use minibatch Adam and early stopping on
-    the validation rows. `x` should be standardized
-    (`standardize`); labels of rows outside a variant's train and validation rows are
-    ignored (pass any class index there).
+    Linear probes minimise the convex objective (mean cross-entropy + L2) from zero with
+    full-batch L-BFGS, each probe on its own (history, line search, stopping) as
+    `LogisticRegression(solver="lbfgs")` does, all batched. Like scikit-learn's, the estimate is
+    the iterate at its tolerance: with a weak L2 that is short of the optimum, and other
+    solvers (or a tighter tolerance) can give test accuracies some points apart. MLP probes
+    (not convex) use minibatch Adam and early stopping on the validation rows. `x` should be
+    standardized (`standardize`); labels of rows outside a variant's train and validation
+    rows are ignored (pass any class index there).
     """
     device = x.device
     v, _ = y.shape
@@ -191,28 +196,12 @@ def fit_predict(
 
 def _fit_lbfgs(params: _Params, best: _Best, x: Tensor, y: Tensor, train: Tensor,
                val: Tensor, cfg: ProbeConfig) -> None:
-    opt = torch.optim.LBFGS(params.tensors, lr=1.0, max_iter=LBFGS_CHUNK, history_size=20,
-                            line_search_fn="strong_wolfe",
-                            tolerance_grad=LBFGS_TOL, tolerance_change=1e-9)
-
-    used = train.any(0)  # rows some variant trains on (the others cost nothing here)
-    xt, yt, mt = x[:, used], y[:, used], train[:, used]
-
-    def closure() -> Tensor:
-        opt.zero_grad(set_to_none=True)
-        loss = (_losses(params.logits(xt), yt, mt).sum()
-                + 0.5 * cfg.l2 * params.penalty().sum())
-        loss.backward()
-        return loss
-
-    last = float("inf")
-    for _ in range(max(1, cfg.max_iter // LBFGS_CHUNK)):
-        loss = float(opt.step(closure).detach())
-        grad = max(float(t.grad.abs().max()) for t in params.tensors if t.grad is not None)
-        if grad <= LBFGS_TOL or abs(last - loss) <= 1e-9:
-            break
-        last = loss
+    v, n_layers, d, c = params.tensors[0].shape
+    theta = _lbfgs(_Objective(x, y, train, c, cfg.l2), v * n_layers, d, c, cfg.max_iter)
+    theta = theta.view(v, n_layers, d + 1, c)
     with torch.no_grad():  # the convex optimum is the estimate; record its validation loss
+        params.tensors[0].copy_(theta[:, :, :d])
+        params.tensors[1].copy_(theta[:, :, d:])
         best.update(_chunked_losses(params, x, y, val, cfg.batch_size * 8))
 
 
@@ -256,3 +245,137 @@ def _chunked_losses(params: _Params, x: Tensor, y: Tensor, mask: Tensor, chunk: 
         m = mask[:, sl]
         total += _losses(params.logits(x[:, sl]), y[:, sl], m) * m.float().sum(-1)[:, None]
     return total / count
+
+
+class _Objective:
+    """Mean cross-entropy + L2 of linear probes (parameters `[probe, d + 1, c]`, the last row
+    the bias; probe p is variant p // n_layers at layer p % n_layers), and its gradient.
+
+    Only a variant's train rows cost anything: rows are grouped by which variants train on
+    them (k-fold variants give k groups), and each group is multiplied by the parameters of
+    its own variants only. Rows are copied once, grouped (`x` itself is not kept)."""
+
+    def __init__(self, x: Tensor, y: Tensor, train: Tensor, n_classes: int, l2: float
+                 ) -> None:
+        self.n_layers, _, self.d = x.shape
+        self.c, self.l2, self.device = n_classes, l2, x.device
+        v = train.shape[0]
+        weight = train.to(x.dtype) / train.sum(1, keepdim=True).clamp_min(1).to(x.dtype)
+        used = train.any(0).nonzero().squeeze(1)
+        sigs, group = torch.unique(train[:, used].T, dim=0, return_inverse=True)
+        if len(sigs) > MAX_ROW_GROUPS:  # unstructured masks: every variant on every row
+            sigs, group = sigs.new_ones(1, v), torch.zeros_like(used)
+        # per group: its rows `[layer, r, d]`, variants, their labels and row weights `[k, r]`,
+        # and where each variant sits among the group's (-1: not there)
+        self.groups: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+        for g, sig in enumerate(sigs):
+            rows = used[group == g]
+            vs = sig.nonzero().squeeze(1)
+            where = torch.full((v,), -1, dtype=torch.long, device=x.device)
+            where[vs] = torch.arange(len(vs), device=x.device)
+            self.groups.append((x[:, rows].contiguous(), where, y[vs][:, rows],
+                                weight[vs][:, rows]))
+
+    def __call__(self, theta: Tensor, probe: Tensor) -> tuple[Tensor, Tensor]:
+        """`(loss [p], gradient [p, d + 1, c])` of the probes `probe` at `theta`."""
+        d, c = self.d, self.c
+        w = theta[:, :d]
+        loss = 0.5 * self.l2 * w.pow(2).sum((1, 2)).double()
+        grad = torch.cat([self.l2 * w, torch.zeros_like(theta[:, d:])], 1)
+        variant, layer = probe // self.n_layers, probe % self.n_layers
+        for xg, where, yg, wg in self.groups:
+            at = where[variant]
+            for la in layer[at >= 0].unique().tolist():
+                sel = ((at >= 0) & (layer == la)).nonzero().squeeze(1)
+                k, xl = len(sel), xg[la]
+                th = theta[sel]
+                z = torch.addmm(th[:, d].reshape(k * c, 1), th[:, :d].transpose(1, 2)
+                                .reshape(k * c, d), xl.T).view(k, c, -1)
+                yk, wk = yg[at[sel]], wg[at[sel]]  # [k, r]
+                logp = torch.log_softmax(z, 1)
+                ce = logp.gather(1, yk[:, None]).squeeze(1).mul_(wk)
+                loss.index_add_(0, sel, -ce.sum(1, dtype=torch.float64))
+                gz = logp.exp_().mul_(wk[:, None])
+                gz.scatter_add_(1, yk[:, None], -wk[:, None])
+                gw = (gz.view(k * c, -1) @ xl).view(k, c, d).transpose(1, 2)
+                grad.index_add_(0, sel, torch.cat([gw, gz.sum(2)[:, None]], 1))
+        return loss, grad
+
+
+def _lbfgs(f: _Objective, n_probes: int, d: int, c: int, max_iter: int) -> Tensor:
+    """Minimise every probe's objective from zero with its own L-BFGS (history, backtracking
+    Armijo line search, stopping rule), all batched; probes leave the batch as they converge.
+
+    A probe stops when no gradient entry exceeds `LBFGS_TOL` (scikit-learn's and scipy's
+    rule), after `max_iter` iterations, or when its line search finds no decrease. Returns
+    the parameters `[probe, d + 1, c]`."""
+    out = torch.zeros(n_probes, d + 1, c, device=f.device)
+    probe = torch.arange(n_probes, device=f.device)
+    theta = out.clone()
+    loss, grad = f(theta, probe)
+    m = LBFGS_HISTORY
+    s_hist = theta.new_zeros(m, n_probes, d + 1, c)
+    y_hist = torch.zeros_like(s_hist)
+    rho = theta.new_zeros(m, n_probes)
+    gamma = theta.new_zeros(n_probes)  # initial inverse-Hessian scale (0: none yet)
+
+    def dot(a: Tensor, b: Tensor) -> Tensor:
+        return (a * b).sum((-2, -1))
+
+    for it in range(max_iter):
+        active = grad.abs().amax((1, 2)) > LBFGS_TOL
+        if not active.all():  # converged probes leave the batch
+            out[probe[~active]] = theta[~active]
+            probe, theta, loss, grad = probe[active], theta[active], loss[active], grad[active]
+            s_hist, y_hist, rho, gamma = (s_hist[:, active], y_hist[:, active],
+                                          rho[:, active], gamma[active])
+        if len(probe) == 0:
+            break
+        # two-loop recursion over the stored pairs, newest first (empty pairs have rho 0)
+        q, alpha = -grad, []
+        for i in range(it - 1, it - 1 - min(it, m), -1):
+            a = rho[i % m] * dot(s_hist[i % m], q)
+            q = q - a[:, None, None] * y_hist[i % m]
+            alpha.append(a)
+        first = gamma == 0  # no curvature yet: a step of length 1 along -grad (as scipy)
+        scale = torch.where(first, 1 / grad.flatten(1).norm(dim=1).clamp_min(1e-12), gamma)
+        q = q * scale[:, None, None]
+        for i, a in zip(range(it - min(it, m), it), reversed(alpha)):
+            b = rho[i % m] * dot(y_hist[i % m], q)
+            q = q + (a - b)[:, None, None] * s_hist[i % m]
+        slope = dot(grad, q)
+        uphill = slope >= 0  # (cannot happen with positive curvature pairs; be safe)
+        q = torch.where(uphill[:, None, None], -grad * scale[:, None, None], q)
+        slope = torch.where(uphill, dot(grad, q), slope)
+        new_theta, new_loss, new_grad = theta.clone(), loss.clone(), grad.clone()
+        step = torch.ones_like(slope)
+        todo = torch.ones(len(probe), dtype=torch.bool, device=f.device)
+        for _ in range(LBFGS_BACKTRACKS):
+            idx = todo.nonzero().squeeze(1)
+            trial = theta[idx] + step[idx, None, None] * q[idx]
+            t_loss, t_grad = f(trial, probe[idx])
+            ok = t_loss <= loss[idx] + ARMIJO * step[idx] * slope[idx]
+            new_theta[idx[ok]], new_loss[idx[ok]] = trial[ok], t_loss[ok]
+            new_grad[idx[ok]] = t_grad[ok]
+            todo[idx[ok]] = False
+            if not todo.any():
+                break
+            # minimum of the quadratic through the two losses and the slope, within
+            # [0.1, 0.5] of the step
+            st, bad = step[idx[~ok]], ~ok
+            fit = -slope[idx[bad]] * st**2 / (2 * (t_loss[bad] - loss[idx[bad]]
+                                                   - slope[idx[bad]] * st)).clamp_min(1e-30)
+            step[idx[bad]] = torch.minimum(torch.maximum(fit.to(st.dtype), 0.1 * st), 0.5 * st)
+        s, yv = new_theta - theta, new_grad - grad
+        sy = dot(s, yv)
+        keep = sy > 1e-10 * dot(yv, yv).clamp_min(1e-30).sqrt() * dot(s, s).sqrt()
+        s_hist[it % m] = torch.where(keep[:, None, None], s, 0)
+        y_hist[it % m] = torch.where(keep[:, None, None], yv, 0)
+        rho[it % m] = torch.where(keep, 1 / sy.clamp_min(1e-30), 0)
+        gamma = torch.where(keep, sy / dot(yv, yv).clamp_min(1e-30), gamma)
+        stalled = todo  # no decrease along the direction: stop there (as scipy does)
+        theta, loss, grad = new_theta, new_loss, new_grad
+        if stalled.any():
+            grad = torch.where(stalled[:, None, None], 0, grad)  # leaves at the next check
+    out[probe] = theta
+    return out

@@ -140,6 +140,25 @@ def test_fit_predict_is_deterministic_and_variants_independent() -> None:
     assert acc(a[1, 0]) > 0.95
 
 
+def test_linear_probes_train_each_on_its_own_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    import probe.train as train_mod
+
+    g = torch.Generator().manual_seed(0)
+    x = standardize(torch.randn(2, 400, 6, generator=g))
+    y = torch.stack([(x[1, :, 0] > 0).long(), torch.randint(0, 3, (400,), generator=g)])
+    folds = torch.arange(400) % 4
+    train = torch.stack([folds != 0, folds != 1])  # two row groups shared, one each alone
+    val = torch.zeros_like(train)
+    both = fit_predict(x, y, train, val, 3, ProbeConfig())
+    for v in range(2):  # batched (rows grouped by their variants) == alone
+        alone = fit_predict(x, y[v:v + 1], train[v:v + 1], val[v:v + 1], 3, ProbeConfig())
+        assert torch.allclose(both[v], alone[0], atol=1e-3)
+    monkeypatch.setattr(train_mod, "MAX_ROW_GROUPS", 1)  # one masked row set instead
+    assert torch.allclose(fit_predict(x, y, train, val, 3, ProbeConfig()), both, atol=1e-3)
+    acc = (both[0, 1].argmax(-1) == y[0])[folds == 0].float().mean()
+    assert acc > 0.95
+
+
 def _examples(n_groups: int = 40, per: int = 20) -> Examples:
     groups = np.repeat(np.arange(n_groups), per)
     return Examples(np.arange(len(groups)), groups % 2, groups, ["a", "b"])
