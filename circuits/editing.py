@@ -148,7 +148,10 @@ def key_covariance(model: Any, corpus: Any, layer: int, *, n_tokens: int = 100_0
     cfg = CacheConfig(hooks=(name,), split=split, max_tokens=n_tokens, chunk=True)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(acts) if acts is not None else Path(tmp) / "keys.h5"
-        if not (path.exists() and _has_hook(path, name)):
+        if path.exists() and not _has_hook(path, name):
+            raise ValueError(f"activation file {path} holds no {name!r} (or is not a complete "
+                             "activation file); pass another path to write the keys to")
+        if not path.exists():
             cache_activations(model, corpus, cfg, path, progress=progress,
                               resume=path.with_name(path.name + ".partial").exists())
         with ActivationStore(path) as store:

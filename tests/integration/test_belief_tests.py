@@ -96,6 +96,8 @@ def test_key_covariance_through_activation_store(tiny_run: TrainResult, world_co
     assert torch.allclose(cov, cov.T, atol=1e-6) and torch.linalg.eigvalsh(cov).min() > -1e-5
     again = key_covariance(model, corpus, 1, n_tokens=1000, split="val", acts=acts)  # reused
     assert torch.equal(cov, again)
+    with pytest.raises(ValueError, match="holds no 'blocks.0.mlp.hook_post'"):
+        key_covariance(model, corpus, 0, n_tokens=1000, split="val", acts=acts)
 
 
 def test_real_facts_on_a_local_gpt2_dir(hf_gpt2_dir: Path) -> None:
