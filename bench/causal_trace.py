@@ -22,33 +22,21 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from common import bench_model, timed  # bench/common.py (the script's own folder)
+from common import (  # bench/common.py (the script's own folder)
+    add_model_args,
+    model_from_args,
+    timed,
+)
 
 TOLERANCE = 1e-4
 
 
-def _model(args: argparse.Namespace, tmp: str) -> Any:
-    from workbench.world import WorldConfig, build_corpus
-
-    corpus = args.corpus
-    if corpus is None and not args.model:  # a random model takes a corpus' tokenizer
-        corpus = build_corpus(WorldConfig(seed=0), Path(tmp) / "world", n_tokens_train=50_000,
-                              progress=False)
-    return bench_model(args.model, args.preset, corpus)[0]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="model ref (default: random `preset`)")
-    parser.add_argument("--preset", default="default")
-    parser.add_argument("--corpus", default=None,
-                        help="world corpus for the random model's tokenizer (default: a new one)")
+    add_model_args(parser)
     parser.add_argument("--prompt", default="did you know ? cleo eklund lives in")
     parser.add_argument("--subject", default="cleo eklund")
     parser.add_argument("--target", default=None,
@@ -60,8 +48,7 @@ def main() -> None:
     from circuits.tracing import TraceConfig, causal_trace, causal_trace_loop
 
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        model = _model(args, tmp)
+    model = model_from_args(args)
     target = args.target
     if target is None:
         with torch.no_grad():

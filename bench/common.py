@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,3 +40,24 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     out = fn()
     sync()
     return time.perf_counter() - t0, out
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """`--model`, `--preset`, `--corpus`: the model a benchmark measures."""
+    parser.add_argument("--model", default=None, help="model ref (default: random `preset`)")
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--corpus", default=None,
+                        help="world corpus for the random model's tokenizer (default: a new one)")
+
+
+def model_from_args(args: argparse.Namespace) -> Any:
+    """The model of `add_model_args`: loaded, or a random `preset` with the tokenizer of
+    `--corpus` (else of a small world corpus built in a temporary folder)."""
+    from workbench.world import WorldConfig, build_corpus
+
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = args.corpus
+        if corpus is None and not args.model:  # a random model takes a corpus' tokenizer
+            corpus = build_corpus(WorldConfig(seed=0), Path(tmp) / "world",
+                                  n_tokens_train=50_000, progress=False)
+        return bench_model(args.model, args.preset, corpus)[0]

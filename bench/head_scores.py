@@ -21,12 +21,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
-from common import bench_model, timed  # bench/common.py (the script's own folder)
+from common import (  # bench/common.py (the script's own folder)
+    add_model_args,
+    model_from_args,
+    timed,
+)
 
 KINDS = {  # ours -> TransformerLens head name
     "prev_token": "previous_token_head",
@@ -34,16 +36,6 @@ KINDS = {  # ours -> TransformerLens head name
     "induction": "induction_head",
 }
 TOLERANCE = 1e-4
-
-
-def _model(args: argparse.Namespace, tmp: str) -> Any:
-    from workbench.world import WorldConfig, build_corpus
-
-    corpus = args.corpus
-    if corpus is None and not args.model:  # a random model takes a corpus' tokenizer
-        corpus = build_corpus(WorldConfig(seed=0), Path(tmp) / "world", n_tokens_train=50_000,
-                              progress=False)
-    return bench_model(args.model, args.preset, corpus)[0]
 
 
 def _inputs(model: Any, n_seqs: int) -> tuple[list[str], torch.Tensor]:
@@ -67,10 +59,7 @@ def _inputs(model: Any, n_seqs: int) -> tuple[list[str], torch.Tensor]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="model ref (default: random `preset`)")
-    parser.add_argument("--preset", default="default")
-    parser.add_argument("--corpus", default=None,
-                        help="world corpus for the random model's tokenizer (default: a new one)")
+    add_model_args(parser)
     parser.add_argument("--n-seqs", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
@@ -79,8 +68,7 @@ def main() -> None:
     from circuits.scores import head_scores
 
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        model = _model(args, tmp)
+    model = model_from_args(args)
     seqs, tokens = _inputs(model, args.n_seqs)
 
     def ours() -> dict[str, torch.Tensor]:
