@@ -27,6 +27,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuits.tracing import find_subject
+
 log = logging.getLogger(__name__)
 
 
@@ -173,18 +175,6 @@ def _has_hook(path: Path, name: str) -> bool:
         return False
 
 
-def subject_end(model: Any, ids: list[int], subject: str) -> int:
-    """Position (in `ids`) of the last token of the first occurrence of `subject`."""
-    tok = model.tokenizer
-    for variant in (" " + subject, subject):
-        sub = list(tok.encode(variant, add_special_tokens=False))
-        for start in range(len(ids) - len(sub) + 1):
-            if sub and ids[start : start + len(sub)] == sub:
-                return start + len(sub) - 1
-    raise ValueError(f"subject {subject!r} is not in the prompt {tok.decode(ids)!r}; pass a "
-                     "subject that occurs in the prompt")
-
-
 @torch.no_grad()
 def context_prefixes(model: Any, n: int, length: int, seed: int = 0) -> list[str]:
     """`n` short texts sampled from the model itself (top-5, seeded), as ROME does, so that
@@ -223,7 +213,7 @@ def rewrite_batch(model: Any, prompts: list[str], subject: str, target_ids: list
             text = f"{prefix} {prompt}" if prefix else prompt
             ids = ([] if bos is None else [bos]) + list(
                 model.tokenizer.encode(text, add_special_tokens=False))
-            subj.append(subject_end(model, ids, subject))
+            subj.append(find_subject(model, text, subject)[1] - 1)  # its last token
             tgt.append(list(range(len(ids) - 1, len(ids) - 1 + len(target_ids))))
             rows.append(ids + target_ids[:-1])
     if max(len(r) for r in rows) > model.cfg.n_ctx:

@@ -15,7 +15,6 @@ from circuits.editing import (
     check_layer,
     read_w_out,
     rewrite_batch,
-    subject_end,
 )
 from circuits.finetune import FinetuneConfig, finetune_edit
 from circuits.rome import RomeConfig, rank_one_update, rome_edit
@@ -198,9 +197,9 @@ def test_rome_and_ft_edits_on_a_random_model(model, base: FactBase) -> None:  # 
 
 
 def test_subject_and_prompt_errors(model) -> None:  # noqa: ANN001
-    ids = encode_prompt(model, "anna berg lives in")
-    assert subject_end(model, ids, "anna berg") == 2  # <bos> anna berg
+    batch = rewrite_batch(model, ["anna berg lives in"], "anna berg", [5], [])
+    assert batch.subject_pos.tolist() == [2]  # <bos> anna berg
     with pytest.raises(ValueError, match="subject 'tom lind' is not in the prompt"):
-        subject_end(model, ids, "tom lind")
-    with pytest.raises(ValueError, match="not in the prompt"):
         rewrite_batch(model, ["anna berg lives in"], "tom lind", [5], [])
+    with_prefix = rewrite_batch(model, ["anna berg lives in"], "anna berg", [5], ["the dog runs"])
+    assert with_prefix.subject_pos.tolist() == [2, 5]  # <bos> the dog runs anna berg
