@@ -11,12 +11,14 @@ For an edit making `belief` state `new` (all comparisons among the relation's ca
   share whose stated answer is unchanged;
 - `fluency_delta`: validation loss (nats per token, fixed windows) after minus before.
 
-`EditEvaluator` reads the unedited answers once per belief and the validation loss once.
+`EditEvaluator` reads the unedited answers once per belief and the validation loss once;
+prompts of one relation are scored in one batch.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +75,7 @@ class EditEvaluator:
         if val_tokens is not None and self.cfg.fluency_windows:
             self.windows, _ = eval_windows(val_tokens, model.cfg.n_ctx, self.cfg.fluency_windows)
         self.loss_before = self._loss()
+        self._before: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
 
     @torch.no_grad()
     def _loss(self) -> float | None:
@@ -88,13 +91,30 @@ class EditEvaluator:
                 "twohop": self.base.two_hop(belief, new)}
 
     def _answers(self, beliefs: list[Belief]) -> list[str]:
-        return [stated(self.model, [b.prompts[0]], b.candidates)[0] for b in beliefs]
+        """The stated answer of each belief on its first prompt (one batch per relation)."""
+        out = [""] * len(beliefs)
+        groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for i, b in enumerate(beliefs):
+            groups[b.candidates].append(i)
+        for candidates, idx in groups.items():
+            answers = stated(self.model, [beliefs[i].prompts[0] for i in idx], candidates)
+            for i, answer in zip(idx, answers, strict=True):
+                out[i] = answer
+        return out
+
+    def _unedited(self, belief: Belief, nb: list[Belief], others: list[Belief]
+                  ) -> tuple[list[str], list[str]]:
+        """Neighbours' and other relations' unedited answers, read once per belief."""
+        key = (belief.subject, belief.relation)
+        if key not in self._before:
+            self._before[key] = (self._answers(nb), self._answers(others))
+        return self._before[key]
 
     def evaluate(self, belief: Belief, new: str, edit: WeightEdit | None) -> dict[str, Any]:
         """Metrics of one edit (`edit=None` measures the unedited model: the baseline)."""
         probes = self._probes(belief, new)
         nb, others = probes["neighbours"], probes["others"]
-        before_nb, before_others = self._answers(nb), self._answers(others)
+        before_nb, before_others = self._unedited(belief, nb, others)
         twohop = probes["twohop"]
         model = self.model
         ctx = edit.applied(model) if edit is not None else contextlib.nullcontext()
@@ -102,9 +122,9 @@ class EditEvaluator:
             efficacy = _beats(model, belief.prompts[:1], belief.candidates, new, belief.object)
             para = _beats(model, belief.paraphrases, belief.candidates, new, belief.object)
             after_nb, after_others = self._answers(nb), self._answers(others)
-            soft = [_beats(model, n.prompts[:1], n.candidates, n.object, new)[0]
-                    for n in nb if n.object != new]
-            hop = [stated(model, [b.prompts[0]], b.candidates)[0] == want for b, want in twohop]
+            soft = _neighbourhood(model, [n for n in nb if n.object != new], new)
+            hop = [a == want for a, (_, want) in
+                   zip(self._answers([b for b, _ in twohop]), twohop, strict=True)]
             loss_after = self._loss()
         return {
             "subject": belief.subject,
@@ -123,6 +143,16 @@ class EditEvaluator:
             "edit_norm": None if edit is None else edit.norm(),
             "edit": {} if edit is None else _plain(edit.info),
         }
+
+
+def _neighbourhood(model: Any, neighbours: list[Belief], new: str) -> list[bool]:
+    """Per neighbour (one relation, so one batch): p(its own object) > p(new)."""
+    if not neighbours:
+        return []
+    candidates = neighbours[0].candidates
+    logp = candidate_logprobs(model, [n.prompts[0] for n in neighbours], candidates)
+    own = torch.tensor([candidates.index(n.object) for n in neighbours])
+    return (logp[torch.arange(len(neighbours)), own] > logp[:, candidates.index(new)]).tolist()
 
 
 def _share(values: Any) -> float | None:
