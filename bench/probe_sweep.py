@@ -6,8 +6,9 @@ the same stopping rule (no gradient entry above 1e-4) and the same iteration cap
 same probes (`--variants`):
 
 - `sweep` (default): what `probe.sweep.probe_task` trains, every cross-validation fold (word-
-  type split: test fold f, validation fold f + 1, the rest train) x {task, control labels};
-- `fold`: the task's probes of one fold (test fold 0, validation fold 1).
+  type split: test fold f, validation fold f + 1, the rest train) x {task, control labels}
+  x every L2 strength of the grid it chooses from (`probe.train.L2_GRID`);
+- `fold`: the task's probes of one fold (test fold 0, validation fold 1) at L2 1e-4.
 
 - `ours`: `probe.train.fit_predict`, every (variant, layer) probe at once (batched L-BFGS);
 - `sklearn`: `LogisticRegression(C, max_iter)` (lbfgs, its fastest solver here), one fit per
@@ -16,7 +17,8 @@ same probes (`--variants`):
 Prints the median seconds of each over `--repeats` runs (after one untimed warm-up of ours),
 the speedup (goal >= 5x) and the test accuracy per layer of both, pooled over the folds as
 the sweep reports it (each row predicted by its own test fold's probes; control accuracy
-too with `sweep`): goal within 1 point at every layer; exits non-zero when it is missed.
+too with `sweep`), for every L2: goal within 1 point everywhere; exits non-zero when it is
+missed.
 
     python bench/probe_sweep.py [--model runs/demo] [--corpus runs/world] [--task pos]
                                 [--variants sweep|fold]
@@ -46,7 +48,7 @@ def main() -> int:
     from probe.stats import assign_folds, control_labels
     from probe.sweep import SweepConfig, select_examples
     from probe.tasks import TASKS
-    from probe.train import ProbeConfig, fit_predict, standardize
+    from probe.train import L2_GRID, ProbeConfig, fit_predict, standardize
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="model (default: a random `default` model)")
@@ -71,32 +73,37 @@ def main() -> int:
     folds = assign_folds(ex.y, ex.groups, k, "group", seed=cfg.seed)
     labels = [ex.y]
     fold_of = [0]  # the test fold of each variant
-    if args.variants == "sweep":  # as probe.sweep.probe_task: task folds, then control folds
+    grid: tuple[float, ...] = (1e-4,)
+    if args.variants == "sweep":  # as probe.sweep.probe_task: (l2, labels, fold) order
         labels.append(control_labels(ex.y, ex.groups, len(ex.classes), cfg.seed + 7))
         fold_of = list(range(k))
-    ys = np.stack([lab for lab in labels for _ in fold_of])  # [variant, n]
-    test = np.stack([folds == f for _ in labels for f in fold_of])
-    val = np.stack([folds == (f + 1) % k for _ in labels for f in fold_of])
+        grid = L2_GRID
+    ys = np.stack([lab for _ in grid for lab in labels for _ in fold_of])  # [variant, n]
+    test = np.stack([folds == f for _ in grid for _ in labels for f in fold_of])
+    val = np.stack([folds == (f + 1) % k for _ in grid for _ in labels for f in fold_of])
     train = ~(test | val)
-    pcfg = ProbeConfig(max_iter=args.max_iter)
+    l2 = np.repeat(np.array(grid), len(labels) * len(fold_of))
+    pcfg = ProbeConfig(max_iter=args.max_iter, l2=grid)
     n_classes = len(ex.classes)
+    kinds = [f"{n} {v:g}" for v in grid for n in ["task", "control"][:len(labels)]]
 
     def pooled(pred: np.ndarray) -> np.ndarray:
-        """Test accuracy `[labels, layer]` pooled over the folds: pred is `[variant, layer,
-        n]` predictions of every row."""
+        """Test accuracy `[l2 x labels, layer]` pooled over the folds: pred is `[variant,
+        layer, n]` predictions of every row."""
         correct = [(pred[v][:, test[v]] == ys[v][test[v]]).sum(1) for v in range(len(ys))]
-        per = np.stack(correct).reshape(len(labels), len(fold_of), -1).sum(1)
-        return per / test.reshape(len(labels), len(fold_of), -1).sum((1, 2))[:, None]
+        per = np.stack(correct).reshape(len(kinds), len(fold_of), -1).sum(1)
+        return per / test.reshape(len(kinds), len(fold_of), -1).sum((1, 2))[:, None]
 
     def ours() -> np.ndarray:
         logits = fit_predict(x, torch.from_numpy(ys), torch.from_numpy(train),
-                             torch.from_numpy(val), n_classes, pcfg)
+                             torch.from_numpy(val), n_classes, pcfg,
+                             l2=torch.from_numpy(l2).float())
         return pooled(logits.argmax(-1).numpy())
 
     def sklearn() -> np.ndarray:
         pred = np.zeros((len(ys), len(layers), len(ex.y)), dtype=np.int64)
         for v in range(len(ys)):
-            c = 1.0 / (pcfg.l2 * train[v].sum())
+            c = 1.0 / (l2[v] * train[v].sum())
             for la in range(len(layers)):
                 xl = x[la].numpy()
                 with warnings.catch_warnings():
@@ -117,7 +124,7 @@ def main() -> int:
     med = {k: statistics.median(v) for k, v in times.items()}
     speedup = med["sklearn"] / med["ours"]
     gap = np.abs(accs["ours"] - accs["sklearn"])
-    what = ("every fold x {task, control}" if args.variants == "sweep" else
+    what = ("every fold x {task, control} x L2 grid" if args.variants == "sweep" else
             "test fold 0, validation fold 1")
     print(f"task {args.task}: {len(ex.y):,} rows (word-type split, {what}), {len(ys)} "
           f"variant(s) x {len(layers)} layers = {len(ys) * len(layers)} probes, d_model "
@@ -127,12 +134,11 @@ def main() -> int:
     print(f"  sklearn  {med['sklearn']:7.2f} s  (LogisticRegression per probe)")
     print(f"  speedup {speedup:.1f}x (goal >= {GOAL_SPEEDUP:.0f}x: "
           f"{'met' if speedup >= GOAL_SPEEDUP else 'MISSED'})")
-    names = ["task", "control"][:len(labels)]
-    print("  layer  " + "  ".join(f"{n:<7} ours    sklearn  |diff|" for n in names))
-    for i, la in enumerate(layers):
-        print(f"  {la:>5}  " + "  ".join(
-            f"{'':<7} {accs['ours'][j, i]:.4f}  {accs['sklearn'][j, i]:.4f}   {gap[j, i]:.4f}"
-            for j in range(len(labels))))
+    print("  probes          layer  ours    sklearn  |diff|")
+    for j, kind in enumerate(kinds):
+        for i, la in enumerate(layers):
+            print(f"  {kind:<15} {la:>5}  {accs['ours'][j, i]:.4f}  {accs['sklearn'][j, i]:.4f}"
+                  f"   {gap[j, i]:.4f}")
     ok = bool(gap.max() <= GOAL_POINTS)
     print(f"  max |accuracy difference| {gap.max():.4f} (goal <= {GOAL_POINTS}: "
           f"{'met' if ok else 'MISSED'})")

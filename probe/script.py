@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from probe.train import ProbeConfig
+from probe.train import L2_GRID, ProbeConfig
 
 
 def add_probe_args(p: argparse.ArgumentParser, default_tasks: str) -> None:
@@ -29,13 +29,29 @@ def add_probe_args(p: argparse.ArgumentParser, default_tasks: str) -> None:
     p.add_argument("--min-per-class", type=int, default=10)
     p.add_argument("--acts", default=None, help="activation file (.h5) to read, or to write "
                    "when the activations are too large for memory")
-    p.add_argument("--l2", type=float, default=ProbeConfig.l2)
+    p.add_argument("--l2", type=_l2_values, default=ProbeConfig.l2,
+                   help="L2 strength, or comma-separated strengths to choose from on each "
+                        f"fold's validation rows (default {','.join(map(str, L2_GRID))})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="JSON output (default: MODEL/analyses/probe"
                    ".json)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+
+
+def _l2_values(text: str) -> float | tuple[float, ...]:
+    """`--l2 0.01` or `--l2 1e-3,1e-2,1e-1` (a grid).
+
+    >>> _l2_values("1e-3,0.1")
+    (0.001, 0.1)
+    """
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--l2 {text!r}: pass a number or comma-separated numbers, e.g. 1e-3,1e-2") from None
+    return values[0] if len(values) == 1 else values
 
 
 def parse_layers(text: str | None) -> tuple[int, ...] | None:

@@ -128,23 +128,40 @@ def select_examples(task: Task, rows: ProbeRows, world: Any, cfg: SweepConfig
 
 def probe_task(x: torch.Tensor, ex: Examples, layers: list[int], cfg: SweepConfig
                ) -> dict[str, Any]:
-    """Cross-validated task and control probes on activations `x` `[layer, n, d]`."""
+    """Cross-validated task and control probes on activations `x` `[layer, n, d]`.
+
+    Variants: every fold (test fold f, validation fold f + 1, the rest train) x {task,
+    control} x L2 strength of `cfg.probe.l2_grid`, all trained at once. For each fold and
+    layer the task probe's L2 is the one with the best accuracy on that fold's validation
+    rows; the fold's control probe uses the same L2 (selectivity compares equal probes).
+    """
     k = cfg.folds
     n_classes = len(ex.classes)
+    grid = cfg.probe.l2_grid
     folds = assign_folds(ex.y, ex.groups, k, cfg.holdout, cfg.seed)
     control = control_labels(ex.y, ex.groups, n_classes, cfg.seed + 7)
     fold_t = torch.from_numpy(folds)
     labels = [torch.from_numpy(ex.y), torch.from_numpy(control)]
-    y = torch.stack([lab for lab in labels for _ in range(k)])  # task folds, control folds
-    test = torch.stack([fold_t == f for f in range(k)] * 2)
-    val = torch.stack([fold_t == (f + 1) % k for f in range(k)] * 2)
+    # variants in (l2, labels, fold) order
+    y = torch.stack([lab for _ in grid for lab in labels for _ in range(k)])
+    test = torch.stack([fold_t == f for f in range(k)] * 2 * len(grid))
+    val = torch.stack([fold_t == (f + 1) % k for f in range(k)] * 2 * len(grid))
     train = ~(test | val)
-    logits = fit_predict(standardize(x), y, train, val, n_classes, cfg.probe)
-    pred = logits.argmax(-1).cpu()  # [2k, layer, n]
+    l2 = torch.tensor(grid, dtype=torch.float32).repeat_interleave(2 * k)
+    logits = fit_predict(standardize(x), y, train, val, n_classes, cfg.probe, l2=l2)
+    pred = logits.argmax(-1).cpu().view(len(grid), 2, k, len(layers), -1)
+    # validation accuracy of each task probe: [grid, fold, layer]
+    val_hit = (pred[:, 0] == labels[0]).float() * val[:k, None].float()
+    val_acc = val_hit.sum(-1) / val[:k].float().sum(-1).clamp_min(1)[:, None]
+    choice = val_acc.argmax(0)  # [fold, layer]: the first (weakest) L2 among ties
+    chosen = pred.permute(1, 2, 3, 0, 4).gather(
+        3, choice[None, :, :, None, None].expand(2, k, len(layers), 1, pred.shape[-1]))
+    pred = chosen.squeeze(3).reshape(2 * k, len(layers), -1)  # task folds, control folds
     rows = torch.arange(len(folds))
     # each row is predicted by the probes of its own test fold: [n, layer]
     correct = (pred[fold_t, :, rows] == labels[0][:, None]).numpy().T.astype(np.float64)
     correct_ctrl = (pred[k + fold_t, :, rows] == labels[1][:, None]).numpy().T.astype(np.float64)
+    l2_chosen = [[grid[g] for g in fold] for fold in choice.tolist()]  # [fold][layer]
     units = ex.groups if cfg.holdout == "group" else np.arange(len(ex.y))
     ci = bootstrap_ci(np.stack([correct, correct - correct_ctrl]), units, cfg.n_boot, cfg.seed)
     acc, ctrl = correct.mean(1), correct_ctrl.mean(1)
@@ -153,7 +170,8 @@ def probe_task(x: torch.Tensor, ex: Examples, layers: list[int], cfg: SweepConfi
          "control_accuracy": round(float(ctrl[i]), 4),
          "selectivity": round(float(acc[i] - ctrl[i]), 4),
          "ci": [round(float(v), 4) for v in ci[0, i]],
-         "selectivity_ci": [round(float(v), 4) for v in ci[1, i]]}
+         "selectivity_ci": [round(float(v), 4) for v in ci[1, i]],
+         "l2": [fold[i] for fold in l2_chosen]}
         for i, layer in enumerate(layers)
     ]
     best = int(np.argmax(acc))

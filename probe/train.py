@@ -13,7 +13,7 @@ per (variant, layer)).
 >>> x = torch.randn(2, 200, 8)                     # two layers, 200 rows
 >>> y = (x[1, :, 0] > 0).long()[None]              # layer 1 knows the label
 >>> train = torch.arange(200)[None] % 4 < 2; val = torch.arange(200)[None] % 4 == 2
->>> logits = fit_predict(x, y, train, val, 2, ProbeConfig(max_epochs=40))
+>>> logits = fit_predict(x, y, train, val, 2, ProbeConfig(l2=1e-4, max_epochs=40))
 >>> acc = (logits.argmax(-1) == y[:, None]).float()[0, :, 150:].mean(-1)
 >>> bool(acc[1] > 0.9 and acc[0] < 0.75)
 True
@@ -30,6 +30,11 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 PROBES = ("linear", "mlp")
+# L2 strengths a sweep chooses from per fold and layer on validation rows. Strong penalties
+# matter here: a fact probe sees every person's mentions as one tight cluster, and with a
+# weak L2 it separates the training people by identity (Hewitt & Liang 2019 find
+# regularisation raises selectivity for the same reason).
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 LBFGS_TOL = 1e-4  # converged when no gradient entry exceeds this (scikit-learn's default tol)
 LBFGS_HISTORY = 10  # curvature pairs kept per probe (scipy's L-BFGS-B default, as in sklearn)
 LBFGS_BACKTRACKS = 20  # step halvings before a probe's line search gives up (it stops there)
@@ -44,7 +49,9 @@ class ProbeConfig:
 
     Args:
         probe: `linear` (multinomial logistic regression) or `mlp` (one hidden ReLU layer).
-        l2: L2 penalty on the weights (added to the mean cross-entropy as l2/2 * ||W||^2).
+        l2: L2 penalty on the weights (added to the mean cross-entropy as l2/2 * ||W||^2); a
+            tuple is a grid that sweeps choose from on each fold's validation rows
+            (`probe.sweep.probe_task`); `fit_predict` can take one value per variant.
         lr: Adam learning rate (MLP).
         batch_size: rows per step (MLP) and per evaluation chunk.
         max_iter: upper bound on each linear probe's L-BFGS iterations.
@@ -57,7 +64,7 @@ class ProbeConfig:
     """
 
     probe: str = "linear"
-    l2: float = 1e-4
+    l2: float | tuple[float, ...] = L2_GRID
     lr: float = 1e-2
     batch_size: int = 512
     max_iter: int = 300
@@ -69,9 +76,14 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         if self.probe not in PROBES:
             raise ValueError(f"probe={self.probe!r}; choose one of {PROBES}")
-        if self.l2 < 0 or self.lr <= 0 or min(self.batch_size, self.max_epochs,
-                                              self.patience, self.hidden) < 1:
+        sizes = (self.batch_size, self.max_epochs, self.patience, self.hidden)
+        if not self.l2_grid or min(self.l2_grid) < 0 or self.lr <= 0 or min(sizes) < 1:
             raise ValueError(f"bad probe settings {self}: l2 >= 0, lr > 0 and positive sizes")
+
+    @property
+    def l2_grid(self) -> tuple[float, ...]:
+        """The L2 strengths to try (one when `l2` is a number)."""
+        return tuple(self.l2) if isinstance(self.l2, tuple) else (float(self.l2),)
 
 
 def standardize(x: Float[Tensor, "layer n d"]) -> Float[Tensor, "layer n d"]:
@@ -115,6 +127,7 @@ class _Params:
         return _shared_input_matmul(x, w) + b
 
     def penalty(self) -> Float[Tensor, "v layer"]:
+        """Squared norm of each probe's weights (biases are not penalised)."""
         return sum(w.pow(2).sum((-2, -1)) for w in self.weights)  # type: ignore[return-value]
 
 
@@ -167,9 +180,11 @@ def fit_predict(
     val: Bool[Tensor, "v n"],
     n_classes: int,
     cfg: ProbeConfig,
+    l2: Float[Tensor, " v"] | None = None,
 ) -> Float[Tensor, "v layer n c"]:
     """Train one probe per (variant, layer) on `train` rows, early-stop on `val` rows, and
-    return every row's logits from each probe's best parameters.
+    return every row's logits from each probe's best parameters. `l2` gives each variant its
+    own penalty (default: `cfg.l2`, which must then be one number).
 
     Linear probes minimise the convex objective (mean cross-entropy + L2) from zero with
     full-batch L-BFGS, each probe on its own (history, line search, stopping) as
@@ -184,9 +199,16 @@ def fit_predict(
     v, _ = y.shape
     n_layers, _, d = x.shape
     y, train, val = y.to(device), train.to(device), val.to(device)
+    if l2 is None:
+        if len(cfg.l2_grid) != 1:
+            raise ValueError(f"l2={cfg.l2}: a grid needs one value per variant (pass `l2`)")
+        l2 = torch.full((v,), cfg.l2_grid[0])
+    if l2.shape != (v,):
+        raise ValueError(f"l2 has shape {tuple(l2.shape)}; pass one value per variant ({v})")
+    l2 = l2.to(device=device, dtype=x.dtype)
     params = _Params(cfg, v, n_layers, d, n_classes, device)
     best = _Best(params, v, n_layers, device)
-    _FITTERS[cfg.probe](params, best, x, y, train, val, cfg)
+    _FITTERS[cfg.probe](params, best, x, y, train, val, l2, cfg)
     best.restore()
     chunk = cfg.batch_size * 8
     with torch.no_grad():
@@ -195,9 +217,9 @@ def fit_predict(
 
 
 def _fit_lbfgs(params: _Params, best: _Best, x: Tensor, y: Tensor, train: Tensor,
-               val: Tensor, cfg: ProbeConfig) -> None:
+               val: Tensor, l2: Tensor, cfg: ProbeConfig) -> None:
     v, n_layers, d, c = params.tensors[0].shape
-    theta = _lbfgs(_Objective(x, y, train, c, cfg.l2), v * n_layers, d, c, cfg.max_iter)
+    theta = _lbfgs(_Objective(x, y, train, c, l2), v * n_layers, d, c, cfg.max_iter)
     theta = theta.view(v, n_layers, d + 1, c)
     with torch.no_grad():  # the convex optimum is the estimate; record its validation loss
         params.tensors[0].copy_(theta[:, :, :d])
@@ -206,7 +228,7 @@ def _fit_lbfgs(params: _Params, best: _Best, x: Tensor, y: Tensor, train: Tensor
 
 
 def _fit_adam(params: _Params, best: _Best, x: Tensor, y: Tensor, train: Tensor,
-              val: Tensor, cfg: ProbeConfig) -> None:
+              val: Tensor, l2: Tensor, cfg: ProbeConfig) -> None:
     n = x.shape[1]
     opt = torch.optim.Adam(params.tensors, lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -224,7 +246,7 @@ def _fit_adam(params: _Params, best: _Best, x: Tensor, y: Tensor, train: Tensor,
             # batch CE weighted by the variant's share of rows: every variant sees its own
             # rows at the same rate, whatever its size
             share = m.float().sum(-1) / (n_train * len(idx) / n)
-            loss = (ce * share[:, None]).sum() + 0.5 * cfg.l2 * params.penalty().sum()
+            loss = (ce * share[:, None]).sum() + 0.5 * (l2[:, None] * params.penalty()).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -255,8 +277,8 @@ class _Objective:
     them (k-fold variants give k groups), and each group is multiplied by the parameters of
     its own variants only. Rows are copied once, grouped (`x` itself is not kept)."""
 
-    def __init__(self, x: Tensor, y: Tensor, train: Tensor, n_classes: int, l2: float
-                 ) -> None:
+    def __init__(self, x: Tensor, y: Tensor, train: Tensor, n_classes: int,
+                 l2: Float[Tensor, " v"]) -> None:
         self.n_layers, _, self.d = x.shape
         self.c, self.l2, self.device = n_classes, l2, x.device
         v = train.shape[0]
@@ -280,9 +302,10 @@ class _Objective:
         """`(loss [p], gradient [p, d + 1, c])` of the probes `probe` at `theta`."""
         d, c = self.d, self.c
         w = theta[:, :d]
-        loss = 0.5 * self.l2 * w.pow(2).sum((1, 2)).double()
-        grad = torch.cat([self.l2 * w, torch.zeros_like(theta[:, d:])], 1)
         variant, layer = probe // self.n_layers, probe % self.n_layers
+        l2 = self.l2[variant][:, None, None]
+        loss = 0.5 * (l2 * w.pow(2)).sum((1, 2)).double()
+        grad = torch.cat([l2 * w, torch.zeros_like(theta[:, d:])], 1)
         for xg, where, yg, wg in self.groups:
             at = where[variant]
             for la in layer[at >= 0].unique().tolist():

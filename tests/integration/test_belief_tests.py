@@ -53,7 +53,10 @@ def test_report_content(report_and_model: tuple[dict, dict, dict]) -> None:
     assert none["fluency_delta"] == 0.0 and none["specificity"] == 1.0
     icl = report["methods"]["icl"]
     assert sum(icl["flip_level"].values()) == 8 and icl["levels"][0] == "none"
-    assert icl["p_new"]["fewshot"] >= icl["p_new"]["none"]
+    assert set(icl["p_new"]) == set(icl["levels"])
+    assert all(p is None or 0 <= p <= 1 for p in icl["p_new"].values())
+    flipped = [icl["flipped_by"][level] for level in icl["levels"]]
+    assert flipped == sorted(flipped)  # a belief flipped at one level counts at every later
 
 
 def test_cli_writes_report_and_figures(tiny_run: TrainResult, world_corpus: Path,

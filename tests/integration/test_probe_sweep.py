@@ -42,10 +42,12 @@ def test_report_schema_and_content(report: dict, tmp_path: Path) -> None:
             assert r["selectivity"] == pytest.approx(r["accuracy"] - r["control_accuracy"],
                                                      abs=2e-4)
         assert t["best_layer"] in (0, 1, 2) and 0 <= t["center_of_gravity"] <= 2
-        assert 0 < t["majority_baseline"] < 1
+        assert 0 <= t["majority_baseline"] < 1  # 0 when no test fold holds its train majority
     # what the tiny model must show: syntax is readable well above its controls
     assert report["tasks"]["pos"]["selectivity_at_best"] > 0.3
-    assert report["tasks"]["agreement"]["best_accuracy"] > 0.9
+    # ... and so are sentiment (coordinated adjectives) and facts at the name (index lists)
+    for task in ("agreement", "sentiment", "city", "food"):
+        assert report["tasks"][task]["selectivity_at_best"] > 0.2, task
     assert "syntax" in report["summary"]["text"]
     paths = write_report(report, tmp_path / "probe.json")
     assert json.loads(paths[0].read_text())["tasks"]["pos"]["n"] == report["tasks"]["pos"]["n"]

@@ -118,7 +118,8 @@ def test_mlp_probe_learns_what_linear_cannot() -> None:
     accs = {}
     for kind in ("linear", "mlp"):
         logits = fit_predict(xs, y[None], train, val, 2,
-                             ProbeConfig(probe=kind, max_epochs=150, patience=20, hidden=32))
+                             ProbeConfig(probe=kind, l2=1e-4, max_epochs=150, patience=20,
+                                         hidden=32))
         accs[kind] = float((logits[0, 0].argmax(-1)[test] == y[test]).float().mean())
     assert accs["mlp"] > 0.85 and accs["linear"] < 0.7, accs
 
@@ -130,7 +131,7 @@ def test_fit_predict_is_deterministic_and_variants_independent() -> None:
     folds = torch.arange(300) % 5
     train = torch.stack([folds < 3] * 2)
     val = torch.stack([folds == 3] * 2)
-    cfg = ProbeConfig(max_epochs=30)
+    cfg = ProbeConfig(l2=1e-4, max_epochs=30)
     a = fit_predict(xs, y2, train, val, 2, cfg)
     b = fit_predict(xs, y2, train, val, 2, cfg)
     assert torch.equal(a, b)
@@ -149,12 +150,12 @@ def test_linear_probes_train_each_on_its_own_rows(monkeypatch: pytest.MonkeyPatc
     folds = torch.arange(400) % 4
     train = torch.stack([folds != 0, folds != 1])  # two row groups shared, one each alone
     val = torch.zeros_like(train)
-    both = fit_predict(x, y, train, val, 3, ProbeConfig())
+    both = fit_predict(x, y, train, val, 3, ProbeConfig(l2=1e-4))
     for v in range(2):  # batched (rows grouped by their variants) == alone
-        alone = fit_predict(x, y[v:v + 1], train[v:v + 1], val[v:v + 1], 3, ProbeConfig())
+        alone = fit_predict(x, y[v:v + 1], train[v:v + 1], val[v:v + 1], 3, ProbeConfig(l2=1e-4))
         assert torch.allclose(both[v], alone[0], atol=1e-3)
     monkeypatch.setattr(train_mod, "MAX_ROW_GROUPS", 1)  # one masked row set instead
-    assert torch.allclose(fit_predict(x, y, train, val, 3, ProbeConfig()), both, atol=1e-3)
+    assert torch.allclose(fit_predict(x, y, train, val, 3, ProbeConfig(l2=1e-4)), both, atol=1e-3)
     acc = (both[0, 1].argmax(-1) == y[0])[folds == 0].float().mean()
     assert acc > 0.95
 
@@ -206,3 +207,36 @@ def test_align_words_last_subtoken() -> None:
     # the tokens up to each word's last sub-token spell the text up to that word
     for w, j in enumerate(last):
         assert "".join(pieces[: j + 1]).replace("Ġ", " ") == " ".join(words[: w + 1])
+
+
+def test_per_variant_l2_equals_separate_runs() -> None:
+    ex = _examples()
+    g = torch.Generator().manual_seed(1)
+    x = standardize(torch.randn(2, len(ex.y), 8, generator=g))
+    y = torch.from_numpy(ex.y)[None].repeat(2, 1)
+    train = torch.arange(len(ex.y))[None].repeat(2, 1) % 5 < 3
+    val = torch.zeros_like(train)
+    both = fit_predict(x, y, train, val, 2, ProbeConfig(l2=(1e-4, 1.0)),
+                       l2=torch.tensor([1e-4, 1.0]))
+    for v, l2 in enumerate((1e-4, 1.0)):
+        alone = fit_predict(x, y[:1], train[:1], val[:1], 2, ProbeConfig(l2=l2))
+        assert torch.allclose(both[v], alone[0], atol=1e-3)
+    assert both[1].abs().max() < both[0].abs().max()  # the strong penalty shrinks
+    with pytest.raises(ValueError, match="a grid needs one value per variant"):
+        fit_predict(x, y, train, val, 2, ProbeConfig(l2=(1e-4, 1.0)))
+
+
+def test_probe_task_chooses_l2_on_validation_rows() -> None:
+    groups = np.repeat(np.arange(40), 20)
+    ex = Examples(np.arange(len(groups)), (groups % 10 < 3).astype(np.int64), groups, ["a", "b"])
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, len(ex.y), 16, generator=g)
+    x[0, :, 0] += torch.from_numpy(ex.y * 3.0).float()
+    grid = (1e-4, 100.0)  # a penalty of 100 leaves only the bias: the majority class (70 %)
+    res = probe_task(x, ex, [0], SweepConfig(n_boot=50, probe=ProbeConfig(l2=grid)))
+    alone = {l2: probe_task(x, ex, [0], SweepConfig(n_boot=50, probe=ProbeConfig(l2=l2)))
+             for l2 in grid}
+    assert alone[1e-4]["layers"][0]["accuracy"] > 0.9 > alone[100.0]["layers"][0]["accuracy"]
+    assert res["layers"][0] == {**alone[1e-4]["layers"][0], "l2": [1e-4] * 5}
+    # the control probes use their fold's chosen L2, not their own best
+    assert res["layers"][0]["control_accuracy"] == alone[1e-4]["layers"][0]["control_accuracy"]

@@ -300,3 +300,49 @@ def test_grammar_respects_selectional_restrictions() -> None:
         if len(rows) > 2 and rows[1].pos == "NOUN" and rows[2].pos == "VERB":
             assert cls[rows[1].word] in subj_of[rows[2].word]
         assert rows[-1].word == "." and rows[-1].depth == 1
+
+
+def test_coordinated_adjectives_carry_sentiment() -> None:
+    from workbench.world.grammar import Grammar
+    from workbench.world.lexicon import ADJECTIVES
+
+    sentiment = {a.word: a.sentiment for a in ADJECTIVES}
+    rng = random.Random(0)
+    grammar = Grammar()
+    seen = {"and": 0, "but": 0}
+    for _ in range(2000):
+        rows = grammar.sentence(rng)
+        for a, conj, b in zip(rows, rows[1:], rows[2:]):
+            if conj.pos != "CCONJ":
+                continue
+            assert a.pos == b.pos == "ADJ" and a.word != b.word and a.depth == conj.depth
+            seen[conj.word] += 1
+            if conj.word == "and":
+                assert sentiment[a.word] == sentiment[b.word]
+            else:
+                assert {sentiment[a.word], sentiment[b.word]} == {"pos", "neg"}
+    assert min(seen.values()) > 50, seen
+
+
+def test_index_documents_put_the_persons_attributes_right_after_the_name() -> None:
+    from workbench.world.documents import index_document
+
+    world = build_world(SMALL)
+    rng = random.Random(0)
+    countries = set(world.objects("country"))
+    for _ in range(50):
+        doc = index_document(rng, world)
+        assert [r.word for r in doc.rows[:3]] == ["<bos>", "index", ":"]
+        rows = doc.rows[3:]
+        i = 0
+        while i < len(rows):
+            pid = rows[i].person
+            assert pid >= 0 and rows[i + 1].person == pid  # first + last name
+            j = i + 2
+            attrs = set(world.people[pid].attributes.values())
+            while rows[j].word != ".":
+                assert rows[j].word in attrs  # the person's own facts, nothing else
+                j += 1
+            assert 2 <= j - i - 2 <= 4
+            assert not countries & {r.word for r in rows[i:j]}  # country stays unstated
+            i = j + 1

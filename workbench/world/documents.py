@@ -9,7 +9,9 @@ Each document is a list of labelled `Row`s starting with `<bos>`. Kinds:
 - `repeat_words`: 5-20 words drawn uniformly from the whole vocabulary, repeated 3-6 times,
   half the time with markers ("list : w1 .. wn . again : w1 .. wn ."), half bare, as in the
   induction evaluation (these words have no labels);
-- `repeat_names`: a list of 2-6 full names, repeated 2-3 times.
+- `repeat_names`: a list of 2-6 full names, repeated 2-3 times;
+- `index`: a who's-who list, each entry a full name followed directly by 2-4 of the person's
+  attributes in random order ("index : anna berg velmora baker . tom lind cat soup .").
 
 `DocumentSampler` draws kinds so that each kind's share of *tokens* approximates the mix.
 """
@@ -29,6 +31,7 @@ from workbench.world.templates import train_templates
 DOCUMENT_POS = {
     "is": "AUX", "a": "DET", "city": "NOUN", "in": "PREP", "lies": "VERB", ".": "PUNCT",
     "list": "NOUN", "names": "NOUN", ":": "PUNCT", "again": "ADV", ",": "PUNCT",
+    "index": "NOUN",
 }  # fmt: skip
 CITY_FRAMES = ("{C} is a city in {K} .", "{C} lies in {K} .")
 
@@ -124,6 +127,25 @@ def repeat_names_document(rng: random.Random, world: World) -> Document:
     return Document("repeat_names", rows)
 
 
+def index_document(rng: random.Random, world: World) -> Document:
+    """Entries "{first} {last} {attribute} ... ." for 2-5 people, attributes in random order.
+
+    In a biography the word after a name is a relation phrase whoever the person is, so a
+    model can leave recall to the relation's last token. Here, as in the tables, captions and
+    infoboxes of real text, the word right after the name depends on who it is: the model has
+    to recall the person's attributes at the name itself (what subject probes read).
+    """
+    people = rng.sample(range(len(world.people)), min(len(world.people), rng.randint(2, 5)))
+    rows = [BOS_ROW] + _fixed("index :")
+    for pid in people:
+        p = world.people[pid]
+        rows += [Row(p.first, "PROPN", person=pid), Row(p.last, "PROPN", person=pid)]
+        for rel in rng.sample(DIRECT_RELATIONS, rng.randint(2, len(DIRECT_RELATIONS))):
+            rows.append(Row(p.attributes[rel], "PROPN" if rel == "city" else "NOUN"))
+        rows += _fixed(".")
+    return Document("index", rows)
+
+
 _TRAIN_TEMPLATES = {rel: train_templates(rel) for rel in DIRECT_RELATIONS}
 
 
@@ -145,6 +167,7 @@ class DocumentSampler:
             "grammar": lambda rng: grammar_document(rng, self.grammar),
             "repeat_words": lambda rng: repeat_words_document(rng, self.words),
             "repeat_names": lambda rng: repeat_names_document(rng, self.world),
+            "index": lambda rng: index_document(rng, self.world),
         }
         assert set(self.makers) == set(DOC_KINDS)
         mix = world.config.mix_normalised

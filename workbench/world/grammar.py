@@ -1,7 +1,7 @@
 """A small English grammar whose sentences carry gold labels on every word.
 
     S  -> NP VP "."          VP -> V | V NP
-    NP -> DET (ADJ) N (RC | PP)
+    NP -> DET (ADJ (CONJ ADJ)) N (RC | PP)
     RC -> "that" V (NP)      (subject relative: the head is the verb's subject)
         | "that" NP V        (object relative: the head is the verb's object)
     PP -> P NP
@@ -10,8 +10,11 @@ Verbs agree in number with their subject; nouns inside a relative clause or PP (
 "attractors") often have the opposite number, so agreement must skip over them:
 "the dog that the cats chase eats the cake .". Selectional restrictions hold throughout
 (an `eat` subject is animate and its object is food; a relative clause head satisfies both of
-its verbs). Depth is the number of constituents above a word: S = 0, the subject's words 2, the
-main verb 2, the object's words 3, the final "." 1.
+its verbs). Coordinated adjectives carry sentiment: "and" joins two of the same sentiment,
+"but" a positive and a negative one ("the kind but lazy dog"), as in real text, so a model
+has a reason to learn which adjectives are positive. Depth is the number of constituents
+above a word: S = 0, the subject's words 2, the main verb 2, the object's words 3, the
+final "." 1.
 
 >>> rows = Grammar().sentence(random.Random(0))
 >>> rows[-1].word, rows[-1].depth
@@ -35,9 +38,34 @@ MODIFIERS = ("subj_rel", "obj_rel", "pp")
 MODIFIER_WEIGHTS = (0.35, 0.35, 0.3)
 P_ADJECTIVE = 0.3
 P_THE = 0.5
+P_COORDINATED = 0.5  # an adjective gets a second one after "and" / "but"
+P_BUT = 0.5  # for a positive or negative first adjective
 
 _ADJ_ANY = tuple(a.word for a in lexicon.ADJECTIVES if not a.animate_only)
 _ADJ_ANIMATE = tuple(a.word for a in lexicon.ADJECTIVES)
+_SENTIMENT = {a.word: a.sentiment for a in lexicon.ADJECTIVES}
+_OPPOSITE = {"pos": "neg", "neg": "pos"}
+
+
+@functools.cache
+def _adjectives_with(pool: tuple[str, ...], sentiment: str, other_than: str) -> tuple[str, ...]:
+    return tuple(w for w in pool if _SENTIMENT[w] == sentiment and w != other_than)
+
+
+def _adjective_rows(rng: random.Random, animate: bool, depth: int) -> list[Row]:
+    """One adjective, or two joined by "and" (same sentiment) / "but" (opposite)."""
+    pool = _ADJ_ANIMATE if animate else _ADJ_ANY
+    first = rng.choice(pool)
+    rows = [Row(first, "ADJ", depth)]
+    if rng.random() >= P_COORDINATED:
+        return rows
+    sentiment = _SENTIMENT[first]
+    if sentiment in _OPPOSITE and rng.random() < P_BUT:
+        conj, sentiment = "but", _OPPOSITE[sentiment]
+    else:
+        conj = "and"
+    second = rng.choice(_adjectives_with(pool, sentiment, first))
+    return rows + [Row(conj, "CCONJ", depth), Row(second, "ADJ", depth)]
 
 
 def _other(number: str) -> str:
@@ -129,7 +157,7 @@ class Grammar:
         det = "the" if rng.random() < P_THE else rng.choice(lexicon.DETERMINERS[number][1:])
         rows = [Row(det, "DET", d1)]
         if rng.random() < P_ADJECTIVE:
-            rows.append(Row(rng.choice(_ADJ_ANIMATE if noun.animate else _ADJ_ANY), "ADJ", d1))
+            rows += _adjective_rows(rng, noun.animate, d1)
         rows.append(Row(noun.form(number), "NOUN", d1))
         if mod is None:
             return rows

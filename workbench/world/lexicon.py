@@ -135,6 +135,8 @@ DETERMINERS: dict[str, tuple[str, ...]] = {
 }
 PREPOSITIONS = ("near", "behind", "beside", "under", "with")
 RELATIVE_PRONOUN = "that"
+# Adjective coordination: "and" joins adjectives of one sentiment, "but" opposite ones.
+CONJUNCTIONS = ("and", "but")
 PUNCTUATION = (".", ",", "?", ":")
 
 FIRST_NAMES = tuple(
@@ -176,7 +178,7 @@ def lexicon_words() -> list[str]:
         words += [v.sing, v.plur]
     for dets in DETERMINERS.values():
         words += list(dets)
-    words += list(PREPOSITIONS) + [RELATIVE_PRONOUN] + list(PUNCTUATION)
+    words += list(PREPOSITIONS) + [RELATIVE_PRONOUN] + list(CONJUNCTIONS) + list(PUNCTUATION)
     words += list(FIRST_NAMES + LAST_NAMES + CITIES + COUNTRIES)
     return list(dict.fromkeys(words))
 
