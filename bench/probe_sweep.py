@@ -46,7 +46,7 @@ def main() -> int:
 
     from probe.rows import check_layers, fill_memory, plan_rows
     from probe.stats import assign_folds, control_labels
-    from probe.sweep import SweepConfig, select_examples
+    from probe.sweep import SweepConfig, cv_variants, select_examples
     from probe.tasks import TASKS
     from probe.train import L2_GRID, ProbeConfig, fit_predict, standardize
 
@@ -78,11 +78,8 @@ def main() -> int:
         labels.append(control_labels(ex.y, ex.groups, len(ex.classes), cfg.seed + 7))
         fold_of = list(range(k))
         grid = L2_GRID
-    ys = np.stack([lab for _ in grid for lab in labels for _ in fold_of])  # [variant, n]
-    test = np.stack([folds == f for _ in grid for _ in labels for f in fold_of])
-    val = np.stack([folds == (f + 1) % k for _ in grid for _ in labels for f in fold_of])
-    train = ~(test | val)
-    l2 = np.repeat(np.array(grid), len(labels) * len(fold_of))
+    ys_t, train_t, val_t, test_t, l2 = cv_variants(labels, folds, k, fold_of, grid)
+    ys, train, test = ys_t.numpy(), train_t.numpy(), test_t.numpy()  # [variant, n]
     pcfg = ProbeConfig(max_iter=args.max_iter, l2=grid)
     n_classes = len(ex.classes)
     kinds = [f"{n} {v:g}" for v in grid for n in ["task", "control"][:len(labels)]]
@@ -95,15 +92,13 @@ def main() -> int:
         return per / test.reshape(len(kinds), len(fold_of), -1).sum((1, 2))[:, None]
 
     def ours() -> np.ndarray:
-        logits = fit_predict(x, torch.from_numpy(ys), torch.from_numpy(train),
-                             torch.from_numpy(val), n_classes, pcfg,
-                             l2=torch.from_numpy(l2).float())
+        logits = fit_predict(x, ys_t, train_t, val_t, n_classes, pcfg, l2=l2)
         return pooled(logits.argmax(-1).numpy())
 
     def sklearn() -> np.ndarray:
         pred = np.zeros((len(ys), len(layers), len(ex.y)), dtype=np.int64)
         for v in range(len(ys)):
-            c = 1.0 / (l2[v] * train[v].sum())
+            c = 1.0 / (float(l2[v]) * train[v].sum())
             for la in range(len(layers)):
                 xl = x[la].numpy()
                 with warnings.catch_warnings():

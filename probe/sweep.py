@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,26 @@ def select_examples(task: Task, rows: ProbeRows, world: Any, cfg: SweepConfig
     return out, dropped
 
 
+def cv_variants(labels: list[np.ndarray], folds: np.ndarray, k: int,
+                test_folds: Sequence[int], grid: Sequence[float]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The probes a sweep trains, in (L2, labels, test fold) order: labels `[v, n]`, train,
+    validation and test row masks `[v, n]` (test fold f, validation fold f + 1 mod k, the
+    rest train) and each variant's L2 `[v]`.
+
+    >>> y, train, val, test, l2 = cv_variants([np.array([0, 1, 0])], np.array([0, 1, 2]), 3,
+    ...                                       [0], [0.1, 1.0])
+    >>> train.tolist(), l2.tolist()
+    ([[False, False, True], [False, False, True]], [0.10000000149011612, 1.0])
+    """
+    folds_t = torch.from_numpy(folds)
+    y = torch.stack([torch.from_numpy(lab) for _ in grid for lab in labels for _ in test_folds])
+    test = torch.stack([folds_t == f for _ in grid for _ in labels for f in test_folds])
+    val = torch.stack([folds_t == (f + 1) % k for _ in grid for _ in labels for f in test_folds])
+    l2 = torch.tensor(grid, dtype=torch.float32).repeat_interleave(len(labels) * len(test_folds))
+    return y, ~(test | val), val, test, l2
+
+
 def probe_task(x: torch.Tensor, ex: Examples, layers: list[int], cfg: SweepConfig
                ) -> dict[str, Any]:
     """Cross-validated task and control probes on activations `x` `[layer, n, d]`.
@@ -142,12 +163,7 @@ def probe_task(x: torch.Tensor, ex: Examples, layers: list[int], cfg: SweepConfi
     control = control_labels(ex.y, ex.groups, n_classes, cfg.seed + 7)
     fold_t = torch.from_numpy(folds)
     labels = [torch.from_numpy(ex.y), torch.from_numpy(control)]
-    # variants in (l2, labels, fold) order
-    y = torch.stack([lab for _ in grid for lab in labels for _ in range(k)])
-    test = torch.stack([fold_t == f for f in range(k)] * 2 * len(grid))
-    val = torch.stack([fold_t == (f + 1) % k for f in range(k)] * 2 * len(grid))
-    train = ~(test | val)
-    l2 = torch.tensor(grid, dtype=torch.float32).repeat_interleave(2 * k)
+    y, train, val, _, l2 = cv_variants([ex.y, control], folds, k, range(k), grid)
     logits = fit_predict(standardize(x), y, train, val, n_classes, cfg.probe, l2=l2)
     pred = logits.argmax(-1).cpu().view(len(grid), 2, k, len(layers), -1)
     # validation accuracy of each task probe: [grid, fold, layer]
