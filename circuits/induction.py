@@ -17,6 +17,7 @@ import torch
 
 from circuits.ablation import ablation_sweep
 from circuits.inputs import repeated_tokens_for
+from circuits.paths import k_path_patching
 from circuits.scores import (
     COMPOSITION,
     composition_scores,
@@ -65,7 +66,10 @@ def find_induction_heads(model: Any, cfg: InductionConfig = InductionConfig(),
     An *induction head* has induction score >= `min_score` and zero-ablation effect >=
     `min_ablation`; a *previous-token head* has previous-token score >= `min_prev_token`.
     For each induction head, `pairs` names the earlier head with the largest K-composition
-    into it and says whether that is a previous-token head.
+    into it, by weights (`composition["K"]`) and by direct-path patching of its keys
+    (`composition["K_path"]`: the drop of its induction score when that head's output is
+    replaced by its mean in the keys' input, `circuits.paths`), and says whether each is a
+    previous-token head.
     """
     rep = repeated_tokens_for(model, cfg.n_seqs, cfg.seq_len, seed=cfg.seed)
     scores = head_scores(model, rep)
@@ -87,16 +91,21 @@ def find_induction_heads(model: Any, cfg: InductionConfig = InductionConfig(),
             heads.append(rec)
     induction = [r["name"] for r in heads if r["is_induction"]]
     prev = [r["name"] for r in heads if r["is_prev_token"]]
+    targets = sorted({r["layer"] for r in heads if r["is_induction"] and r["layer"] > 0})
+    comp["K_path"] = k_path_patching(model, rep, target_layers=targets)
     pairs = []
     for r in heads:
         if not r["is_induction"] or r["layer"] == 0:
             continue
-        k = comp["K"][: r["layer"], :, r["layer"], r["head"]]  # [earlier layers, H]
-        best = int(k.argmax())
-        src = head_name(best // n_heads, best % n_heads)
-        pairs.append({"induction_head": r["name"], "k_composition_source": src,
-                      "k_composition": float(k.max()), "source_is_prev_token": src in prev,
-                      "k_composition_mean_earlier": float(k.mean())})
+        pair: dict[str, Any] = {"induction_head": r["name"], "induction": r["induction"]}
+        for key, mode in (("k_composition", "K"), ("k_path", "K_path")):
+            k = comp[mode][: r["layer"], :, r["layer"], r["head"]]  # [earlier layers, H]
+            best = int(k.argmax())
+            src = head_name(best // n_heads, best % n_heads)
+            pair.update({f"{key}_source": src, key: float(k.max()),
+                         f"{key}_source_is_prev_token": src in prev,
+                         f"{key}_mean_earlier": float(k.mean())})
+        pairs.append(pair)
     return {
         "schema": SCHEMA,
         "model": model_ref,
@@ -132,11 +141,16 @@ def summary(report: dict[str, Any]) -> str:
              f"previous-token heads: {', '.join(report['previous_token_heads']) or 'none'}",
              f"loss on the first copy {report['loss']['first_copy']:.3f}, on the second "
              f"{report['loss']['second_copy']:.3f} nats"]
+    yes = {True: "yes", False: "no"}
     for p in report["pairs"]:
-        lines.append(f"{p['induction_head']}: strongest K-composition from "
+        lines.append(f"{p['induction_head']}: strongest K-composition by weights from "
                      f"{p['k_composition_source']} ({p['k_composition']:.3f}, mean over earlier "
                      f"heads {p['k_composition_mean_earlier']:.3f}; previous-token head: "
-                     f"{'yes' if p['source_is_prev_token'] else 'no'})")
+                     f"{yes[p['k_composition_source_is_prev_token']]}); by path patching "
+                     f"its keys from {p['k_path_source']} (induction score "
+                     f"{p['induction']:.3f} drops by {p['k_path']:.3f}, mean over earlier heads "
+                     f"{p['k_path_mean_earlier']:.3f}; previous-token head: "
+                     f"{yes[p['k_path_source_is_prev_token']]})")
     pc = report.get("dynamics", {}).get("phase_change")
     if pc:
         line = (f"phase change: best induction score rises most between steps "

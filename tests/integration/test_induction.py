@@ -11,6 +11,7 @@ import torch
 from transformer_lens.head_detector import detect_head
 
 from circuits.inputs import repeated_tokens_for
+from circuits.paths import k_path_patching, keys_from_residual
 from circuits.scores import head_scores
 from circuits.testing import InductionHeadsMissing, assert_induction_heads
 from workbench.cli import main
@@ -56,6 +57,22 @@ def test_scores_equal_detect_head_on_the_same_strings(tiny_model) -> None:  # no
         torch.testing.assert_close(ours[kind], tl.float(), atol=1e-4, rtol=0)
 
 
+def test_path_patching_rebuilds_the_keys_of_our_models_and_of_gpt2(
+        tiny_model, hf_gpt2_dir: Path) -> None:  # noqa: ANN001
+    """Direct-path patching recomputes a layer's keys from the residual stream; with nothing
+    patched that must give the forward pass's own keys, for our bridge and for GPT-2's."""
+    for model in (tiny_model, load(hf_gpt2_dir)):
+        rep = repeated_tokens_for(model, n_seqs=3, seed=0)
+        layer = model.cfg.n_layers - 1
+        names = [f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.attn.hook_k"]
+        _, cache = model.run_with_cache(rep.tokens, names_filter=names)
+        with torch.no_grad():
+            keys = keys_from_residual(model, layer, cache[names[0]])
+        torch.testing.assert_close(keys, cache[names[1]], atol=1e-5, rtol=1e-5)
+        drop = k_path_patching(model, rep, target_layers=[layer])
+        assert drop[:layer, :, layer].abs().sum() > 0 and drop[:, :, :layer].abs().sum() == 0
+
+
 def test_cli_writes_the_report_and_the_phase_change(tiny_run: TrainResult, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "induction.json"
@@ -69,6 +86,13 @@ def test_cli_writes_the_report_and_the_phase_change(tiny_run: TrainResult, tmp_p
                 "copying", "ablation_nats", "mean_ablation_nats"):
         assert key in head
     assert report["induction_heads"] and all(h.startswith("L1") for h in report["induction_heads"])
+    # the head whose output matters most in the induction head's keys is the earlier head
+    # that attends most to the previous token (the weight score does not find it on `tiny`)
+    pair = report["pairs"][0]
+    layer0 = [h for h in report["heads"] if h["layer"] == 0]
+    assert pair["k_path_source"] == max(layer0, key=lambda h: h["prev_token"])["name"], pair
+    assert pair["k_path"] > 2 * pair["k_path_mean_earlier"]
+    assert torch.tensor(report["composition"]["K_path"]).shape == (2, 4, 2, 4)
     records = report["dynamics"]["checkpoints"]
     assert records[0]["step"] == 0 and len(records) >= 5
     pc = report["dynamics"]["phase_change"]

@@ -16,6 +16,7 @@ from circuits.attention import (
 )
 from circuits.dynamics import phase_change
 from circuits.inputs import make_repeated_tokens
+from circuits.paths import k_path_patching
 from circuits.scores import (
     DETECTORS,
     composition_scores,
@@ -145,6 +146,72 @@ def test_zero_ablation_equals_zeroing_the_heads_output_weights(model, rep) -> No
     assert mean_effects.shape == (CFG.n_layers, CFG.n_heads)
     with pytest.raises(ValueError, match="ablation method='half'"):
         head_ablation_effects(model, rep, "half")
+
+
+def test_k_path_patching_equals_two_hooked_runs(model, rep, monkeypatch) -> None:  # noqa: ANN001
+    """`all` paths: keys from a run with the source mean-ablated, patched into a clean run."""
+    drop = k_path_patching(model, rep, paths="all")
+    src, tgt = (0, 1), 2
+    z_name, k_name = f"blocks.{src[0]}.attn.hook_z", f"blocks.{tgt}.attn.hook_k"
+    _, cache = model.run_with_cache(rep.tokens, names_filter=[z_name])
+    mean = cache[z_name][:, :, src[1]].mean((0, 1))
+
+    def ablate(z, hook):  # noqa: ANN001, ANN202
+        z = z.clone()
+        z[:, :, src[1]] = mean
+        return z
+
+    kept = {}
+
+    def keep(t, hook):  # noqa: ANN001, ANN202
+        kept["t"] = t.clone()
+
+    model.run_with_hooks(rep.tokens, fwd_hooks=[(z_name, ablate), (k_name, keep)])
+    patched_k = kept.pop("t")
+    p_name = f"blocks.{tgt}.attn.hook_pattern"
+    pats = {}
+    for name, hooks in (("clean", []), ("patched", [(k_name, lambda k, hook: patched_k)])):
+        model.run_with_hooks(rep.tokens, fwd_hooks=[*hooks, (p_name, keep)])
+        pats[name] = kept.pop("t")
+    mask = induction_mask(rep.tokens).float()
+    has = mask.sum(-1) > 0
+    w = has.float()[:, None, :]
+    score = {n: (torch.einsum("bhqk,bqk->bhq", p, mask) * w).sum((0, 2)) / w.sum((0, 2))
+             for n, p in pats.items()}
+    torch.testing.assert_close(drop[src[0], src[1], tgt], score["clean"] - score["patched"],
+                               atol=1e-5, rtol=0)
+    assert drop[:, :, 0].abs().sum() == 0 and drop[2].abs().sum() == 0  # only earlier sources
+    assert drop[0, :, 1:].abs().sum() > 0
+    import circuits.paths as paths  # chunks of source heads give the same numbers
+    monkeypatch.setattr(paths, "MAX_BATCH", len(rep.tokens) * 3)
+    chunked = k_path_patching(model, rep, target_layers=[2], paths="all")
+    torch.testing.assert_close(chunked[:, :, 2], drop[:, :, 2], atol=1e-6, rtol=0)
+    assert chunked[:, :, 1].abs().sum() == 0
+
+
+def test_direct_k_paths_are_all_paths_where_nothing_lies_between(rep, monkeypatch) -> None:  # noqa: ANN001
+    """In an attention-only model a head in the layer just before the target reaches the
+    target's keys only directly, so `direct` equals `all` there (an independent check of the
+    direct path's layer norm and W_K); from two layers back the paths through the middle
+    layer's heads make them differ."""
+    torch.manual_seed(1)
+    m = build_bridge(CFG.replace(attn_only=True))
+    with torch.no_grad():
+        for block in m.blocks:
+            for p in (block.attn.q, block.attn.k):
+                for w in p.parameters():
+                    w.mul_(4.0)
+    direct = k_path_patching(m, rep)
+    import circuits.paths as paths
+    monkeypatch.setattr(paths, "MAX_BATCH", len(rep.tokens) * 3)  # chunks as well
+    every = k_path_patching(m, rep, paths="all")
+    for t in (1, 2):
+        torch.testing.assert_close(direct[t - 1, :, t], every[t - 1, :, t], atol=2e-5, rtol=0)
+    assert (direct[0, :, 2] - every[0, :, 2]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match=r"target layer\(s\) \[3\] out of range"):
+        k_path_patching(m, rep, target_layers=[3])
+    with pytest.raises(ValueError, match="paths='some'"):
+        k_path_patching(m, rep, paths="some")
 
 
 def test_head_scores_reject_bad_arguments(model, rep) -> None:  # noqa: ANN001

@@ -1,0 +1,176 @@
+"""K-composition measured causally: path patching from each earlier head into a head's keys.
+
+The weight-based composition score (`circuits.scores.composition_scores`) asks how much of
+head A's output space a later head B's `W_QK` reads. In a model with MLPs and several
+layers that is a weak signal: it ignores what A actually writes on real inputs, and the
+layer norm and the other heads between them. Path patching asks the causal question
+(Wang et al. 2022; Olsson et al. 2022 ablate the key path the same way): replace A's output
+by its mean (over the clean batch and positions) *only where B's keys read it*, keep B's
+queries, values and everything else clean, and measure how much B's induction score drops.
+
+Two sets of paths (`paths`):
+
+- `direct` (default; the circuit meaning of K-composition): B's key input is the clean
+  residual stream minus A's output plus A's mean output, then B's layer norm and `W_K`;
+- `all`: a run with A mean-ablated everywhere supplies B's keys, so A's effect also counts
+  when it reaches B's keys through the heads and MLPs in between (a layer-0 head that the
+  previous-token heads read scores high here, not under `direct`).
+
+Heads of B's layer do not interact, so one patched run per (source head, target layer)
+scores every head of that layer.
+
+>>> from circuits.inputs import make_repeated_tokens
+>>> from workbench.config import get_preset
+>>> from workbench.models import build_bridge
+>>> model = build_bridge(get_preset("attn2").replace(d_vocab=30, n_ctx=24))
+>>> rep = make_repeated_tokens(30, n_seqs=2, seq_len=20, seed=0, bos_id=0)
+>>> drop = k_path_patching(model, rep)   # [source layer, head, target layer, head]
+>>> tuple(drop.shape), float(drop[1].abs().sum())   # layer 1 feeds no later layer
+((2, 8, 2, 8), 0.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from circuits.inputs import RepeatedTokens
+from circuits.scores import DETECTORS
+
+PATHS = ("direct", "all")
+MAX_BATCH = 512  # sequences per patched forward pass (source heads x sequences)
+
+z_name = "blocks.{}.attn.hook_z".format
+k_name = "blocks.{}.attn.hook_k".format
+p_name = "blocks.{}.attn.hook_pattern".format
+resid_name = "blocks.{}.hook_resid_pre".format
+Source = tuple[int, int]
+
+
+def _score(pattern: Tensor, mask: Tensor, has_target: Tensor, copies: int
+           ) -> Float[Tensor, "copy head"]:
+    """Attention mass on the detector's targets (`targets` normalisation of `head_scores`),
+    averaged over the queries with a target and the sequences of each copy of the batch."""
+    b = mask.shape[0]
+    p = pattern.detach().float().view(copies, b, *pattern.shape[1:])  # [C, B, H, Q, K]
+    mass = torch.einsum("cbhqk,bqk->cbhq", p, mask)
+    w = has_target.float()[None, :, None, :]  # [1, B, 1, Q]
+    return (mass * w).sum((1, 3)) / w.sum((1, 3)).clamp(min=1)
+
+
+def keys_from_residual(model: Any, layer: int, resid: Float[Tensor, "batch pos d_model"]
+                       ) -> Float[Tensor, "batch pos head d_head"]:
+    """The keys `layer` computes from the residual stream `resid` (its `hook_resid_pre`):
+    its first layer norm, then `W_K` and `b_K` (what `hook_k` holds in a forward pass)."""
+    ln = model.blocks[layer].ln1(resid)
+    return (torch.einsum("btd,hde->bthe", ln, model.W_K[layer].to(ln.dtype))
+            + model.b_K[layer].to(ln.dtype))
+
+
+def _direct_keys(model: Any, cache: Any, means: dict[int, Tensor], target: int,
+                 chunk: list[Source]) -> Tensor:
+    """Keys of the target layer when each chunk head's output is swapped for its mean in the
+    target's key input only: `[len(chunk) * batch, pos, head, d_head]`."""
+    w_o = model.W_O.detach()
+    resid = cache[resid_name(target)]
+    x = torch.cat([resid + ((means[la][h] - cache[z_name(la)][:, :, h]) @ w_o[la, h])
+                   for la, h in chunk])
+    return keys_from_residual(model, target, x)
+
+
+def _all_path_keys(model: Any, cache: Any, means: dict[int, Tensor], target: int,
+                   chunk: list[Source]) -> Tensor:
+    """Keys of the target layer from a run with each chunk head mean-ablated everywhere."""
+    b = cache[z_name(0)].shape[0]
+    kept: dict[str, Tensor] = {}
+
+    def ablate(z: Tensor, hook: Any) -> Tensor:
+        layer = int(hook.name.split(".")[1])
+        z = z.clone()
+        for i, (la, h) in enumerate(chunk):
+            if la == layer:
+                z[i * b:(i + 1) * b, :, h] = means[la][h].to(z.dtype)
+        return z
+
+    def keep(k: Tensor, hook: Any) -> None:
+        kept["k"] = k.clone()
+
+    layers = sorted({la for la, _ in chunk})
+    model.run_with_hooks(cache["tokens"].repeat(len(chunk), 1), return_type=None,
+                         fwd_hooks=[(z_name(la), ablate) for la in layers]
+                         + [(k_name(target), keep)])
+    return kept["k"]
+
+
+PATCHED_KEYS: dict[str, Callable[[Any, Any, dict[int, Tensor], int, list[Source]], Tensor]] = {
+    "direct": _direct_keys, "all": _all_path_keys}
+
+
+@torch.no_grad()
+def k_path_patching(
+    model: Any,
+    rep: RepeatedTokens,
+    target_layers: Sequence[int] | None = None,
+    kind: str = "induction",
+    paths: str = "direct",
+) -> Float[Tensor, "layer head layer head"]:
+    """How much each earlier head's output, reaching a head only through its keys, raises
+    that head's `kind` score: `drop[a_layer, a_head, b_layer, b_head]` is B's clean score
+    minus its score when A's output is replaced by its mean on the `paths` into B's keys
+    (see the module doc). Zero where A is not in an earlier layer, and for target layers
+    not in `target_layers` (default: every layer >= 1)."""
+    if kind not in DETECTORS:
+        raise ValueError(f"kind={kind!r}; choose one of {sorted(DETECTORS)}")
+    if paths not in PATHS:
+        raise ValueError(f"paths={paths!r}; choose one of {PATHS}")
+    cfg = model.cfg
+    n_layers, n_heads = cfg.n_layers, cfg.n_heads
+    targets = sorted(set(range(1, n_layers) if target_layers is None else target_layers))
+    bad = [t for t in targets if not 0 <= t < n_layers]
+    if bad:
+        raise ValueError(f"target layer(s) {bad} out of range; the model has layers "
+                         f"0..{n_layers - 1}")
+    drop = torch.zeros(n_layers, n_heads, n_layers, n_heads)
+    targets = [t for t in targets if t >= 1]
+    if not targets:
+        return drop
+    device = next(model.parameters()).device
+    tokens = rep.tokens.to(device)
+    b = tokens.shape[0]
+    mask = DETECTORS[kind](rep.tokens, rep).float().to(device)
+    has_target = mask.sum(-1) > 0
+    names = {z_name(la) for la in range(max(targets))} | {resid_name(t) for t in targets}
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    cache = {n: cache[n] for n in names} | {"tokens": tokens}
+    means = {la: cache[z_name(la)].mean((0, 1)) for la in range(max(targets))}  # [H, d_head]
+    clean: dict[int, Tensor] = {}
+
+    def keep_score(pattern: Tensor, hook: Any) -> None:
+        clean[int(hook.name.split(".")[1])] = _score(pattern, mask, has_target, 1)[0].cpu()
+
+    model.run_with_hooks(tokens, return_type=None,
+                         fwd_hooks=[(p_name(t), keep_score) for t in targets])
+    per_pass = max(1, MAX_BATCH // b)
+    for t in targets:
+        sources = [(la, h) for la in range(t) for h in range(n_heads)]
+        for lo in range(0, len(sources), per_pass):
+            chunk = sources[lo:lo + per_pass]
+            keys = PATCHED_KEYS[paths](model, cache, means, t, chunk)
+            scored: list[Tensor] = []
+
+            def patch(k: Tensor, hook: Any, keys: Tensor = keys) -> Tensor:
+                return keys.to(k.dtype)
+
+            def score(pattern: Tensor, hook: Any, n: int = len(chunk),
+                      scored: list[Tensor] = scored) -> None:
+                scored.append(_score(pattern, mask, has_target, n).cpu())
+
+            model.run_with_hooks(tokens.repeat(len(chunk), 1), return_type=None,
+                                 fwd_hooks=[(k_name(t), patch), (p_name(t), score)])
+            for (la, h), s in zip(chunk, scored[0]):
+                drop[la, h, t] = clean[t] - s
+    return drop
