@@ -90,7 +90,11 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "tiny": TrainConfig(steps=2000, batch_size=32, lr=3e-3, warmup_steps=50, eval_interval=500,
                         ckpt_interval=500, eval_windows=16),
     "attn2": TrainConfig(steps=4000, batch_size=32, lr=2e-3, warmup_steps=100),
-    "default": TrainConfig(steps=2000, batch_size=32, lr=2e-3, warmup_steps=100),
+    # 4000 steps (2 epochs of the default world): by 2000 the induction heads have formed,
+    # but the previous-token signal they read is still spread over several heads (none
+    # scores 0.4); by 4000 one head carries it (L2H0, 0.52) and the fact probes' selectivity
+    # has risen from 0.10-0.36 to 0.15-0.44
+    "default": TrainConfig(steps=4000, batch_size=32, lr=2e-3, warmup_steps=100),
     "small": TrainConfig(steps=5000, batch_size=64, lr=6e-4, warmup_steps=200, ckpt_interval=1000),
 }
 

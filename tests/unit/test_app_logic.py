@@ -237,6 +237,9 @@ def test_figures() -> None:
     fig = composition_figure({"composition": {"K": comp}}, "K")
     z = np.asarray(fig.data[0].z, dtype=float)
     assert np.isnan(z[:2, :2]).all() and not np.isnan(z[:2, 2:]).any()
+    fig = composition_figure({"composition": {"K": comp, "K_path": comp}}, "K_path")
+    assert "path patching" in fig.layout.title.text and "induction-score drop" in \
+        fig.data[0].hovertemplate
     layers = [{"layer": i, "accuracy": 0.5 + 0.1 * i, "control_accuracy": 0.4,
                "selectivity": 0.1 * i, "ci": [0.4, 0.9], "selectivity_ci": [0.0, 0.3]}
               for i in range(3)]
