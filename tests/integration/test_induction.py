@@ -35,6 +35,16 @@ def test_the_plugin_fixture_checks_a_model(induction_heads, tiny_model) -> None:
     assert induction_heads(tiny_model) == assert_induction_heads(tiny_model)
 
 
+def test_the_circuit_check_names_the_head_the_keys_read_from(tiny_model) -> None:  # noqa: ANN001
+    """`tiny`'s best previous-token head (L0H3, about 0.32) is where its induction head's keys
+    read from: the circuit check passes with a 0.3 bar and fails, naming it, with 0.4."""
+    heads = assert_induction_heads(tiny_model, circuit=True, min_prev_token=0.3)
+    assert heads == assert_induction_heads(tiny_model)
+    with pytest.raises(InductionHeadsMissing, match=r"keys read most from L0H\d") as info:
+        assert_induction_heads(tiny_model, circuit=True, min_prev_token=0.4)
+    assert "previous-token score is 0.3" in str(info.value)
+
+
 def test_a_model_without_induction_heads_fails_with_a_table(tiny_run: TrainResult) -> None:
     untrained = load(tiny_run.run_dir, step=0)
     with pytest.raises(InductionHeadsMissing, match=r"found 0 \(none\)") as info:
