@@ -143,14 +143,17 @@ def summary(report: dict[str, Any]) -> str:
              f"{report['loss']['second_copy']:.3f} nats"]
     yes = {True: "yes", False: "no"}
     for p in report["pairs"]:
-        lines.append(f"{p['induction_head']}: strongest K-composition by weights from "
-                     f"{p['k_composition_source']} ({p['k_composition']:.3f}, mean over earlier "
-                     f"heads {p['k_composition_mean_earlier']:.3f}; previous-token head: "
-                     f"{yes[p['k_composition_source_is_prev_token']]}); by path patching "
-                     f"its keys from {p['k_path_source']} (induction score "
-                     f"{p['induction']:.3f} drops by {p['k_path']:.3f}, mean over earlier heads "
-                     f"{p['k_path_mean_earlier']:.3f}; previous-token head: "
+        weights = p.get("k_composition_source_is_prev_token", p.get("source_is_prev_token"))
+        line = (f"{p['induction_head']}: strongest K-composition by weights from "
+                f"{p['k_composition_source']} ({p['k_composition']:.3f}, mean over earlier "
+                f"heads {p['k_composition_mean_earlier']:.3f}; previous-token head: "
+                f"{yes[bool(weights)]})")
+        if "k_path" in p:  # reports written before path patching have only the weights
+            line += (f"; by path patching its keys from {p['k_path_source']} (induction "
+                     f"score {p['induction']:.3f} drops by {p['k_path']:.3f}, mean over "
+                     f"earlier heads {p['k_path_mean_earlier']:.3f}; previous-token head: "
                      f"{yes[p['k_path_source_is_prev_token']]})")
+        lines.append(line)
     pc = report.get("dynamics", {}).get("phase_change")
     if pc:
         line = (f"phase change: best induction score rises most between steps "

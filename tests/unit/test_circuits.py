@@ -280,3 +280,22 @@ def test_checkpoint_steps_are_read_from_directory_names() -> None:
     assert _step_of(Path("runs/x/checkpoints/step_000512")) == 512
     assert _step_of(Path("pythia-70m/step1000")) == 1000
     assert _step_of(Path("gpt2-final")) == -1 and _step_of(Path("tiny-gpt2")) == -1
+
+
+def test_summary_reads_reports_written_before_path_patching() -> None:
+    from circuits.induction import summary
+
+    old = {"induction_head": "L1H0", "k_composition_source": "L0H1", "k_composition": 0.2,
+           "source_is_prev_token": True, "k_composition_mean_earlier": 0.1}
+    new = {**{k: v for k, v in old.items() if k != "source_is_prev_token"},
+           "k_composition_source_is_prev_token": False, "induction": 0.7, "k_path": 0.3,
+           "k_path_source": "L0H2", "k_path_mean_earlier": 0.05,
+           "k_path_source_is_prev_token": True}
+    base = {"induction_heads": ["L1H0"], "previous_token_heads": ["L0H1"],
+            "loss": {"first_copy": 9.0, "second_copy": 1.0}}
+    text = summary({**base, "pairs": [old]})
+    assert "by weights from L0H1 (0.200" in text and "previous-token head: yes" in text
+    assert "path patching" not in text
+    text = summary({**base, "pairs": [new]})
+    assert "previous-token head: no); by path patching its keys from L0H2" in text
+    assert "drops by 0.300" in text and text.endswith("previous-token head: yes)")
