@@ -4,6 +4,12 @@ Only the MLP output matrix of one layer changes, and every entry of the change s
 `[-eps, eps]` (projected after each Adam step), trained on the negative log-likelihood of the
 new object after the edit prompt in the same sampled contexts ROME uses. The result is a
 `WeightEdit`, applied the same way as a ROME edit.
+
+A fixed box is either too tight for a model that holds its facts firmly (the edit does not
+happen, and the baseline says nothing about specificity) or looser than needed for one that
+does not. So `eps` is a grid, tried from the smallest: the edit uses the first box in which
+the new object's loss falls below `success_nll` (ln 2: more than half of the probability),
+and the largest box when none does. `info["eps"]` records the box used.
 """
 
 from __future__ import annotations
@@ -27,11 +33,14 @@ from circuits.editing import (
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Steps, learning rate and the L-infinity bound `eps` on each weight change."""
+    """Steps and learning rate (per box), the L-infinity bounds `eps` on each weight change
+    (one number, or a grid tried from the smallest until the loss of the new object falls
+    below `success_nll`), and the loss at which a box's training stops early (`stop_nll`)."""
 
     steps: int = 25
     lr: float = 5e-3
-    eps: float = 2e-3
+    eps: float | tuple[float, ...] = (2e-3, 5e-3, 1.25e-2)
+    success_nll: float = 0.693
     n_prefixes: int = 5
     prefix_len: int = 5
     stop_nll: float = 0.05
@@ -41,15 +50,23 @@ class FinetuneConfig:
         if self.steps < 1 or self.prefix_len < 1:
             raise ValueError(f"FinetuneConfig steps={self.steps}, prefix_len={self.prefix_len};"
                              " pass >= 1")
-        if self.lr <= 0 or self.eps <= 0 or self.n_prefixes < 0:
+        if (self.lr <= 0 or not self.eps_grid or min(self.eps_grid) <= 0
+                or self.n_prefixes < 0):
             raise ValueError(f"FinetuneConfig lr={self.lr}, eps={self.eps}, n_prefixes="
                              f"{self.n_prefixes}; pass lr > 0, eps > 0, n_prefixes >= 0")
+
+    @property
+    def eps_grid(self) -> tuple[float, ...]:
+        """The boxes to try, smallest first."""
+        return tuple(sorted(self.eps)) if isinstance(self.eps, (tuple, list)) else (
+            float(self.eps),)
 
 
 def finetune_edit(model: Any, prompts: list[str], subject: str, target_ids: list[int],
                   layer: int, cfg: FinetuneConfig | None = None) -> WeightEdit:
     """A bounded change of layer `layer`'s MLP output matrix that makes `model` continue
-    `prompts` with `target_ids`. The model is not changed; apply the returned edit."""
+    `prompts` with `target_ids`, in the smallest box of `cfg.eps_grid` that succeeds. The
+    model is not changed; apply the returned edit."""
     cfg = cfg or FinetuneConfig()
     check_layer(model, layer)
     if not target_ids:
@@ -58,7 +75,6 @@ def finetune_edit(model: Any, prompts: list[str], subject: str, target_ids: list
     prefixes = context_prefixes(model, cfg.n_prefixes, cfg.prefix_len, cfg.seed)
     batch = rewrite_batch(model, prompts, subject, target_ids, prefixes)
     change = torch.zeros(model.cfg.d_mlp, model.cfg.d_model, device=device, requires_grad=True)
-    opt = torch.optim.Adam([change], lr=cfg.lr)
     keys: dict[str, Tensor] = {}
 
     def grab(act: Tensor, hook: Any) -> Tensor:
@@ -69,20 +85,29 @@ def finetune_edit(model: Any, prompts: list[str], subject: str, target_ids: list
         return out + keys["k"].float() @ change
 
     hooks = [(key_hook(layer), grab), (f"blocks.{layer}.hook_mlp_out", add)]
-    nll = torch.tensor(float("nan"))
-    steps = 0
-    with frozen(model):
-        for step in range(1, cfg.steps + 1):
-            steps = step
-            opt.zero_grad()
-            nll = target_nll(model.run_with_hooks(batch.tokens.to(device), fwd_hooks=hooks),
-                             batch)
-            if nll.item() < cfg.stop_nll:
-                break
-            nll.backward()
-            opt.step()
-            with torch.no_grad():
-                change.clamp_(-cfg.eps, cfg.eps)
-    info = {"steps": steps, "final_nll": nll.item(), "subject": subject,
+    tried: list[dict[str, float]] = []
+    for eps in cfg.eps_grid:
+        with torch.no_grad():
+            change.zero_()
+        opt = torch.optim.Adam([change], lr=cfg.lr)
+        nll = torch.tensor(float("nan"))
+        steps = 0
+        with frozen(model):
+            for step in range(1, cfg.steps + 1):
+                steps = step
+                opt.zero_grad()
+                nll = target_nll(model.run_with_hooks(batch.tokens.to(device),
+                                                      fwd_hooks=hooks), batch)
+                if nll.item() < cfg.stop_nll:
+                    break
+                nll.backward()
+                opt.step()
+                with torch.no_grad():
+                    change.clamp_(-eps, eps)
+        tried.append({"eps": eps, "steps": steps, "final_nll": nll.item()})
+        if nll.item() < cfg.success_nll:
+            break
+    info = {"eps": tried[-1]["eps"], "steps": tried[-1]["steps"],
+            "final_nll": tried[-1]["final_nll"], "tried": tried, "subject": subject,
             "prompts": list(prompts), "max_abs": float(change.detach().abs().max())}
     return WeightEdit(layer, change.detach().float().cpu(), "ft", info)

@@ -196,6 +196,23 @@ def test_rome_and_ft_edits_on_a_random_model(model, base: FactBase) -> None:  # 
         finetune_edit(model, [b.prompts[0]], b.subject, target, 9)
 
 
+def test_fine_tuning_uses_the_smallest_box_that_makes_the_edit(model, base: FactBase) -> None:  # noqa: ANN001
+    b = base.beliefs(["city"], n=1)[0]
+    target = [single_token_id(model, base.new_object(b))]
+    small = dict(steps=10, n_prefixes=2, prefix_len=3)
+    args = (model, [b.prompts[0]], b.subject, target, 0)
+    tight = finetune_edit(*args, FinetuneConfig(**small, eps=(0.05, 1e-6)))  # sorted: 1e-6 first
+    assert [t["eps"] for t in tight.info["tried"]] == [1e-6, 0.05]  # 1e-6 cannot do it
+    assert tight.info["eps"] == 0.05  # the last box, whether or not it succeeded
+    assert tight.delta.abs().max() <= 0.05 + 1e-7
+    easy = finetune_edit(*args, FinetuneConfig(**small, eps=(1e-6, 0.05), success_nll=100.0))
+    assert easy.info["eps"] == 1e-6 and len(easy.info["tried"]) == 1
+    alone = finetune_edit(*args, FinetuneConfig(**small, eps=0.05))  # one box: the same edit
+    assert torch.equal(alone.delta, tight.delta)
+    with pytest.raises(ValueError, match=r"eps=\(\)"):
+        FinetuneConfig(eps=())
+
+
 def test_subject_and_prompt_errors(model) -> None:  # noqa: ANN001
     batch = rewrite_batch(model, ["anna berg lives in"], "anna berg", [5], [])
     assert batch.subject_pos.tolist() == [2]  # <bos> anna berg
