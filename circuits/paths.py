@@ -39,7 +39,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.inputs import RepeatedTokens
-from circuits.scores import DETECTORS
+from circuits.scores import DETECTORS, target_mass
 
 PATHS = ("direct", "all")
 MAX_BATCH = 512  # sequences per patched forward pass (source heads x sequences)
@@ -53,13 +53,9 @@ Source = tuple[int, int]
 
 def _score(pattern: Tensor, mask: Tensor, has_target: Tensor, copies: int
            ) -> Float[Tensor, "copy head"]:
-    """Attention mass on the detector's targets (`targets` normalisation of `head_scores`),
-    averaged over the queries with a target and the sequences of each copy of the batch."""
-    b = mask.shape[0]
-    p = pattern.detach().float().view(copies, b, *pattern.shape[1:])  # [C, B, H, Q, K]
-    mass = torch.einsum("cbhqk,bqk->cbhq", p, mask)
-    w = has_target.float()[None, :, None, :]  # [1, B, 1, Q]
-    return (mass * w).sum((1, 3)) / w.sum((1, 3)).clamp(min=1)
+    """`target_mass` (the `targets` score of `head_scores`) of each copy of the batch."""
+    p = pattern.detach().float()
+    return target_mass(p.view(copies, mask.shape[0], *p.shape[1:]), mask, has_target)
 
 
 def keys_from_residual(model: Any, layer: int, resid: Float[Tensor, "batch pos d_model"]
@@ -143,17 +139,13 @@ def k_path_patching(
     b = tokens.shape[0]
     mask = DETECTORS[kind](rep.tokens, rep).float().to(device)
     has_target = mask.sum(-1) > 0
-    names = {z_name(la) for la in range(max(targets))} | {resid_name(t) for t in targets}
-    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-    cache = {n: cache[n] for n in names} | {"tokens": tokens}
+    names = ({z_name(la) for la in range(max(targets))} | {resid_name(t) for t in targets}
+             | {p_name(t) for t in targets})
+    _, run = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    clean = {t: _score(run[p_name(t)], mask, has_target, 1)[0].cpu() for t in targets}
+    cache = {n: run[n] for n in names if "pattern" not in n} | {"tokens": tokens}
+    del run
     means = {la: cache[z_name(la)].mean((0, 1)) for la in range(max(targets))}  # [H, d_head]
-    clean: dict[int, Tensor] = {}
-
-    def keep_score(pattern: Tensor, hook: Any) -> None:
-        clean[int(hook.name.split(".")[1])] = _score(pattern, mask, has_target, 1)[0].cpu()
-
-    model.run_with_hooks(tokens, return_type=None,
-                         fwd_hooks=[(p_name(t), keep_score) for t in targets])
     per_pass = max(1, MAX_BATCH // b)
     for t in targets:
         sources = [(la, h) for la in range(t) for h in range(n_heads)]

@@ -72,6 +72,15 @@ DETECTORS: dict[str, Callable[[Tensor, RepeatedTokens | None], Mask]] = {
 NORMALIZE = ("targets", "tl")
 
 
+def target_mass(pattern: Float[Tensor, "... batch head query key"], mask: Mask,
+                has_target: Bool[Tensor, "batch query"]) -> Float[Tensor, "... head"]:
+    """The `targets` score of each head: the attention mass its queries put on the mask's
+    targets, averaged over the queries that have a target (in all sequences of the batch)."""
+    mass = torch.einsum("...bhqk,bqk->...bhq", pattern, mask.to(pattern.dtype))
+    w = has_target.to(pattern.dtype)[:, None, :]  # [B, 1, Q]
+    return (mass * w).sum((-3, -1)) / w.sum((0, 2)).clamp(min=1)
+
+
 @torch.no_grad()
 def head_scores(
     model: Any,
@@ -103,13 +112,13 @@ def head_scores(
     def reduce(pattern: Tensor, hook: Any) -> None:
         layer = int(hook.name.split(".")[1])
         p = pattern.detach().float()  # [B, H, Q, K]
-        mass = torch.einsum("bhqk,mbqk->mbhq", p, masks)  # attention on targets per query
         if normalize == "tl":
+            mass = torch.einsum("bhqk,mbqk->mbhq", p, masks)  # attention on targets per query
             per_seq = mass.sum(-1) / p.sum((-1, -2))[None]  # [K, B, H]
             out[:, layer] = per_seq.mean(1).cpu()
         else:
-            w = has_target.float()[:, :, None, :]  # [K, B, 1, Q]
-            out[:, layer] = ((mass * w).sum((1, 3)) / w.sum((1, 3)).clamp(min=1)).cpu()
+            out[:, layer] = torch.stack([target_mass(p, m, t)
+                                         for m, t in zip(masks, has_target)]).cpu()
 
     model.run_with_hooks(toks.to(device), return_type=None,
                          fwd_hooks=[(lambda name: name.endswith("attn.hook_pattern"), reduce)])
