@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from common import (  # bench/common.py (the script's own folder)
     add_model_args,
+    agreement,
     model_from_args,
     timed,
 )
@@ -73,7 +74,6 @@ def main() -> None:
     loop = results["loop"]
     diff = {name: max(float(np.nanmax(np.abs(results[name].scores[k] - loop.scores[k])))
                       for k in cfg.kinds) for name in ("batched", "batched-all")}
-    max_diff = max(diff.values())
     mc = model.cfg
     n_pos = len(loop.tokens)
     n_restore = len(cfg.kinds) * mc.n_layers * n_pos
@@ -89,10 +89,7 @@ def main() -> None:
     ratio, alone = med["loop"] / med["batched"], med["loop"] / med["batched-all"]
     print(f"speedup batched vs loop = {ratio:.2f}x (goal >= 5: "
           f"{'met' if ratio >= 5 else 'NOT met'}); batching alone (batched-all) = {alone:.2f}x")
-    ok = max_diff <= TOLERANCE
-    per = ", ".join(f"{name} {d:.2e}" for name, d in diff.items())
-    print(f"max |batched - loop| = {max_diff:.2e} ({per}) (goal <= {TOLERANCE:.0e}: "
-          f"{'met' if ok else 'NOT met'})")
+    ok = agreement("batched - loop", diff, TOLERANCE)
     for kind in cfg.kinds:
         last = results["batched"].peak(kind, "last_subject")
         anywhere = results["batched"].peak(kind, "any")

@@ -42,6 +42,17 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
+def agreement(what: str, diff: dict[str, float], tolerance: float) -> bool:
+    """Print the largest of `diff` (per-part maxima of `|a - b|`) against the goal `tolerance`
+    as `max |what| = ...`; whether the goal is met."""
+    worst = max(diff.values())
+    ok = worst <= tolerance
+    per = ", ".join(f"{name} {d:.2e}" for name, d in diff.items())
+    print(f"max |{what}| = {worst:.2e} ({per}) (goal <= {tolerance:.0e}: "
+          f"{'met' if ok else 'NOT met'})")
+    return ok
+
+
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """`--model`, `--preset`, `--corpus`: the model a benchmark measures."""
     parser.add_argument("--model", default=None, help="model ref (default: random `preset`)")
