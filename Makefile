@@ -22,13 +22,13 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q -m "not slow" tests
-	$(PY) -m pytest -q --doctest-modules workbench circuits probe app/data.py app/compute.py
+	$(PY) -m pytest -q --doctest-modules workbench circuits probe beliefs app/data.py app/compute.py
 
 test-slow: install
 	$(PY) -m pytest -q -m slow tests
 
 lint: install
-	$(VENV)/bin/ruff check workbench circuits probe tests bench app
+	$(VENV)/bin/ruff check workbench circuits probe beliefs tests bench app
 
 demo: install
 	@test -f $(RUNS)/world/corpus.json || $(VENV)/bin/workbench world build --out $(RUNS)/world

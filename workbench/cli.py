@@ -60,7 +60,7 @@ def _cmd_probe(args: argparse.Namespace) -> None:
 
 
 def _cmd_beliefs(args: argparse.Namespace) -> None:
-    from probe.belief_cli import run_from_args
+    from beliefs.cli import run_from_args
 
     run_from_args(args)
 
@@ -192,7 +192,7 @@ def _cmd_induction(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from probe.belief_cli import add_belief_args
+    from beliefs.cli import add_belief_args
     from probe.script import add_probe_args
 
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__)

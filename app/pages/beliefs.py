@@ -11,11 +11,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import data, ui
+from beliefs.elicit import elicit, object_ids, stated
+from beliefs.factbase import FactBase, load_facts, world_facts
+from beliefs.figures import ladder_figure, metrics_figure, trace_figures
+from beliefs.ladder import LEVELS, ladder
 from circuits.tracing import TraceConfig, TraceResult, causal_trace, trace_figure
-from probe.belief_figures import ladder_figure, metrics_figure, trace_figures
-from probe.beliefs import FactBase, load_facts, world_facts
-from probe.elicit import elicit, object_ids, stated
-from probe.ladder import LEVELS, ladder
 
 
 @st.cache_resource(show_spinner="reading the facts", max_entries=8)
@@ -49,7 +49,7 @@ def ask(ref: str, corpus: str | None, subject: str, relation: str, new: str
 
 @st.cache_resource(show_spinner="estimating the key covariance (ROME)", max_entries=8)
 def covariance(ref: str, corpus: str, layer: int, n_tokens: int) -> Any:
-    from circuits.editing import key_covariance
+    from beliefs.editing import key_covariance
     from workbench.world import load_corpus
 
     lm = ui.loaded_model(ref)
@@ -62,8 +62,8 @@ def edit_rows(ref: str, corpus: str | None, subject: str, relation: str, new: st
               method: str, layer: int) -> tuple[list[dict[str, str]], float]:
     """Edit a copy of the model; the stated answer before/after on every prompt of the fact
     and on five neighbours. The cached model is never changed."""
-    from circuits.finetune import finetune_edit
-    from circuits.rome import rome_edit
+    from beliefs.finetune import finetune_edit
+    from beliefs.rome import rome_edit
 
     lm, base = ui.loaded_model(ref), fact_base(corpus)
     belief, model = base.belief(subject, relation), lm.model

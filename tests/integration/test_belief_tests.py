@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from circuits.editing import key_covariance
-from circuits.rome import RomeConfig
+from beliefs.editing import key_covariance
+from beliefs.elicit import elicit
+from beliefs.factbase import load_facts, world_facts
+from beliefs.report import SCHEMA, BeliefsConfig, run_beliefs
+from beliefs.rome import RomeConfig
 from circuits.tracing import TraceConfig
-from probe.belief_report import SCHEMA, BeliefsConfig, run_beliefs
-from probe.beliefs import load_facts, world_facts
-from probe.elicit import elicit
 from workbench.cli import main
 from workbench.models import load
 from workbench.train import TrainResult

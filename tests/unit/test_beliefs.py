@@ -10,18 +10,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from circuits.editing import (
+from beliefs.editing import (
     WeightEdit,
     check_layer,
     read_w_out,
     rewrite_batch,
 )
-from circuits.finetune import FinetuneConfig, finetune_edit
-from circuits.rome import RomeConfig, rank_one_update, rome_edit
-from probe.beliefs import DEFAULT_FACTS, FactBase, fill, load_facts, world_facts
-from probe.edit_metrics import EditEvaluator, aggregate
-from probe.elicit import candidate_logprobs, elicit, encode_prompt, single_token_id
-from probe.ladder import LEVELS, LadderConfig, contexts, ladder, summarize_ladder
+from beliefs.elicit import candidate_logprobs, elicit, encode_prompt, single_token_id
+from beliefs.factbase import DEFAULT_FACTS, FactBase, fill, load_facts, world_facts
+from beliefs.finetune import FinetuneConfig, finetune_edit
+from beliefs.ladder import LEVELS, LadderConfig, contexts, ladder, summarize_ladder
+from beliefs.metrics import EditEvaluator, aggregate
+from beliefs.rome import RomeConfig, rank_one_update, rome_edit
 from workbench.config import get_preset
 from workbench.models import build_bridge, load
 from workbench.world.facts import WorldConfig, build_world

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from probe.beliefs import Belief, FactBase
-from probe.elicit import candidate_logprobs, encode_prompt, join, object_ids
+from beliefs.elicit import candidate_logprobs, encode_prompt, join, object_ids
+from beliefs.factbase import Belief, FactBase
 
 LEVELS = ("none", "statement", "repeated", "authoritative", "fewshot")
 WORLD_AUTHORITY = ("it is known that", "people say that", "did you know ?")

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from circuits.editing import (
+from beliefs.editing import (
     WeightEdit,
     check_layer,
     context_prefixes,

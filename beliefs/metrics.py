@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from circuits.editing import WeightEdit
-from probe.beliefs import Belief, FactBase
-from probe.elicit import candidate_logprobs, stated
+from beliefs.editing import WeightEdit
+from beliefs.elicit import candidate_logprobs, stated
+from beliefs.factbase import Belief, FactBase
 from probe.stats import bootstrap_ci
 from workbench.data import eval_windows
 from workbench.evaluate import token_nll

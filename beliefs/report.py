@@ -3,8 +3,8 @@
 `run_beliefs` picks `n` beliefs, reads what the model states about them, traces where the
 model recalls them (causal tracing averaged over facts, by token role), runs the in-context
 pressure ladder, and edits each fact with ROME and constrained fine-tuning at the traced layer
-(or a given one), re-running the edited model for every metric of `probe.edit_metrics`.
-Report schema `workbench.beliefs/1`; figures by `probe.belief_figures`.
+(or a given one), re-running the edited model for every metric of `beliefs.metrics`.
+Report schema `workbench.beliefs/1`; figures by `beliefs.figures`.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from circuits.editing import check_layer, key_covariance
-from circuits.finetune import FinetuneConfig, finetune_edit
-from circuits.rome import RomeConfig, rome_edit
+from beliefs.editing import check_layer, key_covariance
+from beliefs.elicit import elicit, object_ids
+from beliefs.factbase import Belief, FactBase
+from beliefs.finetune import FinetuneConfig, finetune_edit
+from beliefs.ladder import LadderConfig, ladder, summarize_ladder
+from beliefs.metrics import EditEvalConfig, EditEvaluator, aggregate
+from beliefs.rome import RomeConfig, rome_edit
 from circuits.tracing import TraceConfig, causal_trace
-from probe.beliefs import Belief, FactBase
-from probe.edit_metrics import EditEvalConfig, EditEvaluator, aggregate
-from probe.elicit import elicit, object_ids
-from probe.ladder import LadderConfig, ladder, summarize_ladder
 
 log = logging.getLogger(__name__)
 SCHEMA = "workbench.beliefs/1"

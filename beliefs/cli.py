@@ -81,9 +81,9 @@ def summary_table(report: dict[str, Any]) -> str:
 
 
 def run_from_args(args: argparse.Namespace) -> None:
-    from probe.belief_figures import FIGURES
-    from probe.belief_report import BeliefsConfig, load_probe_report, run_beliefs
-    from probe.beliefs import load_facts, world_facts
+    from beliefs.factbase import load_facts, world_facts
+    from beliefs.figures import FIGURES
+    from beliefs.report import BeliefsConfig, load_probe_report, run_beliefs
     from probe.sweep import check_tokenizer
     from workbench.info import corpus_of, output_dir_of
     from workbench.models import load

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from probe.beliefs import Belief
+from beliefs.factbase import Belief
 from workbench.evaluate import _bos, _encode, last_logits
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.editing import (
+from beliefs.editing import (
     WeightEdit,
     check_layer,
     context_prefixes,

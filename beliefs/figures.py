@@ -7,8 +7,8 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from beliefs.metrics import METRICS
 from circuits.tracing import TraceResult, trace_figure
-from probe.edit_metrics import METRICS
 
 _ROLE_LABELS = {"subject_first": "first subject token", "subject_middle": "middle subject",
                 "subject_last": "last subject token", "after_subject": "after subject",

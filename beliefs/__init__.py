@@ -1,0 +1,18 @@
+"""What a model states and how to change it: the belief tests (`workbench beliefs`).
+
+Where things live:
+
+- `beliefs.factbase`: facts with their prompt templates and held-out paraphrases, from the
+  world's fact table (`world_facts`) or a fact list (`load_facts`, schema `workbench.facts/1`);
+  `FactBase.beliefs` picks the facts tested, `Belief` holds one.
+- `beliefs.elicit`: what the model states about a fact, p(object), strength and consistency.
+- `beliefs.ladder`: the in-context pressure ladder (does context change what it states?).
+- `beliefs.editing`: weight edits applied on copies or restored exactly, MLP keys and their
+  covariance; `beliefs.rome`: ROME; `beliefs.finetune`: constrained fine-tuning.
+- `beliefs.metrics`: efficacy, generalisation, specificity, ripple and fluency of an edit.
+- `beliefs.report`: the analysis end to end (`BeliefsConfig`, `run_beliefs`), schema
+  `workbench.beliefs/1`; `beliefs.figures`: its plotly figures; `beliefs.cli`: the command.
+
+Causal tracing, which locates where a fact is recalled, explains how the model computes and
+lives in `circuits.tracing`.
+"""
