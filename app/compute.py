@@ -19,22 +19,6 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 
-def bos_id(model: Any) -> int | None:
-    """The BOS id the model prepends to text, None when it prepends none."""
-    tok = getattr(model, "tokenizer", None)
-    if tok is None or not getattr(model.cfg, "default_prepend_bos", True):
-        return None
-    return getattr(tok, "bos_token_id", None)
-
-
-def tokenize(model: Any, text: str) -> Int[Tensor, " pos"]:
-    """Token ids of `text` as the model encodes it (BOS prepended when it does), however
-    long: windows are cut later (`plan_window`), never silently here."""
-    if not text.strip():
-        raise ValueError("the text is empty; type a prompt or pick a corpus document")
-    return model.to_tokens(text, truncate=False)[0].cpu()
-
-
 @dataclass(frozen=True)
 class Window:
     """A window of a long token sequence: positions `[start, stop)` are shown, the model runs

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.checkpoints import is_checkpoint_dir, list_checkpoints
+from workbench.checkpoints import is_checkpoint_dir, is_hf_dir, list_checkpoints
 
 RUNS_ENV = "WORKBENCH_RUNS"  # how `workbench app --runs DIR` tells the app its folder
 MAX_DEPTH = 3  # how deep under the runs folder models, corpora and files are looked for
@@ -111,17 +111,6 @@ def _step(path: Path) -> int:
     return int(path.name.removeprefix("step_"))
 
 
-def _is_hf_dir(path: Path) -> bool:
-    config = path / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        data = json.loads(config.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    return isinstance(data, dict) and "model_type" in data
-
-
 def _walk(root: Path, depth: int = MAX_DEPTH) -> list[Path]:
     """Directories under `root` (not following symlinks out), breadth first, sorted, skipping
     hidden ones and the insides of models and corpora."""
@@ -142,7 +131,7 @@ def _walk(root: Path, depth: int = MAX_DEPTH) -> list[Path]:
                         continue
                 found.append(c)
                 if not ((c / "checkpoints").is_dir() or (c / "corpus.json").is_file()
-                        or _is_hf_dir(c) or is_checkpoint_dir(c)):
+                        or is_hf_dir(c) or is_checkpoint_dir(c)):
                     nxt.append(c)
         frontier = nxt
     return found
@@ -159,7 +148,7 @@ def list_models(root: Path) -> list[ModelEntry]:
             steps = tuple(_step(p) for p in list_checkpoints(d))
             if steps:
                 models.append(ModelEntry(name, d.resolve(), "run", steps))
-        elif _is_hf_dir(d):
+        elif is_hf_dir(d):
             models.append(ModelEntry(name, d.resolve(), "hf"))
     return sorted(models, key=lambda m: m.name)
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
 from app import data
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 SELECTION = "workbench_selection"  # st.session_state key the router fills
 
@@ -38,7 +41,7 @@ class Selection:
 class LoadedModel:
     """A shared model and the lock that keeps two sessions from hooking it at once."""
 
-    model: Any
+    model: Model
     lock: threading.Lock
 
 

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
@@ -29,10 +29,13 @@ from torch import Tensor
 
 from circuits.tracing import find_subject
 
+if TYPE_CHECKING:
+    from workbench.models import Model
+
 log = logging.getLogger(__name__)
 
 
-def check_layer(model: Any, layer: int) -> int:
+def check_layer(model: Model, layer: int) -> int:
     n = model.cfg.n_layers
     if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n:
         raise ValueError(f"layer {layer!r} is out of range; this model has layers 0..{n - 1}")
@@ -44,7 +47,7 @@ def key_hook(layer: int) -> str:
     return f"blocks.{layer}.mlp.hook_post"
 
 
-def _out_module(model: Any, layer: int) -> torch.nn.Module:
+def _out_module(model: Model, layer: int) -> torch.nn.Module:
     mlp = model.blocks[check_layer(model, layer)].mlp
     out = getattr(mlp, "out", None)
     if out is None:
@@ -53,7 +56,7 @@ def _out_module(model: Any, layer: int) -> torch.nn.Module:
     return getattr(out, "original_component", out)
 
 
-def mlp_out_weight(model: Any, layer: int) -> tuple[torch.nn.Parameter, bool]:
+def mlp_out_weight(model: Model, layer: int) -> tuple[torch.nn.Parameter, bool]:
     """The MLP output weight of `layer` and whether it is stored `[d_model, d_mlp]`."""
     module = _out_module(model, layer)
     weight = module.weight
@@ -71,7 +74,7 @@ def mlp_out_weight(model: Any, layer: int) -> tuple[torch.nn.Parameter, bool]:
     return weight, transposed
 
 
-def read_w_out(model: Any, layer: int) -> Float[Tensor, "d_mlp d_model"]:
+def read_w_out(model: Model, layer: int) -> Float[Tensor, "d_mlp d_model"]:
     """The MLP output matrix of `layer` in `key -> value` direction (a detached copy)."""
     weight, transposed = mlp_out_weight(model, layer)
     w = weight.detach()
@@ -87,7 +90,7 @@ class WeightEdit:
     method: str = ""
     info: dict[str, Any] = field(default_factory=dict)
 
-    def _param_delta(self, model: Any) -> tuple[torch.nn.Parameter, Tensor]:
+    def _param_delta(self, model: Model) -> tuple[torch.nn.Parameter, Tensor]:
         weight, transposed = mlp_out_weight(model, self.layer)
         delta = self.delta.T if transposed else self.delta
         if delta.shape != weight.shape:
@@ -96,7 +99,7 @@ class WeightEdit:
         return weight, delta.to(weight.device, weight.dtype)
 
     @contextlib.contextmanager
-    def applied(self, model: Any) -> Iterator[Any]:
+    def applied(self, model: Model) -> Iterator[Any]:
         """Apply the edit in place for a `with` block; the original weights come back exactly."""
         weight, delta = self._param_delta(model)
         original = weight.detach().clone()
@@ -108,7 +111,7 @@ class WeightEdit:
             with torch.no_grad():
                 weight.copy_(original)
 
-    def copy_applied(self, model: Any) -> Any:
+    def copy_applied(self, model: Model) -> Any:
         """A deep copy of `model` with the edit applied (the original is untouched)."""
         edited = copy.deepcopy(model)
         weight, delta = self._param_delta(edited)
@@ -121,7 +124,7 @@ class WeightEdit:
 
 
 @torch.no_grad()
-def keys_at(model: Any, tokens: list[list[int]], positions: list[int],
+def keys_at(model: Model, tokens: list[list[int]], positions: list[int],
             layer: int) -> Float[Tensor, "n d_mlp"]:
     """The MLP key of `layer` at `positions[i]` of each token sequence (float32, CPU)."""
     name = key_hook(check_layer(model, layer))
@@ -134,7 +137,7 @@ def keys_at(model: Any, tokens: list[list[int]], positions: list[int],
     return torch.stack(out)
 
 
-def key_covariance(model: Any, corpus: Any, layer: int, *, n_tokens: int = 100_000,
+def key_covariance(model: Model, corpus: Any, layer: int, *, n_tokens: int = 100_000,
                    split: str = "train", acts: str | Path | None = None,
                    batch_rows: int = 8192, progress: bool = False) -> Float[Tensor, "d_mlp d_mlp"]:
     """Second moment `E[k k^T]` of the MLP keys of `layer` over corpus tokens (ROME's C).
@@ -176,7 +179,7 @@ def _has_hook(path: Path, name: str) -> bool:
 
 
 @torch.no_grad()
-def context_prefixes(model: Any, n: int, length: int, seed: int = 0) -> list[str]:
+def context_prefixes(model: Model, n: int, length: int, seed: int = 0) -> list[str]:
     """`n` short texts sampled from the model itself (top-5, seeded), as ROME does, so that
     an edit is made and checked in varied contexts rather than only after `<bos>`."""
     if n == 0:
@@ -203,7 +206,7 @@ class RewriteBatch:
     target_ids: Tensor  # [n_target]
 
 
-def rewrite_batch(model: Any, prompts: list[str], subject: str, target_ids: list[int],
+def rewrite_batch(model: Model, prompts: list[str], subject: str, target_ids: list[int],
                   prefixes: list[str]) -> RewriteBatch:
     """Every `prefix + prompt + target[:-1]`, with where the subject ends and targets sit."""
     bos = model.tokenizer.bos_token_id
@@ -233,7 +236,7 @@ def target_nll(logits: Tensor, batch: RewriteBatch) -> Tensor:
 
 
 @contextlib.contextmanager
-def frozen(model: Any) -> Iterator[Any]:
+def frozen(model: Model) -> Iterator[Any]:
     """Turn off gradients of every model parameter for a block (restored afterwards), so that
     optimising an edit never leaves `.grad` tensors on the caller's model."""
     flags = [(p, p.requires_grad) for p in model.parameters()]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,23 +21,21 @@ from jaxtyping import Float
 from torch import Tensor
 
 from beliefs.factbase import Belief
-from workbench.evaluate import _bos, _encode, last_logits
+from workbench.prompts import encode_prompt, last_logits, word_ids
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 
-def encode_prompt(model: Any, text: str) -> list[int]:
-    """`<bos>` + the prompt's tokens, as every analysis feeds a prompt."""
-    return _bos(model.tokenizer) + _encode(model.tokenizer, text)
-
-
-def object_ids(model: Any, obj: str) -> list[int]:
+def object_ids(model: Model, obj: str) -> list[int]:
     """Tokens of `obj` as it follows a prompt (after a space)."""
-    ids = _encode(model.tokenizer, " " + obj) or _encode(model.tokenizer, obj)
+    ids = word_ids(model.tokenizer, obj)
     if not ids:
         raise ValueError(f"object {obj!r} encodes to no tokens; pass a non-empty object")
     return ids
 
 
-def single_token_id(model: Any, obj: str) -> int:
+def single_token_id(model: Model, obj: str) -> int:
     """The one token of `obj`, or a ValueError naming the object and the fix."""
     ids = object_ids(model, obj)
     if len(ids) != 1:
@@ -55,7 +53,7 @@ def join(context: str, query: str) -> str:
 
 @torch.no_grad()
 def candidate_logprobs(
-    model: Any, prompts: Sequence[str], candidates: Sequence[str], batch_size: int = 64
+    model: Model, prompts: Sequence[str], candidates: Sequence[str], batch_size: int = 64
 ) -> Float[Tensor, "n_prompts n_candidates"]:
     """log p(candidate | <bos> prompt) for every prompt and candidate (tokens summed)."""
     cand_ids = [object_ids(model, c) for c in candidates]
@@ -84,7 +82,7 @@ def candidate_logprobs(
     return out.view(len(prompts), len(cand_ids))
 
 
-def stated(model: Any, prompts: Sequence[str], candidates: Sequence[str],
+def stated(model: Model, prompts: Sequence[str], candidates: Sequence[str],
            batch_size: int = 64) -> list[str]:
     """The top-1 candidate after each prompt."""
     logp = candidate_logprobs(model, prompts, candidates, batch_size)
@@ -92,7 +90,7 @@ def stated(model: Any, prompts: Sequence[str], candidates: Sequence[str],
 
 
 @torch.no_grad()
-def generate(model: Any, prompt: str, max_new_tokens: int = 4, stop: str = ".") -> str:
+def generate(model: Model, prompt: str, max_new_tokens: int = 4, stop: str = ".") -> str:
     """Greedy free generation after `prompt` (stops at `stop` or `max_new_tokens`)."""
     ids = encode_prompt(model, prompt)
     device = next(model.parameters()).device
@@ -134,7 +132,7 @@ class Elicitation:
         return asdict(self)
 
 
-def elicit(model: Any, belief: Belief, context: str = "", generate_tokens: int = 4,
+def elicit(model: Model, belief: Belief, context: str = "", generate_tokens: int = 4,
            batch_size: int = 64) -> Elicitation:
     """Read one belief on all its prompts and paraphrases (after `context` if given)."""
     queries = [join(context, q) for q in belief.prompts + belief.paraphrases]

@@ -15,7 +15,7 @@ and the largest box when none does. `info["eps"]` records the box used.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -29,6 +29,9 @@ from beliefs.editing import (
     rewrite_batch,
     target_nll,
 )
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class FinetuneConfig:
             float(self.eps),)
 
 
-def finetune_edit(model: Any, prompts: list[str], subject: str, target_ids: list[int],
+def finetune_edit(model: Model, prompts: list[str], subject: str, target_ids: list[int],
                   layer: int, cfg: FinetuneConfig | None = None) -> WeightEdit:
     """A bounded change of layer `layer`'s MLP output matrix that makes `model` continue
     `prompts` with `target_ids`, in the smallest box of `cfg.eps_grid` that succeeds. The

@@ -18,12 +18,16 @@ context (other subjects' same relation, the subject's other relations) stay put.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from beliefs.elicit import candidate_logprobs, encode_prompt, join, object_ids
+from beliefs.elicit import candidate_logprobs, join, object_ids
 from beliefs.factbase import Belief, FactBase
+from workbench.prompts import encode_prompt
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 LEVELS = ("none", "statement", "repeated", "authoritative", "fewshot")
 WORLD_AUTHORITY = ("it is known that", "people say that", "did you know ?")
@@ -79,7 +83,7 @@ def controls(base: FactBase, belief: Belief, cfg: LadderConfig) -> list[Belief]:
     return others[: cfg.n_controls] + base.other_relations(belief)
 
 
-def ladder(model: Any, base: FactBase, belief: Belief, new: str | None = None,
+def ladder(model: Model, base: FactBase, belief: Belief, new: str | None = None,
            cfg: LadderConfig | None = None) -> dict[str, Any]:
     """Run every level for one belief; see the module docstring for what is measured."""
     cfg = cfg or LadderConfig()
@@ -130,7 +134,7 @@ def ladder(model: Any, base: FactBase, belief: Belief, new: str | None = None,
     }
 
 
-def _fits(model: Any, prompt: str, candidates: tuple[str, ...]) -> bool:
+def _fits(model: Model, prompt: str, candidates: tuple[str, ...]) -> bool:
     longest = max(len(object_ids(model, c)) for c in candidates)
     return len(encode_prompt(model, prompt)) + longest - 1 <= model.cfg.n_ctx
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from beliefs.factbase import Belief, FactBase
 from probe.stats import bootstrap_ci
 from workbench.data import eval_windows
 from workbench.evaluate import token_nll
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 METRICS = ("efficacy", "paraphrase", "specificity", "neighbourhood", "ripple_twohop",
            "ripple_kept", "fluency_delta")
@@ -50,7 +53,7 @@ class EditEvalConfig:
                              f"{self.fluency_windows}; pass >= 0")
 
 
-def _beats(model: Any, prompts: tuple[str, ...] | list[str], candidates: tuple[str, ...],
+def _beats(model: Model, prompts: tuple[str, ...] | list[str], candidates: tuple[str, ...],
            new: str, old: str) -> list[bool]:
     if not prompts:
         return []
@@ -68,7 +71,7 @@ class EditEvaluator:
         val_tokens: a token stream for the fluency windows (None: no fluency metric).
     """
 
-    def __init__(self, model: Any, base: FactBase, val_tokens: np.ndarray | None = None,
+    def __init__(self, model: Model, base: FactBase, val_tokens: np.ndarray | None = None,
                  cfg: EditEvalConfig | None = None) -> None:
         self.model, self.base, self.cfg = model, base, cfg or EditEvalConfig()
         self.windows = None
@@ -145,7 +148,7 @@ class EditEvaluator:
         }
 
 
-def _neighbourhood(model: Any, neighbours: list[Belief], new: str) -> list[bool]:
+def _neighbourhood(model: Model, neighbours: list[Belief], new: str) -> list[bool]:
     """Per neighbour (one relation, so one batch): p(its own object) > p(new)."""
     if not neighbours:
         return []

@@ -14,7 +14,7 @@ import logging
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -27,6 +27,9 @@ from beliefs.ladder import LadderConfig, ladder, summarize_ladder
 from beliefs.metrics import EditEvalConfig, EditEvaluator, aggregate
 from beliefs.rome import RomeConfig, rome_edit
 from circuits.tracing import TraceConfig, causal_trace
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 log = logging.getLogger(__name__)
 SCHEMA = "workbench.beliefs/1"
@@ -75,11 +78,11 @@ class BeliefsConfig:
                              "n_trace >= 0, cov_tokens >= 1")
 
 
-def _single_token(model: Any, belief: Belief) -> bool:
+def _single_token(model: Model, belief: Belief) -> bool:
     return len(object_ids(model, belief.object)) == 1
 
 
-def trace_summary(model: Any, beliefs: list[Belief], cfg: TraceConfig) -> dict[str, Any]:
+def trace_summary(model: Model, beliefs: list[Belief], cfg: TraceConfig) -> dict[str, Any]:
     """Causal traces of `beliefs` on their edit prompt, averaged by token role.
 
     Returns the per-role indirect effect `[kind][layer][role]`, the MLP peak layer at the
@@ -142,7 +145,7 @@ def probe_comparison(trace: dict[str, Any], probe_report: dict[str, Any] | None
     return out
 
 
-def _edit(method: str, model: Any, belief: Belief, new: str, layer: int, cov: Any,
+def _edit(method: str, model: Model, belief: Belief, new: str, layer: int, cov: Any,
           cfg: BeliefsConfig, seed: int) -> Any:
     target = object_ids(model, new)
     if method == "rome":
@@ -152,7 +155,7 @@ def _edit(method: str, model: Any, belief: Belief, new: str, layer: int, cov: An
     return finetune_edit(model, [belief.prompts[0]], belief.subject, target, layer, ft)
 
 
-def run_beliefs(model: Any, base: FactBase, corpus: Any | None = None,
+def run_beliefs(model: Model, base: FactBase, corpus: Any | None = None,
                 cfg: BeliefsConfig | None = None, *, model_ref: str = "",
                 probe_report: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every belief test of `cfg` on `model` (never mutated: edits are undone exactly)."""

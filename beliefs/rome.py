@@ -18,7 +18,7 @@ small models where noted).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,9 @@ from beliefs.editing import (
     rewrite_batch,
     target_nll,
 )
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def _add_at(delta: Tensor, positions: Tensor):  # noqa: ANN202 - a TL hook
     return hook
 
 
-def optimise_delta(model: Any, prompts: list[str], subject: str, target_ids: list[int],
+def optimise_delta(model: Model, prompts: list[str], subject: str, target_ids: list[int],
                    layer: int, cfg: RomeConfig) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """`delta` for the MLP output at the subject's last token, and the key `k*` (mean over
     the rewrite rows). Returns (delta [d_model], k* [d_mlp], info)."""
@@ -143,7 +146,7 @@ def rank_one_update(key: Float[Tensor, " d_mlp"], delta: Float[Tensor, " d_model
     return (torch.outer(u, delta.double()) / (u @ key.double())).float()
 
 
-def rome_edit(model: Any, prompts: list[str], subject: str, target_ids: list[int],
+def rome_edit(model: Model, prompts: list[str], subject: str, target_ids: list[int],
               layer: int, cov: Float[Tensor, "d_mlp d_mlp"],
               cfg: RomeConfig | None = None) -> WeightEdit:
     """The ROME edit making `model` continue each of `prompts` (which contain `subject`)

@@ -42,10 +42,11 @@ TOLERANCE = 1e-4
 def _inputs(model: Any, n_seqs: int) -> tuple[list[str], torch.Tensor]:
     """The strings for `detect_head` and their `model.to_tokens` encoding (BOS included),
     which must equal the repeated tokens they were decoded from."""
-    from circuits.inputs import bos_id_of, repeated_tokens_for
+    from circuits.inputs import repeated_tokens_for
+    from workbench.prompts import prepended_bos
 
     rep = repeated_tokens_for(model, n_seqs, seed=0)
-    body = rep.tokens[:, 1:] if bos_id_of(model) is not None else rep.tokens
+    body = rep.tokens[:, 1:] if prepended_bos(model) is not None else rep.tokens
     seqs = [model.tokenizer.decode(row.tolist()) for row in body]
     rows = []
     for i, s in enumerate(seqs):

@@ -8,7 +8,7 @@ repeated once per head and copy `h` has head `h` ablated.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Bool, Float
@@ -16,6 +16,9 @@ from torch import Tensor
 
 from circuits.inputs import RepeatedTokens
 from workbench.evaluate import token_nll
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 ABLATIONS = ("zero", "mean")
 
@@ -31,7 +34,7 @@ def _copy_losses(nll: Float[Tensor, "batch pos"], rep: RepeatedTokens) -> dict[s
 
 
 @torch.no_grad()
-def repeated_half_loss(model: Any, rep: RepeatedTokens) -> dict[str, float]:
+def repeated_half_loss(model: Model, rep: RepeatedTokens) -> dict[str, float]:
     """Mean loss on the first and on the second copy (both without their first token)."""
     device = next(model.parameters()).device
     return _copy_losses(token_nll(model(rep.tokens.to(device)), rep.tokens).cpu(), rep)
@@ -39,7 +42,7 @@ def repeated_half_loss(model: Any, rep: RepeatedTokens) -> dict[str, float]:
 
 @torch.no_grad()
 def ablation_sweep(
-    model: Any,
+    model: Model,
     rep: RepeatedTokens,
     methods: tuple[str, ...] = ABLATIONS,
     batch_heads: int | None = None,
@@ -91,7 +94,7 @@ def ablation_sweep(
 
 
 def head_ablation_effects(
-    model: Any, rep: RepeatedTokens, method: str = "zero", batch_heads: int | None = None
+    model: Model, rep: RepeatedTokens, method: str = "zero", batch_heads: int | None = None
 ) -> tuple[Float[Tensor, "layer head"], float]:
     """Increase of the repeated-half loss (nats) when each head is ablated with `method`
     (`zero` or `mean`), and the clean loss on the repeated half (see `ablation_sweep`)."""

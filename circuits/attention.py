@@ -1,22 +1,28 @@
-"""Attention patterns with their tokens, the logit lens, and activation patching.
+"""Attention patterns with their tokens, and the logit lens.
 
 These are the building blocks the dashboard and the notebooks use:
 
     pats = attention_patterns(model, "the dog sees the dog")
     pats.pattern[1, 3]            # layer 1, head 3: [query, key]
     lens = logit_lens(model, "the capital of France is", k=5)
-    effect = patch_positions(model, clean, corrupt, "blocks.1.hook_resid_pre", metric)
+
+Activation patching is `circuits.patching`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+
+from workbench.prompts import to_tokens
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 
 @dataclass(frozen=True)
@@ -37,29 +43,14 @@ class AttentionPatterns:
         return self.pattern[layer, head]
 
 
-def to_tokens(model: Any, text_or_tokens: str | Sequence[int] | Tensor) -> Int[Tensor, "1 pos"]:
-    """A `[1, pos]` token tensor from text (BOS prepended as the model does) or ids."""
-    if isinstance(text_or_tokens, str):
-        tokens = model.to_tokens(text_or_tokens)
-    else:
-        tokens = torch.as_tensor(text_or_tokens, dtype=torch.long)
-        tokens = tokens[None] if tokens.ndim == 1 else tokens
-    if tokens.shape[0] != 1:
-        raise ValueError(f"expected one sequence, got a batch of {tokens.shape[0]}")
-    if tokens.shape[1] > model.cfg.n_ctx:
-        raise ValueError(f"the input has {tokens.shape[1]} tokens, more than the model's "
-                         f"n_ctx={model.cfg.n_ctx}; shorten it or pass a window")
-    return tokens
-
-
-def _str_tokens(model: Any, tokens: Tensor) -> list[str]:
+def _str_tokens(model: Model, tokens: Tensor) -> list[str]:
     if getattr(model, "tokenizer", None) is None:
         return [str(int(t)) for t in tokens]
     return list(model.to_str_tokens(tokens))
 
 
 @torch.no_grad()
-def attention_patterns(model: Any, text_or_tokens: str | Sequence[int] | Tensor
+def attention_patterns(model: Model, text_or_tokens: str | Sequence[int] | Tensor
                        ) -> AttentionPatterns:
     """Every head's attention pattern on one text (or token sequence), with its tokens."""
     tokens = to_tokens(model, text_or_tokens)
@@ -73,7 +64,7 @@ def attention_patterns(model: Any, text_or_tokens: str | Sequence[int] | Tensor
 
 
 @torch.no_grad()
-def batch_attention_patterns(model: Any, tokens: Int[Tensor, "batch pos"]
+def batch_attention_patterns(model: Model, tokens: Int[Tensor, "batch pos"]
                              ) -> Float[Tensor, "batch layer head query key"]:
     """Every head's pattern for a batch of equal-length token sequences."""
     if tokens.ndim != 2 or tokens.shape[1] > model.cfg.n_ctx:
@@ -104,13 +95,13 @@ class LogitLens:
     logprob_of_next: Float[Tensor, "point pos"]
     tokens: list[str]
 
-    def top_tokens(self, model: Any, pos: int = -1) -> list[list[str]]:
+    def top_tokens(self, model: Model, pos: int = -1) -> list[list[str]]:
         """The top-k token strings at position `pos`, one list per residual point."""
         return [_str_tokens(model, ids) for ids in self.top_ids[:, pos]]
 
 
 @torch.no_grad()
-def logit_lens(model: Any, text_or_tokens: str | Sequence[int] | Tensor, k: int = 5) -> LogitLens:
+def logit_lens(model: Model, text_or_tokens: str | Sequence[int] | Tensor, k: int = 5) -> LogitLens:
     """Apply the final layer norm and unembedding to the residual stream after the embedding
     and after every block (nostalgebraist 2020); the last point equals the model's logits."""
     tokens = to_tokens(model, text_or_tokens)
@@ -128,41 +119,3 @@ def logit_lens(model: Any, text_or_tokens: str | Sequence[int] | Tensor, k: int 
     return LogitLens(layers=["embed"] + names[1:], top_ids=torch.stack(ids),
                      top_probs=torch.stack(probs), logprob_of_next=nxt,
                      tokens=_str_tokens(model, tokens[0]))
-
-
-Metric = Callable[[Float[Tensor, "batch pos vocab"]], Float[Tensor, " batch"]]
-
-
-@torch.no_grad()
-def patch_positions(
-    model: Any,
-    clean: Int[Tensor, "1 pos"],
-    corrupt: Int[Tensor, "1 pos"],
-    hook: str,
-    metric: Metric,
-    positions: Sequence[int] | None = None,
-) -> Float[Tensor, " n_positions"]:
-    """Activation patching: run `corrupt` with `hook`'s clean activation restored at one
-    position at a time, and return `metric` of each run (one batched forward pass).
-
-    `positions` defaults to every position; `clean` and `corrupt` must have equal lengths.
-    """
-    if clean.shape != corrupt.shape:
-        raise ValueError(f"clean {tuple(clean.shape)} and corrupt {tuple(corrupt.shape)} "
-                         "tokens must have the same shape (pad or pick prompts of equal length)")
-    if hook not in model.hook_dict:
-        raise ValueError(f"unknown hook {hook!r}; see `workbench.hooks.valid_hook_names`")
-    device = next(model.parameters()).device
-    positions = list(range(clean.shape[1])) if positions is None else list(positions)
-    _, cache = model.run_with_cache(clean.to(device), names_filter=lambda n: n == hook)
-    clean_act = cache[hook]  # [1, pos, ...]
-    batch = corrupt.to(device).expand(len(positions), -1)
-
-    def restore(act: Tensor, hook: Any) -> Tensor:
-        act = act.clone()
-        for i, p in enumerate(positions):
-            act[i, p] = clean_act[0, p]
-        return act
-
-    logits = model.run_with_hooks(batch, fwd_hooks=[(hook, restore)])
-    return metric(logits).float().cpu()

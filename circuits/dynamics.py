@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from tqdm.auto import tqdm
 from circuits.inputs import repeated_tokens_for
 from circuits.scores import head_scores
 from workbench.evaluate import token_nll
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 
 def icl_positions(n_ctx: int) -> tuple[int, int]:
@@ -37,7 +40,7 @@ def icl_positions(n_ctx: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def icl_score(model: Any, windows: Int[Tensor, "batch pos"]) -> dict[str, float]:
+def icl_score(model: Model, windows: Int[Tensor, "batch pos"]) -> dict[str, float]:
     """Loss late in the context minus loss early in it (nats; negative = in-context learning)."""
     n = windows.shape[1]
     early, late = icl_positions(n)

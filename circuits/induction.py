@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,6 +25,9 @@ from circuits.scores import (
     head_scores,
     ov_copying_scores,
 )
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 SCHEMA = "workbench.induction/1"
 log = logging.getLogger(__name__)
@@ -59,7 +62,7 @@ class InductionConfig:
                              f"min_ablation={self.min_ablation} >= 0")
 
 
-def find_induction_heads(model: Any, cfg: InductionConfig = InductionConfig(),
+def find_induction_heads(model: Model, cfg: InductionConfig = InductionConfig(),
                          model_ref: str | None = None) -> dict[str, Any]:
     """Score, ablate and relate every head; the `workbench.induction/1` report (no dynamics).
 

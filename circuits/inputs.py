@@ -18,11 +18,16 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
+
+from workbench.prompts import prepended_bos
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 
 @dataclass(frozen=True)
@@ -57,15 +62,7 @@ class RepeatedTokens:
         return (k == key) & self.second_copy_mask()[:, :, None]
 
 
-def bos_id_of(model: Any) -> int | None:
-    """The BOS id a model's tokenizer prepends, or None."""
-    tok = getattr(model, "tokenizer", None)
-    if tok is None or not getattr(model.cfg, "default_prepend_bos", True):
-        return None
-    return tok.bos_token_id
-
-
-def sample_ids(model: Any) -> Int[Tensor, " n"]:
+def sample_ids(model: Model) -> Int[Tensor, " n"]:
     """Token ids to sample random sequences from: every id but the tokenizer's specials."""
     ids = torch.arange(model.cfg.d_vocab)
     tok = getattr(model, "tokenizer", None)
@@ -117,11 +114,11 @@ def make_repeated_tokens(
     return RepeatedTokens(tokens=tokens, start=start, period=period)
 
 
-def repeated_tokens_for(model: Any, n_seqs: int = 32, seq_len: int | None = None,
+def repeated_tokens_for(model: Model, n_seqs: int = 32, seq_len: int | None = None,
                         seed: int = 0) -> RepeatedTokens:
     """Repeated random tokens for `model`: its BOS, its non-special ids, and a length of
     `n_ctx - 1` by default (TransformerLens' head detector wants sequences shorter than
     `n_ctx`)."""
     seq_len = seq_len or min(model.cfg.n_ctx - 1, 255)
     return make_repeated_tokens(model.cfg.d_vocab, n_seqs, seq_len, seed=seed,
-                                bos_id=bos_id_of(model), ids=sample_ids(model))
+                                bos_id=prepended_bos(model), ids=sample_ids(model))

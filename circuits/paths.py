@@ -32,14 +32,18 @@ scores every head of that layer.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from circuits.inputs import RepeatedTokens
+from circuits.patching import patch_hook
 from circuits.scores import DETECTORS, target_mass
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 PATHS = ("direct", "all")
 MAX_BATCH = 512  # sequences per patched forward pass (source heads x sequences)
@@ -58,7 +62,7 @@ def _score(pattern: Tensor, mask: Tensor, has_target: Tensor, copies: int
     return target_mass(p.view(copies, mask.shape[0], *p.shape[1:]), mask, has_target)
 
 
-def keys_from_residual(model: Any, layer: int, resid: Float[Tensor, "batch pos d_model"]
+def keys_from_residual(model: Model, layer: int, resid: Float[Tensor, "batch pos d_model"]
                        ) -> Float[Tensor, "batch pos head d_head"]:
     """The keys `layer` computes from the residual stream `resid` (its `hook_resid_pre`):
     its first layer norm, then `W_K` and `b_K` (what `hook_k` holds in a forward pass)."""
@@ -67,7 +71,7 @@ def keys_from_residual(model: Any, layer: int, resid: Float[Tensor, "batch pos d
             + model.b_K[layer].to(ln.dtype))
 
 
-def _direct_keys(model: Any, cache: Any, means: dict[int, Tensor], target: int,
+def _direct_keys(model: Model, cache: Any, means: dict[int, Tensor], target: int,
                  chunk: list[Source]) -> Tensor:
     """Keys of the target layer when each chunk head's output is swapped for its mean in the
     target's key input only: `[len(chunk) * batch, pos, head, d_head]`."""
@@ -78,7 +82,7 @@ def _direct_keys(model: Any, cache: Any, means: dict[int, Tensor], target: int,
     return keys_from_residual(model, target, x)
 
 
-def _all_path_keys(model: Any, cache: Any, means: dict[int, Tensor], target: int,
+def _all_path_keys(model: Model, cache: Any, means: dict[int, Tensor], target: int,
                    chunk: list[Source]) -> Tensor:
     """Keys of the target layer from a run with each chunk head mean-ablated everywhere."""
     b = cache[z_name(0)].shape[0]
@@ -108,7 +112,7 @@ PATCHED_KEYS: dict[str, Callable[[Any, Any, dict[int, Tensor], int, list[Source]
 
 @torch.no_grad()
 def k_path_patching(
-    model: Any,
+    model: Model,
     rep: RepeatedTokens,
     target_layers: Sequence[int] | None = None,
     kind: str = "induction",
@@ -154,15 +158,12 @@ def k_path_patching(
             keys = PATCHED_KEYS[paths](model, cache, means, t, chunk)
             scored: list[Tensor] = []
 
-            def patch(k: Tensor, hook: Any, keys: Tensor = keys) -> Tensor:
-                return keys.to(k.dtype)
-
             def score(pattern: Tensor, hook: Any, n: int = len(chunk),
                       scored: list[Tensor] = scored) -> None:
                 scored.append(_score(pattern, mask, has_target, n).cpu())
 
             model.run_with_hooks(tokens.repeat(len(chunk), 1), return_type=None,
-                                 fwd_hooks=[(k_name(t), patch), (p_name(t), score)])
+                                 fwd_hooks=[(k_name(t), patch_hook(keys)), (p_name(t), score)])
             for (la, h), s in zip(chunk, scored[0]):
                 drop[la, h, t] = clean[t] - s
     return drop

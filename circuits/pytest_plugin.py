@@ -16,9 +16,12 @@ and in a test:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,7 +41,7 @@ def induction_heads(pytestconfig: pytest.Config) -> Callable[..., list[str]]:
     defaults = {"min_score": float(pytestconfig.getini("induction_min_score")),
                 "min_ablation": float(pytestconfig.getini("induction_min_ablation"))}
 
-    def check(model: Any, **overrides: Any) -> list[str]:
+    def check(model: Model, **overrides: Any) -> list[str]:
         return assert_induction_heads(model, **{**defaults, **overrides})
 
     return check

@@ -24,13 +24,16 @@ Two normalisations:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuits.inputs import RepeatedTokens
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 Mask = Bool[Tensor, "batch query key"]
 
@@ -83,7 +86,7 @@ def target_mass(pattern: Float[Tensor, "... batch head query key"], mask: Mask,
 
 @torch.no_grad()
 def head_scores(
-    model: Any,
+    model: Model,
     tokens: Int[Tensor, "batch pos"] | RepeatedTokens,
     kinds: Sequence[str] = tuple(DETECTORS),
     normalize: str = "targets",
@@ -126,7 +129,7 @@ def head_scores(
 
 
 @torch.no_grad()
-def ov_copying_scores(model: Any) -> Float[Tensor, "layer head"]:
+def ov_copying_scores(model: Model) -> Float[Tensor, "layer head"]:
     """Olsson et al. (2022) copying score of each head's full OV circuit
     `W_E W_V W_O W_U` (layer norms ignored): the sum of its eigenvalues' real parts over the
     sum of their magnitudes, in [-1, 1]; close to 1 for a head that copies the attended token.
@@ -148,7 +151,7 @@ COMPOSITION = ("Q", "K", "V")
 
 
 @torch.no_grad()
-def composition_scores(model: Any, mode: str) -> Float[Tensor, "layer head layer head"]:
+def composition_scores(model: Model, mode: str) -> Float[Tensor, "layer head layer head"]:
     """`||W_OV^A W^B||_F / (||W_OV^A||_F ||W^B||_F)` for every earlier head A and later head B,
     where `W^B` is B's `W_QK` (Q-composition), `W_QK^T` (K) or `W_OV` (V); zero where A is not
     in an earlier layer. Same values as TransformerLens' `all_composition_scores(mode)`,

@@ -17,9 +17,12 @@ the fixture `induction_heads` does the same with thresholds from the ini file
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from circuits.induction import InductionConfig, find_induction_heads, head_table
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 
 class InductionHeadsMissing(AssertionError):
@@ -31,7 +34,7 @@ class InductionHeadsMissing(AssertionError):
 
 
 def assert_induction_heads(
-    model: Any,
+    model: Model,
     min_score: float = 0.4,
     min_ablation: float = 0.5,
     seed: int = 0,

@@ -25,14 +25,19 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuits.attention import to_tokens
+from circuits.patching import patch_hook
+from workbench.prompts import encode, to_tokens, tokenizer_of
+
+if TYPE_CHECKING:
+    from workbench.models import Model
+
 
 SCHEMA = "workbench.trace/1"
 KINDS = {"resid": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
@@ -197,24 +202,12 @@ class TraceResult:
                    noise=float(d["noise"]), config=TraceConfig(**cfg))
 
 
-def _tokenizer(model: Any) -> Any:
-    tok = getattr(model, "tokenizer", None)
-    if tok is None:
-        raise ValueError("causal tracing needs the model's tokenizer (model.tokenizer is "
-                         "None); load the model with its tokenizer")
-    return tok
-
-
-def _encode(tok: Any, text: str) -> list[int]:
-    return list(tok.encode(text, add_special_tokens=False))
-
-
 def _sublist(ids: list[int], sub: list[int]) -> int:
     return next((i for i in range(len(ids) - len(sub) + 1) if sub and ids[i:i + len(sub)] == sub),
                 -1)
 
 
-def find_subject(model: Any, prompt: str, subject: str) -> tuple[int, int]:
+def find_subject(model: Model, prompt: str, subject: str) -> tuple[int, int]:
     """`[start, end)` token positions of `subject` in `model.to_tokens(prompt)` (BOS counted):
     the tokens that overlap its first whole-word occurrence in the text (or its first
     occurrence when it only occurs inside a word).
@@ -222,7 +215,7 @@ def find_subject(model: Any, prompt: str, subject: str) -> tuple[int, int]:
     Works for word-level and sub-word tokenizers (BPE with leading spaces: `" berg"` covers
     `"berg"`) through the tokenizer's character offsets.
     """
-    tok = _tokenizer(model)
+    tok = tokenizer_of(model, "causal tracing")
     text = subject.strip()
     found = re.search(rf"(?<!\w){re.escape(text)}(?!\w)", prompt) if text else None
     c0 = found.start() if found else (prompt.find(text) if text else -1)
@@ -235,14 +228,14 @@ def find_subject(model: Any, prompt: str, subject: str) -> tuple[int, int]:
         enc = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
     except (NotImplementedError, TypeError, KeyError):  # slow tokenizers have no offsets
-        ids, offsets = _encode(tok, prompt), None
+        ids, offsets = encode(tok, prompt), None
     n_bos = len(tokens) - len(ids)
     if offsets is not None and n_bos >= 0 and tokens[n_bos:] == ids:
         inside = [i for i, (s, e) in enumerate(offsets) if s < c1 and e > c0 and e > s]
         if inside:
             return n_bos + inside[0], n_bos + inside[-1] + 1
     for variant in (" " + text, text):  # token ids of the subject as a word or at the start
-        sub = _encode(tok, variant)
+        sub = encode(tok, variant)
         start = _sublist(tokens, sub)
         if start >= 0:
             return start, start + len(sub)
@@ -250,14 +243,14 @@ def find_subject(model: Any, prompt: str, subject: str) -> tuple[int, int]:
                      "boundaries of its tokens; pass whole words as the subject")
 
 
-def target_token_id(model: Any, target: str) -> int:
+def target_token_id(model: Model, target: str) -> int:
     """Id of `target` as the next token after a prompt (with a leading space, as a word
     follows the prompt); raises when it is several tokens or unknown to the vocabulary."""
-    tok = _tokenizer(model)
+    tok = tokenizer_of(model, "causal tracing")
     word = target.strip()
     if not word:
         raise ValueError(f"target {target!r} is empty; pass the expected next word")
-    ids = _encode(tok, " " + word)
+    ids = encode(tok, " " + word)
     if len(ids) != 1:
         pieces = [tok.decode([i]) for i in ids]
         first = pieces[0].strip() if pieces else word
@@ -295,7 +288,7 @@ def _window(kind: str, layer: int, window: int, n_layers: int) -> range:
     return range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2)))
 
 
-def _prepare(model: Any, prompt: str, subject: str, target: str,
+def _prepare(model: Model, prompt: str, subject: str, target: str,
              cfg: TraceConfig) -> _Problem:
     n_layers = model.cfg.n_layers
     layers = list(range(n_layers)) if cfg.layers is None else list(cfg.layers)
@@ -331,7 +324,7 @@ def _result(prompt: str, target: str, prob: _Problem, cfg: TraceConfig, clean: f
 
 
 @torch.inference_mode()
-def causal_trace(model: Any, prompt: str, subject: str, target: str,
+def causal_trace(model: Model, prompt: str, subject: str, target: str,
                  cfg: TraceConfig = TraceConfig()) -> TraceResult:
     """Causal trace of `target` after `prompt` with `subject` corrupted, every restoration
     batched.
@@ -381,7 +374,7 @@ def causal_trace(model: Any, prompt: str, subject: str, target: str,
             lo, hi = (int(x) for x in torch.searchsorted(rows, torch.tensor([a, b],
                                                                             device=device)))
             if hi > lo:
-                hooks.append((name, _restore(cache[name][0], rows[lo:hi] - a, pos[lo:hi])))
+                hooks.append((name, patch_hook(cache[name][0], rows[lo:hi] - a, pos[lo:hi])))
         if "unembed.hook_in" in model.hook_dict:  # only the last position's logits matter
             hooks.append(("unembed.hook_in", lambda act, hook: act[:, -1:]))
         out = model.run_with_hooks(prob.tokens.expand(b - a, -1), fwd_hooks=hooks)
@@ -407,17 +400,8 @@ def _add_noise(noise: Tensor, start: int, end: int) -> Any:
     return hook
 
 
-def _restore(clean: Tensor, rows: Tensor, pos: Tensor) -> Any:
-    """A hook writing `clean[pos[i]]` (`clean`: `[pos, d]`) into `act[rows[i], pos[i]]`."""
-    def hook(act: Tensor, hook: Any) -> Tensor:
-        act = act.clone()
-        act.index_put_((rows, pos), clean[pos].to(act.dtype))
-        return act
-    return hook
-
-
 @torch.inference_mode()
-def causal_trace_loop(model: Any, prompt: str, subject: str, target: str,
+def causal_trace_loop(model: Model, prompt: str, subject: str, target: str,
                       cfg: TraceConfig = TraceConfig()) -> TraceResult:
     """The baseline: one forward run per (kind, layer, position), as the ROME repository's
     `trace_with_patch` does it.
@@ -432,17 +416,12 @@ def causal_trace_loop(model: Any, prompt: str, subject: str, target: str,
     start, end = prob.subject
     batch = prob.tokens.expand(cfg.n_samples + 1, -1)
     noise = torch.cat([torch.zeros_like(prob.noise[:1]), prob.noise])  # row 0 stays clean
-
-    def patch(pos: int) -> Any:
-        def hook(act: Tensor, hook: Any) -> Tensor:
-            act = act.clone()
-            act[1:, pos] = act[0, pos]
-            return act
-        return hook
+    noisy = torch.arange(1, cfg.n_samples + 1, device=batch.device)
 
     def run(names: list[str], pos: int) -> float:
         hooks = [(EMBED_HOOK, _add_noise(noise, start, end))]
-        hooks += [(name, patch(pos)) for name in names]
+        at = torch.full_like(noisy, pos)  # rows 1.. take row 0's state at `pos`
+        hooks += [(name, patch_hook(0, noisy, at)) for name in names]
         logits = model.run_with_hooks(batch, fwd_hooks=hooks)
         return float(_target_prob(logits[1:], prob.target_id).mean())
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from tqdm.auto import tqdm
 
 from workbench.cache import ActivationStore, CacheConfig, compute_batch, plan_for
 from workbench.cache_plan import iter_batches
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +93,7 @@ class ProbeRows:
         return self.memory[index][:, torch.from_numpy(where)]
 
 
-def plan_rows(model: Any, corpus: Any, split: str, max_tokens: int | None,
+def plan_rows(model: Model, corpus: Any, split: str, max_tokens: int | None,
               batch_size: int = 16) -> ProbeRows:
     """Rows and labels of a split, no activations (walks the cache plan's batches)."""
     cfg = CacheConfig(split=split, positions="word-final", max_tokens=max_tokens, chunk=True,
@@ -109,7 +112,7 @@ def plan_rows(model: Any, corpus: Any, split: str, max_tokens: int | None,
 
 
 @torch.no_grad()
-def fill_memory(rows: ProbeRows, model: Any, needed: np.ndarray, layers: list[int],
+def fill_memory(rows: ProbeRows, model: Model, needed: np.ndarray, layers: list[int],
                 progress: bool = True) -> None:
     """Compute the activations of `needed` rows at `layers` into memory."""
     plan, cfg, corpus = (rows._source[k] for k in ("plan", "cfg", "corpus"))

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from probe.stats import (
 )
 from probe.tasks import KINDS, Examples, Task, resolve_tasks, task_examples
 from probe.train import ProbeConfig, fit_predict, standardize
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 log = logging.getLogger(__name__)
 SCHEMA = "workbench.probe/1"
@@ -202,7 +205,7 @@ def probe_task(x: torch.Tensor, ex: Examples, layers: list[int], cfg: SweepConfi
     }
 
 
-def probe_model(model: Any, corpus: Any, cfg: SweepConfig | None = None, *,
+def probe_model(model: Model, corpus: Any, cfg: SweepConfig | None = None, *,
                 model_ref: str = "", acts: str | Path | None = None,
                 progress: bool = True) -> dict[str, Any]:
     """Run the sweep on a loaded model and a world corpus; the report dict.
@@ -263,7 +266,7 @@ def probe_model(model: Any, corpus: Any, cfg: SweepConfig | None = None, *,
     return report
 
 
-def _cache_then_read(model: Any, corpus: Any, cfg: SweepConfig, acts: str | Path,
+def _cache_then_read(model: Model, corpus: Any, cfg: SweepConfig, acts: str | Path,
                      model_ref: str, layers: list[int], progress: bool) -> ProbeRows:
     from workbench.cache import cache_activations
 
@@ -280,7 +283,7 @@ def _config_record(cfg: SweepConfig) -> dict[str, Any]:
     return record
 
 
-def check_corpus(model: Any, corpus: Any) -> None:
+def check_corpus(model: Model, corpus: Any) -> None:
     """A world corpus whose tokenizer is the model's (or fail with the fix)."""
     if corpus.kind != "world":
         raise ValueError(
@@ -289,7 +292,7 @@ def check_corpus(model: Any, corpus: Any) -> None:
     check_tokenizer(model, corpus)
 
 
-def check_tokenizer(model: Any, corpus: Any) -> None:
+def check_tokenizer(model: Model, corpus: Any) -> None:
     """The corpus is encoded with the model's tokenizer (or fail with the fix)."""
     from tokenizers import Tokenizer
 

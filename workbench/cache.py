@@ -31,7 +31,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -50,6 +50,9 @@ from workbench.cache_plan import (
 )
 from workbench.cache_plan import word_start_table as word_start_table
 from workbench.hooks import last_layer, resolve_hooks, weights_checksum
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 log = logging.getLogger(__name__)
 SCHEMA = "workbench.activations/1"
@@ -103,7 +106,7 @@ class CacheConfig:
 
 @dataclass
 class _Job:
-    model: Any
+    model: Model
     corpus: Any
     cfg: CacheConfig
     hooks: list[str]
@@ -111,7 +114,7 @@ class _Job:
     identity: dict[str, Any] = field(default_factory=dict)
 
 
-def plan_for(model: Any, corpus: Any, cfg: CacheConfig) -> CachePlan:
+def plan_for(model: Model, corpus: Any, cfg: CacheConfig) -> CachePlan:
     """The rows a cache of `corpus` with `cfg` will hold for `model`."""
     tokens = corpus.tokens(cfg.split)
     tok = model.tokenizer
@@ -124,7 +127,7 @@ def plan_for(model: Any, corpus: Any, cfg: CacheConfig) -> CachePlan:
 
 
 @torch.no_grad()
-def compute_batch(model: Any, hooks: list[str], batch: Batch) -> dict[str, np.ndarray]:
+def compute_batch(model: Model, hooks: list[str], batch: Batch) -> dict[str, np.ndarray]:
     """Activations of `hooks` at the batch's kept rows, as float32 numpy arrays."""
     device = next(model.parameters()).device
     hookset = set(hooks)
@@ -221,7 +224,7 @@ def _open_partial(partial: Path, identity: dict[str, Any]) -> h5py.File:
 
 
 def cache_activations(
-    model: Any,
+    model: Model,
     corpus: Any,
     cfg: CacheConfig,
     out: str | os.PathLike[str],
@@ -342,13 +345,13 @@ def _has_rows(partial: Path) -> bool:
         return True  # unreadable: let _open_partial explain
 
 
-def _pad_id(model: Any) -> int:
+def _pad_id(model: Model) -> int:
     tok = model.tokenizer
     pad = getattr(tok, "pad_token_id", None) if tok is not None else None
     return int(pad) if pad is not None else 0
 
 
-def _shapes_of(model: Any, hooks: list[str], plan: CachePlan,
+def _shapes_of(model: Model, hooks: list[str], plan: CachePlan,
                tokens: np.ndarray) -> dict[str, tuple[int, ...]]:
     batch = next(iter_batches(plan, tokens, 1, 0, 1))
     return {k: v.shape[1:] for k, v in compute_batch(model, hooks, batch).items()}

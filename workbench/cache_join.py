@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import torch.distributed as tdist
 
 from workbench.cache import CacheConfig, cache_activations
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 
 def shard_path(out: Path, rank: int) -> Path:
@@ -54,7 +57,7 @@ def join_shards(out: Path, shards: list[Path], *, overwrite: bool = False) -> Pa
     return out
 
 
-def cache_sharded(model: Any, corpus: Any, cfg: CacheConfig, out: Path, *, model_ref: str,
+def cache_sharded(model: Model, corpus: Any, cfg: CacheConfig, out: Path, *, model_ref: str,
                   resume: bool, overwrite: bool, progress: bool) -> Path:
     """Cache this rank's shard, then (rank 0) join all shards into `out`."""
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

@@ -193,6 +193,18 @@ def is_checkpoint_dir(path: Path) -> bool:
     return not (isinstance(data, dict) and "model_type" in data)
 
 
+def is_hf_dir(path: Path) -> bool:
+    """A local Hugging Face model directory: a `config.json` object with a `model_type`."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and "model_type" in data
+
+
 def resolve_checkpoint(path: Path, step: int | None = None) -> Path:
     """A run directory (its latest or `step` checkpoint) or a checkpoint directory."""
     path = Path(path)

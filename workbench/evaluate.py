@@ -17,14 +17,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
+
+from workbench.prompts import bos_ids, encode_prompt, last_logits, word_id
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 log = logging.getLogger(__name__)
 SCHEMA = "workbench.eval/1"
@@ -60,80 +64,37 @@ class EvalConfig:
                 raise ValueError(f"EvalConfig.{name}={getattr(self, name)}; it must be >= 1")
 
 
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer.encode(text, add_special_tokens=False))
-
-
-def _word_id(tokenizer: Any, word: str) -> int:
-    """Id of `word` as it follows a space (first sub-token for sub-word tokenizers)."""
-    ids = _encode(tokenizer, " " + word) or _encode(tokenizer, word)
-    return ids[0]
-
-
-def _bos(tokenizer: Any) -> list[int]:
-    bos = tokenizer.bos_token_id
-    return [] if bos is None else [bos]
-
-
-@torch.no_grad()
-def last_logits(
-    model: Any, prompts: list[list[int]], batch_size: int = 64, progress: bool = False
-) -> Float[Tensor, "n d_vocab"]:
-    """Next-token logits after each prompt (token ids; right-padded in batches)."""
-    n_ctx = model.cfg.n_ctx
-    for ids in prompts:
-        if len(ids) > n_ctx:
-            raise ValueError(f"prompt has {len(ids)} tokens; model n_ctx is {n_ctx}. Shorten it")
-    device = next(model.parameters()).device
-    out = []
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, disable=not progress, desc="eval", leave=False):
-        width = max(len(prompts[i]) for i in batch)
-        tokens = torch.zeros(len(batch), width, dtype=torch.long)
-        for row, i in enumerate(batch):
-            tokens[row, : len(prompts[i])] = torch.tensor(prompts[i])
-        logits = model(tokens.to(device))  # causal: right padding cannot leak backwards
-        ends = torch.tensor([len(prompts[i]) - 1 for i in batch], device=logits.device)
-        out.append(logits[torch.arange(len(batch)), ends].float().cpu())
-    result = torch.cat(out)
-    inverse = torch.empty(len(order), dtype=torch.long)
-    inverse[torch.tensor(order)] = torch.arange(len(order))
-    return result[inverse]
-
-
 def prefix_logits(
-    model: Any, items: list[dict[str, Any]], batch_size: int = 64, progress: bool = False
+    model: Model, items: list[dict[str, Any]], batch_size: int = 64, progress: bool = False
 ) -> Float[Tensor, "n d_vocab"]:
     """Next-token logits after `<bos> + item["prefix"]` for each item."""
-    tok = model.tokenizer
-    prompts = [_bos(tok) + _encode(tok, it["prefix"]) for it in items]
+    prompts = [encode_prompt(model, it["prefix"]) for it in items]
     return last_logits(model, prompts, batch_size, progress)
 
 
 def fact_recall(
-    model: Any, items: list[dict[str, Any]], batch_size: int = 64, progress: bool = False
+    model: Model, items: list[dict[str, Any]], batch_size: int = 64, progress: bool = False
 ) -> dict[str, Any]:
     """Top-1 accuracy of the answer over the vocabulary and among the candidates."""
     tok = model.tokenizer
     logits = prefix_logits(model, items, batch_size, progress)
-    answers = torch.tensor([_word_id(tok, it["answer"]) for it in items])
+    answers = torch.tensor([word_id(tok, it["answer"]) for it in items])
     top1 = (logits.argmax(-1) == answers).float()
     among = []
     for row, it in enumerate(items):
-        cand = torch.tensor([_word_id(tok, c) for c in it["candidates"]])
+        cand = torch.tensor([word_id(tok, c) for c in it["candidates"]])
         among.append(float(cand[logits[row, cand].argmax()] == answers[row]))
     return {"value": float(top1.mean()), "among_candidates": float(np.mean(among)), "n": len(items)}
 
 
 def agreement(
-    model: Any, items: list[dict[str, Any]], batch_size: int = 64, progress: bool = False
+    model: Model, items: list[dict[str, Any]], batch_size: int = 64, progress: bool = False
 ) -> dict[str, Any]:
     """Share of items where the correct verb form outscores the wrong one."""
     tok = model.tokenizer
     logits = prefix_logits(model, items, batch_size, progress)
-    good = torch.tensor([_word_id(tok, it["correct"]) for it in items])
-    bad = torch.tensor([_word_id(tok, it["wrong"]) for it in items])
+    good = torch.tensor([word_id(tok, it["correct"]) for it in items])
+    bad = torch.tensor([word_id(tok, it["wrong"]) for it in items])
     rows = torch.arange(len(items))
     correct = (logits[rows, good] > logits[rows, bad]).float()
     return {"value": float(correct.mean()), "n": len(items)}
@@ -157,10 +118,11 @@ def token_nll(logits: Float[Tensor, "batch pos vocab"],
 
 
 @torch.no_grad()
-def induction_ratio(model: Any, batch: int = 32, length: int = 40, seed: int = 0) -> dict[str, Any]:
+def induction_ratio(model: Model, batch: int = 32, length: int = 40, seed: int = 0
+                    ) -> dict[str, Any]:
     """Loss on the second copy of repeated random tokens divided by the first copy's."""
     length = min(length, (model.cfg.n_ctx - 1) // 2)
-    bos = _bos(model.tokenizer) if model.tokenizer is not None else []
+    bos = bos_ids(model.tokenizer) if model.tokenizer is not None else []
     body = repeated_tokens(model.cfg.d_vocab, batch, length, seed)
     tokens = torch.cat([torch.tensor(bos, dtype=torch.long).expand(batch, len(bos)), body], 1)
     device = next(model.parameters()).device
@@ -179,7 +141,7 @@ def induction_ratio(model: Any, batch: int = 32, length: int = 40, seed: int = 0
 
 
 def evaluate(
-    model: Any,
+    model: Model,
     corpus: Any,
     cfg: EvalConfig | None = None,
     *,

@@ -6,14 +6,17 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
 
 
-def hook_names(model: Any) -> list[str]:
+def hook_names(model: Model) -> list[str]:
     """Every hook point of a TransformerBridge (in the bridge's registration order)."""
     return list(model.hook_dict.keys())
 
@@ -37,7 +40,7 @@ def _summarise(names: list[str]) -> str:
     return ", ".join(parts)
 
 
-def resolve_hooks(model: Any, patterns: list[str] | tuple[str, ...]) -> list[str]:
+def resolve_hooks(model: Model, patterns: list[str] | tuple[str, ...]) -> list[str]:
     """Hook names matching the glob `patterns`, in `hook_names` order, without duplicates.
 
     Raises:
@@ -77,7 +80,7 @@ def last_layer(hooks: list[str]) -> int | None:
     return max(layers)
 
 
-def weights_checksum(model: Any) -> str:
+def weights_checksum(model: Model) -> str:
     """sha256 over the model's parameters and buffers (names, shapes, dtypes, bytes)."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.checkpoints import (
     is_checkpoint_dir,
@@ -12,6 +12,9 @@ from workbench.checkpoints import (
     load_checkpoint,
     resolve_checkpoint,
 )
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 
 def _is_ours(ref: str | Path) -> bool:
@@ -47,7 +50,7 @@ def output_dir_of(ref: str | Path) -> Path:
     return Path("runs") / str(ref).replace("/", "__")
 
 
-def model_card(ref: str | Path, model: Any = None) -> str:
+def model_card(ref: str | Path, model: Model | None = None) -> str:
     """A plain-text card: shape, parameters, vocabulary, steps, losses, checkpoints.
 
     `model`: the already loaded model of a Hugging Face `ref` (else it is loaded here)."""

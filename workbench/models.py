@@ -11,7 +11,6 @@ One call, three kinds of reference:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,20 @@ import torch
 import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.checkpoints import Checkpoint, is_checkpoint_dir, load_checkpoint, resolve_checkpoint
+from workbench.checkpoints import (
+    Checkpoint,
+    is_checkpoint_dir,
+    is_hf_dir,
+    load_checkpoint,
+    resolve_checkpoint,
+)
 from workbench.config import ModelConfig
 from workbench.devices import resolve_device
 from workbench.tokenizer import load_hf_tokenizer
+
+Model = TransformerBridge
+"""The hooked model every analysis takes: a TransformerLens 4 `TransformerBridge`, one of ours
+or a Hugging Face checkpoint, as `load` returns it."""
 
 
 def build_bridge(
@@ -60,16 +69,6 @@ def bridge_from_checkpoint(ckpt: Checkpoint, device: str = "cpu") -> Transformer
     return bridge
 
 
-def _is_hf_dir(path: Path) -> bool:
-    config = path / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        return "model_type" in json.loads(config.read_text())
-    except json.JSONDecodeError:
-        return False
-
-
 def _looks_like_path(ref: str) -> bool:
     if ref.startswith((".", "/", "~")) or os.sep + os.sep in ref:
         return True
@@ -89,7 +88,7 @@ def _hub_error(ref: str, reason: str) -> OSError:
     )
 
 
-def load(ref: str | os.PathLike[str], device: str = "cpu", step: int | None = None) -> Any:
+def load(ref: str | os.PathLike[str], device: str = "cpu", step: int | None = None) -> Model:
     """Load a model reference as a hooked `TransformerBridge` in eval mode.
 
     Args:
@@ -106,7 +105,7 @@ def load(ref: str | os.PathLike[str], device: str = "cpu", step: int | None = No
     if path.exists():
         if is_checkpoint_dir(path) or (path / "checkpoints").is_dir():
             return bridge_from_checkpoint(load_checkpoint(resolve_checkpoint(path, step)), device)
-        if _is_hf_dir(path):
+        if is_hf_dir(path):
             if step is not None:
                 raise ValueError(f"step={step} only applies to our run directories, not {path}")
             return _boot_hf(str(path), device)
@@ -129,12 +128,12 @@ def load(ref: str | os.PathLike[str], device: str = "cpu", step: int | None = No
         raise _hub_error(ref_str, str(exc).splitlines()[0] if str(exc) else "offline") from exc
 
 
-def _boot_hf(name: str, device: str) -> Any:
+def _boot_hf(name: str, device: str) -> Model:
     bridge = TransformerBridge.boot_transformers(name, device=device)
     bridge.train(False)  # inference mode (no dropout)
     return bridge
 
 
-def model_ref_of(bridge: Any) -> str:
+def model_ref_of(bridge: Model) -> str:
     """A printable reference of a loaded model (checkpoint path or model name)."""
     return str(getattr(bridge, "workbench_checkpoint", None) or bridge.cfg.model_name)

@@ -11,6 +11,7 @@ import torch
 from app import compute, data, ui
 from app.figures import head_figure, head_grid_figure, layer_head_figure
 from circuits.attention import attention_patterns
+from workbench import prompts
 
 DEFAULT_TEXT = "anna berg lives in bellport . the cat that the dogs chase eats a cookie ."
 
@@ -19,7 +20,7 @@ DEFAULT_TEXT = "anna berg lives in bellport . the cat that the dogs chase eats a
 def token_ids(ref: str, text: str) -> list[int]:
     lm = ui.loaded_model(ref)
     with lm.lock:
-        return compute.tokenize(lm.model, text).tolist()
+        return prompts.tokenize(lm.model, text).tolist()
 
 
 @st.cache_data(show_spinner="running the model", max_entries=16)
@@ -39,7 +40,7 @@ def document(path: str, split: str, index: int) -> str:
 st.title("Attention")
 sel, lm = ui.require_model()
 model = lm.model
-n_ctx, bos = int(model.cfg.n_ctx), compute.bos_id(model)
+n_ctx, bos = int(model.cfg.n_ctx), prompts.prepended_bos(model)
 
 source = st.radio("input", ["type text", "corpus document"], horizontal=True, key="attn_source")
 if source == "type text":

@@ -8,6 +8,7 @@ import streamlit as st
 from app import compute, ui
 from app.figures import logit_lens_figure
 from circuits.attention import logit_lens
+from workbench import prompts
 
 DEFAULT_PROMPT = "anna berg lives in"
 
@@ -19,8 +20,8 @@ def lens(ref: str, text: str, k: int) -> tuple[object, list[list[list[str]]], in
     lm = ui.loaded_model(ref)
     model = lm.model
     with lm.lock:
-        ids = compute.tokenize(model, text)
-        bos = compute.bos_id(model)
+        ids = prompts.tokenize(model, text)
+        bos = prompts.prepended_bos(model)
         win = compute.plan_window(len(ids), model.cfg.n_ctx, model.cfg.n_ctx, len(ids),
                                   bos is not None)
         run_ids, offset = compute.window_tokens(ids, win, bos)

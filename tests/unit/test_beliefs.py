@@ -16,7 +16,7 @@ from beliefs.editing import (
     read_w_out,
     rewrite_batch,
 )
-from beliefs.elicit import candidate_logprobs, elicit, encode_prompt, single_token_id
+from beliefs.elicit import candidate_logprobs, elicit, single_token_id
 from beliefs.factbase import DEFAULT_FACTS, FactBase, fill, load_facts, world_facts
 from beliefs.finetune import FinetuneConfig, finetune_edit
 from beliefs.ladder import LEVELS, LadderConfig, contexts, ladder, summarize_ladder
@@ -24,6 +24,7 @@ from beliefs.metrics import EditEvaluator, aggregate
 from beliefs.rome import RomeConfig, rank_one_update, rome_edit
 from workbench.config import get_preset
 from workbench.models import build_bridge, load
+from workbench.prompts import encode_prompt
 from workbench.world.facts import WorldConfig, build_world
 from workbench.world.tokenizer import build_world_tokenizer
 

@@ -8,14 +8,10 @@ import torch
 from transformer_lens import head_detector as hd
 
 from circuits.ablation import head_ablation_effects, token_nll
-from circuits.attention import (
-    attention_patterns,
-    batch_attention_patterns,
-    logit_lens,
-    patch_positions,
-)
+from circuits.attention import attention_patterns, batch_attention_patterns, logit_lens
 from circuits.dynamics import phase_change
 from circuits.inputs import make_repeated_tokens
+from circuits.patching import patch_positions
 from circuits.paths import k_path_patching
 from circuits.scores import (
     DETECTORS,
