@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q -m "not slow" tests
-	$(PY) -m pytest -q --doctest-modules workbench circuits probe beliefs app/data.py app/compute.py
+	$(PY) -m pytest -q --doctest-modules workbench circuits probe beliefs app/runs.py app/compute.py
 
 test-slow: install
 	$(PY) -m pytest -q -m slow tests

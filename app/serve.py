@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.data import RUNS_ENV, runs_root
+from app.runs import RUNS_ENV, runs_root
 
 SCRIPT = Path(__file__).with_name("streamlit_app.py")
 HOST = "127.0.0.1"

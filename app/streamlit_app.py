@@ -4,7 +4,7 @@
 
 The sidebar picks a model under the runs folder (a run and one of its checkpoints, or a local
 Hugging Face directory); every page reads it from `st.session_state`. A page is listed when
-its file exists (`app.data.PAGES`).
+its file exists (`app.runs.PAGES`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import data, ui
+from app import runs, ui
 
 HERE = Path(__file__).parent
 
@@ -21,13 +21,13 @@ HERE = Path(__file__).parent
 def pages() -> list[st.Page]:
     """The pages whose files exist, in menu order."""
     return [st.Page(path, title=title, icon=icon, default=i == 0)
-            for i, (path, title, icon) in enumerate(data.available_pages(HERE))]
+            for i, (path, title, icon) in enumerate(runs.available_pages(HERE))]
 
 
 def sidebar() -> None:
     """Pick the model every page looks at; store it in the session."""
     root = ui.root()
-    models = data.list_models(root)
+    models = runs.list_models(root)
     st.sidebar.caption(f"runs folder: `{root}`")
     if not models:
         st.session_state[ui.SELECTION] = None

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from app import data
+from app import runs
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -24,7 +24,7 @@ class Selection:
     """The model picked in the sidebar: a runs-folder entry and one of its checkpoints."""
 
     root: Path
-    entry: data.ModelEntry
+    entry: runs.ModelEntry
     step: int | None
 
     @property
@@ -56,7 +56,7 @@ def loaded_model(ref: str) -> LoadedModel:
 def root() -> Path:
     """The runs folder (stops the page with the fix when it does not exist)."""
     try:
-        return data.runs_root()
+        return runs.runs_root()
     except FileNotFoundError as exc:
         st.error(str(exc))
         st.stop()
@@ -71,7 +71,7 @@ def require_selection() -> Selection:
     """The sidebar's model, or a message and a stop when the runs folder has none."""
     sel = selection()
     if sel is None:
-        folder = data.runs_root()
+        folder = runs.runs_root()
         st.info(f"No model under {folder}. Train one, or put a Hugging Face directory "
                 "(config.json + weights + tokenizer) there:")
         st.code(f"workbench world build --out {folder}/world\n"
@@ -93,7 +93,7 @@ def require_model() -> tuple[Selection, LoadedModel]:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _read_report(path: str, kind: str, mtime: float) -> dict[str, Any] | None:
-    return data.read_report(Path(path), kind)
+    return runs.read_report(Path(path), kind)
 
 
 def report(path: Path, kind: str) -> dict[str, Any] | None:
@@ -112,7 +112,7 @@ def run_panel(args: list[str], out: Path, label: str, key: str,
     when it just finished writing `out` (the caller reruns to show it)."""
     if why:
         st.info(why)
-    st.code(data.display_command(args), language="bash")
+    st.code(runs.display_command(args), language="bash")
     if not st.button(label, key=key):
         return False
     bar = st.progress(0.0, text="starting")
@@ -120,8 +120,8 @@ def run_panel(args: list[str], out: Path, label: str, key: str,
     def progress(desc: str, fraction: float) -> None:
         bar.progress(fraction, text=f"{desc or 'working'}: {fraction:.0%}")
 
-    with st.spinner(f"running `{data.display_command(args[:1])}`"):
-        result = data.run_command(args, progress)
+    with st.spinner(f"running `{runs.display_command(args[:1])}`"):
+        result = runs.run_command(args, progress)
     if result.returncode != 0 or not out.exists():
         bar.empty()
         st.error(f"the command failed: {result.error}")

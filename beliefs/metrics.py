@@ -29,7 +29,7 @@ from beliefs.editing import WeightEdit
 from beliefs.elicit import candidate_logprobs, stated
 from beliefs.factbase import Belief, FactBase
 from probe.stats import bootstrap_ci
-from workbench.data import eval_windows
+from workbench.batches import eval_windows
 from workbench.evaluate import token_nll
 
 if TYPE_CHECKING:

@@ -129,10 +129,10 @@ def main() -> None:
             print(f"({runs / model_name} not found: timing a random `{args.preset}` model)")
             runs, model_name = _random_run(Path(tmp), args.preset)
         os.environ["WORKBENCH_RUNS"] = str(runs)
-        from app import data
+        from app import runs as folder
         from workbench.models import load
 
-        entry = next(m for m in data.list_models(runs) if m.name == model_name)
+        entry = next(m for m in folder.list_models(runs) if m.name == model_name)
         model = load(entry.checkpoint())  # the baseline's own copy
         prompts = PROMPTS[: args.prompts]
         bare = []

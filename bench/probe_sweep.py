@@ -7,10 +7,10 @@ same probes (`--variants`):
 
 - `sweep` (default): what `probe.sweep.probe_task` trains, every cross-validation fold (word-
   type split: test fold f, validation fold f + 1, the rest train) x {task, control labels}
-  x every L2 strength of the grid it chooses from (`probe.train.L2_GRID`);
+  x every L2 strength of the grid it chooses from (`probe.fit.L2_GRID`);
 - `fold`: the task's probes of one fold (test fold 0, validation fold 1) at L2 1e-4.
 
-- `ours`: `probe.train.fit_predict`, every (variant, layer) probe at once (batched L-BFGS);
+- `ours`: `probe.fit.fit_predict`, every (variant, layer) probe at once (batched L-BFGS);
 - `sklearn`: `LogisticRegression(C, max_iter)` (lbfgs, its fastest solver here), one fit per
   (variant, layer), in a loop.
 
@@ -44,11 +44,11 @@ def main() -> int:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
+    from probe.fit import L2_GRID, ProbeConfig, fit_predict, standardize
     from probe.rows import check_layers, fill_memory, plan_rows
     from probe.stats import assign_folds, control_labels
     from probe.sweep import SweepConfig, cv_variants, select_examples
     from probe.tasks import TASKS
-    from probe.train import L2_GRID, ProbeConfig, fit_predict, standardize
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="model (default: a random `default` model)")

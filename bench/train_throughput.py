@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workbench.config import get_preset
+from workbench.config import TrainConfig, get_preset
 from workbench.fastgpt import FastGPT, from_bridge_state_dict
 from workbench.models import build_bridge
-from workbench.train import TrainConfig, make_optimizer
+from workbench.train import make_optimizer
 
 
 class PlainBlock(nn.Module):

@@ -222,7 +222,7 @@ def analyze(
     and with `checkpoints` (`all` or steps) the dynamics over the run's checkpoints (the ICL
     score needs a world or text corpus: `corpus`, else the run's own)."""
     from circuits.dynamics import checkpoint_dynamics, phase_change
-    from workbench.data import eval_windows
+    from workbench.batches import eval_windows
     from workbench.info import corpus_of, run_dir_of
     from workbench.models import load
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from probe.train import L2_GRID, ProbeConfig
+from probe.fit import L2_GRID, ProbeConfig
 
 
 def add_probe_args(p: argparse.ArgumentParser, default_tasks: str) -> None:

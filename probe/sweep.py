@@ -2,7 +2,7 @@
 
 Per task: its rows (`probe.tasks`), k-fold cross-validation over groups (word types or
 people: a group is never on both sides), for every fold a probe per layer on the task's
-labels and one on its control labels (all trained at once, `probe.train`), then accuracy,
+labels and one on its control labels (all trained at once, `probe.fit`), then accuracy,
 control accuracy, selectivity and cluster-bootstrap 95 % intervals per layer, the majority
 baseline, the best layer and the center of gravity. `summary` says where each kind peaks.
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from probe.fit import ProbeConfig, fit_predict, standardize
 from probe.rows import (
     ProbeRows,
     check_layers,
@@ -38,7 +39,6 @@ from probe.stats import (
     majority_accuracy,
 )
 from probe.tasks import KINDS, Examples, Task, resolve_tasks, task_examples
-from probe.train import ProbeConfig, fit_predict, standardize
 
 if TYPE_CHECKING:
     from workbench.models import Model

@@ -66,8 +66,8 @@ def _cmd_beliefs(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from workbench.config import get_preset
-    from workbench.train import TRAIN_PRESETS, train
+    from workbench.config import TRAIN_PRESETS, get_preset
+    from workbench.train import train
 
     model_cfg = get_preset(args.preset)
     if args.seed is not None:

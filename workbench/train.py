@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from workbench.batches import TokenBatcher, eval_windows
 from workbench.checkpoints import (
     list_checkpoints,
     load_checkpoint,
@@ -35,68 +36,13 @@ from workbench.checkpoints import (
     step_dir_name,
     write_json_atomic,
 )
-from workbench.config import ModelConfig, get_preset
-from workbench.data import TokenBatcher, eval_windows
+from workbench.config import TRAIN_PRESETS, ModelConfig, TrainConfig, get_preset
 from workbench.devices import resolve_device
 from workbench.distributed import DistInfo, all_reduce_mean, barrier, setup_distributed
 from workbench.fastgpt import FastGPT, from_bridge_state_dict, to_bridge_state_dict
 
 log = logging.getLogger(__name__)
 RUN_SCHEMA = "workbench.run/1"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings. `batch_size` is global (summed over data-parallel ranks)."""
-
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    eval_interval: int = 250
-    eval_windows: int = 64
-    log_interval: int = 10
-    ckpt_interval: int = 500
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_interval", "log_interval", "ckpt_interval"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name}={getattr(self, name)}; it must be >= 1")
-        if self.warmup_steps < 0:
-            raise ValueError(f"TrainConfig.warmup_steps={self.warmup_steps}; it must be >= 0")
-        if not 0 < self.lr < 1:
-            raise ValueError(f"TrainConfig.lr={self.lr}; use a learning rate in (0, 1)")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"TrainConfig.min_lr_ratio={self.min_lr_ratio}; it must be in [0, 1]")
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return TrainConfig(
-            **{**asdict(self), **{k: v for k, v in changes.items() if v is not None}}
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-TRAIN_PRESETS: dict[str, TrainConfig] = {
-    "tiny": TrainConfig(steps=2000, batch_size=32, lr=3e-3, warmup_steps=50, eval_interval=500,
-                        ckpt_interval=500, eval_windows=16),
-    "attn2": TrainConfig(steps=4000, batch_size=32, lr=2e-3, warmup_steps=100),
-    # 4000 steps (2 epochs of the default world): by 2000 the induction heads have formed,
-    # but the previous-token signal they read is still spread over several heads (none
-    # scores 0.4); by 4000 one head carries it (L2H0, 0.52) and the fact probes' selectivity
-    # has risen from 0.10-0.36 to 0.15-0.44
-    "default": TrainConfig(steps=4000, batch_size=32, lr=2e-3, warmup_steps=100),
-    "small": TrainConfig(steps=5000, batch_size=64, lr=6e-4, warmup_steps=200, ckpt_interval=1000),
-}
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

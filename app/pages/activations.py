@@ -8,12 +8,12 @@ from typing import Any
 
 import streamlit as st
 
-from app import compute, data, ui
+from app import compute, runs, ui
 from app.figures import pca_figure
 
 
 def _file(name: str) -> Path:
-    return data.inside(data.runs_root(), name)
+    return runs.inside(runs.runs_root(), name)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -27,7 +27,7 @@ def names_of(corpus: str | None) -> dict[str, list[str]]:
     if not corpus:
         return {}
     try:
-        path = data.inside(data.runs_root(), corpus)
+        path = runs.inside(runs.runs_root(), corpus)
     except ValueError:
         return {}
     return compute.label_names(path) if (path / "corpus.json").is_file() else {}
@@ -46,15 +46,15 @@ def pca(name: str, mtime: float, hook: str, n: int, label: str | None, corpus: s
 
 st.title("Activations")
 sel = ui.require_selection()
-files = data.list_activation_files(sel.root, first=sel.entry.path)
+files = runs.list_activation_files(sel.root, first=sel.entry.path)
 if not files:
     st.subheader("No activation file under the runs folder yet")
-    corpus = data.corpus_for(sel.entry, sel.root)
+    corpus = runs.corpus_for(sel.entry, sel.root)
     if corpus is None:
         st.warning(f"Caching needs a corpus under {sel.root} (`workbench world build --out "
                    f"{sel.root}/world`).")
         st.stop()
-    args = data.cache_command(sel.entry, corpus)
+    args = runs.cache_command(sel.entry, corpus)
     if ui.run_panel(args, sel.entry.path / "acts_val.h5", "Cache the residual stream",
                     key="run_cache"):
         st.rerun()

@@ -8,7 +8,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from app import compute, data, ui
+from app import compute, runs, ui
 from app.figures import head_figure, head_grid_figure, layer_head_figure
 from circuits.attention import attention_patterns
 from workbench import prompts
@@ -34,7 +34,7 @@ def patterns(ref: str, ids: tuple[int, ...]) -> tuple[np.ndarray, list[str]]:
 
 @st.cache_data(show_spinner="reading the corpus", max_entries=64)
 def document(path: str, split: str, index: int) -> str:
-    return compute.corpus_document(data.inside(data.runs_root(), path), split, index)
+    return compute.corpus_document(runs.inside(runs.runs_root(), path), split, index)
 
 
 st.title("Attention")
@@ -46,12 +46,12 @@ source = st.radio("input", ["type text", "corpus document"], horizontal=True, ke
 if source == "type text":
     text = st.text_area("text", DEFAULT_TEXT, key="attn_text", height=80)
 else:
-    corpora = data.list_corpora(sel.root)
+    corpora = runs.list_corpora(sel.root)
     if not corpora:
         st.warning(f"No corpus under {sel.root}; build one with `workbench world build --out "
                    f"{sel.root}/world`.")
         st.stop()
-    default = data.corpus_for(sel.entry, sel.root)
+    default = runs.corpus_for(sel.entry, sel.root)
     names = [c.relative_to(sel.root).as_posix() for c in corpora]
     cols = st.columns(3)
     name = cols[0].selectbox("corpus", names, index=corpora.index(default) if default in

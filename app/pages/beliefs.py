@@ -10,7 +10,7 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import data, ui
+from app import runs, ui
 from beliefs.elicit import elicit, object_ids, stated
 from beliefs.factbase import FactBase, load_facts, world_facts
 from beliefs.figures import ladder_figure, metrics_figure, trace_figures
@@ -89,7 +89,7 @@ def edit_rows(ref: str, corpus: str | None, subject: str, relation: str, new: st
 st.title("Beliefs")
 sel, lm = ui.require_model()
 model = lm.model
-corpus_path = data.corpus_for(sel.entry, sel.root) if sel.entry.kind == "run" else None
+corpus_path = runs.corpus_for(sel.entry, sel.root) if sel.entry.kind == "run" else None
 corpus = None if corpus_path is None else str(corpus_path)
 base = fact_base(corpus)
 st.caption(f"facts: {'world corpus ' + corpus_path.name if corpus_path else base.source}")
@@ -162,7 +162,7 @@ with tab_report:
     out = sel.entry.analysis("beliefs")
     report = ui.report(out, "beliefs")
     if report is None:
-        if ui.run_panel(data.beliefs_command(sel.entry, corpus_path), out,
+        if ui.run_panel(runs.beliefs_command(sel.entry, corpus_path), out,
                         "Run the belief tests", key="run_beliefs",
                         why=f"No belief report for {sel.entry.name} yet."):
             st.rerun()

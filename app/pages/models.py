@@ -7,7 +7,7 @@ import json
 
 import streamlit as st
 
-from app import data, ui
+from app import runs, ui
 from workbench.info import model_card
 from workbench.plots import eval_figure, training_figure
 
@@ -26,7 +26,7 @@ left, right = st.columns([2, 3])
 with left:
     st.subheader(sel.label)
     st.code(card(sel.ref, entry.kind), language="text")
-    analyses = data.list_analyses(entry)
+    analyses = runs.list_analyses(entry)
     st.markdown("**analyses**: " + (", ".join(analyses) if analyses else "none yet"))
 with right:
     metrics = entry.path / "metrics.jsonl"
@@ -46,6 +46,6 @@ if evaluation.is_file():
     st.plotly_chart(eval_figure(json.loads(evaluation.read_text())), key="eval")
 elif entry.kind == "run":
     st.subheader("No evaluation yet")
-    if ui.run_panel(data.eval_command(entry, data.corpus_for(entry, sel.root)), evaluation,
+    if ui.run_panel(runs.eval_command(entry, runs.corpus_for(entry, sel.root)), evaluation,
                     "Evaluate the run", key="run_eval"):
         st.rerun()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import data, ui
+from app import runs, ui
 from app.figures import probe_task_figure
 from probe.figures import sweep_figure
 from probe.sweep import table
@@ -16,12 +16,12 @@ from probe.tasks import SUITES
 
 def new_sweep(sel: ui.Selection, out: Path, exists: bool) -> None:
     """The options of a sweep, its command, and the button that runs it."""
-    corpora = data.list_corpora(sel.root)
+    corpora = runs.list_corpora(sel.root)
     if not corpora:
         st.warning(f"No corpus under {sel.root}: a sweep needs a world corpus in the model's "
                    f"tokenizer (`workbench world build --out {sel.root}/world`).")
         return
-    default = data.corpus_for(sel.entry, sel.root)
+    default = runs.corpus_for(sel.entry, sel.root)
     names = [c.relative_to(sel.root).as_posix() for c in corpora]
     cols = st.columns(4)
     name = cols[0].selectbox("corpus", names, index=corpora.index(default)
@@ -34,7 +34,7 @@ def new_sweep(sel: ui.Selection, out: Path, exists: bool) -> None:
     if not tasks:
         st.warning("Pick at least one task.")
         return
-    args = data.probe_command(sel.entry, corpora[names.index(name)], ",".join(tasks), kind,
+    args = runs.probe_command(sel.entry, corpora[names.index(name)], ",".join(tasks), kind,
                               int(max_tokens), overwrite=exists)
     if ui.run_panel(args, out, "Run the sweep", key="run_probe"):
         st.rerun()

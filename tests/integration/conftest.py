@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.train import TRAIN_PRESETS, TrainResult, train
+from workbench.config import TRAIN_PRESETS
+from workbench.train import TrainResult, train
 from workbench.world import WorldConfig, build_corpus
 from workbench.world.facts import DEFAULT_MIX
 
@@ -40,9 +41,9 @@ def app_runs(world_corpus: Path, tiny_run: TrainResult, hf_gpt2_dir: Path,
 
     from circuits.induction import InductionConfig, analyze
     from circuits.induction import write_report as write_induction
+    from probe.fit import ProbeConfig
     from probe.sweep import SweepConfig, run_sweep
     from probe.sweep import write_report as write_probe
-    from probe.train import ProbeConfig
     from workbench.cache import CacheConfig, cache_activations
     from workbench.checkpoints import list_checkpoints
     from workbench.models import load

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.data import PAGES
+from app.runs import PAGES
 from app.serve import free_port, start
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser",

@@ -15,7 +15,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from app import data
+from app import runs as folder
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
 PAGES = ["pages/models.py", "pages/attention.py", "pages/induction.py", "pages/probes.py",
@@ -24,7 +24,7 @@ PAGES = ["pages/models.py", "pages/attention.py", "pages/induction.py", "pages/p
 
 def open_page(runs: Path, monkeypatch: pytest.MonkeyPatch, page: str, model: str = "tiny",
               **state: object) -> AppTest:
-    monkeypatch.setenv(data.RUNS_ENV, str(runs))
+    monkeypatch.setenv(folder.RUNS_ENV, str(runs))
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["model_name"] = model
     for key, value in state.items():

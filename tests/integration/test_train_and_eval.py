@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from workbench.checkpoints import list_checkpoints, load_checkpoint
+from workbench.config import TrainConfig
 from workbench.evaluate import EvalConfig, evaluate
 from workbench.fastgpt import FastGPT, from_bridge_state_dict
 from workbench.models import load
-from workbench.train import TrainConfig, TrainResult, train
+from workbench.train import TrainResult, train
 from workbench.world import load_corpus
 
 

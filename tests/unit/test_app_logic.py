@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from app import compute, data
+from app import compute
+from app import runs as folder
 from app.figures import (
     composition_figure,
     head_figure,
@@ -62,22 +63,22 @@ def runs(tmp_path: Path) -> Path:
 
 
 def test_inside_refuses_escapes(runs: Path) -> None:
-    assert data.inside(runs, "demo/analyses") == runs.resolve() / "demo/analyses"
-    assert data.inside(runs, runs / "demo") == runs.resolve() / "demo"
+    assert folder.inside(runs, "demo/analyses") == runs.resolve() / "demo/analyses"
+    assert folder.inside(runs, runs / "demo") == runs.resolve() / "demo"
     for bad in ("../outside", "/etc/passwd", "link/run.json"):
         with pytest.raises(ValueError, match="outside the runs folder"):
-            data.inside(runs, bad)
+            folder.inside(runs, bad)
 
 
 def test_runs_root(runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(data.RUNS_ENV, str(runs))
-    assert data.runs_root() == runs.resolve()
+    monkeypatch.setenv(folder.RUNS_ENV, str(runs))
+    assert folder.runs_root() == runs.resolve()
     with pytest.raises(FileNotFoundError, match="runs folder .*nope does not exist; create"):
-        data.runs_root(str(tmp_path / "nope"))
+        folder.runs_root(str(tmp_path / "nope"))
 
 
 def test_list_models_runs_and_hf_dirs(runs: Path) -> None:
-    models = data.list_models(runs)
+    models = folder.list_models(runs)
     assert [(m.name, m.kind, m.steps) for m in models] == [
         ("demo", "run", (0, 2, 10)), ("group/b", "run", (5,)), ("hf/gpt2", "hf", ())]
     demo = models[0]
@@ -90,61 +91,61 @@ def test_list_models_runs_and_hf_dirs(runs: Path) -> None:
 
 
 def test_corpora_files_and_the_corpus_of_a_run(runs: Path) -> None:
-    assert [c.name for c in data.list_corpora(runs)] == ["text", "world"]
-    files = data.list_activation_files(runs, first=runs.resolve() / "world")
+    assert [c.name for c in folder.list_corpora(runs)] == ["text", "world"]
+    files = folder.list_activation_files(runs, first=runs.resolve() / "world")
     assert [f.relative_to(runs.resolve()).as_posix() for f in files] == [
         "world/x.h5", "demo/acts_val.h5"]
-    demo, b, hf = data.list_models(runs)
-    assert data.corpus_for(demo, runs).name == "world"  # same name as the recorded one
-    assert data.corpus_for(hf, runs).name == "world"  # the first world corpus, not text
+    demo, b, hf = folder.list_models(runs)
+    assert folder.corpus_for(demo, runs).name == "world"  # same name as the recorded one
+    assert folder.corpus_for(hf, runs).name == "world"  # the first world corpus, not text
 
 
 def test_read_report(tmp_path: Path) -> None:
     path = tmp_path / "induction.json"
-    assert data.read_report(path, "induction") is None
+    assert folder.read_report(path, "induction") is None
     path.write_text("{")
     with pytest.raises(ValueError, match="is not valid JSON"):
-        data.read_report(path, "induction")
+        folder.read_report(path, "induction")
     path.write_text(json.dumps({"schema": "workbench.probe/1"}))
     with pytest.raises(ValueError, match="expected 'workbench.induction/1'"):
-        data.read_report(path, "induction")
+        folder.read_report(path, "induction")
     path.write_text(json.dumps({"schema": "workbench.induction/1", "heads": []}))
-    assert data.read_report(path, "induction")["heads"] == []
+    assert folder.read_report(path, "induction")["heads"] == []
     path.write_text(json.dumps({"schema": "workbench.beliefs/1"}))
-    assert data.read_report(path, "beliefs") == {"schema": "workbench.beliefs/1"}
+    assert folder.read_report(path, "beliefs") == {"schema": "workbench.beliefs/1"}
     with pytest.raises(ValueError, match="expected 'workbench.probe/1'"):
-        data.read_report(path, "probe")
+        folder.read_report(path, "probe")
     path.write_text(json.dumps({"schema": "workbench.eval/1"}))  # a kind without a schema
-    assert data.read_report(path, "eval") == {"schema": "workbench.eval/1"}
+    assert folder.read_report(path, "eval") == {"schema": "workbench.eval/1"}
     path.write_text(json.dumps({"schema": "other/1"}))
     with pytest.raises(ValueError, match="expected 'workbench.\\*'"):
-        data.read_report(path, "eval")
+        folder.read_report(path, "eval")
 
 
 def test_commands(runs: Path) -> None:
-    demo, _, hf = data.list_models(runs)
+    demo, _, hf = folder.list_models(runs)
     world = runs.resolve() / "world"
-    line = data.display_command(data.induction_command(demo, world))
+    line = folder.display_command(folder.induction_command(demo, world))
     assert line.startswith(f"workbench induction --model {demo.path} --checkpoints all "
                            f"--corpus {world} --out {demo.path}/analyses/induction.json")
-    assert "--checkpoints" not in data.induction_command(hf, world)
-    assert data.induction_command(hf, None, overwrite=True)[-1] == "--overwrite"
-    probe = data.probe_command(demo, world, "pos,city", "mlp", 5000)
+    assert "--checkpoints" not in folder.induction_command(hf, world)
+    assert folder.induction_command(hf, None, overwrite=True)[-1] == "--overwrite"
+    probe = folder.probe_command(demo, world, "pos,city", "mlp", 5000)
     assert probe[probe.index("--tasks") + 1] == "pos,city" and "--max-tokens" in probe
-    assert "'blocks.*.hook_resid_post'" in data.display_command(data.cache_command(demo, world))
-    assert data.eval_command(demo, world)[-2:] == ["--out", f"{demo.path}/eval.json"]
-    beliefs = data.display_command(data.beliefs_command(demo, world))
+    assert "'blocks.*.hook_resid_post'" in folder.display_command(folder.cache_command(demo, world))
+    assert folder.eval_command(demo, world)[-2:] == ["--out", f"{demo.path}/eval.json"]
+    beliefs = folder.display_command(folder.beliefs_command(demo, world))
     assert beliefs == (f"workbench beliefs --model {demo.path} --corpus {world} --n 20 --out "
                        f"{demo.path}/analyses/beliefs.json")
-    real = data.beliefs_command(hf, None, overwrite=True)  # no corpus: no ROME, a fixed layer
+    real = folder.beliefs_command(hf, None, overwrite=True)  # no corpus: no ROME, a fixed layer
     assert real[real.index("--method") + 1] == "icl,ft" and real[-1] == "--overwrite"
 
 
 def test_parse_progress() -> None:
-    assert data.parse_progress("probe tasks:  40%|####      | 4/10 [00:01<00:02]") == (
+    assert folder.parse_progress("probe tasks:  40%|####      | 4/10 [00:01<00:02]") == (
         "probe tasks", 0.4)
-    assert data.parse_progress(" 100%|##########| 3/3") == ("", 1.0)
-    assert data.parse_progress("written: runs/demo/analyses/probe.json") is None
+    assert folder.parse_progress(" 100%|##########| 3/3") == ("", 1.0)
+    assert folder.parse_progress("written: runs/demo/analyses/probe.json") is None
 
 
 def test_run_command_reports_progress(tmp_path: Path) -> None:
@@ -153,7 +154,7 @@ def test_run_command_reports_progress(tmp_path: Path) -> None:
                     "echo \"args: $*\"\necho 'workbench: error: bad value' >&2\nexit 2\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     seen: list[tuple[str, float]] = []
-    result = data.run_command(["probe", "--x"], lambda d, f: seen.append((d, f)),
+    result = folder.run_command(["probe", "--x"], lambda d, f: seen.append((d, f)),
                               python=str(fake))
     assert seen == [("work", 0.5), ("work", 1.0)]
     assert result.returncode == 2
@@ -165,13 +166,13 @@ def test_available_pages_lists_beliefs_only_when_present(tmp_path: Path) -> None
     (tmp_path / "pages").mkdir()
     for name in ("models", "attention"):
         (tmp_path / "pages" / f"{name}.py").write_text("")
-    assert [t for _, t, _ in data.available_pages(tmp_path)] == ["Models", "Attention"]
+    assert [t for _, t, _ in folder.available_pages(tmp_path)] == ["Models", "Attention"]
     (tmp_path / "pages" / "beliefs.py").write_text("")
-    assert [t for _, t, _ in data.available_pages(tmp_path)] == ["Models", "Attention",
+    assert [t for _, t, _ in folder.available_pages(tmp_path)] == ["Models", "Attention",
                                                                 "Beliefs"]
-    app_dir = Path(data.__file__).parent
-    assert {p for p, _, _ in data.PAGES} - {"pages/beliefs.py"} <= {
-        p for p, _, _ in data.available_pages(app_dir)}
+    app_dir = Path(folder.__file__).parent
+    assert {p for p, _, _ in folder.PAGES} - {"pages/beliefs.py"} <= {
+        p for p, _, _ in folder.available_pages(app_dir)}
 
 
 def test_plan_window() -> None:

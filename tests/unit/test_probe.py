@@ -8,6 +8,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
+from probe.fit import ProbeConfig, fit_predict, standardize
 from probe.rows import check_layers
 from probe.stats import (
     assign_folds,
@@ -18,7 +19,6 @@ from probe.stats import (
 )
 from probe.sweep import SweepConfig, probe_task, select_examples
 from probe.tasks import TASKS, Examples, first_mentions, resolve_tasks, task_examples
-from probe.train import ProbeConfig, fit_predict, standardize
 from workbench.world.retokenize import align_words
 
 
@@ -142,7 +142,7 @@ def test_fit_predict_is_deterministic_and_variants_independent() -> None:
 
 
 def test_linear_probes_train_each_on_its_own_rows(monkeypatch: pytest.MonkeyPatch) -> None:
-    import probe.train as train_mod
+    import probe.fit as train_mod
 
     g = torch.Generator().manual_seed(0)
     x = standardize(torch.randn(2, 400, 6, generator=g))

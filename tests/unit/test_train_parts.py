@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.data import TokenBatcher, eval_windows
-from workbench.train import TrainConfig, checkpoint_steps, lr_at
+from workbench.batches import TokenBatcher, eval_windows
+from workbench.config import TrainConfig
+from workbench.train import checkpoint_steps, lr_at
 
 
 def test_warmup_then_cosine() -> None:
