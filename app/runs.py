@@ -13,6 +13,7 @@ True
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -21,15 +22,20 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from beliefs import suite
+from circuits import induction
+from probe import sweep
+from workbench.analysis import report_path
 from workbench.checkpoints import is_checkpoint_dir, is_hf_dir, list_checkpoints
+from workbench.commands import build_parser, command_argv
 
 RUNS_ENV = "WORKBENCH_RUNS"  # how `workbench app --runs DIR` tells the app its folder
 MAX_DEPTH = 3  # how deep under the runs folder models, corpora and files are looked for
-SCHEMAS = {"induction": "workbench.induction/1", "probe": "workbench.probe/1",
-           "beliefs": "workbench.beliefs/1"}
+SCHEMAS = {m.KIND: m.SCHEMA for m in (induction, sweep, suite)}  # the analyses' reports
 
 
 PAGES = (  # (file under app/, title, icon) in menu order; a missing file is left out
@@ -104,7 +110,7 @@ class ModelEntry:
 
     def analysis(self, kind: str) -> Path:
         """Where `workbench <kind>` writes its report for this model (as `--out` defaults)."""
-        return self.path / "analyses" / f"{kind}.json"
+        return report_path(self.path, kind)
 
 
 def _step(path: Path) -> int:
@@ -244,60 +250,62 @@ def _rel(path: Path) -> str:
     return path.relative_to(cwd).as_posix() if cwd in path.parents else str(path)
 
 
-def induction_command(entry: ModelEntry, corpus: Path | None,
-                      overwrite: bool = False) -> list[str]:
+@lru_cache(maxsize=1)
+def _parser() -> argparse.ArgumentParser:
+    return build_parser()
+
+
+def argv(command: str, **options: Any) -> list[str]:
+    """`workbench COMMAND` arguments setting `options` (by destination), from the command's
+    own registered description (`workbench.commands.command_argv`)."""
+    return command_argv(command, options, parser=_parser())
+
+
+def induction_argv(entry: ModelEntry, corpus: Path | None,
+                   overwrite: bool = False) -> list[str]:
     """`workbench induction` arguments writing `entry.analysis("induction")` (with the phase
     change over all checkpoints for our runs)."""
-    args = ["induction", "--model", _rel(entry.path)]
-    if entry.kind == "run":
-        args += ["--checkpoints", "all"]
-        if corpus is not None:
-            args += ["--corpus", _rel(corpus)]
-    args += ["--out", _rel(entry.analysis("induction"))]
-    return args + (["--overwrite"] if overwrite else [])
+    run = entry.kind == "run"
+    return argv("induction", model=_rel(entry.path), checkpoints="all" if run else None,
+                corpus=_rel(corpus) if run and corpus is not None else None,
+                out=_rel(entry.analysis("induction")), overwrite=overwrite)
 
 
-def probe_command(entry: ModelEntry, corpus: Path, tasks: str = "syntax,semantics,"
-                  "facts", probe: str = "linear", max_tokens: int | None = 20_000,
-                  overwrite: bool = False) -> list[str]:
+def probe_argv(entry: ModelEntry, corpus: Path, tasks: str = "syntax,semantics,facts",
+               probe: str = "linear", max_tokens: int | None = 20_000,
+               overwrite: bool = False) -> list[str]:
     """`workbench probe` arguments writing `entry.analysis("probe")`."""
-    args = ["probe", "--model", _rel(entry.path), "--corpus", _rel(corpus),
-            "--tasks", tasks, "--probe", probe]
-    if max_tokens:
-        args += ["--max-tokens", str(max_tokens)]
-    args += ["--out", _rel(entry.analysis("probe"))]
-    return args + (["--overwrite"] if overwrite else [])
+    return argv("probe", model=_rel(entry.path), corpus=_rel(corpus), tasks=tasks,
+                probe=probe, max_tokens=max_tokens or None, out=_rel(entry.analysis("probe")),
+                overwrite=overwrite)
 
 
-def beliefs_command(entry: ModelEntry, corpus: Path | None, n: int = 20,
-                    overwrite: bool = False) -> list[str]:
+def beliefs_argv(entry: ModelEntry, corpus: Path | None, n: int = 20,
+                 overwrite: bool = False) -> list[str]:
     """`workbench beliefs` arguments writing `entry.analysis("beliefs")`: the world's facts
     with ROME, fine-tuning and the ladder when there is a corpus; else the real-fact list
     (`datasets/facts/`) with the ladder and fine-tuning (ROME needs a corpus)."""
-    args = ["beliefs", "--model", _rel(entry.path)]
-    if corpus is not None:
-        args += ["--corpus", _rel(corpus)]
-    else:
-        args += ["--method", "icl,ft", "--layer", "0"]
-    args += ["--n", str(n), "--out", _rel(entry.analysis("beliefs"))]
-    return args + (["--overwrite"] if overwrite else [])
+    no_corpus = corpus is None
+    return argv("beliefs", model=_rel(entry.path),
+                corpus=None if no_corpus else _rel(corpus),
+                method="icl,ft" if no_corpus else None, layer=0 if no_corpus else None,
+                n=n, out=_rel(entry.analysis("beliefs")), overwrite=overwrite)
 
 
-def cache_command(entry: ModelEntry, corpus: Path, split: str = "val",
-                  max_tokens: int = 20_000) -> list[str]:
+def cache_argv(entry: ModelEntry, corpus: Path, split: str = "val",
+               max_tokens: int = 20_000) -> list[str]:
     """`workbench cache` arguments writing every layer's residual stream of `split` to
     `entry.path / acts_SPLIT.h5`."""
-    return ["cache", "--model", _rel(entry.path), "--corpus", _rel(corpus),
-            "--split", split, "--hooks", "blocks.*.hook_resid_post", "--max-tokens",
-            str(max_tokens), "--chunk", "--out", _rel(entry.path / f"acts_{split}.h5")]
+    return argv("cache", model=_rel(entry.path), corpus=_rel(corpus), split=split,
+                hooks="blocks.*.hook_resid_post", max_tokens=max_tokens, chunk=True,
+                out=_rel(entry.path / f"acts_{split}.h5"))
 
 
-def eval_command(entry: ModelEntry, corpus: Path | None) -> list[str]:
+def eval_argv(entry: ModelEntry, corpus: Path | None) -> list[str]:
     """`workbench eval` arguments writing the run's `eval.json`."""
-    args = ["eval", "--model", _rel(entry.path)]
-    if corpus is not None:
-        args += ["--corpus", _rel(corpus)]
-    return args + ["--out", _rel(entry.path / "eval.json")]
+    return argv("eval", model=_rel(entry.path),
+                corpus=None if corpus is None else _rel(corpus),
+                out=_rel(entry.path / "eval.json"))
 
 
 def display_command(args: list[str]) -> str:

@@ -1,12 +1,12 @@
-"""Command-line front of the belief tests (`workbench beliefs`)."""
+"""`workbench beliefs`: the belief tests from the command line (registered under the
+`workbench.commands` entry points; `beliefs.suite` does the work)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from circuits.tracing import TraceConfig
+from workbench.commands import Command
 
 
 def add_belief_args(p: argparse.ArgumentParser) -> None:
@@ -80,42 +80,24 @@ def summary_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_from_args(args: argparse.Namespace) -> None:
-    from beliefs.factbase import load_facts, world_facts
-    from beliefs.figures import FIGURES
-    from beliefs.report import BeliefsConfig, load_probe_report, run_beliefs
-    from probe.sweep import check_tokenizer
-    from workbench.info import corpus_of, output_dir_of
-    from workbench.models import load
-    from workbench.reports import write_report
-    from workbench.world import load_corpus
+def beliefs_command(args: argparse.Namespace) -> None:
+    from beliefs import suite
+    from circuits.tracing import TraceConfig
+    from workbench.analysis import refuse_existing, report_path, write_report
 
-    out = Path(args.out) if args.out else output_dir_of(args.model) / "analyses/beliefs.json"
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    out = refuse_existing(args.out or report_path(args.model, suite.KIND), args.overwrite)
     methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
     relations = tuple(r.strip() for r in args.relations.split(",")) if args.relations else None
-    cfg = BeliefsConfig(methods=methods, n=args.n, seeds=_ints(args.seeds, "--seeds"),
-                        relations=relations, layer=args.layer, n_trace=args.n_trace,
-                        cov_tokens=args.cov_tokens, progress=not args.no_progress,
-                        trace=TraceConfig(n_samples=args.trace_samples))
-    corpus_path = args.corpus or corpus_of(args.model)
-    corpus = load_corpus(Path(corpus_path)) if corpus_path else None
-    if args.facts:
-        base = load_facts(args.facts)
-    elif corpus is not None and corpus.kind == "world":
-        base = world_facts(corpus.world())
-    else:  # a real model: the real-fact list that ships with the project
-        base = load_facts()
-    model = load(args.model, device=args.device)
-    if corpus is not None:
-        check_tokenizer(model, corpus)
-    probes = args.probes
-    default_probes = output_dir_of(args.model) / "analyses/probe.json"
-    if probes is None and default_probes.is_file():
-        probes = default_probes
-    report = run_beliefs(model, base, corpus, cfg, model_ref=str(args.model),
-                         probe_report=load_probe_report(probes))
-    paths = write_report(report, out, FIGURES, overwrite=args.overwrite)
+    cfg = suite.BeliefsConfig(methods=methods, n=args.n, seeds=_ints(args.seeds, "--seeds"),
+                              relations=relations, layer=args.layer, n_trace=args.n_trace,
+                              cov_tokens=args.cov_tokens, progress=not args.no_progress,
+                              trace=TraceConfig(n_samples=args.trace_samples))
+    report = suite.from_ref(args.model, cfg, corpus=args.corpus, facts=args.facts,
+                            probes=args.probes, device=args.device)
+    paths = write_report(report, out, suite.FIGURES, overwrite=args.overwrite)
     print(summary_table(report))
     print("written: " + ", ".join(str(p) for p in paths))
+
+
+BELIEFS = Command("beliefs", "elicit facts, trace them, and try to change them (in-context "
+                  "pressure, ROME, fine-tuning)", add_belief_args, beliefs_command, order=70)

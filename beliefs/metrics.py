@@ -148,6 +148,22 @@ class EditEvaluator:
         }
 
 
+def before_after(model: Model, base: FactBase, belief: Belief, edit: WeightEdit,
+                 n_neighbours: int = 5) -> list[dict[str, str]]:
+    """What the model states before and after `edit` (applied to a copy: `model` is left as
+    it is) on every prompt of `belief` (the first is the edit prompt), its paraphrases and
+    `n_neighbours` neighbouring facts: rows of `kind`, `prompt`, `before`, `after`."""
+    edited = edit.copy_applied(model)
+    asked = ([("edit prompt" if i == 0 else "prompt", belief, p)
+              for i, p in enumerate(belief.prompts)]
+             + [("paraphrase", belief, p) for p in belief.paraphrases]
+             + [("neighbour", n, n.prompts[0]) for n in base.neighbours(belief, n_neighbours)])
+    return [{"kind": kind, "prompt": prompt,
+             "before": stated(model, [prompt], b.candidates)[0],
+             "after": stated(edited, [prompt], b.candidates)[0]}
+            for kind, b, prompt in asked]
+
+
 def _neighbourhood(model: Model, neighbours: list[Belief], new: str) -> list[bool]:
     """Per neighbour (one relation, so one batch): p(its own object) > p(new)."""
     if not neighbours:

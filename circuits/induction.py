@@ -1,9 +1,12 @@
 """Find a model's induction heads: head scores, OV copying, composition, ablation, and the
 phase change over checkpoints, written as `workbench.induction/1` JSON with plotly figures.
+The analysis has the shape of every other (`workbench.analysis`):
 
-    from circuits.induction import InductionConfig, find_induction_heads
-    report = find_induction_heads(model, InductionConfig())
+    from circuits import induction
+    report = induction.run(model, None, induction.InductionConfig())   # a loaded model
+    report = induction.from_ref("runs/demo", InductionConfig(checkpoints="all"))
     report["induction_heads"]      # ['L1H0', 'L1H6']
+    write_report(report, report_path("runs/demo", induction.KIND), induction.FIGURES)
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from circuits.ablation import ablation_sweep
+from circuits.figures import dynamics_figure, heads_figure
 from circuits.inputs import repeated_tokens_for
 from circuits.paths import k_path_patching
 from circuits.scores import (
@@ -25,10 +29,15 @@ from circuits.scores import (
     head_scores,
     ov_copying_scores,
 )
+from workbench.analysis import FigureMaker, Report
 
 if TYPE_CHECKING:
-    from workbench.models import Model
+    import plotly.graph_objects as go
 
+    from workbench.models import Model
+    from workbench.world.loader import Corpus
+
+KIND = "induction"
 SCHEMA = "workbench.induction/1"
 log = logging.getLogger(__name__)
 
@@ -45,6 +54,8 @@ class InductionConfig:
         min_ablation: loss increase (nats) on the repeated half when the head is
             zero-ablated that an induction head needs.
         min_prev_token: previous-token score of a previous-token head.
+        checkpoints: `all` or steps (`0,64,512`): also score the run's checkpoints (the
+            phase change); None scores the loaded model only.
     """
 
     n_seqs: int = 32
@@ -53,6 +64,7 @@ class InductionConfig:
     min_score: float = 0.4
     min_ablation: float = 0.5
     min_prev_token: float = 0.4
+    checkpoints: str | None = None
 
     def __post_init__(self) -> None:
         if self.n_seqs < 1:
@@ -62,8 +74,7 @@ class InductionConfig:
                              f"min_ablation={self.min_ablation} >= 0")
 
 
-def find_induction_heads(model: Model, cfg: InductionConfig = InductionConfig(),
-                         model_ref: str | None = None) -> dict[str, Any]:
+def _heads_report(model: Model, cfg: InductionConfig, model_ref: str | None) -> Report:
     """Score, ablate and relate every head; the `workbench.induction/1` report (no dynamics).
 
     An *induction head* has induction score >= `min_score` and zero-ablation effect >=
@@ -177,15 +188,12 @@ def to_grid(report: dict[str, Any], key: str) -> torch.Tensor:
     return grid
 
 
-def write_report(report: dict[str, Any], out: Path, overwrite: bool = False) -> list[Path]:
-    """Write the JSON (atomically) and its figures beside it; the paths written."""
-    from circuits.figures import dynamics_figure, heads_figure
-    from workbench.reports import write_report as write_files
+def _dynamics_figure(report: Report) -> go.Figure | None:
+    return dynamics_figure(report) if report.get("dynamics", {}).get("checkpoints") else None
 
-    figures = {".heads.fig.json": heads_figure}
-    if report.get("dynamics", {}).get("checkpoints"):
-        figures[".dynamics.fig.json"] = dynamics_figure
-    return write_files(report, out, figures, overwrite)
+
+FIGURES: dict[str, FigureMaker] = {".heads.fig.json": heads_figure,
+                                   ".dynamics.fig.json": _dynamics_figure}
 
 
 def select_checkpoints(run_dir: Path, which: str) -> list[Path]:
@@ -210,46 +218,64 @@ def select_checkpoints(run_dir: Path, which: str) -> list[Path]:
     return [by_step[s] for s in steps]
 
 
-def analyze(
-    ref: str | Path,
-    cfg: InductionConfig = InductionConfig(),
-    checkpoints: str | None = None,
-    corpus: str | Path | None = None,
-    device: str = "cpu",
-    progress: bool = True,
-) -> dict[str, Any]:
-    """The full `workbench induction` analysis of a model reference: the final model's heads,
-    and with `checkpoints` (`all` or steps) the dynamics over the run's checkpoints (the ICL
-    score needs a world or text corpus: `corpus`, else the run's own)."""
+def run(model: Model, corpus: Corpus | None = None, cfg: InductionConfig = InductionConfig(),
+        *, model_ref: str | None = None, progress: bool = True) -> Report:
+    """The induction analysis of a loaded model: every head scored, ablated and related
+    (`workbench.induction/1`), and with `cfg.checkpoints` (`all` or steps) the dynamics over
+    the run's checkpoints; their ICL score reads `corpus`'s validation split (skipped when
+    `corpus` is None).
+
+    Args:
+        model: the model (its checkpoints are found from `model_ref`, else from where it
+            was loaded).
+        corpus: a world or text corpus in the model's tokenizer, for the ICL score.
+        model_ref: the reference recorded in the report (default: where it was loaded).
+    """
     from circuits.dynamics import checkpoint_dynamics, phase_change
     from workbench.batches import eval_windows
-    from workbench.info import corpus_of, run_dir_of
-    from workbench.models import load
+    from workbench.info import run_dir_of
+    from workbench.models import load, model_ref_of
 
-    model = load(ref, device=device)
-    report = find_induction_heads(model, cfg, model_ref=str(ref))
-    if checkpoints:
+    ref = model_ref if model_ref is not None else model_ref_of(model)
+    report = _heads_report(model, cfg, model_ref=ref)
+    if cfg.checkpoints:
         run_dir = run_dir_of(ref)
         if run_dir is None:
             raise ValueError(f"{ref} is not a run of ours; --checkpoints needs a run directory "
                              "made by `workbench train`")
-        paths = select_checkpoints(run_dir, checkpoints)
-        if corpus is not None and not Path(corpus).exists():
-            raise FileNotFoundError(f"corpus {corpus} does not exist; pass a corpus directory "
-                                    "from `workbench world build`")
-        if corpus is None and (corpus := corpus_of(ref)) and not Path(corpus).exists():
-            log.warning("the run's corpus %s is not there; the ICL score is skipped (pass "
-                        "--corpus)", corpus)
-            corpus = None
+        paths = select_checkpoints(run_dir, cfg.checkpoints)
         windows = None
         if corpus is not None:
-            from workbench.world import load_corpus
-
-            val = load_corpus(Path(corpus)).tokens("val")
+            val = corpus.tokens("val")
             windows = eval_windows(val, model.cfg.n_ctx, 64)[0]  # fixed [64, n_ctx] windows
-        records = checkpoint_dynamics(paths, lambda p: load(p, device=device), windows,
+        device = next(model.parameters()).device
+        records = checkpoint_dynamics(paths, lambda p: load(p, device=str(device)), windows,
                                       n_seqs=min(cfg.n_seqs, 16), seed=cfg.seed,
                                       progress=progress)
         report["dynamics"] = {"checkpoints": records, "phase_change": phase_change(records),
-                              "icl_corpus": None if windows is None else str(corpus)}
+                              "icl_corpus": None if windows is None else str(corpus.path)}
     return report
+
+
+def from_ref(ref: str | Path, cfg: InductionConfig = InductionConfig(), *,
+             corpus: str | Path | None = None, device: str = "cpu", progress: bool = True
+             ) -> Report:
+    """Load the model `ref` and run the analysis; with `cfg.checkpoints`, the ICL score reads
+    `corpus`, else the run's own corpus (skipped with a warning when it is not there)."""
+    from workbench.analysis import corpus_path_of
+    from workbench.models import load
+    from workbench.world import load_corpus
+
+    path = None
+    if cfg.checkpoints:
+        if corpus is not None and not Path(corpus).exists():
+            raise FileNotFoundError(f"corpus {corpus} does not exist; pass a corpus directory "
+                                    "from `workbench world build`")
+        path = corpus_path_of(ref, corpus)
+        if corpus is None and path is not None and not path.exists():
+            log.warning("the run's corpus %s is not there; the ICL score is skipped (pass "
+                        "--corpus)", path)
+            path = None
+    model = load(ref, device=device)
+    loaded = None if path is None else load_corpus(path)
+    return run(model, loaded, cfg, model_ref=str(ref), progress=progress)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from circuits.induction import InductionConfig, find_induction_heads, head_table
+from circuits.induction import InductionConfig, head_table, run
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -59,7 +59,7 @@ def assert_induction_heads(
     """
     cfg = InductionConfig(n_seqs=n_seqs, seed=seed, min_score=min_score,
                           min_ablation=min_ablation, min_prev_token=min_prev_token)
-    report = find_induction_heads(model, cfg)
+    report = run(model, None, cfg)
     found = sorted((r for r in report["heads"]
                     if r["is_induction"] and r["layer"] >= min_layer),
                    key=lambda r: -r["induction"])

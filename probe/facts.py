@@ -6,7 +6,7 @@ task reads."""
 
 import sys
 
-from probe.script import main
+from probe.cli import main
 
 if __name__ == "__main__":
     sys.exit(main("facts"))

@@ -5,8 +5,12 @@ people: a group is never on both sides), for every fold a probe per layer on the
 labels and one on its control labels (all trained at once, `probe.fit`), then accuracy,
 control accuracy, selectivity and cluster-bootstrap 95 % intervals per layer, the majority
 baseline, the best layer and the center of gravity. `summary` says where each kind peaks.
+The analysis has the shape of every other (`workbench.analysis`):
 
->>> # report = run_sweep("runs/demo", SweepConfig(tasks="syntax,facts"))
+    from probe import sweep
+    report = sweep.run(model, corpus, sweep.SweepConfig(tasks="syntax,facts"))
+    report = sweep.from_ref("runs/demo", SweepConfig(tasks="syntax,facts"))
+    write_report(report, report_path("runs/demo", sweep.KIND), sweep.FIGURES)
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from probe.figures import sweep_figure
 from probe.fit import ProbeConfig, fit_predict, standardize
 from probe.rows import (
     ProbeRows,
@@ -39,12 +44,16 @@ from probe.stats import (
     majority_accuracy,
 )
 from probe.tasks import KINDS, Examples, Task, resolve_tasks, task_examples
+from workbench.analysis import FigureMaker, Report, check_tokenizer
 
 if TYPE_CHECKING:
     from workbench.models import Model
+    from workbench.world.loader import Corpus
 
 log = logging.getLogger(__name__)
+KIND = "probe"
 SCHEMA = "workbench.probe/1"
+FIGURES: dict[str, FigureMaker] = {".fig.json": sweep_figure}
 
 
 @dataclass(frozen=True)
@@ -205,18 +214,22 @@ def probe_task(x: torch.Tensor, ex: Examples, layers: list[int], cfg: SweepConfi
     }
 
 
-def probe_model(model: Model, corpus: Any, cfg: SweepConfig | None = None, *,
-                model_ref: str = "", acts: str | Path | None = None,
-                progress: bool = True) -> dict[str, Any]:
-    """Run the sweep on a loaded model and a world corpus; the report dict.
+def run(model: Model, corpus: Corpus, cfg: SweepConfig | None = None, *,
+        model_ref: str | None = None, acts: str | Path | None = None,
+        progress: bool = True) -> Report:
+    """Run the sweep on a loaded model and a world corpus; the `workbench.probe/1` report.
 
     Args:
         model: a TransformerBridge.
         corpus: a world corpus encoded with the model's tokenizer (`workbench.world`).
+        model_ref: the reference recorded in the report (default: where it was loaded).
         acts: an activation file to read (made now, resumably, when it does not exist and
             the activations exceed `cfg.memory_gib`; None keeps them in memory when small).
     """
+    from workbench.models import model_ref_of
+
     cfg = cfg or SweepConfig()
+    model_ref = model_ref if model_ref is not None else model_ref_of(model)
     t0 = time.perf_counter()
     tasks = resolve_tasks(cfg.tasks)
     check_corpus(model, corpus)
@@ -292,21 +305,6 @@ def check_corpus(model: Model, corpus: Any) -> None:
     check_tokenizer(model, corpus)
 
 
-def check_tokenizer(model: Model, corpus: Any) -> None:
-    """The corpus is encoded with the model's tokenizer (or fail with the fix)."""
-    from tokenizers import Tokenizer
-
-    tok = getattr(model, "tokenizer", None)
-    theirs = Tokenizer.from_file(str(corpus.tokenizer_path)).get_vocab()
-    if tok is None or tok.get_vocab() != theirs:
-        fix = (f"workbench world retokenize --corpus {corpus.path} --tokenizer MODEL_DIR --out "
-               f"{corpus.path}-MODEL --splits val,test" if corpus.kind == "world" else
-               "workbench world build --text FILE... --tokenizer MODEL_DIR --out DIR")
-        raise ValueError(
-            f"corpus at {corpus.path} is encoded with another tokenizer than the model's; "
-            f"re-encode it for this model with `{fix}`")
-
-
 def summarize(report: dict[str, Any]) -> dict[str, Any]:
     """Where syntax, semantics and facts peak on this model, and whether syntax comes first."""
     by_kind: dict[str, Any] = {}
@@ -345,30 +343,18 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     return {"by_kind": by_kind, "syntax_no_later": verdict, "text": "\n".join(lines)}
 
 
-def run_sweep(ref: str, cfg: SweepConfig | None = None, *, corpus: str | Path | None = None,
-              acts: str | Path | None = None, device: str = "cpu", progress: bool = True
-              ) -> dict[str, Any]:
+def from_ref(ref: str | Path, cfg: SweepConfig | None = None, *,
+             corpus: str | Path | None = None, acts: str | Path | None = None,
+             device: str = "cpu", progress: bool = True) -> Report:
     """Load the model `ref` and its corpus (`corpus`, else the run's) and run the sweep."""
-    from workbench.info import corpus_of
+    from workbench.analysis import load_corpus_of
     from workbench.models import load
-    from workbench.world import load_corpus
 
-    corpus_path = corpus or corpus_of(ref)
-    if corpus_path is None:
-        raise ValueError(f"model {ref!r} names no corpus; pass --corpus PATH (a world corpus "
-                         "encoded with the model's tokenizer)")
-    loaded = load_corpus(Path(corpus_path))
+    loaded = load_corpus_of(ref, corpus, required="a world corpus encoded with the model's "
+                            "tokenizer")
     torch.manual_seed((cfg or SweepConfig()).seed)
     model = load(ref, device=device)
-    return probe_model(model, loaded, cfg, model_ref=str(ref), acts=acts, progress=progress)
-
-
-def write_report(report: dict[str, Any], out: Path, overwrite: bool = False) -> list[Path]:
-    """The JSON (atomically) and its figure `FILE.fig.json` beside it; the paths written."""
-    from probe.figures import sweep_figure
-    from workbench.reports import write_report as write_files
-
-    return write_files(report, out, {".fig.json": sweep_figure}, overwrite)
+    return run(model, loaded, cfg, model_ref=str(ref), acts=acts, progress=progress)
 
 
 def table(report: dict[str, Any]) -> str:

@@ -1,5 +1,7 @@
-"""`workbench` command line. Each subcommand parses arguments into a config and calls one
-library function; user errors print one line (`workbench: error: ...`) and exit 2."""
+"""`workbench` command line: the core's subcommands (world, train, eval, cache, info) and
+`main`. Each subcommand parses arguments into a config and calls one library function; user
+errors print one line (`workbench: error: ...`) and exit 2. The analyses' subcommands are
+registered by their packages (`workbench.commands`): the core imports none of them."""
 
 from __future__ import annotations
 
@@ -11,6 +13,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from workbench import commands
+from workbench.commands import Command
 
 DEFAULT_CORPUS = "runs/world"
 
@@ -51,18 +56,6 @@ def _cmd_world_retokenize(args: argparse.Namespace) -> None:
     manifest = json.loads((Path(path) / "corpus.json").read_text())
     sizes = ", ".join(f"{k} {v['n_tokens']:,} tokens" for k, v in manifest["splits"].items())
     print(f"corpus written to {path} (world, vocab {manifest['vocab_size']}; {sizes})")
-
-
-def _cmd_probe(args: argparse.Namespace) -> None:
-    from probe.script import run_from_args
-
-    run_from_args(args)
-
-
-def _cmd_beliefs(args: argparse.Namespace) -> None:
-    from beliefs.cli import run_from_args
-
-    run_from_args(args)
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -168,39 +161,8 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(model_card(args.model))
 
 
-def _cmd_app(args: argparse.Namespace) -> None:
-    from app.serve import serve
-
-    serve(args.runs, args.port)
-
-
-def _cmd_induction(args: argparse.Namespace) -> None:
-    from circuits.induction import InductionConfig, analyze, head_table, summary, write_report
-    from workbench.info import output_dir_of
-
-    out = Path(args.out) if args.out else output_dir_of(args.model) / "analyses/induction.json"
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    cfg = InductionConfig(n_seqs=args.n_seqs, seed=args.seed, min_score=args.min_score,
-                          min_ablation=args.min_ablation)
-    report = analyze(args.model, cfg, checkpoints=args.checkpoints, corpus=args.corpus,
-                     device=args.device, progress=not args.no_progress)
-    paths = write_report(report, out, overwrite=args.overwrite)
-    print(head_table(report))
-    print(summary(report))
-    print("written: " + ", ".join(str(p) for p in paths))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from beliefs.cli import add_belief_args
-    from probe.script import add_probe_args
-
-    parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    world = sub.add_parser("world", help="synthetic world and text corpora")
-    world_sub = world.add_subparsers(dest="world_command", required=True)
+def _world_arguments(p: argparse.ArgumentParser) -> None:
+    world_sub = p.add_subparsers(dest="world_command", required=True)
     build = world_sub.add_parser("build", help="build a corpus (world by default, or --text)")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--out", default=DEFAULT_CORPUS, help=f"output dir ({DEFAULT_CORPUS})")
@@ -216,7 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--tokenizer", default=None, help="with --text: encode with this "
                        "tokenizer.json or Hugging Face model dir instead of training BPE")
     build.add_argument("--overwrite", action="store_true")
-    build.set_defaults(func=_cmd_world_build)
     rt = world_sub.add_parser("retokenize", help="re-encode a world corpus with a model's "
                               "tokenizer (labels on the last sub-token of each word)")
     rt.add_argument("--corpus", default=DEFAULT_CORPUS, help="world corpus to re-encode")
@@ -226,9 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--splits", default=None, help="e.g. val,test (default: all)")
     rt.add_argument("--overwrite", action="store_true")
     rt.add_argument("--no-progress", action="store_true")
-    rt.set_defaults(func=_cmd_world_retokenize)
 
-    tr = sub.add_parser("train", help="train a native model on a corpus")
+
+def _cmd_world(args: argparse.Namespace) -> None:
+    {"build": _cmd_world_build, "retokenize": _cmd_world_retokenize}[args.world_command](args)
+
+
+def _train_arguments(tr: argparse.ArgumentParser) -> None:
     tr.add_argument("--preset", default="default", help="tiny | attn2 | default | small")
     # --run-dir: the same option under torchrun, whose own parser would take `--run`
     tr.add_argument("--run", "--run-dir", dest="run", required=True,
@@ -242,18 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run")
     tr.add_argument("--overwrite", action="store_true", help="delete the run dir first")
     tr.add_argument("--no-progress", action="store_true")
-    tr.set_defaults(func=_cmd_train)
 
-    ev = sub.add_parser("eval", help="fact recall, agreement and induction of a model")
+
+def _eval_arguments(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--model", required=True, help="run dir, checkpoint dir or HF dir")
     ev.add_argument("--corpus", default=None, help="world corpus (default: the run's)")
     ev.add_argument("--out", default=None, help="JSON output (default: MODEL/eval.json)")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--no-progress", action="store_true")
-    ev.set_defaults(func=_cmd_eval)
 
-    ca = sub.add_parser("cache", help="stream activations of a corpus split to HDF5")
+
+def _cache_arguments(ca: argparse.ArgumentParser) -> None:
     ca.add_argument("--model", required=True)
     ca.add_argument("--corpus", default=DEFAULT_CORPUS)
     ca.add_argument("--hooks", nargs="+", required=True, metavar="PATTERN",
@@ -270,51 +235,34 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--resume", action="store_true", help="continue an interrupted cache")
     ca.add_argument("--overwrite", action="store_true")
     ca.add_argument("--no-progress", action="store_true")
-    ca.set_defaults(func=_cmd_cache)
 
-    ind = sub.add_parser("induction", help="find induction heads (scores, ablation, "
-                         "composition, phase change)")
-    ind.add_argument("--model", required=True)
-    ind.add_argument("--out", default=None,
-                     help="JSON output (default: MODEL/analyses/induction.json)")
-    ind.add_argument("--checkpoints", default=None,
-                     help="`all` or steps (0,64,512): also score the run's checkpoints")
-    ind.add_argument("--corpus", default=None, help="corpus for the ICL score (default: the "
-                     "run's)")
-    ind.add_argument("--n-seqs", type=int, default=32, help="repeated random sequences")
-    ind.add_argument("--seed", type=int, default=0)
-    ind.add_argument("--min-score", type=float, default=0.4)
-    ind.add_argument("--min-ablation", type=float, default=0.5, help="nats")
-    ind.add_argument("--device", default="cpu")
-    ind.add_argument("--overwrite", action="store_true")
-    ind.add_argument("--no-progress", action="store_true")
-    ind.set_defaults(func=_cmd_induction)
 
-    pr = sub.add_parser("probe", help="per-layer probes for syntax, semantics and facts "
-                        "with control tasks")
-    add_probe_args(pr, default_tasks="syntax,semantics,facts")
-    pr.set_defaults(func=_cmd_probe)
-
-    be = sub.add_parser("beliefs", help="elicit facts, trace them, and try to change them "
-                        "(in-context pressure, ROME, fine-tuning)")
-    add_belief_args(be)
-    be.set_defaults(func=_cmd_beliefs)
-
-    info = sub.add_parser("info", help="print a model card")
+def _info_arguments(info: argparse.ArgumentParser) -> None:
     info.add_argument("--model", required=True)
-    info.set_defaults(func=_cmd_info)
 
-    ap = sub.add_parser("app", help="the dashboard (Streamlit on 127.0.0.1; blocks while "
-                        "serving)")
-    ap.add_argument("--runs", default="runs", help="folder of runs, corpora and analyses; "
-                    "the only place the app reads (runs)")
-    ap.add_argument("--port", type=int, default=8501, help="0 picks a free port (8501)")
-    ap.set_defaults(func=_cmd_app)
-    return parser
 
+# The core's own subcommands; the analyses register theirs (`workbench.commands`).
+WORLD = Command("world", "synthetic world and text corpora", _world_arguments, _cmd_world,
+                order=10)
+TRAIN = Command("train", "train a native model on a corpus", _train_arguments, _cmd_train,
+                order=20)
+EVAL = Command("eval", "fact recall, agreement and induction of a model", _eval_arguments,
+               _cmd_eval, order=30)
+CACHE = Command("cache", "stream activations of a corpus split to HDF5", _cache_arguments,
+                _cmd_cache, order=40)
+INFO = Command("info", "print a model card", _info_arguments, _cmd_info, order=80)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `workbench` parser: every registered command (`workbench.commands`)."""
+    return commands.build_parser()
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ValueError as exc:  # no commands registered, or two with one name
+        print(f"workbench: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

@@ -54,7 +54,7 @@ if not files:
         st.warning(f"Caching needs a corpus under {sel.root} (`workbench world build --out "
                    f"{sel.root}/world`).")
         st.stop()
-    args = runs.cache_command(sel.entry, corpus)
+    args = runs.cache_argv(sel.entry, corpus)
     if ui.run_panel(args, sel.entry.path / "acts_val.h5", "Cache the residual stream",
                     key="run_cache"):
         st.rerun()

@@ -11,23 +11,21 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import runs, ui
-from beliefs.elicit import elicit, object_ids, stated
-from beliefs.factbase import FactBase, load_facts, world_facts
+from beliefs.elicit import elicit, object_ids
+from beliefs.factbase import FactBase
 from beliefs.figures import ladder_figure, metrics_figure, trace_figures
 from beliefs.ladder import LEVELS, ladder
+from beliefs.metrics import before_after
+from beliefs.suite import default_facts, edit_belief
 from circuits.tracing import TraceConfig, TraceResult, causal_trace, trace_figure
 
 
 @st.cache_resource(show_spinner="reading the facts", max_entries=8)
 def fact_base(corpus: str | None) -> FactBase:
     """The world's facts of a corpus, or the real-fact list for models without one."""
-    if corpus is not None:
-        from workbench.world import load_corpus
+    from workbench.world import load_corpus
 
-        loaded = load_corpus(Path(corpus))
-        if loaded.kind == "world":
-            return world_facts(loaded.world())
-    return load_facts()
+    return default_facts(None if corpus is None else load_corpus(Path(corpus)))
 
 
 @st.cache_data(show_spinner="asking the model", max_entries=64)
@@ -62,27 +60,12 @@ def edit_rows(ref: str, corpus: str | None, subject: str, relation: str, new: st
               method: str, layer: int) -> tuple[list[dict[str, str]], float]:
     """Edit a copy of the model; the stated answer before/after on every prompt of the fact
     and on five neighbours. The cached model is never changed."""
-    from beliefs.finetune import finetune_edit
-    from beliefs.rome import rome_edit
-
     lm, base = ui.loaded_model(ref), fact_base(corpus)
-    belief, model = base.belief(subject, relation), lm.model
-    target = object_ids(model, new)
+    belief = base.belief(subject, relation)
     cov = covariance(ref, corpus, layer, 20_000) if method == "rome" and corpus else None
     with lm.lock:
-        if method == "rome":
-            edit = rome_edit(model, [belief.prompts[0]], subject, target, layer, cov)
-        else:
-            edit = finetune_edit(model, [belief.prompts[0]], subject, target, layer)
-        edited = edit.copy_applied(model)
-        asked = ([("edit prompt" if i == 0 else "prompt", belief, p)
-                  for i, p in enumerate(belief.prompts)]
-                 + [("paraphrase", belief, p) for p in belief.paraphrases]
-                 + [("neighbour", n, n.prompts[0]) for n in base.neighbours(belief, 5)])
-        rows = [{"kind": kind, "prompt": prompt,
-                 "before": stated(model, [prompt], b.candidates)[0],
-                 "after": stated(edited, [prompt], b.candidates)[0]}
-                for kind, b, prompt in asked]
+        edit = edit_belief(lm.model, belief, new, method, layer, cov)
+        rows = before_after(lm.model, base, belief, edit, n_neighbours=5)
     return rows, edit.norm()
 
 
@@ -162,7 +145,7 @@ with tab_report:
     out = sel.entry.analysis("beliefs")
     report = ui.report(out, "beliefs")
     if report is None:
-        if ui.run_panel(runs.beliefs_command(sel.entry, corpus_path), out,
+        if ui.run_panel(runs.beliefs_argv(sel.entry, corpus_path), out,
                         "Run the belief tests", key="run_beliefs",
                         why=f"No belief report for {sel.entry.name} yet."):
             st.rerun()

@@ -21,7 +21,7 @@ corpus = runs.corpus_for(entry, sel.root)
 report = ui.report(out, "induction")
 if report is None:
     st.subheader(f"No induction report for {entry.name} yet")
-    if ui.run_panel(runs.induction_command(entry, corpus), out, "Run the induction analysis",
+    if ui.run_panel(runs.induction_argv(entry, corpus), out, "Run the induction analysis",
                     key="run_induction"):
         st.rerun()
     st.stop()
@@ -51,7 +51,7 @@ st.subheader("Phase change over checkpoints")
 if report.get("dynamics", {}).get("checkpoints"):
     st.plotly_chart(dynamics_figure(report), key="ind_dynamics")
 elif entry.kind == "run":
-    if ui.run_panel(runs.induction_command(entry, corpus, overwrite=True), out,
+    if ui.run_panel(runs.induction_argv(entry, corpus, overwrite=True), out,
                     "Score every checkpoint", key="run_dynamics",
                     why="This report has no checkpoint dynamics; this command rewrites it "
                         "with them:"):

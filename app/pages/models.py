@@ -46,6 +46,6 @@ if evaluation.is_file():
     st.plotly_chart(eval_figure(json.loads(evaluation.read_text())), key="eval")
 elif entry.kind == "run":
     st.subheader("No evaluation yet")
-    if ui.run_panel(runs.eval_command(entry, runs.corpus_for(entry, sel.root)), evaluation,
+    if ui.run_panel(runs.eval_argv(entry, runs.corpus_for(entry, sel.root)), evaluation,
                     "Evaluate the run", key="run_eval"):
         st.rerun()

@@ -34,7 +34,7 @@ def new_sweep(sel: ui.Selection, out: Path, exists: bool) -> None:
     if not tasks:
         st.warning("Pick at least one task.")
         return
-    args = runs.probe_command(sel.entry, corpora[names.index(name)], ",".join(tasks), kind,
+    args = runs.probe_argv(sel.entry, corpora[names.index(name)], ",".join(tasks), kind,
                               int(max_tokens), overwrite=exists)
     if ui.run_panel(args, out, "Run the sweep", key="run_probe"):
         st.rerun()

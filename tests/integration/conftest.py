@@ -39,11 +39,12 @@ def app_runs(world_corpus: Path, tiny_run: TrainResult, hf_gpt2_dir: Path,
     GPT-2 (`tiny-gpt2`, no analyses). Copies, not links: the app refuses paths that leave it."""
     import shutil
 
-    from circuits.induction import InductionConfig, analyze
-    from circuits.induction import write_report as write_induction
+    from circuits import induction
+    from circuits.induction import InductionConfig
+    from probe import sweep
     from probe.fit import ProbeConfig
-    from probe.sweep import SweepConfig, run_sweep
-    from probe.sweep import write_report as write_probe
+    from probe.sweep import SweepConfig
+    from workbench.analysis import report_path, write_report
     from workbench.cache import CacheConfig, cache_activations
     from workbench.checkpoints import list_checkpoints
     from workbench.models import load
@@ -55,13 +56,14 @@ def app_runs(world_corpus: Path, tiny_run: TrainResult, hf_gpt2_dir: Path,
     shutil.copytree(hf_gpt2_dir, runs / "tiny-gpt2")
     tiny, corpus = runs / "tiny", runs / "world"
     steps = [p.name.removeprefix("step_") for p in list_checkpoints(tiny)]
-    report = analyze(tiny, InductionConfig(n_seqs=4), corpus=corpus, progress=False,
-                     checkpoints=",".join([steps[0], steps[len(steps) // 2], steps[-1]]))
-    write_induction(report, tiny / "analyses/induction.json")
-    sweep = run_sweep(str(tiny), SweepConfig(tasks="animacy", max_tokens=3000, n_boot=50,
-                                             folds=3, probe=ProbeConfig(max_iter=20)),
-                      corpus=corpus, progress=False)
-    write_probe(sweep, tiny / "analyses/probe.json")
+    cfg = InductionConfig(n_seqs=4, checkpoints=",".join([steps[0], steps[len(steps) // 2],
+                                                          steps[-1]]))
+    report = induction.from_ref(tiny, cfg, corpus=corpus, progress=False)
+    write_report(report, report_path(tiny, induction.KIND), induction.FIGURES)
+    probes = sweep.from_ref(str(tiny), SweepConfig(tasks="animacy", max_tokens=3000, n_boot=50,
+                                                   folds=3, probe=ProbeConfig(max_iter=20)),
+                            corpus=corpus, progress=False)
+    write_report(probes, report_path(tiny, sweep.KIND), sweep.FIGURES)
     cache_activations(load(tiny), load_corpus(corpus), CacheConfig(max_tokens=2000, chunk=True),
                       tiny / "acts_val.h5", progress=False)
     return runs

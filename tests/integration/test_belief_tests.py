@@ -12,8 +12,8 @@ import torch
 from beliefs.editing import key_covariance
 from beliefs.elicit import elicit
 from beliefs.factbase import load_facts, world_facts
-from beliefs.report import SCHEMA, BeliefsConfig, run_beliefs
 from beliefs.rome import RomeConfig
+from beliefs.suite import SCHEMA, BeliefsConfig, run
 from circuits.tracing import TraceConfig
 from workbench.cli import main
 from workbench.models import load
@@ -29,7 +29,7 @@ def report_and_model(tiny_run: TrainResult, world_corpus: Path) -> tuple[dict, d
     model = load(tiny_run.run_dir)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     corpus = load_corpus(world_corpus)
-    report = run_beliefs(model, world_facts(corpus.world()), corpus, CFG, model_ref="tiny")
+    report = run(model, corpus, CFG, facts=world_facts(corpus.world()), model_ref="tiny")
     return report, before, model.state_dict()
 
 
@@ -107,8 +107,8 @@ def test_real_facts_on_a_local_gpt2_dir(hf_gpt2_dir: Path) -> None:
     model, real = load(hf_gpt2_dir), load_facts()
     e = elicit(model, real.belief("France", "capital"))
     assert e.stated in real.relations["capital"].candidates  # multi-token candidates scored
-    report = run_beliefs(model, real, None, BeliefsConfig(methods=("icl", "ft"), n=2, layer=0,
-                                                           n_trace=0, progress=False))
+    report = run(model, None, BeliefsConfig(methods=("icl", "ft"), n=2, layer=0, n_trace=0,
+                                            progress=False), facts=real)
     assert report["methods"]["ft"]["n"] == 2  # multi-token objects edited and read
     assert "authoritative" in report["methods"]["icl"]["beliefs"][0]["levels"]
     ctx = report["methods"]["icl"]["beliefs"][0]["levels"]["authoritative"]["context"]

@@ -11,8 +11,9 @@ import pytest
 
 from probe.rows import plan_rows, store_config
 from probe.stats import assign_folds
-from probe.sweep import SCHEMA, SweepConfig, probe_model, select_examples, write_report
+from probe.sweep import FIGURES, SCHEMA, SweepConfig, run, select_examples
 from probe.tasks import resolve_tasks
+from workbench.analysis import write_report
 from workbench.cache import cache_activations
 from workbench.cli import main
 from workbench.models import load
@@ -27,7 +28,7 @@ CFG = SweepConfig(tasks="syntax,semantics,facts", split="train", max_tokens=30_0
 
 @pytest.fixture(scope="module")
 def report(tiny_run: TrainResult, world_corpus: Path) -> dict:
-    return probe_model(load(tiny_run.run_dir), load_corpus(world_corpus), CFG,
+    return run(load(tiny_run.run_dir), load_corpus(world_corpus), CFG,
                        model_ref="tiny", progress=False)
 
 
@@ -49,11 +50,11 @@ def test_report_schema_and_content(report: dict, tmp_path: Path) -> None:
     for task in ("agreement", "sentiment", "city", "food"):
         assert report["tasks"][task]["selectivity_at_best"] > 0.2, task
     assert "syntax" in report["summary"]["text"]
-    paths = write_report(report, tmp_path / "probe.json")
+    paths = write_report(report, tmp_path / "probe.json", FIGURES)
     assert json.loads(paths[0].read_text())["tasks"]["pos"]["n"] == report["tasks"]["pos"]["n"]
     assert len(json.loads(paths[1].read_text())["data"]) == 4 * len(report["tasks"])
     with pytest.raises(FileExistsError, match="--overwrite"):
-        write_report(report, tmp_path / "probe.json")
+        write_report(report, tmp_path / "probe.json", FIGURES)
 
 
 def test_same_numbers_from_memory_and_from_an_activation_file(
@@ -62,7 +63,7 @@ def test_same_numbers_from_memory_and_from_an_activation_file(
     acts = tmp_path / "acts.h5"
     cache_activations(model, corpus, store_config(CFG.split, CFG.max_tokens), acts,
                       progress=False)
-    from_store = probe_model(model, corpus, CFG, model_ref="tiny", acts=acts, progress=False)
+    from_store = run(model, corpus, CFG, model_ref="tiny", acts=acts, progress=False)
     assert from_store["source"] == f"store:{acts}"
     assert from_store["tasks"] == report["tasks"]
 
@@ -73,8 +74,8 @@ def test_streams_through_a_file_when_too_large(tiny_run: TrainResult, world_corp
     small = SweepConfig(tasks="agreement", split="train", max_tokens=20_000, memory_gib=1e-6,
                         n_boot=50, min_per_class=5)
     with pytest.raises(ValueError, match="--acts FILE.h5"):
-        probe_model(model, corpus, small, progress=False)
-    rep = probe_model(model, corpus, small, acts=tmp_path / "a.h5", progress=False)
+        run(model, corpus, small, progress=False)
+    rep = run(model, corpus, small, acts=tmp_path / "a.h5", progress=False)
     assert rep["source"].startswith("store:") and (tmp_path / "a.h5").exists()
 
 
@@ -101,10 +102,10 @@ def test_hf_gpt2_through_a_retokenized_world(hf_gpt2_dir: Path, world_corpus: Pa
     model = load(str(hf_gpt2_dir))
     cfg = SweepConfig(tasks="pos,animacy,city", split="train", max_tokens=20_000, n_boot=50,
                       min_per_class=5)
-    rep = probe_model(model, corpus, cfg, model_ref=str(hf_gpt2_dir), progress=False)
+    rep = run(model, corpus, cfg, model_ref=str(hf_gpt2_dir), progress=False)
     assert rep["layers"] == [0, 1, 2] and rep["tasks"]["pos"]["n"] > 1000
     with pytest.raises(ValueError, match="workbench world retokenize"):
-        probe_model(model, load_corpus(world_corpus), CFG, progress=False)
+        run(model, load_corpus(world_corpus), CFG, progress=False)
 
 
 def test_cli_probe_and_errors(tiny_run: TrainResult, world_corpus: Path, tmp_path: Path,

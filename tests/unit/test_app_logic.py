@@ -125,19 +125,19 @@ def test_read_report(tmp_path: Path) -> None:
 def test_commands(runs: Path) -> None:
     demo, _, hf = folder.list_models(runs)
     world = runs.resolve() / "world"
-    line = folder.display_command(folder.induction_command(demo, world))
+    line = folder.display_command(folder.induction_argv(demo, world))
     assert line.startswith(f"workbench induction --model {demo.path} --checkpoints all "
                            f"--corpus {world} --out {demo.path}/analyses/induction.json")
-    assert "--checkpoints" not in folder.induction_command(hf, world)
-    assert folder.induction_command(hf, None, overwrite=True)[-1] == "--overwrite"
-    probe = folder.probe_command(demo, world, "pos,city", "mlp", 5000)
+    assert "--checkpoints" not in folder.induction_argv(hf, world)
+    assert folder.induction_argv(hf, None, overwrite=True)[-1] == "--overwrite"
+    probe = folder.probe_argv(demo, world, "pos,city", "mlp", 5000)
     assert probe[probe.index("--tasks") + 1] == "pos,city" and "--max-tokens" in probe
-    assert "'blocks.*.hook_resid_post'" in folder.display_command(folder.cache_command(demo, world))
-    assert folder.eval_command(demo, world)[-2:] == ["--out", f"{demo.path}/eval.json"]
-    beliefs = folder.display_command(folder.beliefs_command(demo, world))
+    assert "'blocks.*.hook_resid_post'" in folder.display_command(folder.cache_argv(demo, world))
+    assert folder.eval_argv(demo, world)[-2:] == ["--out", f"{demo.path}/eval.json"]
+    beliefs = folder.display_command(folder.beliefs_argv(demo, world))
     assert beliefs == (f"workbench beliefs --model {demo.path} --corpus {world} --n 20 --out "
                        f"{demo.path}/analyses/beliefs.json")
-    real = folder.beliefs_command(hf, None, overwrite=True)  # no corpus: no ROME, a fixed layer
+    real = folder.beliefs_argv(hf, None, overwrite=True)  # no corpus: no ROME, a fixed layer
     assert real[real.index("--method") + 1] == "icl,ft" and real[-1] == "--overwrite"
 
 

@@ -1,10 +1,16 @@
 """Belief tests end to end (`workbench beliefs`): elicit, trace, pressure, edit, measure.
 
-`run_beliefs` picks `n` beliefs, reads what the model states about them, traces where the
+`run` picks `n` beliefs, reads what the model states about them, traces where the
 model recalls them (causal tracing averaged over facts, by token role), runs the in-context
 pressure ladder, and edits each fact with ROME and constrained fine-tuning at the traced layer
 (or a given one), re-running the edited model for every metric of `beliefs.metrics`.
-Report schema `workbench.beliefs/1`; figures by `beliefs.figures`.
+Report schema `workbench.beliefs/1`; figures by `beliefs.figures`. The analysis has the
+shape of every other (`workbench.analysis`):
+
+    from beliefs import suite
+    report = suite.run(model, corpus, suite.BeliefsConfig(n=20))   # the corpus's world facts
+    report = suite.from_ref("runs/demo", BeliefsConfig(n=20))
+    write_report(report, report_path("runs/demo", suite.KIND), suite.FIGURES)
 """
 
 from __future__ import annotations
@@ -19,27 +25,34 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from beliefs.editing import check_layer, key_covariance
+from beliefs.editing import WeightEdit, check_layer, key_covariance
 from beliefs.elicit import elicit, object_ids
-from beliefs.factbase import Belief, FactBase
+from beliefs.factbase import Belief, FactBase, load_facts, world_facts
+from beliefs.figures import FIGURES as FIGURES
 from beliefs.finetune import FinetuneConfig, finetune_edit
 from beliefs.ladder import LadderConfig, ladder, summarize_ladder
 from beliefs.metrics import EditEvalConfig, EditEvaluator, aggregate
 from beliefs.rome import RomeConfig, rome_edit
 from circuits.tracing import TraceConfig, causal_trace
+from workbench.analysis import Report
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from workbench.models import Model
+    from workbench.world.loader import Corpus
 
 log = logging.getLogger(__name__)
+KIND = "beliefs"
 SCHEMA = "workbench.beliefs/1"
 METHODS = ("icl", "rome", "ft")
+WEIGHT_METHODS = ("rome", "ft")  # the methods that edit weights (`edit_belief`)
 ROLES = ("subject_first", "subject_middle", "subject_last", "after_subject", "last_token")
 
 
 @dataclass(frozen=True)
 class BeliefsConfig:
-    """What `run_beliefs` runs.
+    """What `run` runs.
 
     Args:
         methods: any of `icl` (pressure ladder), `rome`, `ft` (constrained fine-tuning).
@@ -145,8 +158,15 @@ def probe_comparison(trace: dict[str, Any], probe_report: dict[str, Any] | None
     return out
 
 
-def _edit(method: str, model: Model, belief: Belief, new: str, layer: int, cov: Any,
-          cfg: BeliefsConfig, seed: int) -> Any:
+def edit_belief(model: Model, belief: Belief, new: str, method: str, layer: int,
+                cov: Tensor | None = None, cfg: BeliefsConfig | None = None, seed: int = 0
+                ) -> WeightEdit:
+    """The weight edit that makes `model` state `new` for `belief` (not applied): `rome`
+    (needs the layer's key covariance `cov`) or `ft` (constrained fine-tuning) at the MLP of
+    `layer`, from its first prompt, with `cfg`'s settings and `seed`'s context prefixes."""
+    cfg = cfg or BeliefsConfig()
+    if method not in WEIGHT_METHODS:
+        raise ValueError(f"method={method!r}; a weight edit is one of {list(WEIGHT_METHODS)}")
     target = object_ids(model, new)
     if method == "rome":
         rome = RomeConfig(**{**asdict(cfg.rome), "seed": seed})
@@ -155,11 +175,32 @@ def _edit(method: str, model: Model, belief: Belief, new: str, layer: int, cov: 
     return finetune_edit(model, [belief.prompts[0]], belief.subject, target, layer, ft)
 
 
-def run_beliefs(model: Model, base: FactBase, corpus: Any | None = None,
-                cfg: BeliefsConfig | None = None, *, model_ref: str = "",
-                probe_report: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every belief test of `cfg` on `model` (never mutated: edits are undone exactly)."""
+def default_facts(corpus: Corpus | None) -> FactBase:
+    """The facts a model is tested on when none are given: the world's facts of a world
+    corpus, else the real-fact list that ships with the project (`datasets/facts/`)."""
+    if corpus is not None and corpus.kind == "world":
+        return world_facts(corpus.world())
+    return load_facts()
+
+
+def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = None, *,
+        facts: FactBase | None = None, model_ref: str | None = None,
+        probe_report: Report | None = None) -> Report:
+    """Every belief test of `cfg` on `model` (never mutated: edits are undone exactly).
+
+    Args:
+        corpus: a corpus in the model's tokenizer, for ROME's key covariance and the fluency
+            loss (ROME needs one).
+        facts: the facts tested (default: `default_facts(corpus)`).
+        model_ref: the reference recorded in the report (default: where it was loaded).
+        probe_report: a `workbench.probe/1` report whose fact probes' best layers are set
+            beside the causal trace's peak.
+    """
+    from workbench.models import model_ref_of
+
     cfg = cfg or BeliefsConfig()
+    base = facts if facts is not None else default_facts(corpus)
+    model_ref = model_ref if model_ref is not None else model_ref_of(model)
     weight_methods = [m for m in cfg.methods if m != "icl"]
     if weight_methods and corpus is None and "rome" in weight_methods:
         raise ValueError("ROME needs a corpus for its key covariance; pass --corpus DIR "
@@ -212,7 +253,7 @@ def run_beliefs(model: Model, base: FactBase, corpus: Any | None = None,
             new = base.new_object(b, seed)
             rows_by["unedited"].append(evaluator.evaluate(b, new, None) | {"seed": seed})
             for method in weight_methods:
-                edit = _edit(method, model, b, new, layer, cov, cfg, seed)
+                edit = edit_belief(model, b, new, method, layer, cov, cfg, seed)
                 rows_by[method].append(evaluator.evaluate(b, new, edit) | {"seed": seed})
         for method, rows in rows_by.items():
             report["methods"][method] = aggregate(rows) | {"layer": layer, "edits": rows}
@@ -221,6 +262,29 @@ def run_beliefs(model: Model, base: FactBase, corpus: Any | None = None,
 
 def _config(cfg: BeliefsConfig) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg), default=list))
+
+
+def from_ref(ref: str | Path, cfg: BeliefsConfig | None = None, *,
+             corpus: str | Path | None = None, facts: str | Path | None = None,
+             probes: str | Path | None = None, device: str = "cpu") -> Report:
+    """Load the model `ref`, its corpus (`corpus`, else the run's; none for a Hugging Face
+    model without one), the facts (a `workbench.facts/1` list, else `default_facts`) and the
+    probe report (`probes`, else the model's own `probe` report when there is one), then
+    `run` the belief tests."""
+    from probe.sweep import KIND as PROBE_KIND
+    from workbench.analysis import check_tokenizer, load_corpus_of, report_path
+    from workbench.models import load
+
+    loaded = load_corpus_of(ref, corpus)
+    base = load_facts(facts) if facts else default_facts(loaded)
+    model = load(ref, device=device)
+    if loaded is not None:
+        check_tokenizer(model, loaded)
+    own = report_path(ref, PROBE_KIND)
+    if probes is None and own.is_file():
+        probes = own
+    return run(model, loaded, cfg, facts=base, model_ref=str(ref),
+               probe_report=load_probe_report(probes))
 
 
 def load_probe_report(path: str | Path | None) -> dict[str, Any] | None:

@@ -1,14 +1,15 @@
-"""Command-line front of a probe sweep, shared by `workbench probe` and the per-kind scripts
-(`python -m probe.syntax --model runs/demo --task pos`)."""
+"""Command-line front of a probe sweep: `workbench probe` (registered under the
+`workbench.commands` entry points) and the per-kind scripts (`python -m probe.syntax --model
+runs/demo --task pos`); `probe.sweep` does the work."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from probe.fit import L2_GRID, ProbeConfig
+from workbench.commands import Command
 
 
 def add_probe_args(p: argparse.ArgumentParser, default_tasks: str) -> None:
@@ -63,23 +64,22 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
         raise ValueError(f"--layers {text!r}: pass comma-separated integers like 0,2,4") from exc
 
 
-def run_from_args(args: argparse.Namespace) -> None:
+def probe_command(args: argparse.Namespace) -> None:
     """Run the sweep the arguments describe; print the table and summary; write JSON+figure."""
-    from probe.sweep import SweepConfig, run_sweep, table, write_report
-    from workbench.info import output_dir_of
+    from probe import sweep
+    from probe.sweep import SweepConfig
+    from workbench.analysis import refuse_existing, report_path, write_report
 
-    out = Path(args.out) if args.out else output_dir_of(args.model) / "analyses/probe.json"
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    out = refuse_existing(args.out or report_path(args.model, sweep.KIND), args.overwrite)
     cfg = SweepConfig(tasks=args.tasks, split=args.split, max_tokens=args.max_tokens,
                       max_examples=args.max_examples, layers=parse_layers(args.layers),
                       folds=args.folds, holdout=args.holdout, min_per_class=args.min_per_class,
                       seed=args.seed,
                       probe=ProbeConfig(probe=args.probe, l2=args.l2, seed=args.seed))
-    report = run_sweep(args.model, cfg, corpus=args.corpus, acts=args.acts, device=args.device,
-                       progress=not args.no_progress)
-    paths = write_report(report, out, overwrite=args.overwrite)
-    print(table(report))
+    report = sweep.from_ref(args.model, cfg, corpus=args.corpus, acts=args.acts,
+                            device=args.device, progress=not args.no_progress)
+    paths = write_report(report, out, sweep.FIGURES, overwrite=args.overwrite)
+    print(sweep.table(report))
     print(report["summary"]["text"])
     print("written: " + ", ".join(str(p) for p in paths))
 
@@ -96,8 +96,16 @@ def main(kind: str, argv: Sequence[str] | None = None) -> int:
     if args.task:
         args.tasks = args.task
     try:
-        run_from_args(args)
+        probe_command(args)
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _workbench_probe_arguments(p: argparse.ArgumentParser) -> None:
+    add_probe_args(p, default_tasks="syntax,semantics,facts")
+
+
+PROBE = Command("probe", "per-layer probes for syntax, semantics and facts with control tasks",
+                _workbench_probe_arguments, probe_command, order=60)

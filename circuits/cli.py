@@ -1,0 +1,45 @@
+"""`workbench induction`: the induction analysis from the command line (registered under the
+`workbench.commands` entry points; `circuits.induction` does the work)."""
+
+from __future__ import annotations
+
+import argparse
+
+from workbench.commands import Command
+
+
+def induction_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", default=None,
+                   help="JSON output (default: MODEL/analyses/induction.json)")
+    p.add_argument("--checkpoints", default=None,
+                   help="`all` or steps (0,64,512): also score the run's checkpoints")
+    p.add_argument("--corpus", default=None, help="corpus for the ICL score (default: the "
+                   "run's)")
+    p.add_argument("--n-seqs", type=int, default=32, help="repeated random sequences")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-score", type=float, default=0.4)
+    p.add_argument("--min-ablation", type=float, default=0.5, help="nats")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def induction_command(args: argparse.Namespace) -> None:
+    from circuits import induction
+    from workbench.analysis import refuse_existing, report_path, write_report
+
+    out = refuse_existing(args.out or report_path(args.model, induction.KIND), args.overwrite)
+    cfg = induction.InductionConfig(n_seqs=args.n_seqs, seed=args.seed,
+                                    min_score=args.min_score, min_ablation=args.min_ablation,
+                                    checkpoints=args.checkpoints)
+    report = induction.from_ref(args.model, cfg, corpus=args.corpus, device=args.device,
+                                progress=not args.no_progress)
+    paths = write_report(report, out, induction.FIGURES, overwrite=args.overwrite)
+    print(induction.head_table(report))
+    print(induction.summary(report))
+    print("written: " + ", ".join(str(p) for p in paths))
+
+
+INDUCTION = Command("induction", "find induction heads (scores, ablation, composition, phase "
+                    "change)", induction_arguments, induction_command, order=50)

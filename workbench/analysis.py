@@ -1,0 +1,107 @@
+"""What every analysis shares: where its report goes, how it is written, and how a model
+reference's corpus is found.
+
+Every analysis (induction heads, probes, belief tests, and what comes later) has one shape:
+
+- a `Config` dataclass (`InductionConfig`, `SweepConfig`, `BeliefsConfig`);
+- `run(model, corpus, cfg) -> Report` on a loaded model (`circuits.induction.run`,
+  `probe.sweep.run`, `beliefs.suite.run`);
+- `from_ref(ref, cfg, ...)`: loads the model and its corpus, then calls `run`;
+- its `KIND` (the report's file name), `SCHEMA` and `FIGURES`; the report is written by
+  `write_report(report, report_path(ref, KIND), FIGURES)`.
+
+The `workbench` subcommand, the notebooks and the dashboard call exactly these.
+
+>>> report_path("gpt2", "probe").as_posix()  # a hub name; a run writes under its folder
+'runs/gpt2/analyses/probe.json'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from workbench.checkpoints import write_json_atomic
+from workbench.info import corpus_of, output_dir_of
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from workbench.models import Model
+    from workbench.world.loader import Corpus
+
+Report = dict[str, Any]
+"""An analysis result: JSON-ready, with a `schema` key, its inputs and its numbers."""
+FigureMaker = Callable[[Report], "go.Figure | None"]
+"""Makes one figure of a report; None when the report has nothing for it."""
+ANALYSES_DIR = "analyses"
+
+
+def report_path(ref: str | os.PathLike[str], kind: str) -> Path:
+    """Where the `kind` report of the model `ref` goes: `RUN/analyses/KIND.json` for a run
+    or checkpoint of ours, `DIR/analyses/KIND.json` for a local Hugging Face directory,
+    `runs/NAME/analyses/KIND.json` for a hub name."""
+    return output_dir_of(ref) / ANALYSES_DIR / f"{kind}.json"
+
+
+def refuse_existing(out: str | os.PathLike[str], overwrite: bool) -> Path:
+    """`out`, unless it exists and `overwrite` is false (checked before any work is done)."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    return out
+
+
+def write_report(report: Report, out: str | os.PathLike[str], figures: dict[str, FigureMaker],
+                 overwrite: bool = False) -> list[Path]:
+    """Write `report` to `out` (atomically) and each figure beside it, at `out` with its
+    suffix (`.fig.json`); refuse an existing `out` unless `overwrite`. Returns the paths
+    written."""
+    out = refuse_existing(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, report)
+    paths = [out]
+    for suffix, make in figures.items():
+        fig = make(report)
+        if fig is None:
+            continue
+        path = out.with_suffix(suffix)
+        fig.write_json(str(path))
+        paths.append(path)
+    return paths
+
+
+def corpus_path_of(ref: str | os.PathLike[str], corpus: str | os.PathLike[str] | None,
+                   required: str | None = None) -> Path | None:
+    """`corpus` when given, else the corpus the run `ref` was trained on (None when it names
+    none). With `required` (what the corpus is for), a missing one is an error with the fix."""
+    path = corpus if corpus is not None else corpus_of(ref)
+    if path is None and required is not None:
+        raise ValueError(f"model {str(ref)!r} names no corpus; pass --corpus PATH ({required})")
+    return None if path is None else Path(path)
+
+
+def load_corpus_of(ref: str | os.PathLike[str], corpus: str | os.PathLike[str] | None,
+                   required: str | None = None) -> Corpus | None:
+    """The loaded corpus of `corpus_path_of` (None when there is none and none is required)."""
+    from workbench.world import load_corpus
+
+    path = corpus_path_of(ref, corpus, required)
+    return None if path is None else load_corpus(path)
+
+
+def check_tokenizer(model: Model, corpus: Corpus) -> None:
+    """The corpus is encoded with the model's tokenizer (or fail with the fix)."""
+    from tokenizers import Tokenizer
+
+    tok = getattr(model, "tokenizer", None)
+    theirs = Tokenizer.from_file(str(corpus.tokenizer_path)).get_vocab()
+    if tok is None or tok.get_vocab() != theirs:
+        fix = (f"workbench world retokenize --corpus {corpus.path} --tokenizer MODEL_DIR --out "
+               f"{corpus.path}-MODEL --splits val,test" if corpus.kind == "world" else
+               "workbench world build --text FILE... --tokenizer MODEL_DIR --out DIR")
+        raise ValueError(
+            f"corpus at {corpus.path} is encoded with another tokenizer than the model's; "
+            f"re-encode it for this model with `{fix}`")
