@@ -29,6 +29,7 @@ test-slow: install
 
 lint: install
 	$(VENV)/bin/ruff check workbench circuits probe beliefs tests bench app
+	$(VENV)/bin/lint-imports
 
 demo: install
 	@test -f $(RUNS)/world/corpus.json || $(VENV)/bin/workbench world build --out $(RUNS)/world

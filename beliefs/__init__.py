@@ -9,9 +9,11 @@ Where things live:
 - `beliefs.ladder`: the in-context pressure ladder (does context change what it states?).
 - `beliefs.editing`: weight edits applied on copies or restored exactly, MLP keys and their
   covariance; `beliefs.rome`: ROME; `beliefs.finetune`: constrained fine-tuning.
-- `beliefs.metrics`: efficacy, generalisation, specificity, ripple and fluency of an edit.
-- `beliefs.report`: the analysis end to end (`BeliefsConfig`, `run_beliefs`), schema
-  `workbench.beliefs/1`; `beliefs.figures`: its plotly figures; `beliefs.cli`: the command.
+- `beliefs.metrics`: efficacy, generalisation, specificity, ripple and fluency of an edit,
+  and the before/after table of one edit (`before_after`).
+- `beliefs.suite`: the analysis end to end (`BeliefsConfig`, `run`, `from_ref`; one edit:
+  `edit_belief`), schema `workbench.beliefs/1`; `beliefs.figures`: its plotly figures;
+  `beliefs.cli`: `workbench beliefs`.
 
 Causal tracing, which locates where a fact is recalled, explains how the model computes and
 lives in `circuits.tracing`.

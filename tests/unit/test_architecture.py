@@ -1,0 +1,130 @@
+"""The rooms of the house: the import contract (`[tool.importlinter]` in pyproject.toml), no
+package importing another's private names, subcommands registered by the packages that own
+them, and every analysis with the same shape."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workbench.commands import Command, build_parser, command_argv, commands
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("workbench", "circuits", "probe", "beliefs", "app")
+HELP_ORDER = ["world", "train", "eval", "cache", "induction", "probe", "beliefs", "info", "app"]
+
+
+def _sources(package: str) -> list[Path]:
+    return sorted(p for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _private_imports(path: Path, own: str) -> list[str]:
+    """`from other.module import _name` and `import other._module` in `path` (a module of
+    the package `own`)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            top = node.module.split(".")[0]
+            if top in PACKAGES and top != own:
+                parts = node.module.split(".")[1:] + [a.name for a in node.names]
+                found += [f"{node.module}.{a.name}" for a in node.names
+                          if any(p.startswith("_") and not p.startswith("__") for p in parts)]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                parts = a.name.split(".")
+                if parts[0] in PACKAGES and parts[0] != own and any(
+                        p.startswith("_") and not p.startswith("__") for p in parts[1:]):
+                    found.append(a.name)
+    return found
+
+
+def test_import_contract_is_kept() -> None:
+    lint = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "1 kept, 0 broken" in result.stdout
+
+
+def test_no_package_imports_another_packages_private_names() -> None:
+    bad = [f"{path.relative_to(ROOT)}: {name}" for pkg in PACKAGES for path in _sources(pkg)
+           for name in _private_imports(path, pkg)]
+    assert bad == []
+
+
+def test_private_import_check_finds_one(tmp_path: Path) -> None:  # the check can fail
+    (tmp_path / "x.py").write_text("from workbench.evaluate import _secret\nimport probe._m\n"
+                                   "from workbench.prompts import encode\n"
+                                   "from circuits.scores import _own\n")
+    assert _private_imports(tmp_path / "x.py", "circuits") == ["workbench.evaluate._secret",
+                                                               "probe._m"]
+
+
+def test_commands_are_registered_by_their_packages_in_help_order() -> None:
+    found = commands()
+    assert [c.name for c in found] == HELP_ORDER
+    owner = {c.name: c.run.__module__.split(".")[0] for c in found}
+    assert owner == {"world": "workbench", "train": "workbench", "eval": "workbench",
+                     "cache": "workbench", "info": "workbench", "induction": "circuits",
+                     "probe": "probe", "beliefs": "beliefs", "app": "app"}
+    cli = (ROOT / "workbench/cli.py").read_text()
+    for package in ("circuits", "probe", "beliefs", "app"):
+        assert f"from {package}" not in cli and f"import {package}" not in cli
+
+
+def test_command_argv_reads_the_commands_own_options() -> None:
+    parser = build_parser()
+    assert command_argv("induction", {"model": "runs/demo", "n_seqs": 8, "overwrite": True,
+                                      "corpus": None}, parser=parser) == [
+        "induction", "--model", "runs/demo", "--n-seqs", "8", "--overwrite"]
+    assert command_argv("train", {"run": "runs/x"}, parser=parser) == ["train", "--run",
+                                                                       "runs/x"]
+    with pytest.raises(ValueError, match="has no option 'n_seq'; its options"):
+        command_argv("induction", {"n_seq": 8}, parser=parser)
+    with pytest.raises(ValueError, match="`workbench nope` is not a registered command"):
+        command_argv("nope", {}, parser=parser)
+
+
+def test_duplicate_or_foreign_entries_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import workbench.commands as registry
+
+    class Entry:
+        def __init__(self, name: str, value: object) -> None:
+            self.name, self.value, self._obj = name, f"x:{name}", value
+
+        def load(self) -> object:
+            return self._obj
+
+    cmd = Command("echo", "echo", lambda p: None, lambda a: None)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [Entry("a", cmd),
+                                                                 Entry("b", cmd)])
+    with pytest.raises(ValueError, match="two packages register `workbench echo`"):
+        registry.commands()
+    monkeypatch.setattr(registry, "entry_points", lambda group: [Entry("a", object())])
+    with pytest.raises(ValueError, match="is not a workbench.commands.Command"):
+        registry.commands()
+    monkeypatch.setattr(registry, "entry_points", lambda group: [])
+    with pytest.raises(ValueError, match="pip install -e"):
+        registry.commands()
+
+
+@pytest.mark.parametrize("module", ["circuits.induction", "probe.sweep", "beliefs.suite"])
+def test_every_analysis_has_one_shape(module: str) -> None:
+    import dataclasses
+    import importlib
+    import inspect
+
+    m = importlib.import_module(module)
+    assert isinstance(m.KIND, str) and m.SCHEMA.startswith("workbench.")
+    assert m.FIGURES and all(k.endswith(".fig.json") for k in m.FIGURES)
+    params = list(inspect.signature(m.run).parameters)
+    assert params[:3] == ["model", "corpus", "cfg"]
+    configs = [v for k, v in vars(m).items() if k.endswith("Config") and k[0].isupper()
+               and dataclasses.is_dataclass(v) and v.__module__ == module]
+    assert len(configs) == 1
+    ref_params = list(inspect.signature(m.from_ref).parameters)
+    assert ref_params[:2] == ["ref", "cfg"]
