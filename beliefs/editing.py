@@ -31,6 +31,7 @@ from circuits.tracing import find_subject
 
 if TYPE_CHECKING:
     from workbench.models import Model
+    from workbench.world.loader import Corpus
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def keys_at(model: Model, tokens: list[list[int]], positions: list[int],
     return torch.stack(out)
 
 
-def key_covariance(model: Model, corpus: Any, layer: int, *, n_tokens: int = 100_000,
+def key_covariance(model: Model, corpus: Corpus, layer: int, *, n_tokens: int = 100_000,
                    split: str = "train", acts: str | Path | None = None,
                    batch_rows: int = 8192, progress: bool = False) -> Float[Tensor, "d_mlp d_mlp"]:
     """Second moment `E[k k^T]` of the MLP keys of `layer` over corpus tokens (ROME's C).

@@ -24,6 +24,7 @@ from workbench.cache_plan import iter_batches
 
 if TYPE_CHECKING:
     from workbench.models import Model
+    from workbench.world.loader import Corpus
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class ProbeRows:
         return self.memory[index][:, torch.from_numpy(where)]
 
 
-def plan_rows(model: Model, corpus: Any, split: str, max_tokens: int | None,
+def plan_rows(model: Model, corpus: Corpus, split: str, max_tokens: int | None,
               batch_size: int = 16) -> ProbeRows:
     """Rows and labels of a split, no activations (walks the cache plan's batches)."""
     cfg = CacheConfig(split=split, positions="word-final", max_tokens=max_tokens, chunk=True,

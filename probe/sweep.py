@@ -279,7 +279,7 @@ def run(model: Model, corpus: Corpus, cfg: SweepConfig | None = None, *,
     return report
 
 
-def _cache_then_read(model: Model, corpus: Any, cfg: SweepConfig, acts: str | Path,
+def _cache_then_read(model: Model, corpus: Corpus, cfg: SweepConfig, acts: str | Path,
                      model_ref: str, layers: list[int], progress: bool) -> ProbeRows:
     from workbench.cache import cache_activations
 
@@ -296,7 +296,7 @@ def _config_record(cfg: SweepConfig) -> dict[str, Any]:
     return record
 
 
-def check_corpus(model: Model, corpus: Any) -> None:
+def check_corpus(model: Model, corpus: Corpus) -> None:
     """A world corpus whose tokenizer is the model's (or fail with the fix)."""
     if corpus.kind != "world":
         raise ValueError(

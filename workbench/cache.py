@@ -53,6 +53,7 @@ from workbench.hooks import last_layer, resolve_hooks, weights_checksum
 
 if TYPE_CHECKING:
     from workbench.models import Model
+    from workbench.world.loader import Corpus
 
 log = logging.getLogger(__name__)
 SCHEMA = "workbench.activations/1"
@@ -107,14 +108,14 @@ class CacheConfig:
 @dataclass
 class _Job:
     model: Model
-    corpus: Any
+    corpus: Corpus
     cfg: CacheConfig
     hooks: list[str]
     plan: CachePlan
     identity: dict[str, Any] = field(default_factory=dict)
 
 
-def plan_for(model: Model, corpus: Any, cfg: CacheConfig) -> CachePlan:
+def plan_for(model: Model, corpus: Corpus, cfg: CacheConfig) -> CachePlan:
     """The rows a cache of `corpus` with `cfg` will hold for `model`."""
     tokens = corpus.tokens(cfg.split)
     tok = model.tokenizer
@@ -149,7 +150,7 @@ def compute_batch(model: Model, hooks: list[str], batch: Batch) -> dict[str, np.
     return out
 
 
-def _labels(corpus: Any, split: str) -> dict[str, np.ndarray]:
+def _labels(corpus: Corpus, split: str) -> dict[str, np.ndarray]:
     """Per-token label arrays of a split (per-document ones such as `doc_kind` are left out:
     rows carry their document index)."""
     try:
@@ -160,7 +161,7 @@ def _labels(corpus: Any, split: str) -> dict[str, np.ndarray]:
     return {k: v for k, v in labels.items() if len(v) == n}
 
 
-def _identity(model_ref: str, checksum: str, hooks: list[str], cfg: CacheConfig, corpus: Any,
+def _identity(model_ref: str, checksum: str, hooks: list[str], cfg: CacheConfig, corpus: Corpus,
               plan: CachePlan) -> dict[str, Any]:
     return {"model_ref": model_ref, "model_checksum": checksum, "hooks": json.dumps(hooks),
             "dtype": cfg.dtype, "corpus": str(Path(corpus.path).resolve()),
@@ -225,7 +226,7 @@ def _open_partial(partial: Path, identity: dict[str, Any]) -> h5py.File:
 
 def cache_activations(
     model: Model,
-    corpus: Any,
+    corpus: Corpus,
     cfg: CacheConfig,
     out: str | os.PathLike[str],
     *,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import h5py
 import torch.distributed as tdist
@@ -16,6 +16,7 @@ from workbench.cache import CacheConfig, cache_activations
 
 if TYPE_CHECKING:
     from workbench.models import Model
+    from workbench.world.loader import Corpus
 
 
 def shard_path(out: Path, rank: int) -> Path:
@@ -57,7 +58,7 @@ def join_shards(out: Path, shards: list[Path], *, overwrite: bool = False) -> Pa
     return out
 
 
-def cache_sharded(model: Model, corpus: Any, cfg: CacheConfig, out: Path, *, model_ref: str,
+def cache_sharded(model: Model, corpus: Corpus, cfg: CacheConfig, out: Path, *, model_ref: str,
                   resume: bool, overwrite: bool, progress: bool) -> Path:
     """Cache this rank's shard, then (rank 0) join all shards into `out`."""
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

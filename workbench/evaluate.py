@@ -29,6 +29,7 @@ from workbench.prompts import bos_ids, encode_prompt, last_logits, word_id
 
 if TYPE_CHECKING:
     from workbench.models import Model
+    from workbench.world.loader import Corpus
 
 log = logging.getLogger(__name__)
 SCHEMA = "workbench.eval/1"
@@ -142,7 +143,7 @@ def induction_ratio(model: Model, batch: int = 32, length: int = 40, seed: int =
 
 def evaluate(
     model: Model,
-    corpus: Any,
+    corpus: Corpus,
     cfg: EvalConfig | None = None,
     *,
     model_ref: str = "",
