@@ -154,8 +154,7 @@ def sample_rows(n_rows: int, k: int, seed: int = 0) -> np.ndarray:
 def corpus_document(corpus_path: Path, split: str, index: int) -> str:
     """Document `index` of a corpus split as text (special tokens dropped), for any model's
     tokenizer to encode."""
-    from tokenizers import Tokenizer
-
+    from workbench.tokenizer import read_tokenizer_file
     from workbench.world import load_corpus
 
     corpus = load_corpus(corpus_path)
@@ -165,7 +164,7 @@ def corpus_document(corpus_path: Path, split: str, index: int) -> str:
                          f"has documents 0..{len(docs) - 1}")
     lo, hi = (int(v) for v in docs[index])
     ids = np.asarray(corpus.tokens(split)[lo:hi]).tolist()
-    return Tokenizer.from_file(str(corpus.tokenizer_path)).decode(ids, skip_special_tokens=True)
+    return read_tokenizer_file(corpus.tokenizer_path).decode(ids, skip_special_tokens=True)
 
 
 def n_documents(corpus_path: Path, split: str) -> int:

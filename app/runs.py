@@ -70,6 +70,19 @@ def inside(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
     return full
 
 
+def contained(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
+    """Whether `path` and everything under it (links resolved) lie inside `root`: a
+    checkpoint, model or report directory with a link leading out is left out."""
+    try:
+        inside(root, path)
+        if Path(path).is_dir():
+            for p in Path(path).rglob("*"):
+                inside(root, p)
+    except (ValueError, OSError):
+        return False
+    return True
+
+
 def runs_root(value: str | None = None) -> Path:
     """The runs folder: `value`, else `$WORKBENCH_RUNS`, else `runs` (must exist)."""
     root = Path(value or os.environ.get(RUNS_ENV) or "runs").expanduser()
@@ -151,17 +164,19 @@ def list_models(root: Path) -> list[ModelEntry]:
     for d in _walk(root):
         name = d.relative_to(root).as_posix()
         if (d / "checkpoints").is_dir():
-            steps = tuple(_step(p) for p in list_checkpoints(d))
+            steps = tuple(_step(p) for p in list_checkpoints(d) if contained(root, p))
             if steps:
                 models.append(ModelEntry(name, d.resolve(), "run", steps))
-        elif is_hf_dir(d):
+        elif is_hf_dir(d) and contained(root, d):
             models.append(ModelEntry(name, d.resolve(), "hf"))
     return sorted(models, key=lambda m: m.name)
 
 
 def list_corpora(root: Path) -> list[Path]:
     """Corpus directories (`corpus.json`) under `root`."""
-    return [d.resolve() for d in _walk(Path(root).resolve()) if (d / "corpus.json").is_file()]
+    root = Path(root).resolve()
+    return [d.resolve() for d in _walk(root)
+            if (d / "corpus.json").is_file() and contained(root, d)]
 
 
 def list_activation_files(root: Path, first: Path | None = None) -> list[Path]:
@@ -208,21 +223,27 @@ def _corpus_kind(path: Path) -> str | None:
         return None
 
 
-def read_report(path: Path, kind: str) -> dict[str, Any] | None:
+def read_report(path: Path, kind: str, root: Path | None = None) -> dict[str, Any] | None:
     """The `kind` report at `path`, None when it does not exist (a kind not in `SCHEMAS`
-    needs any `workbench.*` schema).
+    needs any `workbench.*` schema); with `root`, only a report inside it is read.
 
     Raises:
-        ValueError: the file is not valid JSON or has another schema.
+        ValueError: the file is not valid JSON, has another schema, or (with `root`) leads
+            out of the runs folder.
     """
     path = Path(path)
+    if root is not None and (path.exists() or path.is_symlink()):
+        path = inside(root, path)
     if not path.is_file():
         return None
     try:
         report = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); run the analysis again with "
                          "--overwrite") from exc
+    if not isinstance(report, dict):
+        raise ValueError(f"{path} holds a {type(report).__name__}, not a report; run the "
+                         "analysis again with --overwrite")
     schema = str(report.get("schema"))
     expected = SCHEMAS.get(kind)
     if schema != expected and not (expected is None and schema.startswith("workbench.")):
@@ -235,9 +256,10 @@ def read_report(path: Path, kind: str) -> dict[str, Any] | None:
 def list_analyses(entry: ModelEntry) -> list[str]:
     """The analysis reports a model has (`induction`, `probe`, ...)."""
     folder = entry.path / "analyses"
-    if not folder.is_dir():
+    if not folder.is_dir() or not contained(entry.path, folder):
         return []
-    return sorted(p.stem for p in folder.glob("*.json") if not p.name.endswith(".fig.json"))
+    return sorted(p.stem for p in folder.glob("*.json")
+                  if not p.name.endswith(".fig.json") and contained(entry.path, p))
 
 
 # ---- commands that make a missing analysis ------------------------------------------------

@@ -93,7 +93,7 @@ def require_model() -> tuple[Selection, LoadedModel]:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _read_report(path: str, kind: str, mtime: float) -> dict[str, Any] | None:
-    return runs.read_report(Path(path), kind)
+    return runs.read_report(Path(path), kind, root=runs.runs_root())
 
 
 def report(path: Path, kind: str) -> dict[str, Any] | None:

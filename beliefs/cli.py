@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from workbench.argtypes import bounded_int, device, int_list, name_list, nonneg_int, positive_int
 from workbench.commands import Command
 
 
@@ -16,19 +17,24 @@ def add_belief_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--facts", default=None, help="fact list (schema workbench.facts/1); "
                    "default: the world facts of a world corpus, else datasets/facts/"
                    "real_facts.json")
-    p.add_argument("--method", default="icl,rome,ft", help="any of icl,rome,ft")
-    p.add_argument("--n", type=int, default=50, help="beliefs tested")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (new objects, contexts)")
-    p.add_argument("--relations", default=None, help="e.g. city,job (default: all direct)")
-    p.add_argument("--layer", type=int, default=None,
+    p.add_argument("--method", type=name_list(("icl", "rome", "ft")), default="icl,rome,ft",
+                   help="any of icl,rome,ft")
+    p.add_argument("--n", type=bounded_int(1, 100_000), default=50, help="beliefs tested")
+    p.add_argument("--seeds", type=int_list(0), default="0",
+                   help="comma-separated seeds (new objects, contexts)")
+    p.add_argument("--relations", type=name_list(), default=None,
+                   help="e.g. city,job (default: all direct)")
+    p.add_argument("--layer", type=nonneg_int, default=None,
                    help="edited MLP layer (default: the causal-trace peak)")
-    p.add_argument("--n-trace", type=int, default=10, help="facts traced for the peak layer")
-    p.add_argument("--trace-samples", type=int, default=10, help="noise draws per trace")
-    p.add_argument("--cov-tokens", type=int, default=100_000,
+    p.add_argument("--n-trace", type=bounded_int(0, 10_000), default=10,
+                   help="facts traced for the peak layer")
+    p.add_argument("--trace-samples", type=bounded_int(1, 10_000), default=10,
+                   help="noise draws per trace")
+    p.add_argument("--cov-tokens", type=positive_int, default=100_000,
                    help="corpus tokens for the key covariance")
     p.add_argument("--probes", default=None, help="probe report to compare the trace's peak "
                    "layer with (default: MODEL/analyses/probe.json when present)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device, default="cpu")
     p.add_argument("--out", default=None, help="JSON output (default: MODEL/analyses/"
                    "beliefs.json)")
     p.add_argument("--overwrite", action="store_true")
@@ -83,9 +89,11 @@ def summary_table(report: dict[str, Any]) -> str:
 def beliefs_command(args: argparse.Namespace) -> None:
     from beliefs import suite
     from circuits.tracing import TraceConfig
-    from workbench.analysis import refuse_existing, report_path, write_report
+    from workbench.analysis import check_output, report_path, write_report
 
-    out = refuse_existing(args.out or report_path(args.model, suite.KIND), args.overwrite)
+    out = check_output(args.out or report_path(args.model, suite.KIND), args.overwrite,
+                       inputs={"--corpus": args.corpus, "--facts": args.facts,
+                               "--probes": args.probes}, model=args.model)
     methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
     relations = tuple(r.strip() for r in args.relations.split(",")) if args.relations else None
     cfg = suite.BeliefsConfig(methods=methods, n=args.n, seeds=_ints(args.seeds, "--seeds"),

@@ -220,20 +220,31 @@ def load_facts(path: str | Path = DEFAULT_FACTS) -> FactBase:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"fact list {path} does not exist; pass --facts FILE.json")
-    data = json.loads(path.read_text())
-    if data.get("schema") != SCHEMA:
-        raise ValueError(f"{path} has schema {data.get('schema')!r}; expected {SCHEMA!r}")
-    facts = {(f["subject"], f["relation"]): f["object"] for f in data["facts"]}
-    relations = {}
-    for name, spec in data["relations"].items():
-        objects = list(dict.fromkeys(o for (_, r), o in facts.items() if r == name))
-        relations[name] = Relation(
-            name=name,
-            templates=tuple(spec["templates"]),
-            heldout=tuple(spec.get("heldout", ())),
-            candidates=tuple(spec.get("candidates", objects)),
-            statement_end=spec.get("statement_end", "."),
-        )
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"fact list {path} is not valid JSON ({exc}); pass a file of schema "
+                         f"{SCHEMA} (see datasets/facts/README.md)") from exc
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{path} has schema {found!r}; expected {SCHEMA!r} (see "
+                         "datasets/facts/README.md)")
+    try:
+        facts = {(f["subject"], f["relation"]): f["object"] for f in data["facts"]}
+        relations = {}
+        for name, spec in data["relations"].items():
+            objects = list(dict.fromkeys(o for (_, r), o in facts.items() if r == name))
+            relations[name] = Relation(
+                name=name,
+                templates=tuple(spec["templates"]),
+                heldout=tuple(spec.get("heldout", ())),
+                candidates=tuple(spec.get("candidates", objects)),
+                statement_end=spec.get("statement_end", "."),
+            )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"fact list {path} lacks or mangles a field ({type(exc).__name__}: "
+                         f"{exc}); each fact needs subject, relation, object and each relation "
+                         "templates (see datasets/facts/README.md)") from exc
     unknown = sorted({r for (_, r) in facts} - set(relations))
     if unknown:
         raise ValueError(f"{path}: facts use relations {unknown} that are not defined")

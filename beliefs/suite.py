@@ -272,7 +272,8 @@ def from_ref(ref: str | Path, cfg: BeliefsConfig | None = None, *,
     probe report (`probes`, else the model's own `probe` report when there is one), then
     `run` the belief tests."""
     from probe.sweep import KIND as PROBE_KIND
-    from workbench.analysis import check_tokenizer, load_corpus_of, report_path
+    from workbench.analysis import load_corpus_of, report_path
+    from workbench.checks import check_tokenizer
     from workbench.models import load
 
     loaded = load_corpus_of(ref, corpus)
@@ -294,4 +295,14 @@ def load_probe_report(path: str | Path | None) -> dict[str, Any] | None:
     if not path.is_file():
         raise FileNotFoundError(f"probe report {path} does not exist; run `workbench probe "
                                 f"--tasks facts --out {path}` or leave out --probes")
-    return json.loads(path.read_text())
+    try:
+        report = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"probe report {path} is not valid JSON ({exc}); run `workbench "
+                         "probe --overwrite` again or leave out --probes") from exc
+    from probe.sweep import SCHEMA as PROBE_SCHEMA
+
+    if not isinstance(report, dict) or report.get("schema") != PROBE_SCHEMA:
+        raise ValueError(f"{path} is not a probe report (schema workbench.probe/1); pass the "
+                         "report `workbench probe` wrote, or leave out --probes")
+    return report

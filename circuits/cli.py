@@ -5,31 +5,38 @@ from __future__ import annotations
 
 import argparse
 
+from workbench.argtypes import bounded_int, device, floats, int_list, seed
 from workbench.commands import Command
+
+
+def _checkpoints(text: str) -> str:
+    return text if text == "all" else int_list(0)(text)
 
 
 def induction_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--out", default=None,
                    help="JSON output (default: MODEL/analyses/induction.json)")
-    p.add_argument("--checkpoints", default=None,
-                   help="`all` or steps (0,64,512): also score the run's checkpoints")
     p.add_argument("--corpus", default=None, help="corpus for the ICL score (default: the "
                    "run's)")
-    p.add_argument("--n-seqs", type=int, default=32, help="repeated random sequences")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-score", type=float, default=0.4)
-    p.add_argument("--min-ablation", type=float, default=0.5, help="nats")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--checkpoints", type=_checkpoints, default=None,
+                   help="`all` or steps (0,64,512): also score the run's checkpoints")
+    p.add_argument("--n-seqs", type=bounded_int(1, 100_000), default=32,
+                   help="repeated random sequences")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--min-score", type=floats(0.0, 1.0, example="0.4"), default=0.4)
+    p.add_argument("--min-ablation", type=floats(0.0, example="0.5"), default=0.5, help="nats")
+    p.add_argument("--device", type=device, default="cpu")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
 
 
 def induction_command(args: argparse.Namespace) -> None:
     from circuits import induction
-    from workbench.analysis import refuse_existing, report_path, write_report
+    from workbench.analysis import check_output, report_path, write_report
 
-    out = refuse_existing(args.out or report_path(args.model, induction.KIND), args.overwrite)
+    out = check_output(args.out or report_path(args.model, induction.KIND), args.overwrite,
+                       inputs={"--corpus": args.corpus}, model=args.model)
     cfg = induction.InductionConfig(n_seqs=args.n_seqs, seed=args.seed,
                                     min_score=args.min_score, min_ablation=args.min_ablation,
                                     checkpoints=args.checkpoints)

@@ -233,6 +233,7 @@ def run(model: Model, corpus: Corpus | None = None, cfg: InductionConfig = Induc
     """
     from circuits.dynamics import checkpoint_dynamics, phase_change
     from workbench.batches import eval_windows
+    from workbench.checks import check_vocab
     from workbench.info import run_dir_of
     from workbench.models import load, model_ref_of
 
@@ -246,6 +247,7 @@ def run(model: Model, corpus: Corpus | None = None, cfg: InductionConfig = Induc
         paths = select_checkpoints(run_dir, cfg.checkpoints)
         windows = None
         if corpus is not None:
+            check_vocab(model, corpus)
             val = corpus.tokens("val")
             windows = eval_windows(val, model.cfg.n_ctx, 64)[0]  # fixed [64, n_ctx] windows
         device = next(model.parameters()).device
@@ -263,11 +265,17 @@ def from_ref(ref: str | Path, cfg: InductionConfig = InductionConfig(), *,
     """Load the model `ref` and run the analysis; with `cfg.checkpoints`, the ICL score reads
     `corpus`, else the run's own corpus (skipped with a warning when it is not there)."""
     from workbench.analysis import corpus_path_of
+    from workbench.info import run_dir_of
     from workbench.models import load
     from workbench.world import load_corpus
 
     path = None
     if cfg.checkpoints:
+        run_dir = run_dir_of(ref)  # checked before minutes of loading
+        if run_dir is None:
+            raise ValueError(f"{ref} is not a run of ours; --checkpoints needs a run directory "
+                             "made by `workbench train`")
+        select_checkpoints(run_dir, cfg.checkpoints)
         if corpus is not None and not Path(corpus).exists():
             raise FileNotFoundError(f"corpus {corpus} does not exist; pass a corpus directory "
                                     "from `workbench world build`")

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from probe.fit import L2_GRID, ProbeConfig
+from workbench.argtypes import bounded_int, device, floats, int_list, one_of, positive_int, seed
 from workbench.commands import Command
 
 
@@ -17,24 +18,29 @@ def add_probe_args(p: argparse.ArgumentParser, default_tasks: str) -> None:
     p.add_argument("--model", required=True, help="run dir, checkpoint dir or HF dir")
     p.add_argument("--corpus", default=None,
                    help="world corpus in the model's tokenizer (default: the run's)")
-    p.add_argument("--tasks", default=default_tasks,
+    p.add_argument("--tasks", type=_tasks, default=default_tasks,
                    help="suites syntax,semantics,facts and/or task names (pos,city,...)")
-    p.add_argument("--probe", default="linear", help="linear | mlp")
+    p.add_argument("--probe", type=one_of("linear", "mlp"), default="linear",
+                   help="linear | mlp")
     p.add_argument("--split", default="val", help="corpus split to probe (train | val | test)")
-    p.add_argument("--max-tokens", type=int, default=None, help="cap on the split's tokens")
-    p.add_argument("--max-examples", type=int, default=20_000, help="rows per task")
-    p.add_argument("--layers", default=None, help="probe layers, e.g. 0,2,4 (default all)")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--holdout", default="group",
+    p.add_argument("--max-tokens", type=positive_int, default=None,
+                   help="cap on the split's tokens")
+    p.add_argument("--max-examples", type=bounded_int(10), default=20_000,
+                   help="rows per task")
+    p.add_argument("--layers", type=int_list(0), default=None,
+                   help="probe layers, e.g. 0,2,4 (default all)")
+    p.add_argument("--folds", type=bounded_int(3, 100), default=5)
+    p.add_argument("--holdout", type=one_of("group", "random"), default="group",
                    help="group (word types / people never on both sides) | random")
-    p.add_argument("--min-per-class", type=int, default=10)
-    p.add_argument("--acts", default=None, help="activation file (.h5) to read, or to write "
-                   "when the activations are too large for memory")
+    p.add_argument("--min-per-class", type=bounded_int(2), default=10)
+    p.add_argument("--acts", default=None, help="activation file (.h5) to read (made by this "
+                   "model from this corpus and split); made first, resumably, when it does not "
+                   "exist: for activations too large for memory")
     p.add_argument("--l2", type=_l2_values, default=ProbeConfig.l2,
                    help="L2 strength, or comma-separated strengths to choose from on each "
                         f"fold's validation rows (default {','.join(map(str, L2_GRID))})")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--device", type=device, default="cpu")
     p.add_argument("--out", default=None, help="JSON output (default: MODEL/analyses/probe"
                    ".json)")
     p.add_argument("--overwrite", action="store_true")
@@ -47,12 +53,24 @@ def _l2_values(text: str) -> float | tuple[float, ...]:
     >>> _l2_values("1e-3,0.1")
     (0.001, 0.1)
     """
+    parse = floats(0.0, low_open=True, example="1e-3,1e-2")
     try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--l2 {text!r}: pass a number or comma-separated numbers, e.g. 1e-3,1e-2") from None
+        values = tuple(parse(v) for v in text.split(","))
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}; pass a positive number or "
+                                         "comma-separated ones") from None
     return values[0] if len(values) == 1 else values
+
+
+def _tasks(text: str) -> str:
+    """Suite and task names, checked against `probe.tasks`."""
+    from probe.tasks import resolve_tasks
+
+    try:
+        resolve_tasks(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def parse_layers(text: str | None) -> tuple[int, ...] | None:
@@ -68,9 +86,11 @@ def probe_command(args: argparse.Namespace) -> None:
     """Run the sweep the arguments describe; print the table and summary; write JSON+figure."""
     from probe import sweep
     from probe.sweep import SweepConfig
-    from workbench.analysis import refuse_existing, report_path, write_report
+    from workbench.analysis import check_output, report_path, write_report
 
-    out = refuse_existing(args.out or report_path(args.model, sweep.KIND), args.overwrite)
+    out = check_output(args.out or report_path(args.model, sweep.KIND), args.overwrite,
+                       inputs={"--corpus": args.corpus, "--acts": args.acts},
+                       model=args.model)
     cfg = SweepConfig(tasks=args.tasks, split=args.split, max_tokens=args.max_tokens,
                       max_examples=args.max_examples, layers=parse_layers(args.layers),
                       folds=args.folds, holdout=args.holdout, min_per_class=args.min_per_class,
@@ -108,4 +128,6 @@ def _workbench_probe_arguments(p: argparse.ArgumentParser) -> None:
 
 
 PROBE = Command("probe", "per-layer probes for syntax, semantics and facts with control tasks",
-                _workbench_probe_arguments, probe_command, order=60)
+                _workbench_probe_arguments, probe_command, order=60,
+                on_interrupt="no report was written; an activation file being made for --acts "
+                "is kept as FILE.partial and continued by the same command")

@@ -80,7 +80,12 @@ class ProbeRows:
         rows = np.asarray(rows, dtype=np.int64)
         if self.store is not None:
             hooks = layer_hooks(self.n_layers)
-            return torch.stack([self.store.take(hooks[la], rows) for la in layers])
+            try:
+                return torch.stack([self.store.take(hooks[la], rows) for la in layers])
+            except (OSError, KeyError, RuntimeError) as exc:  # fletcher32 or metadata damage
+                raise ValueError(f"activation file {self.store.path} is damaged ({exc}); "
+                                 "re-create it with `workbench cache --overwrite`, or delete "
+                                 "it and pass --acts again") from exc
         if self.memory is None or self.memory_rows is None:
             raise ValueError("these rows hold no activations; build them with load_rows")
         where = np.searchsorted(self.memory_rows, rows)
@@ -140,22 +145,55 @@ def fill_memory(rows: ProbeRows, model: Model, needed: np.ndarray, layers: list[
     rows.memory, rows.memory_rows, rows.memory_layers = out, needed, list(layers)
 
 
-def store_rows(path: str | Path, n_layers: int, layers: list[int]) -> ProbeRows:
-    """Rows of an activation file made with word-final positions and the probe hooks."""
+def store_rows(path: str | Path, n_layers: int, layers: list[int], *,
+               model: Model | None = None, corpus: Corpus | None = None,
+               split: str | None = None) -> ProbeRows:
+    """Rows of an activation file made with word-final positions and the probe hooks; with
+    `model`, `corpus` and `split`, a file made by another model (weight checksum), from
+    another corpus or of another split is refused."""
     store = ActivationStore(path)
+    try:
+        _check_store(store, model, corpus, split)
+    except ValueError:
+        store.close()
+        raise
     hooks = layer_hooks(n_layers)
     missing = [hooks[la] for la in layers if hooks[la] not in store.hooks]
     if missing:
         store.close()
         raise ValueError(
             f"{path} lacks the hooks {missing}; cache them with `workbench cache --positions "
-            "word-final --chunk --hooks 'blocks.0.hook_resid_pre,blocks.*.hook_resid_post'`")
+            "word-final --chunk --hooks blocks.0.hook_resid_pre 'blocks.*.hook_resid_post'`")
     if store.attrs.get("positions") != "word-final":
         store.close()
         raise ValueError(f"{path} caches positions {store.attrs.get('positions')!r}; probes "
                          "read word-final rows: cache with `--positions word-final`")
-    meta = {k: store.meta(k) for k in ("seq", "doc", "pos", "offset", "token")}
-    return ProbeRows(store.labels(), meta, n_layers, store=store)
+    try:
+        meta = {k: store.meta(k) for k in ("seq", "doc", "pos", "offset", "token")}
+        labels = store.labels()
+    except (OSError, KeyError, RuntimeError) as exc:
+        store.close()
+        raise ValueError(f"activation file {path} is damaged ({exc}); re-create it with "
+                         "`workbench cache --overwrite`") from exc
+    return ProbeRows(labels, meta, n_layers, store=store)
+
+
+def _check_store(store: ActivationStore, model: Model | None, corpus: Corpus | None,
+                 split: str | None) -> None:
+    from workbench.hooks import weights_checksum
+
+    a, fix = store.attrs, "make one for it with `--acts NEW.h5`, or re-create this one with " \
+        "`workbench cache ... --overwrite`"
+    if model is not None and a.get("model_checksum") != weights_checksum(model):
+        raise ValueError(f"activation file {store.path} was made by another model (weight "
+                         f"checksum {str(a.get('model_checksum'))[:12]}..., this model's "
+                         f"{weights_checksum(model)[:12]}...); {fix}")
+    if corpus is not None and a.get("corpus") != str(Path(corpus.path).resolve()):
+        raise ValueError(f"activation file {store.path} was made from the corpus "
+                         f"{a.get('corpus')}, not {corpus.path}; {fix}")
+    if split is not None and a.get("split") != split:
+        raise ValueError(f"activation file {store.path} holds the {a.get('split')!r} split, "
+                         f"not --split {split!r}; pass --split {a.get('split')} or {fix}")
 
 
 def store_config(split: str, max_tokens: int | None, batch_size: int = 16) -> CacheConfig:

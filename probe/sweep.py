@@ -44,7 +44,8 @@ from probe.stats import (
     majority_accuracy,
 )
 from probe.tasks import KINDS, Examples, Task, resolve_tasks, task_examples
-from workbench.analysis import FigureMaker, Report, check_tokenizer
+from workbench.analysis import FigureMaker, Report
+from workbench.checks import check_tokenizer
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -237,7 +238,11 @@ def run(model: Model, corpus: Corpus, cfg: SweepConfig | None = None, *,
                           model.cfg.n_layers)
     world = corpus.world()
     if acts is not None and Path(acts).exists():
-        rows = store_rows(acts, model.cfg.n_layers, layers)
+        rows = store_rows(acts, model.cfg.n_layers, layers, model=model, corpus=corpus,
+                          split=cfg.split)
+        source = f"store:{acts}"
+    elif acts is not None:  # a file was asked for: make it (resumably), then read it
+        rows = _cache_then_read(model, corpus, cfg, acts, model_ref, layers, progress)
         source = f"store:{acts}"
     else:
         rows = plan_rows(model, corpus, cfg.split, cfg.max_tokens, cfg.batch_size)
@@ -247,15 +252,11 @@ def run(model: Model, corpus: Corpus, cfg: SweepConfig | None = None, *,
     if rows.store is None:
         gib = len(needed) * len(layers) * model.cfg.d_model * 4 / 2**30
         if gib > cfg.memory_gib:
-            if acts is None:
-                raise ValueError(
-                    f"the activations need {gib:.1f} GiB (more than memory_gib="
-                    f"{cfg.memory_gib}); pass --acts FILE.h5 to stream them through a file, "
-                    "or lower --max-examples")
-            rows = _cache_then_read(model, corpus, cfg, acts, model_ref, layers, progress)
-            source = f"store:{acts}"
-        else:
-            fill_memory(rows, model, needed, layers, progress)
+            raise ValueError(
+                f"the activations need {gib:.1f} GiB (more than memory_gib="
+                f"{cfg.memory_gib}); pass --acts FILE.h5 to stream them through a file, "
+                "or lower --max-examples")
+        fill_memory(rows, model, needed, layers, progress)
     device = next(model.parameters()).device
     results: dict[str, Any] = {}
     for task in tqdm(tasks, desc="probe tasks", disable=not progress):
@@ -287,7 +288,8 @@ def _cache_then_read(model: Model, corpus: Corpus, cfg: SweepConfig, acts: str |
     resume = acts.with_name(acts.name + ".partial").exists()
     cache_activations(model, corpus, store_config(cfg.split, cfg.max_tokens, cfg.batch_size),
                       acts, model_ref=model_ref, resume=resume, progress=progress)
-    return store_rows(acts, model.cfg.n_layers, layers)
+    return store_rows(acts, model.cfg.n_layers, layers, model=model, corpus=corpus,
+                      split=cfg.split)
 
 
 def _config_record(cfg: SweepConfig) -> dict[str, Any]:

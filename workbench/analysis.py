@@ -23,13 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.checkpoints import write_json_atomic
+from workbench.checkpoints import write_json_atomic, write_text_atomic
 from workbench.info import corpus_of, output_dir_of
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from workbench.models import Model
     from workbench.world.loader import Corpus
 
 Report = dict[str, Any]
@@ -54,6 +53,20 @@ def refuse_existing(out: str | os.PathLike[str], overwrite: bool) -> Path:
     return out
 
 
+def check_output(out: str | os.PathLike[str], overwrite: bool,
+                 inputs: dict[str, object] | None = None,
+                 model: str | os.PathLike[str] | None = None) -> Path:
+    """Where a report may be written, checked before any work: not over an input (`inputs`:
+    flag -> path; the model's directory may hold it), not over an existing file unless
+    `overwrite`, and then only over a report of ours."""
+    from workbench.outputs import check_replaceable_file, check_separate
+
+    check_separate(out, inputs or {}, containers={"--model": model})
+    out = refuse_existing(out, overwrite)
+    check_replaceable_file(out, "report")
+    return out
+
+
 def write_report(report: Report, out: str | os.PathLike[str], figures: dict[str, FigureMaker],
                  overwrite: bool = False) -> list[Path]:
     """Write `report` to `out` (atomically) and each figure beside it, at `out` with its
@@ -68,9 +81,14 @@ def write_report(report: Report, out: str | os.PathLike[str], figures: dict[str,
         if fig is None:
             continue
         path = out.with_suffix(suffix)
-        fig.write_json(str(path))
+        write_figure(fig, path)
         paths.append(path)
     return paths
+
+
+def write_figure(fig: go.Figure, path: str | os.PathLike[str]) -> None:
+    """A plotly figure as JSON, written atomically (temporary file, then rename)."""
+    write_text_atomic(Path(path), fig.to_json())
 
 
 def corpus_path_of(ref: str | os.PathLike[str], corpus: str | os.PathLike[str] | None,
@@ -79,6 +97,10 @@ def corpus_path_of(ref: str | os.PathLike[str], corpus: str | os.PathLike[str] |
     none). With `required` (what the corpus is for), a missing one is an error with the fix."""
     path = corpus if corpus is not None else corpus_of(ref)
     if path is None and required is not None:
+        if not Path(ref).exists() and ("/" in str(ref) or str(ref).startswith(".")):
+            raise FileNotFoundError(f"model reference {str(ref)!r} does not exist; pass a run "
+                                    "directory (`workbench train`) or a local Hugging Face "
+                                    "directory")
         raise ValueError(f"model {str(ref)!r} names no corpus; pass --corpus PATH ({required})")
     return None if path is None else Path(path)
 
@@ -90,18 +112,3 @@ def load_corpus_of(ref: str | os.PathLike[str], corpus: str | os.PathLike[str] |
 
     path = corpus_path_of(ref, corpus, required)
     return None if path is None else load_corpus(path)
-
-
-def check_tokenizer(model: Model, corpus: Corpus) -> None:
-    """The corpus is encoded with the model's tokenizer (or fail with the fix)."""
-    from tokenizers import Tokenizer
-
-    tok = getattr(model, "tokenizer", None)
-    theirs = Tokenizer.from_file(str(corpus.tokenizer_path)).get_vocab()
-    if tok is None or tok.get_vocab() != theirs:
-        fix = (f"workbench world retokenize --corpus {corpus.path} --tokenizer MODEL_DIR --out "
-               f"{corpus.path}-MODEL --splits val,test" if corpus.kind == "world" else
-               "workbench world build --text FILE... --tokenizer MODEL_DIR --out DIR")
-        raise ValueError(
-            f"corpus at {corpus.path} is encoded with another tokenizer than the model's; "
-            f"re-encode it for this model with `{fix}`")

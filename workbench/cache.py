@@ -25,6 +25,7 @@ to the same content an uninterrupted run writes.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -153,10 +154,9 @@ def compute_batch(model: Model, hooks: list[str], batch: Batch) -> dict[str, np.
 def _labels(corpus: Corpus, split: str) -> dict[str, np.ndarray]:
     """Per-token label arrays of a split (per-document ones such as `doc_kind` are left out:
     rows carry their document index)."""
-    try:
-        labels = dict(corpus.labels(split))
-    except ValueError:
+    if corpus.kind != "world":
         return {}  # a real-text corpus has no labels
+    labels = dict(corpus.labels(split))  # a damaged file is an error, not "no labels"
     n = len(corpus.tokens(split))
     return {k: v for k, v in labels.items() if len(v) == n}
 
@@ -191,22 +191,24 @@ def _create(f: h5py.File, job: _Job, shapes: dict[str, tuple[int, ...]], n_rows:
         chunks = (min(cfg.chunk_rows, n), *trailing)
         extra = ({"compression": cfg.compression} if cfg.compression
                  else {"dcpl": _early_dcpl()})
+        # fletcher32: a checksum per chunk, so damaged data is an error when read
         f.create_dataset(name, shape=(n_rows, *trailing), dtype=DTYPES[cfg.dtype],
-                         chunks=chunks, **extra)
+                         chunks=chunks, fletcher32=True, **extra)
     rows = f.create_group("rows")
     for key in META_FIELDS:
         rows.create_dataset(key, shape=(n_rows,), dtype=np.int64, chunks=(min(8192, n),),
-                            dcpl=_early_dcpl())
+                            fletcher32=True, dcpl=_early_dcpl())
     lab = rows.create_group("labels")
     for key in sorted(labels):
         lab.create_dataset(key, shape=(n_rows,), dtype=np.int16, chunks=(min(8192, n),),
-                           dcpl=_early_dcpl())
+                           fletcher32=True, dcpl=_early_dcpl())
 
 
 def _open_partial(partial: Path, identity: dict[str, Any]) -> h5py.File:
     try:
         f = h5py.File(partial, "r+")
     except OSError as exc:
+        _refuse_if_locked(partial, exc)
         raise ValueError(f"partial cache {partial} is corrupt ({exc}); pass --overwrite to "
                          "start again") from exc
     if f.attrs.get("schema") != SCHEMA:
@@ -244,8 +246,11 @@ def cache_activations(
         cfg: hooks, positions, dtype and sizes.
         out: final file path (written as `out.partial`, renamed when complete).
         model_ref: how the model was referenced (stored in the file).
-        resume: continue an interrupted `out.partial`.
-        overwrite: replace an existing `out` (or `out.partial`).
+        resume: continue an interrupted `out.partial` (killed at any instant) to the file an
+            uninterrupted run writes; a partial that holds no rows yet (or cannot be read) is
+            started again. With no partial: start afresh, or, when `out` is complete and was
+            made with the same model and settings, return it unchanged.
+        overwrite: replace an existing `out` (or `out.partial`); not with `resume`.
         progress: show a progress bar.
         shard: `(rank, world_size)`: cache only this rank's contiguous share of sequences.
 
@@ -254,7 +259,10 @@ def cache_activations(
     """
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
-    if out.exists() and not overwrite:
+    if resume and overwrite:
+        raise ValueError(f"resume=True and overwrite=True for {out}: pass one of them (--resume "
+                         "continues an interrupted run, --overwrite starts again)")
+    if out.exists() and not (overwrite or resume):
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
     hooks = resolve_hooks(model, list(cfg.hooks))
     plan = plan_for(model, corpus, cfg)
@@ -271,11 +279,15 @@ def cache_activations(
                 "--overwrite to start again"
             )
         partial.unlink()
+    if partial.exists() and not _has_rows(partial):
+        partial.unlink()  # interrupted before its first write: nothing to keep
+    if out.exists() and not overwrite and not partial.exists():
+        _check_complete(out, identity)
+        log.info("%s is complete already: nothing to resume", out)
+        return out
     labels = _labels(corpus, cfg.split)
     out.parent.mkdir(parents=True, exist_ok=True)
     tokens = corpus.tokens(cfg.split)
-    if partial.exists() and not _has_rows(partial):
-        partial.unlink()  # interrupted before its first batch: nothing to keep
     if partial.exists():
         f = _open_partial(partial, {**identity})
         if f.attrs.get("shard") != identity["shard"]:
@@ -312,8 +324,6 @@ def cache_activations(
         f.attrs["complete"] = True
     finally:
         f.close()
-    if out.exists():
-        out.unlink()
     os.replace(partial, out)
     return out
 
@@ -339,11 +349,48 @@ def _write(f: h5py.File, pending: list[tuple[Batch, dict[str, np.ndarray]]],
 
 
 def _has_rows(partial: Path) -> bool:
+    """Whether a partial file holds rows worth keeping. One killed before its first write
+    may be unreadable (HDF5 had flushed nothing), have no `schema` yet, or `n_done == 0`;
+    a file of another kind (another `schema`) is kept for `_open_partial` to refuse."""
     try:
         with h5py.File(partial, "r") as f:
-            return "schema" in f.attrs
-    except OSError:
-        return True  # unreadable: let _open_partial explain
+            if "schema" not in f.attrs:
+                return False
+            return f.attrs["schema"] != SCHEMA or int(f.attrs.get("n_done", 0)) > 0
+    except OSError as exc:
+        _refuse_if_locked(partial, exc)
+        log.warning("%s is unreadable (%s), as a run killed before its first write leaves "
+                    "it; starting again", partial, exc)
+        return False
+
+
+def _refuse_if_locked(path: Path, exc: OSError) -> None:
+    """HDF5 locks a file it writes: a lock error means a live process is writing `path`."""
+    if exc.errno == errno.EAGAIN or "unable to lock file" in str(exc):
+        raise ValueError(f"{path} is being written by another process (it holds the HDF5 "
+                         "file lock); wait for it to finish or stop it, then --resume") from exc
+
+
+def _check_complete(out: Path, identity: dict[str, Any]) -> None:
+    """Refuse to treat `out` as the requested cache unless it is a complete activation file
+    made with the same model, hooks, corpus and settings."""
+    try:
+        with h5py.File(out, "r") as f:
+            attrs = {k: f.attrs.get(k) for k in (*IDENTITY, "shard", "schema", "complete")}
+    except OSError as exc:
+        _refuse_if_locked(out, exc)
+        raise ValueError(f"{out} exists but is not a readable HDF5 file ({exc}); pass "
+                         "--overwrite to replace it") from exc
+    if attrs["schema"] != SCHEMA or not attrs["complete"]:
+        raise FileExistsError(f"{out} exists but is not a complete workbench activation file "
+                              f"(schema {attrs['schema']!r}); pass --overwrite to replace it")
+    diffs = [k for k in (*IDENTITY, "shard") if attrs[k] != identity[k]]
+    if diffs:
+        found = {k: attrs[k] for k in diffs}
+        raise FileExistsError(
+            f"{out} already exists, made with different {', '.join(diffs)} ({found}); "
+            "--resume leaves it as it is: pass --overwrite to replace it, or another --out"
+        )
 
 
 def _pad_id(model: Model) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -32,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from workbench.config import ModelConfig
+from workbench.outputs import apply_umask
 
 SCHEMA = "workbench.checkpoint/1"
 CHECKPOINTS_DIR = "checkpoints"
@@ -51,6 +53,8 @@ def sha256_file(path: Path) -> str:
 
 
 def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN: an unknown loss is null
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, (list, tuple)):
@@ -65,18 +69,25 @@ def bridge_config_dict(cfg: ModelConfig) -> dict[str, Any]:
     return {k: _json_safe(v) for k, v in cfg.to_bridge_config().to_dict().items()}
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file beside `path`, then rename it into place."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it into place; the file
+    gets the mode the user's umask gives (not `mkstemp`'s 0600)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
+            f.write(text)
+        apply_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file beside `path`, then rename it into place."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 @dataclass
@@ -142,6 +153,7 @@ def save_checkpoint(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
+        apply_umask(tmp)  # mkdtemp makes it 0700
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
@@ -159,6 +171,9 @@ def save_checkpoint(
             },
         }
         write_json_atomic(tmp / "config.json", config)
+        for name in ("model.safetensors", "tokenizer.json", "train_state.pt"):
+            if (tmp / name).exists():
+                apply_umask(tmp / name)
         if out_dir.exists():
             trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             os.replace(out_dir, trash)
@@ -225,6 +240,18 @@ def resolve_checkpoint(path: Path, step: int | None = None) -> Path:
     return wanted
 
 
+def _model_config(config: dict[str, Any], path: Path) -> ModelConfig:
+    """The `model` entry of a checkpoint config, or a ValueError naming the file."""
+    try:
+        data = config["model"]
+        if not isinstance(data, dict):
+            raise TypeError(f"'model' is a {type(data).__name__}, not an object")
+        return ModelConfig.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"checkpoint config {path} has no valid model config ({exc}); it is "
+                         "damaged: pick another checkpoint or retrain") from exc
+
+
 def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
     """Read a checkpoint directory (weights on CPU).
 
@@ -240,10 +267,13 @@ def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
         )
     try:
         config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(
             f"checkpoint config {config_path} is corrupt ({exc}); pick another checkpoint"
         ) from exc
+    if not isinstance(config, dict):
+        raise ValueError(f"checkpoint config {config_path} holds a {type(config).__name__}, "
+                         "not an object; it is damaged: pick another checkpoint or retrain")
     if config.get("schema") != SCHEMA:
         raise ValueError(
             f"{config_path} has schema {config.get('schema')!r}, expected {SCHEMA!r}; it is not "
@@ -256,7 +286,11 @@ def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
             "the model was trained on into it"
         )
     if verify:
-        for name, digest in config.get("sha256", {}).items():
+        digests = config.get("sha256", {})
+        if not isinstance(digests, dict):
+            raise ValueError(f"checkpoint config {config_path} has a damaged sha256 entry; "
+                             "pick another checkpoint or retrain")
+        for name, digest in digests.items():
             if name == "train_state.pt" or not (path / name).exists():
                 continue
             if sha256_file(path / name) != digest:
@@ -271,5 +305,5 @@ def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
             f"weights {weights} are corrupt or truncated ({exc}); pick an earlier checkpoint "
             "or retrain"
         ) from exc
-    model_cfg = ModelConfig.from_dict(config["model"])
+    model_cfg = _model_config(config, config_path)
     return Checkpoint(path=path, model_cfg=model_cfg, state_dict=state_dict, meta=config)

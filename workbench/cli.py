@@ -15,15 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from workbench import commands
+from workbench.argtypes import bounded_int, device, floats, one_of, positive_int, seed
+from workbench.checks import cache_bytes, check_memory, check_split, check_vocab, train_bytes
 from workbench.commands import Command
 
 DEFAULT_CORPUS = "runs/world"
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OSError)
 
 
 def _cmd_world_build(args: argparse.Namespace) -> None:
+    from workbench.outputs import check_separate
     from workbench.world import WorldConfig, build_corpus, build_text_corpus
 
     out = Path(args.out)
+    for f in args.text or ():
+        check_separate(out, {"--text": f})
+    check_separate(out, {"--tokenizer": args.tokenizer})
     if args.text:
         path = build_text_corpus(
             [Path(f) for f in args.text], out, vocab_size=args.vocab_size,
@@ -48,8 +55,10 @@ def _cmd_world_build(args: argparse.Namespace) -> None:
 
 
 def _cmd_world_retokenize(args: argparse.Namespace) -> None:
+    from workbench.outputs import check_separate
     from workbench.world.retokenize import retokenize_corpus
 
+    check_separate(args.out, {"--corpus": args.corpus, "--tokenizer": args.tokenizer})
     splits = tuple(x for x in args.splits.split(",") if x) if args.splits else None
     path = retokenize_corpus(args.corpus, args.tokenizer, args.out, splits,
                              overwrite=args.overwrite, progress=not args.no_progress)
@@ -60,14 +69,25 @@ def _cmd_world_retokenize(args: argparse.Namespace) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from workbench.config import TRAIN_PRESETS, get_preset
+    from workbench.outputs import check_replaceable, check_separate
     from workbench.train import train
+    from workbench.world import load_corpus
 
+    _one_of_resume_overwrite(args)
+    check_separate(args.run, {"--corpus": args.corpus})
     model_cfg = get_preset(args.preset)
     if args.seed is not None:
         model_cfg = model_cfg.replace(seed=args.seed)
     train_cfg = TRAIN_PRESETS[args.preset].replace(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed
     )
+    corpus = load_corpus(Path(args.corpus))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    check_memory(train_bytes(model_cfg.replace(d_vocab=corpus.vocab_size),
+                             train_cfg.batch_size, world_size), "--batch-size",
+                 train_cfg.batch_size)
+    if args.overwrite and Path(args.run).is_dir() and any(Path(args.run).iterdir()):
+        check_replaceable(args.run, "run")  # before the corpus is read (train checks again)
     result = train(
         model_cfg,
         args.corpus,
@@ -87,20 +107,20 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
+    from workbench.analysis import load_corpus_of, write_report
     from workbench.evaluate import EvalConfig, evaluate
-    from workbench.info import corpus_of, output_dir_of
+    from workbench.info import output_dir_of
     from workbench.models import load
+    from workbench.outputs import check_replaceable_file, check_separate
     from workbench.plots import eval_figure
-    from workbench.world import load_corpus
 
-    corpus_path = args.corpus or corpus_of(args.model)
-    if corpus_path is None:
-        raise ValueError(
-            f"model {args.model!r} names no corpus; pass --corpus PATH (a world "
-            "corpus from `workbench world build`)"
-        )
+    out = Path(args.out) if args.out else output_dir_of(args.model) / "eval.json"
+    check_separate(out, {"--corpus": args.corpus}, containers={"--model": args.model})
+    check_replaceable_file(out, "report")
+    corpus = load_corpus_of(args.model, args.corpus,
+                            required="a world corpus from `workbench world build`")
     model = load(args.model, device=args.device)
-    corpus = load_corpus(Path(corpus_path))
+    check_vocab(model, corpus)
     results = evaluate(
         model,
         corpus,
@@ -108,11 +128,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         model_ref=str(args.model),
         progress=not args.no_progress,
     )
-    out = Path(args.out) if args.out else output_dir_of(args.model) / "eval.json"
-    from workbench.checkpoints import write_json_atomic
-
-    write_json_atomic(out, results)
-    eval_figure(results).write_json(str(out.with_suffix(".fig.json")))
+    write_report(results, out, {".fig.json": eval_figure}, overwrite=True)
     for name, m in results["metrics"].items():
         extra = (
             f" (among candidates {m['among_candidates']:.3f})" if "among_candidates" in m else ""
@@ -127,13 +143,21 @@ def _cmd_cache(args: argparse.Namespace) -> None:
     from workbench.cache import CacheConfig, cache_activations
     from workbench.distributed import shard_of_this_process
     from workbench.models import load
+    from workbench.outputs import check_replaceable_file, check_separate
     from workbench.world import load_corpus
 
+    _one_of_resume_overwrite(args)
+    check_separate(args.out, {"--corpus": args.corpus}, containers={"--model": args.model})
+    if args.overwrite:
+        check_replaceable_file(args.out, "activations")
     cfg = CacheConfig(hooks=tuple(args.hooks), split=args.split, positions=args.positions,
                       dtype=args.dtype, max_tokens=args.max_tokens, batch_size=args.batch_size,
                       chunk=args.chunk, compression=args.compression)
     corpus = load_corpus(Path(args.corpus))
+    check_split(corpus, args.split)
     model = load(args.model, device=args.device)
+    check_vocab(model, corpus)
+    check_memory(cache_bytes(model, args.batch_size), "--batch-size", args.batch_size)
     rank, world_size = shard_of_this_process()
     out = Path(args.out)
     if world_size > 1:
@@ -155,6 +179,12 @@ def _cmd_cache(args: argparse.Namespace) -> None:
         print(f"cached {n_rows:,} rows to {path}: {shapes}")
 
 
+def _one_of_resume_overwrite(args: argparse.Namespace) -> None:
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite together: --resume continues the job, "
+                         "--overwrite deletes it and starts again; pass one of them")
+
+
 def _cmd_info(args: argparse.Namespace) -> None:
     from workbench.info import model_card
 
@@ -164,17 +194,19 @@ def _cmd_info(args: argparse.Namespace) -> None:
 def _world_arguments(p: argparse.ArgumentParser) -> None:
     world_sub = p.add_subparsers(dest="world_command", required=True)
     build = world_sub.add_parser("build", help="build a corpus (world by default, or --text)")
-    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--seed", type=seed, default=0)
     build.add_argument("--out", default=DEFAULT_CORPUS, help=f"output dir ({DEFAULT_CORPUS})")
-    build.add_argument("--n-people", type=int, default=None)
-    build.add_argument("--tokens", type=int, default=None, help="training tokens to generate")
+    build.add_argument("--n-people", type=bounded_int(2, 1_000_000), default=None)
+    build.add_argument("--tokens", type=positive_int, default=None,
+                       help="training tokens to generate")
     build.add_argument(
         "--text",
         nargs="+",
         metavar="FILE",
         help="plain-text files: train a BPE tokenizer and encode them instead of the world",
     )
-    build.add_argument("--vocab-size", type=int, default=4096, help="BPE size for --text")
+    build.add_argument("--vocab-size", type=bounded_int(64, 1_000_000), default=4096,
+                       help="BPE size for --text")
     build.add_argument("--tokenizer", default=None, help="with --text: encode with this "
                        "tokenizer.json or Hugging Face model dir instead of training BPE")
     build.add_argument("--overwrite", action="store_true")
@@ -194,16 +226,18 @@ def _cmd_world(args: argparse.Namespace) -> None:
 
 
 def _train_arguments(tr: argparse.ArgumentParser) -> None:
-    tr.add_argument("--preset", default="default", help="tiny | attn2 | default | small")
+    tr.add_argument("--preset", type=one_of("tiny", "attn2", "default", "small"),
+                    default="default", help="tiny | attn2 | default | small")
     # --run-dir: the same option under torchrun, whose own parser would take `--run`
     tr.add_argument("--run", "--run-dir", dest="run", required=True,
                     help="run directory, e.g. runs/demo")
     tr.add_argument("--corpus", default=DEFAULT_CORPUS)
-    tr.add_argument("--steps", type=int, default=None)
-    tr.add_argument("--batch-size", type=int, default=None, help="global batch size")
-    tr.add_argument("--lr", type=float, default=None)
-    tr.add_argument("--seed", type=int, default=None)
-    tr.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    tr.add_argument("--steps", type=bounded_int(1, 10**8), default=None)
+    tr.add_argument("--batch-size", type=positive_int, default=None, help="global batch size")
+    tr.add_argument("--lr", type=floats(0.0, 1.0, low_open=True, example="2e-3"),
+                    default=None)
+    tr.add_argument("--seed", type=seed, default=None)
+    tr.add_argument("--device", type=device, default="auto", help="auto | cpu | cuda")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run")
     tr.add_argument("--overwrite", action="store_true", help="delete the run dir first")
     tr.add_argument("--no-progress", action="store_true")
@@ -213,8 +247,8 @@ def _eval_arguments(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--model", required=True, help="run dir, checkpoint dir or HF dir")
     ev.add_argument("--corpus", default=None, help="world corpus (default: the run's)")
     ev.add_argument("--out", default=None, help="JSON output (default: MODEL/eval.json)")
-    ev.add_argument("--device", default="cpu")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", type=device, default="cpu")
+    ev.add_argument("--seed", type=seed, default=0)
     ev.add_argument("--no-progress", action="store_true")
 
 
@@ -225,13 +259,17 @@ def _cache_arguments(ca: argparse.ArgumentParser) -> None:
                     help="TransformerLens hook names or globs, e.g. 'blocks.*.hook_resid_post'")
     ca.add_argument("--out", required=True, help="output .h5 file")
     ca.add_argument("--split", default="val", help="train | val | test")
-    ca.add_argument("--positions", default="all", help="all | last | word-final")
-    ca.add_argument("--dtype", default="float32", help="float32 | float16")
-    ca.add_argument("--max-tokens", type=int, default=None)
-    ca.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
+    ca.add_argument("--positions", type=one_of("all", "last", "word-final"), default="all",
+                    help="all | last | word-final")
+    ca.add_argument("--dtype", type=one_of("float32", "float16"), default="float32",
+                    help="float32 | float16")
+    ca.add_argument("--max-tokens", type=positive_int, default=None)
+    ca.add_argument("--batch-size", type=positive_int, default=16,
+                    help="sequences per forward pass")
     ca.add_argument("--chunk", action="store_true", help="split documents longer than n_ctx")
-    ca.add_argument("--compression", default=None, help="gzip | lzf (default: none)")
-    ca.add_argument("--device", default="cpu")
+    ca.add_argument("--compression", type=one_of("gzip", "lzf"), default=None,
+                    help="gzip | lzf (default: none)")
+    ca.add_argument("--device", type=device, default="cpu")
     ca.add_argument("--resume", action="store_true", help="continue an interrupted cache")
     ca.add_argument("--overwrite", action="store_true")
     ca.add_argument("--no-progress", action="store_true")
@@ -243,13 +281,16 @@ def _info_arguments(info: argparse.ArgumentParser) -> None:
 
 # The core's own subcommands; the analyses register theirs (`workbench.commands`).
 WORLD = Command("world", "synthetic world and text corpora", _world_arguments, _cmd_world,
-                order=10)
+                order=10, on_interrupt="nothing was written (a corpus is built in a temporary "
+                "directory and moved into place when complete); run the command again")
 TRAIN = Command("train", "train a native model on a corpus", _train_arguments, _cmd_train,
-                order=20)
+                order=20, on_interrupt="the checkpoints written so far are kept; continue "
+                "with the same command and --resume")
 EVAL = Command("eval", "fact recall, agreement and induction of a model", _eval_arguments,
                _cmd_eval, order=30)
 CACHE = Command("cache", "stream activations of a corpus split to HDF5", _cache_arguments,
-                _cmd_cache, order=40)
+                _cmd_cache, order=40, on_interrupt="the rows written so far are kept in "
+                "OUT.partial; continue with the same command and --resume")
 INFO = Command("info", "print a model card", _info_arguments, _cmd_info, order=80)
 
 
@@ -258,12 +299,24 @@ def build_parser() -> argparse.ArgumentParser:
     return commands.build_parser()
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`workbench ARGS`: the exit status (0 done, 2 bad input, 130 interrupted, 1 a bug)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before a command started (while starting up)
+        print("\nworkbench: interrupted while starting; nothing was written", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         parser = build_parser()
     except ValueError as exc:  # no commands registered, or two with one name
         print(f"workbench: error: {exc}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error, already printed in one line (2)
+        return int(exc.code or 0)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -271,12 +324,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], Any] = args.func
     try:
         func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, OSError) as exc:
+    except KeyboardInterrupt:
+        print(f"\nworkbench {args.command}: interrupted; {args.on_interrupt}", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
         if args.verbose:
             raise
-        print(f"workbench: error: {exc}", file=sys.stderr)
+        print(f"workbench: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug, not bad input: say so in one line (-v for the trace)
+        if args.verbose:
+            raise
+        print(f"workbench {args.command}: internal error: {type(exc).__name__}: "
+              f"{_one_line(exc)} (rerun with -v for the traceback, and please report it)",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

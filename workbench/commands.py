@@ -24,13 +24,21 @@ import argparse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, NoReturn
 
 GROUP = "workbench.commands"
 PROG = "workbench"
 DESCRIPTION = ("`workbench` command line. Each subcommand parses arguments into a config and "
                "calls one library function; user errors print one line (`workbench: error: "
                "...`) and exit 2.")
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line: `workbench train: error: argument
+    --steps: ...; see workbench train --help` (exit status 2), not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class Command:
         add_arguments: adds its options (and sub-subcommands) to its parser.
         run: does the work for the parsed arguments; user errors are exceptions.
         order: its place in `workbench --help` (ascending).
+        on_interrupt: what Ctrl-C leaves behind and how to continue (one sentence).
     """
 
     name: str
@@ -50,6 +59,7 @@ class Command:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], Any]
     order: int = 100
+    on_interrupt: str = "nothing was written; run the command again"
 
 
 def commands() -> list[Command]:
@@ -75,13 +85,13 @@ def commands() -> list[Command]:
 
 def build_parser(cmds: Iterable[Command] | None = None) -> argparse.ArgumentParser:
     """The `workbench` parser with a subparser per command (`args.func` runs it)."""
-    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
+    parser = Parser(prog=PROG, description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for cmd in commands() if cmds is None else cmds:
         p = sub.add_parser(cmd.name, help=cmd.help)
         cmd.add_arguments(p)
-        p.set_defaults(func=cmd.run)
+        p.set_defaults(func=cmd.run, on_interrupt=cmd.on_interrupt)
     return parser
 
 

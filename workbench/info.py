@@ -67,10 +67,11 @@ def model_card(ref: str | Path, model: Model | None = None) -> str:
                 f"layers        {c.n_layers}   heads {c.n_heads}   d_model {c.d_model}   "
                 f"d_head {c.d_head}   n_ctx {c.n_ctx}",
                 f"vocabulary    {c.d_vocab}",
+                "weights       not verified (a Hugging Face directory records no checksums)",
             ]
         )
     ckpt_path = resolve_checkpoint(Path(ref))
-    ckpt = load_checkpoint(ckpt_path, verify=False)
+    ckpt = load_checkpoint(ckpt_path, verify=True)  # as `load` does: a damaged file is refused
     m, meta = ckpt.model_cfg, ckpt.meta
     run_dir = run_dir_of(ckpt_path)
     lines = [
@@ -84,16 +85,22 @@ def model_card(ref: str | Path, model: Model | None = None) -> str:
         f"steps         {meta.get('step', 0)}   tokens seen {meta.get('tokens_seen', 0):,}",
         f"losses        train {_fmt(meta.get('loss'))}   validation {_fmt(meta.get('val_loss'))}",
         f"corpus        {meta.get('corpus', '?')}",
+        "weights       " + ("verified (sha256 of model.safetensors matches config.json)"
+                             if "model.safetensors" in meta.get("sha256", {}) else
+                             "not verified (config.json records no checksum of them)"),
     ]
     if run_dir is not None:
         steps = [int(p.name.removeprefix("step_")) for p in list_checkpoints(run_dir)]
         lines.append(f"checkpoints   {len(steps)}: {_short(steps)}")
         eval_path = run_dir / "eval.json"
         if eval_path.is_file():
-            metrics = json.loads(eval_path.read_text())["metrics"]
-            lines.append(
-                "eval          " + "   ".join(f"{k} {v['value']:.3f}" for k, v in metrics.items())
-            )
+            try:
+                metrics = json.loads(eval_path.read_text())["metrics"]
+                lines.append("eval          " + "   ".join(f"{k} {v['value']:.3f}"
+                                                        for k, v in metrics.items()))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                lines.append(f"eval          {eval_path} is unreadable ({exc}); run "
+                             "`workbench eval` again")
     return "\n".join(lines)
 
 

@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -30,16 +29,24 @@ from tqdm.auto import tqdm
 
 from workbench.batches import TokenBatcher, eval_windows
 from workbench.checkpoints import (
+    Checkpoint,
     list_checkpoints,
-    load_checkpoint,
     save_checkpoint,
     step_dir_name,
-    write_json_atomic,
+    write_text_atomic,
 )
 from workbench.config import TRAIN_PRESETS, ModelConfig, TrainConfig, get_preset
 from workbench.devices import resolve_device
 from workbench.distributed import DistInfo, all_reduce_mean, barrier, setup_distributed
 from workbench.fastgpt import FastGPT, from_bridge_state_dict, to_bridge_state_dict
+from workbench.run_dir import (
+    check_resume_args,
+    copy_atomic,
+    load_resume_state,
+    metric_lines,
+    prepare_run_dir,
+    remove_leftovers,
+)
 
 log = logging.getLogger(__name__)
 RUN_SCHEMA = "workbench.run/1"
@@ -103,45 +110,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
-def _config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str) -> list[str]:
-    keys = sorted(set(old) | set(new))
-    return [
-        f"{prefix}{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)
-    ]
-
-
-def _prepare_run_dir(
-    run_dir: Path, run_info: dict[str, Any], resume: bool, overwrite: bool
-) -> bool:
-    """Create or validate the run directory; return True when resuming."""
-    run_json = run_dir / "run.json"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if resume:
-            if not run_json.is_file():
-                raise ValueError(f"cannot resume {run_dir}: it has no run.json (not a run of ours)")
-            old = json.loads(run_json.read_text())
-            diffs = (
-                _config_diff(old["model"], run_info["model"], "model.")
-                + _config_diff(old["train"], run_info["train"], "train.")
-                + _config_diff(old["corpus_id"], run_info["corpus_id"], "corpus.")
-            )
-            if diffs:
-                raise ValueError(
-                    f"--resume with a different config than the run at {run_dir}: "
-                    + "; ".join(diffs)
-                    + ". Pass the original settings, or start a new run "
-                    "(another --run directory, or --overwrite to replace this one)"
-                )
-            return any((c / "train_state.pt").exists() for c in list_checkpoints(run_dir))
-        if not overwrite:
-            raise FileExistsError(
-                f"run directory {run_dir} is not empty; pass --resume to continue it or "
-                "--overwrite to delete it and start again"
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_json, run_info)
-    return False
+def _as_float(value: Any) -> float:
+    return float("nan") if value is None else float(value)
 
 
 @dataclass
@@ -174,13 +144,18 @@ def train(
         run_dir: output directory (refused when not empty unless `resume` or `overwrite`).
         train_cfg: optimisation settings (default: the preset's).
         device: `auto`, `cpu`, `cuda` or `cuda:N` (under torchrun: the local rank's GPU).
-        resume: continue from the latest checkpoint with training state; the result is
-            identical to an uninterrupted run.
-        overwrite: delete a non-empty `run_dir` first.
+        resume: continue from the newest checkpoint whose training state loads; the result
+            is identical to an uninterrupted run, whenever the run was killed. A finished
+            run is left as it is (only a missing `training.fig.json` is written); a damaged
+            training state with no earlier one to fall back to is refused. `run_dir` must
+            exist and not be empty.
+        overwrite: delete a non-empty `run_dir` first (not with `resume`).
         progress: show a progress bar (rank 0 only).
         on_step: called as `on_step(step, loss)` after each optimizer step (tests use it to
             interrupt a run).
     """
+    run_dir = Path(run_dir)
+    check_resume_args(run_dir, resume, overwrite)
     if isinstance(model_cfg, str):
         preset = model_cfg
         model_cfg = get_preset(preset)
@@ -192,7 +167,6 @@ def train(
     dev = dist.device if dist.enabled else resolve_device(device)
     corpus = load_corpus(Path(corpus_path))
     model_cfg = model_cfg.replace(d_vocab=corpus.vocab_size)
-    run_dir = Path(run_dir)
     run_info = {
         "schema": RUN_SCHEMA,
         "model": model_cfg.to_dict(),
@@ -205,9 +179,9 @@ def train(
     }
     resuming = False
     if dist.is_main:
-        resuming = _prepare_run_dir(run_dir, run_info, resume, overwrite)
+        resuming = prepare_run_dir(run_dir, run_info, resume, overwrite)
         if not (run_dir / "tokenizer.json").exists():
-            shutil.copyfile(corpus.tokenizer_path, run_dir / "tokenizer.json")
+            copy_atomic(Path(corpus.tokenizer_path), run_dir / "tokenizer.json")
     resuming = bool(dist.broadcast_flag(resuming))
     return _Trainer(model_cfg, train_cfg, corpus, run_dir, dev, dist, progress, on_step).run(
         resuming
@@ -316,36 +290,130 @@ class _Trainer:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def _restore(self, model: FastGPT, opt: torch.optim.Optimizer) -> tuple[int, int, float]:
-        ckpts = [c for c in list_checkpoints(self.run_dir) if (c / "train_state.pt").exists()]
-        ckpt = load_checkpoint(ckpts[-1])
-        state = ckpt.train_state()
-        assert state is not None
+    def _resume_point(self) -> tuple[Checkpoint, dict[str, Any]]:
+        """The newest checkpoint whose weights and training state load, and that state.
+
+        Raises:
+            ValueError: no checkpoint with a training state loads (naming the damaged files).
+        """
+        with_state = [c for c in list_checkpoints(self.run_dir) if (c / "train_state.pt").exists()]
+        damaged = []
+        for path in reversed(with_state):
+            try:
+                return load_resume_state(path)
+            except ValueError as exc:
+                log.warning("cannot resume from %s (%s); trying an earlier checkpoint", path, exc)
+                damaged.append(str(exc))
+        raise ValueError(
+            f"cannot resume {self.run_dir}: "
+            + ("; ".join(damaged) or "no checkpoint keeps a train_state.pt")
+            + ", and no earlier checkpoint keeps a training state (a run keeps only its "
+            "newest), so it cannot continue exactly; start it again with --overwrite "
+            "(training is deterministic: it reproduces the same checkpoints)"
+        )
+
+    def _tidy(self, resume_from: Checkpoint | None) -> None:
+        """Rank 0, before training: remove what a killed run left half-written; on a fresh
+        start the metrics of a run killed before its first checkpoint; on resume the
+        training states older than the one resumed from (a kill can leave two)."""
+        remove_leftovers(self.run_dir)
+        if resume_from is None:
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            return
+        for old in list_checkpoints(self.run_dir):
+            if old == resume_from.path:
+                break
+            (old / "train_state.pt").unlink(missing_ok=True)
+
+    def _restore(
+        self,
+        model: FastGPT,
+        opt: torch.optim.Optimizer,
+        ckpt: Checkpoint,
+        state: dict[str, Any],
+    ) -> tuple[int, int, float, float, float]:
+        """Load `ckpt` and `state` into the model, optimizer and RNGs; keep the metrics logged
+        up to its step. Returns step, tokens seen, elapsed seconds, and the train and
+        validation losses the run had at that step."""
         model.load_state_dict(from_bridge_state_dict(ckpt.state_dict, self.model_cfg))
         opt.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"])
         step = int(state["step"])
-        if self.dist.is_main:  # drop metrics logged after the checkpoint we resume from
+        if self.dist.is_main:  # a checkpoint is saved after its step's records are logged
             path = self.run_dir / "metrics.jsonl"
-            if path.exists():
-                keep = [
-                    ln
-                    for ln in path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln)["step"] < step
-                ]
-                tmp = path.with_suffix(".jsonl.tmp")
-                tmp.write_text("".join(ln + "\n" for ln in keep))
-                os.replace(tmp, path)
+            keep = [line for line, r in metric_lines(path) if r["step"] <= step]
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in keep))
+            os.replace(tmp, path)
         log.info("resuming %s from step %d", self.run_dir, step)
-        return step, int(state["tokens_seen"]), float(state.get("elapsed", 0.0))
+        return (
+            step,
+            int(state["tokens_seen"]),
+            float(state.get("elapsed", 0.0)),
+            _as_float(ckpt.meta.get("loss")),
+            _as_float(ckpt.meta.get("val_loss")),
+        )
+
+    def _write_figure(self) -> None:
+        from workbench.plots import training_figure
+
+        fig = training_figure(self.run_dir / "metrics.jsonl")
+        write_text_atomic(self.run_dir / "training.fig.json", fig.to_json())
+
+    def _finished(self, ckpt: Checkpoint, state: dict[str, Any]) -> TrainResult:
+        """The result of a run that already reached its last step, read from its files;
+        only a missing figure (a kill just before it was written) is written."""
+        if self.dist.is_main and not (self.run_dir / "training.fig.json").exists():
+            self._write_figure()
+        self.dist.shutdown()
+        records = [r for _, r in metric_lines(self.run_dir / "metrics.jsonl")]
+        tok_s = next(
+            (float(r["tokens_per_s"]) for r in reversed(records) if "tokens_per_s" in r),
+            float("nan"),
+        )
+        log.info("%s finished at step %d already: nothing to resume", self.run_dir, self.cfg.steps)
+        return TrainResult(
+            self.run_dir,
+            int(state["step"]),
+            _as_float(ckpt.meta.get("loss")),
+            _as_float(ckpt.meta.get("val_loss")),
+            tok_s,
+            float(state.get("elapsed", 0.0)),
+        )
+
+    def _eval_and_save(
+        self,
+        model: FastGPT,
+        opt: torch.optim.Optimizer,
+        step: int,
+        tokens: int,
+        losses: tuple[float, float],
+        elapsed: float,
+    ) -> float:
+        """At an eval or checkpoint step: validate, log, save. Returns the validation loss."""
+        loss_val, val_loss = losses
+        if self.dist.is_main and (step % self.cfg.eval_interval == 0 or step == self.cfg.steps):
+            val_loss = self.val_loss(model)
+            self._log({"step": step, "val_loss": val_loss, "tokens": tokens})
+        if self.dist.is_main and step in self.ckpt_steps:
+            self.save(model, opt, step, tokens, loss_val, val_loss, elapsed)
+        barrier(self.dist)
+        return val_loss
 
     def run(self, resuming: bool) -> TrainResult:
         cfg, dist = self.cfg, self.dist
+        resume_from = self._resume_point() if resuming else None
+        if dist.is_main:
+            self._tidy(resume_from[0] if resume_from else None)
+        if resume_from is not None and int(resume_from[1]["step"]) >= cfg.steps:
+            return self._finished(*resume_from)
         model = self._init_model()
         opt = make_optimizer(model, cfg)
         step, tokens, elapsed = 0, 0, 0.0
-        if resuming:
-            step, tokens, elapsed = self._restore(model, opt)
+        loss_val, val_loss = float("nan"), float("nan")
+        if resume_from is not None:
+            step, tokens, elapsed, loss_val, val_loss = self._restore(model, opt, *resume_from)
+        resumed_at = step if resume_from is not None else -1  # its checkpoint exists already
         model.to(self.device)
         _optimizer_to(opt, self.device)
         model.train()
@@ -360,17 +428,15 @@ class _Trainer:
             mininterval=0.2 if sys.stderr.isatty() else 10.0,
             dynamic_ncols=True,
         )
-        loss_val, val_loss, window_t, window_tokens = float("nan"), float("nan"), time.time(), 0
+        window_t, window_tokens = time.time(), 0
         start = time.time() - elapsed
         tok_s = 0.0
         while True:
-            if step in self.ckpt_steps or step % cfg.eval_interval == 0 or step == cfg.steps:
-                if dist.is_main and (step % cfg.eval_interval == 0 or step == cfg.steps):
-                    val_loss = self.val_loss(model)
-                    self._log({"step": step, "val_loss": val_loss, "tokens": tokens})
-                if dist.is_main and step in self.ckpt_steps and not (resuming and step == 0):
-                    self.save(model, opt, step, tokens, loss_val, val_loss, time.time() - start)
-                barrier(dist)
+            at_event = step in self.ckpt_steps or step % cfg.eval_interval == 0
+            if step != resumed_at and (at_event or step == cfg.steps):
+                val_loss = self._eval_and_save(
+                    model, opt, step, tokens, (loss_val, val_loss), time.time() - start
+                )
             if step >= cfg.steps:
                 break
             x, y = self.batcher.batch(step, dist.rank, dist.world_size)
@@ -412,11 +478,7 @@ class _Trainer:
         bar.close()
         seconds = time.time() - start
         if dist.is_main:
-            from workbench.plots import training_figure
-
-            training_figure(self.run_dir / "metrics.jsonl").write_json(
-                str(self.run_dir / "training.fig.json")
-            )
+            self._write_figure()
         dist.shutdown()
         return TrainResult(self.run_dir, step, loss_val, val_loss, tok_s, seconds)
 

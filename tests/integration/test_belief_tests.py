@@ -80,7 +80,7 @@ def test_cli_writes_report_and_figures(tiny_run: TrainResult, world_corpus: Path
 @pytest.mark.parametrize("extra, message", [
     (["--layer", "7"], "layer 7 is out of range; this model has layers 0..1"),
     (["--relations", "planet"], "unknown relation 'planet'"),
-    (["--method", "rome,magic"], "methods=['rome', 'magic']; choose from"),
+    (["--method", "rome,magic"], "--method: magic not among icl, rome, ft"),
 ])
 def test_cli_errors(tiny_run: TrainResult, world_corpus: Path, tmp_path: Path,
                     capsys: pytest.CaptureFixture, extra: list[str], message: str) -> None:

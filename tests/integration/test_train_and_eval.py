@@ -133,8 +133,15 @@ def test_non_empty_run_dir_needs_overwrite(world_corpus: Path, tmp_path: Path) -
     with pytest.raises(FileExistsError, match=r"is not empty; pass --resume .* or --overwrite"):
         train("tiny", world_corpus, run, _short(steps=2), device="cpu", progress=False)
     assert (run / "notes.txt").read_text() == "keep me"
+    with pytest.raises(ValueError, match="refusing to overwrite .* no run.json"):
+        train("tiny", world_corpus, run, _short(steps=2), device="cpu", progress=False,
+              overwrite=True)  # not a run of ours: --overwrite deletes nothing
+    assert (run / "notes.txt").read_text() == "keep me"
+    (run / "notes.txt").unlink()
+    train("tiny", world_corpus, run, _short(steps=2), device="cpu", progress=False)
+    (run / "eval.json").write_text("{}")  # a run of ours, with what our tools write there
     train("tiny", world_corpus, run, _short(steps=2), device="cpu", progress=False, overwrite=True)
-    assert not (run / "notes.txt").exists()
+    assert not (run / "eval.json").exists()  # replaced by a fresh run
 
 
 def test_truncated_checkpoint_of_a_run(tiny_run: TrainResult, tmp_path: Path) -> None:

@@ -276,3 +276,36 @@ def test_workbench_app_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         s.listen()
         assert main(["app", "--runs", str(tmp_path), "--port", str(s.getsockname()[1])]) == 2
     assert "is in use" in capsys.readouterr().err
+
+
+def test_links_leading_out_of_the_runs_folder_are_not_followed(runs: Path,
+                                                                tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere-files"
+    elsewhere.mkdir()
+    (elsewhere / "secret.json").write_text(json.dumps({"schema": "workbench.induction/1",
+                                                       "heads": []}))
+    foreign_ckpt = elsewhere / "step_000099"
+    foreign_ckpt.mkdir()
+    # a checkpoint that is a link out, a weights file that is a link out, a report that is a
+    # link out, and an analyses folder that is a link out
+    os.symlink(foreign_ckpt, runs / "demo" / "checkpoints" / "step_000099")
+    (runs / "demo" / "checkpoints" / "step_000010" / "model.safetensors").symlink_to(
+        elsewhere / "secret.json")
+    (runs / "demo" / "analyses").mkdir()
+    os.symlink(elsewhere / "secret.json", runs / "demo" / "analyses" / "induction.json")
+    _run(runs, "linked", (1,))
+    os.symlink(elsewhere, runs / "linked" / "analyses")
+    hf_out = _hf(runs / "hf" / "leaky")
+    (hf_out / "model.safetensors").symlink_to(elsewhere / "secret.json")
+
+    models = {m.name: m for m in folder.list_models(runs)}
+    assert models["demo"].steps == (0, 2)  # neither the linked checkpoint nor the leaky one
+    assert "hf/leaky" not in models and "hf/gpt2" in models
+    assert folder.list_analyses(models["demo"]) == []
+    assert folder.list_analyses(models["linked"]) == []
+    report = runs / "demo" / "analyses" / "induction.json"
+    with pytest.raises(ValueError, match="outside the runs folder"):
+        folder.read_report(report, "induction", root=runs)
+    assert folder.read_report(report, "induction")["heads"] == []  # without a root: read
+    assert folder.contained(runs, runs / "group" / "b")
+    assert not folder.contained(runs, runs / "linked")

@@ -95,3 +95,29 @@ def test_config_json_carries_the_bridge_config(ckpt: Path) -> None:
     assert config["bridge_config"]["dtype"] == "torch.float32"
     assert config["bridge_config"]["n_layers"] == CFG.n_layers
     assert config["model"] == CFG.to_dict()
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
+def test_written_files_follow_the_umask(tmp_path: Path, tokenizer_file: Path,
+                                        mask: int) -> None:
+    import os
+    import stat
+
+    from workbench.analysis import write_report
+    from workbench.checkpoints import write_json_atomic
+
+    old = os.umask(mask)
+    try:
+        sd = build_bridge(CFG).state_dict()
+        ck = save_checkpoint(tmp_path / "ck", sd, CFG, tokenizer_file, meta={"loss": float("nan")},
+                             train_state={"step": 0})
+        write_json_atomic(tmp_path / "run.json", {"a": 1})
+        paths = write_report({"schema": "workbench.x/1"}, tmp_path / "r.json", {})
+    finally:
+        os.umask(old)
+    files = [ck / n for n in ("config.json", "model.safetensors", "tokenizer.json",
+                              "train_state.pt")] + [tmp_path / "run.json", *paths]
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask, f
+    assert stat.S_IMODE(ck.stat().st_mode) == 0o777 & ~mask
+    assert json.loads((ck / "config.json").read_text())["loss"] is None  # JSON has no NaN

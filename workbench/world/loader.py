@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import json
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from workbench.world.corpus import SCHEMA
 from workbench.world.facts import World
 from workbench.world.output import MANIFEST, load_npz_mmap
+
+T = TypeVar("T")
+# what a damaged corpus file raises while it is read
+READ_ERRORS = (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile)
+
+
+def _read(path: Path, read: Callable[[Path], T]) -> T:
+    """`read(path)`, or one ValueError naming the damaged (or missing) corpus file."""
+    try:
+        return read(path)
+    except READ_ERRORS as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise FileNotFoundError(f"corpus file {path} is missing; rebuild the corpus "
+                                    f"({_REBUILD})") from exc
+        raise ValueError(f"corpus file {path} is damaged or truncated ({exc}); rebuild the "
+                         f"corpus ({_REBUILD})") from exc
+
+
+_REBUILD = "`workbench world build --overwrite` or `workbench world retokenize --overwrite`"
 
 
 @dataclass
@@ -49,11 +70,11 @@ class Corpus:
 
     def tokens(self, split: str) -> np.ndarray:
         """Flat token stream of `split` (memory-mapped; documents start with <bos>)."""
-        return np.load(self._file(split, "tokens"), mmap_mode="r")
+        return _read(self._file(split, "tokens"), lambda p: np.load(p, mmap_mode="r"))
 
     def docs(self, split: str) -> np.ndarray:
         """int64 [n_docs, 2]: start and end offset of each document in `tokens(split)`."""
-        return np.load(self._file(split, "docs"))
+        return _read(self._file(split, "docs"), np.load)
 
     def labels(self, split: str) -> dict[str, np.ndarray]:
         """Per-token int16 labels (-1 = none) and per-document `doc_kind` (world corpora).
@@ -66,7 +87,7 @@ class Corpus:
                 f"corpus at {self.path} is a real-text corpus and has no labels; build a world "
                 "corpus with `workbench world build`"
             )
-        return load_npz_mmap(self._file(split, "labels"))
+        return _read(self._file(split, "labels"), load_npz_mmap)
 
     def label_names(self, key: str) -> list[str] | None:
         return self.manifest["label_names"].get(key)
@@ -75,8 +96,8 @@ class Corpus:
         """The people and places of a world corpus."""
         if self.kind != "world":
             raise ValueError(f"corpus at {self.path} is a real-text corpus and has no world")
-        record = json.loads((self.path / self.manifest["files"]["world"]).read_text())
-        return World.from_dict(record["world"])
+        return _read(self.path / self.manifest["files"]["world"],
+                     lambda p: World.from_dict(json.loads(p.read_text())["world"]))
 
     def eval_items(self, name: str) -> list[dict[str, Any]]:
         """Items of `eval/{name}.jsonl` (facts_train, facts_heldout, facts_twohop, agreement)."""
@@ -86,8 +107,10 @@ class Corpus:
                 f"corpus at {self.path} has no evaluation set {name!r}; it has "
                 f"{sorted(files) or 'none (real-text corpus)'}"
             )
-        with (self.path / files[name]).open() as f:
-            return [json.loads(line) for line in f if line.strip()]
+        def read(path: Path) -> list[dict[str, Any]]:
+            with path.open() as f:
+                return [json.loads(line) for line in f if line.strip()]
+        return _read(self.path / files[name], read)
 
 
 def load_corpus(path: str | Path) -> Corpus:
@@ -99,10 +122,22 @@ def load_corpus(path: str | Path) -> Corpus:
             f"no corpus at {path} ({manifest_path} not found); run "
             f"`workbench world build --out {path}` to build one"
         )
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("schema") != SCHEMA:
+    manifest = _read(manifest_path, lambda p: json.loads(p.read_text()))
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
+        found = manifest.get("schema") if isinstance(manifest, dict) else type(manifest).__name__
         raise ValueError(
-            f"{manifest_path} has schema {manifest.get('schema')!r}, expected {SCHEMA!r}; "
-            "rebuild the corpus with `workbench world build --overwrite`"
+            f"{manifest_path} has schema {found!r}, expected {SCHEMA!r}; rebuild the corpus "
+            "with `workbench world build --overwrite`"
         )
+    try:
+        splits = manifest["files"]["splits"]
+        ok = (manifest["kind"] in ("world", "text") and int(manifest["vocab_size"]) > 0
+              and isinstance(manifest["files"]["tokenizer"], str) and isinstance(splits, dict)
+              and all(isinstance(v, dict) and "tokens" in v for v in splits.values()))
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{manifest_path} lacks or mangles the fields a corpus manifest has "
+                         "(kind, vocab_size, files); rebuild the corpus with `workbench world "
+                         "build --overwrite`")
     return Corpus(path, manifest)

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from workbench.outputs import check_replaceable
+
 MANIFEST = "corpus.json"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -34,11 +36,7 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
                 f"output directory {out} is not empty; pass overwrite=True / --overwrite to "
                 "replace it, or choose another out"
             )
-        if not (out / MANIFEST).is_file():
-            raise ValueError(
-                f"refusing to overwrite {out}: it is not empty and has no {MANIFEST}, so it is "
-                "not a corpus; choose an empty or new output directory"
-            )
+        check_replaceable(out, "corpus")  # ours (corpus.json) and nothing else in it
 
 
 @contextmanager

@@ -18,6 +18,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
+from workbench.tokenizer import read_tokenizer_file
 from workbench.world.loader import Corpus, load_corpus
 from workbench.world.output import atomic_output_dir, save_npz, write_json, write_split
 from workbench.world.text import existing_tokenizer
@@ -117,7 +118,7 @@ def retokenize_corpus(
         if s not in corpus.splits:
             raise ValueError(f"unknown split {s!r}; corpus at {corpus.path} has {corpus.splits}")
     tok, bos, specials = existing_tokenizer(Path(tokenizer))
-    world_tok = Tokenizer.from_file(str(corpus.tokenizer_path))
+    world_tok = read_tokenizer_file(corpus.tokenizer_path)
     manifest = dict(corpus.manifest)
     files = dict(manifest["files"])
     files["splits"] = {}

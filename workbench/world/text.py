@@ -18,6 +18,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
+from workbench.tokenizer import read_tokenizer_file
 from workbench.world.corpus import SCHEMA, SPLITS
 from workbench.world.labels import SPECIAL_TOKENS
 from workbench.world.output import atomic_output_dir, check_output_dir, write_json, write_split
@@ -35,7 +36,15 @@ def read_documents(files: list[Path]) -> list[str]:
             raise FileNotFoundError(f"text file {f} not found; pass existing plain-text files")
     docs = []
     for f in files:
-        text = f.read_text(encoding="utf-8", errors="replace")
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{f} is not UTF-8 text (byte {exc.start} cannot be decoded); "
+                             "pass plain-text files (convert others with `iconv -t UTF-8`)"
+                             ) from exc
+        if "\x00" in text:
+            raise ValueError(f"{f} holds NUL bytes: it is a binary file, not text; pass "
+                             "plain-text files")
         docs += [p.strip() for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
     if not docs:
         names = ", ".join(str(f) for f in files) or "(no files)"
@@ -55,7 +64,7 @@ def existing_tokenizer(path: Path) -> tuple[Tokenizer, int | None, dict[str, int
             f"no tokenizer at {path}; pass a tokenizer.json or a Hugging Face directory "
             "that holds one"
         )
-    tok = Tokenizer.from_file(str(file))
+    tok = read_tokenizer_file(file)
     names = ["<bos>", "<|endoftext|>", "<s>"]
     config = file.parent / "tokenizer_config.json"
     if config.is_file():

@@ -1,0 +1,84 @@
+"""Where the tools may write and what they may delete (`workbench.outputs`), and the flag
+types that check values at parse time (`workbench.argtypes`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from workbench.argtypes import bounded_int, device, floats, int_list, name_list, one_of
+from workbench.outputs import check_replaceable, check_replaceable_file, check_separate
+
+
+def test_check_separate(tmp_path: Path) -> None:
+    run, corpus = tmp_path / "run", tmp_path / "run" / "world"
+    with pytest.raises(ValueError, match="contains the input --corpus"):
+        check_separate(run, {"--corpus": corpus})
+    with pytest.raises(ValueError, match="lies inside the input --corpus"):
+        check_separate(corpus / "x.h5", {"--corpus": corpus})
+    with pytest.raises(ValueError, match="is the input --corpus"):
+        check_separate(tmp_path / "run" / ".." / "run", {"--corpus": run})
+    check_separate(run / "analyses/p.json", {"--corpus": tmp_path / "world"},
+                   containers={"--model": run})  # a run holds its own reports
+    with pytest.raises(ValueError, match="is the input --model"):
+        check_separate(run, {}, containers={"--model": run})
+    check_separate(tmp_path / "a", {"--corpus": None, "--acts": tmp_path / "b"})
+
+
+def test_check_replaceable(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ValueError, match="has no run.json"):
+        check_replaceable(run, "run")
+    (run / "run.json").write_text("{}")
+    (run / "metrics.jsonl").write_text("")
+    (run / "acts_val.h5").write_text("")
+    (run / ".run.json.tmp123").write_text("")
+    check_replaceable(run, "run")
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds notes.txt; move them out"):
+        check_replaceable(run, "run")
+    with pytest.raises(ValueError, match="no corpus.json"):
+        check_replaceable(run, "corpus")
+
+
+def test_check_replaceable_file(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    check_replaceable_file(report, "report")  # missing: nothing to protect
+    report.write_text(json.dumps({"schema": "workbench.probe/1", "tasks": {}}))
+    check_replaceable_file(report, "report")
+    report.write_text('{"schema": "workbench.probe/1", "tas')  # a truncated report of ours
+    check_replaceable_file(report, "report")
+    report.write_text('{"schema": "theirs"}')
+    with pytest.raises(ValueError, match="not a report made by workbench"):
+        check_replaceable_file(report, "report")
+    (tmp_path / "a.h5").write_bytes(b"\x89HDF\r\n\x1a\n not really")
+    with pytest.raises(ValueError, match="not an activation file made by workbench"):
+        check_replaceable_file(tmp_path / "a.h5", "activations")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ValueError, match="not a regular file"):
+        check_replaceable_file(tmp_path / "d", "report")
+
+
+@pytest.mark.parametrize(("parse", "text", "match"), [
+    (bounded_int(1, 10), "11", "11 is out of range; pass a whole number from 1 to 10"),
+    (bounded_int(1, 10), "1.5", "'1.5' is not an integer"),
+    (floats(0.0, 1.0), "-inf", "-inf is not a finite number"),
+    (floats(0.0, low_open=True), "0", r"0.0 is out of range; pass a number > 0.0"),
+    (one_of("a", "b"), "c", "'c' is not one of a, b"),
+    (int_list(0), "1,-2", "-2 is below 0"),
+    (int_list(0), ",", "is empty"),
+    (name_list(("icl", "ft")), "icl,rome", "rome not among icl, ft"),
+    (device, "cuda:x", "'cuda:x' is not a device"),
+])
+def test_argument_types_refuse_with_the_value(parse, text: str, match: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=match):
+        parse(text)
+
+
+def test_argument_types_accept() -> None:
+    assert bounded_int(0, 5)("5") == 5 and floats(0.0, 1.0)("1e-3") == 1e-3
+    assert device("cuda:1") == "cuda:1" and int_list(0)("0,2,4") == "0,2,4"

@@ -1,0 +1,104 @@
+"""Checks of inputs made before any work: the corpus fits the model (tokenizer, vocabulary,
+split), and the settings fit in memory (a refusal names the bytes it would need).
+
+>>> fmt_bytes(3 * 2**30)
+'3.0 GiB'
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from workbench.config import ModelConfig
+    from workbench.models import Model
+    from workbench.world.loader import Corpus
+
+FLOAT = 4  # bytes per activation (float32)
+
+
+def fmt_bytes(n: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (MemAvailable on Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**62  # unknown: do not refuse
+
+
+def check_memory(need: int, flag: str, value: object, share: float = 0.9) -> None:
+    """Refuse settings whose estimated memory `need` exceeds what is available."""
+    have = available_memory()
+    if need > share * have:
+        raise ValueError(f"{flag} {value} needs about {fmt_bytes(need)} of memory, more than "
+                         f"the {fmt_bytes(have)} available; pass a smaller {flag}")
+
+
+def forward_bytes(n_layers: int, d_model: int, d_mlp: int, n_heads: int, d_vocab: int,
+                  batch: int, n_ctx: int) -> int:
+    """Rough peak memory of one forward pass that keeps every activation (float32)."""
+    per_token = n_layers * (12 * d_model + 2 * d_mlp + 2 * n_heads * n_ctx) + 2 * d_vocab
+    return batch * n_ctx * per_token * FLOAT
+
+
+def cache_bytes(model: Model, batch_size: int) -> int:
+    """Peak memory of `workbench cache` with `batch_size` sequences per forward pass."""
+    c = model.cfg
+    return forward_bytes(c.n_layers, c.d_model, c.d_mlp or 4 * c.d_model, c.n_heads,
+                         c.d_vocab, batch_size, c.n_ctx)
+
+
+def train_bytes(cfg: ModelConfig, batch_size: int, world_size: int = 1) -> int:
+    """Peak memory of a training step (activations and their gradients, weights, AdamW)."""
+    per_rank = -(-batch_size // world_size)
+    acts = 2 * forward_bytes(cfg.n_layers, cfg.d_model, cfg.d_mlp, cfg.n_heads, cfg.d_vocab,
+                             per_rank, cfg.n_ctx)
+    params = cfg.n_layers * (4 * cfg.d_model**2 + 2 * cfg.d_model * cfg.d_mlp) \
+        + 2 * cfg.d_vocab * cfg.d_model
+    return acts + 4 * params * FLOAT
+
+
+def check_vocab(model: Model, corpus: Corpus) -> None:
+    """The corpus' token ids fit the model's embedding (or fail with the fix)."""
+    if corpus.vocab_size > model.cfg.d_vocab:
+        raise ValueError(f"corpus at {corpus.path} has a vocabulary of {corpus.vocab_size} "
+                         f"tokens, more than the model's {model.cfg.d_vocab}: it was encoded "
+                         "for another model; pass the corpus the model was trained on, or "
+                         "re-encode it with `workbench world retokenize --tokenizer MODEL_DIR`")
+
+
+def check_split(corpus: Corpus, split: str) -> None:
+    """`split` is one of the corpus' splits (or fail naming them)."""
+    if split not in corpus.splits:
+        raise ValueError(f"--split {split!r}: corpus at {corpus.path} has the splits "
+                         f"{', '.join(corpus.splits)}; pass one of them")
+
+
+def check_tokenizer(model: Model, corpus: Corpus) -> None:
+    """The corpus is encoded with the model's tokenizer (or fail with the fix)."""
+    from workbench.tokenizer import read_tokenizer_file
+
+    check_vocab(model, corpus)
+    tok = getattr(model, "tokenizer", None)
+    theirs = read_tokenizer_file(corpus.tokenizer_path).get_vocab()
+    if tok is None or tok.get_vocab() != theirs:
+        fix = (f"workbench world retokenize --corpus {corpus.path} --tokenizer MODEL_DIR --out "
+               f"{corpus.path}-MODEL --splits val,test" if corpus.kind == "world" else
+               "workbench world build --text FILE... --tokenizer MODEL_DIR --out DIR")
+        raise ValueError(
+            f"corpus at {corpus.path} is encoded with another tokenizer than the model's; "
+            f"re-encode it for this model with `{fix}`")

@@ -1,0 +1,143 @@
+"""Where the tools may write, and what they may delete.
+
+- `--overwrite` removes a directory only when it is recognisably ours and holds nothing else
+  (`check_replaceable`: a run with its `run.json`, a corpus with its `corpus.json`, and only
+  the files those tools write); a file only when it is one of ours (`check_replaceable_file`).
+- An output that equals, contains or lies inside an input is refused (`check_separate`).
+- Every file and directory the tools create follows the user's umask (`apply_umask`), also
+  those made through temporary files (`mkstemp` makes them 0600, `mkdtemp` 0700).
+
+>>> check_separate("runs/demo/acts.h5", {"--model": "runs/demo"})
+Traceback (most recent call last):
+...
+ValueError: the output runs/demo/acts.h5 lies inside the input --model runs/demo; ...
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+# What each of our directories may hold (glob patterns of entry names); `marker` says it is
+# ours. Temporary names of atomic writes (`.NAME.*`) are ours too.
+RUN_FILES = ("run.json", "tokenizer.json", "metrics.jsonl", "metrics.jsonl.tmp",
+             "training.fig.json", "eval.json", "eval.fig.json", "checkpoints", "analyses",
+             "*.h5", "*.h5.partial", "*.fig.json", ".*")
+CORPUS_FILES = ("corpus.json", "tokenizer.json", "world.json", "*.tokens.npy", "*.docs.npy",
+                "*.labels.npz", "eval", ".*")
+KINDS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    # kind: (marker, allowed entries, what makes one)
+    "run": ("run.json", RUN_FILES, "`workbench train`"),
+    "corpus": ("corpus.json", CORPUS_FILES, "`workbench world build`"),
+}
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it for good)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike[str]) -> None:
+    """Give `path` the mode a plain `open`/`mkdir` would: 0666 (files) or 0777 (directories)
+    less the umask. For files made through `mkstemp`/`mkdtemp`, before they are renamed."""
+    path = Path(path)
+    base = 0o777 if path.is_dir() else 0o666
+    os.chmod(path, base & ~current_umask())
+
+
+def _resolved(path: str | os.PathLike[str]) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def check_separate(out: str | os.PathLike[str], inputs: Mapping[str, object],
+                   containers: Mapping[str, object] | None = None) -> None:
+    """Refuse an output that equals, contains or lies inside one of `inputs` (flag -> path;
+    None values are skipped). `containers` are inputs an output may lie inside (a run
+    directory holds its own analyses), but not equal or contain."""
+    o = _resolved(out)
+    both = [(f, v, False) for f, v in inputs.items()]
+    both += [(f, v, True) for f, v in (containers or {}).items()]
+    for flag, value, container in both:
+        if value is None:
+            continue
+        i = _resolved(str(value))
+        if o == i:
+            how = "is"
+        elif i in o.parents and not container:
+            how = "lies inside"
+        elif o in i.parents:
+            how = "contains"
+        else:
+            continue
+        raise ValueError(f"the output {out} {how} the input {flag} {value}; writing there "
+                         "could destroy what is read: choose an output outside the inputs")
+
+
+def check_replaceable(path: str | os.PathLike[str], kind: str) -> None:
+    """Refuse to delete the directory `path` unless it is a `kind` directory of ours (`run`,
+    `corpus`) that holds only what our tools write there."""
+    marker, allowed, maker = KINDS[kind]
+    path = Path(path)
+    if path.is_symlink():
+        raise ValueError(f"refusing to overwrite {path}: it is a symbolic link; pass the "
+                         "directory itself or another output")
+    if not (path / marker).is_file():
+        raise ValueError(f"refusing to overwrite {path}: it has no {marker}, so it is not a "
+                         f"{kind} made by {maker}; choose an empty or new directory")
+    foreign = sorted(e.name for e in path.iterdir()
+                     if not any(fnmatch.fnmatch(e.name, pat) for pat in allowed))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
+                                          else "")
+        raise ValueError(f"refusing to overwrite {path}: besides the {kind}'s own files it "
+                         f"holds {shown}; move them out first or choose another directory")
+
+
+def check_replaceable_file(path: str | os.PathLike[str], what: str) -> None:
+    """Refuse to replace the file `path` unless it is one of ours: a JSON report with a
+    `workbench.*` schema (`what="report"`) or an HDF5 activation file (`what="activations"`).
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not stat.S_ISREG(path.lstat().st_mode):
+        raise ValueError(f"refusing to overwrite {path}: it is not a regular file; choose "
+                         "another output path")
+    if what == "report":
+        ours = _is_our_report(path)
+    else:
+        ours = _is_our_hdf5(path)
+    if not ours:
+        kind = {"report": "a report", "activations": "an activation file"}[what]
+        raise ValueError(f"refusing to overwrite {path}: it is not {kind} made by workbench; "
+                         "choose another output path")
+
+
+def _is_our_report(path: Path) -> bool:
+    """A JSON report with a `workbench.*` schema, or the truncated start of one (a report
+    damaged by a crash may be replaced by running the analysis again)."""
+    try:
+        head = path.read_bytes()[:4096].decode("utf-8", errors="strict")
+    except (OSError, UnicodeDecodeError):
+        return False
+    try:
+        schema = json.loads(path.read_text()).get("schema", "")
+        return isinstance(schema, str) and schema.startswith("workbench.")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return head.lstrip().startswith("{") and '"schema": "workbench.' in head
+
+
+def _is_our_hdf5(path: Path) -> bool:
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get("schema", "")).startswith("workbench.")
+    except (OSError, ValueError):
+        return False
