@@ -33,8 +33,9 @@ lint: install
 
 demo: install
 	@test -f $(RUNS)/world/corpus.json || $(VENV)/bin/workbench world build --out $(RUNS)/world
-	@$(VENV)/bin/workbench train --preset default --corpus $(RUNS)/world --run $(RUNS)/demo \
-		--resume || { echo "make demo: $(RUNS)/demo could not be trained or resumed (above). If"\
+	@resume=$$(test -d $(RUNS)/demo && echo --resume); \
+	$(VENV)/bin/workbench train --preset default --corpus $(RUNS)/world --run $(RUNS)/demo \
+		$$resume || { echo "make demo: $(RUNS)/demo could not be trained or resumed (above). If"\
 		"it was trained with other settings (an older default preset), 'make clean' removes it"\
 		"and the world, or pass RUNS=another/folder"; exit 1; }
 	$(VENV)/bin/workbench eval --model $(RUNS)/demo
