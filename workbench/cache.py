@@ -7,7 +7,8 @@ File layout (`schema = workbench.activations/1`):
   activation's shape at one position (`[d_model]` for the residual stream,
   `[n_heads, d_head]` for `attn.hook_z`, `[d_mlp]` for `mlp.hook_post`, `[n_heads, n_ctx]`
   for `attn.hook_pattern`: one row per query, keys zero-padded to n_ctx); chunked along
-  rows, optionally compressed;
+  rows with a Fletcher-32 checksum per chunk (damaged data is an error when read),
+  optionally compressed;
 - `rows/{seq, doc, pos, offset, token}`: per row, its sequence, document, position in the
   sequence, offset in the split's token stream and token id;
 - `rows/labels/{name}`: the corpus' gold labels at each row (world corpora only);
