@@ -136,16 +136,12 @@ def simple(name: str, match: str, argv: Callable[[Path, Assets], list[str]]) -> 
     CASES.append((name, argv, match))
 
 
-R, C, H = "{run}", "{corpus}", "{hf}"
-
-
-def fill(argv: list[str], a: Assets) -> list[str]:
-    return [x.replace(R, str(a.run)).replace(C, str(a.corpus)).replace(H, str(a.hf))
-            for x in argv]
-
-
-def cli(*argv: str) -> Callable[[Path, Assets], list[str]]:
-    return lambda ws, a: fill([*argv], a)
+def flag_cases(prefix: str, args: Callable[..., list[str]],
+               table: list[tuple[str, str, str, str]]) -> None:
+    """One case per (name, flag, value, match): `args(ws, a, flag, value)` must fail."""
+    for name, flag, value, match in table:
+        simple(f"{prefix}-{name}", match,
+               lambda ws, a, flag=flag, value=value: args(ws, a, flag, value))
 
 
 # ---- world build ---------------------------------------------------------------------------
@@ -278,7 +274,7 @@ def train_args(ws: Path, a: Assets, *extra: str) -> list[str]:
             "--no-progress", *extra]
 
 
-for name, flag, value, match in [
+flag_cases("train", train_args, [
     ("steps-0", "--steps", "0", r"--steps: 0 is out of range"),
     ("steps-huge", "--steps", "1000000000000", r"--steps: .* is out of range"),
     ("steps-text", "--steps", "10^12", r"--steps: '10\^12' is not an integer"),
@@ -290,9 +286,7 @@ for name, flag, value, match in [
     ("preset-unknown", "--preset", "huge", r"--preset: 'huge' is not one of"),
     ("device-unknown", "--device", "gpu", r"--device: 'gpu' is not a device"),
     ("seed-negative", "--seed", "-3", r"--seed: -3 is out of range"),
-]:
-    simple(f"train-{name}", match,
-           lambda ws, a, flag=flag, value=value: train_args(ws, a, flag, value))
+])
 simple("train-batch-huge", r"--batch-size 100000000 needs about .* of memory",
        lambda ws, a: train_args(ws, a, "--batch-size", "100000000"))
 simple("train-resume-and-overwrite", r"--resume and --overwrite together",
@@ -431,15 +425,13 @@ simple("cache-unknown-hook", r"no hook|matches no hook|unknown hook",
                       "blocks.9.nonsense", "--out", str(ws / "a.h5"), "--no-progress"])
 simple("cache-unknown-split", r"--split 'nope': corpus at .* has the splits",
        lambda ws, a: cache_args(ws, a, "--split", "nope"))
-for name, flag, value, match in [
+flag_cases("cache", cache_args, [
     ("positions", "--positions", "middle", r"--positions: 'middle' is not one of"),
     ("dtype", "--dtype", "float64", r"--dtype: 'float64' is not one of"),
     ("compression", "--compression", "zip", r"--compression: 'zip' is not one of"),
     ("batch-0", "--batch-size", "0", r"--batch-size: 0 is not a positive integer"),
     ("max-tokens-0", "--max-tokens", "0", r"--max-tokens: 0 is not a positive integer"),
-]:
-    simple(f"cache-{name}", match,
-           lambda ws, a, flag=flag, value=value: cache_args(ws, a, flag, value))
+])
 simple("cache-batch-huge", r"--batch-size 100000000 needs about .* of memory",
        lambda ws, a: cache_args(ws, a, "--batch-size", "100000000"))
 simple("cache-resume-and-overwrite", r"--resume and --overwrite together",
@@ -492,15 +484,13 @@ def ind_args(ws: Path, a: Assets, *extra: str) -> list[str]:
             *extra]
 
 
-for name, flag, value, match in [
+flag_cases("induction", ind_args, [
     ("n-seqs-0", "--n-seqs", "0", r"--n-seqs: 0 is out of range"),
     ("min-score-2", "--min-score", "2", r"--min-score: 2.0 is out of range"),
     ("min-ablation-negative", "--min-ablation", "-1", r"--min-ablation: -1.0 is out of range"),
     ("checkpoints-text", "--checkpoints", "foo", r"--checkpoints: 'foo'"),
     ("device-text", "--device", "tpu", r"--device: 'tpu' is not a device"),
-]:
-    simple(f"induction-{name}", match,
-           lambda ws, a, flag=flag, value=value: ind_args(ws, a, flag, value))
+])
 simple("induction-checkpoint-absent", r"no checkpoint at step\(s\) \[999999\]",
        lambda ws, a: ind_args(ws, a, "--checkpoints", "999999"))
 simple("induction-checkpoints-hf", r"is not a run of ours",
@@ -528,7 +518,7 @@ def probe_args(ws: Path, a: Assets, *extra: str) -> list[str]:
             "--max-tokens", "1500", "--out", str(ws / "p.json"), "--no-progress", *extra]
 
 
-for name, flag, value, match in [
+flag_cases("probe", probe_args, [
     ("l2-nan", "--l2", "nan", r"--l2: 'nan': nan is not a finite number"),
     ("l2-negative", "--l2", "-1", r"--l2: '-1': -1.0 is out of range"),
     ("l2-text", "--l2", "abc", r"--l2: 'abc'"),
@@ -538,9 +528,7 @@ for name, flag, value, match in [
     ("folds-1", "--folds", "1", r"--folds: 1 is out of range"),
     ("layers-text", "--layers", "a,b", r"--layers: 'a,b': 'a' is not an integer"),
     ("probe-kind", "--probe", "svm", r"--probe: 'svm' is not one of linear, mlp"),
-]:
-    simple(f"probe-{name}", match,
-           lambda ws, a, flag=flag, value=value: probe_args(ws, a, flag, value))
+])
 simple("probe-acts-foreign", r"was made by another model",
        lambda ws, a: probe_args(ws, a, "--acts", str(foreign_acts(ws, a))))
 simple("probe-acts-damaged", r"activation file .* is damaged",
@@ -573,15 +561,13 @@ def beliefs_args(ws: Path, a: Assets, *extra: str) -> list[str]:
             *extra]
 
 
-for name, flag, value, match in [
+flag_cases("beliefs", beliefs_args, [
     ("method-unknown", "--method", "icl,foo", r"--method: foo not among icl, rome, ft"),
     ("n-0", "--n", "0", r"--n: 0 is out of range"),
     ("seeds-text", "--seeds", "a", r"--seeds: 'a': 'a' is not an integer"),
     ("layer-negative", "--layer", "-1", r"--layer: -1 is out of range"),
     ("trace-samples-0", "--trace-samples", "0", r"--trace-samples: 0 is out of range"),
-]:
-    simple(f"beliefs-{name}", match,
-           lambda ws, a, flag=flag, value=value: beliefs_args(ws, a, flag, value))
+])
 simple("beliefs-layer-too-deep", r"layer.*99",
        lambda ws, a: beliefs_args(ws, a, "--method", "ft", "--layer", "99"))
 simple("beliefs-facts-missing", r"fact list .* does not exist",
