@@ -12,6 +12,7 @@ One call, three kinds of reference:
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,14 @@ def load(ref: str | os.PathLike[str], device: str = "cpu", step: int | None = No
         if is_hf_dir(path):
             if step is not None:
                 raise ValueError(f"step={step} only applies to our run directories, not {path}")
-            return _boot_hf(str(path), device)
+            try:
+                return _boot_hf(str(path), device)
+            except Exception as exc:  # transformers raises many kinds for a damaged directory
+                reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+                raise ValueError(f"Hugging Face directory {path} cannot be loaded "
+                                 f"({type(exc).__name__}: {reason}); check its config.json, "
+                                 "weights and tokenizer files (save_pretrained writes them)"
+                                 ) from exc
         raise FileNotFoundError(
             f"{path} holds no model: expected a run directory (checkpoints/), a checkpoint "
             "(config.json + model.safetensors) or a Hugging Face directory (config.json with "
@@ -129,6 +137,10 @@ def load(ref: str | os.PathLike[str], device: str = "cpu", step: int | None = No
 
 
 def _boot_hf(name: str, device: str) -> Model:
+    if not sys.stderr.isatty():  # no progress bars in logs, pipes and the dashboard's runner
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     bridge = TransformerBridge.boot_transformers(name, device=device)
     bridge.train(False)  # inference mode (no dropout)
     return bridge

@@ -607,6 +607,29 @@ def _(ws: Path, a: Assets) -> list[str]:
     facts = Path(shutil.copy(real, ws / "facts.json"))
     return beliefs_args(ws, a, "--facts", str(facts), "--out", str(facts))
 
+# ---- Hugging Face directories -------------------------------------------------------------
+def damaged_hf(change: Callable[[Path], None], command: str = "info") -> Setup:
+    def setup(ws: Path, a: Assets) -> list[str]:
+        hf = Path(shutil.copytree(a.hf, ws / "hf"))
+        change(hf)
+        return [command, "--model", str(hf)] + (["--corpus", str(a.corpus), "--out",
+                                                  str(ws / "e.json"), "--no-progress"]
+                                                 if command == "eval" else [])
+    return setup
+
+
+CASES += [
+    ("info-hf-weights-truncated", damaged_hf(lambda d: truncate(d / "model.safetensors")),
+     r"Hugging Face directory .* cannot be loaded \(SafetensorError"),
+    ("info-hf-unknown-model-type", damaged_hf(lambda d: edit_json(
+        d / "config.json", lambda c: c.update(model_type="nonsense"))),
+     r"Hugging Face directory .* cannot be loaded .*model type `nonsense`"),
+    ("eval-hf-config-wrong-type", damaged_hf(lambda d: edit_json(
+        d / "config.json", lambda c: c.update(n_layer="two")), "eval"),
+     r"Hugging Face directory .* cannot be loaded .*n_layer"),
+]
+
+
 # ---- info and app --------------------------------------------------------------------------
 simple("info-model-missing", r"does not exist",
        lambda ws, a: ["info", "--model", str(ws / "nope")])
