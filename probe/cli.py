@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from probe.fit import L2_GRID, ProbeConfig
 from workbench.argtypes import bounded_int, device, floats, int_list, one_of, positive_int, seed
@@ -91,6 +92,8 @@ def probe_command(args: argparse.Namespace) -> None:
     out = check_output(args.out or report_path(args.model, sweep.KIND), args.overwrite,
                        inputs={"--corpus": args.corpus, "--acts": args.acts},
                        model=args.model)
+    if args.acts is not None and not Path(args.acts).exists():  # it will be made: not in
+        check_output(args.acts, False, {"--corpus": args.corpus}, model=args.model)  # a corpus
     cfg = SweepConfig(tasks=args.tasks, split=args.split, max_tokens=args.max_tokens,
                       max_examples=args.max_examples, layers=parse_layers(args.layers),
                       folds=args.folds, holdout=args.holdout, min_per_class=args.min_per_class,

@@ -57,11 +57,15 @@ def check_output(out: str | os.PathLike[str], overwrite: bool,
                  inputs: dict[str, object] | None = None,
                  model: str | os.PathLike[str] | None = None) -> Path:
     """Where a report may be written, checked before any work: not over an input (`inputs`:
-    flag -> path; the model's directory may hold it), not over an existing file unless
-    `overwrite`, and then only over a report of ours."""
-    from workbench.outputs import check_replaceable_file, check_separate
+    flag -> path, `--corpus` defaulting to the run's; the model's directory may hold it),
+    not over an existing file unless `overwrite`, and then only over a report of ours."""
+    from workbench.outputs import check_replaceable_file, check_separate, check_writable
 
-    check_separate(out, inputs or {}, containers={"--model": model})
+    inputs = dict(inputs or {})
+    if model is not None and inputs.get("--corpus") is None and "--corpus" in inputs:
+        inputs["--corpus"] = corpus_path_of(model, None)
+    check_separate(out, inputs, containers={"--model": model})
+    check_writable(out)
     out = refuse_existing(out, overwrite)
     check_replaceable_file(out, "report")
     return out

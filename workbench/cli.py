@@ -24,13 +24,14 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OSError)
 
 
 def _cmd_world_build(args: argparse.Namespace) -> None:
-    from workbench.outputs import check_separate
+    from workbench.outputs import check_separate, check_writable
     from workbench.world import WorldConfig, build_corpus, build_text_corpus
 
     out = Path(args.out)
     for f in args.text or ():
         check_separate(out, {"--text": f})
     check_separate(out, {"--tokenizer": args.tokenizer})
+    check_writable(out)
     if args.text:
         path = build_text_corpus(
             [Path(f) for f in args.text], out, vocab_size=args.vocab_size,
@@ -55,10 +56,11 @@ def _cmd_world_build(args: argparse.Namespace) -> None:
 
 
 def _cmd_world_retokenize(args: argparse.Namespace) -> None:
-    from workbench.outputs import check_separate
+    from workbench.outputs import check_separate, check_writable
     from workbench.world.retokenize import retokenize_corpus
 
     check_separate(args.out, {"--corpus": args.corpus, "--tokenizer": args.tokenizer})
+    check_writable(args.out)
     splits = tuple(x for x in args.splits.split(",") if x) if args.splits else None
     path = retokenize_corpus(args.corpus, args.tokenizer, args.out, splits,
                              overwrite=args.overwrite, progress=not args.no_progress)
@@ -69,25 +71,26 @@ def _cmd_world_retokenize(args: argparse.Namespace) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from workbench.config import TRAIN_PRESETS, get_preset
-    from workbench.outputs import check_replaceable, check_separate
+    from workbench.outputs import check_replaceable, check_separate, check_writable
     from workbench.train import train
     from workbench.world import load_corpus
 
     _one_of_resume_overwrite(args)
     check_separate(args.run, {"--corpus": args.corpus})
+    check_writable(Path(args.run) / "run.json")
     model_cfg = get_preset(args.preset)
     if args.seed is not None:
         model_cfg = model_cfg.replace(seed=args.seed)
     train_cfg = TRAIN_PRESETS[args.preset].replace(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed
     )
+    if args.overwrite and Path(args.run).is_dir() and any(Path(args.run).iterdir()):
+        check_replaceable(args.run, "run")  # before the corpus is read (train checks again)
     corpus = load_corpus(Path(args.corpus))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     check_memory(train_bytes(model_cfg.replace(d_vocab=corpus.vocab_size),
                              train_cfg.batch_size, world_size), "--batch-size",
                  train_cfg.batch_size)
-    if args.overwrite and Path(args.run).is_dir() and any(Path(args.run).iterdir()):
-        check_replaceable(args.run, "run")  # before the corpus is read (train checks again)
     result = train(
         model_cfg,
         args.corpus,
@@ -107,16 +110,14 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from workbench.analysis import load_corpus_of, write_report
+    from workbench.analysis import check_output, load_corpus_of, write_report
     from workbench.evaluate import EvalConfig, evaluate
     from workbench.info import output_dir_of
     from workbench.models import load
-    from workbench.outputs import check_replaceable_file, check_separate
     from workbench.plots import eval_figure
 
     out = Path(args.out) if args.out else output_dir_of(args.model) / "eval.json"
-    check_separate(out, {"--corpus": args.corpus}, containers={"--model": args.model})
-    check_replaceable_file(out, "report")
+    check_output(out, True, {"--corpus": args.corpus}, model=args.model)  # ours: replaced
     corpus = load_corpus_of(args.model, args.corpus,
                             required="a world corpus from `workbench world build`")
     model = load(args.model, device=args.device)
@@ -143,11 +144,12 @@ def _cmd_cache(args: argparse.Namespace) -> None:
     from workbench.cache import CacheConfig, cache_activations
     from workbench.distributed import shard_of_this_process
     from workbench.models import load
-    from workbench.outputs import check_replaceable_file, check_separate
+    from workbench.outputs import check_replaceable_file, check_separate, check_writable
     from workbench.world import load_corpus
 
     _one_of_resume_overwrite(args)
     check_separate(args.out, {"--corpus": args.corpus}, containers={"--model": args.model})
+    check_writable(args.out)
     if args.overwrite:
         check_replaceable_file(args.out, "activations")
     cfg = CacheConfig(hooks=tuple(args.hooks), split=args.split, positions=args.positions,
@@ -343,6 +345,9 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:  # a raw system error
+        return (f"{exc.filename}: {exc.strerror.lower()}; check the path and its permissions"
+                + (f" (and {exc.filename2})" if exc.filename2 else ""))
     return " ".join(str(exc).split()) or type(exc).__name__
 
 

@@ -79,6 +79,16 @@ def check_separate(out: str | os.PathLike[str], inputs: Mapping[str, object],
                          "could destroy what is read: choose an output outside the inputs")
 
 
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, an output whose nearest existing folder cannot be written."""
+    folder = Path(path).expanduser().absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {path}: the folder {folder} is not writable; choose "
+                         "an output in a folder you can write")
+
+
 def check_replaceable(path: str | os.PathLike[str], kind: str) -> None:
     """Refuse to delete the directory `path` unless it is a `kind` directory of ours (`run`,
     `corpus`) that holds only what our tools write there."""

@@ -549,6 +549,12 @@ simple("probe-text-corpus", r"real-text corpus",
 simple("probe-out-is-acts", r"the output .* is the input --acts",
        lambda ws, a: ["probe", "--model", str(a.run), "--acts", str(a.acts), "--out",
                       str(a.acts)])
+simple("probe-acts-made-inside-corpus", r"the output .*new\.h5 lies inside the input --corpus",
+       lambda ws, a: ["probe", "--model", str(a.run), "--acts", str(a.corpus / "new.h5"),
+                      "--out", str(ws / "p.json")])  # the run's own corpus, by default
+simple("eval-out-unwritable", r"/proc/nope(/e\.json)?: no such file or directory; check the",
+       lambda ws, a: ["eval", "--model", str(a.run), "--out", "/proc/nope/e.json",
+                      "--no-progress"])
 simple("probe-corpus-bigger-vocab", r"encoded with another tokenizer|vocabulary of 100000",
        lambda ws, a: probe_args(ws, a, "--corpus", str(big_vocab(ws, a))))
 

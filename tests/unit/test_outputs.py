@@ -82,3 +82,12 @@ def test_argument_types_refuse_with_the_value(parse, text: str, match: str) -> N
 def test_argument_types_accept() -> None:
     assert bounded_int(0, 5)("5") == 5 and floats(0.0, 1.0)("1e-3") == 1e-3
     assert device("cuda:1") == "cuda:1" and int_list(0)("0,2,4") == "0,2,4"
+
+
+def test_check_writable(tmp_path: Path) -> None:
+    from workbench.outputs import check_writable
+
+    check_writable(tmp_path / "new" / "deeper" / "r.json")  # made later, under a writable one
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="the folder .*file is not writable"):
+        check_writable(tmp_path / "file" / "r.json")
