@@ -13,7 +13,8 @@ Where things live:
   `workbench.info`: model cards and where a model's results go.
 - `workbench.prompts`: text to tokens (BOS, prompt and word ids, last-position logits);
   `workbench.hooks`: hook names and patterns.
-- `workbench.cache` (+ `cache_plan`, `cache_join`): activations streamed to HDF5.
+- `workbench.cache` (+ `cache_plan`, `cache_partial`, `cache_join`): activations streamed
+  to HDF5.
 - `workbench.evaluate`: fact recall, agreement and induction ratio (`workbench eval`).
 - `workbench.analysis`: what every analysis shares (`report_path`, `write_report`, the run's
   corpus); `workbench.plots`: training and evaluation figures.

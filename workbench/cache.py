@@ -26,7 +26,6 @@ to the same content an uninterrupted run writes.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -42,6 +41,12 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.cache_partial import (
+    SCHEMA,
+    check_complete,
+    has_rows,
+    open_partial,
+)
 from workbench.cache_plan import (
     META_FIELDS,
     Batch,
@@ -58,12 +63,9 @@ if TYPE_CHECKING:
     from workbench.world.loader import Corpus
 
 log = logging.getLogger(__name__)
-SCHEMA = "workbench.activations/1"
 DTYPES = {"float32": np.float32, "float16": np.float16}
 COMPRESSION = (None, "gzip", "lzf")
 FLUSH_BYTES = 64 << 20  # at most this much activation data waits in memory for a write
-# Attributes that must match for a resumed run to append to a partial file.
-IDENTITY = ("model_checksum", "hooks", "dtype", "corpus", "split", "positions", "plan")
 
 
 @dataclass(frozen=True)
@@ -205,28 +207,6 @@ def _create(f: h5py.File, job: _Job, shapes: dict[str, tuple[int, ...]], n_rows:
                            fletcher32=True, dcpl=_early_dcpl())
 
 
-def _open_partial(partial: Path, identity: dict[str, Any]) -> h5py.File:
-    try:
-        f = h5py.File(partial, "r+")
-    except OSError as exc:
-        _refuse_if_locked(partial, exc)
-        raise ValueError(f"partial cache {partial} is corrupt ({exc}); pass --overwrite to "
-                         "start again") from exc
-    if f.attrs.get("schema") != SCHEMA:
-        f.close()
-        raise ValueError(f"{partial} is not a workbench activation file; pass --overwrite")
-    diffs = [k for k in IDENTITY if f.attrs.get(k) != identity[k]]
-    if diffs:
-        found = {k: f.attrs.get(k) for k in diffs}
-        f.close()
-        raise ValueError(
-            f"refusing to append to {partial}: it was written with different "
-            f"{', '.join(diffs)} ({found}); resume with the same model, hooks and settings, "
-            "or pass --overwrite to start again"
-        )
-    return f
-
-
 def cache_activations(
     model: Model,
     corpus: Corpus,
@@ -280,17 +260,19 @@ def cache_activations(
                 "--overwrite to start again"
             )
         partial.unlink()
-    if partial.exists() and not _has_rows(partial):
+    if partial.exists() and not has_rows(partial):
         partial.unlink()  # interrupted before its first write: nothing to keep
     if out.exists() and not overwrite and not partial.exists():
-        _check_complete(out, identity)
+        check_complete(out, identity)
         log.info("%s is complete already: nothing to resume", out)
         return out
     labels = _labels(corpus, cfg.split)
     out.parent.mkdir(parents=True, exist_ok=True)
     tokens = corpus.tokens(cfg.split)
+    if not partial.exists() and cfg.compression is None and n_rows:
+        _check_disk(model, hooks, plan, tokens, cfg, n_rows, len(labels), out.parent)
     if partial.exists():
-        f = _open_partial(partial, {**identity})
+        f = open_partial(partial, {**identity})
         if f.attrs.get("shard") != identity["shard"]:
             f.close()
             raise ValueError(f"refusing to append to {partial}: it holds shard "
@@ -349,49 +331,15 @@ def _write(f: h5py.File, pending: list[tuple[Batch, dict[str, np.ndarray]]],
     f.flush()
 
 
-def _has_rows(partial: Path) -> bool:
-    """Whether a partial file holds rows worth keeping. One killed before its first write
-    may be unreadable (HDF5 had flushed nothing), have no `schema` yet, or `n_done == 0`;
-    a file of another kind (another `schema`) is kept for `_open_partial` to refuse."""
-    try:
-        with h5py.File(partial, "r") as f:
-            if "schema" not in f.attrs:
-                return False
-            return f.attrs["schema"] != SCHEMA or int(f.attrs.get("n_done", 0)) > 0
-    except OSError as exc:
-        _refuse_if_locked(partial, exc)
-        log.warning("%s is unreadable (%s), as a run killed before its first write leaves "
-                    "it; starting again", partial, exc)
-        return False
+def _check_disk(model: Model, hooks: list[str], plan: CachePlan, tokens: np.ndarray,
+                cfg: CacheConfig, n_rows: int, n_labels: int, folder: Path) -> None:
+    """Refuse a cache the disk cannot hold (its size is known: datasets are allocated)."""
+    from workbench.checks import check_disk
 
-
-def _refuse_if_locked(path: Path, exc: OSError) -> None:
-    """HDF5 locks a file it writes: a lock error means a live process is writing `path`."""
-    if exc.errno == errno.EAGAIN or "unable to lock file" in str(exc):
-        raise ValueError(f"{path} is being written by another process (it holds the HDF5 "
-                         "file lock); wait for it to finish or stop it, then --resume") from exc
-
-
-def _check_complete(out: Path, identity: dict[str, Any]) -> None:
-    """Refuse to treat `out` as the requested cache unless it is a complete activation file
-    made with the same model, hooks, corpus and settings."""
-    try:
-        with h5py.File(out, "r") as f:
-            attrs = {k: f.attrs.get(k) for k in (*IDENTITY, "shard", "schema", "complete")}
-    except OSError as exc:
-        _refuse_if_locked(out, exc)
-        raise ValueError(f"{out} exists but is not a readable HDF5 file ({exc}); pass "
-                         "--overwrite to replace it") from exc
-    if attrs["schema"] != SCHEMA or not attrs["complete"]:
-        raise FileExistsError(f"{out} exists but is not a complete workbench activation file "
-                              f"(schema {attrs['schema']!r}); pass --overwrite to replace it")
-    diffs = [k for k in (*IDENTITY, "shard") if attrs[k] != identity[k]]
-    if diffs:
-        found = {k: attrs[k] for k in diffs}
-        raise FileExistsError(
-            f"{out} already exists, made with different {', '.join(diffs)} ({found}); "
-            "--resume leaves it as it is: pass --overwrite to replace it, or another --out"
-        )
+    width = sum(int(np.prod(s)) for s in _shapes_of(model, hooks, plan, tokens).values())
+    per_row = width * np.dtype(DTYPES[cfg.dtype]).itemsize + 8 * len(META_FIELDS) + 2 * n_labels
+    check_disk(n_rows * per_row, folder, "lower --max-tokens, cache fewer --hooks or fewer "
+               "--positions, or pass --dtype float16 or --compression gzip")
 
 
 def _pad_id(model: Model) -> int:

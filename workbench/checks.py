@@ -48,6 +48,16 @@ def check_memory(need: int, flag: str, value: object, share: float = 0.9) -> Non
                          f"the {fmt_bytes(have)} available; pass a smaller {flag}")
 
 
+def check_disk(need: int, folder: str | os.PathLike[str], fix: str) -> None:
+    """Refuse to write about `need` bytes into `folder` when its disk has less free."""
+    import shutil
+
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise ValueError(f"the output needs about {fmt_bytes(need)} on disk, more than the "
+                         f"{fmt_bytes(free)} free in {folder}; {fix}")
+
+
 def forward_bytes(n_layers: int, d_model: int, d_mlp: int, n_heads: int, d_vocab: int,
                   batch: int, n_ctx: int) -> int:
     """Rough peak memory of one forward pass that keeps every activation (float32)."""

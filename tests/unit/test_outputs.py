@@ -91,3 +91,13 @@ def test_check_writable(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="the folder .*file is not writable"):
         check_writable(tmp_path / "file" / "r.json")
+
+
+def test_check_disk_and_memory_refuse_with_the_bytes_needed(tmp_path: Path) -> None:
+    from workbench.checks import check_disk, check_memory
+
+    check_disk(1, tmp_path, "fix")
+    with pytest.raises(ValueError, match=r"needs about .* on disk, more than the .* free in"):
+        check_disk(2**62, tmp_path, "lower --max-tokens")
+    with pytest.raises(ValueError, match=r"--batch-size 9 needs about 4096.0 GiB of memory"):
+        check_memory(2**42, "--batch-size", 9)
