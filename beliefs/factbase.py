@@ -218,6 +218,9 @@ def world_facts(world: World) -> FactBase:
 def load_facts(path: str | Path = DEFAULT_FACTS) -> FactBase:
     """A real-fact list (schema `workbench.facts/1`, see `datasets/facts/README.md`)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"fact list {path} is a folder; pass --facts FILE.json (schema "
+                         f"{SCHEMA}, e.g. datasets/facts/real_facts.json)")
     if not path.is_file():
         raise FileNotFoundError(f"fact list {path} does not exist; pass --facts FILE.json")
     try:

@@ -580,6 +580,12 @@ simple("beliefs-facts-missing", r"fact list .* does not exist",
        lambda ws, a: beliefs_args(ws, a, "--facts", str(ws / "nope.json")))
 
 
+@case("beliefs-facts-a-folder", r"fact list .* is a folder; pass --facts FILE.json")
+def _(ws: Path, a: Assets) -> list[str]:
+    (ws / "facts").mkdir()
+    return beliefs_args(ws, a, "--facts", str(ws / "facts"))
+
+
 @case("beliefs-facts-invalid-json", r"fact list .* is not valid JSON")
 def _(ws: Path, a: Assets) -> list[str]:
     (ws / "f.json").write_text("{facts")
