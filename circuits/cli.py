@@ -17,10 +17,10 @@ def induction_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--out", default=None,
                    help="JSON output (default: MODEL/analyses/induction.json)")
-    p.add_argument("--corpus", default=None, help="corpus for the ICL score (default: the "
-                   "run's)")
     p.add_argument("--checkpoints", type=_checkpoints, default=None,
                    help="`all` or steps (0,64,512): also score the run's checkpoints")
+    p.add_argument("--corpus", default=None, help="corpus for the ICL score (default: the "
+                   "run's)")
     p.add_argument("--n-seqs", type=bounded_int(1, 100_000), default=32,
                    help="repeated random sequences")
     p.add_argument("--seed", type=seed, default=0)
