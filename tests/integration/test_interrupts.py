@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from workbench.checkpoints import list_checkpoints
@@ -20,17 +22,22 @@ def _start(*argv: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _interrupt(proc: subprocess.Popen[str], when: object, timeout: float = 120) -> tuple[
-        int, str]:
-    """SIGINT `proc` once `when()` is true; its exit status and stderr."""
+def _interrupt(proc: subprocess.Popen[str], when: Callable[[str], bool],
+               timeout: float = 120) -> tuple[int, str]:
+    """SIGINT `proc` once `when(stderr so far)` is true; its exit status and whole stderr."""
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")),
+                              daemon=True)
+    reader.start()
     t0 = time.time()
-    while not when():
-        assert proc.poll() is None, proc.communicate()
+    while not when("".join(err)):
+        assert proc.poll() is None, "".join(err)
         assert time.time() - t0 < timeout, "the command never reached the point to interrupt"
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    return proc.returncode, err
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
+    return proc.returncode, "".join(err)
 
 
 def _lines(err: str) -> list[str]:
@@ -43,7 +50,7 @@ def test_ctrl_c_in_training_keeps_checkpoints_and_resume_finishes(world_corpus: 
     argv = ("train", "--preset", "tiny", "--corpus", str(world_corpus), "--run", str(run),
             "--steps", "200", "--no-progress")
     proc = _start(*argv)
-    code, err = _interrupt(proc, lambda: (run / "checkpoints" / "step_000016").is_dir())
+    code, err = _interrupt(proc, lambda _: (run / "checkpoints" / "step_000016").is_dir())
     assert code == 130 and "Traceback" not in err, err
     assert _lines(err) == [_lines(err)[0]] and "interrupted; the checkpoints written so far " \
         "are kept; continue with the same command and --resume" in _lines(err)[0]
@@ -59,9 +66,8 @@ def test_ctrl_c_in_a_probe_sweep_writes_no_report(tiny_run: TrainResult, world_c
                                                   tmp_path: Path) -> None:
     out = tmp_path / "p.json"
     proc = _start("probe", "--model", str(tiny_run.run_dir), "--corpus", str(world_corpus),
-                  "--out", str(out))
-    t0 = time.time()
-    code, err = _interrupt(proc, lambda: time.time() - t0 > 4)
+                  "--tasks", "syntax,semantics", "--min-per-class", "2", "--out", str(out))
+    code, err = _interrupt(proc, lambda err: "probe tasks" in err)  # while probes are fitted
     assert code == 130 and "Traceback" not in err, err
     last = _lines(err)[-1]
     assert "interrupted" in last, err
