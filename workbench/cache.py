@@ -41,12 +41,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.cache_partial import (
-    SCHEMA,
-    check_complete,
-    has_rows,
-    open_partial,
-)
+from workbench.cache_partial import SCHEMA, existing_output, open_partial
 from workbench.cache_plan import (
     META_FIELDS,
     Batch,
@@ -240,7 +235,7 @@ def cache_activations(
     """
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
-    if resume and overwrite:
+    if resume and overwrite:  # checked before the model runs
         raise ValueError(f"resume=True and overwrite=True for {out}: pass one of them (--resume "
                          "continues an interrupted run, --overwrite starts again)")
     if out.exists() and not (overwrite or resume):
@@ -253,18 +248,7 @@ def cache_activations(
     job = _Job(model, corpus, cfg, hooks, plan, identity)
     row_base = int(plan.row_offsets[seq_lo])
     n_rows = int(plan.row_offsets[seq_hi]) - row_base
-    if partial.exists() and not resume:
-        if not overwrite:
-            raise FileExistsError(
-                f"{partial} is left from an interrupted run; pass --resume to continue it or "
-                "--overwrite to start again"
-            )
-        partial.unlink()
-    if partial.exists() and not has_rows(partial):
-        partial.unlink()  # interrupted before its first write: nothing to keep
-    if out.exists() and not overwrite and not partial.exists():
-        check_complete(out, identity)
-        log.info("%s is complete already: nothing to resume", out)
+    if existing_output(out, partial, identity, resume, overwrite):
         return out
     labels = _labels(corpus, cfg.split)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -272,11 +256,7 @@ def cache_activations(
     if not partial.exists() and cfg.compression is None and n_rows:
         _check_disk(model, hooks, plan, tokens, cfg, n_rows, len(labels), out.parent)
     if partial.exists():
-        f = open_partial(partial, {**identity})
-        if f.attrs.get("shard") != identity["shard"]:
-            f.close()
-            raise ValueError(f"refusing to append to {partial}: it holds shard "
-                             f"{f.attrs.get('shard')}, not {identity['shard']}")
+        f = open_partial(partial, identity)
     else:
         # Default (earliest) file format on purpose: the newest superblock marks a file
         # "open for writing" and refuses to reopen it after a kill -9.

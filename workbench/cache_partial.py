@@ -18,6 +18,8 @@ log = logging.getLogger("workbench.cache")
 
 
 def open_partial(partial: Path, identity: dict[str, Any]) -> h5py.File:
+    """The partial file opened for appending, when it was written with `identity` (model,
+    hooks, corpus, settings and torchrun shard); else a ValueError with the fix."""
     try:
         f = h5py.File(partial, "r+")
     except OSError as exc:
@@ -27,7 +29,7 @@ def open_partial(partial: Path, identity: dict[str, Any]) -> h5py.File:
     if f.attrs.get("schema") != SCHEMA:
         f.close()
         raise ValueError(f"{partial} is not a workbench activation file; pass --overwrite")
-    diffs = [k for k in IDENTITY if f.attrs.get(k) != identity[k]]
+    diffs = [k for k in (*IDENTITY, "shard") if f.attrs.get(k) != identity[k]]
     if diffs:
         found = {k: f.attrs.get(k) for k in diffs}
         f.close()
@@ -37,6 +39,29 @@ def open_partial(partial: Path, identity: dict[str, Any]) -> h5py.File:
             "or pass --overwrite to start again"
         )
     return f
+
+
+def existing_output(out: Path, partial: Path, identity: dict[str, Any], resume: bool,
+                    overwrite: bool) -> bool:
+    """Settle what an earlier run left at `out` and `out.partial` before a cache starts:
+    True when `out` is already the complete file asked for (a resume with nothing to do).
+    A partial without rows is removed; one with rows is kept for `open_partial` only when
+    resuming (else removed with `overwrite`, or refused). `resume` and `overwrite` are not
+    both set (`cache_activations` refuses that before the model runs)."""
+    if partial.exists() and not resume:
+        if not overwrite:
+            raise FileExistsError(
+                f"{partial} is left from an interrupted run; pass --resume to continue it or "
+                "--overwrite to start again"
+            )
+        partial.unlink()
+    if partial.exists() and not has_rows(partial):
+        partial.unlink()  # interrupted before its first write: nothing to keep
+    if out.exists() and not overwrite and not partial.exists():
+        check_complete(out, identity)
+        log.info("%s is complete already: nothing to resume", out)
+        return True
+    return False
 
 
 def has_rows(partial: Path) -> bool:

@@ -133,13 +133,14 @@ def _is_our_report(path: Path) -> bool:
     """A JSON report with a `workbench.*` schema, or the truncated start of one (a report
     damaged by a crash may be replaced by running the analysis again)."""
     try:
-        head = path.read_bytes()[:4096].decode("utf-8", errors="strict")
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return False
     try:
-        schema = json.loads(path.read_text()).get("schema", "")
+        schema = json.loads(text).get("schema", "")
         return isinstance(schema, str) and schema.startswith("workbench.")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+    except (json.JSONDecodeError, AttributeError):
+        head = text[:4096]
         return head.lstrip().startswith("{") and '"schema": "workbench.' in head
 
 
