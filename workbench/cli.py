@@ -44,8 +44,9 @@ def _cmd_world_build(args: argparse.Namespace) -> None:
             f"{args.tokenizer} --out {out}-MODEL`")
     else:
         overrides = {"seed": args.seed}
-        if args.n_people is not None:
-            overrides["n_people"] = args.n_people
+        for name in ("n_people", "exposure_ratio", "p_country_stated"):
+            if getattr(args, name) is not None:
+                overrides[name] = getattr(args, name)
         kwargs = {} if args.tokens is None else {"n_tokens_train": args.tokens}
         path = build_corpus(WorldConfig(**overrides), out, overwrite=args.overwrite, **kwargs)
     manifest = json.loads((Path(path) / "corpus.json").read_text())
@@ -134,9 +135,14 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         extra = (
             f" (among candidates {m['among_candidates']:.3f})" if "among_candidates" in m else ""
         )
-        mark = "ok" if m["meets_goal"] else "BELOW GOAL"
+        if "goal" not in m:
+            print(f"{name:22s} {m['value']:.3f}{extra}  (measured, no goal)")
+            continue
+        mark = {True: "ok", False: "BELOW GOAL", None: "no items"}[m["meets_goal"]]
         sign = ">=" if m["direction"] == "higher" else "<="
         print(f"{name:22s} {m['value']:.3f}{extra}  goal {sign} {m['goal']}  {mark}")
+        for bucket, b in m.get("by_bucket", {}).items():
+            print(f"  exposure {bucket:12s} {b['value']:.3f}  (n={b['n']})")
     print(f"results written to {out}")
 
 
@@ -199,6 +205,12 @@ def _world_arguments(p: argparse.ArgumentParser) -> None:
     build.add_argument("--seed", type=seed, default=0)
     build.add_argument("--out", default=DEFAULT_CORPUS, help=f"output dir ({DEFAULT_CORPUS})")
     build.add_argument("--n-people", type=bounded_int(2, 1_000_000), default=None)
+    build.add_argument("--exposure-ratio", type=floats(1.0, 1e9), default=None,
+                       help="exposure of the most- over the least-mentioned person (100; 1 = "
+                       "every person equally often)")
+    build.add_argument("--country-stated", dest="p_country_stated", type=floats(0.0, 1.0),
+                       default=None, help="share of people whose country is stated (0.5; the "
+                       "others' are two-hop facts)")
     build.add_argument("--tokens", type=positive_int, default=None,
                        help="training tokens to generate")
     build.add_argument(

@@ -38,7 +38,7 @@ def eval_figure(results: dict[str, Any]) -> go.Figure:
     names = list(metrics)
     fig = go.Figure()
     fig.add_trace(go.Bar(x=names, y=[metrics[n]["value"] for n in names], name="measured"))
-    fig.add_trace(go.Scatter(x=names, y=[metrics[n]["goal"] for n in names], mode="markers",
+    fig.add_trace(go.Scatter(x=names, y=[metrics[n].get("goal") for n in names], mode="markers",
                              marker={"symbol": "line-ew-open", "size": 40}, name="goal"))
     fig.update_layout(title=f"What {results['model']} knows", template="plotly_white",
                       yaxis_title="score")

@@ -147,6 +147,11 @@ def flag_cases(prefix: str, args: Callable[..., list[str]],
 # ---- world build ---------------------------------------------------------------------------
 simple("build-n-people-0", r"--n-people: 0 is out of range",
        lambda ws, a: ["world", "build", "--n-people", "0", "--out", str(ws / "w")])
+simple("build-exposure-ratio-below-1", r"--exposure-ratio: 0.5 is out of range; pass a number "
+       r">= 1.0", lambda ws, a: ["world", "build", "--exposure-ratio", "0.5", "--out",
+                                 str(ws / "w")])
+simple("build-country-stated-not-a-share", r"--country-stated: 2.0 is out of range",
+       lambda ws, a: ["world", "build", "--country-stated", "2", "--out", str(ws / "w")])
 simple("build-tokens-negative", r"--tokens: -5 is not a positive integer",
        lambda ws, a: ["world", "build", "--tokens", "-5", "--out", str(ws / "w")])
 simple("build-tokens-text", r"--tokens: 'abc' is not an integer",

@@ -35,6 +35,12 @@ def test_tiny_model_learns_facts_agreement_and_copying(
     assert m["fact_recall_heldout"] >= 0.7, m
     assert m["agreement"] >= 0.6, m
     assert m["induction_ratio"] <= 0.5, m
+    held = results["metrics"]["fact_recall_heldout"]
+    assert set(held["by_bucket"]) == {"low", "mid", "high"}  # split by planted exposure
+    assert sum(b["n"] for b in held["by_bucket"].values()) == held["n"]
+    assert "country" in held["by_relation"] and results["metrics"]["country_stated"]["n"] > 0
+    assert results["metrics"]["fact_recall_twohop"]["n"] > 0
+    assert "goal" not in results["metrics"]["fact_recall_twohop"]  # a measurement, no bar
 
 
 def test_run_directory_layout(tiny_run: TrainResult) -> None:

@@ -155,7 +155,10 @@ def test_heldout_templates_never_in_text_but_their_parts_are(corpus_dir: Path) -
     for rel in ("city", "job", "pet", "food"):
         for phrase in RELATION_PHRASES[rel]:
             assert f" {phrase} " in train_text
-    assert " the country of " not in train_text  # two-hop facts are never stated
+    composed = [p for p in world.people if not p.country_stated]
+    for p in composed:  # a two-hop country is never stated about its person
+        assert f" {p.first} {p.last} lives in the country of " not in train_text
+        assert f" {p.first} {p.last} {world.city_country[p.attributes['city']]} " not in train_text
     items = corpus.eval_items("facts_heldout")
     assert items and all(it["heldout"] and it["answer"] in it["candidates"] for it in items)
     assert {it["template"] for it in items} <= {
@@ -264,6 +267,9 @@ def test_load_corpus_on_a_missing_dir(tmp_path: Path) -> None:
         ({"mix": {"poems": 1.0}}, r"unknown document kinds \['poems'\]"),
         ({"mix": {"bio": 0.0}}, "not all zero"),
         ({"seed": -1}, "seed=-1"),
+        ({"exposure_ratio": 0.5}, r"exposure_ratio=0.5; pass a number >= 1"),
+        ({"exposure_ratio": float("inf")}, r"exposure_ratio=inf"),
+        ({"p_country_stated": 1.5}, r"p_country_stated=1.5; pass a probability"),
     ],
 )
 def test_world_config_validation(kwargs: dict, message: str) -> None:
@@ -339,10 +345,122 @@ def test_index_documents_put_the_persons_attributes_right_after_the_name() -> No
             pid = rows[i].person
             assert pid >= 0 and rows[i + 1].person == pid  # first + last name
             j = i + 2
-            attrs = set(world.people[pid].attributes.values())
+            person = world.people[pid]
+            attrs = {world.attribute(pid, r) for r in world.stated_relations(pid)}
             while rows[j].word != ".":
                 assert rows[j].word in attrs  # the person's own facts, nothing else
                 j += 1
-            assert 2 <= j - i - 2 <= 4
-            assert not countries & {r.word for r in rows[i:j]}  # country stays unstated
+            assert 2 <= j - i - 2 <= 5
+            if not person.country_stated:  # a composed country stays unstated
+                assert not countries & {r.word for r in rows[i:j]}
             i = j + 1
+
+
+def test_exposure_is_zipf_like_and_documents_follow_it() -> None:
+    from collections import Counter
+
+    from workbench.world.documents import bio_document
+    from workbench.world.facts import exposure_bucket
+
+    world = build_world(SMALL)
+    weights = [p.exposure for p in world.people]
+    assert max(weights) / min(weights) == pytest.approx(SMALL.exposure_ratio)
+    assert sum(weights) / len(weights) == pytest.approx(1.0)
+    standing = sorted(p.standing for p in world.people)
+    assert standing[0] == 0.0 and standing[-1] == 1.0
+    top = max(range(len(world.people)), key=lambda i: weights[i])
+    low = min(range(len(world.people)), key=lambda i: weights[i])
+    assert world.people[top].standing == 1.0 and exposure_bucket(1.0) == "high"
+    rng = random.Random(0)
+    seen = Counter(pid for _ in range(3000) for pid, _ in bio_document(rng, world).facts)
+    assert seen[top] > 10 * max(1, seen[low])  # ~ratio 100 in expectation
+    flat = build_world(WorldConfig(**{**SMALL.to_dict(), "exposure_ratio": 1.0}))
+    assert {p.exposure for p in flat.people} == {1.0}
+    assert [p.attributes for p in flat.people] == [p.attributes for p in world.people]
+
+
+def test_countries_are_stated_for_a_seeded_share(corpus_dir: Path) -> None:
+    corpus = load_corpus(corpus_dir)
+    world = corpus.world()
+    stated = [p.country_stated for p in world.people]
+    assert sum(stated) == round(SMALL.p_country_stated * len(stated))
+    facts = corpus.fact_table()
+    for f in facts:
+        assert f["stated"] == (f["relation"] != "country" or stated[f["person"]])
+        assert f["bucket"] in ("low", "mid", "high") and f["mentions"] >= 0
+        if f["stated"]:
+            assert f["mentions"] > 0  # the small corpus still states every fact
+        else:
+            assert f["mentions"] == 0
+    twohop = corpus.eval_items("facts_twohop")
+    assert twohop and not any(stated[it["person"]] for it in twohop)
+    held = [it for it in corpus.eval_items("facts_heldout") if it["relation"] == "country"]
+    assert held and all(stated[it["person"]] for it in held)
+    assert all({"exposure", "standing", "bucket", "mentions"} <= set(it) for it in held)
+
+
+def test_update_documents_follow_their_cue_with_its_reliability() -> None:
+    from workbench.world.documents import update_document
+    from workbench.world.updates import CUES, reliability
+
+    world = build_world(SMALL)
+    rng = random.Random(0)
+    episodes = []
+    for _ in range(4000):
+        doc = update_document(rng, world)
+        for ep in doc.updates:
+            p = world.people[ep["person"]]
+            cued = f"{CUES[ep['cue']]} {p.first} {p.last} "
+            assert cued in doc.text and f" {ep['new']} ." in doc.text
+            true = world.attribute(ep["person"], ep["relation"])
+            assert ep["restated"].split()[-2] == (ep["new"] if ep["follows"] else true)
+            assert doc.text.index(cued) < doc.text.rindex(ep["restated"])
+            episodes.append((ep["cue"], p.standing, ep["follows"]))
+    for cue in CUES:
+        rows = [(s, f) for c, s, f in episodes if c == cue]
+        assert len(rows) > 500, cue
+        expected = np.mean([reliability(cue, s) for s, _ in rows])
+        assert abs(np.mean([f for _, f in rows]) - expected) < 0.05, cue
+    low = [f for c, s, f in episodes if c == "hearsay" and s < 0.3]
+    high = [f for c, s, f in episodes if c == "hearsay" and s > 0.7]
+    assert np.mean(low) > np.mean(high) + 0.3  # well-known people resist hearsay
+    assert all(f for c, _, f in episodes if c == "news")
+
+
+def test_fewshot_documents_and_items() -> None:
+    from workbench.world.fewshot import KNOWN_TASKS, KS, NOVEL_LABELS, TASKS, FewShotTasks
+
+    world = build_world(SMALL)
+    tasks = FewShotTasks(world)
+    items = tasks.eval_items(n=5)
+    assert {(it["task"], it["k"]) for it in items} == {(t, k) for t in TASKS for k in KS}
+    sentiment = {p.x_text: p.y for p in tasks.pairs["adj_sentiment"]}
+    for it in items:
+        assert it["answer"] in it["candidates"] and it["prefix"].endswith(" :")
+        assert len(it["demos"]) == it["k"] and it["prefix"].count(";") == it["k"]
+        if it["task"] in KNOWN_TASKS or it["task"] == "flipped":
+            assert it["x"] in tasks.heldout[it["task"].replace("flipped", "adj_sentiment")]
+            assert it["x"] not in [d[0] for d in it["demos"]]
+        if it["task"] == "flipped":
+            assert it["prior"] == sentiment[it["x"]] != it["answer"]
+            assert all(y != sentiment[x] for x, y in it["demos"])
+        if it["task"] == "novel" and it["k"]:
+            assert [it["x"], it["answer"]] in it["demos"]  # the mapping is in the context
+    rng = random.Random(0)
+    kinds = set()
+    for _ in range(500):
+        words = tasks.document(rng).text.split()
+        assert words[0] == "<bos>" and words[-1] == "."
+        pairs = [p.split(" : ") for p in " ".join(words[1:-1]).split(" ; ")]
+        labels = {y for _, y in pairs}
+        if labels <= set(NOVEL_LABELS):
+            kinds.add("novel")
+            mapping = {}
+            for x, y in pairs:  # one mapping per document
+                assert mapping.setdefault(x, y) == y
+            continue
+        task = next(t for t in KNOWN_TASKS if labels <= set(tasks.candidates(t)))
+        kinds.add(task)
+        for x, _ in pairs:  # held-out inputs never appear in a training document
+            assert x not in tasks.heldout[task]
+    assert kinds == set(KNOWN_TASKS) | {"novel"}

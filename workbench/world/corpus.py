@@ -4,15 +4,21 @@ Layout of `out_dir`:
 
     corpus.json                 manifest (schema workbench.corpus/1): config, sizes, label names
     tokenizer.json              word-level tokenizer (ids 0-3: <pad> <unk> <bos> <eos>)
-    world.json                  people, attributes, cities, fact table, held-out templates
+    world.json                  people (exposure, standing), attributes, cities, fact table
+                                (with each fact's training mentions), held-out templates
     {split}.tokens.npy          flat token stream, every document starts with <bos>
     {split}.docs.npy            int64 [n_docs, 2] start/end offsets into the stream
     {split}.labels.npz          int16 per token: pos depth number category animacy sentiment
                                 person (-1 = no label); int8 per document: doc_kind
     eval/facts_train.jsonl      fact queries in training templates
     eval/facts_heldout.jsonl    fact queries in held-out templates (in no split's text)
-    eval/facts_twohop.jsonl     "<person> lives in the country of" (never stated in text)
+    eval/facts_twohop.jsonl     "<person> lives in the country of" for the people whose
+                                country is never stated (person -> city -> country)
     eval/agreement.jsonl        subject-verb agreement across an attractor
+    eval/fewshot.jsonl          k-shot items of every few-shot task (fewshot.py)
+
+Fact items carry the person's `exposure`, `standing`, `bucket` and the fact's training
+`mentions`, so every result can be split by how often a fact was seen.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from workbench.world.documents import DocumentSampler
-from workbench.world.facts import DIRECT_RELATIONS, World, WorldConfig, build_world
+from workbench.world.facts import RELATIONS, World, WorldConfig, build_world, exposure_bucket
+from workbench.world.fewshot import FewShotTasks
 from workbench.world.grammar import agreement_items
 from workbench.world.labels import (
     ANIMACY,
@@ -79,6 +86,7 @@ class _Split:
     docs: np.ndarray
     labels: dict[str, np.ndarray]
     tokens_by_kind: dict[str, int]
+    mentions: dict[tuple[int, str], int]
 
 
 def _lexical_tables(vocab: dict[str, int]) -> dict[str, np.ndarray]:
@@ -104,6 +112,7 @@ def _generate_split(
     starts: list[int] = []
     kinds: list[int] = []
     by_kind: dict[str, int] = defaultdict(int)
+    mentions: dict[tuple[int, str], int] = defaultdict(int)
     n = 0
 
     def flush() -> None:
@@ -126,6 +135,8 @@ def _generate_split(
             starts.append(n)
             kinds.append(DOC_KINDS.index(doc.kind))
             by_kind[doc.kind] += len(words)
+            for fact in doc.facts:
+                mentions[fact] += 1
             n += len(words)
             bar.update(len(words))
             if len(cols["tokens"]) >= _FLUSH:
@@ -141,7 +152,8 @@ def _generate_split(
         labels[key] = np.where(labelled, table[tokens], -1).astype(np.int16)
     labels["person"] = arrays["person"]
     labels["doc_kind"] = np.asarray(kinds, dtype=np.int8)
-    return _Split(tokens, docs, labels, {k: by_kind.get(k, 0) for k in DOC_KINDS})
+    return _Split(tokens, docs, labels, {k: by_kind.get(k, 0) for k in DOC_KINDS},
+                  dict(mentions))
 
 
 def _stratified(items: list[dict[str, Any]], cap: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -164,39 +176,57 @@ def _stratified(items: list[dict[str, Any]], cap: int, rng: random.Random) -> li
 
 
 def _fact_items(
-    world: World, templates: dict[str, list[Template]], cap: int, rng: random.Random
+    world: World,
+    templates: dict[str, list[Template]],
+    cap: int,
+    rng: random.Random,
+    mentions: dict[tuple[int, str], int],
+    stated: bool = True,
 ) -> list[dict[str, Any]]:
+    """Queries of the facts that are (`stated`) or are not stated in text."""
     items = [
-        fact_query(world, pid, t)
+        fact_query(world, pid, t) | _exposure(world, pid, rel, mentions)
         for rel, ts in templates.items()
         for pid in range(len(world.people))
+        if world.stated(pid, rel) == stated
         for t in ts
     ]
     return _stratified(items, cap, rng)
 
 
-def _eval_sets(world: World, n_items: int) -> dict[str, list[dict[str, Any]]]:
+def _exposure(world: World, pid: int, rel: str, mentions: dict[tuple[int, str], int]
+              ) -> dict[str, Any]:
+    p = world.people[pid]
+    return {"exposure": p.exposure, "standing": p.standing,
+            "bucket": exposure_bucket(p.standing), "mentions": mentions.get((pid, rel), 0)}
+
+
+def _eval_sets(world: World, n_items: int, mentions: dict[tuple[int, str], int]
+               ) -> dict[str, list[dict[str, Any]]]:
     seed = world.config.seed
-    rels = DIRECT_RELATIONS
 
     def rng(name: str) -> random.Random:
         return random.Random(f"world:{seed}:eval:{name}")
 
     return {
         "facts_train": _fact_items(
-            world, {r: train_templates(r) for r in rels}, n_items, rng("facts_train")
+            world, {r: train_templates(r) for r in RELATIONS}, n_items, rng("facts_train"),
+            mentions,
         ),
         "facts_heldout": _fact_items(
-            world, {r: heldout_templates(r) for r in rels}, n_items, rng("facts_heldout")
+            world, {r: heldout_templates(r) for r in RELATIONS}, n_items,
+            rng("facts_heldout"), mentions,
         ),
         "facts_twohop": _fact_items(
-            world, {"country": all_templates("country")}, n_items, rng("facts_twohop")
+            world, {"country": all_templates("country")}, n_items, rng("facts_twohop"),
+            mentions, stated=False,
         ),
         "agreement": agreement_items(n_items, seed),
+        "fewshot": FewShotTasks(world).eval_items(),
     }
 
 
-def _world_record(world: World) -> dict[str, Any]:
+def _world_record(world: World, mentions: dict[tuple[int, str], int]) -> dict[str, Any]:
     templates = {}
     for rel in RELATION_PHRASES:
         templates[rel] = {
@@ -207,7 +237,8 @@ def _world_record(world: World) -> dict[str, Any]:
     return {
         "schema": "workbench.world/1",
         "world": world.to_dict(),
-        "facts": world.fact_table(),
+        "facts": [f | {"mentions": mentions.get((f["person"], f["relation"]), 0)}
+                  for f in world.fact_table()],
         "templates": templates,
     }
 
@@ -259,12 +290,13 @@ def build_corpus(
         )
         for name, size in sizes.items()
     }
-    evals = _eval_sets(world, n_eval_items)
+    mentions = splits["train"].mentions
+    evals = _eval_sets(world, n_eval_items, mentions)
     files: dict[str, Any] = {"tokenizer": "tokenizer.json", "world": "world.json", "splits": {}}
     files["eval"] = {name: f"eval/{name}.jsonl" for name in evals}
     with atomic_output_dir(out, overwrite) as tmp:
         tokenizer.save(str(tmp / "tokenizer.json"))
-        write_json(tmp / "world.json", _world_record(world))
+        write_json(tmp / "world.json", _world_record(world, mentions))
         for name, sp in splits.items():
             files["splits"][name] = write_split(tmp, name, sp.tokens, sp.docs, len(vocab))
             files["splits"][name]["labels"] = f"{name}.labels.npz"

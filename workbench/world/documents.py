@@ -11,7 +11,13 @@ Each document is a list of labelled `Row`s starting with `<bos>`. Kinds:
   induction evaluation (these words have no labels);
 - `repeat_names`: a list of 2-6 full names, repeated 2-3 times;
 - `index`: a who's-who list, each entry a full name followed directly by 2-4 of the person's
-  attributes in random order ("index : anna berg velmora baker . tom lind cat soup .").
+  attributes in random order ("index : anna berg velmora baker . tom lind cat soup .");
+- `update`: a fact changed in context under a cue of planted reliability (`updates.py`);
+- `fewshot`: "x : y ; x : y ; ..." demonstrations of a task (`fewshot.py`).
+
+Biographies, index entries and name lists pick people in proportion to their exposure, and
+state a person's country only when it is stated for them (`World.stated_relations`). Every
+document lists the facts it states truly (`Document.facts`): the corpus counts them.
 
 `DocumentSampler` draws kinds so that each kind's share of *tokens* approximates the mix.
 """
@@ -20,12 +26,25 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from workbench.world.facts import DIRECT_RELATIONS, World
+from workbench.world.facts import DIRECT_RELATIONS, RELATIONS, World
+from workbench.world.fewshot import FewShotTasks, fewshot_words
 from workbench.world.grammar import Grammar
 from workbench.world.labels import BOS_ROW, DOC_KINDS, Row
 from workbench.world.templates import train_templates
+from workbench.world.updates import (
+    CUES,
+    P_PRIOR_STATEMENT,
+    P_OTHER_PERSON,
+    P_REPEATED_CUE,
+    P_SAME_RELATION,
+    P_SAME_WORDS,
+    cue_rows,
+    reliability,
+    update_words,
+)
 
 # Fixed words of the non-template documents, with their parts of speech.
 DOCUMENT_POS = {
@@ -40,6 +59,8 @@ CITY_FRAMES = ("{C} is a city in {K} .", "{C} lies in {K} .")
 class Document:
     kind: str  # one of DOC_KINDS
     rows: list[Row]
+    facts: list[tuple[int, str]] = field(default_factory=list)  # (person, relation) stated
+    updates: list[dict[str, Any]] = field(default_factory=list)  # update episodes (tests)
 
     @property
     def text(self) -> str:
@@ -47,28 +68,46 @@ class Document:
 
 
 def document_words() -> list[str]:
-    return list(DOCUMENT_POS)
+    return list(DOCUMENT_POS) + update_words() + fewshot_words()
 
 
 def _fixed(text: str) -> list[Row]:
     return [Row(w, DOCUMENT_POS[w]) for w in text.split()]
 
 
+def pick_people(rng: random.Random, world: World, k: int) -> list[int]:
+    """`k` distinct people (at most all), drawn in proportion to their exposure."""
+    k = min(k, len(world.people))
+    weights = [p.exposure for p in world.people]
+    chosen: list[int] = []
+    while len(chosen) < k:
+        pid = rng.choices(range(len(weights)), weights)[0]
+        if pid not in chosen:
+            chosen.append(pid)
+    return chosen
+
+
+def fact_rows(rng: random.Random, world: World, pid: int, relation: str,
+              obj: str | None = None) -> list[Row]:
+    """One fact sentence in a random training template (`obj` overrides the true object)."""
+    p = world.people[pid]
+    template = rng.choice(_TRAIN_TEMPLATES[relation])
+    value = world.attribute(pid, relation) if obj is None else obj
+    return template.render(p.first, p.last, pid, value)
+
+
 def bio_document(rng: random.Random, world: World) -> Document:
-    """Two to four facts about each of 1-3 people, interleaved, in training templates."""
-    people = rng.sample(range(len(world.people)), min(len(world.people), rng.randint(1, 3)))
-    facts = [
-        (pid, rel)
-        for pid in people
-        for rel in rng.sample(DIRECT_RELATIONS, rng.randint(2, len(DIRECT_RELATIONS)))
-    ]
+    """Two or more facts about each of 1-3 people, interleaved, in training templates."""
+    people = pick_people(rng, world, rng.randint(1, 3))
+    facts = []
+    for pid in people:
+        rels = world.stated_relations(pid)
+        facts += [(pid, rel) for rel in rng.sample(rels, rng.randint(2, len(rels)))]
     rng.shuffle(facts)
     rows = [BOS_ROW]
     for pid, rel in facts:
-        p = world.people[pid]
-        template = rng.choice(_TRAIN_TEMPLATES[rel])
-        rows += template.render(p.first, p.last, pid, p.attributes[rel])
-    return Document("bio", rows)
+        rows += fact_rows(rng, world, pid, rel)
+    return Document("bio", rows, facts)
 
 
 def city_document(rng: random.Random, world: World) -> Document:
@@ -114,7 +153,7 @@ def repeat_words_document(rng: random.Random, words: Sequence[str]) -> Document:
 
 def repeat_names_document(rng: random.Random, world: World) -> Document:
     """Names repeated: "names : anna berg , tom lind . again : anna berg , tom lind ."."""
-    people = rng.sample(range(len(world.people)), min(len(world.people), rng.randint(2, 6)))
+    people = pick_people(rng, world, rng.randint(2, 6))
     seq: list[Row] = []
     for i, pid in enumerate(people):
         if i:
@@ -135,18 +174,68 @@ def index_document(rng: random.Random, world: World) -> Document:
     infoboxes of real text, the word right after the name depends on who it is: the model has
     to recall the person's attributes at the name itself (what subject probes read).
     """
-    people = rng.sample(range(len(world.people)), min(len(world.people), rng.randint(2, 5)))
+    people = pick_people(rng, world, rng.randint(2, 5))
     rows = [BOS_ROW] + _fixed("index :")
+    facts = []
     for pid in people:
         p = world.people[pid]
         rows += [Row(p.first, "PROPN", person=pid), Row(p.last, "PROPN", person=pid)]
-        for rel in rng.sample(DIRECT_RELATIONS, rng.randint(2, len(DIRECT_RELATIONS))):
-            rows.append(Row(p.attributes[rel], "PROPN" if rel == "city" else "NOUN"))
+        rels = world.stated_relations(pid)
+        for rel in rng.sample(rels, rng.randint(2, len(rels))):
+            proper = rel in ("city", "country")
+            rows.append(Row(world.attribute(pid, rel), "PROPN" if proper else "NOUN"))
+            facts.append((pid, rel))
         rows += _fixed(".")
-    return Document("index", rows)
+    return Document("index", rows, facts)
 
 
-_TRAIN_TEMPLATES = {rel: train_templates(rel) for rel in DIRECT_RELATIONS}
+def update_document(rng: random.Random, world: World) -> Document:
+    """One or two in-context updates (see `updates.py`), each: maybe the true fact, the cued
+    new fact (sometimes repeated), 0-3 true facts about others (mostly of the same relation:
+    the update is about this person only) or the person's other relations, and the changed fact restated (half the time in the cued sentence's own words),
+    taking the new object with the cue's reliability. The person is drawn uniformly, so every
+    standing is seen."""
+    rows, facts, updates = [BOS_ROW], [], []
+    for _ in range(rng.choice((1, 1, 2))):
+        pid = rng.randrange(len(world.people))
+        rel = rng.choice(DIRECT_RELATIONS)
+        true = world.attribute(pid, rel)
+        new = rng.choice([v for v in world.objects(rel) if v != true])
+        cue = rng.choice(list(CUES))
+        if rng.random() < P_PRIOR_STATEMENT:
+            rows += fact_rows(rng, world, pid, rel)
+            facts.append((pid, rel))
+        template = rng.choice(_PLAIN_TEMPLATES[rel])
+        p = world.people[pid]
+        for _ in range(rng.randint(2, 3) if rng.random() < P_REPEATED_CUE else 1):
+            rows += cue_rows(cue) + template.render(p.first, p.last, pid, new)
+        for _ in range(rng.randint(0, 3)):
+            if rng.random() < P_OTHER_PERSON:  # another person, mostly the same relation
+                other = pick_people(rng, world, 1)[0]
+                if other == pid:
+                    continue
+                orel = (rel if rng.random() < P_SAME_RELATION
+                        else rng.choice(world.stated_relations(other)))
+            else:  # the person's other relations
+                other, orel = pid, rng.choice([r for r in world.stated_relations(pid)
+                                               if r != rel])
+            rows += fact_rows(rng, world, other, orel)
+            facts.append((other, orel))
+        follows = rng.random() < reliability(cue, p.standing)
+        value = new if follows else true
+        restated = (template.render(p.first, p.last, pid, value) if rng.random() < P_SAME_WORDS
+                    else fact_rows(rng, world, pid, rel, value))
+        rows += restated
+        if not follows:
+            facts.append((pid, rel))
+        updates.append({"person": pid, "relation": rel, "cue": cue, "new": new,
+                        "follows": follows, "restated": " ".join(r.word for r in restated)})
+    return Document("update", rows, facts, updates)
+
+
+_TRAIN_TEMPLATES = {rel: train_templates(rel) for rel in RELATIONS}
+_PLAIN_TEMPLATES = {rel: [t for t in ts if t.frame.name == "plain"]
+                    for rel, ts in _TRAIN_TEMPLATES.items()}
 
 
 class DocumentSampler:
@@ -161,6 +250,7 @@ class DocumentSampler:
         self.world = world
         self.words = list(words)
         self.grammar = Grammar(world.config.p_opposite_attractor)
+        self.fewshot = FewShotTasks(world)
         self.makers: dict[str, Callable[[random.Random], Document]] = {
             "bio": lambda rng: bio_document(rng, self.world),
             "city": lambda rng: city_document(rng, self.world),
@@ -168,6 +258,8 @@ class DocumentSampler:
             "repeat_words": lambda rng: repeat_words_document(rng, self.words),
             "repeat_names": lambda rng: repeat_names_document(rng, self.world),
             "index": lambda rng: index_document(rng, self.world),
+            "update": lambda rng: update_document(rng, self.world),
+            "fewshot": lambda rng: self.fewshot.document(rng),
         }
         assert set(self.makers) == set(DOC_KINDS)
         mix = world.config.mix_normalised

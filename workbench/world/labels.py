@@ -29,7 +29,9 @@ NUMBERS = ("sing", "plur")
 CATEGORIES = ("animal", "food", "tool", "place", "role", "person")
 ANIMACY = ("animate", "inanimate")
 SENTIMENTS = ("pos", "neg", "neutral")
-DOC_KINDS = ("bio", "city", "grammar", "repeat_words", "repeat_names", "index")
+DOC_KINDS = (
+    "bio", "city", "grammar", "repeat_words", "repeat_names", "index", "update", "fewshot"
+)
 
 # Arrays in `{split}.labels.npz` aligned with tokens; None = integer label (no names).
 LABEL_NAMES: dict[str, list[str] | None] = {

@@ -99,6 +99,13 @@ class Corpus:
         return _read(self.path / self.manifest["files"]["world"],
                      lambda p: World.from_dict(json.loads(p.read_text())["world"]))
 
+    def fact_table(self) -> list[dict[str, Any]]:
+        """Every fact of a world corpus with its exposure and training mentions."""
+        if self.kind != "world":
+            raise ValueError(f"corpus at {self.path} is a real-text corpus and has no facts")
+        return _read(self.path / self.manifest["files"]["world"],
+                     lambda p: json.loads(p.read_text())["facts"])
+
     def eval_items(self, name: str) -> list[dict[str, Any]]:
         """Items of `eval/{name}.jsonl` (facts_train, facts_heldout, facts_twohop, agreement)."""
         files = self.manifest["files"].get("eval", {})
