@@ -64,8 +64,10 @@ def summary_table(report: dict[str, Any]) -> str:
             lines.append(f"  fact probes' best layers {probes['probe_best_layers']} vs the "
                          f"trace peak's probe layer {probes['trace_peak_probe_layer']}")
     cols = ("efficacy", "paraphrase", "specificity", "neighbourhood", "ripple_twohop",
-            "ripple_kept", "fluency_delta")
-    header = f"{'method':10s} {'n':>4s} " + " ".join(f"{c[:12]:>12s}" for c in cols)
+            "ripple_twohop_stated", "ripple_twohop_composed", "ripple_kept", "fluency_delta")
+    short = {"ripple_twohop_stated": "hop_stated", "ripple_twohop_composed": "hop_composed"}
+    header = f"{'method':10s} {'n':>4s} " + " ".join(f"{short.get(c, c)[:12]:>12s}"
+                                                      for c in cols)
     rows = []
     for method, agg in report["methods"].items():
         if method == "icl":
@@ -83,7 +85,32 @@ def summary_table(report: dict[str, Any]) -> str:
         kept = ", ".join(f"{k} {v:.2f}" for k, v in icl["others_kept"].items() if v is not None)
         lines.append(f"pressure ladder: flip level counts: {flips}")
         lines.append(f"  other facts kept per level: {kept}")
+    lines += _strength_lines(report.get("strength", {}))
     return "\n".join(lines)
+
+
+def _rho(r: dict | None) -> str:
+    if not r or r.get("value") is None:
+        return "n/a"
+    ci = r.get("ci")
+    return f"{r['value']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "") + f" n={r['n']}"
+
+
+def _strength_lines(strength: dict) -> list[str]:
+    if not strength.get("n_with_exposure"):
+        return []
+    lines = [f"strength: Spearman rho(exposure, margin) {_rho(strength.get('rho_exposure_margin'))}"
+             + (f"; rho(margin, flip level) {_rho(strength['rho_margin_flip'])}"
+                if "rho_margin_flip" in strength else "")]
+    for bucket, b in strength.get("by_bucket", {}).items():
+        parts = [f"n={b['n']}", f"accuracy {b['accuracy']:.2f}", f"margin {b['margin']:.2f}"]
+        if "mean_flip_level" in b:
+            parts.append(f"mean flip level {b['mean_flip_level']:.2f}")
+        for method in ("rome", "ft"):
+            if method in b and b[method].get("efficacy") is not None:
+                parts.append(f"{method} efficacy {b[method]['efficacy']:.2f}")
+        lines.append(f"  exposure {bucket:5s}: " + ", ".join(parts))
+    return lines
 
 
 def beliefs_command(args: argparse.Namespace) -> None:

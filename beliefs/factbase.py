@@ -95,11 +95,22 @@ class Belief:
 
 @dataclass
 class FactBase:
-    """Relations and (subject, relation) -> object facts, with derived two-hop relations."""
+    """Relations and (subject, relation) -> object facts, with derived two-hop relations.
+
+    `exposure` holds, per (subject, relation), what the world planted about the fact:
+    `exposure` (the person's weight), `standing` (exposure rank in [0, 1]), `bucket`
+    (`low`/`mid`/`high`), `mentions` (times stated in training text) and `in_text` (False for
+    a two-hop fact never stated). Empty for real facts.
+    """
 
     relations: dict[str, Relation]
     facts: dict[tuple[str, str], str] = field(default_factory=dict)
     source: str = "world"
+    exposure: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def exposure_of(self, subject: str, relation: str) -> dict[str, Any]:
+        """What the world planted about (subject, relation); {} when unknown (real facts)."""
+        return dict(self.exposure.get((subject, relation), {}))
 
     @property
     def subjects(self) -> list[str]:
@@ -178,7 +189,8 @@ class FactBase:
 
     def two_hop(self, belief: Belief, new_object: str) -> list[tuple[Belief, str]]:
         """Derived facts that should follow an edit: (belief, object expected after it), for
-        those whose object the edit changes."""
+        those whose object the edit changes. Whether such a fact is itself stated in text
+        (a stated country) or only composed: `exposure_of(subject, relation)["in_text"]`."""
         out = []
         for name, rel in self.relations.items():
             if rel.derived_from is not None and rel.derived_from[0] == belief.relation:
@@ -190,8 +202,11 @@ class FactBase:
         return out
 
 
-def world_facts(world: World) -> FactBase:
-    """The fact base of a synthetic world: its four direct relations plus `country`."""
+def world_facts(world: World, table: list[dict[str, Any]] | None = None) -> FactBase:
+    """The fact base of a synthetic world: its four direct relations plus `country`.
+
+    `table` is the corpus' fact table (`world.json` "facts", with training mentions);
+    without it, mentions are unknown and the rest comes from `world`."""
     relations: dict[str, Relation] = {}
     for name in RELATIONS:
         train, held = [], []
@@ -202,7 +217,7 @@ def world_facts(world: World) -> FactBase:
         derived = (
             ("city", dict(world.city_country)) if name in DERIVED_RELATIONS else None
         )
-        if derived is not None:  # country is never stated: all its templates are held out
+        if not train:  # a world built before countries were stated: every one held out
             train, held = held[:1], held[1:]
         relations[name] = Relation(
             name=name,
@@ -212,7 +227,14 @@ def world_facts(world: World) -> FactBase:
             derived_from=derived,
         )
     facts = {(p.name, r): p.attributes[r] for p in world.people for r in p.attributes}
-    return FactBase(relations, facts, source="world")
+    rows = table if table is not None else world.fact_table()
+    exposure = {
+        (f["subject"], f["relation"]): {k: f[k] for k in ("exposure", "standing", "bucket",
+                                                          "mentions") if k in f}
+        | ({"in_text": f["stated"]} if "stated" in f else {})
+        for f in rows
+    }
+    return FactBase(relations, facts, source="world", exposure=exposure)
 
 
 def load_facts(path: str | Path = DEFAULT_FACTS) -> FactBase:

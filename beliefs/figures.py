@@ -98,5 +98,56 @@ def metrics_figure(report: dict[str, Any]) -> go.Figure:
     return fig
 
 
+_BUCKET_COLORS = {"low": "#d62728", "mid": "#ff7f0e", "high": "#2ca02c", None: "gray"}
+
+
+def strength_figure(report: dict[str, Any]) -> go.Figure:
+    """Strength (margin) against training mentions, and the ladder's flip level against
+    strength (never flipped = the level above the last), coloured by exposure bucket."""
+    strength = report.get("strength", {})
+    beliefs = report["elicit"]["beliefs"]
+    if not strength.get("n_with_exposure"):
+        return go.Figure(layout={"title": "no exposure known for these facts (real facts)"})
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[
+        f"strength vs exposure (Spearman ρ {_fmt(strength.get('rho_exposure_margin'))})",
+        f"flip level vs strength (Spearman ρ {_fmt(strength.get('rho_margin_flip'))})"])
+    for bucket, color in _BUCKET_COLORS.items():
+        mine = [b for b in beliefs if b.get("bucket") == bucket and b.get("exposure")]
+        if mine:
+            fig.add_trace(go.Scatter(
+                x=[b.get("mentions") or b["exposure"] for b in mine],
+                y=[b["margin"] for b in mine], mode="markers", name=f"{bucket} exposure",
+                marker={"color": color}, legendgroup=str(bucket),
+                text=[f"{b['subject']} | {b['relation']}" for b in mine]), row=1, col=1)
+    icl = report["methods"].get("icl")
+    if icl:
+        levels = list(icl["levels"]) + ["never"]
+        for bucket, color in _BUCKET_COLORS.items():
+            rows = [r for r in icl["beliefs"] if r.get("bucket") == bucket and "margin" in r]
+            if rows:
+                fig.add_trace(go.Scatter(
+                    x=[r["margin"] for r in rows],
+                    y=[levels[len(levels) - 1 if r["flip_index"] is None else r["flip_index"]]
+                       for r in rows],
+                    mode="markers", marker={"color": color}, legendgroup=str(bucket),
+                    showlegend=False, text=[f"{r['subject']} | {r['relation']}" for r in rows]),
+                    row=1, col=2)
+        fig.update_yaxes(categoryorder="array", categoryarray=levels, row=1, col=2)
+    fig.update_xaxes(type="log", title_text="training mentions", row=1, col=1)
+    fig.update_yaxes(title_text="margin (nats)", row=1, col=1)
+    fig.update_xaxes(title_text="margin (nats)", row=1, col=2)
+    fig.update_layout(title="Belief strength from exposure", template="plotly_white",
+                      height=420)
+    return fig
+
+
+def _fmt(r: dict[str, Any] | None) -> str:
+    if not r or r.get("value") is None:
+        return "n/a"
+    ci = r.get("ci")
+    return f"{r['value']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
 FIGURES = {".trace.fig.json": trace_figures, ".trace_example.fig.json": example_trace_figure,
-           ".ladder.fig.json": ladder_figure, ".metrics.fig.json": metrics_figure}
+           ".ladder.fig.json": ladder_figure, ".metrics.fig.json": metrics_figure,
+           ".strength.fig.json": strength_figure}

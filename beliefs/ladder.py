@@ -1,14 +1,20 @@
 """In-context pressure ladder: state a false fact in the context, with rising force, then ask.
 
-Levels (each adds pressure to the one before):
+Levels (each adds pressure to the one before) use the cues whose reliability the world plants
+(`workbench.world.updates`; English equivalents for real facts):
 
 0. `none`: the question alone;
-1. `statement`: one counterfactual statement ("anna berg has a home in solvik .");
-2. `repeated`: the statement three times, in three phrasings;
-3. `authoritative`: the statement under authority markers ("it is known that ...",
-   "people say that ...": words of the world's vocabulary; English markers for real facts);
-4. `fewshot`: three demonstrations on other subjects, each a counterfactual statement
-   followed by the question answered by it, then the statement.
+1. `rumor`: "a rumor says that anna berg lives in solvik ." (in the world, rarely followed,
+   never for well-known people);
+2. `hearsay`: "i heard that ..." (usually followed, less so the better known the person);
+3. `news`: "news : ..." (always followed);
+4. `repeated`: the news three times, in three phrasings;
+5. `fewshot`: three demonstrations on other subjects, each news followed by the question
+   answered by it, then the news.
+
+A belief's flip level is the first level whose stated answer is the new object; one that
+never flips counts as the level above the last (`len(LEVELS)`) when levels are correlated
+with strength (`beliefs.strength`).
 
 Per belief: p(new) and p(old) at every level, the stated answer (top-1 among candidates),
 the first level at which it flips to the new object, and whether facts asked in the same
@@ -25,14 +31,15 @@ import numpy as np
 from beliefs.elicit import candidate_logprobs, join, object_ids
 from beliefs.factbase import Belief, FactBase
 from workbench.prompts import encode_prompt
+from workbench.world.updates import CUES
 
 if TYPE_CHECKING:
     from workbench.models import Model
 
-LEVELS = ("none", "statement", "repeated", "authoritative", "fewshot")
-WORLD_AUTHORITY = ("it is known that", "people say that", "did you know ?")
-ENGLISH_AUTHORITY = ("According to the encyclopedia,", "Experts agree that",
-                     "It is a well-known fact that")
+LEVELS = ("none", "rumor", "hearsay", "news", "repeated", "fewshot")
+WORLD_CUES = {"rumor": CUES["rumor"], "hearsay": CUES["hearsay"], "news": CUES["news"]}
+ENGLISH_CUES = {"rumor": "There is a rumor that", "hearsay": "I heard that",
+                "news": "Breaking news:"}
 
 
 @dataclass(frozen=True)
@@ -55,23 +62,26 @@ def _lower_first(text: str) -> str:
 
 def contexts(base: FactBase, belief: Belief, new: str, cfg: LadderConfig) -> dict[str, str]:
     """The context text of every level for making `belief` state `new`."""
-    n = len(belief.prompts)
-    statements = [belief.statement(new, (1 + i) % n) for i in range(3)]
     world = base.source == "world"
-    markers = WORLD_AUTHORITY if world else ENGLISH_AUTHORITY
-    plain = belief.statement(new, 0)
-    authority = " ".join(f"{m} {plain if world else _lower_first(plain)}" for m in markers)
+    cues = WORLD_CUES if world else ENGLISH_CUES
+
+    def cued(cue: str, b: Belief, obj: str, template: int = 0) -> str:
+        text = b.statement(obj, template)
+        return f"{cues[cue]} {text if world else _lower_first(text)}"
+
+    n = len(belief.prompts)
     demos = []
     for other in base.neighbours(belief, cfg.n_demos, seed=cfg.seed + 1):
         cf = base.new_object(other, cfg.seed)
-        demos.append(f"{other.statement(cf, 1 % len(other.prompts))} "
-                     f"{other.prompts[0]} {cf}{other.statement_end}")
+        demos.append(f"{cued('news', other, cf)} {other.statement(cf, 1 % len(other.prompts))}")
+    news = cued("news", belief, new)
     return {
         "none": "",
-        "statement": statements[0],
-        "repeated": " ".join(statements),
-        "authoritative": authority,
-        "fewshot": " ".join(demos + [statements[0]]),
+        "rumor": cued("rumor", belief, new),
+        "hearsay": cued("hearsay", belief, new),
+        "news": news,
+        "repeated": " ".join(cued("news", belief, new, i % n) for i in range(3)),
+        "fewshot": " ".join(demos + [news]),
     }
 
 

@@ -7,8 +7,10 @@ For an edit making `belief` state `new` (all comparisons among the relation's ca
 - `specificity`: the same relation of neighbouring subjects: share whose stated answer (top-1)
   is unchanged by the edit; `neighbourhood` is ROME's softer score, p(their object) > p(new);
 - `ripple_twohop`: derived facts that should follow (the person's country after a city edit):
-  share that state the new derived object; `ripple_kept`: the subject's other attributes:
-  share whose stated answer is unchanged;
+  share that state the new derived object, also split into `ripple_twohop_stated` (countries
+  stated in training text, memorised directly) and `ripple_twohop_composed` (never stated:
+  person -> city -> country); `ripple_kept`: the subject's other attributes: share whose
+  stated answer is unchanged;
 - `fluency_delta`: validation loss (nats per token, fixed windows) after minus before.
 
 `EditEvaluator` reads the unedited answers once per belief and the validation loss once;
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from workbench.models import Model
 
 METRICS = ("efficacy", "paraphrase", "specificity", "neighbourhood", "ripple_twohop",
-           "ripple_kept", "fluency_delta")
+           "ripple_twohop_stated", "ripple_twohop_composed", "ripple_kept", "fluency_delta")
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,8 @@ class EditEvaluator:
         nb, others = probes["neighbours"], probes["others"]
         before_nb, before_others = self._unedited(belief, nb, others)
         twohop = probes["twohop"]
+        stated_hop = [self.base.exposure_of(b.subject, b.relation).get("in_text")
+                      for b, _ in twohop]
         model = self.model
         ctx = edit.applied(model) if edit is not None else contextlib.nullcontext()
         with ctx:
@@ -139,6 +143,9 @@ class EditEvaluator:
             "specificity": _share(a == b for a, b in zip(before_nb, after_nb, strict=True)),
             "neighbourhood": _share(soft),
             "ripple_twohop": _share(hop),
+            "ripple_twohop_stated": _share(h for h, s in zip(hop, stated_hop, strict=True) if s),
+            "ripple_twohop_composed": _share(h for h, s in zip(hop, stated_hop, strict=True)
+                                             if s is False),
             "ripple_kept": _share(a == b for a, b in zip(before_others, after_others,
                                                           strict=True)),
             "fluency_delta": (None if loss_after is None or self.loss_before is None
@@ -197,5 +204,7 @@ def aggregate(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
         out[name] = float(values.mean())
         lo, hi = bootstrap_ci(values, groups[keep], seed=seed)
         out["ci"][name] = [float(lo), float(hi)]
-    out["ripple"] = {"twohop": out["ripple_twohop"], "kept": out["ripple_kept"]}
+    out["ripple"] = {"twohop": out["ripple_twohop"], "kept": out["ripple_kept"],
+                     "twohop_stated": out["ripple_twohop_stated"],
+                     "twohop_composed": out["ripple_twohop_composed"]}
     return out

@@ -4,6 +4,9 @@
 model recalls them (causal tracing averaged over facts, by token role), runs the in-context
 pressure ladder, and edits each fact with ROME and constrained fine-tuning at the traced layer
 (or a given one), re-running the edited model for every metric of `beliefs.metrics`.
+Every belief carries what the world planted about it (exposure, bucket, training mentions)
+and its strength (margin); `report["strength"]` holds the rank correlations of exposure,
+strength and flip level and every result split by exposure bucket (`beliefs.strength`).
 Report schema `workbench.beliefs/1`; figures by `beliefs.figures`. The analysis has the
 shape of every other (`workbench.analysis`):
 
@@ -33,6 +36,7 @@ from beliefs.finetune import FinetuneConfig, finetune_edit
 from beliefs.ladder import LadderConfig, ladder, summarize_ladder
 from beliefs.metrics import EditEvalConfig, EditEvaluator, aggregate
 from beliefs.rome import RomeConfig, rome_edit
+from beliefs.strength import strength_report
 from circuits.tracing import TraceConfig, causal_trace
 from workbench.analysis import Report
 
@@ -179,7 +183,7 @@ def default_facts(corpus: Corpus | None) -> FactBase:
     """The facts a model is tested on when none are given: the world's facts of a world
     corpus, else the real-fact list that ships with the project (`datasets/facts/`)."""
     if corpus is not None and corpus.kind == "world":
-        return world_facts(corpus.world())
+        return world_facts(corpus.world(), corpus.fact_table())
     return load_facts()
 
 
@@ -211,6 +215,9 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
     bar = dict(disable=not cfg.progress, leave=False)
     stated = [elicit(model, b, generate_tokens=4)
               for b in tqdm(beliefs, desc="elicit", **bar)]
+    # what the world planted about each fact (exposure, bucket, mentions) and its strength
+    planted = {(b.subject, b.relation): base.exposure_of(b.subject, b.relation)
+               | {"margin": e.margin} for b, e in zip(beliefs, stated, strict=True)}
     report: dict[str, Any] = {
         "schema": SCHEMA, "model": model_ref, "facts": base.source, "config": _config(cfg),
         "n_beliefs": len(beliefs),
@@ -218,7 +225,7 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
             "accuracy": float(np.mean([e.stated == e.object for e in stated])),
             "consistency": float(np.mean([e.consistency for e in stated])),
             "strength": float(np.mean([e.strength for e in stated])),
-            "beliefs": [e.to_dict() for e in stated],
+            "beliefs": [e.to_dict() | planted[(e.subject, e.relation)] for e in stated],
         },
         "methods": {},
     }
@@ -238,6 +245,7 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
     report["layer"] = layer
     if "icl" in cfg.methods:
         rows = [ladder(model, base, b, base.new_object(b, seed), cfg.ladder)
+                | planted[(b.subject, b.relation)]
                 for seed in cfg.seeds for b in tqdm(beliefs, desc="ladder", **bar)]
         report["methods"]["icl"] = summarize_ladder(rows) | {"beliefs": rows}
     if weight_methods:
@@ -251,12 +259,16 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
         jobs = [(seed, b) for seed in cfg.seeds for b in beliefs]
         for seed, b in tqdm(jobs, desc="edits", **bar):
             new = base.new_object(b, seed)
-            rows_by["unedited"].append(evaluator.evaluate(b, new, None) | {"seed": seed})
+            extra = {"seed": seed} | planted[(b.subject, b.relation)]
+            rows_by["unedited"].append(evaluator.evaluate(b, new, None) | extra)
             for method in weight_methods:
                 edit = edit_belief(model, b, new, method, layer, cov, cfg, seed)
-                rows_by[method].append(evaluator.evaluate(b, new, edit) | {"seed": seed})
+                rows_by[method].append(evaluator.evaluate(b, new, edit) | extra)
         for method, rows in rows_by.items():
             report["methods"][method] = aggregate(rows) | {"layer": layer, "edits": rows}
+    report["strength"] = strength_report(
+        report["elicit"]["beliefs"], report["methods"].get("icl", {}).get("beliefs"),
+        {m: r["edits"] for m, r in report["methods"].items() if "edits" in r})
     return report
 
 

@@ -13,7 +13,7 @@ import streamlit as st
 from app import runs, ui
 from beliefs.elicit import elicit, object_ids
 from beliefs.factbase import FactBase
-from beliefs.figures import ladder_figure, metrics_figure, trace_figures
+from beliefs.figures import ladder_figure, metrics_figure, strength_figure, trace_figures
 from beliefs.ladder import LEVELS, ladder
 from beliefs.metrics import before_after
 from beliefs.suite import default_facts, edit_belief
@@ -94,6 +94,12 @@ m[0].metric("states", e["stated"], delta="true" if e["stated"] == belief.object 
 m[1].metric("p(object)", f"{e['p_object']:.3f}")
 m[2].metric("strength (margin, nats)", f"{e['strength']:.2f}")
 m[3].metric("consistency", f"{e['consistency']:.0%}")
+planted = base.exposure_of(subject, relation)
+if planted:
+    st.caption(f"planted in the world: exposure bucket **{planted['bucket']}** (weight "
+               f"{planted['exposure']:.2f}"
+               + (f", stated {planted['mentions']} times in training text" if "mentions" in
+                  planted else "") + ")")
 st.caption(f"free generation after “{belief.prompts[0]}”: “{e['generation']}”")
 
 tab_ladder, tab_edit, tab_trace, tab_report = st.tabs(
@@ -153,4 +159,5 @@ with tab_report:
         st.caption(f"`{out}`: {report['n_beliefs']} beliefs, edits at layer {report['layer']}")
         st.plotly_chart(metrics_figure(report), key="belief_metrics_fig")
         st.plotly_chart(ladder_figure(report), key="belief_report_ladder")
+        st.plotly_chart(strength_figure(report), key="belief_report_strength")
         st.plotly_chart(trace_figures(report), key="belief_report_trace")

@@ -129,8 +129,8 @@ def test_beliefs_page_fact_and_edit(app_runs, monkeypatch):
     at = open_page(app_runs, monkeypatch, "pages/beliefs.py")
     assert at.title[0].value == "Beliefs" and at.selectbox(key="belief_relation").value == "city"
     ladder, trace = figures(at)
-    assert [t["x"] for t in ladder["data"]][0] == ["none", "statement", "repeated",
-                                                   "authoritative", "fewshot"]
+    assert [t["x"] for t in ladder["data"]][0] == ["none", "rumor", "hearsay", "news",
+                                                   "repeated", "fewshot"]
     assert trace["layout"]["title"]["text"].startswith("Causal trace")
     assert any("workbench beliefs" in c.value for c in at.code)  # no report yet: its command
     states = [m.value for m in at.metric]

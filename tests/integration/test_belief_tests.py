@@ -29,7 +29,8 @@ def report_and_model(tiny_run: TrainResult, world_corpus: Path) -> tuple[dict, d
     model = load(tiny_run.run_dir)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     corpus = load_corpus(world_corpus)
-    report = run(model, corpus, CFG, facts=world_facts(corpus.world()), model_ref="tiny")
+    report = run(model, corpus, CFG, facts=world_facts(corpus.world(), corpus.fact_table()),
+                 model_ref="tiny")
     return report, before, model.state_dict()
 
 
@@ -57,6 +58,15 @@ def test_report_content(report_and_model: tuple[dict, dict, dict]) -> None:
     assert all(p is None or 0 <= p <= 1 for p in icl["p_new"].values())
     flipped = [icl["flipped_by"][level] for level in icl["levels"]]
     assert flipped == sorted(flipped)  # a belief flipped at one level counts at every later
+    # every row carries the planted exposure and its strength; the report correlates them
+    for row in report["elicit"]["beliefs"] + icl["beliefs"] + rome["edits"]:
+        assert row["bucket"] in ("low", "mid", "high") and row["mentions"] >= 0
+        assert isinstance(row["margin"], float)
+    strength = report["strength"]
+    assert strength["n_with_exposure"] == 8
+    assert -1 <= strength["rho_exposure_margin"]["value"] <= 1
+    assert sum(b["n"] for b in strength["by_bucket"].values()) == 8
+    assert all("rome" in b and "flipped_by" in b for b in strength["by_bucket"].values())
 
 
 def test_cli_writes_report_and_figures(tiny_run: TrainResult, world_corpus: Path,
@@ -70,7 +80,8 @@ def test_cli_writes_report_and_figures(tiny_run: TrainResult, world_corpus: Path
     assert "edits at layer 0" in text and "pressure ladder" in text
     report = json.loads(out.read_text())
     assert set(report["methods"]) == {"icl", "rome", "unedited"}
-    for suffix in ("trace", "trace_example", "ladder", "metrics"):
+    assert "strength: Spearman rho(exposure, margin)" in text
+    for suffix in ("trace", "trace_example", "ladder", "metrics", "strength"):
         fig = json.loads((tmp_path / f"beliefs.{suffix}.fig.json").read_text())
         assert fig["data"], suffix
     assert main(args) == 2  # refuses to overwrite
@@ -110,6 +121,7 @@ def test_real_facts_on_a_local_gpt2_dir(hf_gpt2_dir: Path) -> None:
     report = run(model, None, BeliefsConfig(methods=("icl", "ft"), n=2, layer=0, n_trace=0,
                                             progress=False), facts=real)
     assert report["methods"]["ft"]["n"] == 2  # multi-token objects edited and read
-    assert "authoritative" in report["methods"]["icl"]["beliefs"][0]["levels"]
-    ctx = report["methods"]["icl"]["beliefs"][0]["levels"]["authoritative"]["context"]
-    assert ctx.startswith("According to the encyclopedia,")
+    assert "hearsay" in report["methods"]["icl"]["beliefs"][0]["levels"]
+    ctx = report["methods"]["icl"]["beliefs"][0]["levels"]["news"]["context"]
+    assert ctx.startswith("Breaking news:")
+    assert report["strength"]["n_with_exposure"] == 0  # real facts: no exposure planted

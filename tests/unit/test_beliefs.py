@@ -70,6 +70,12 @@ def test_world_fact_base(base: FactBase) -> None:
     assert all(base.two_hop(b, c) == [] for c in near)  # the country cannot tell: not asked
     assert base.object(b.subject, "country") == base.relations["country"].derived_from[1][
         b.object]
+    # what the world planted about each fact, stated and two-hop countries told apart
+    info = base.exposure_of(b.subject, "city")
+    assert info["in_text"] and info["bucket"] in ("low", "mid", "high") and info["exposure"] > 0
+    stated = {base.exposure_of(s, "country")["in_text"] for s in base.subjects}
+    assert stated == {True, False}
+    assert base.relations["country"].templates and base.relations["country"].heldout
     assert fill("as for {S} , {F} owns a", "anna berg") == "as for anna berg , anna owns a"
 
 
@@ -124,8 +130,10 @@ def test_elicit_and_ladder(model, base: FactBase) -> None:  # noqa: ANN001
     new = base.new_object(b)
     ctx = contexts(base, b, new, LadderConfig())
     assert list(ctx) == list(LEVELS) and ctx["none"] == ""
-    assert ctx["repeated"].count(new) == 3 and ctx["fewshot"].endswith(ctx["statement"])
-    assert ctx["authoritative"].startswith("it is known that")
+    assert ctx["repeated"].count(new) == 3 and ctx["fewshot"].endswith(ctx["news"])
+    assert ctx["rumor"] == f"a rumor says that {b.statement(new)}"
+    assert ctx["hearsay"].startswith("i heard that") and ctx["news"].startswith("news :")
+    assert ctx["fewshot"].count("news :") == 1 + LadderConfig().n_demos
     tok = model.tokenizer
     for text in ctx.values():  # every word of every level is in the world's vocabulary
         assert tok.unk_token_id not in tok.encode(text, add_special_tokens=False)
