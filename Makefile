@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-slow demo lint bench clean
+.PHONY: install test test-slow demo train-default lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,13 +31,11 @@ lint: install
 	$(VENV)/bin/ruff check workbench circuits probe beliefs tests bench app
 	$(VENV)/bin/lint-imports
 
+# The demo uses the trained `default` model that ships in datasets/models/default (made by
+# `make train-default`); it needs only the world corpus, which builds in seconds.
 demo: install
 	@test -f $(RUNS)/world/corpus.json || $(VENV)/bin/workbench world build --out $(RUNS)/world
-	@resume=$$(test -d $(RUNS)/demo && echo --resume); \
-	$(VENV)/bin/workbench train --preset default --corpus $(RUNS)/world --run $(RUNS)/demo \
-		$$resume || { echo "make demo: $(RUNS)/demo could not be trained or resumed (above). If"\
-		"it was trained with other settings (an older default preset), 'make clean' removes it"\
-		"and the world, or pass RUNS=another/folder"; exit 1; }
+	@test -d $(RUNS)/demo || $(PY) -m workbench.shipped install --run $(RUNS)/demo
 	$(VENV)/bin/workbench eval --model $(RUNS)/demo
 	$(VENV)/bin/workbench info --model $(RUNS)/demo
 	@test -f $(RUNS)/demo/acts_val.h5 || $(VENV)/bin/workbench cache --model $(RUNS)/demo \
@@ -50,6 +48,15 @@ demo: install
 	@echo "activations: $(RUNS)/demo/acts_val.h5  (residual stream of the val split, all layers)"
 	@echo
 	$(VENV)/bin/workbench app --runs $(RUNS)
+
+# Retrain the shipped `default` model from the seeded world (about 20 minutes on 2 CPU cores)
+# and replace datasets/models/default with it.
+train-default: install
+	@test -f $(RUNS)/world/corpus.json || $(VENV)/bin/workbench world build --out $(RUNS)/world
+	@resume=$$(test -d $(RUNS)/default && echo --resume); \
+	$(VENV)/bin/workbench train --preset default --corpus $(RUNS)/world --run $(RUNS)/default \
+		--seed 0 $$resume
+	$(PY) -m workbench.shipped export --run $(RUNS)/default --overwrite
 
 bench: install
 	$(PY) bench/train_throughput.py

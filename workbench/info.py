@@ -33,11 +33,16 @@ def run_dir_of(ref: str | Path) -> Path | None:
 
 
 def corpus_of(ref: str | Path) -> str | None:
-    """The corpus a native model was trained on, when recorded."""
+    """The corpus a native model was trained on, when recorded. A relative path (the
+    shipped model records `../world`) is relative to the run directory."""
     if not _is_ours(ref):
         return None
-    meta = load_checkpoint(resolve_checkpoint(Path(ref)), verify=False).meta
-    return meta.get("corpus")
+    checkpoint = resolve_checkpoint(Path(ref))
+    recorded = load_checkpoint(checkpoint, verify=False).meta.get("corpus")
+    if recorded is None or Path(recorded).is_absolute():
+        return recorded
+    base = run_dir_of(ref) or checkpoint
+    return str(base / recorded)
 
 
 def output_dir_of(ref: str | Path) -> Path:

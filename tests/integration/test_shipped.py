@@ -1,0 +1,67 @@
+"""The trained `default` model shipped in datasets/models/default: it loads with verified
+checksums, has the `default` preset's shape, passes `workbench eval` on the seed-0 world; and
+export/install round-trip a run (what `make train-default` and `make demo` do)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench.checkpoints import list_checkpoints, load_checkpoint, sha256_file
+from workbench.cli import main
+from workbench.config import PRESETS, TRAIN_PRESETS
+from workbench.info import corpus_of
+from workbench.models import load
+from workbench.shipped import CORPUS, SHIPPED, export_run, install
+from workbench.train import TrainResult
+from workbench.world import WorldConfig, build_corpus
+from workbench.world.tokenizer import world_words
+
+
+def test_shipped_default_model_loads_matches_its_record_and_passes_eval(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (checkpoint,) = list_checkpoints(SHIPPED)
+    ckpt = load_checkpoint(checkpoint)  # every sha256 in config.json verified
+    provenance = json.loads((SHIPPED / "provenance.json").read_text())
+    assert provenance["sha256"]["model.safetensors"] == sha256_file(
+        checkpoint / "model.safetensors")
+    assert ckpt.model_cfg == PRESETS["default"].replace(d_vocab=len(world_words()) + 4)
+    assert provenance["train"] == json.loads(json.dumps(TRAIN_PRESETS["default"].__dict__))
+    assert ckpt.step == TRAIN_PRESETS["default"].steps and not (checkpoint / "train_state.pt"
+                                                                ).exists()
+    assert ckpt.meta["corpus"] == CORPUS
+    run = install(tmp_path / "runs" / "demo")
+    # the seed-0 world at any size has the same facts, tokenizer and evaluation items
+    build_corpus(WorldConfig(seed=0), tmp_path / "runs" / "world", n_tokens_train=20_000,
+                 progress=False)
+    assert Path(corpus_of(run)).resolve() == (tmp_path / "runs" / "world").resolve()
+    assert main(["eval", "--model", str(run), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((run / "eval.json").read_text())
+    failed = {k: m["value"] for k, m in report["metrics"].items() if m.get("meets_goal") is False}
+    assert not failed, printed
+    with pytest.raises(FileExistsError, match="exists"):
+        install(run)
+
+
+def test_export_then_install_round_trips_a_run(tiny_run: TrainResult, world_corpus: Path,
+                                               tmp_path: Path) -> None:
+    out = export_run(tiny_run.run_dir, tmp_path / "shipped")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export_run(tiny_run.run_dir, out)
+    (step,) = list_checkpoints(out)
+    assert step.name == list_checkpoints(tiny_run.run_dir)[-1].name
+    assert not (step / "train_state.pt").exists()
+    assert json.loads((out / "run.json").read_text())["corpus"] == CORPUS
+    run = install(tmp_path / "runs" / "copy", out)
+    shutil.copytree(world_corpus, tmp_path / "runs" / "world")
+    assert Path(corpus_of(run)).resolve() == (tmp_path / "runs" / "world").resolve()
+    original, copy = load(tiny_run.run_dir), load(run)
+    tokens = torch.tensor([[2, 5, 6, 7, 8]])
+    assert torch.equal(original(tokens), copy(tokens))
+    export_run(tiny_run.run_dir, out, overwrite=True)  # replaced atomically
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []

@@ -1,0 +1,142 @@
+"""The trained `default` model that ships with the project, so the demo need not train.
+
+`datasets/models/default/` is a run directory (`run.json`, `tokenizer.json`,
+`metrics.jsonl`, `checkpoints/step_NNNNNN/`) holding the final checkpoint of
+`make train-default` (the `default` preset, training seed 0, on the seed-0 world) without its
+optimizer state, plus `provenance.json` (how it was made). Its corpus is recorded as
+`../world`: a world built beside the run directory (`make demo` builds `runs/world` and copies
+the model to `runs/demo`).
+
+    python -m workbench.shipped export --run runs/default     # after make train-default
+    python -m workbench.shipped install --run runs/demo       # what make demo does
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.checkpoints import (
+    list_checkpoints,
+    load_checkpoint,
+    sha256_file,
+    write_json_atomic,
+)
+from workbench.outputs import apply_umask
+
+SHIPPED = Path(__file__).resolve().parents[1] / "datasets" / "models" / "default"
+CORPUS = "../world"  # relative to the run directory
+RECIPE = ("workbench world build --out runs/world && workbench train --preset default "
+          "--corpus runs/world --run runs/default --seed 0   (make train-default)")
+
+
+def export_run(run_dir: str | Path, out: str | Path = SHIPPED, overwrite: bool = False
+               ) -> Path:
+    """Copy the last checkpoint of `run_dir` (weights, config, tokenizer; no optimizer state),
+    its run record and metrics into `out` as a shippable run directory."""
+    run_dir, out = Path(run_dir), Path(out)
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        raise FileNotFoundError(f"{run_dir} has no checkpoints; train it first "
+                                "(make train-default)")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace the shipped model")
+    last = checkpoints[-1]
+    load_checkpoint(last)  # verifies every checksum before anything is copied
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        apply_umask(tmp)
+        step_dir = tmp / "checkpoints" / last.name
+        step_dir.mkdir(parents=True)
+        for name in ("model.safetensors", "tokenizer.json"):
+            shutil.copyfile(last / name, step_dir / name)
+        config = json.loads((last / "config.json").read_text())
+        config["corpus"] = CORPUS
+        config["sha256"] = {n: sha256_file(step_dir / n)
+                            for n in ("model.safetensors", "tokenizer.json")}
+        write_json_atomic(step_dir / "config.json", config)
+        run = json.loads((run_dir / "run.json").read_text())
+        run["corpus"] = CORPUS
+        write_json_atomic(tmp / "run.json", run)
+        for name in ("tokenizer.json", "metrics.jsonl"):
+            if (run_dir / name).is_file():
+                shutil.copyfile(run_dir / name, tmp / name)
+        write_json_atomic(tmp / "provenance.json", _provenance(config, run))
+        for path in tmp.rglob("*"):
+            apply_umask(path)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _provenance(config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "recipe": RECIPE,
+        "step": config.get("step"),
+        "tokens_seen": config.get("tokens_seen"),
+        "model": run.get("model"),
+        "train": run.get("train"),
+        "corpus_id": run.get("corpus_id"),
+        "sha256": config["sha256"],
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+
+def install(run_dir: str | Path, shipped: str | Path = SHIPPED) -> Path:
+    """Copy the shipped model to `run_dir` (refused when it exists), checksums verified."""
+    run_dir, shipped = Path(run_dir), Path(shipped)
+    if run_dir.exists():
+        raise FileExistsError(f"{run_dir} exists; remove it or pass another --run")
+    checkpoints = list_checkpoints(shipped)
+    if not checkpoints:
+        raise FileNotFoundError(f"no shipped model at {shipped}; run `make train-default`")
+    load_checkpoint(checkpoints[-1])  # verifies the checksums
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.tmp-", dir=run_dir.parent))
+    try:
+        apply_umask(tmp)
+        shutil.copytree(shipped, tmp, dirs_exist_ok=True)
+        os.replace(tmp, run_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workbench.shipped", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("export", "install"))
+    parser.add_argument("--run", required=True, help="the run to export, or to install into")
+    parser.add_argument("--overwrite", action="store_true", help="export: replace the "
+                        "shipped model")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "export":
+            print(f"shipped model written to {export_run(args.run, overwrite=args.overwrite)}")
+        else:
+            print(f"shipped model installed at {install(args.run)}")
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
