@@ -36,8 +36,8 @@ from workbench.world.labels import BOS_ROW, DOC_KINDS, Row
 from workbench.world.templates import train_templates
 from workbench.world.updates import (
     CUES,
-    P_PRIOR_STATEMENT,
     P_OTHER_PERSON,
+    P_PRIOR_STATEMENT,
     P_REPEATED_CUE,
     P_SAME_RELATION,
     P_SAME_WORDS,
@@ -192,9 +192,9 @@ def index_document(rng: random.Random, world: World) -> Document:
 def update_document(rng: random.Random, world: World) -> Document:
     """One or two in-context updates (see `updates.py`), each: maybe the true fact, the cued
     new fact (sometimes repeated), 0-3 true facts about others (mostly of the same relation:
-    the update is about this person only) or the person's other relations, and the changed fact restated (half the time in the cued sentence's own words),
-    taking the new object with the cue's reliability. The person is drawn uniformly, so every
-    standing is seen."""
+    the update is about this person only) or the person's other relations, and the changed
+    fact restated (half the time in the cued sentence's own words), taking the new object
+    with the cue's reliability. The person is drawn uniformly, so every standing is seen."""
     rows, facts, updates = [BOS_ROW], [], []
     for _ in range(rng.choice((1, 1, 2))):
         pid = rng.randrange(len(world.people))
