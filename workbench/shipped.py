@@ -66,12 +66,13 @@ def export_run(run_dir: str | Path, out: str | Path = SHIPPED, overwrite: bool =
                             for n in ("model.safetensors", "tokenizer.json")}
         write_json_atomic(step_dir / "config.json", config)
         run = json.loads((run_dir / "run.json").read_text())
+        world = Path(run.get("corpus") or "")
         run["corpus"] = CORPUS
         write_json_atomic(tmp / "run.json", run)
         for name in ("tokenizer.json", "metrics.jsonl"):
             if (run_dir / name).is_file():
                 shutil.copyfile(run_dir / name, tmp / name)
-        write_json_atomic(tmp / "provenance.json", _provenance(config, run))
+        write_json_atomic(tmp / "provenance.json", _provenance(config, run, world))
         for path in tmp.rglob("*"):
             apply_umask(path)
         if out.exists():
@@ -83,7 +84,10 @@ def export_run(run_dir: str | Path, out: str | Path = SHIPPED, overwrite: bool =
     return out
 
 
-def _provenance(config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+def _provenance(config: dict[str, Any], run: dict[str, Any], world: Path) -> dict[str, Any]:
+    # the world it was trained on, byte for byte (`workbench world build` is deterministic)
+    world_sha = {name: sha256_file(world / name) for name in ("world.json", "train.tokens.npy")
+                 if (world / name).is_file()}
     return {
         "recipe": RECIPE,
         "step": config.get("step"),
@@ -92,6 +96,7 @@ def _provenance(config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
         "train": run.get("train"),
         "corpus_id": run.get("corpus_id"),
         "sha256": config["sha256"],
+        "world_sha256": world_sha,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
