@@ -30,6 +30,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from workbench.prompts import bos_ids, encode_prompt, last_logits, word_id
+from workbench.world.facts import BUCKETS
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -98,9 +99,11 @@ def fact_recall(
         for it, ok in zip(items, top1.tolist(), strict=True):
             if key in it:
                 groups.setdefault(str(it[key]), []).append(ok)
+        order = {b: i for i, b in enumerate(BUCKETS)}  # low, mid, high; relations by name
         if groups:
             out[f"by_{key}"] = {g: {"value": float(np.mean(v)), "n": len(v)}
-                                for g, v in sorted(groups.items())}
+                                for g, v in sorted(groups.items(),
+                                                   key=lambda kv: (order.get(kv[0], 9), kv[0]))}
     return out
 
 

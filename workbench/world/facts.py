@@ -13,7 +13,7 @@ Planted structure the analyses can check against:
 >>> world = build_world(WorldConfig(seed=0, n_people=4))
 >>> len(world.people), len(world.fact_table())
 (4, 20)
->>> max(p.exposure for p in world.people) / min(p.exposure for p in world.people)
+>>> round(max(p.exposure for p in world.people) / min(p.exposure for p in world.people), 6)
 100.0
 """
 
