@@ -10,12 +10,18 @@ import pytest
 from workbench.config import TRAIN_PRESETS
 from workbench.train import TrainResult, train
 from workbench.world import WorldConfig, build_corpus
-from workbench.world.facts import DEFAULT_MIX
 
 # Small enough to build in a second, large enough for `tiny` to learn facts in ~40 s. Half of
 # the tokens are repeated spans so that `tiny` leaves the induction plateau well within its
 # 2000 steps whatever the other documents are (with the default 40 % it may or may not).
-WORLD = WorldConfig(seed=0, n_people=24, mix={**DEFAULT_MIX, "repeat_words": 0.5})
+# The other shares are those `tiny` was tuned on before in-context updates and few-shot
+# documents came; those are left out here (the unit tests check them; `tiny` in 2000 steps
+# learns neither, and with them its induction heads formed late or not at all), and exposure
+# is mild (10x rather than 100x): with the default mix and 100x, `tiny`'s agreement fell to
+# 0.54 and its weakest facts could not be edited (ROME 5 of 8).
+WORLD = WorldConfig(seed=0, n_people=24, exposure_ratio=10.0, mix={
+    "bio": 0.22, "city": 0.05, "grammar": 0.2, "repeat_words": 0.5, "repeat_names": 0.05,
+    "index": 0.12})
 N_TOKENS = 400_000
 
 

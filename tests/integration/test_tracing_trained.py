@@ -16,7 +16,10 @@ from workbench.world import load_corpus
 def test_trained_model_facts_are_hidden_by_the_noise_and_traced_exactly(
         tiny_run: TrainResult, world_corpus: Path) -> None:
     model = load(tiny_run.run_dir)
-    items = load_corpus(world_corpus).eval_items("facts_train")[:20]
+    # not countries: with six of them, a model whose subject is noised still guesses right
+    # often enough (p 0.5 for a country it knew at 0.85)
+    items = [it for it in load_corpus(world_corpus).eval_items("facts_train")
+             if it["relation"] != "country"][:20]
     cfg = TraceConfig(kinds=("resid", "mlp"), n_samples=5)
     results = [(it, causal_trace(model, it["prefix"], it["subject"], it["answer"], cfg))
                for it in items]
