@@ -21,7 +21,8 @@ import numpy as np
 from beliefs.ladder import LEVELS
 from workbench.world.facts import BUCKETS
 
-EDIT_METRICS = ("efficacy", "paraphrase", "specificity", "ripple_twohop", "ripple_kept")
+EDIT_METRICS = ("efficacy", "paraphrase", "specificity", "ripple_twohop", "ripple_twohop_stated",
+                "ripple_twohop_composed", "ripple_kept")
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
