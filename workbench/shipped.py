@@ -20,6 +20,8 @@ import platform
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +54,7 @@ def export_run(run_dir: str | Path, out: str | Path = SHIPPED, overwrite: bool =
         raise FileExistsError(f"{out} exists; pass --overwrite to replace the shipped model")
     last = checkpoints[-1]
     load_checkpoint(last)  # verifies every checksum before anything is copied
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        apply_umask(tmp)
+    with _atomic_dir(out) as tmp:
         step_dir = tmp / "checkpoints" / last.name
         step_dir.mkdir(parents=True)
         for name in ("model.safetensors", "tokenizer.json"):
@@ -73,14 +72,6 @@ def export_run(run_dir: str | Path, out: str | Path = SHIPPED, overwrite: bool =
             if (run_dir / name).is_file():
                 shutil.copyfile(run_dir / name, tmp / name)
         write_json_atomic(tmp / "provenance.json", _provenance(config, run, world))
-        for path in tmp.rglob("*"):
-            apply_umask(path)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -112,16 +103,27 @@ def install(run_dir: str | Path, shipped: str | Path = SHIPPED) -> Path:
     if not checkpoints:
         raise FileNotFoundError(f"no shipped model at {shipped}; run `make train-default`")
     load_checkpoint(checkpoints[-1])  # verifies the checksums
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.tmp-", dir=run_dir.parent))
-    try:
-        apply_umask(tmp)
+    with _atomic_dir(run_dir) as tmp:
         shutil.copytree(shipped, tmp, dirs_exist_ok=True)
-        os.replace(tmp, run_dir)
+    return run_dir
+
+
+@contextmanager
+def _atomic_dir(out: Path) -> Iterator[Path]:
+    """A temporary sibling of `out` that replaces it (if any) when the block succeeds, with
+    the modes a plain mkdir/open would give; removed when the block fails."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        for path in (tmp, *tmp.rglob("*")):
+            apply_umask(path)  # mkdtemp makes it 0700
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return run_dir
 
 
 def main(argv: list[str] | None = None) -> int:
