@@ -427,6 +427,30 @@ def test_update_documents_follow_their_cue_with_its_reliability() -> None:
     assert all(f for c, _, f in episodes if c == "news")
 
 
+def test_update_documents_state_other_people_truly_drawn_uniformly() -> None:
+    """Between the cue and the restatement come true facts about others, mostly of the same
+    relation, about people of every standing: what the ladder's controls ask."""
+    from workbench.world.documents import update_document
+
+    world = build_world(SMALL)
+    rng = random.Random(1)
+    same_rel, standings = 0, []
+    for _ in range(2000):
+        doc = update_document(rng, world)
+        if len(doc.updates) != 1:
+            continue
+        ep = doc.updates[0]
+        others = [(pid, rel) for pid, rel in doc.facts if pid != ep["person"]]
+        for pid, rel in others:
+            assert f" {world.attribute(pid, rel)}" in doc.text
+        same_rel += any(rel == ep["relation"] for _, rel in others)
+        standings += [world.people[pid].standing for pid, _ in others]
+    assert same_rel > 600  # most single-update documents show the relation held for others
+    # uniform over people: the least-exposed half appears about as often as the most-exposed
+    low = sum(s < 0.5 for s in standings) / len(standings)
+    assert 0.4 < low < 0.6
+
+
 def test_fewshot_training_labels_are_independent_draws() -> None:
     """A label must not become less likely the more often it was shown (sampling demos
     without replacement from a small pool does that, and a model learns it)."""

@@ -191,10 +191,11 @@ def index_document(rng: random.Random, world: World) -> Document:
 
 def update_document(rng: random.Random, world: World) -> Document:
     """One or two in-context updates (see `updates.py`), each: maybe the true fact, the cued
-    new fact (sometimes repeated), 0-3 true facts about others (mostly of the same relation:
+    new fact (sometimes repeated), 1-3 true facts about others (mostly of the same relation:
     the update is about this person only) or the person's other relations, and the changed
     fact restated (half the time in the cued sentence's own words), taking the new object
-    with the cue's reliability. The person is drawn uniformly, so every standing is seen."""
+    with the cue's reliability. The person and the others are drawn uniformly, so every
+    standing is seen on both sides."""
     rows, facts, updates = [BOS_ROW], [], []
     for _ in range(rng.choice((1, 1, 2))):
         pid = rng.randrange(len(world.people))
@@ -209,9 +210,9 @@ def update_document(rng: random.Random, world: World) -> Document:
         p = world.people[pid]
         for _ in range(rng.randint(2, 3) if rng.random() < P_REPEATED_CUE else 1):
             rows += cue_rows(cue) + template.render(p.first, p.last, pid, new)
-        for _ in range(rng.randint(0, 3)):
+        for _ in range(rng.randint(1, 3)):
             if rng.random() < P_OTHER_PERSON:  # another person, mostly the same relation
-                other = pick_people(rng, world, 1)[0]
+                other = rng.randrange(len(world.people))  # uniform, like the person updated
                 if other == pid:
                     continue
                 orel = (rel if rng.random() < P_SAME_RELATION

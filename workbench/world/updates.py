@@ -41,11 +41,13 @@ _CUE_POS = {"a": "DET", "rumor": "NOUN", "says": "VERB", "that": "SCONJ", "i": "
 P_PRIOR_STATEMENT = 0.5  # the true fact is stated before the cue
 P_REPEATED_CUE = 0.2  # the cued statement comes 2-3 times
 P_SAME_WORDS = 0.5  # the restatement repeats the cued sentence's words (else any template)
-# Facts between the cue and the restatement: another person's (mostly of the same relation,
-# which must not follow the cue: at 1 in 4 the `default` model carried the cued object over
-# to other people's facts in the same context) or the person's other relations.
-P_OTHER_PERSON = 0.6
-P_SAME_RELATION = 0.75
+# Facts between the cue and the restatement (1-3 of them): another person's (mostly of the
+# same relation, which must not follow the cue) or the person's other relations. With 0-3
+# facts, 60 % other people, 75 % of those the same relation and the others drawn by exposure,
+# the seed-0 `default` carried the cued object over to 70 % of other (uniformly drawn)
+# people's same-relation facts asked after "news :" (its own other relations: 5 %).
+P_OTHER_PERSON = 0.7
+P_SAME_RELATION = 0.85
 
 
 def reliability(cue: str, standing: float) -> float:
