@@ -67,8 +67,11 @@ def keys_from_residual(model: Model, layer: int, resid: Float[Tensor, "batch pos
     """The keys `layer` computes from the residual stream `resid` (its `hook_resid_pre`):
     its first layer norm, then `W_K` and `b_K` (what `hook_k` holds in a forward pass)."""
     ln = model.blocks[layer].ln1(resid)
-    return (torch.einsum("btd,hde->bthe", ln, model.W_K[layer].to(ln.dtype))
-            + model.b_K[layer].to(ln.dtype))
+    keys = torch.einsum("btd,hde->bthe", ln, model.W_K[layer].to(ln.dtype))
+    try:
+        return keys + model.b_K[layer].to(ln.dtype)
+    except AttributeError:  # a bias-free key projection (Llama, Mistral, Gemma)
+        return keys
 
 
 def _direct_keys(model: Model, cache: Any, means: dict[int, Tensor], target: int,

@@ -38,6 +38,24 @@ if TYPE_CHECKING:
 Mask = Bool[Tensor, "batch query key"]
 
 
+def per_query_head(model: Model, name: str) -> Tensor:
+    """`model.<name>` (`W_Q`, `W_K`, `W_V`, `W_O`, `b_K`, `b_V`, ...) with one entry per
+    *query* head along dim 1. Under grouped-query or multi-query attention (Llama, Qwen2,
+    Mistral, Gemma) the bridge holds `n_key_value_heads` key/value heads; query head `h` reads
+    key/value head `h // (n_heads // n_key_value_heads)` (Hugging Face's `repeat_kv`), so
+    each is repeated for its group. Raises `ValueError` for a head count that does not divide.
+    """
+    w = getattr(model, name)
+    n_heads = model.cfg.n_heads
+    if w.shape[1] == n_heads:
+        return w
+    if w.shape[1] < 1 or n_heads % w.shape[1]:
+        raise ValueError(f"{name} has {w.shape[1]} heads for {n_heads} query heads; "
+                         "grouped-query attention needs n_heads divisible by the key/value "
+                         "heads")
+    return w.repeat_interleave(n_heads // w.shape[1], dim=1)
+
+
 def prev_token_mask(tokens: Int[Tensor, "batch pos"], rep: RepeatedTokens | None = None) -> Mask:
     t = tokens.shape[1]
     eye = torch.zeros(t, t, dtype=torch.bool)
@@ -139,7 +157,7 @@ def ov_copying_scores(model: Model) -> Float[Tensor, "layer head"]:
     """
     w_e = model.W_E.detach().double().cpu()
     w_u = model.W_U.detach().double().cpu()
-    w_v = model.W_V.detach().double().cpu()  # [L, H, d_model, d_head]
+    w_v = per_query_head(model, "W_V").detach().double().cpu()  # [L, H, d_model, d_head]
     w_o = model.W_O.detach().double().cpu()  # [L, H, d_head, d_model]
     middle = w_u @ w_e  # [d_model, d_model]
     small = w_o @ middle @ w_v  # [L, H, d_head, d_head]
@@ -160,8 +178,8 @@ def composition_scores(model: Model, mode: str) -> Float[Tensor, "layer head lay
     if mode not in COMPOSITION:
         raise ValueError(f"mode={mode!r}; choose one of {COMPOSITION}")
     q = model.W_Q.detach().double().cpu()  # [L, H, d, h]
-    k = model.W_K.detach().double().cpu()
-    v = model.W_V.detach().double().cpu()
+    k = per_query_head(model, "W_K").detach().double().cpu()  # one per query head (GQA)
+    v = per_query_head(model, "W_V").detach().double().cpu()
     o = model.W_O.detach().double().cpu()  # [L, H, h, d]
     gram = lambda a: a.transpose(-1, -2) @ a  # noqa: E731  [.., h, h]
     g_v, g_q, g_k = gram(v), gram(q), gram(k)
