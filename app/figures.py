@@ -86,23 +86,25 @@ def layer_head_figure(grid: Float[Tensor, "layer head"], title: str) -> go.Figur
 
 
 def composition_figure(report: dict[str, Any], mode: str) -> go.Figure:
-    """`mode` (Q, K, V or K_path) composition of every earlier head (rows) into every later
-    head (columns) of an induction report; pairs within one layer or backwards are blank."""
+    """`mode` (Q, K, V, K_path or K_path_all) composition of every earlier head (rows) into
+    every later head (columns) of an induction report; pairs within one layer or backwards
+    are blank."""
     comp = np.asarray(report["composition"][mode], dtype=np.float64)  # [L, H, L, H]
     n_layers, n_heads = comp.shape[:2]
     flat = comp.reshape(n_layers * n_heads, n_layers * n_heads)
     layer_of = np.repeat(np.arange(n_layers), n_heads)
     flat[layer_of[:, None] >= layer_of[None, :]] = np.nan
     names = [f"L{layer}H{h}" for layer in range(n_layers) for h in range(n_heads)]
-    what = ("induction-score drop (K path patching)" if mode == "K_path"
+    patched = {"K_path": "direct-path", "K_path_all": "all-path"}.get(mode)
+    what = (f"induction-score drop ({patched} patching of the keys)" if patched
             else f"{mode}-composition")
     fig = go.Figure(go.Heatmap(z=flat, x=names, y=names, colorscale=BLUES,
                                hovertemplate="%{y} -> %{x}<br>" + what
                                + " %{z:.3f}<extra></extra>"))
     fig.update_yaxes(title_text="earlier head (writes)", autorange="reversed")
     fig.update_xaxes(title_text="later head (reads)")
-    fig.update_layout(title=("K-composition by direct-path patching of the keys"
-                             if mode == "K_path" else f"{mode}-composition scores"),
+    fig.update_layout(title=(f"K-composition by {patched} patching of the keys"
+                             if patched else f"{mode}-composition scores"),
                       template="plotly_white",
                       height=max(420, 22 * len(names) + 160))
     return fig

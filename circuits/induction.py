@@ -80,10 +80,12 @@ def _heads_report(model: Model, cfg: InductionConfig, model_ref: str | None) -> 
     An *induction head* has induction score >= `min_score` and zero-ablation effect >=
     `min_ablation`; a *previous-token head* has previous-token score >= `min_prev_token`.
     For each induction head, `pairs` names the earlier head with the largest K-composition
-    into it, by weights (`composition["K"]`) and by direct-path patching of its keys
+    into it, by weights (`composition["K"]`), by direct-path patching of its keys
     (`composition["K_path"]`: the drop of its induction score when that head's output is
-    replaced by its mean in the keys' input, `circuits.paths`), and says whether each is a
-    previous-token head.
+    replaced by its mean in the keys' input, `circuits.paths`) and by all-path patching
+    (`composition["K_path_all"]`: the keys computed in a run with that head mean-ablated, so
+    a previous-token head whose output reaches the keys through a later head counts), and
+    says whether each is a previous-token head.
     """
     rep = repeated_tokens_for(model, cfg.n_seqs, cfg.seq_len, seed=cfg.seed)
     scores = head_scores(model, rep)
@@ -107,12 +109,14 @@ def _heads_report(model: Model, cfg: InductionConfig, model_ref: str | None) -> 
     prev = [r["name"] for r in heads if r["is_prev_token"]]
     targets = sorted({r["layer"] for r in heads if r["is_induction"] and r["layer"] > 0})
     comp["K_path"] = k_path_patching(model, rep, target_layers=targets)
+    comp["K_path_all"] = k_path_patching(model, rep, target_layers=targets, paths="all")
     pairs = []
     for r in heads:
         if not r["is_induction"] or r["layer"] == 0:
             continue
         pair: dict[str, Any] = {"induction_head": r["name"], "induction": r["induction"]}
-        for key, mode in (("k_composition", "K"), ("k_path", "K_path")):
+        for key, mode in (("k_composition", "K"), ("k_path", "K_path"),
+                          ("k_path_all", "K_path_all")):
             k = comp[mode][: r["layer"], :, r["layer"], r["head"]]  # [earlier layers, H]
             best = int(k.argmax())
             src = head_name(best // n_heads, best % n_heads)
@@ -167,6 +171,10 @@ def summary(report: dict[str, Any]) -> str:
                      f"score {p['induction']:.3f} drops by {p['k_path']:.3f}, mean over "
                      f"earlier heads {p['k_path_mean_earlier']:.3f}; previous-token head: "
                      f"{yes[p['k_path_source_is_prev_token']]})")
+        if "k_path_all" in p:
+            line += (f"; counting paths through later heads from {p['k_path_all_source']} "
+                     f"(drops by {p['k_path_all']:.3f}; previous-token head: "
+                     f"{yes[p['k_path_all_source_is_prev_token']]})")
         lines.append(line)
     pc = report.get("dynamics", {}).get("phase_change")
     if pc:

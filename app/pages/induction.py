@@ -35,14 +35,16 @@ st.dataframe([{k: r.get(k) for k in COLUMNS} for r in rows], hide_index=True,
              key="ind_table")
 
 st.subheader("Composition")
-modes = [m for m in ("K", "K_path", "Q", "V") if m in report["composition"]]
+modes = [m for m in ("K", "K_path", "K_path_all", "Q", "V") if m in report["composition"]]
 mode = st.radio("composition", modes, horizontal=True, key="ind_mode",
                 help="K, Q, V: how much each earlier head's output space feeds the later "
                      "head's keys, queries or values, from the weights (Elhage et al. 2021). "
                      "K_path: how much the later head's induction score drops when the "
                      "earlier head's output is replaced by its mean in the later head's key "
                      "input only (direct-path patching; computed for layers with induction "
-                     "heads)")
+                     "heads). K_path_all: the same with the keys taken from a run where the "
+                     "earlier head is mean-ablated, so its output also counts through the "
+                     "heads between")
 st.plotly_chart(composition_figure(report, mode), key="ind_comp")
 if report["pairs"]:
     st.dataframe(report["pairs"], hide_index=True, key="ind_pairs")

@@ -111,6 +111,8 @@ def test_cli_writes_the_report_and_the_phase_change(tiny_run: TrainResult, tmp_p
     assert pair["k_path_source"] == max(layer0, key=lambda h: h["prev_token"])["name"], pair
     assert pair["k_path"] > 2 * pair["k_path_mean_earlier"]
     assert torch.tensor(report["composition"]["K_path"]).shape == (2, 4, 2, 4)
+    # two layers: nothing lies between, so counting every path names the same head
+    assert pair["k_path_all_source"] == pair["k_path_source"], pair
     records = report["dynamics"]["checkpoints"]
     assert records[0]["step"] == 0 and len(records) >= 5
     pc = report["dynamics"]["phase_change"]
