@@ -49,7 +49,7 @@ demo: install
 	@echo
 	$(VENV)/bin/workbench app --runs $(RUNS)
 
-# Retrain the shipped `default` model from the seeded world (about 20 minutes on 2 CPU cores)
+# Retrain the shipped `default` model from the seeded world (about 15 minutes on 2 CPU cores)
 # and replace datasets/models/default with it.
 train-default: install
 	@test -f $(RUNS)/world/corpus.json || $(VENV)/bin/workbench world build --out $(RUNS)/world
