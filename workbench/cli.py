@@ -1,4 +1,4 @@
-"""`workbench` command line: the core's subcommands (world, train, eval, cache, info) and
+"""`workbench` command line: the core's subcommands (world, train, eval, cache, info, export) and
 `main`. Each subcommand parses arguments into a config and calls one library function; user
 errors print one line (`workbench: error: ...`) and exit 2. The analyses' subcommands are
 registered by their packages (`workbench.commands`): the core imports none of them."""
@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from workbench import commands
-from workbench.argtypes import bounded_int, device, floats, one_of, positive_int, seed
+from workbench.argtypes import (
+    bounded_int,
+    device,
+    floats,
+    nonneg_int,
+    one_of,
+    positive_int,
+    seed,
+)
 from workbench.checks import cache_bytes, check_memory, check_split, check_vocab, train_bytes
 from workbench.commands import Command
 
@@ -199,6 +207,18 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(model_card(args.model))
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from workbench.export import export_hf
+    from workbench.outputs import check_separate, check_writable
+
+    check_separate(args.out, {}, containers={"--model": args.model})
+    check_writable(args.out)
+    out = export_hf(args.model, args.out, overwrite=args.overwrite, step=args.step)
+    meta = json.loads((out / "config.json").read_text())["workbench_export"]
+    print(f"exported {meta['source']} (step {meta['step']}) as GPT2LMHeadModel to {out}: "
+          f"max |logit difference| {meta['max_abs_logit_diff']:.2g} on {meta['checked_on']}")
+
+
 def _world_arguments(p: argparse.ArgumentParser) -> None:
     world_sub = p.add_subparsers(dest="world_command", required=True)
     build = world_sub.add_parser("build", help="build a corpus (world by default, or --text)")
@@ -293,6 +313,24 @@ def _info_arguments(info: argparse.ArgumentParser) -> None:
     info.add_argument("--model", required=True)
 
 
+EXPORT_HELP = ("write a native run as a Hugging Face GPT2LMHeadModel directory (safetensors + "
+               "tokenizer) that AutoModelForCausalLM.from_pretrained and workbench.models.load "
+               "read. GPT-2's lm_head has no bias: the exported final LayerNorm has unit weight "
+               "and unit bias, and the trained ln_final weight and bias and the unembedding "
+               "bias are folded into lm_head.weight (exact: the normalised vector has mean "
+               "zero); the logits are checked against the run's before anything is written. "
+               "Attention-only models and n_heads * d_head != d_model are refused")
+
+
+def _export_arguments(ex: argparse.ArgumentParser) -> None:
+    ex.description = EXPORT_HELP
+    ex.add_argument("--model", required=True, help="run directory or checkpoint directory")
+    ex.add_argument("--out", required=True, help="output directory (new or empty)")
+    ex.add_argument("--step", type=nonneg_int, default=None,
+                    help="checkpoint step of a run directory (default: the latest)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an earlier export")
+
+
 # The core's own subcommands; the analyses register theirs (`workbench.commands`).
 WORLD = Command("world", "synthetic world and text corpora", _world_arguments, _cmd_world,
                 order=10, on_interrupt="nothing was written (a corpus is built in a temporary "
@@ -306,6 +344,10 @@ CACHE = Command("cache", "stream activations of a corpus split to HDF5", _cache_
                 _cmd_cache, order=40, on_interrupt="the rows written so far are kept in "
                 "OUT.partial; continue with the same command and --resume")
 INFO = Command("info", "print a model card", _info_arguments, _cmd_info, order=80)
+EXPORT = Command("export", "write a native run as a Hugging Face GPT-2 checkpoint "
+                 "(unembedding bias folded into lm_head)", _export_arguments, _cmd_export,
+                 order=85, on_interrupt="nothing was written (the export is written in a "
+                 "temporary directory and moved into place when complete); run it again")
 
 
 def build_parser() -> argparse.ArgumentParser:

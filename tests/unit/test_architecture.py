@@ -15,7 +15,8 @@ from workbench.commands import Command, build_parser, command_argv, commands
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("workbench", "circuits", "probe", "beliefs", "app")
-HELP_ORDER = ["world", "train", "eval", "cache", "induction", "probe", "beliefs", "info", "app"]
+HELP_ORDER = ["world", "train", "eval", "cache", "induction", "probe", "beliefs", "info", "export",
+              "app"]
 
 
 def _sources(package: str) -> list[Path]:
@@ -69,7 +70,8 @@ def test_commands_are_registered_by_their_packages_in_help_order() -> None:
     assert [c.name for c in found] == HELP_ORDER
     owner = {c.name: c.run.__module__.split(".")[0] for c in found}
     assert owner == {"world": "workbench", "train": "workbench", "eval": "workbench",
-                     "cache": "workbench", "info": "workbench", "induction": "circuits",
+                     "cache": "workbench", "info": "workbench", "export": "workbench",
+                     "induction": "circuits",
                      "probe": "probe", "beliefs": "beliefs", "app": "app"}
     cli = (ROOT / "workbench/cli.py").read_text()
     for package in ("circuits", "probe", "beliefs", "app"):
