@@ -65,6 +65,7 @@ bench: install
 	$(PY) bench/probe_sweep.py
 	$(PY) bench/app_latency.py --runs $(RUNS)
 	$(PY) bench/causal_trace.py
+	$(PY) bench/real_scale.py --models gpt2,pythia --threads 1
 
 clean:
 	rm -rf $(RUNS)/demo $(RUNS)/world

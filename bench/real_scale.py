@@ -1,0 +1,288 @@
+"""Realistic scale on CPU: every analysis on GPT-2-small- and Pythia-160M-shaped models.
+
+Builds (seeded, random weights, offline) in `--workdir` (default: a temporary folder):
+
+- a world corpus (`build_corpus`, seed 0, `--world-tokens` training tokens) and a byte-level
+  BPE tokenizer trained on its text (`--bpe-vocab`, a few thousand at most: the world has
+  few words);
+- `gpt2`: `GPT2LMHeadModel` of GPT-2 small's shape (12 layers, d_model 768, 12 heads,
+  n_positions 1024, vocab 50257, 124M parameters);
+- `pythia`: `GPTNeoXForCausalLM` of Pythia-160M's shape (12 layers, d_model 768, 12 heads,
+  rotary on a quarter of each head, parallel residual, vocab 50304, untied unembedding);
+- the world re-encoded with the BPE (`retokenize_corpus`; both models share the tokenizer,
+  so they share the corpus).
+
+Each analysis then runs in its own subprocess, so its peak RSS (`os.wait4`'s `ru_maxrss`) is
+that analysis' alone, with `--threads` threads and the settings a user would pick:
+
+- `load`: load the model and run one forward pass of 16 x 256 tokens (the baseline: every
+  row's time is also printed as a multiple of that forward pass, `x fwd`);
+- `induction`: `workbench induction --n-seqs 16` (`--induction-seqs`; sequences of 256
+  tokens with BOS);
+- `cache`: `workbench cache` of `--cache-tokens` training tokens of `--cache-hooks`;
+- `probe`: `workbench probe` with its defaults over the re-encoded world's val split;
+- `beliefs`: `workbench beliefs --n 10 --method rome,ft --layer 6`;
+- `trace`: `circuits.tracing.causal_trace` of one prompt with its defaults.
+
+Prints one table row per (model, analysis): wall seconds (import and load included), the
+multiple of the forward pass, peak RSS, and the verdict against the target (<= 300 s and
+<= 8 GiB); writes the table as JSON to `--json`. Exits non-zero when a target is missed.
+
+    python bench/real_scale.py [--models gpt2,pythia] [--analyses induction,cache,...]
+        [--threads 1] [--workdir DIR] [--json runs/bench/real_scale.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+MODELS = ("gpt2", "pythia")
+ANALYSES = ("load", "induction", "cache", "probe", "beliefs", "trace")
+TARGET_S, TARGET_GIB = 300.0, 8.0
+FWD_SHAPE = (16, 256)  # the baseline forward pass: the induction analysis' inputs
+PROMPT, SUBJECT = "did you know ? cleo eklund lives in", "cleo eklund"
+
+
+# ---- building the models and the corpus (once per work folder) ----------------------------
+
+def _world(workdir: Path, n_tokens: int) -> Path:
+    from workbench.world import WorldConfig, build_corpus
+
+    out = workdir / "world"
+    if not (out / "corpus.json").exists():
+        # val and test as large as the default world's (80k tokens), train smaller
+        build_corpus(WorldConfig(seed=0), out, n_tokens_train=n_tokens,
+                     eval_fraction=80_000 / n_tokens, progress=False)
+    return out
+
+
+def _bpe(world: Path, vocab_size: int) -> Any:
+    """A GPT-2-style byte-level BPE trained on the world's text (`PreTrainedTokenizerFast`)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from workbench.tokenizer import load_hf_tokenizer
+    from workbench.world import load_corpus
+
+    corpus = load_corpus(world)
+    world_tok = load_hf_tokenizer(corpus.tokenizer_path)
+    ids = corpus.tokens("train")[:400_000].tolist()
+    text = [world_tok.decode(ids[i:i + 256], skip_special_tokens=True)
+            for i in range(0, len(ids), 256)]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(text, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
+                                   eos_token="<|endoftext|>")
+
+
+def _hf_model(name: str, eot: int) -> Any:
+    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
+
+    if name == "gpt2":  # GPT-2 small
+        return GPT2LMHeadModel(GPT2Config(
+            vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12,
+            bos_token_id=eot, eos_token_id=eot))
+    return GPTNeoXForCausalLM(GPTNeoXConfig(  # Pythia-160M
+        vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072, rotary_pct=0.25, max_position_embeddings=2048,
+        use_parallel_residual=True, tie_word_embeddings=False, bos_token_id=eot,
+        eos_token_id=eot))
+
+
+def prepare(workdir: Path, models: list[str], world_tokens: int, bpe_vocab: int
+            ) -> tuple[dict[str, Path], Path]:
+    """The model folders and the re-encoded corpus, built when not already in `workdir`."""
+    import torch
+
+    from workbench.world.retokenize import retokenize_corpus
+
+    world = _world(workdir, world_tokens)
+    dirs = {m: workdir / m for m in models}
+    tok = None
+    for i, (name, path) in enumerate(dirs.items()):
+        if (path / "config.json").exists():
+            continue
+        tok = tok or _bpe(world, bpe_vocab)
+        torch.manual_seed(i)
+        model = _hf_model(name, tok.convert_tokens_to_ids("<|endoftext|>")).eval()
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+        del model
+    corpus = workdir / "world-bpe"
+    if not (corpus / "corpus.json").exists():
+        retokenize_corpus(world, next(iter(dirs.values())), corpus, progress=False)
+    return dirs, corpus
+
+
+# ---- one analysis, in a child process -----------------------------------------------------
+
+def child(args: argparse.Namespace) -> None:
+    """Run `args.child` on `args.model_dir`; print a JSON line of what it measured."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out_dir)
+    model, corpus = args.model_dir, args.corpus
+    cli = {
+        "induction": ["induction", "--model", model, "--n-seqs", str(args.induction_seqs)],
+        "cache": ["cache", "--model", model, "--corpus", corpus, "--split", "train",
+                  "--hooks", args.cache_hooks, "--max-tokens", str(args.cache_tokens),
+                  "--chunk"],
+        "probe": ["probe", "--model", model, "--corpus", corpus],
+        "beliefs": ["beliefs", "--model", model, "--corpus", corpus, "--n", "10",
+                    "--method", "rome,ft", "--layer", "6"],
+    }
+    if args.child in cli:
+        from workbench.cli import main
+
+        ext = ".h5" if args.child == "cache" else ".json"
+        rc = main([*cli[args.child], "--out", str(out / f"{args.child}{ext}"), "--overwrite",
+                   "--no-progress"])
+        print(json.dumps({"rc": rc}))
+        return
+    from workbench.models import load
+
+    t0 = time.perf_counter()
+    m = load(model)
+    loaded = time.perf_counter() - t0
+    if args.child == "load":
+        tokens = torch.randint(m.cfg.d_vocab, FWD_SHAPE, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            m(tokens[:2, :16])  # warm-up
+            t1 = time.perf_counter()
+            m(tokens)
+        print(json.dumps({"rc": 0, "load_s": loaded, "forward_s": time.perf_counter() - t1}))
+    elif args.child == "trace":
+        from circuits.tracing import TraceConfig, causal_trace
+
+        with torch.no_grad():
+            top = int(m(m.to_tokens(PROMPT))[0, -1].argmax())
+        target = m.tokenizer.decode([top])
+        res = causal_trace(m, PROMPT, SUBJECT, target, TraceConfig())
+        print(json.dumps({"rc": 0, "clean_prob": res.clean_prob}))
+
+
+def _spawn(args: argparse.Namespace, model: str, model_dir: Path, corpus: Path,
+           analysis: str, out_dir: Path) -> dict[str, Any]:
+    """Run one analysis in a fresh process: wall seconds, its peak RSS, what it printed."""
+    cmd = [sys.executable, __file__, "--child", analysis, "--model-dir", str(model_dir),
+           "--corpus", str(corpus), "--out-dir", str(out_dir), "--threads", str(args.threads),
+           "--cache-tokens", str(args.cache_tokens), "--cache-hooks", args.cache_hooks,
+           "--induction-seqs", str(args.induction_seqs)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    log, printed = out_dir / f"{model}-{analysis}.log", out_dir / f"{model}-{analysis}.out"
+    t0 = time.perf_counter()
+    with open(log, "w") as err, open(printed, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        timed_out = False
+        while True:  # reaped here with os.wait4: the child's own peak RSS
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - t0 > args.timeout:
+                proc.kill()
+                timed_out = True
+            time.sleep(0.2)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    rss_kib = usage.ru_maxrss
+    row: dict[str, Any] = {"model": model, "analysis": analysis, "wall_s": round(wall, 1),
+                           "peak_rss_gib": round(rss_kib / 2**20, 2), "log": str(log)}
+    lines = [ln for ln in printed.read_text().splitlines() if ln.startswith("{")]
+    row.update(json.loads(lines[-1]) if lines else {"rc": proc.returncode})
+    if timed_out:
+        row["rc"] = "timeout"
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--analyses", default=",".join(ANALYSES))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workdir", default=None,
+                        help="build (or reuse) the models and corpus here (default: temporary)")
+    parser.add_argument("--json", default="runs/bench/real_scale.json")
+    parser.add_argument("--world-tokens", type=int, default=2_000_000,
+                        help="training tokens of the world (val and test: 80,000 each)")
+    parser.add_argument("--bpe-vocab", type=int, default=4000)
+    parser.add_argument("--induction-seqs", type=int, default=16,
+                        help="`workbench induction --n-seqs` (sequences of 256 tokens)")
+    parser.add_argument("--cache-tokens", type=int, default=20_000)
+    parser.add_argument("--cache-hooks", default="blocks.*.hook_resid_post")
+    parser.add_argument("--timeout", type=float, default=1800.0,
+                        help="seconds before an analysis is killed")
+    parser.add_argument("--child", choices=ANALYSES, help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", help=argparse.SUPPRESS)
+    parser.add_argument("--out-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    models = [m for m in args.models.split(",") if m]
+    analyses = [a for a in args.analyses.split(",") if a]
+    bad = [m for m in models if m not in MODELS] + [a for a in analyses if a not in ANALYSES]
+    if bad:
+        sys.exit(f"error: unknown {bad}; models are {MODELS}, analyses {ANALYSES}")
+    if "load" not in analyses:  # the baseline of every row
+        analyses.insert(0, "load")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(args.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        dirs, corpus = prepare(workdir, models, args.world_tokens, args.bpe_vocab)
+        print(f"models and corpus ready in {workdir} ({time.perf_counter() - t0:.0f} s); "
+              f"{args.threads} thread(s); target <= {TARGET_S:.0f} s and <= {TARGET_GIB:.0f} "
+              f"GiB per analysis", flush=True)
+        print(f"{'model':7s} {'analysis':10s} {'wall s':>8s} {'x fwd':>8s} {'peak GiB':>9s}  "
+              "verdict", flush=True)
+        rows = []
+        for model in models:
+            fwd = None
+            for analysis in analyses:
+                out_dir = workdir / "out" / model
+                out_dir.mkdir(parents=True, exist_ok=True)
+                row = _spawn(args, model, dirs[model], corpus, analysis, out_dir)
+                if analysis == "load":
+                    fwd = row.get("forward_s")
+                row["x_forward"] = round(row["wall_s"] / fwd, 1) if fwd else None
+                ok = (row["rc"] == 0 and row["wall_s"] <= TARGET_S
+                      and row["peak_rss_gib"] <= TARGET_GIB)
+                row["target_met"] = ok
+                verdict = "met" if ok else ("NOT met" if row["rc"] == 0
+                                            else f"FAILED ({row['rc']}; {row['log']})")
+                xf = f"{row['x_forward']:8.1f}" if row["x_forward"] else f"{'-':>8s}"
+                print(f"{model:7s} {analysis:10s} {row['wall_s']:8.1f} {xf} "
+                      f"{row['peak_rss_gib']:9.2f}  {verdict}", flush=True)
+                rows.append(row)
+        if fwd is not None:
+            print(f"x fwd: wall seconds over one forward pass of {FWD_SHAPE[0]} x "
+                  f"{FWD_SHAPE[1]} tokens (the `load` row's model, measured in that process)")
+    result = {"schema": "workbench.bench.real_scale/1", "threads": args.threads,
+              "target": {"wall_s": TARGET_S, "peak_rss_gib": TARGET_GIB},
+              "settings": {k: getattr(args, k) for k in (
+                  "world_tokens", "bpe_vocab", "induction_seqs", "cache_tokens", "cache_hooks")},
+              "rows": rows}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    print(f"table written to {args.json}")
+    if not all(r["target_met"] for r in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
