@@ -48,6 +48,45 @@ def check_memory(need: int, flag: str, value: object, share: float = 0.9) -> Non
                          f"the {fmt_bytes(have)} available; pass a smaller {flag}")
 
 
+LOAD_FACTOR = 2  # a loaded model's weights, and a transient copy while they are read
+IGNORE_MEMORY_ENV = "WORKBENCH_IGNORE_MEMORY"
+
+
+def hf_param_count(path: str | os.PathLike[str]) -> int | None:
+    """Parameters of the Hugging Face model in `path`, from its `config.json` alone: the model
+    is built on the meta device (no memory, no weights read). None when transformers cannot
+    build it from the config (the check is then skipped)."""
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+        cfg = AutoConfig.from_pretrained(path)
+        with torch.device("meta"):
+            try:
+                model = AutoModelForCausalLM.from_config(cfg)
+            except ValueError:  # not a causal LM (an encoder): its base model
+                model = AutoModel.from_config(cfg)
+        return sum(p.numel() for p in model.parameters())  # tied weights counted once
+    except Exception:  # noqa: BLE001 - an estimate only: never stop a load that may work
+        return None
+
+
+def check_model_memory(ref: str, n_params: int, dtype_bytes: int = FLOAT) -> None:
+    """Refuse to load a model of `n_params` parameters whose estimated memory (parameters x
+    `dtype_bytes` x `LOAD_FACTOR`) exceeds the memory available, unless the environment
+    variable `WORKBENCH_IGNORE_MEMORY` is set to 1."""
+    if os.environ.get(IGNORE_MEMORY_ENV, "0").lower() in ("1", "true", "yes", "on"):
+        return
+    need = n_params * dtype_bytes * LOAD_FACTOR
+    have = available_memory()
+    if need > have:
+        raise ValueError(
+            f"model {ref} has {n_params / 1e6:,.0f}M parameters and needs about "
+            f"{fmt_bytes(need)} of memory to load ({dtype_bytes} bytes each, x{LOAD_FACTOR} "
+            f"while loading), more than the {fmt_bytes(have)} available; use a smaller model, "
+            f"load it on a GPU (--device cuda), or set {IGNORE_MEMORY_ENV}=1 to try anyway")
+
+
 def check_disk(need: int, folder: str | os.PathLike[str], fix: str) -> None:
     """Refuse to write about `need` bytes into `folder` when its disk has less free."""
     import shutil

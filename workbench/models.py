@@ -27,6 +27,7 @@ from workbench.checkpoints import (
     load_checkpoint,
     resolve_checkpoint,
 )
+from workbench.checks import check_model_memory, hf_param_count
 from workbench.config import ModelConfig
 from workbench.devices import resolve_device
 from workbench.tokenizer import load_hf_tokenizer
@@ -99,6 +100,8 @@ def load(ref: str | os.PathLike[str], device: str = "cpu", step: int | None = No
 
     Raises:
         FileNotFoundError: a path that does not exist or holds no model.
+        ValueError: a local Hugging Face model whose estimated memory (from its config.json,
+            `workbench.checks.check_model_memory`) exceeds the memory available on the CPU.
         OSError: a hub name while offline (or unreachable).
     """
     device = resolve_device(device)
@@ -109,6 +112,10 @@ def load(ref: str | os.PathLike[str], device: str = "cpu", step: int | None = No
         if is_hf_dir(path):
             if step is not None:
                 raise ValueError(f"step={step} only applies to our run directories, not {path}")
+            if device == "cpu":  # refused up front, before minutes of loading
+                n_params = hf_param_count(path)
+                if n_params is not None:
+                    check_model_memory(str(path), n_params)
             try:
                 return _boot_hf(str(path), device)
             except Exception as exc:  # transformers raises many kinds for a damaged directory

@@ -99,3 +99,21 @@ def test_local_hf_directory_loads_as_a_bridge(hf_gpt2_dir: Path) -> None:
         torch.testing.assert_close(logits, hf(tokens).logits, atol=1e-4, rtol=1e-4)
     assert cache["blocks.1.attn.hook_pattern"].shape == (1, 4, tokens.shape[1], tokens.shape[1])
     assert json.loads((hf_gpt2_dir / "config.json").read_text())["model_type"] == "gpt2"
+
+
+def test_model_too_large_for_memory_is_refused_up_front(
+        hf_gpt2_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench import checks
+
+    monkeypatch.delenv(checks.IGNORE_MEMORY_ENV, raising=False)
+    n = checks.hf_param_count(hf_gpt2_dir)
+    hf = json.loads((hf_gpt2_dir / "config.json").read_text())
+    d, v, layers = hf["n_embd"], hf["vocab_size"], hf["n_layer"]
+    assert n == v * d + hf["n_positions"] * d + layers * (12 * d * d + 13 * d) + 2 * d
+    monkeypatch.setattr(checks, "available_memory", lambda: n * 4)  # less than 2 x weights
+    with pytest.raises(ValueError, match=r"model .*tiny-gpt2 has 0M parameters and needs "
+                                         r"about .* more than the .* available; use a smaller "
+                                         r"model, load it on a GPU .*WORKBENCH_IGNORE_MEMORY=1"):
+        load(hf_gpt2_dir)
+    monkeypatch.setenv(checks.IGNORE_MEMORY_ENV, "1")
+    assert load(hf_gpt2_dir).cfg.n_layers == layers
