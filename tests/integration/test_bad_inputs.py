@@ -666,6 +666,30 @@ def _(ws: Path, a: Assets) -> list[str]:
     return ["info", "--model", str(ck)]
 
 
+# ---- export ----------------------------------------------------------------------------
+@case("export-attn-only", r"cannot export an attention-only model \(attn_only=True")
+def _(ws: Path, a: Assets) -> list[str]:
+    ck = copy_ckpt(ws, a)
+    edit_json(ck / "config.json", lambda c: c["model"].update(attn_only=True))
+    return ["export", "--model", str(ck), "--out", str(ws / "hf")]
+
+
+simple("export-hf-dir", r"is already a Hugging Face checkpoint",
+       lambda ws, a: ["export", "--model", str(a.hf), "--out", str(ws / "hf")])
+simple("export-out-not-empty", r"--out .* exists and is not empty; pass --overwrite",
+       lambda ws, a: ["export", "--model", str(a.run), "--out", str(notes(ws / "hf"))])
+simple("export-overwrite-foreign", r"refusing to overwrite .*: it is not an export made by",
+       lambda ws, a: ["export", "--model", str(a.run), "--out", str(notes(ws / "hf")),
+                      "--overwrite"])
+simple("export-out-is-run", r"the output .* is the input --model",
+       lambda ws, a: ["export", "--model", str(a.run), "--out", str(a.run)])
+simple("export-step-missing", r"has no checkpoint at step 7; it has \[0, ",
+       lambda ws, a: ["export", "--model", str(a.run), "--out", str(ws / "hf"), "--step",
+                      "7"])
+simple("export-step-text", r"--step: 'x' is not an integer",
+       lambda ws, a: ["export", "--model", str(a.run), "--out", str(ws / "hf"), "--step", "x"])
+
+
 simple("app-runs-missing", r"runs folder .* does not exist",
        lambda ws, a: ["app", "--runs", str(ws / "nope"), "--port", "0"])
 simple("app-port-huge", r"--port: 70000 is out of range",
@@ -718,7 +742,7 @@ def test_bad_input(name: str, setup: Setup, match: str, assets: Assets, tmp_path
 def test_the_suite_is_large_enough() -> None:
     prefix = {"build": "world", "retok": "world", "train": "train", "eval": "eval",
               "cache": "cache", "induction": "induction", "probe": "probe",
-              "beliefs": "beliefs", "info": "info", "app": "app"}
+              "beliefs": "beliefs", "info": "info", "export": "export", "app": "app"}
     per: dict[str, int] = {}
     for name, _, _ in CASES:
         command = prefix.get(name.split("-")[0], "any")
