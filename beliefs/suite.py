@@ -39,6 +39,7 @@ from beliefs.rome import RomeConfig, rome_edit
 from beliefs.strength import strength_report
 from circuits.tracing import TraceConfig, causal_trace
 from workbench.analysis import Report
+from workbench.arch import require
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -206,6 +207,8 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
     base = facts if facts is not None else default_facts(corpus)
     model_ref = model_ref if model_ref is not None else model_ref_of(model)
     weight_methods = [m for m in cfg.methods if m != "icl"]
+    if weight_methods:
+        require(model, "mlp_edit", f"--method {','.join(weight_methods)}")
     if weight_methods and corpus is None and "rome" in weight_methods:
         raise ValueError("ROME needs a corpus for its key covariance; pass --corpus DIR "
                          "(a world corpus or one built with `workbench world build --text`)")

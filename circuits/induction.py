@@ -30,6 +30,7 @@ from circuits.scores import (
     ov_copying_scores,
 )
 from workbench.analysis import FigureMaker, Report
+from workbench.arch import require
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -245,6 +246,7 @@ def run(model: Model, corpus: Corpus | None = None, cfg: InductionConfig = Induc
     from workbench.info import run_dir_of
     from workbench.models import load, model_ref_of
 
+    require(model, "attention", "the induction analysis")
     ref = model_ref if model_ref is not None else model_ref_of(model)
     report = _heads_report(model, cfg, model_ref=ref)
     if cfg.checkpoints:

@@ -60,6 +60,7 @@ def model_card(ref: str | Path, model: Model | None = None) -> str:
 
     `model`: the already loaded model of a Hugging Face `ref` (else it is loaded here)."""
     if not _is_ours(ref):
+        from workbench.arch import describe
         from workbench.models import load
 
         model = model if model is not None else load(str(ref))
@@ -71,6 +72,7 @@ def model_card(ref: str | Path, model: Model | None = None) -> str:
                 f"parameters    {n_params:,}",
                 f"layers        {c.n_layers}   heads {c.n_heads}   d_model {c.d_model}   "
                 f"d_head {c.d_head}   n_ctx {c.n_ctx}",
+                f"architecture  {describe(model).summary()}",
                 f"vocabulary    {c.d_vocab}",
                 "weights       not verified (a Hugging Face directory records no checksums)",
             ]

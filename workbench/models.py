@@ -20,6 +20,7 @@ import torch
 import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
 from transformer_lens.model_bridge import TransformerBridge
 
+from workbench.arch import UnsupportedArchitecture, check_causal
 from workbench.checkpoints import (
     Checkpoint,
     is_checkpoint_dir,
@@ -118,7 +119,11 @@ def load(ref: str | os.PathLike[str], device: str = "cpu", step: int | None = No
                     check_model_memory(str(path), n_params)
             try:
                 return _boot_hf(str(path), device)
-            except Exception as exc:  # transformers raises many kinds for a damaged directory
+            except UnsupportedArchitecture:
+                raise
+            except Exception as exc:
+                if "Could not determine supported architecture" in str(exc):
+                    raise _unsupported(path) from exc
                 reason = " ".join(str(exc).split())[:300] or type(exc).__name__
                 raise ValueError(f"Hugging Face directory {path} cannot be loaded "
                                  f"({type(exc).__name__}: {reason}); check its config.json, "
@@ -143,12 +148,26 @@ def load(ref: str | os.PathLike[str], device: str = "cpu", step: int | None = No
         raise _hub_error(ref_str, str(exc).splitlines()[0] if str(exc) else "offline") from exc
 
 
+def _unsupported(path: Path) -> UnsupportedArchitecture:
+    import json
+    from importlib.metadata import version
+
+    cfg = json.loads((path / "config.json").read_text())
+    name = (cfg.get("architectures") or [cfg.get("model_type", "?")])[0]
+    return UnsupportedArchitecture(
+        f"{path} is a {name} (model_type {cfg.get('model_type')!r}), an architecture the "
+        f"TransformerLens bridge (transformer-lens {version('transformer-lens')}) cannot "
+        "load; the tested ones are GPT-2, GPT-NeoX/Pythia, Llama, Qwen2, Mistral and Gemma "
+        "(tests/integration/test_architectures.py), and a newer transformer-lens may add it")
+
+
 def _boot_hf(name: str, device: str) -> Model:
     if not sys.stderr.isatty():  # no progress bars in logs, pipes and the dashboard's runner
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
     bridge = TransformerBridge.boot_transformers(name, device=device)
+    check_causal(name, getattr(getattr(bridge, "original_model", None), "config", None))
     bridge.train(False)  # inference mode (no dropout)
     return bridge
 
