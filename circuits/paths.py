@@ -17,7 +17,8 @@ Two sets of paths (`paths`):
   previous-token heads read scores high here, not under `direct`).
 
 Heads of B's layer do not interact, so one patched run per (source head, target layer)
-scores every head of that layer.
+scores every head of that layer; it stops after B's layer. Under `all`, one run with A
+ablated supplies the keys of every target layer after A (it stops after the last one).
 
 >>> from circuits.inputs import make_repeated_tokens
 >>> from workbench.config import get_preset
@@ -31,7 +32,7 @@ scores every head of that layer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 PATHS = ("direct", "all")
 MAX_BATCH = 512  # sequences per patched forward pass (source heads x sequences)
+PASS_BYTES = 2**30  # and no more rows than keep a pass' attention pattern and keys under this
 
 z_name = "blocks.{}.attn.hook_z".format
 k_name = "blocks.{}.attn.hook_k".format
@@ -85,11 +87,13 @@ def _direct_keys(model: Model, cache: Any, means: dict[int, Tensor], target: int
     return keys_from_residual(model, target, x)
 
 
-def _all_path_keys(model: Model, cache: Any, means: dict[int, Tensor], target: int,
-                   chunk: list[Source]) -> Tensor:
-    """Keys of the target layer from a run with each chunk head mean-ablated everywhere."""
+def _all_path_keys(model: Model, cache: Any, means: dict[int, Tensor], targets: list[int],
+                   chunk: list[Source]) -> dict[int, Tensor]:
+    """Keys of every target layer from one run with each chunk head mean-ablated everywhere
+    (copy `i` of the batch ablates `chunk[i]`), stopped after the last target layer:
+    `{target: [len(chunk) * batch, pos, head, d_head]}`."""
     b = cache[z_name(0)].shape[0]
-    kept: dict[str, Tensor] = {}
+    kept: dict[int, Tensor] = {}
 
     def ablate(z: Tensor, hook: Any) -> Tensor:
         layer = int(hook.name.split(".")[1])
@@ -100,17 +104,29 @@ def _all_path_keys(model: Model, cache: Any, means: dict[int, Tensor], target: i
         return z
 
     def keep(k: Tensor, hook: Any) -> None:
-        kept["k"] = k.clone()
+        kept[int(hook.name.split(".")[1])] = k.clone()
 
     layers = sorted({la for la, _ in chunk})
     model.run_with_hooks(cache["tokens"].repeat(len(chunk), 1), return_type=None,
+                         stop_at_layer=max(targets) + 1,
                          fwd_hooks=[(z_name(la), ablate) for la in layers]
-                         + [(k_name(target), keep)])
-    return kept["k"]
+                         + [(k_name(t), keep) for t in targets])
+    return kept
 
 
-PATCHED_KEYS: dict[str, Callable[[Any, Any, dict[int, Tensor], int, list[Source]], Tensor]] = {
-    "direct": _direct_keys, "all": _all_path_keys}
+def _patched_scores(model: Model, tokens: Tensor, keys: Tensor, target: int, mask: Tensor,
+                    has_target: Tensor) -> Float[Tensor, "copy head"]:
+    """The target layer's scores in a run of `tokens` repeated once per copy of `keys`, with
+    those keys patched in; the run stops after the target layer."""
+    copies = keys.shape[0] // tokens.shape[0]
+    scored: list[Tensor] = []
+
+    def score(pattern: Tensor, hook: Any) -> None:
+        scored.append(_score(pattern, mask, has_target, copies).cpu())
+
+    model.run_with_hooks(tokens.repeat(copies, 1), return_type=None, stop_at_layer=target + 1,
+                         fwd_hooks=[(k_name(target), patch_hook(keys)), (p_name(target), score)])
+    return scored[0]
 
 
 @torch.no_grad()
@@ -148,25 +164,34 @@ def k_path_patching(
     has_target = mask.sum(-1) > 0
     names = ({z_name(la) for la in range(max(targets))} | {resid_name(t) for t in targets}
              | {p_name(t) for t in targets})
-    _, run = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    _, run = model.run_with_cache(tokens, names_filter=lambda n: n in names,
+                                  stop_at_layer=max(targets) + 1)
     clean = {t: _score(run[p_name(t)], mask, has_target, 1)[0].cpu() for t in targets}
     cache = {n: run[n] for n in names if "pattern" not in n} | {"tokens": tokens}
     del run
     means = {la: cache[z_name(la)].mean((0, 1)) for la in range(max(targets))}  # [H, d_head]
-    per_pass = max(1, MAX_BATCH // b)
+    t_len = tokens.shape[1]
+    # a pass holds one layer's pattern and, for `all`, every target layer's keys per copy
+    row_bytes = 4 * t_len * (n_heads * t_len + len(targets) * cfg.d_model)
+    per_pass = max(1, min(MAX_BATCH, PASS_BYTES // row_bytes) // b)
+    if paths == "all":  # one ablated run per source head feeds the keys of every target
+        sources = [(la, h) for la in range(max(targets)) for h in range(n_heads)]
+        for lo in range(0, len(sources), per_pass):
+            chunk = sources[lo:lo + per_pass]
+            later = [t for t in targets if t > chunk[0][0]]
+            for t, keys in _all_path_keys(model, cache, means, later, chunk).items():
+                rows = [i for i, (la, _) in enumerate(chunk) if la < t]
+                keys = keys.view(len(chunk), b, *keys.shape[1:])[rows].flatten(0, 1)
+                scores = _patched_scores(model, tokens, keys, t, mask, has_target)
+                for i, s in zip(rows, scores):
+                    drop[chunk[i][0], chunk[i][1], t] = clean[t] - s
+        return drop
     for t in targets:
         sources = [(la, h) for la in range(t) for h in range(n_heads)]
         for lo in range(0, len(sources), per_pass):
             chunk = sources[lo:lo + per_pass]
-            keys = PATCHED_KEYS[paths](model, cache, means, t, chunk)
-            scored: list[Tensor] = []
-
-            def score(pattern: Tensor, hook: Any, n: int = len(chunk),
-                      scored: list[Tensor] = scored) -> None:
-                scored.append(_score(pattern, mask, has_target, n).cpu())
-
-            model.run_with_hooks(tokens.repeat(len(chunk), 1), return_type=None,
-                                 fwd_hooks=[(k_name(t), patch_hook(keys)), (p_name(t), score)])
-            for (la, h), s in zip(chunk, scored[0]):
+            keys = _direct_keys(model, cache, means, t, chunk)
+            for (la, h), s in zip(chunk, _patched_scores(model, tokens, keys, t, mask,
+                                                         has_target)):
                 drop[la, h, t] = clean[t] - s
     return drop
