@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -120,3 +121,42 @@ def last_logits(
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(len(order))
     return result[inverse]
+
+
+def object_ids(model: Model, obj: str) -> list[int]:
+    """Tokens of `obj` as it follows a prompt (after a space)."""
+    ids = word_ids(model.tokenizer, obj)
+    if not ids:
+        raise ValueError(f"object {obj!r} encodes to no tokens; pass a non-empty object")
+    return ids
+
+
+@torch.no_grad()
+def candidate_logprobs(
+    model: Model, prompts: Sequence[str], candidates: Sequence[str], batch_size: int = 64
+) -> Float[Tensor, "n_prompts n_candidates"]:
+    """log p(candidate | <bos> prompt) for every prompt and candidate (tokens summed)."""
+    cand_ids = [object_ids(model, c) for c in candidates]
+    encoded = [encode_prompt(model, p) for p in prompts]
+    if all(len(c) == 1 for c in cand_ids):  # one forward pass per prompt
+        logp = F.log_softmax(last_logits(model, encoded, batch_size).float(), -1)
+        return logp[:, torch.tensor([c[0] for c in cand_ids])]
+    seqs = [p + c[:-1] for p in encoded for c in cand_ids]
+    n_ctx = model.cfg.n_ctx
+    if max(len(s) for s in seqs) > n_ctx:
+        raise ValueError(f"a prompt plus candidate exceeds n_ctx={n_ctx}; shorten the prompt")
+    device = next(model.parameters()).device
+    out = torch.empty(len(seqs))
+    for start in range(0, len(seqs), batch_size):
+        batch = seqs[start : start + batch_size]
+        width = max(len(s) for s in batch)
+        tokens = torch.zeros(len(batch), width, dtype=torch.long)
+        for row, s in enumerate(batch):
+            tokens[row, : len(s)] = torch.tensor(s)
+        logp = F.log_softmax(model(tokens.to(device)).float(), -1).cpu()
+        for row in range(len(batch)):
+            i = start + row
+            p, c = encoded[i // len(cand_ids)], cand_ids[i % len(cand_ids)]
+            pos = torch.arange(len(p) - 1, len(p) - 1 + len(c))
+            out[i] = logp[row, pos, torch.tensor(c)].sum()
+    return out.view(len(prompts), len(cand_ids))

@@ -1,8 +1,9 @@
-"""The architecture matrix: every CLI analysis and dashboard page on tiny random Hugging Face
-checkpoints of the families researchers use (GPT-2; GPT-NeoX with rotary positions and
-parallel attention + MLP; Llama, Qwen2 and Mistral with grouped-query attention, RMSNorm and
-gated MLPs; Gemma with multi-query attention), built offline in a module fixture, with the
-world corpus re-encoded by their tokenizer. Plus the architectures the workbench refuses:
+"""The architecture matrix: every CLI analysis (info, cache, induction, probe, icl, beliefs)
+and dashboard page on tiny random Hugging Face checkpoints of the families researchers use
+(GPT-2; GPT-NeoX with rotary positions and parallel attention + MLP; Llama, Qwen2 and
+Mistral with grouped-query attention, RMSNorm and gated MLPs; Gemma with multi-query
+attention), built offline in a module fixture, with the world corpus re-encoded by their
+tokenizer. Plus the architectures the workbench refuses:
 each gets one clear error, never a traceback.
 
 Cost: about 2 minutes on 2 cores (the six checkpoints have ~50k parameters each)."""
@@ -148,6 +149,11 @@ def test_every_cli_analysis_runs(arch: str, matrix: Matrix, tmp_path: Path,
          "--tasks", "pos,animacy", "--max-tokens", "5000", "--min-per-class", "5",
          "--out", str(probe), "--no-progress")
     assert json.loads(probe.read_text())["layers"] == [0, 1, 2]
+
+    icl = tmp_path / "icl.json"
+    _run(capsys, "icl", "--model", model, "--corpus", corpus, "--k", "0,2", "--n", "4",
+         "--out", str(icl), "--no-progress")
+    assert json.loads(icl.read_text())["tasks"]["novel"]["k"]["2"]["n"] == 4
 
     beliefs = tmp_path / "beliefs.json"
     _run(capsys, "beliefs", "--model", model, "--corpus", corpus, "--method", "icl,rome,ft",

@@ -1,0 +1,60 @@
+"""`workbench icl` on the tiny run: the report, its figures, checkpoints, and its errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from workbench.cli import main
+from workbench.train import TrainResult
+
+
+def test_icl_report_figures_and_checkpoints(tiny_run: TrainResult, world_corpus: Path,
+                                            tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from workbench.checkpoints import list_checkpoints
+
+    steps = [p.name.removeprefix("step_").lstrip("0") or "0"
+             for p in list_checkpoints(tiny_run.run_dir)]
+    out = tmp_path / "icl.json"
+    assert main(["icl", "--model", str(tiny_run.run_dir), "--corpus", str(world_corpus),
+                 "--k", "0,1,8", "--n", "6", "--checkpoints", f"{steps[0]},{steps[-1]}",
+                 "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "novel mappings: accuracy" in printed and "flipped labels" in printed
+    report = json.loads(out.read_text())
+    assert report["schema"] == "workbench.icl/1"
+    assert set(report["tasks"]) == {"city_country", "person_job", "noun_category",
+                                    "adj_sentiment", "novel", "flipped"}
+    for task in report["tasks"].values():
+        assert list(task["k"]) == ["0", "1", "8"] and 0 < task["chance"] < 1
+        for cell in task["k"].values():
+            assert cell["n"] == 6 and cell["accuracy_ci"][0] <= cell["accuracy"] <= \
+                cell["accuracy_ci"][1] and cell["logprob"] < 0
+    assert report["tasks"]["novel"]["chance"] == 0.25
+    assert [r["step"] for r in report["checkpoints"]] == [int(steps[0]), int(steps[-1])]
+    for suffix in ("accuracy", "logprob", "checkpoints"):
+        assert out.with_suffix(f".{suffix}.fig.json").is_file()
+
+
+def test_icl_errors(tiny_run: TrainResult, world_corpus: Path, tmp_path: Path,
+                    capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["icl", "--model", str(tiny_run.run_dir), "--corpus", str(world_corpus),
+            "--no-progress", "--out", str(tmp_path / "x.json")]
+    cases = [(["--k", "3"], "IclConfig.ks=[3]"),
+             (["--tasks", "colour"], "colour not among"),
+             (["--checkpoints", "7"], "no checkpoint at step(s) [7]")]
+    for extra, message in cases:
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    text = tmp_path / "text"
+    from workbench.world import build_text_corpus
+
+    (tmp_path / "t.txt").write_text("the cat sat on the mat .\n" * 200)
+    build_text_corpus([tmp_path / "t.txt"], text, tokenizer=world_corpus / "tokenizer.json",
+                      progress=False)
+    assert main([*base[:4], str(text), *base[5:]]) == 2
+    assert "has no few-shot items" in capsys.readouterr().err
