@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from workbench.argtypes import bounded_int, device, int_list, name_list
+from workbench.argtypes import bounded_int, device, floats, int_list, name_list
 from workbench.commands import Command
 from workbench.world.fewshot import TASKS
 
@@ -28,6 +28,10 @@ def icl_arguments(p: argparse.ArgumentParser) -> None:
                    help="items per task and k (default: all)")
     p.add_argument("--checkpoints", type=_checkpoints, default=None,
                    help="`all` or steps (0,64,512): also measure the run's checkpoints")
+    p.add_argument("--min-score", type=floats(0.0, 1.0, example="0.4"), default=0.4,
+                   help="induction score from which a head is ablated as an induction head")
+    p.add_argument("--no-mechanism", action="store_true", help="skip the induction heads' "
+                   "attention and ablation")
     p.add_argument("--device", type=device, default="cpu")
     p.add_argument("--out", default=None, help="JSON output (default: MODEL/analyses/icl.json)")
     p.add_argument("--overwrite", action="store_true")
@@ -54,7 +58,32 @@ def summary_table(report: dict[str, Any]) -> str:
     if "flipped_follow_context" in h:
         follow = ", ".join(f"k={k} {v:.2f}" for k, v in h["flipped_follow_context"].items())
         lines.append(f"flipped labels: share following the context {follow}")
-    return "\n".join(lines)
+    return "\n".join(lines + _mechanism_lines(report.get("mechanism")))
+
+
+def _mechanism_lines(mech: dict[str, Any] | None) -> list[str]:
+    if not mech:
+        return []
+    if not mech["induction_heads"]:
+        return [f"induction heads: none ({mech.get('note', '')})"]
+    lines = [f"induction heads {', '.join(mech['induction_heads'])} (control: "
+             f"{', '.join(mech['control_heads'])})"]
+    if "attention" in mech:
+        att = ", ".join(f"k={k} {a['to_matching_answer']:.2f}"
+                        + ("" if a["to_other_answer"] is None
+                           else f" (others {a['to_other_answer']:.2f})")
+                        for k, a in mech["attention"].items())
+        lines.append(f"  attention to the matching demonstration's answer: {att}")
+    if "novel" in mech:
+        n = mech["novel"]
+        share = "n/a" if n["share_removed"] is None else f"{n['share_removed']:.0%}"
+        lines.append(f"  novel mappings at k={n['k']}: {n['accuracy']:.2f}, induction heads "
+                     f"ablated {n['ablated']:.2f}, control {n['control']:.2f} (removes {share} "
+                     "of the accuracy above chance)")
+    for row in mech.get("novel_curve", []):
+        lines.append(f"  top {row['n']} heads by induction score ({', '.join(row['heads'])}) "
+                     f"ablated: {row['accuracy']:.2f} (control {row['control_accuracy']:.2f})")
+    return lines
 
 
 def icl_command(args: argparse.Namespace) -> None:
@@ -66,7 +95,8 @@ def icl_command(args: argparse.Namespace) -> None:
     cfg = measure.IclConfig(
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
         ks=tuple(int(k) for k in args.k.split(",") if k.strip()), n=args.n,
-        checkpoints=args.checkpoints, progress=not args.no_progress)
+        checkpoints=args.checkpoints, mechanism=not args.no_mechanism,
+        min_score=args.min_score, progress=not args.no_progress)
     report = measure.from_ref(args.model, cfg, corpus=args.corpus, device=args.device)
     paths = write_report(report, out, measure.FIGURES, overwrite=args.overwrite)
     print(summary_table(report))

@@ -60,5 +60,24 @@ def checkpoints_figure(report: Report) -> go.Figure | None:
     return fig
 
 
+def mechanism_figure(report: Report) -> go.Figure | None:
+    mech = report.get("mechanism") or {}
+    if "ablated" not in mech:
+        return None
+    k = str(max(report["config"]["ks"]))
+    names = list(report["tasks"])
+    fig = go.Figure()
+    for label, values in (("clean", [report["tasks"][t]["k"][k]["accuracy"] for t in names]),
+                          (f"induction heads ablated ({', '.join(mech['induction_heads'])})",
+                           [mech["ablated"][t][k] for t in names]),
+                          (f"control ablated ({', '.join(mech['control_heads'])})",
+                           [mech["control"][t][k] for t in names])):
+        fig.add_trace(go.Bar(x=names, y=values, name=label))
+    fig.update_layout(title=f"{k}-shot accuracy with the induction heads mean-ablated",
+                      yaxis_title="accuracy", barmode="group")
+    return fig
+
+
 FIGURES = {".accuracy.fig.json": accuracy_figure, ".logprob.fig.json": logprob_figure,
-           ".checkpoints.fig.json": checkpoints_figure}
+           ".checkpoints.fig.json": checkpoints_figure,
+           ".mechanism.fig.json": mechanism_figure}

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from tqdm.auto import tqdm
 
+from circuits.scores import head_name
 from icl.figures import FIGURES as FIGURES
 from workbench.analysis import Report
 from workbench.prompts import candidate_logprobs, encode_prompt, object_ids
@@ -56,6 +57,10 @@ class IclConfig:
         ks: numbers of demonstrations (a subset of 0, 1, 2, 4, 8).
         n: items per task and k (default: all the corpus has, 40 in a default world).
         checkpoints: also measure a run's checkpoints: `all` or steps `0,64,512`.
+        mechanism: link to the induction circuit (`icl.mechanism`): the induction heads'
+            attention to the demonstrated answer, and accuracy with them mean-ablated
+            beside a control ablation of as many other heads.
+        min_score: induction score from which a head counts as an induction head.
         batch_size: prompts per forward pass.
         progress: show progress bars.
     """
@@ -64,6 +69,8 @@ class IclConfig:
     ks: tuple[int, ...] = KS
     n: int | None = None
     checkpoints: str | None = None
+    mechanism: bool = True
+    min_score: float = 0.4
     batch_size: int = 64
     progress: bool = True
 
@@ -229,6 +236,8 @@ def run(model: Model, corpus: Corpus, cfg: IclConfig = IclConfig(), *,
     report: Report = {"schema": SCHEMA, "model": ref, "corpus": str(corpus.path),
                       "config": asdict(cfg), "tasks": tasks, "headline": headline(tasks,
                                                                                   cfg.ks)}
+    if cfg.mechanism:
+        report["mechanism"] = mechanism_report(model, items, tasks, cfg)
     if cfg.checkpoints:
         device = str(next(model.parameters()).device)
         records = []
@@ -240,6 +249,72 @@ def run(model: Model, corpus: Corpus, cfg: IclConfig = IclConfig(), *,
                                                                                    cfg.ks)})
         report["checkpoints"] = records
     return report
+
+
+def mechanism_report(model: Model, items: list[dict[str, Any]], tasks: dict[str, Any],
+                     cfg: IclConfig) -> dict[str, Any]:
+    """The induction heads, their attention to the demonstrated answers of novel mappings,
+    and every task's accuracy with them (or, as a control, as many other heads) ablated."""
+    from icl.mechanism import attention_to_answers, find_induction_heads, mean_ablation_hooks
+    from workbench.arch import describe
+
+    if describe(model).attention == "none":
+        return {"induction_heads": [], "note": "the model has no attention heads"}
+    found = find_induction_heads(model, cfg.min_score)
+    out: dict[str, Any] = {"min_score": cfg.min_score,
+                           "induction_heads": [head_name(*h) for h in found.heads],
+                           "control_heads": [head_name(*h) for h in found.control],
+                           "induction_scores": found.scores}
+    if not found.heads:
+        out["note"] = f"no head has an induction score >= {cfg.min_score}"
+        return out
+    prompts = [encode_prompt(model, item["prefix"]) for item in items]
+    for key, heads in (("ablated", found.heads), ("control", found.control)):
+        with model.hooks(fwd_hooks=mean_ablation_hooks(model, heads, prompts)):
+            ablated = measure(model, items, cfg)
+        out[key] = {t: {k: c["accuracy"] for k, c in v["k"].items()}
+                    for t, v in ablated.items()}
+    if "novel" in tasks:
+        novel = [i for i in items if i["task"] == "novel"]
+        out["attention"] = attention_to_answers(model, novel, found.heads)
+        out["novel_curve"] = novel_ablation_curve(model, novel, found, cfg)
+        hi = str(max(cfg.ks))
+        clean = tasks["novel"]["k"][hi]["accuracy"]
+        chance = tasks["novel"]["chance"]
+        above = clean - chance
+        out["novel"] = {"k": int(hi), "accuracy": clean, "chance": chance,
+                        "ablated": out["ablated"]["novel"][hi],
+                        "control": out["control"]["novel"][hi],
+                        "share_removed": None if above <= 0 else
+                        (clean - out["ablated"]["novel"][hi]) / above}
+    return out
+
+
+def novel_ablation_curve(model: Model, novel: list[dict[str, Any]], found: Any,
+                         cfg: IclConfig, most: int = 4) -> list[dict[str, Any]]:
+    """Novel-mapping accuracy at the most demonstrations with the top 1, 2, ... heads by
+    induction score mean-ablated (whatever the threshold), beside as many control heads (the
+    lowest induction scores, previous-token heads excluded; fewer when too few are left)."""
+    from icl.mechanism import mean_ablation_hooks
+
+    hi = max(cfg.ks)
+    items = [i for i in novel if int(i["k"]) == hi]
+    ranked = sorted(found.scores, key=lambda name: -found.scores[name])
+    parse = {head_name(lay, h): (lay, h) for lay in range(model.cfg.n_layers)
+             for h in range(model.cfg.n_heads)}
+    prompts = [encode_prompt(model, i["prefix"]) for i in items]
+    one = IclConfig(tasks=("novel",), ks=(hi,), mechanism=False, batch_size=cfg.batch_size)
+    curve = []
+    for n in range(1, min(most, len(ranked)) + 1):
+        heads = [parse[name] for name in ranked[:n]]
+        control = [h for h in found.pool if h not in heads][:n]
+        row: dict[str, Any] = {"n": n, "heads": ranked[:n],
+                               "control_heads": [head_name(*h) for h in control]}
+        for key, ablate in (("accuracy", heads), ("control_accuracy", control)):
+            with model.hooks(fwd_hooks=mean_ablation_hooks(model, ablate, prompts)):
+                row[key] = measure(model, items, one)["novel"]["k"][str(hi)]["accuracy"]
+        curve.append(row)
+    return curve
 
 
 def checkpoint_paths(ref: str | Path, which: str) -> list[Path]:
