@@ -129,11 +129,22 @@ def repeated_tokens(
     return r.repeat(1, 2)
 
 
+NLL_CHUNK_BYTES = 256 * 2**20  # log-probabilities held at once by `token_nll`
+
+
 def token_nll(logits: Float[Tensor, "batch pos vocab"],
               tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos"]:
-    """Negative log-likelihood of each token given the ones before it (position 0: nan)."""
-    logp = F.log_softmax(logits[:, :-1].float(), -1)
-    nll = -logp.gather(-1, tokens[:, 1:, None].to(logp.device))[..., 0]
+    """Negative log-likelihood of each token given the ones before it (position 0: nan).
+
+    Computed a few sequences at a time, so the temporary log-probabilities stay near
+    `NLL_CHUNK_BYTES` however large the batch (each row's values are the same either way)."""
+    b, t, v = logits.shape
+    rows = max(1, NLL_CHUNK_BYTES // max(1, 4 * t * v))
+    parts = []
+    for lo in range(0, b, rows):
+        logp = F.log_softmax(logits[lo:lo + rows, :-1].float(), -1)
+        parts.append(-logp.gather(-1, tokens[lo:lo + rows, 1:, None].to(logp.device))[..., 0])
+    nll = torch.cat(parts)
     return torch.cat([torch.full_like(nll[:, :1], float("nan")), nll], 1)
 
 
