@@ -31,6 +31,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuits.inputs import RepeatedTokens
+from workbench.hooks import stop_hooks
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -111,8 +112,10 @@ def head_scores(
 ) -> dict[str, Float[Tensor, "layer head"]]:
     """Every head's score for each detector in `kinds`, from one forward pass.
 
-    The patterns are reduced inside the hooks and never kept, so memory is that of one
-    layer's pattern. `tokens` must have equal lengths (no padding).
+    The patterns are reduced inside the hooks and never kept, and the masks are kept as
+    booleans, each made a float one kind at a time, so memory is that of one layer's pattern
+    and a float mask of one kind (not `[kinds, batch, pos, pos]` floats). `tokens` must have
+    equal lengths (no padding).
     """
     rep = tokens if isinstance(tokens, RepeatedTokens) else None
     toks = rep.tokens if rep is not None else tokens
@@ -125,24 +128,26 @@ def head_scores(
         kinds = [k for k in kinds if k != "prefix_matching"]
     device = next(model.parameters()).device
     # masks live on the model's device: the patterns never leave it, only the scores do
-    masks = torch.stack([DETECTORS[k](toks, rep) for k in kinds]).float().to(device)
-    has_target = masks.sum(-1) > 0  # [K, B, Q]
+    masks = [DETECTORS[k](toks, rep).to(device) for k in kinds]  # bool [B, Q, K] each
+    has_target = [m.any(-1) for m in masks]  # [B, Q]
     cfg = model.cfg
     out = torch.zeros(len(kinds), cfg.n_layers, cfg.n_heads)
 
     def reduce(pattern: Tensor, hook: Any) -> None:
         layer = int(hook.name.split(".")[1])
         p = pattern.detach().float()  # [B, H, Q, K]
-        if normalize == "tl":
-            mass = torch.einsum("bhqk,mbqk->mbhq", p, masks)  # attention on targets per query
-            per_seq = mass.sum(-1) / p.sum((-1, -2))[None]  # [K, B, H]
-            out[:, layer] = per_seq.mean(1).cpu()
-        else:
-            out[:, layer] = torch.stack([target_mass(p, m, t)
-                                         for m, t in zip(masks, has_target)]).cpu()
+        for i, (m, t) in enumerate(zip(masks, has_target)):
+            if normalize == "tl":  # attention on targets per query, over the pattern's mass
+                mass = torch.einsum("bhqk,bqk->bhq", p, m.float())
+                out[i, layer] = (mass.sum(-1) / p.sum((-1, -2))).mean(0).cpu()  # [B, H] -> [H]
+            else:
+                out[i, layer] = target_mass(p, m, t).cpu()
 
-    model.run_with_hooks(toks.to(device), return_type=None,
-                         fwd_hooks=[(lambda name: name.endswith("attn.hook_pattern"), reduce)])
+    last = [f"blocks.{cfg.n_layers - 1}.attn.hook_pattern"]
+    kwargs, stop = stop_hooks(model, last)  # no unembedding: its logits are never read
+    model.run_with_hooks(toks.to(device), return_type=None, **kwargs,
+                         fwd_hooks=[(lambda name: name.endswith("attn.hook_pattern"), reduce),
+                                    *stop])
     return {k: out[i] for i, k in enumerate(kinds)}
 
 
@@ -191,19 +196,20 @@ def composition_scores(model: Model, mode: str) -> Float[Tensor, "layer head lay
         inner, right_gram, right_norm2 = k, g_q, (g_q * g_k).sum((-1, -2))
     else:  # V1 (O1 V2) O2
         inner, right_gram, right_norm2 = v, g_o, ov_norm2
-    comp2 = torch.stack([  # one source layer at a time bounds memory to [H, L, H, h, h]
-        _comp2(o[a], g_v[a], inner, right_gram) for a in range(o.shape[0])])
+    n, n_heads = o.shape[:2]
+    comp2 = torch.zeros(n, n_heads, n, n_heads, dtype=o.dtype)
+    for a in range(n - 1):  # one source layer at a time, against the later layers only
+        comp2[a, :, a + 1:] = _comp2(o[a], g_v[a], inner[a + 1:], right_gram[a + 1:])
     scores = comp2.clamp(min=0).sqrt() / (ov_norm2.sqrt()[:, :, None, None]
                                           * right_norm2.sqrt()[None, None])
-    n = model.cfg.n_layers
     earlier = torch.arange(n)[:, None, None, None] < torch.arange(n)[None, None, :, None]
     return torch.where(earlier, scores, torch.zeros_like(scores)).float()
 
 
 def _comp2(o1: Tensor, g_v1: Tensor, inner: Tensor, right_gram: Tensor) -> Tensor:
-    """`||V1 (O1 inner2) R2||_F^2` for the heads of one source layer against every head, as
-    `trace(M^T G_V1 M G_R2)` with `M = O1 inner2`."""
-    m = torch.einsum("hxd,bgdy->hbgxy", o1, inner)  # [H, L, H, h, h]
+    """`||V1 (O1 inner2) R2||_F^2` for the heads of one source layer against the heads of the
+    layers in `inner`, as `trace(M^T G_V1 M G_R2)` with `M = O1 inner2`."""
+    m = torch.einsum("hxd,bgdy->hbgxy", o1, inner)  # [H, later layers, H, h, h]
     left = torch.einsum("hxz,hbgzy->hbgxy", g_v1, m)
     right = torch.einsum("hbgxz,bgzy->hbgxy", m, right_gram)
     return (left * right).sum((-1, -2))
