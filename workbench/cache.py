@@ -51,7 +51,7 @@ from workbench.cache_plan import (
     read_range,
 )
 from workbench.cache_plan import word_start_table as word_start_table
-from workbench.hooks import last_layer, resolve_hooks, weights_checksum
+from workbench.hooks import resolve_hooks, stop_hooks, weights_checksum
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -131,11 +131,11 @@ def compute_batch(model: Model, hooks: list[str], batch: Batch) -> dict[str, np.
     """Activations of `hooks` at the batch's kept rows, as float32 numpy arrays."""
     device = next(model.parameters()).device
     hookset = set(hooks)
-    stop = last_layer(hooks)
-    kwargs = {} if stop is None or stop + 1 >= model.cfg.n_layers else {
-        "stop_at_layer": stop + 1}
-    _, cache = model.run_with_cache(batch.tokens.to(device), names_filter=hookset.__contains__,
-                                    return_type=None, **kwargs)
+    kwargs, stop = stop_hooks(model, hooks)  # no block or unembedding after the last hook
+    with model.hooks(fwd_hooks=stop):
+        _, cache = model.run_with_cache(batch.tokens.to(device),
+                                        names_filter=hookset.__contains__, return_type=None,
+                                        **kwargs)
     out = {}
     b, t = batch.tokens.shape
     for name in hooks:
@@ -147,6 +147,17 @@ def compute_batch(model: Model, hooks: list[str], batch: Batch) -> dict[str, np.
         act = act.reshape(b * t, *act.shape[2:])
         out[name] = act[batch.flat_index.to(act.device)].float().cpu().numpy()
     return out
+
+
+def iter_activations(model: Model, corpus: Corpus, cfg: CacheConfig
+                     ) -> Iterator[dict[str, np.ndarray]]:
+    """The rows `cache_activations` would write (float32, before any `cfg.dtype` cast), batch
+    by batch, without a file: for a statistic accumulated in one pass over the corpus."""
+    hooks = resolve_hooks(model, list(cfg.hooks))
+    plan = plan_for(model, corpus, cfg)
+    for batch in iter_batches(plan, corpus.tokens(cfg.split), cfg.batch_size, 0, plan.n_seqs,
+                              pad_id=_pad_id(model)):
+        yield compute_batch(model, hooks, batch)
 
 
 def _labels(corpus: Corpus, split: str) -> dict[str, np.ndarray]:

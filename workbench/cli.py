@@ -157,6 +157,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 def _cmd_cache(args: argparse.Namespace) -> None:
     from workbench.cache import CacheConfig, cache_activations
     from workbench.distributed import shard_of_this_process
+    from workbench.hooks import resolve_hooks
     from workbench.models import load
     from workbench.outputs import check_replaceable_file, check_separate, check_writable
     from workbench.world import load_corpus
@@ -173,7 +174,8 @@ def _cmd_cache(args: argparse.Namespace) -> None:
     check_split(corpus, args.split)
     model = load(args.model, device=args.device)
     check_vocab(model, corpus)
-    check_memory(cache_bytes(model, args.batch_size), "--batch-size", args.batch_size)
+    hooks = resolve_hooks(model, list(args.hooks))
+    check_memory(cache_bytes(model, args.batch_size, hooks), "--batch-size", args.batch_size)
     rank, world_size = shard_of_this_process()
     out = Path(args.out)
     if world_size > 1:

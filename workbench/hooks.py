@@ -6,7 +6,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -89,3 +89,30 @@ def weights_checksum(model: Model) -> str:
         if t.numel():
             digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+FINAL_NORM_IN = "ln_final.hook_in"
+
+
+def _stop(x: Any, hook: Any) -> None:
+    from transformer_lens.model_bridge.exceptions import StopAtLayerException
+
+    raise StopAtLayerException(x)
+
+
+def stop_hooks(model: Model, hooks: list[str]) -> tuple[dict[str, int], list[tuple[str, Any]]]:
+    """How to end a forward pass as soon as `hooks` have fired: `(forward kwargs, fwd_hooks)`.
+
+    Before a later block, `stop_at_layer`; after the last block, a hook on the final layer
+    norm's input that raises TransformerLens' `StopAtLayerException` (which the bridge's
+    forward catches), so the unembedding and its `[batch, pos, d_vocab]` logits are skipped.
+    Nothing when a hook sits after the blocks or the model has no such hook point."""
+    stop = last_layer(hooks)
+    if stop is None:
+        return {}, []
+    if stop + 1 < model.cfg.n_layers:
+        return {"stop_at_layer": stop + 1}, []
+    if FINAL_NORM_IN in model.hook_dict:
+        return {}, [(FINAL_NORM_IN, _stop)]
+    return {}, []
+
