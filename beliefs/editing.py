@@ -21,7 +21,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from jaxtyping import Float
@@ -124,6 +124,21 @@ class WeightEdit:
         return float(self.delta.norm())
 
 
+class Edit(Protocol):
+    """What the edit metrics apply and undo: a `WeightEdit`, or a `beliefs.steering.
+    SteeringEdit` (hooks instead of weights)."""
+
+    layer: int
+    method: str
+    info: dict[str, Any]
+
+    def applied(self, model: Model) -> contextlib.AbstractContextManager[Any]: ...
+
+    def copy_applied(self, model: Model) -> Any: ...
+
+    def norm(self) -> float: ...
+
+
 @torch.no_grad()
 def keys_at(model: Model, tokens: list[list[int]], positions: list[int],
             layer: int) -> Float[Tensor, "n d_mlp"]:
@@ -143,28 +158,36 @@ def key_covariance(model: Model, corpus: Corpus, layer: int, *, n_tokens: int = 
                    batch_rows: int = 8192, progress: bool = False) -> Float[Tensor, "d_mlp d_mlp"]:
     """Second moment `E[k k^T]` of the MLP keys of `layer` over corpus tokens (ROME's C).
 
-    The keys are streamed into an HDF5 file through `ActivationStore` (`acts`, or a
-    temporary file) and accumulated in float64 chunk by chunk, so memory stays bounded.
+    The keys are accumulated in float64 batch by batch (`batch_rows` rows per product), so
+    memory stays bounded: straight from the forward passes (each stopped after `layer`), or,
+    with `acts`, read from that activation file (written first when it does not exist).
     """
-    import tempfile
-
-    from workbench.cache import ActivationStore, CacheConfig, cache_activations
+    from workbench.cache import ActivationStore, CacheConfig, cache_activations, iter_activations
 
     name = key_hook(check_layer(model, layer))
     cfg = CacheConfig(hooks=(name,), split=split, max_tokens=n_tokens, chunk=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(acts) if acts is not None else Path(tmp) / "keys.h5"
-        if path.exists() and not _has_hook(path, name):
-            raise ValueError(f"activation file {path} holds no {name!r} (or is not a complete "
-                             "activation file); pass another path to write the keys to")
-        if not path.exists():
-            cache_activations(model, corpus, cfg, path, progress=progress,
-                              resume=path.with_name(path.name + ".partial").exists())
-        with ActivationStore(path) as store:
-            n = len(store)
-            cov = torch.zeros(model.cfg.d_mlp, model.cfg.d_mlp, dtype=torch.float64)
-            for k in store.iter_batches(name, batch_rows, torch.float64):
+    cov = torch.zeros(model.cfg.d_mlp, model.cfg.d_mlp, dtype=torch.float64)
+    n = 0
+    if acts is None:
+        for batch in iter_activations(model, corpus, cfg):
+            keys = torch.from_numpy(batch[name])
+            for lo in range(0, len(keys), batch_rows):
+                k = keys[lo:lo + batch_rows].double()
                 cov += k.T @ k
+            n += len(keys)
+        log.info("key covariance of layer %d from %d tokens", layer, n)
+        return (cov / max(n, 1)).float()
+    path = Path(acts)
+    if path.exists() and not _has_hook(path, name):
+        raise ValueError(f"activation file {path} holds no {name!r} (or is not a complete "
+                         "activation file); pass another path to write the keys to")
+    if not path.exists():
+        cache_activations(model, corpus, cfg, path, progress=progress,
+                          resume=path.with_name(path.name + ".partial").exists())
+    with ActivationStore(path) as store:
+        n = len(store)
+        for k in store.iter_batches(name, batch_rows, torch.float64):
+            cov += k.T @ k
     log.info("key covariance of layer %d from %d tokens", layer, n)
     return (cov / n).float()
 

@@ -13,6 +13,7 @@ from beliefs.editing import key_covariance
 from beliefs.elicit import elicit
 from beliefs.factbase import load_facts, world_facts
 from beliefs.rome import RomeConfig
+from beliefs.steering import SteerConfig
 from beliefs.suite import SCHEMA, BeliefsConfig, run
 from circuits.tracing import TraceConfig
 from workbench.cli import main
@@ -42,12 +43,18 @@ def test_report_content(report_and_model: tuple[dict, dict, dict]) -> None:
     trace = report["trace"]
     assert 0 <= trace["peak_layer"] < 2 and report["layer"] == trace["peak_layer"]
     assert len(trace["indirect_effect"]["mlp"]) == 2 and len(trace["roles"]) == 5
-    assert set(report["methods"]) == {"icl", "rome", "ft", "unedited"}
-    rome, ft, none = (report["methods"][m] for m in ("rome", "ft", "unedited"))
-    assert rome["n"] == ft["n"] == none["n"] == 8
+    assert set(report["methods"]) == {"icl", "rome", "ft", "steer", "unedited"}
+    rome, ft, steer, none = (report["methods"][m] for m in ("rome", "ft", "steer", "unedited"))
+    assert rome["n"] == ft["n"] == steer["n"] == none["n"] == 8
     assert rome["efficacy"] >= 0.75 > none["efficacy"]  # ROME states the new object
     assert rome["paraphrase"] > none["paraphrase"]
-    for m in (rome, ft):
+    # steering's layer and scale come from held-out facts; it moves the stated answer
+    chosen = report["steering"]
+    assert not {f"{r['subject']} / {r['relation']}" for r in steer["edits"]} & set(
+        chosen["calibration"])
+    assert steer["layer"] == chosen["layer"] and steer["efficacy"] > none["efficacy"]
+    assert len(chosen["tried"]) == 2 * len(SteerConfig().alphas)  # every layer x scale
+    for m in (rome, ft, steer):
         for key in ("efficacy", "paraphrase", "specificity", "ripple_kept", "fluency_delta"):
             lo, hi = m["ci"][key]
             assert lo <= m[key] <= hi
@@ -66,7 +73,8 @@ def test_report_content(report_and_model: tuple[dict, dict, dict]) -> None:
     assert strength["n_with_exposure"] == 8
     assert -1 <= strength["rho_exposure_margin"]["value"] <= 1
     assert sum(b["n"] for b in strength["by_bucket"].values()) == 8
-    assert all("rome" in b and "flipped_by" in b for b in strength["by_bucket"].values())
+    assert all("rome" in b and "steer" in b and "flipped_by" in b
+               for b in strength["by_bucket"].values())
 
 
 def test_cli_writes_report_and_figures(tiny_run: TrainResult, world_corpus: Path,
@@ -91,7 +99,7 @@ def test_cli_writes_report_and_figures(tiny_run: TrainResult, world_corpus: Path
 @pytest.mark.parametrize("extra, message", [
     (["--layer", "7"], "layer 7 is out of range; this model has layers 0..1"),
     (["--relations", "planet"], "unknown relation 'planet'"),
-    (["--method", "rome,magic"], "--method: magic not among icl, rome, ft"),
+    (["--method", "rome,magic"], "--method: magic not among icl, rome, ft, steer"),
 ])
 def test_cli_errors(tiny_run: TrainResult, world_corpus: Path, tmp_path: Path,
                     capsys: pytest.CaptureFixture, extra: list[str], message: str) -> None:
@@ -110,6 +118,8 @@ def test_key_covariance_through_activation_store(tiny_run: TrainResult, world_co
     assert torch.allclose(cov, cov.T, atol=1e-6) and torch.linalg.eigvalsh(cov).min() > -1e-5
     again = key_covariance(model, corpus, 1, n_tokens=1000, split="val", acts=acts)  # reused
     assert torch.equal(cov, again)
+    direct = key_covariance(model, corpus, 1, n_tokens=1000, split="val")  # no file
+    torch.testing.assert_close(direct, cov, atol=1e-6, rtol=1e-6)
     with pytest.raises(ValueError, match="holds no 'blocks.0.mlp.hook_post'"):
         key_covariance(model, corpus, 0, n_tokens=1000, split="val", acts=acts)
 
