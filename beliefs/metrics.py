@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from beliefs.editing import WeightEdit
+from beliefs.editing import Edit
 from beliefs.elicit import candidate_logprobs, stated
 from beliefs.factbase import Belief, FactBase
 from probe.stats import bootstrap_ci
@@ -53,6 +53,9 @@ class EditEvalConfig:
         if self.n_neighbours < 0 or self.fluency_windows < 0:
             raise ValueError(f"EditEvalConfig n_neighbours={self.n_neighbours}, fluency_windows="
                              f"{self.fluency_windows}; pass >= 0")
+
+
+LOSS_LOGIT_BYTES = 2**30  # logits of one forward pass of the fluency loss
 
 
 def _beats(model: Model, prompts: tuple[str, ...] | list[str], candidates: tuple[str, ...],
@@ -88,7 +91,12 @@ class EditEvaluator:
             return None
         device = next(self.model.parameters()).device
         tokens = self.windows.to(device)
-        return float(np.nanmean(token_nll(self.model(tokens), tokens).cpu().numpy()))
+        # a few windows per pass: their logits stay under LOSS_LOGIT_BYTES (the 16 default
+        # windows of GPT-2's 1024 tokens and 50257 words would hold 3.3 GB at once)
+        rows = max(1, LOSS_LOGIT_BYTES // (4 * tokens.shape[1] * self.model.cfg.d_vocab))
+        nll = torch.cat([token_nll(self.model(tokens[lo:lo + rows]), tokens[lo:lo + rows]).cpu()
+                         for lo in range(0, len(tokens), rows)])
+        return float(np.nanmean(nll.numpy()))
 
     def _probes(self, belief: Belief, new: str) -> dict[str, Any]:
         neighbours = self.base.neighbours(belief, self.cfg.n_neighbours, self.cfg.seed)
@@ -115,7 +123,7 @@ class EditEvaluator:
             self._before[key] = (self._answers(nb), self._answers(others))
         return self._before[key]
 
-    def evaluate(self, belief: Belief, new: str, edit: WeightEdit | None) -> dict[str, Any]:
+    def evaluate(self, belief: Belief, new: str, edit: Edit | None) -> dict[str, Any]:
         """Metrics of one edit (`edit=None` measures the unedited model: the baseline)."""
         probes = self._probes(belief, new)
         nb, others = probes["neighbours"], probes["others"]
@@ -155,7 +163,7 @@ class EditEvaluator:
         }
 
 
-def before_after(model: Model, base: FactBase, belief: Belief, edit: WeightEdit,
+def before_after(model: Model, base: FactBase, belief: Belief, edit: Edit,
                  n_neighbours: int = 5) -> list[dict[str, str]]:
     """What the model states before and after `edit` (applied to a copy: `model` is left as
     it is) on every prompt of `belief` (the first is the edit prompt), its paraphrases and
