@@ -17,8 +17,8 @@ def add_belief_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--facts", default=None, help="fact list (schema workbench.facts/1); "
                    "default: the world facts of a world corpus, else datasets/facts/"
                    "real_facts.json")
-    p.add_argument("--method", type=name_list(("icl", "rome", "ft")), default="icl,rome,ft",
-                   help="any of icl,rome,ft")
+    p.add_argument("--method", type=name_list(("icl", "rome", "ft", "steer")),
+                   default="icl,rome,ft,steer", help="any of icl,rome,ft,steer")
     p.add_argument("--n", type=bounded_int(1, 100_000), default=50, help="beliefs tested")
     p.add_argument("--seeds", type=int_list(0), default="0",
                    help="comma-separated seeds (new objects, contexts)")
@@ -79,6 +79,15 @@ def summary_table(report: dict[str, Any]) -> str:
         rows.append(f"{method:10s} {agg['n']:4d} " + " ".join(cells))
     if rows:
         lines += [f"edits at layer {report['layer']}:", header, *rows]
+    if "steering" in report:
+        st = report["steering"]
+        best = {t["layer"]: max((t2 for t2 in st["tried"] if t2["layer"] == t["layer"]),
+                                key=lambda t2: t2["efficacy"]) for t in st["tried"]}
+        tried = ", ".join(f"L{lay} {t['efficacy']:.2f} (x{t['alpha']:g})"
+                          for lay, t in best.items())
+        lines.append(f"steering at layer {st['layer']} x{st['alpha']:g} ({st['position']} the "
+                     f"subject), chosen on {len(st['calibration'])} held-out facts; best "
+                     f"calibration efficacy per layer: {tried}")
     icl = report["methods"].get("icl")
     if icl:
         flips = ", ".join(f"{k} {v}" for k, v in icl["flip_level"].items())
@@ -106,7 +115,7 @@ def _strength_lines(strength: dict) -> list[str]:
         parts = [f"n={b['n']}", f"accuracy {b['accuracy']:.2f}", f"margin {b['margin']:.2f}"]
         if "mean_flip_level" in b:
             parts.append(f"mean flip level {b['mean_flip_level']:.2f}")
-        for method in ("rome", "ft"):
+        for method in ("rome", "ft", "steer"):
             if method in b and b[method].get("efficacy") is not None:
                 parts.append(f"{method} efficacy {b[method]['efficacy']:.2f}")
         lines.append(f"  exposure {bucket:5s}: " + ", ".join(parts))

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from beliefs.editing import WeightEdit, check_layer, key_covariance
+from beliefs.editing import Edit, WeightEdit, check_layer, key_covariance
 from beliefs.elicit import elicit, object_ids
 from beliefs.factbase import Belief, FactBase, load_facts, world_facts
 from beliefs.figures import FIGURES as FIGURES
@@ -36,6 +36,7 @@ from beliefs.finetune import FinetuneConfig, finetune_edit
 from beliefs.ladder import LadderConfig, ladder, summarize_ladder
 from beliefs.metrics import EditEvalConfig, EditEvaluator, aggregate
 from beliefs.rome import RomeConfig, rome_edit
+from beliefs.steering import SteerConfig, choose_alpha, steer_edit
 from beliefs.strength import strength_report
 from circuits.tracing import TraceConfig, causal_trace
 from workbench.analysis import Report
@@ -50,8 +51,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 KIND = "beliefs"
 SCHEMA = "workbench.beliefs/1"
-METHODS = ("icl", "rome", "ft")
+METHODS = ("icl", "rome", "ft", "steer")
 WEIGHT_METHODS = ("rome", "ft")  # the methods that edit weights (`edit_belief`)
+EDIT_METHODS = ("rome", "ft", "steer")  # those measured with the edit metrics
 ROLES = ("subject_first", "subject_middle", "subject_last", "after_subject", "last_token")
 
 
@@ -60,7 +62,8 @@ class BeliefsConfig:
     """What `run` runs.
 
     Args:
-        methods: any of `icl` (pressure ladder), `rome`, `ft` (constrained fine-tuning).
+        methods: any of `icl` (pressure ladder), `rome`, `ft` (constrained fine-tuning),
+            `steer` (activation addition where the subject occurs, `beliefs.steering`).
         n: beliefs tested (spread over subjects and relations).
         seeds: each seed draws other new objects and ROME/FT context prefixes.
         relations: relations to test (None: every direct relation).
@@ -81,6 +84,7 @@ class BeliefsConfig:
     cov_split: str = "train"
     rome: RomeConfig = field(default_factory=RomeConfig)
     ft: FinetuneConfig = field(default_factory=FinetuneConfig)
+    steer: SteerConfig = field(default_factory=SteerConfig)
     ladder: LadderConfig = field(default_factory=LadderConfig)
     metrics: EditEvalConfig = field(default_factory=EditEvalConfig)
     trace: TraceConfig = field(default_factory=TraceConfig)
@@ -180,6 +184,20 @@ def edit_belief(model: Model, belief: Belief, new: str, method: str, layer: int,
     return finetune_edit(model, [belief.prompts[0]], belief.subject, target, layer, ft)
 
 
+def calibration_beliefs(base: FactBase, tested: list[Belief], cfg: BeliefsConfig
+                        ) -> list[Belief]:
+    """Up to `cfg.steer.n_calibration` facts of the tested relations that are not tested:
+    they choose steering's layer and scale, so the tested facts stay held out."""
+    seen = {(b.subject, b.relation) for b in tested}
+    pool = base.beliefs(list(cfg.relations) if cfg.relations else None, None,
+                        cfg.seeds[0] + 1)
+    out = [b for b in pool if (b.subject, b.relation) not in seen][: cfg.steer.n_calibration]
+    if not out:
+        raise ValueError(f"every fact of the chosen relations is tested (--n {len(tested)}), "
+                         "so none is left to choose steering's scale on; test fewer facts")
+    return out
+
+
 def default_facts(corpus: Corpus | None) -> FactBase:
     """The facts a model is tested on when none are given: the world's facts of a world
     corpus, else the real-fact list that ships with the project (`datasets/facts/`)."""
@@ -206,7 +224,8 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
     cfg = cfg or BeliefsConfig()
     base = facts if facts is not None else default_facts(corpus)
     model_ref = model_ref if model_ref is not None else model_ref_of(model)
-    weight_methods = [m for m in cfg.methods if m != "icl"]
+    weight_methods = [m for m in cfg.methods if m in WEIGHT_METHODS]
+    edit_methods = [m for m in cfg.methods if m in EDIT_METHODS]
     if weight_methods:
         require(model, "mlp_edit", f"--method {','.join(weight_methods)}")
     if weight_methods and corpus is None and "rome" in weight_methods:
@@ -240,7 +259,7 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
     if cfg.n_trace and traced:
         report["trace"] = trace_summary(model, traced, cfg.trace)
         report["trace"]["probes"] = probe_comparison(report["trace"], probe_report)
-    elif cfg.layer is None and weight_methods:
+    elif cfg.layer is None and edit_methods:
         raise ValueError("no layer to edit: the model states none of the chosen facts with a "
                          "one-token object (or n_trace is 0), so there is no causal trace to "
                          "pick one; pass --layer L")
@@ -251,24 +270,33 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
                 | planted[(b.subject, b.relation)]
                 for seed in cfg.seeds for b in tqdm(beliefs, desc="ladder", **bar)]
         report["methods"]["icl"] = summarize_ladder(rows) | {"beliefs": rows}
-    if weight_methods:
+    if edit_methods:
         cov = (key_covariance(model, corpus, layer, n_tokens=cfg.cov_tokens,
                               split=cfg.cov_split, progress=cfg.progress)
                if "rome" in weight_methods else None)
         split = "val" if corpus is not None and "val" in corpus.splits else None
         evaluator = EditEvaluator(model, base, corpus.tokens(split) if split else None,
                                   cfg.metrics)
-        rows_by: dict[str, list[dict[str, Any]]] = {m: [] for m in ["unedited", *weight_methods]}
+        rows_by: dict[str, list[dict[str, Any]]] = {m: [] for m in ["unedited", *edit_methods]}
+        if "steer" in edit_methods:
+            report["steering"] = choose_alpha(model, base, calibration_beliefs(
+                base, beliefs, cfg), cfg.steer, cfg.seeds[0])
         jobs = [(seed, b) for seed in cfg.seeds for b in beliefs]
         for seed, b in tqdm(jobs, desc="edits", **bar):
             new = base.new_object(b, seed)
             extra = {"seed": seed} | planted[(b.subject, b.relation)]
             rows_by["unedited"].append(evaluator.evaluate(b, new, None) | extra)
-            for method in weight_methods:
-                edit = edit_belief(model, b, new, method, layer, cov, cfg, seed)
+            for method in edit_methods:
+                if method == "steer":
+                    at = report["steering"]
+                    edit: Edit = steer_edit(model, base, b, new, at["layer"], at["alpha"],
+                                            cfg.steer)
+                else:
+                    edit = edit_belief(model, b, new, method, layer, cov, cfg, seed)
                 rows_by[method].append(evaluator.evaluate(b, new, edit) | extra)
         for method, rows in rows_by.items():
-            report["methods"][method] = aggregate(rows) | {"layer": layer, "edits": rows}
+            at = report["steering"]["layer"] if method == "steer" else layer
+            report["methods"][method] = aggregate(rows) | {"layer": at, "edits": rows}
     report["strength"] = strength_report(
         report["elicit"]["beliefs"], report["methods"].get("icl", {}).get("beliefs"),
         {m: r["edits"] for m, r in report["methods"].items() if "edits" in r})

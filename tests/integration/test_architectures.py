@@ -156,11 +156,11 @@ def test_every_cli_analysis_runs(arch: str, matrix: Matrix, tmp_path: Path,
     assert json.loads(icl.read_text())["tasks"]["novel"]["k"]["2"]["n"] == 4
 
     beliefs = tmp_path / "beliefs.json"
-    _run(capsys, "beliefs", "--model", model, "--corpus", corpus, "--method", "icl,rome,ft",
+    _run(capsys, "beliefs", "--model", model, "--corpus", corpus, "--method", "icl,rome,ft,steer",
          "--n", "2", "--layer", "0", "--n-trace", "1", "--trace-samples", "2",
          "--cov-tokens", "2000", "--out", str(beliefs), "--no-progress")
     methods = json.loads(beliefs.read_text())["methods"]
-    assert {"rome", "ft"} <= set(methods)
+    assert {"rome", "ft", "steer"} <= set(methods)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

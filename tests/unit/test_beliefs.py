@@ -22,6 +22,7 @@ from beliefs.finetune import FinetuneConfig, finetune_edit
 from beliefs.ladder import LEVELS, LadderConfig, contexts, ladder, summarize_ladder
 from beliefs.metrics import EditEvaluator, aggregate
 from beliefs.rome import RomeConfig, rank_one_update, rome_edit
+from beliefs.steering import SteerConfig, steer_edit
 from workbench.config import get_preset
 from workbench.models import build_bridge, load
 from workbench.prompts import encode_prompt
@@ -229,3 +230,34 @@ def test_subject_and_prompt_errors(model) -> None:  # noqa: ANN001
         rewrite_batch(model, ["anna berg lives in"], "tom lind", [5], [])
     with_prefix = rewrite_batch(model, ["anna berg lives in"], "anna berg", [5], ["the dog runs"])
     assert with_prefix.subject_pos.tolist() == [2, 5]  # <bos> the dog runs anna berg
+
+
+def test_steering_positions() -> None:
+    from beliefs.steering import subject_positions
+
+    tokens = torch.tensor([[1, 5, 6, 7, 8], [1, 7, 5, 6, 0], [1, 7, 7, 7, 7]])
+    assert subject_positions(tokens, [[5, 6]], "after") == ([0, 0, 0, 1, 1], [2, 3, 4, 3, 4])
+    assert subject_positions(tokens, [[5, 6]], "subject") == ([0, 0, 1, 1], [1, 2, 2, 3])
+    with pytest.raises(ValueError, match=r"SteerConfig.position='middle'; choose one of"):
+        SteerConfig(position="middle")
+
+
+def test_steering_edit_acts_where_the_subject_is_and_leaves_no_trace(model, base: FactBase
+                                                                     ) -> None:  # noqa: ANN001
+    b = base.beliefs(["city"], n=1)[0]
+    other = base.neighbours(b, 1)[0]
+    new = base.new_object(b)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prompts = [b.prompts[0], other.prompts[0]]
+    clean = candidate_logprobs(model, prompts, b.candidates)
+    edit = steer_edit(model, base, b, new, 0, alpha=50.0, cfg=SteerConfig())
+    assert edit.info["n_new"] + edit.info["n_old"] >= 1 and edit.norm() > 0
+    with edit.applied(model):
+        steered = candidate_logprobs(model, prompts, b.candidates)
+    assert not torch.allclose(steered[0], clean[0])  # the subject's prompt moves
+    torch.testing.assert_close(steered[1], clean[1])  # another subject's does not
+    torch.testing.assert_close(candidate_logprobs(model, prompts, b.candidates), clean)
+    copy = edit.copy_applied(model)
+    torch.testing.assert_close(candidate_logprobs(copy, prompts, b.candidates), steered)
+    torch.testing.assert_close(candidate_logprobs(model, prompts, b.candidates), clean)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -1,0 +1,229 @@
+"""Steering: change a stated belief by adding a vector to the residual stream, no weight edit.
+
+Activation addition (Turner et al. 2023) at one layer and one position: the residual stream
+after block `layer` (`blocks.{layer}.hook_resid_post`, where ROME's MLP writes) at the last
+token of the subject, wherever the subject occurs in the input. The vector is a difference of
+means over the fact base's other subjects (the world's ground truth): the mean residual at
+the subject's last token of subjects whose object is the new one, minus that of subjects
+whose object is the old one, each read on their first prompt of the same relation. A
+subject's representation is moved from "holds the old object" to "holds the new" along the
+direction the model itself uses to tell them apart, scaled by `alpha`.
+
+The layer and `alpha` are chosen once per run on held-out calibration facts (`choose_alpha`):
+the pair of the grid that maximises efficacy + specificity there. The same edit metrics as the
+weight edits then apply (`beliefs.metrics.EditEvaluator`): a `SteeringEdit` is applied and
+undone like a `WeightEdit`. Because it acts only where the subject's tokens occur, its
+specificity on other subjects is high by construction; its ripple (the country of an edited
+city) and fluency are what the measurement shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from beliefs.factbase import Belief, FactBase
+from circuits.tracing import find_subject
+from workbench.prompts import encode, word_ids
+
+if TYPE_CHECKING:
+    from workbench.models import Model
+
+ALPHAS = (0.5, 1.0, 2.0, 4.0, 8.0)
+POSITIONS = ("after", "subject")
+
+
+@dataclass(frozen=True)
+class SteerConfig:
+    """Steering's settings.
+
+    Args:
+        position: `after` adds the vector at the subject's last token and every later
+            position (the query's prediction among them, whatever the padding); `subject`
+            at every token of the subject only.
+        layers: the layers tried on the calibration facts (None: every layer); the run's
+            edit layer is not imposed, since where a direction steers best is itself a
+            finding (reported with every score tried).
+        alphas: the scales tried on the calibration facts.
+        n_calibration: held-out facts (not among those tested) that choose layer and scale.
+        max_subjects: subjects averaged per side of the difference of means.
+    """
+
+    position: str = "after"
+    layers: tuple[int, ...] | None = None
+    alphas: tuple[float, ...] = ALPHAS
+    n_calibration: int = 10
+    max_subjects: int = 32
+
+    def __post_init__(self) -> None:
+        if self.position not in POSITIONS:
+            raise ValueError(f"SteerConfig.position={self.position!r}; choose one of "
+                             f"{list(POSITIONS)}")
+        if not self.alphas or min(self.alphas) <= 0:
+            raise ValueError(f"SteerConfig.alphas={self.alphas}; pass positive scales")
+        if self.n_calibration < 1 or self.max_subjects < 1:
+            raise ValueError(f"SteerConfig.n_calibration={self.n_calibration}, max_subjects="
+                             f"{self.max_subjects}; pass >= 1")
+
+
+@dataclass
+class SteeringEdit:
+    """Add `alpha * vector` to `blocks.{layer}.hook_resid_post` where `subject` occurs
+    (`position`: `after` its last token, or on its tokens); `applied` and `copy_applied` as
+    for a `WeightEdit`."""
+
+    layer: int
+    vector: Float[Tensor, " d_model"]
+    subject: str
+    alpha: float = 1.0
+    position: str = "after"
+    method: str = "steer"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def _patterns(self, model: Model) -> list[list[int]]:
+        tok = model.tokenizer
+        found = [word_ids(tok, self.subject), encode(tok, self.subject)]
+        return [p for i, p in enumerate(found) if p and p not in found[:i]]
+
+    def hooks(self, model: Model) -> list[tuple[str, Any]]:
+        """The forward hooks: one reads the input tokens, one adds the vector."""
+        patterns = self._patterns(model)
+        state: dict[str, Tensor] = {}
+
+        def read_tokens(tokens: Tensor, hook: Any) -> Tensor:
+            state["tokens"] = tokens
+            return tokens
+
+        def add(resid: Tensor, hook: Any) -> Tensor:
+            rows, cols = subject_positions(state["tokens"], patterns, self.position)
+            if not rows:
+                return resid
+            resid = resid.clone()
+            resid[rows, cols] += (self.alpha * self.vector).to(resid.device, resid.dtype)
+            return resid
+
+        return [("embed.hook_in", read_tokens), (f"blocks.{self.layer}.hook_resid_post", add)]
+
+    @contextlib.contextmanager
+    def applied(self, model: Model) -> Iterator[Any]:
+        with model.hooks(fwd_hooks=self.hooks(model)):
+            yield model
+
+    def copy_applied(self, model: Model) -> Any:
+        edited = copy.deepcopy(model)
+        for name, fn in self.hooks(edited):
+            edited.add_hook(name, fn)
+        return edited
+
+    def norm(self) -> float:
+        return float(self.alpha * self.vector.norm())
+
+
+def subject_positions(tokens: Tensor, patterns: list[list[int]], position: str = "after"
+                      ) -> tuple[list[int], list[int]]:
+    """(rows, positions) where a steering vector goes: for `subject`, every token of every
+    occurrence of any of `patterns`; for `after`, the last token of a row's first occurrence
+    and every later position."""
+    hits: set[tuple[int, int]] = set()
+    for r, seq in enumerate(tokens.tolist()):
+        for pat in patterns:
+            n = len(pat)
+            starts = [i for i in range(len(seq) - n + 1) if seq[i : i + n] == pat]
+            if not starts:
+                continue
+            if position == "after":
+                hits.update((r, c) for c in range(starts[0] + n - 1, len(seq)))
+            else:
+                hits.update((r, i + j) for i in starts for j in range(n))
+    ordered = sorted(hits)
+    return [r for r, _ in ordered], [c for _, c in ordered]
+
+
+@torch.no_grad()
+def subject_state(model: Model, belief: Belief, layer: int, position: str = "after"
+                  ) -> Float[Tensor, " d_model"]:
+    """The residual after block `layer` on the belief's first prompt where a steering vector
+    would go: at its last token (`after`; where the object is predicted) or averaged over
+    the subject's tokens (`subject`)."""
+    tokens = model.to_tokens(belief.prompts[0])
+    start, end = find_subject(model, belief.prompts[0], belief.subject)
+    name = f"blocks.{layer}.hook_resid_post"
+    device = next(model.parameters()).device
+    _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda n: n == name)
+    resid = cache[name][0].float().cpu()
+    return resid[-1] if position == "after" else resid[start:end].mean(0)
+
+
+def steering_vector(model: Model, base: FactBase, belief: Belief, new: str, layer: int,
+                    cfg: SteerConfig | None = None) -> tuple[Tensor, dict[str, Any]]:
+    """Mean state of other subjects whose object is `new` minus that of those whose object
+    is `belief.object` (the same relation); a zero vector, with a note, when no other
+    subject holds `new` or `belief.object`."""
+    cfg = cfg or SteerConfig()
+    sides: dict[str, list[str]] = {"new": [], "old": []}
+    for (subject, relation), obj in sorted(base.facts.items()):
+        if relation != belief.relation or subject == belief.subject:
+            continue
+        for side, want in (("new", new), ("old", belief.object)):
+            if obj == want and len(sides[side]) < cfg.max_subjects:
+                sides[side].append(subject)
+    info: dict[str, Any] = {"n_new": len(sides["new"]), "n_old": len(sides["old"])}
+    if not sides["new"] or not sides["old"]:
+        info["note"] = "no other subject holds the new or the old object"
+        return torch.zeros(model.cfg.d_model), info
+    means = {side: torch.stack([subject_state(model, base.belief(s, belief.relation), layer,
+                                              cfg.position) for s in subjects]).mean(0)
+             for side, subjects in sides.items()}
+    return means["new"] - means["old"], info
+
+
+def steer_edit(model: Model, base: FactBase, belief: Belief, new: str, layer: int,
+               alpha: float, cfg: SteerConfig | None = None) -> SteeringEdit:
+    """The steering edit making `model` state `new` for `belief` (not applied)."""
+    cfg = cfg or SteerConfig()
+    vector, info = steering_vector(model, base, belief, new, layer, cfg)
+    return SteeringEdit(layer, vector, belief.subject, alpha, cfg.position, "steer",
+                        info | {"alpha": alpha, "layer": layer, "position": cfg.position,
+                                "vector_norm": float(vector.norm())})
+
+
+def choose_alpha(model: Model, base: FactBase, calibration: list[Belief],
+                 cfg: SteerConfig | None = None, seed: int = 0) -> dict[str, Any]:
+    """The layer and scale (of `cfg.layers` x `cfg.alphas`) maximising efficacy +
+    specificity (3 neighbours each) on the `calibration` facts, the smallest scale and then
+    the earliest layer on ties; the scores of every pair tried."""
+    from beliefs.elicit import stated
+
+    cfg = cfg or SteerConfig()
+    layers = cfg.layers if cfg.layers is not None else tuple(range(model.cfg.n_layers))
+    cases = []
+    for b in calibration:
+        nb = base.neighbours(b, 3, seed)
+        cases.append((b, base.new_object(b, seed), nb,
+                      [stated(model, [n.prompts[0]], n.candidates)[0] for n in nb]))
+    scores = []
+    for layer in layers:
+        vectors = [steering_vector(model, base, b, new, layer, cfg)[0]
+                   for b, new, _, _ in cases]
+        for alpha in cfg.alphas:
+            eff, spec = [], []
+            for (b, new, nb, before), vector in zip(cases, vectors, strict=True):
+                edit = SteeringEdit(layer, vector, b.subject, alpha, cfg.position)
+                with edit.applied(model):
+                    eff.append(stated(model, [b.prompts[0]], b.candidates)[0] == new)
+                    spec += [stated(model, [n.prompts[0]], n.candidates)[0] == was
+                             for n, was in zip(nb, before, strict=True)]
+            scores.append({"layer": layer, "alpha": alpha, "efficacy": sum(eff) / len(eff),
+                           "specificity": sum(spec) / len(spec) if spec else None})
+    best = max(scores, key=lambda s: (s["efficacy"] + (s["specificity"] or 0.0),
+                                      -s["alpha"], -s["layer"]))
+    return {"layer": best["layer"], "alpha": best["alpha"], "position": cfg.position,
+            "tried": scores, "calibration": [f"{b.subject} / {b.relation}"
+                                             for b in calibration]}
