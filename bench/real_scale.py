@@ -26,10 +26,11 @@ that analysis' alone, with `--threads` threads and the settings a user would pic
 
 Prints one table row per (model, analysis): wall seconds (import and load included), the
 multiple of the forward pass, peak RSS, and the verdict against the target (<= 300 s and
-<= 8 GiB); writes the table as JSON to `--json`. Exits non-zero when a target is missed.
+<= 8 GiB); writes the table as JSON to `--json` (`--compare` an earlier one to print its
+numbers beside). Exits non-zero when a target is missed.
 
     python bench/real_scale.py [--models gpt2,pythia] [--analyses induction,cache,...]
-        [--threads 1] [--workdir DIR] [--json runs/bench/real_scale.json]
+        [--threads 1] [--workdir DIR] [--json runs/bench/real_scale.json] [--compare OLD.json]
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ def child(args: argparse.Namespace) -> None:
         "induction": ["induction", "--model", model, "--n-seqs", str(args.induction_seqs)],
         "cache": ["cache", "--model", model, "--corpus", corpus, "--split", "train",
                   "--hooks", args.cache_hooks, "--max-tokens", str(args.cache_tokens),
-                  "--chunk"],
+                  "--chunk"] + (["--batch-size", str(args.cache_batch)] if args.cache_batch
+                                else []),
         "probe": ["probe", "--model", model, "--corpus", corpus],
         "beliefs": ["beliefs", "--model", model, "--corpus", corpus, "--n", "10",
                     "--method", "rome,ft", "--layer", "6"],
@@ -167,9 +169,10 @@ def child(args: argparse.Namespace) -> None:
     elif args.child == "trace":
         from circuits.tracing import TraceConfig, causal_trace
 
-        with torch.no_grad():
-            top = int(m(m.to_tokens(PROMPT))[0, -1].argmax())
-        target = m.tokenizer.decode([top])
+        with torch.no_grad():  # the most likely next token that decodes to a word
+            order = m(m.to_tokens(PROMPT))[0, -1].argsort(descending=True).tolist()
+        target = next(w for w in (m.tokenizer.decode([i]).strip() for i in order)
+                      if w.isalpha())
         res = causal_trace(m, PROMPT, SUBJECT, target, TraceConfig())
         print(json.dumps({"rc": 0, "clean_prob": res.clean_prob}))
 
@@ -180,7 +183,8 @@ def _spawn(args: argparse.Namespace, model: str, model_dir: Path, corpus: Path,
     cmd = [sys.executable, __file__, "--child", analysis, "--model-dir", str(model_dir),
            "--corpus", str(corpus), "--out-dir", str(out_dir), "--threads", str(args.threads),
            "--cache-tokens", str(args.cache_tokens), "--cache-hooks", args.cache_hooks,
-           "--induction-seqs", str(args.induction_seqs)]
+           "--induction-seqs", str(args.induction_seqs),
+           "--cache-batch", str(args.cache_batch or 0)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     log, printed = out_dir / f"{model}-{analysis}.log", out_dir / f"{model}-{analysis}.out"
@@ -223,8 +227,12 @@ def main() -> None:
                         help="`workbench induction --n-seqs` (sequences of 256 tokens)")
     parser.add_argument("--cache-tokens", type=int, default=20_000)
     parser.add_argument("--cache-hooks", default="blocks.*.hook_resid_post")
+    parser.add_argument("--cache-batch", type=int, default=0,
+                        help="`workbench cache --batch-size` (default: the command's)")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds before an analysis is killed")
+    parser.add_argument("--compare", action="append", default=[],
+                        help="a JSON table of an earlier run: each row also prints its numbers")
     parser.add_argument("--child", choices=ANALYSES, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
@@ -238,6 +246,10 @@ def main() -> None:
     bad = [m for m in models if m not in MODELS] + [a for a in analyses if a not in ANALYSES]
     if bad:
         sys.exit(f"error: unknown {bad}; models are {MODELS}, analyses {ANALYSES}")
+    earlier = {}  # (model, analysis) -> row of --compare
+    for path in args.compare:
+        earlier.update({(r["model"], r["analysis"]): r
+                        for r in json.loads(Path(path).read_text())["rows"]})
     if "load" not in analyses:  # the baseline of every row
         analyses.insert(0, "load")
     with tempfile.TemporaryDirectory() as tmp:
@@ -266,6 +278,10 @@ def main() -> None:
                 verdict = "met" if ok else ("NOT met" if row["rc"] == 0
                                             else f"FAILED ({row['rc']}; {row['log']})")
                 xf = f"{row['x_forward']:8.1f}" if row["x_forward"] else f"{'-':>8s}"
+                was = earlier.get((model, analysis))
+                if was is not None:
+                    verdict += (f"  (was {was['wall_s']:.1f} s, {was['peak_rss_gib']:.2f} GiB"
+                                f"{'' if was['rc'] == 0 else ', ' + str(was['rc'])})")
                 print(f"{model:7s} {analysis:10s} {row['wall_s']:8.1f} {xf} "
                       f"{row['peak_rss_gib']:9.2f}  {verdict}", flush=True)
                 rows.append(row)
@@ -275,7 +291,8 @@ def main() -> None:
     result = {"schema": "workbench.bench.real_scale/1", "threads": args.threads,
               "target": {"wall_s": TARGET_S, "peak_rss_gib": TARGET_GIB},
               "settings": {k: getattr(args, k) for k in (
-                  "world_tokens", "bpe_vocab", "induction_seqs", "cache_tokens", "cache_hooks")},
+                  "world_tokens", "bpe_vocab", "induction_seqs", "cache_tokens", "cache_hooks",
+                  "cache_batch")},
               "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))
