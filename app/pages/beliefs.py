@@ -1,6 +1,7 @@
 """Beliefs: pick a fact; what the model states and how strongly; the in-context pressure
-ladder; a live ROME or fine-tuning edit on a copy of the model (before/after on the edit
-prompt, paraphrases and neighbours); the causal trace; and the `workbench beliefs` report."""
+ladder; a live ROME, fine-tuning or steering edit on a copy of the model (before/after on the
+edit prompt, paraphrases and neighbours); the causal trace; and the `workbench beliefs`
+report."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from beliefs.factbase import FactBase
 from beliefs.figures import ladder_figure, metrics_figure, strength_figure, trace_figures
 from beliefs.ladder import LEVELS, ladder
 from beliefs.metrics import before_after
+from beliefs.steering import steer_edit
 from beliefs.suite import default_facts, edit_belief
 from circuits.tracing import TraceConfig, TraceResult, causal_trace, trace_figure
 
@@ -57,14 +59,15 @@ def covariance(ref: str, corpus: str, layer: int, n_tokens: int) -> Any:
 
 
 def edit_rows(ref: str, corpus: str | None, subject: str, relation: str, new: str,
-              method: str, layer: int) -> tuple[list[dict[str, str]], float]:
-    """Edit a copy of the model; the stated answer before/after on every prompt of the fact
-    and on five neighbours. The cached model is never changed."""
+              method: str, layer: int, alpha: float = 1.0) -> tuple[list[dict[str, str]], float]:
+    """Edit a copy of the model (steering: hooks on a copy); the stated answer before/after
+    on every prompt of the fact and on five neighbours. The cached model is never changed."""
     lm, base = ui.loaded_model(ref), fact_base(corpus)
     belief = base.belief(subject, relation)
     cov = covariance(ref, corpus, layer, 20_000) if method == "rome" and corpus else None
     with lm.lock:
-        edit = edit_belief(lm.model, belief, new, method, layer, cov)
+        edit = (steer_edit(lm.model, base, belief, new, layer, alpha) if method == "steer"
+                else edit_belief(lm.model, belief, new, method, layer, cov))
         rows = before_after(lm.model, base, belief, edit, n_neighbours=5)
     return rows, edit.norm()
 
@@ -103,7 +106,8 @@ if planted:
 st.caption(f"free generation after “{belief.prompts[0]}”: “{e['generation']}”")
 
 tab_ladder, tab_edit, tab_trace, tab_report = st.tabs(
-    ["pressure ladder", "edit a copy (ROME / fine-tuning)", "causal trace", "report"])
+    ["pressure ladder", "edit a copy (ROME / fine-tuning / steering)", "causal trace",
+     "report"])
 
 with tab_ladder:
     levels = row["levels"]
@@ -119,17 +123,22 @@ with tab_ladder:
                   for lv in LEVELS], hide_index=True, key="belief_ladder_table")
 
 with tab_edit:
-    c = st.columns(3)
-    methods = ["rome", "ft"] if corpus else ["ft"]
+    c = st.columns(4)
+    methods = ["rome", "ft", "steer"] if corpus else ["ft", "steer"]
     method = c[0].radio("method", methods, horizontal=True, key="belief_method",
                         help=None if corpus else "ROME needs a corpus for its key covariance")
     last = model.cfg.n_layers - 1
     layer = int(c[1].number_input("layer", 0, max(0, last - 1) if method == "rome" else last,
                                   0, key="belief_layer"))
-    if c[2].button("Edit a copy", key="belief_edit"):
+    alpha = float(c[2].number_input("steering scale", 0.1, 64.0, 1.0, key="belief_alpha",
+                                    disabled=method != "steer",
+                                    help="multiple of the difference of means added after "
+                                    "the subject (beliefs.steering)"))
+    if c[3].button("Edit a copy", key="belief_edit"):
         try:
             with st.spinner(f"{method} edit at layer {layer}"):
-                rows, norm = edit_rows(sel.ref, corpus, subject, relation, new, method, layer)
+                rows, norm = edit_rows(sel.ref, corpus, subject, relation, new, method, layer,
+                                       alpha)
             st.session_state["belief_edit_rows"] = ((subject, relation, new, method, layer),
                                                     rows, norm)
         except ValueError as exc:
@@ -137,8 +146,9 @@ with tab_edit:
     saved = st.session_state.get("belief_edit_rows")
     if saved and saved[0][:2] == (subject, relation):
         (_, _, new_obj, meth, lay), rows, norm = saved
-        st.caption(f"{meth} edit at layer {lay} to “{new_obj}” (|ΔW| = {norm:.3f}), applied to "
-                   "a copy: the cached model is unchanged")
+        size = f"|Δh| = {norm:.3f}" if meth == "steer" else f"|ΔW| = {norm:.3f}"
+        st.caption(f"{meth} edit at layer {lay} to “{new_obj}” ({size}), applied to a copy: "
+                   "the cached model is unchanged")
         st.dataframe(rows, hide_index=True, key="belief_edit_table")
 
 with tab_trace:

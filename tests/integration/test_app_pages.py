@@ -140,6 +140,11 @@ def test_beliefs_page_fact_and_edit(app_runs, monkeypatch):
     rows = at.dataframe[-1].value
     assert list(rows["kind"])[:1] == ["edit prompt"] and "neighbour" in set(rows["kind"])
     assert "applied to a copy" in at.caption[-1].value
+    at.radio(key="belief_method").set_value("steer").run()  # hooks on a copy, no weights
+    at.number_input(key="belief_alpha").set_value(4.0).run()
+    at.button(key="belief_edit").click().run(timeout=120)
+    assert_ok(at)
+    assert "steer edit at layer 0" in at.caption[-1].value and "|Δh|" in at.caption[-1].value
     st.cache_data.clear()  # ask the (cached, shared) model again: the edit did not touch it
     at.run()
     assert [m.value for m in at.metric] == states
