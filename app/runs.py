@@ -28,6 +28,7 @@ from typing import Any
 
 from beliefs import suite
 from circuits import induction
+from icl import measure
 from probe import sweep
 from workbench.analysis import report_path
 from workbench.checkpoints import is_checkpoint_dir, is_hf_dir, list_checkpoints
@@ -35,7 +36,7 @@ from workbench.commands import build_parser, command_argv
 
 RUNS_ENV = "WORKBENCH_RUNS"  # how `workbench app --runs DIR` tells the app its folder
 MAX_DEPTH = 3  # how deep under the runs folder models, corpora and files are looked for
-SCHEMAS = {m.KIND: m.SCHEMA for m in (induction, sweep, suite)}  # the analyses' reports
+SCHEMAS = {m.KIND: m.SCHEMA for m in (induction, sweep, suite, measure)}  # analyses' reports
 
 
 PAGES = (  # (file under app/, title, icon) in menu order; a missing file is left out
@@ -44,6 +45,7 @@ PAGES = (  # (file under app/, title, icon) in menu order; a missing file is lef
     ("pages/induction.py", "Induction", ":material/repeat:"),
     ("pages/probes.py", "Probes", ":material/troubleshoot:"),
     ("pages/beliefs.py", "Beliefs", ":material/psychology:"),
+    ("pages/icl.py", "In-context learning", ":material/school:"),
     ("pages/activations.py", "Activations", ":material/scatter_plot:"),
     ("pages/logit_lens.py", "Logit lens", ":material/layers:"),
 )
@@ -312,6 +314,14 @@ def beliefs_argv(entry: ModelEntry, corpus: Path | None, n: int = 20,
                 corpus=None if no_corpus else _rel(corpus),
                 method="icl,ft" if no_corpus else None, layer=0 if no_corpus else None,
                 n=n, out=_rel(entry.analysis("beliefs")), overwrite=overwrite)
+
+
+def icl_argv(entry: ModelEntry, corpus: Path, overwrite: bool = False) -> list[str]:
+    """`workbench icl` arguments writing `entry.analysis("icl")` (over every checkpoint for
+    our runs: when does each kind of in-context learning appear?)."""
+    return argv("icl", model=_rel(entry.path), corpus=_rel(corpus),
+                checkpoints="all" if entry.kind == "run" else None,
+                out=_rel(entry.analysis("icl")), overwrite=overwrite)
 
 
 def cache_argv(entry: ModelEntry, corpus: Path, split: str = "val",

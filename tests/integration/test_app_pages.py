@@ -19,7 +19,7 @@ from app import runs as folder
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
 PAGES = ["pages/models.py", "pages/attention.py", "pages/induction.py", "pages/probes.py",
-         "pages/beliefs.py", "pages/activations.py", "pages/logit_lens.py"]
+         "pages/beliefs.py", "pages/icl.py", "pages/activations.py", "pages/logit_lens.py"]
 
 
 def open_page(runs: Path, monkeypatch: pytest.MonkeyPatch, page: str, model: str = "tiny",
@@ -150,13 +150,31 @@ def test_beliefs_page_fact_and_edit(app_runs, monkeypatch):
     assert [m.value for m in at.metric] == states
 
 
+def test_icl_page_report_and_one_prompt(app_runs, monkeypatch):
+    at = open_page(app_runs, monkeypatch, "pages/icl.py")
+    assert at.title[0].value == "In-context learning"
+    assert "novel mappings: accuracy" in at.code[0].value
+    titles = [f["layout"]["title"]["text"] for f in figures(at)]
+    assert titles[:2] == ["Few-shot accuracy (chance dotted)",
+                          "Log-probability of the right answer"]
+    assert "probability of each candidate" in titles
+    at.selectbox(key="icl_task").set_value("novel").run()
+    at.select_slider(key="icl_k").set_value(2).run()
+    assert_ok(at)
+    prompt = at.code[-1].value
+    assert prompt.count(";") == 2 and prompt.endswith(": ▁")  # two demonstrations, the query
+    probs = next(f for f in figures(at) if f["layout"]["title"]["text"].startswith("prob"))
+    assert probs["data"][0]["x"] == ["one", "two", "three", "four"]
+    assert 0 < sum(probs["data"][0]["y"]) <= 1 + 1e-6  # the candidates share the probability
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_pages_on_hugging_face_model(app_runs, monkeypatch, page):
     at = open_page(app_runs, monkeypatch, page, model="tiny-gpt2")
     if page == "pages/models.py":
         assert "(Hugging Face, GPT2LMHeadModel)" in at.code[0].value
         assert "No training curves" in at.info[0].value
-    elif page in ("pages/induction.py", "pages/probes.py"):  # no analyses: their commands
+    elif page in ("pages/induction.py", "pages/probes.py", "pages/icl.py"):  # no analyses
         kind = page.removeprefix("pages/").removesuffix("s.py").removesuffix(".py")
         assert any(c.value.startswith(f"workbench {kind}") and "tiny-gpt2" in c.value
                    for c in at.code)
