@@ -92,7 +92,7 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
 def test_notebooks_are_there() -> None:
     names = {p.name for p in NOTEBOOKS.glob("*.ipynb")}
     assert {"induction_attn2.ipynb", "induction_hf_gpt2.ipynb", "probes_default.ipynb",
-            "beliefs_default.ipynb"} <= names
+            "beliefs_default.ipynb", "icl_default.ipynb"} <= names
 
 
 def test_beliefs_default_notebook_runs(tiny_run: TrainResult, world_corpus: Path, tmp_path: Path,
@@ -107,3 +107,18 @@ def test_beliefs_default_notebook_runs(tiny_run: TrainResult, world_corpus: Path
     text = stdout(nb)
     assert "MLP peak at the last subject token" in text and "efficacy" in text
     assert "flips at:" in text
+
+
+def test_icl_default_notebook_runs(tiny_run: TrainResult, world_corpus: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKBENCH_MODEL", str(tiny_run.run_dir))
+    monkeypatch.setenv("WORKBENCH_CORPUS", str(world_corpus))
+    monkeypatch.setenv("WORKBENCH_MIN_SCORE", "0.2")  # tiny's induction heads score ~0.3
+    nb, _ = execute("icl_default.ipynb", tmp_path, monkeypatch)
+    assert not [o for o in outputs(nb) if o.output_type == "error"]
+    figures = [o for o in outputs(nb) if PLOTLY in o.get("data", {})]
+    assert len(figures) == 3  # the candidates, the head's attention, accuracy against k
+    text = stdout(nb)
+    assert "induction heads (score >= 0.2): [(1," in text  # tiny's are in its second layer
+    assert "attention to the matching answer" in text and "<- the answer" in text
+    assert "induction heads ablated" in text and "novel mappings: accuracy" in text
