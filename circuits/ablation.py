@@ -4,16 +4,19 @@ A head's output is removed at `blocks.L.attn.hook_z` (its per-head mix of values
 `W_O`): zero ablation sets it to 0, mean ablation to its mean over the batch and positions
 of the clean run. All heads of one layer are ablated in a single forward pass: the batch is
 repeated once per head and copy `h` has head `h` ablated, as many heads per pass as keep
-the pass' logits under `MAX_LOGIT_BYTES` (a GPT-2-sized vocabulary on 16 sequences of 256
-tokens: one head per pass, 0.8 GB of logits instead of 9.9 GB for all twelve).
+the pass' logits under `MAX_LOGIT_BYTES`. The passes stop at the unembedding's input and
+unembed only the positions that predict the second copy (`masked_nll`), when that gives the
+clean run's losses (else full logits: a GPT-2-sized vocabulary on 16 sequences of 256 tokens
+is then one head per pass, 0.8 GB of logits instead of 9.9 GB for all twelve).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuits.inputs import RepeatedTokens
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
 
 ABLATIONS = ("zero", "mean")
 MAX_LOGIT_BYTES = 2**30  # logits of one ablation pass (float32), when batch_heads is None
+NLL_ROWS = 2048  # positions unembedded at once by `masked_nll`
 
 
 def masked_mean(values: Float[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"]) -> float:
@@ -41,6 +45,48 @@ def repeated_half_loss(model: Model, rep: RepeatedTokens) -> dict[str, float]:
     """Mean loss on the first and on the second copy (both without their first token)."""
     device = next(model.parameters()).device
     return _copy_losses(token_nll(model(rep.tokens.to(device)), rep.tokens).cpu(), rep)
+
+
+UNEMBED_IN = "unembed.hook_in"
+
+
+@torch.no_grad()
+def masked_nll(model: Model, tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"],
+               fwd_hooks: Sequence[tuple[str, Any]] = ()) -> Float[Tensor, "batch pos"]:
+    """`token_nll` of `tokens` where `mask` is True (nan elsewhere), from a run with
+    `fwd_hooks` that stops at the unembedding's input: the unembedding is applied to the
+    positions before the masked ones only, `NLL_ROWS` at a time."""
+    from transformer_lens.model_bridge.exceptions import StopAtLayerException
+
+    kept: dict[str, Tensor] = {}
+
+    def grab(x: Tensor, hook: Any) -> None:
+        kept["x"] = x
+        raise StopAtLayerException(x)
+
+    model.run_with_hooks(tokens, return_type=None, fwd_hooks=[*fwd_hooks, (UNEMBED_IN, grab)])
+    rows, pos = mask.nonzero(as_tuple=True)
+    x = kept.pop("x")
+    nll = torch.full(mask.shape, float("nan"))
+    for lo in range(0, len(rows), NLL_ROWS):
+        r, p = rows[lo:lo + NLL_ROWS].to(x.device), pos[lo:lo + NLL_ROWS].to(x.device)
+        logp = torch.log_softmax(model.unembed(x[r, p - 1]).float(), -1)
+        target = tokens[r, p].to(logp.device)
+        nll[rows[lo:lo + NLL_ROWS], pos[lo:lo + NLL_ROWS]] = -logp.gather(
+            -1, target[:, None])[:, 0].cpu()
+    return nll
+
+
+def _masked_nll_works(model: Model, tokens: Tensor, mask: Tensor, full: Tensor) -> bool:
+    """Whether `masked_nll` reproduces the full run's `token_nll` on the clean tokens (an
+    architecture whose logits are changed after the unembedding, a soft cap, fails)."""
+    if UNEMBED_IN not in model.hook_dict or not bool(mask[:, 0].logical_not().all()):
+        return False
+    try:
+        fast = masked_nll(model, tokens, mask)
+    except (RuntimeError, AttributeError, TypeError, ValueError):
+        return False
+    return bool(torch.allclose(fast[mask], full[mask], atol=1e-4, rtol=1e-4))
 
 
 @torch.no_grad()
@@ -69,12 +115,16 @@ def ablation_sweep(
     mask = rep.second_copy_mask()
     z_names = [f"blocks.{layer}.attn.hook_z" for layer in range(cfg.n_layers)]
     logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in z_names)
-    losses = _copy_losses(token_nll(logits, tokens).cpu(), rep)
+    full = token_nll(logits, tokens).cpu()
+    losses = _copy_losses(full, rep)
     clean = losses["second"]
     means = {n: cache[n].float().mean((0, 1)) for n in z_names}  # [H, d_head]
     del cache
     n_heads, b = cfg.n_heads, tokens.shape[0]
-    per_copy = 4 * tokens.numel() * logits.shape[-1]  # bytes of one copy's float32 logits
+    # the unembedding at the second copy only, when it gives the clean run's values
+    masked = _masked_nll_works(model, tokens, mask, full)
+    rows = int(mask.sum()) if masked else tokens.numel()
+    per_copy = 4 * rows * logits.shape[-1]  # bytes of one copy's float32 logits
     step = batch_heads or max(1, min(n_heads, MAX_LOGIT_BYTES // per_copy))
     del logits
     effects = {m: torch.zeros(cfg.n_layers, n_heads) for m in methods}
@@ -92,9 +142,13 @@ def ablation_sweep(
                     return z
 
                 batch = tokens.repeat(len(heads), 1)
-                out = model.run_with_hooks(batch, fwd_hooks=[(z_names[layer], ablate)])
-                nll = token_nll(out, batch).cpu()
-                del out  # before the next pass makes its own
+                hooks = [(z_names[layer], ablate)]
+                if masked:
+                    nll = masked_nll(model, batch, mask.repeat(len(heads), 1), hooks)
+                else:
+                    out = model.run_with_hooks(batch, fwd_hooks=hooks)
+                    nll = token_nll(out, batch).cpu()
+                    del out  # before the next pass makes its own
                 for i, h in enumerate(heads):
                     effects[method][layer, h] = masked_mean(nll[i * b:(i + 1) * b], mask) - clean
     return effects, losses
