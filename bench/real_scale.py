@@ -167,14 +167,22 @@ def child(args: argparse.Namespace) -> None:
             m(tokens)
         print(json.dumps({"rc": 0, "load_s": loaded, "forward_s": time.perf_counter() - t1}))
     elif args.child == "trace":
-        from circuits.tracing import TraceConfig, causal_trace
+        from circuits.tracing import TraceConfig, causal_trace, target_token_id
 
-        with torch.no_grad():  # the most likely next token that decodes to a word
+        with torch.no_grad():  # the most likely next token that is a word of one token
             order = m(m.to_tokens(PROMPT))[0, -1].argsort(descending=True).tolist()
         target = next(w for w in (m.tokenizer.decode([i]).strip() for i in order)
-                      if w.isalpha())
+                      if w.isalpha() and _one_token(m, w, target_token_id))
         res = causal_trace(m, PROMPT, SUBJECT, target, TraceConfig())
         print(json.dumps({"rc": 0, "clean_prob": res.clean_prob}))
+
+
+def _one_token(model: Any, word: str, token_id: Any) -> bool:
+    try:
+        token_id(model, word)
+    except ValueError:
+        return False
+    return True
 
 
 def _spawn(args: argparse.Namespace, model: str, model_dir: Path, corpus: Path,
