@@ -81,8 +81,10 @@ def _mechanism_lines(mech: dict[str, Any] | None) -> list[str]:
                      f"ablated {n['ablated']:.2f}, control {n['control']:.2f} (removes {share} "
                      "of the accuracy above chance)")
     for row in mech.get("novel_curve", []):
+        control = ("no control head left" if row["control_accuracy"] is None
+                   else f"control {row['control_accuracy']:.2f}")
         lines.append(f"  top {row['n']} heads by induction score ({', '.join(row['heads'])}) "
-                     f"ablated: {row['accuracy']:.2f} (control {row['control_accuracy']:.2f})")
+                     f"ablated: {row['accuracy']:.2f} ({control})")
     return lines
 
 

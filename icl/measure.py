@@ -277,7 +277,7 @@ def mechanism_report(model: Model, items: list[dict[str, Any]], tasks: dict[str,
     if "novel" in tasks:
         novel = [i for i in items if i["task"] == "novel"]
         out["attention"] = attention_to_answers(model, novel, found.heads)
-        out["novel_curve"] = novel_ablation_curve(model, novel, found, cfg)
+        out["novel_curve"] = novel_ablation_curve(model, novel, found, cfg, prompts)
         hi = str(max(cfg.ks))
         clean = tasks["novel"]["k"][hi]["accuracy"]
         chance = tasks["novel"]["chance"]
@@ -291,10 +291,12 @@ def mechanism_report(model: Model, items: list[dict[str, Any]], tasks: dict[str,
 
 
 def novel_ablation_curve(model: Model, novel: list[dict[str, Any]], found: Any,
-                         cfg: IclConfig, most: int = 4) -> list[dict[str, Any]]:
+                         cfg: IclConfig, prompts: list[list[int]], most: int = 4
+                         ) -> list[dict[str, Any]]:
     """Novel-mapping accuracy at the most demonstrations with the top 1, 2, ... heads by
-    induction score mean-ablated (whatever the threshold), beside as many control heads (the
-    lowest induction scores, previous-token heads excluded; fewer when too few are left)."""
+    induction score mean-ablated (whatever the threshold; means over `prompts`, as for the
+    other ablations), beside as many control heads (the lowest induction scores,
+    previous-token heads excluded; `None` when none is left)."""
     from icl.mechanism import mean_ablation_hooks
 
     hi = max(cfg.ks)
@@ -302,7 +304,6 @@ def novel_ablation_curve(model: Model, novel: list[dict[str, Any]], found: Any,
     ranked = sorted(found.scores, key=lambda name: -found.scores[name])
     parse = {head_name(lay, h): (lay, h) for lay in range(model.cfg.n_layers)
              for h in range(model.cfg.n_heads)}
-    prompts = [encode_prompt(model, i["prefix"]) for i in items]
     one = IclConfig(tasks=("novel",), ks=(hi,), mechanism=False, batch_size=cfg.batch_size)
     curve = []
     for n in range(1, min(most, len(ranked)) + 1):
@@ -311,6 +312,9 @@ def novel_ablation_curve(model: Model, novel: list[dict[str, Any]], found: Any,
         row: dict[str, Any] = {"n": n, "heads": ranked[:n],
                                "control_heads": [head_name(*h) for h in control]}
         for key, ablate in (("accuracy", heads), ("control_accuracy", control)):
+            if not ablate:
+                row[key] = None
+                continue
             with model.hooks(fwd_hooks=mean_ablation_hooks(model, ablate, prompts)):
                 row[key] = measure(model, items, one)["novel"]["k"][str(hi)]["accuracy"]
         curve.append(row)
