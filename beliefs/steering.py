@@ -9,7 +9,7 @@ whose object is the old one, each read on their first prompt of the same relatio
 subject's representation is moved from "holds the old object" to "holds the new" along the
 direction the model itself uses to tell them apart, scaled by `alpha`.
 
-The layer and `alpha` are chosen once per run on held-out calibration facts (`choose_alpha`):
+The layer and `alpha` are chosen once per run on held-out calibration facts (`calibrate`):
 the pair of the grid that maximises efficacy + specificity there. The same edit metrics as the
 weight edits then apply (`beliefs.metrics.EditEvaluator`): a `SteeringEdit` is applied and
 undone like a `WeightEdit`. Because it acts only where the subject's tokens occur, its
@@ -194,7 +194,7 @@ def steer_edit(model: Model, base: FactBase, belief: Belief, new: str, layer: in
                                 "vector_norm": float(vector.norm())})
 
 
-def choose_alpha(model: Model, base: FactBase, calibration: list[Belief],
+def calibrate(model: Model, base: FactBase, calibration: list[Belief],
                  cfg: SteerConfig | None = None, seed: int = 0) -> dict[str, Any]:
     """The layer and scale (of `cfg.layers` x `cfg.alphas`) maximising efficacy +
     specificity (3 neighbours each) on the `calibration` facts, the smallest scale and then

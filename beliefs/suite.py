@@ -36,7 +36,7 @@ from beliefs.finetune import FinetuneConfig, finetune_edit
 from beliefs.ladder import LadderConfig, ladder, summarize_ladder
 from beliefs.metrics import EditEvalConfig, EditEvaluator, aggregate
 from beliefs.rome import RomeConfig, rome_edit
-from beliefs.steering import SteerConfig, choose_alpha, steer_edit
+from beliefs.steering import SteerConfig, calibrate, steer_edit
 from beliefs.strength import strength_report
 from circuits.tracing import TraceConfig, causal_trace
 from workbench.analysis import Report
@@ -279,7 +279,7 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
                                   cfg.metrics)
         rows_by: dict[str, list[dict[str, Any]]] = {m: [] for m in ["unedited", *edit_methods]}
         if "steer" in edit_methods:
-            report["steering"] = choose_alpha(model, base, calibration_beliefs(
+            report["steering"] = calibrate(model, base, calibration_beliefs(
                 base, beliefs, cfg), cfg.steer, cfg.seeds[0])
         jobs = [(seed, b) for seed in cfg.seeds for b in beliefs]
         for seed, b in tqdm(jobs, desc="edits", **bar):
