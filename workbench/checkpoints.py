@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from workbench.config import ModelConfig
-from workbench.outputs import apply_umask
+from workbench.outputs import apply_umask, replace_dir
 
 SCHEMA = "workbench.checkpoint/1"
 CHECKPOINTS_DIR = "checkpoints"
@@ -177,13 +177,7 @@ def save_checkpoint(
         for name in ("model.safetensors", "tokenizer.json", "train_state.pt"):
             if (tmp / name).exists():
                 apply_umask(tmp / name)
-        if out_dir.exists():
-            trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, trash)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

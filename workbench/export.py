@@ -50,7 +50,7 @@ from workbench.checkpoints import (
     resolve_checkpoint,
 )
 from workbench.config import ModelConfig
-from workbench.outputs import apply_umask
+from workbench.outputs import apply_umask, replace_dir
 
 SCHEMA = "workbench.export/1"
 log = logging.getLogger(__name__)
@@ -281,13 +281,7 @@ def export_hf(ref: str | os.PathLike[str], out: str | os.PathLike[str], overwrit
         tokenizer.save_pretrained(tmp)
         for f in tmp.iterdir():
             apply_umask(f)
-        if out.exists():
-            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, trash)
-            os.replace(tmp, out)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -18,6 +18,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import shutil
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -152,3 +153,16 @@ def _is_our_hdf5(path: Path) -> bool:
             return str(f.attrs.get("schema", "")).startswith("workbench.")
     except (OSError, ValueError):
         return False
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Put the finished directory `tmp` at `out` by renames: an existing `out` is moved aside,
+    `tmp` takes its place, and only then is the old one deleted (a crash in between leaves
+    `out` or its `.old-*` copy, never a half-written `out`)."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.outputs import check_replaceable
+from workbench.outputs import check_replaceable, replace_dir
 
 MANIFEST = "corpus.json"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -50,13 +50,7 @@ def atomic_output_dir(out: Path, overwrite: bool) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{tag}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
