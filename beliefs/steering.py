@@ -10,9 +10,10 @@ subject's representation is moved from "holds the old object" to "holds the new"
 direction the model itself uses to tell them apart, scaled by `alpha`.
 
 The layer and `alpha` are chosen once per run on held-out calibration facts (`calibrate`):
-the pair of the grid that maximises efficacy + specificity there. The same edit metrics as the
-weight edits then apply (`beliefs.metrics.EditEvaluator`): a `SteeringEdit` is applied and
-undone like a `WeightEdit`. Because it acts only where the subject's tokens occur, its
+the pair of the grid that maximises efficacy + specificity + kept (the subject's other facts
+unchanged) there. The same edit metrics as the weight edits then apply
+(`beliefs.metrics.EditEvaluator`): a `SteeringEdit` is applied and undone like a
+`WeightEdit`. Because it acts only where the subject's tokens occur, its
 specificity on other subjects is high by construction; its ripple (the country of an edited
 city) and fluency are what the measurement shows.
 """
@@ -195,35 +196,45 @@ def steer_edit(model: Model, base: FactBase, belief: Belief, new: str, layer: in
 
 
 def calibrate(model: Model, base: FactBase, calibration: list[Belief],
-                 cfg: SteerConfig | None = None, seed: int = 0) -> dict[str, Any]:
+              cfg: SteerConfig | None = None, seed: int = 0) -> dict[str, Any]:
     """The layer and scale (of `cfg.layers` x `cfg.alphas`) maximising efficacy +
-    specificity (3 neighbours each) on the `calibration` facts, the smallest scale and then
-    the earliest layer on ties; the scores of every pair tried."""
+    specificity (3 neighbours each) + kept (the subject's other facts unchanged) on the
+    `calibration` facts, the smallest scale and then the earliest layer on ties; the scores
+    of every pair tried. Kept counts because a vector added wherever the subject occurs also
+    reaches the subject's other questions."""
     from beliefs.elicit import stated
 
     cfg = cfg or SteerConfig()
     layers = cfg.layers if cfg.layers is not None else tuple(range(model.cfg.n_layers))
+
+    def answers(beliefs: list[Belief]) -> list[str]:
+        return [stated(model, [x.prompts[0]], x.candidates)[0] for x in beliefs]
+
     cases = []
     for b in calibration:
-        nb = base.neighbours(b, 3, seed)
-        cases.append((b, base.new_object(b, seed), nb,
-                      [stated(model, [n.prompts[0]], n.candidates)[0] for n in nb]))
+        others = base.neighbours(b, 3, seed) + base.other_relations(b)
+        cases.append((b, base.new_object(b, seed), others, answers(others)))
     scores = []
     for layer in layers:
         vectors = [steering_vector(model, base, b, new, layer, cfg)[0]
                    for b, new, _, _ in cases]
         for alpha in cfg.alphas:
-            eff, spec = [], []
-            for (b, new, nb, before), vector in zip(cases, vectors, strict=True):
+            eff, spec, kept = [], [], []
+            for (b, new, others, before), vector in zip(cases, vectors, strict=True):
                 edit = SteeringEdit(layer, vector, b.subject, alpha, cfg.position)
                 with edit.applied(model):
                     eff.append(stated(model, [b.prompts[0]], b.candidates)[0] == new)
-                    spec += [stated(model, [n.prompts[0]], n.candidates)[0] == was
-                             for n, was in zip(nb, before, strict=True)]
-            scores.append({"layer": layer, "alpha": alpha, "efficacy": sum(eff) / len(eff),
-                           "specificity": sum(spec) / len(spec) if spec else None})
-    best = max(scores, key=lambda s: (s["efficacy"] + (s["specificity"] or 0.0),
-                                      -s["alpha"], -s["layer"]))
+                    after = answers(others)
+                for o, was, now in zip(others, before, after, strict=True):
+                    (kept if o.subject == b.subject else spec).append(was == now)
+            scores.append({"layer": layer, "alpha": alpha, "efficacy": _share(eff),
+                           "specificity": _share(spec), "kept": _share(kept)})
+    best = max(scores, key=lambda s: (s["efficacy"] + (s["specificity"] or 0.0)
+                                      + (s["kept"] or 0.0), -s["alpha"], -s["layer"]))
     return {"layer": best["layer"], "alpha": best["alpha"], "position": cfg.position,
             "tried": scores, "calibration": [f"{b.subject} / {b.relation}"
                                              for b in calibration]}
+
+
+def _share(values: list[bool]) -> float | None:
+    return sum(values) / len(values) if values else None
