@@ -216,7 +216,7 @@ def max_logit_diff(bridge: Any, hf_model: Any, tokens: Tensor) -> float:
 
 
 def build_hf_model(ckpt: Checkpoint, meta: dict[str, Any] | None = None) -> tuple[Any, Any]:
-    """The `GPT2LMHeadModel` (eval mode) and tokenizer of a checkpoint of ours."""
+    """The `GPT2LMHeadModel` (inference mode) and tokenizer of a checkpoint of ours."""
     from transformers import GPT2LMHeadModel
 
     from workbench.tokenizer import load_hf_tokenizer
@@ -229,7 +229,7 @@ def build_hf_model(ckpt: Checkpoint, meta: dict[str, Any] | None = None) -> tupl
     # GPT-2 keeps a causal-mask buffer some versions list as missing; no parameter may be
     assert not [k for k in missing if not k.endswith(".attn.bias")] and not unexpected, (
         missing, unexpected)
-    return model.eval(), tokenizer
+    return model.train(False), tokenizer  # inference mode
 
 
 def export_hf(ref: str | os.PathLike[str], out: str | os.PathLike[str], overwrite: bool = False,
