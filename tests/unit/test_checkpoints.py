@@ -7,24 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
 
 from workbench.checkpoints import load_checkpoint, resolve_checkpoint, save_checkpoint
 from workbench.config import get_preset
 from workbench.models import bridge_from_checkpoint, build_bridge, load
 
 CFG = get_preset("tiny").replace(d_vocab=12, n_ctx=8)
-
-
-@pytest.fixture
-def tokenizer_file(tmp_path: Path) -> Path:
-    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<bos>", "<eos>", "a", "b", "c", "d",
-                                         "e", "f", "g", "."])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    path = tmp_path / "tokenizer.json"
-    tok.save(str(path))
-    return path
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
 
 from workbench import export
 from workbench.checkpoints import save_checkpoint
@@ -43,17 +42,6 @@ def test_the_fold_gives_the_logits_of_the_unembedding_bias_exactly(dtype: torch.
     # subspace (mean 1) gives other logits
     off = torch.ones(d, dtype=dtype)
     assert not torch.allclose((off + 1) @ folded.T, (gamma * off + beta) @ w_u.T + b_u)
-
-
-@pytest.fixture
-def tokenizer_file(tmp_path: Path) -> Path:
-    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<bos>", "<eos>", "a", "b", "c", "d",
-                                         "e", "f", "g", "."])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    path = tmp_path / "tokenizer.json"
-    tok.save(str(path))
-    return path
 
 
 def _checkpoint(run: Path, tokenizer: Path, cfg: ModelConfig = CFG, step: int = 4,
