@@ -255,7 +255,12 @@ def mechanism_report(model: Model, items: list[dict[str, Any]], tasks: dict[str,
                      cfg: IclConfig) -> dict[str, Any]:
     """The induction heads, their attention to the demonstrated answers of novel mappings,
     and every task's accuracy with them (or, as a control, as many other heads) ablated."""
-    from icl.mechanism import attention_to_answers, find_induction_heads, mean_ablation_hooks
+    from icl.mechanism import (
+        attention_to_answers,
+        find_induction_heads,
+        mean_ablation_hooks,
+        z_means,
+    )
     from workbench.arch import describe
 
     if describe(model).attention == "none":
@@ -268,16 +273,16 @@ def mechanism_report(model: Model, items: list[dict[str, Any]], tasks: dict[str,
     if not found.heads:
         out["note"] = f"no head has an induction score >= {cfg.min_score}"
         return out
-    prompts = [encode_prompt(model, item["prefix"]) for item in items]
+    means = z_means(model, [encode_prompt(model, item["prefix"]) for item in items])
     for key, heads in (("ablated", found.heads), ("control", found.control)):
-        with model.hooks(fwd_hooks=mean_ablation_hooks(model, heads, prompts)):
+        with model.hooks(fwd_hooks=mean_ablation_hooks(heads, means)):
             ablated = measure(model, items, cfg)
         out[key] = {t: {k: c["accuracy"] for k, c in v["k"].items()}
                     for t, v in ablated.items()}
     if "novel" in tasks:
         novel = [i for i in items if i["task"] == "novel"]
         out["attention"] = attention_to_answers(model, novel, found.heads)
-        out["novel_curve"] = novel_ablation_curve(model, novel, found, cfg, prompts)
+        out["novel_curve"] = novel_ablation_curve(model, novel, found, cfg, means)
         hi = str(max(cfg.ks))
         clean = tasks["novel"]["k"][hi]["accuracy"]
         chance = tasks["novel"]["chance"]
@@ -291,10 +296,10 @@ def mechanism_report(model: Model, items: list[dict[str, Any]], tasks: dict[str,
 
 
 def novel_ablation_curve(model: Model, novel: list[dict[str, Any]], found: Any,
-                         cfg: IclConfig, prompts: list[list[int]], most: int = 4
+                         cfg: IclConfig, means: dict[int, Any], most: int = 4
                          ) -> list[dict[str, Any]]:
     """Novel-mapping accuracy at the most demonstrations with the top 1, 2, ... heads by
-    induction score mean-ablated (whatever the threshold; means over `prompts`, as for the
+    induction score mean-ablated (whatever the threshold; `means` from `z_means`, as for the
     other ablations), beside as many control heads (the lowest induction scores,
     previous-token heads excluded; `None` when none is left)."""
     from icl.mechanism import mean_ablation_hooks
@@ -315,7 +320,7 @@ def novel_ablation_curve(model: Model, novel: list[dict[str, Any]], found: Any,
             if not ablate:
                 row[key] = None
                 continue
-            with model.hooks(fwd_hooks=mean_ablation_hooks(model, ablate, prompts)):
+            with model.hooks(fwd_hooks=mean_ablation_hooks(ablate, means)):
                 row[key] = measure(model, items, one)["novel"]["k"][str(hi)]["accuracy"]
         curve.append(row)
     return curve

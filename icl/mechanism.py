@@ -62,32 +62,36 @@ def find_induction_heads(model: Model, min_score: float = 0.4, min_prev_token: f
                      {head_name(*h): float(score[h]) for h in order}, pool)
 
 
-def mean_ablation_hooks(model: Model, heads: list[Head], prompts: list[list[int]]
-                        ) -> list[tuple[str, Any]]:
-    """Forward hooks replacing each head's `hook_z` by its mean over `prompts`' positions."""
-    layers = sorted({layer for layer, _ in heads})
-    names = [f"blocks.{layer}.attn.hook_z" for layer in layers]
-    sums: dict[str, Tensor] = {}
+@torch.no_grad()
+def z_means(model: Model, prompts: list[list[int]]) -> dict[int, Tensor]:
+    """Per layer, every head's `hook_z` averaged over all positions of `prompts`
+    (`[head, d_head]`): what mean ablation puts in its place. One pass per prompt."""
+    names = {f"blocks.{layer}.attn.hook_z": layer for layer in range(model.cfg.n_layers)}
+    sums: dict[int, Tensor] = {}
     count = 0
     device = next(model.parameters()).device
-    with torch.no_grad():
-        for ids in prompts:
-            _, cache = model.run_with_cache(torch.tensor([ids], device=device),
-                                            names_filter=lambda n: n in names)
-            for n in names:
-                z = cache[n][0].float().sum(0)  # [head, d_head]
-                sums[n] = z if n not in sums else sums[n] + z
-            count += len(ids)
-    means = {n: s / count for n, s in sums.items()}
+    for ids in prompts:
+        _, cache = model.run_with_cache(torch.tensor([ids], device=device),
+                                        names_filter=lambda n: n in names)
+        for name, layer in names.items():
+            z = cache[name][0].float().sum(0)
+            sums[layer] = z if layer not in sums else sums[layer] + z
+        count += len(ids)
+    return {layer: total / count for layer, total in sums.items()}
+
+
+def mean_ablation_hooks(heads: list[Head], means: dict[int, Tensor]
+                        ) -> list[tuple[str, Any]]:
+    """Forward hooks replacing each of `heads`' `hook_z` by its mean (`z_means`)."""
+    layers = sorted({layer for layer, _ in heads})
 
     def hook_for(layer: int) -> Any:
-        name = f"blocks.{layer}.attn.hook_z"
         own = [h for lay, h in heads if lay == layer]
 
         def ablate(z: Tensor, hook: Any) -> Tensor:
             z = z.clone()
             for h in own:
-                z[:, :, h] = means[name][h].to(z.dtype)
+                z[:, :, h] = means[layer][h].to(z.device, z.dtype)
             return z
         return ablate
 
