@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -148,25 +148,27 @@ def subject_positions(tokens: Tensor, patterns: list[list[int]], position: str =
 
 
 @torch.no_grad()
-def subject_state(model: Model, belief: Belief, layer: int, position: str = "after"
-                  ) -> Float[Tensor, " d_model"]:
-    """The residual after block `layer` on the belief's first prompt where a steering vector
-    would go: at its last token (`after`; where the object is predicted) or averaged over
-    the subject's tokens (`subject`)."""
+def subject_states(model: Model, belief: Belief, layers: Sequence[int],
+                   position: str = "after") -> Float[Tensor, "layer d_model"]:
+    """The residual after each block of `layers` (one pass) on the belief's first prompt
+    where a steering vector would go: at its last token (`after`; where the object is
+    predicted) or averaged over the subject's tokens (`subject`)."""
     tokens = model.to_tokens(belief.prompts[0])
     start, end = find_subject(model, belief.prompts[0], belief.subject)
-    name = f"blocks.{layer}.hook_resid_post"
+    names = [f"blocks.{layer}.hook_resid_post" for layer in layers]
     device = next(model.parameters()).device
-    _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda n: n == name)
-    resid = cache[name][0].float().cpu()
-    return resid[-1] if position == "after" else resid[start:end].mean(0)
+    _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda n: n in names)
+    resid = torch.stack([cache[n][0] for n in names]).float().cpu()  # [layer, pos, d]
+    return resid[:, -1] if position == "after" else resid[:, start:end].mean(1)
 
 
-def steering_vector(model: Model, base: FactBase, belief: Belief, new: str, layer: int,
-                    cfg: SteerConfig | None = None) -> tuple[Tensor, dict[str, Any]]:
-    """Mean state of other subjects whose object is `new` minus that of those whose object
-    is `belief.object` (the same relation); a zero vector, with a note, when no other
-    subject holds `new` or `belief.object`."""
+def steering_vectors(model: Model, base: FactBase, belief: Belief, new: str,
+                     layers: Sequence[int], cfg: SteerConfig | None = None
+                     ) -> tuple[dict[int, Tensor], dict[str, Any]]:
+    """Per layer, the mean state of other subjects whose object is `new` minus that of those
+    whose object is `belief.object` (the same relation), one pass per subject for all
+    `layers`; zero vectors, with a note, when no other subject holds `new` or
+    `belief.object`."""
     cfg = cfg or SteerConfig()
     sides: dict[str, list[str]] = {"new": [], "old": []}
     for (subject, relation), obj in sorted(base.facts.items()):
@@ -178,11 +180,19 @@ def steering_vector(model: Model, base: FactBase, belief: Belief, new: str, laye
     info: dict[str, Any] = {"n_new": len(sides["new"]), "n_old": len(sides["old"])}
     if not sides["new"] or not sides["old"]:
         info["note"] = "no other subject holds the new or the old object"
-        return torch.zeros(model.cfg.d_model), info
-    means = {side: torch.stack([subject_state(model, base.belief(s, belief.relation), layer,
-                                              cfg.position) for s in subjects]).mean(0)
+        return {layer: torch.zeros(model.cfg.d_model) for layer in layers}, info
+    means = {side: torch.stack([subject_states(model, base.belief(s, belief.relation), layers,
+                                               cfg.position) for s in subjects]).mean(0)
              for side, subjects in sides.items()}
-    return means["new"] - means["old"], info
+    diff = means["new"] - means["old"]
+    return {layer: diff[i] for i, layer in enumerate(layers)}, info
+
+
+def steering_vector(model: Model, base: FactBase, belief: Belief, new: str, layer: int,
+                    cfg: SteerConfig | None = None) -> tuple[Tensor, dict[str, Any]]:
+    """`steering_vectors` at one layer."""
+    vectors, info = steering_vectors(model, base, belief, new, [layer], cfg)
+    return vectors[layer], info
 
 
 def steer_edit(model: Model, base: FactBase, belief: Belief, new: str, layer: int,
@@ -214,10 +224,10 @@ def calibrate(model: Model, base: FactBase, calibration: list[Belief],
     for b in calibration:
         others = base.neighbours(b, 3, seed) + base.other_relations(b)
         cases.append((b, base.new_object(b, seed), others, answers(others)))
+    per_case = [steering_vectors(model, base, b, new, layers, cfg)[0] for b, new, _, _ in cases]
     scores = []
     for layer in layers:
-        vectors = [steering_vector(model, base, b, new, layer, cfg)[0]
-                   for b, new, _, _ in cases]
+        vectors = [v[layer] for v in per_case]
         for alpha in cfg.alphas:
             eff, spec, kept = [], [], []
             for (b, new, others, before), vector in zip(cases, vectors, strict=True):
