@@ -22,13 +22,14 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q -m "not slow" tests
-	$(PY) -m pytest -q --doctest-modules workbench circuits probe beliefs icl app/runs.py app/compute.py
+	$(PY) -m pytest -q --doctest-modules workbench circuits probe beliefs icl sweep app/runs.py \
+		app/compute.py
 
 test-slow: install
 	$(PY) -m pytest -q -m slow tests
 
 lint: install
-	$(VENV)/bin/ruff check workbench circuits probe beliefs icl tests bench app
+	$(VENV)/bin/ruff check workbench circuits probe beliefs icl sweep tests bench app
 	$(VENV)/bin/lint-imports
 
 # The demo uses the trained `default` model that ships in datasets/models/default (made by

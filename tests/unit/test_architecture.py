@@ -14,9 +14,9 @@ import pytest
 from workbench.commands import Command, build_parser, command_argv, commands
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("workbench", "circuits", "probe", "beliefs", "icl", "app")
-HELP_ORDER = ["world", "train", "eval", "cache", "induction", "probe", "beliefs", "icl", "info",
-              "export", "app"]
+PACKAGES = ("workbench", "circuits", "probe", "beliefs", "icl", "sweep", "app")
+HELP_ORDER = ["world", "train", "eval", "cache", "induction", "probe", "beliefs", "icl", "sweep",
+              "info", "export", "app"]
 
 
 def _sources(package: str) -> list[Path]:
@@ -72,9 +72,10 @@ def test_commands_are_registered_by_their_packages_in_help_order() -> None:
     assert owner == {"world": "workbench", "train": "workbench", "eval": "workbench",
                      "cache": "workbench", "info": "workbench", "export": "workbench",
                      "induction": "circuits",
-                     "probe": "probe", "beliefs": "beliefs", "icl": "icl", "app": "app"}
+                     "probe": "probe", "beliefs": "beliefs", "icl": "icl", "sweep": "sweep",
+                     "app": "app"}
     cli = (ROOT / "workbench/cli.py").read_text()
-    for package in ("circuits", "probe", "beliefs", "icl", "app"):
+    for package in ("circuits", "probe", "beliefs", "icl", "sweep", "app"):
         assert f"from {package}" not in cli and f"import {package}" not in cli
 
 

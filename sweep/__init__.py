@@ -1,0 +1,31 @@
+"""Scaling sweeps: families of models trained on the world, and the laws they follow.
+
+What lives where:
+
+- `spec.py`: `SweepSpec`, a family described as data (a TOML or JSON spec file, or a preset of
+  `datasets/sweeps/`: `micro`, `cpu`, `gpu`); `load_spec`;
+- `member.py`: a `Member` (size n_layers x d_model x n_heads, steps, seed, mixture knobs), its
+  non-embedding parameters N, tokens D and compute C = 6ND;
+- `plan.py`: `plan_sweep` writes a plan directory (one directory and one command per member);
+  `load_plan` reads it;
+- `run.py`: `run_sweep` trains the members that are not finished, resumably;
+- `cli.py`: `workbench sweep plan|run|world`.
+"""
+
+from sweep.member import Member, Size, non_embedding_params
+from sweep.plan import Plan, load_plan, plan_sweep
+from sweep.run import SweepRunConfig, run_sweep
+from sweep.spec import SweepSpec, load_spec
+
+__all__ = [
+    "Member",
+    "Plan",
+    "Size",
+    "SweepRunConfig",
+    "SweepSpec",
+    "load_plan",
+    "load_spec",
+    "non_embedding_params",
+    "plan_sweep",
+    "run_sweep",
+]

@@ -1,0 +1,87 @@
+"""`workbench sweep`: plan a family of models and train it (registered under the
+`workbench.commands` entry points; `sweep.plan` and `sweep.run` do the work)."""
+
+from __future__ import annotations
+
+import argparse
+
+from workbench.argtypes import device
+from workbench.commands import Command
+
+SWEEP_HELP = ("scaling sweeps: plan a family of models from a spec (TOML or JSON, or a preset "
+              "of datasets/sweeps: micro, cpu, gpu) and train its members, resumably")
+
+
+def sweep_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = SWEEP_HELP
+    sub = p.add_subparsers(dest="sweep_command", required=True)
+    plan = sub.add_parser("plan", help="write one directory and one command per member")
+    plan.add_argument("spec", help="spec file (.toml or .json) or preset name (micro, cpu, gpu)")
+    plan.add_argument("--out", required=True, help="plan directory, e.g. runs/micro")
+    plan.add_argument("--overwrite", action="store_true", help="replace a plan of another "
+                      "spec (members whose config is unchanged keep their runs)")
+    run = sub.add_parser("run", help="train the members that are not finished, in order "
+                         "(resumes a killed member; never retrains a finished one)")
+    run.add_argument("plan", help="plan directory made by `workbench sweep plan`")
+    run.add_argument("--member", nargs="+", default=(), metavar="NAME",
+                     help="train only these members (default: all)")
+    run.add_argument("--device", type=device, default="auto", help="auto | cpu | cuda")
+    run.add_argument("--no-progress", action="store_true")
+    world = sub.add_parser("world", help="build the plan's world corpora that are missing")
+    world.add_argument("plan", help="plan directory made by `workbench sweep plan`")
+    world.add_argument("--world", nargs="+", default=(), metavar="ID",
+                       help="build only these worlds (default: all)")
+    world.add_argument("--no-progress", action="store_true")
+
+
+def _plan(args: argparse.Namespace) -> None:
+    from sweep.plan import COMMANDS_FILE, plan_sweep
+    from sweep.spec import load_spec
+
+    outcome = plan_sweep(load_spec(args.spec), args.out, overwrite=args.overwrite)
+    plan = outcome.plan
+    if outcome.status == "unchanged":
+        print(f"{plan.root} already holds this plan; nothing changed")
+    else:
+        print(f"{outcome.status} plan {plan.spec.name!r}: {len(plan.members())} members, "
+              f"{len(plan.spec.worlds())} world(s) -> {plan.root}")
+        if outcome.kept or outcome.removed:
+            print(f"kept {len(outcome.kept)} member(s) with their runs; removed "
+                  f"{', '.join(outcome.removed) or 'nothing'}")
+    print(f"{'member':40s} {'N':>12s} {'D':>14s} {'C':>10s}")
+    for m in plan.members():
+        print(f"{m.name:40s} {m.n_params:12,d} {m.tokens:14,d} {m.compute:10.2e}")
+    print(f"commands: {plan.root / COMMANDS_FILE} (run them all here: "
+          f"`workbench sweep run {plan.root}`)")
+
+
+def _run(args: argparse.Namespace) -> None:
+    from sweep.plan import load_plan
+    from sweep.run import SweepRunConfig, run_sweep
+
+    plan = load_plan(args.plan)
+    cfg = SweepRunConfig(device=args.device, members=tuple(args.member),
+                         progress=not args.no_progress)
+    results = run_sweep(plan, cfg, report=lambda line: print(line, flush=True))
+    busy = [r.name for r in results if r.status == "busy"]
+    print(f"{len(results) - len(busy)} of {len(results)} member(s) finished"
+          + (f"; being trained elsewhere: {', '.join(busy)}" if busy else ""))
+
+
+def _world(args: argparse.Namespace) -> None:
+    from sweep.plan import load_plan
+    from sweep.run import ensure_world
+
+    plan = load_plan(args.plan)
+    for world_id in args.world or tuple(plan.spec.worlds()):
+        out, built = ensure_world(plan, world_id, progress=not args.no_progress)
+        print(f"world {world_id}: {'built' if built else 'present'} -> {out}")
+
+
+def sweep_command(args: argparse.Namespace) -> None:
+    {"plan": _plan, "run": _run, "world": _world}[args.sweep_command](args)
+
+
+SWEEP = Command("sweep", SWEEP_HELP, sweep_arguments, sweep_command, order=78,
+                on_interrupt="finished members and the checkpoints written so far are kept; "
+                "run `workbench sweep run PLAN` again to continue")

@@ -1,0 +1,137 @@
+"""A member of a sweep: its size (`Size`), its configs and the numbers scaling laws read
+(non-embedding parameters N, tokens D, compute C = 6ND).
+
+>>> Size.parse("2x64x2").label
+'L2-d64-h2'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from workbench.config import ModelConfig, TrainConfig
+from workbench.world import WorldConfig
+
+_SIZE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*x\s*(\d+)\s*$")
+
+
+def fmt_value(value: float) -> str:
+    """A knob value in a name: `0.05`, `1e-05`, `3`."""
+    return f"{value:g}"
+
+
+def member_name(size: Size, steps: int, knobs: tuple[tuple[str, float], ...], seed: int) -> str:
+    """`L2-d64-h2_steps400_seed0`; mixture knobs before the seed (`..._repeat_words0.1_seed0`).
+
+    >>> member_name(Size(2, 64, 2), 400, (("update", 0.05),), 1)
+    'L2-d64-h2_steps400_update0.05_seed1'
+    """
+    knob_part = "".join(f"_{k}{fmt_value(v)}" for k, v in knobs)
+    return f"{size.label}_steps{steps}{knob_part}_seed{seed}"
+
+
+def non_embedding_params(cfg: ModelConfig) -> int:
+    """Parameters outside the token and position embeddings and the unembedding (Kaplan et
+    al. 2020's N): attention, MLPs, LayerNorms.
+
+    >>> non_embedding_params(ModelConfig(n_layers=1, d_model=64, n_heads=2, d_head=32,
+    ...                                  d_mlp=256, n_ctx=64))
+    50112
+    """
+    return cfg.replace(d_vocab=-1).n_params - cfg.n_ctx * cfg.d_model
+
+
+@dataclass(frozen=True)
+class Size:
+    """A model size: `n_layers` x `d_model` x `n_heads` (each head `d_model / n_heads` wide)."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+
+    def __post_init__(self) -> None:
+        for name in ("n_layers", "d_model", "n_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"size {self.text}: {name}={value!r}; it must be a positive "
+                                 "integer")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"size {self.text}: d_model {self.d_model} is not divisible by "
+                             f"n_heads {self.n_heads}; choose n_heads dividing d_model")
+
+    @property
+    def text(self) -> str:
+        return f"{self.n_layers}x{self.d_model}x{self.n_heads}"
+
+    @property
+    def label(self) -> str:
+        return f"L{self.n_layers}-d{self.d_model}-h{self.n_heads}"
+
+    @classmethod
+    def parse(cls, value: Any) -> Size:
+        """`"2x64x2"` or `{n_layers = 2, d_model = 64, n_heads = 2}`."""
+        if isinstance(value, str):
+            m = _SIZE.match(value)
+            if not m:
+                raise ValueError(f"size {value!r} is not n_layers x d_model x n_heads; write "
+                                 "it as e.g. \"2x64x2\"")
+            return cls(*(int(g) for g in m.groups()))
+        if isinstance(value, Mapping):
+            keys = ("n_layers", "d_model", "n_heads")
+            if set(value) != set(keys):
+                raise ValueError(f"size {dict(value)}: give exactly the keys {', '.join(keys)} "
+                                 "(or a string such as \"2x64x2\")")
+            return cls(*(value[k] for k in keys))
+        raise ValueError(f"size {value!r}: write it as \"2x64x2\" (n_layers x d_model x "
+                         "n_heads)")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of a sweep: its name, axis values, configs and the world it trains on."""
+
+    name: str
+    size: Size
+    steps: int
+    seed: int
+    knobs: tuple[tuple[str, float], ...]
+    model: ModelConfig
+    train: TrainConfig
+    world_id: str
+    world: WorldConfig
+    world_tokens: int
+
+    @property
+    def n_params(self) -> int:
+        """N: non-embedding parameters."""
+        return non_embedding_params(self.model)
+
+    @property
+    def tokens(self) -> int:
+        """D: training tokens (steps x batch_size x n_ctx)."""
+        return self.steps * self.train.batch_size * self.model.n_ctx
+
+    @property
+    def compute(self) -> float:
+        """C = 6 N D: training FLOPs, forward and backward (Kaplan et al. 2020)."""
+        return 6.0 * self.n_params * self.tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        """What `member.json` holds (besides its schema)."""
+        return {
+            "name": self.name,
+            "axes": {"size": self.size.text, "steps": self.steps, "seed": self.seed,
+                     **dict(self.knobs)},
+            "model": self.model.to_dict(),
+            "train": asdict(self.train),
+            "world": {"id": self.world_id, "config": self.world.to_dict(),
+                      "tokens": self.world_tokens},
+            "n_params": self.n_params,
+            "tokens": self.tokens,
+            "compute": self.compute,
+        }
+
+

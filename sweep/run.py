@@ -1,0 +1,210 @@
+"""Train a planned sweep here: the worlds first, then the members that are not finished, in
+order, with the project's trainer (`workbench.train.train`).
+
+Resumable at any instant: a finished member (its last checkpoint exists) is never trained
+again; a member killed mid-training continues from its newest checkpoint, exactly as
+`workbench train --resume` does. Locks (`fcntl.flock`, released when a process dies) keep two
+processes from building one world or training one member at the same time, so the lines of
+`commands.txt` may run in parallel.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweep.member import Member
+from sweep.plan import Plan, check_member_dir, member_state
+from workbench.checkpoints import list_checkpoints, step_dir_name
+from workbench.train import train
+from workbench.world import build_corpus
+
+log = logging.getLogger(__name__)
+Report = Callable[[str], None]
+OnStep = Callable[[Member, int, float], None]
+
+
+@dataclass(frozen=True)
+class SweepRunConfig:
+    """How `run_sweep` trains.
+
+    Args:
+        device: `auto`, `cpu`, `cuda` or `cuda:N` (bf16 autocast on CUDA).
+        members: names of the members to train (empty: every member).
+        progress: the trainer's progress bar.
+    """
+
+    device: str = "auto"
+    members: tuple[str, ...] = ()
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class MemberResult:
+    """One member after `run_sweep`: `status` is `trained` (from step 0), `resumed`,
+    `finished` (it was already) or `busy` (another process is training it)."""
+
+    name: str
+    status: str
+    steps: int
+    val_loss: float
+    seconds: float
+    tokens_per_s: float
+
+
+class Busy(Exception):
+    """Another process holds the lock."""
+
+
+@contextmanager
+def _lock(path: Path, wait: bool) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError as exc:
+            raise Busy(str(path)) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_world(plan: Plan, world_id: str, *, progress: bool = False) -> tuple[Path, bool]:
+    """The corpus of world `world_id`, built when missing (once, under a lock). Returns its
+    directory and whether it was built now.
+
+    Raises:
+        ValueError: an unknown world, or a world directory built with another config.
+    """
+    worlds = plan.spec.worlds()
+    if world_id not in worlds:
+        raise ValueError(f"{plan.root} has no world {world_id!r}; its worlds: "
+                         f"{', '.join(worlds)}")
+    cfg, tokens = worlds[world_id]
+    out = plan.world_dir(world_id)
+    with _lock(out.parent / f".{world_id}.lock", wait=True):
+        manifest = out / "corpus.json"
+        if manifest.is_file():
+            recorded = json.loads(manifest.read_text()).get("world_config")
+            if recorded != cfg.to_dict():
+                raise ValueError(f"world {out} was built with another config than the plan's; "
+                                 "plan again with --overwrite (it deletes stale worlds) or "
+                                 "move it away")
+            return out, False
+        build_corpus(cfg, out, n_tokens_train=tokens, progress=progress)
+        return out, True
+
+
+def _final_val_loss(plan: Plan, member: Member) -> float:
+    config = plan.run_dir(member) / "checkpoints" / step_dir_name(member.steps) / "config.json"
+    value = json.loads(config.read_text()).get("val_loss")
+    return float("nan") if value is None else float(value)
+
+
+def train_member(plan: Plan, member: Member, *, device: str = "auto", progress: bool = True,
+                 on_step: OnStep | None = None) -> MemberResult:
+    """Train one member to its last step unless it is there already (resuming a started one).
+
+    Raises:
+        ValueError: its directory was made by another spec.
+        Busy: another process is training it.
+    """
+    check_member_dir(plan, member)
+    run_dir = plan.run_dir(member)
+    with _lock(plan.member_dir(member) / ".train.lock", wait=False):
+        state = member_state(plan, member)
+        if state == "done":
+            if not (run_dir / "training.fig.json").exists():  # killed just before it
+                world, _ = ensure_world(plan, member.world_id)
+                train(member.model, world, run_dir, member.train, device=device, resume=True,
+                      progress=False)
+            return MemberResult(member.name, "finished", member.steps,
+                                _final_val_loss(plan, member), 0.0, float("nan"))
+        world, _ = ensure_world(plan, member.world_id)
+        resume = (run_dir / "run.json").is_file()
+        if not resume and run_dir.is_dir():
+            _clear_unstarted(run_dir)
+        start = _resume_step(run_dir) if resume else 0
+        hook = None if on_step is None else (lambda step, loss: on_step(member, step, loss))
+        t0 = time.perf_counter()
+        result = train(member.model, world, run_dir, member.train, device=device,
+                       resume=resume, progress=progress, on_step=hook)
+        seconds = time.perf_counter() - t0
+    done = (result.steps - start) * member.train.batch_size * member.model.n_ctx
+    return MemberResult(member.name, "resumed" if state == "started" else "trained",
+                        result.steps, result.final_val_loss, seconds, done / max(seconds, 1e-9))
+
+
+def _clear_unstarted(run_dir: Path) -> None:
+    """A run directory without `run.json`: a run killed while creating it leaves at most
+    temporary files (`.NAME.*`), which are removed; anything else is refused."""
+    foreign = [p.name for p in run_dir.iterdir() if not p.name.startswith(".")]
+    if foreign:
+        raise ValueError(f"{run_dir} holds {', '.join(sorted(foreign)[:5])} but no run.json, so "
+                         "it is not a run of ours; move those files out and run the sweep again")
+    for p in run_dir.iterdir():
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _resume_step(run_dir: Path) -> int:
+    """The step a resumed run continues from: its newest checkpoint with a training state."""
+    steps = [int(p.name.removeprefix("step_")) for p in list_checkpoints(run_dir)
+             if (p / "train_state.pt").exists()]
+    return max(steps, default=0)
+
+
+def run_sweep(plan: Plan, cfg: SweepRunConfig = SweepRunConfig(), *,
+              report: Report = log.info, on_step: OnStep | None = None) -> list[MemberResult]:
+    """Build the plan's missing worlds, then train its unfinished members in order.
+
+    Args:
+        plan: the plan (`sweep.plan.load_plan`).
+        cfg: device, which members, progress bar.
+        report: receives one line per event (the CLI prints them).
+        on_step: called as `on_step(member, step, loss)` after each optimizer step (tests
+            use it to kill a run at a chosen step).
+
+    Raises:
+        ValueError: an unknown member name, or a member directory made by another spec
+            (checked for every member before any training).
+    """
+    members = [plan.member(n) for n in cfg.members] if cfg.members else plan.members()
+    for member in members:
+        check_member_dir(plan, member)
+    for world_id in dict.fromkeys(m.world_id for m in members):
+        out, built = ensure_world(plan, world_id, progress=cfg.progress)
+        if built:
+            report(f"world {world_id}: built -> {out}")
+    results = []
+    for i, member in enumerate(members, 1):
+        head = f"[{i}/{len(members)}] {member.name}"
+        state = member_state(plan, member)
+        if state != "done":
+            report(f"{head}: {'resuming' if state == 'started' else 'training'} "
+                   f"(N={member.n_params:,}, D={member.tokens:,}, C={member.compute:.2e})")
+        try:
+            result = train_member(plan, member, device=cfg.device, progress=cfg.progress,
+                                  on_step=on_step)
+        except Busy:
+            report(f"{head}: another process is training it; skipped")
+            results.append(MemberResult(member.name, "busy", 0, float("nan"), 0.0,
+                                        float("nan")))
+            continue
+        if result.status == "finished":
+            report(f"{head}: finished already (val loss {result.val_loss:.3f}); skipped")
+        else:
+            report(f"{head}: {result.status} to step {result.steps} in {result.seconds:.0f} s, "
+                   f"val loss {result.val_loss:.3f}, {result.tokens_per_s:,.0f} tokens/s")
+        results.append(result)
+    return results
