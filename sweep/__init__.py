@@ -9,6 +9,8 @@ What lives where:
 - `plan.py`: `plan_sweep` writes a plan directory (one directory and one command per member);
   `load_plan` reads it;
 - `run.py`: `run_sweep` trains the members that are not finished, resumably;
+- `fit.py`: power laws of loss against N, D and C (bootstrap intervals, R²) and the joint
+  L(N, D) = E + A/N^α + B/D^β; `emergence.py`: smooth / emergent / not reached verdicts;
 - `cli.py`: `workbench sweep plan|run|world`.
 """
 
