@@ -262,7 +262,12 @@ def plan_sweep(spec: SweepSpec, out: str | Path, *, overwrite: bool = False) -> 
         if not (root / SPEC_FILE).is_file():
             raise ValueError(f"--out {root} is not empty and is not a sweep plan (no "
                              f"{SPEC_FILE}); choose a new or empty directory")
-        old = _read_json(root / SPEC_FILE, "sweep spec").get("spec", {})
+        try:
+            old = _read_json(root / SPEC_FILE, "sweep spec").get("spec", {})
+        except ValueError:
+            if not overwrite:
+                raise
+            old = {}  # damaged: replaced, its member directories checked one by one
         old_id = {k: v for k, v in old.items() if k not in ("name", "description")}
         if old_id == spec.identity():
             status = "unchanged"

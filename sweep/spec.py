@@ -22,8 +22,10 @@ tokens = 300000
 
 A mixture knob is a key of `WorldConfig.mix` (a document kind); its value is the share of
 training tokens that kind gets, the other kinds keeping their proportions in the rest.
-Checkpoints are log-spaced (steps 0, 1, 2, 4, ...; `ckpt_interval` defaults to the member's
-steps). Members sharing a mixture share one world corpus.
+Unless `[train]` sets them, checkpoints are log-spaced (steps 0, 1, 2, 4, ... and the last:
+`ckpt_interval` = the member's steps), validation runs every tenth of the steps
+(`eval_interval`), and warmup is the preset's, capped at a tenth of the steps. Members sharing
+a mixture share one world corpus.
 
 >>> spec = SweepSpec.from_dict({"preset": "tiny", "axes": {"size": ["2x64x2"], "seed": [0, 1]},
 ...                             "train": {"steps": 400}})

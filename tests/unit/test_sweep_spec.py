@@ -247,3 +247,14 @@ def test_run_refuses_a_foreign_run_dir_and_skips_a_busy_member(tmp_path: Path) -
     assert [r.status for r in results] == ["busy"]
     assert lines[-1].endswith("another process is training it; skipped")
     assert (plan.run_dir(member) / "notes.txt").read_text() == "mine"
+
+
+def test_a_damaged_plan_is_refused_and_replaced_with_overwrite(tmp_path: Path) -> None:
+    plan_sweep(spec(), tmp_path / "p")
+    (tmp_path / "p" / SPEC_FILE).write_text('{"schema": "workbench.sweep_sp')
+    with pytest.raises(ValueError, match=r"sweep_spec.json is damaged"):
+        plan_sweep(spec(), tmp_path / "p")
+    with pytest.raises(ValueError, match=r"sweep_spec.json is damaged"):
+        load_plan(tmp_path / "p")
+    assert plan_sweep(spec(), tmp_path / "p", overwrite=True).status == "replaced"
+    assert load_plan(tmp_path / "p").spec == spec()
