@@ -11,15 +11,26 @@ What lives where:
 - `run.py`: `run_sweep` trains the members that are not finished, resumably;
 - `fit.py`: power laws of loss against N, D and C (bootstrap intervals, R²) and the joint
   L(N, D) = E + A/N^α + B/D^β; `emergence.py`: smooth / emergent / not reached verdicts;
-- `cli.py`: `workbench sweep plan|run|world`.
+- `battery.py`: `BatteryConfig`, `run_battery`: every ability, as a discontinuous and a
+  continuous metric, on one model; `analyze.py`: `analyze_sweep` runs it on every checkpoint
+  of every member (resumable, `battery.json` per member) and writes `sweep.json`;
+- `report.py`: `sweep.json` (schema `workbench.sweep/1`): laws, curves, verdicts;
+  `figures.py`: its plotly figures;
+- `cli.py`: `workbench sweep plan|run|world|analyze`.
 """
 
+from sweep.analyze import AnalyzeConfig, analyze_sweep
+from sweep.battery import BatteryConfig, run_battery
 from sweep.member import Member, Size, non_embedding_params
 from sweep.plan import Plan, load_plan, plan_sweep
 from sweep.run import SweepRunConfig, run_sweep
 from sweep.spec import SweepSpec, load_spec
 
 __all__ = [
+    "AnalyzeConfig",
+    "BatteryConfig",
+    "analyze_sweep",
+    "run_battery",
     "Member",
     "Plan",
     "Size",

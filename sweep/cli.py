@@ -1,5 +1,6 @@
 """`workbench sweep`: plan a family of models and train it (registered under the
-`workbench.commands` entry points; `sweep.plan` and `sweep.run` do the work)."""
+`workbench.commands` entry points; `sweep.plan`, `sweep.run` and `sweep.analyze` do the
+work)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from workbench.argtypes import device
 from workbench.commands import Command
 
 SWEEP_HELP = ("scaling sweeps: plan a family of models from a spec (TOML or JSON, or a preset "
-              "of datasets/sweeps: micro, cpu, gpu) and train its members, resumably")
+              "of datasets/sweeps: micro, cpu, gpu), train its members and analyze them, "
+              "resumably")
 
 
 def sweep_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,6 +29,13 @@ def sweep_arguments(p: argparse.ArgumentParser) -> None:
                      help="train only these members (default: all)")
     run.add_argument("--device", type=device, default="auto", help="auto | cpu | cuda")
     run.add_argument("--no-progress", action="store_true")
+    analyze = sub.add_parser("analyze", help="the battery on every checkpoint of every member "
+                             "(resumable), then sweep.json: loss laws and emergence verdicts")
+    analyze.add_argument("plan", help="plan directory made by `workbench sweep plan`")
+    analyze.add_argument("--overwrite", action="store_true",
+                         help="measure every checkpoint again (default: only new ones)")
+    analyze.add_argument("--device", type=device, default="cpu", help="auto | cpu | cuda")
+    analyze.add_argument("--no-progress", action="store_true")
     world = sub.add_parser("world", help="build the plan's world corpora that are missing")
     world.add_argument("plan", help="plan directory made by `workbench sweep plan`")
     world.add_argument("--world", nargs="+", default=(), metavar="ID",
@@ -78,8 +87,35 @@ def _world(args: argparse.Namespace) -> None:
         print(f"world {world_id}: {'built' if built else 'present'} -> {out}")
 
 
+def _analyze(args: argparse.Namespace) -> None:
+    from sweep.analyze import AnalyzeConfig, analyze_sweep
+    from sweep.plan import load_plan
+    from sweep.report import REPORT_FILE
+
+    plan = load_plan(args.plan)
+    cfg = AnalyzeConfig(overwrite=args.overwrite, device=args.device,
+                        progress=not args.no_progress)
+    report = analyze_sweep(plan, cfg, report=lambda line: print(line, flush=True))
+    for key, law in report["laws"].items():
+        if key == "note":
+            print(f"laws: {law}")
+        elif key == "joint":
+            print(f"joint: L = {law['e']:.3g} + {law['a']:.3g}/N^{law['alpha']:.3f} + "
+                  f"{law['b']:.3g}/D^{law['beta']:.3f} (R² {law['r2']:.3f})")
+        else:
+            lo, hi = law["ci"].get("alpha", (float("nan"), float("nan")))
+            print(f"loss vs {key}: alpha {law['alpha']:.3f} [{lo:.3f}, {hi:.3f}], "
+                  f"R² {law['r2']:.3f} over {law['n']} members")
+    print(f"{'ability':20s} {'discrete vs N':16s} {'continuous vs N':16s}")
+    for name, a in report["abilities"].items():
+        print(f"{name:20s} {a['discrete']['N']['verdict']:16s} "
+              f"{a['continuous']['N']['verdict']:16s}")
+    print(report["differ"]["statement"])
+    print(f"-> {plan.root / REPORT_FILE}")
+
+
 def sweep_command(args: argparse.Namespace) -> None:
-    {"plan": _plan, "run": _run, "world": _world}[args.sweep_command](args)
+    {"plan": _plan, "run": _run, "world": _world, "analyze": _analyze}[args.sweep_command](args)
 
 
 SWEEP = Command("sweep", SWEEP_HELP, sweep_arguments, sweep_command, order=78,

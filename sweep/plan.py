@@ -8,6 +8,8 @@ runs/NAME/
   L2-d64-h2_steps400_seed0/
     member.json                 its configs, N, D = steps x batch_size x n_ctx, C = 6ND
     run/                        a `workbench train --run` directory (checkpoints/step_*)
+    battery.json                `workbench sweep analyze`: the battery per checkpoint
+  sweep.json, sweep.*.fig.json  `workbench sweep analyze`: laws, verdicts, figures
 ```
 
 Every line of `commands.txt` can run on its own, in any order and in parallel (a SLURM array,
@@ -35,6 +37,7 @@ MEMBER_FILE = "member.json"
 COMMANDS_FILE = "commands.txt"
 WORLDS_DIR = "worlds"
 RUN_DIR = "run"
+BATTERY_FILE = "battery.json"  # written by `workbench sweep analyze` (sweep.analyze)
 SPEC_SCHEMA = "workbench.sweep_spec/1"
 MEMBER_SCHEMA = "workbench.sweep_member/1"
 
@@ -197,7 +200,7 @@ def _owned_member_dir(path: Path) -> bool:
     if not (path / MEMBER_FILE).is_file():
         return False
     for entry in path.iterdir():
-        if entry.name in (MEMBER_FILE,) or entry.name.startswith("."):
+        if entry.name in (MEMBER_FILE, BATTERY_FILE) or entry.name.startswith("."):
             continue
         if entry.name != RUN_DIR:
             return False
@@ -214,6 +217,10 @@ def _stale(root: Path, new: SweepSpec) -> tuple[list[Path], list[str]]:
     stale, kept = [], []
     for entry in sorted(root.iterdir()):
         if entry.name in (SPEC_FILE, COMMANDS_FILE) or entry.name.startswith("."):
+            continue
+        if entry.is_file() and entry.name.startswith("sweep.") and entry.name.endswith(
+                ".json"):  # sweep.json and its figures: made from members that may go
+            stale.append(entry)
             continue
         if entry.name == WORLDS_DIR and entry.is_dir():
             for world in sorted(entry.iterdir()):
@@ -281,7 +288,10 @@ def plan_sweep(spec: SweepSpec, out: str | Path, *, overwrite: bool = False) -> 
             stale, kept = _stale(root, spec)
             status = "replaced"
             for path in stale:
-                shutil.rmtree(path)
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
                 removed.append(path.name if path.parent == root else f"{WORLDS_DIR}/{path.name}")
     plan = Plan(root, spec)
     if status != "unchanged":
