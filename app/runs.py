@@ -30,6 +30,7 @@ from beliefs import suite
 from circuits import induction
 from icl import measure
 from probe import sweep
+from sweep import report as scaling
 from workbench.analysis import report_path
 from workbench.checkpoints import is_checkpoint_dir, is_hf_dir, list_checkpoints
 from workbench.commands import build_parser, command_argv
@@ -37,6 +38,7 @@ from workbench.commands import build_parser, command_argv
 RUNS_ENV = "WORKBENCH_RUNS"  # how `workbench app --runs DIR` tells the app its folder
 MAX_DEPTH = 3  # how deep under the runs folder models, corpora and files are looked for
 SCHEMAS = {m.KIND: m.SCHEMA for m in (induction, sweep, suite, measure)}  # analyses' reports
+SCHEMAS["scaling"] = scaling.SCHEMA  # `workbench sweep analyze`'s sweep.json
 
 
 PAGES = (  # (file under app/, title, icon) in menu order; a missing file is left out
@@ -48,6 +50,7 @@ PAGES = (  # (file under app/, title, icon) in menu order; a missing file is lef
     ("pages/icl.py", "In-context learning", ":material/school:"),
     ("pages/activations.py", "Activations", ":material/scatter_plot:"),
     ("pages/logit_lens.py", "Logit lens", ":material/layers:"),
+    ("pages/scaling.py", "Scaling", ":material/trending_down:"),
 )
 
 
@@ -253,6 +256,24 @@ def read_report(path: Path, kind: str, root: Path | None = None) -> dict[str, An
                          f"{expected or 'workbench.*'!r}; run the analysis again with "
                          "--overwrite")
     return report
+
+
+def list_sweeps(root: Path) -> list[Path]:
+    """Analyzed sweeps (`sweep.json` from `workbench sweep analyze`) under `root`."""
+    root = Path(root).resolve()
+    return [inside(root, d / scaling.REPORT_FILE) for d in [root, *_walk(root)]
+            if (d / scaling.REPORT_FILE).is_file() and contained(root, d / scaling.REPORT_FILE)]
+
+
+def member_model(root: Path, sweep_dir: Path, member: dict[str, Any]) -> str | None:
+    """The runs-folder name of a sweep member's run (what the sidebar's model picker lists),
+    None when it is not a model under `root`."""
+    try:
+        run = inside(root, Path(sweep_dir) / member.get("run", ""))
+    except ValueError:
+        return None
+    names = {m.path: m.name for m in list_models(root)}
+    return names.get(run)
 
 
 def list_analyses(entry: ModelEntry) -> list[str]:

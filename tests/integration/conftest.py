@@ -77,4 +77,39 @@ def app_runs(world_corpus: Path, tiny_run: TrainResult, hf_gpt2_dir: Path,
     write_report(few, report_path(tiny, measure.KIND), measure.FIGURES)
     cache_activations(load(tiny), load_corpus(corpus), CacheConfig(max_tokens=2000, chunk=True),
                       tiny / "acts_val.h5", progress=False)
+    write_sweep(runs / "sweeps" / "micro", run="../../tiny")
     return runs
+
+
+def write_sweep(root: Path, run: str) -> None:
+    """A tiny analyzed sweep (`sweep.json`, schema workbench.sweep/1) of three synthetic
+    members, the first of which points at the run `run` (relative to `root`)."""
+    from sweep.figures import FIGURES
+    from sweep.fit import FitConfig
+    from sweep.report import build_report
+    from workbench.analysis import write_report
+
+    def metric(name: str, value: float, chance: float) -> dict:
+        return {"name": name, "value": value, "chance": chance, "ceiling": 0.0 if chance < 0
+                else 1.0}
+
+    members = []
+    for i, n in enumerate((12_768, 50_112, 100_096)):
+        loss = 12.0 * n ** -0.1
+        steps = [0, 128, 300]
+        cks = [{"step": s, "val_loss": loss + 3 / (s + 1), "abilities": {
+            "facts": {"discrete": metric("top-1 accuracy", (0.0, 0.05, 0.8)[i] * s / 300, 0.0),
+                      "continuous": metric("log-probability", -6 + i * s / 150, -6.0)},
+            "agreement": {"discrete": metric("accuracy", 0.5 + 0.1 * i * s / 300, 0.5),
+                          "continuous": metric("log p", -0.7 + 0.1 * i * s / 300, -0.7)}}}
+            for s in steps]
+        members.append({"name": f"L1-d{n}_steps300_seed0", "n_params": n, "tokens": 307_200,
+                        "compute": 6.0 * n * 307_200, "steps": 300, "seed": 0, "knobs": {},
+                        "run": run if i == 0 else f"m{i}/run", "finished": True,
+                        "final_loss": loss,
+                        "curve": {"step": steps, "loss": [c["val_loss"] for c in cks],
+                                  "val_step": steps, "val_loss": [c["val_loss"] for c in cks]},
+                        "checkpoints": cks})
+    report = build_report("micro", {}, members, {}, fit=FitConfig(n_boot=20))
+    root.mkdir(parents=True)
+    write_report(report, root / "sweep.json", FIGURES)

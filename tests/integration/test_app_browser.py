@@ -25,7 +25,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 # url path of each page (st.Page names it after the file) -> charts it must draw on `tiny`
 # (a page's URL first: the router must run for it too, not the page's file alone)
 CHARTS = {"attention": 2, "": 1, "induction": 3, "probes": 2, "beliefs": 1, "icl": 3,
-          "activations": 1, "logit_lens": 1}
+          "activations": 1, "logit_lens": 1, "scaling": 3}
 ERROR_TEXT = ("Traceback", "Error:", "Exception:")
 
 pytestmark = pytest.mark.skipif(

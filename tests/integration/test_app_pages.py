@@ -19,7 +19,8 @@ from app import runs as folder
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
 PAGES = ["pages/models.py", "pages/attention.py", "pages/induction.py", "pages/probes.py",
-         "pages/beliefs.py", "pages/icl.py", "pages/activations.py", "pages/logit_lens.py"]
+         "pages/beliefs.py", "pages/icl.py", "pages/activations.py", "pages/logit_lens.py",
+         "pages/scaling.py"]
 
 
 def open_page(runs: Path, monkeypatch: pytest.MonkeyPatch, page: str, model: str = "tiny",
@@ -192,3 +193,27 @@ def test_button_runs_missing_analysis(hf_gpt2_dir, tmp_path, monkeypatch):
     assert_ok(at)
     assert (runs / "gpt2/analyses/induction.json").is_file()
     assert len(figures(at)) == 2  # heads and composition (no checkpoints to follow)
+
+
+def test_scaling_page_ability_and_member(app_runs, monkeypatch):
+    at = open_page(app_runs, monkeypatch, "pages/scaling.py")
+    assert at.selectbox(key="scaling_sweep").options == ["sweeps/micro"]
+    curves, law, ability = figures(at)
+    assert len(curves["data"]) == 3 and law["layout"]["xaxis"]["type"] == "log"
+    assert "R²" in law["data"][1]["name"]  # the fitted law beside its points
+    assert at.selectbox(key="scaling_ability").options == ["facts", "agreement"]
+    titles = [a["text"] for a in ability["layout"]["annotations"]]
+    assert titles[0].startswith("top-1 accuracy: ") and titles[1].startswith("log-probability")
+    at.radio(key="scaling_scale").set_value("C").run()
+    assert_ok(at)
+    assert "C = 6ND" in figures(at)[2]["layout"]["xaxis"]["title"]["text"]
+    at.selectbox(key="scaling_ability").set_value("agreement").run()
+    assert_ok(at)
+    assert figures(at)[2]["layout"]["title"]["text"] == "agreement against C"
+    # the first member's run is the tiny model: open it as the sidebar's model
+    at.button(key="scaling_open").click().run()
+    assert_ok(at)
+    assert at.session_state["model_name"] == "tiny"
+    at.selectbox(key="scaling_member").set_value("L1-d50112_steps300_seed0").run()
+    assert_ok(at)
+    assert "is not a model under the runs folder" in at.info[0].value
