@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-slow demo train-default lint bench clean
+.PHONY: install test test-slow demo train-default lint bench sweep clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -67,6 +67,15 @@ bench: install
 	$(PY) bench/app_latency.py --runs $(RUNS)
 	$(PY) bench/causal_trace.py
 	$(PY) bench/real_scale.py --models gpt2,pythia --threads 1
+	$(PY) bench/sweep_throughput.py
+
+# The `cpu` scaling family (six sizes, 50k to 3.2M non-embedding parameters): plan, train
+# (resumable) and analyze into $(RUNS)/cpu; about 28 min of training and about 10 min of
+# battery on 2 CPU cores (estimated; see README "Scaling sweeps"). Run again to continue.
+sweep: install
+	$(VENV)/bin/workbench sweep plan cpu --out $(RUNS)/cpu
+	$(VENV)/bin/workbench sweep run $(RUNS)/cpu
+	$(VENV)/bin/workbench sweep analyze $(RUNS)/cpu
 
 clean:
 	rm -rf $(RUNS)/demo $(RUNS)/world
