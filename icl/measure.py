@@ -196,6 +196,8 @@ def headline(tasks: dict[str, Any], ks: tuple[int, ...]) -> dict[str, Any]:
         out["known_accuracy"] = {k: sum(t["k"][k]["accuracy"] for t in known) / len(known)
                                  for k in (lo, hi)}
         out["known_rise"] = out["known_accuracy"][hi] - out["known_accuracy"][lo]
+        out["known_rise_by_task"] = {name: t["k"][hi]["accuracy"] - t["k"][lo]["accuracy"]
+                                     for name, t in tasks.items() if t["kind"] == "known"}
     if "novel" in tasks:
         out["novel_accuracy"] = tasks["novel"]["k"][hi]["accuracy"]
         out["novel_chance"] = tasks["novel"]["chance"]

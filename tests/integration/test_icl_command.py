@@ -9,6 +9,7 @@ import pytest
 
 from workbench.cli import main
 from workbench.train import TrainResult
+from workbench.world.fewshot import TASKS
 
 
 def test_icl_report_figures_and_checkpoints(tiny_run: TrainResult, world_corpus: Path,
@@ -27,8 +28,7 @@ def test_icl_report_figures_and_checkpoints(tiny_run: TrainResult, world_corpus:
     assert "novel mappings: accuracy" in printed and "flipped labels" in printed
     report = json.loads(out.read_text())
     assert report["schema"] == "workbench.icl/1"
-    assert set(report["tasks"]) == {"city_country", "person_job", "noun_category",
-                                    "adj_sentiment", "novel", "flipped"}
+    assert set(report["tasks"]) == set(TASKS)
     for task in report["tasks"].values():
         assert list(task["k"]) == ["0", "1", "8"] and 0 < task["chance"] < 1
         for cell in task["k"].values():

@@ -86,6 +86,7 @@ def test_numbers_of_a_model_that_follows_the_context(monkeypatch: pytest.MonkeyP
     assert lo < 0.8 and hi == pytest.approx(1.0)  # ten items leave room below
     head = m.headline(tasks, (0, 8))
     assert head["known_rise"] == 0.0 and head["novel_accuracy"] == 1.0
+    assert head["known_rise_by_task"] == {"adj_sentiment": 0.0}
     assert head["flipped_follow_context"] == {"0": 0.0, "8": 1.0}
     report = {"tasks": tasks, "headline": head, "config": {"ks": [0, 8]}}
     assert "novel mappings: accuracy 1.00 at k=8 (chance 0.25)" in summary_table(report)

@@ -23,7 +23,7 @@ from workbench.world.templates import (
 from workbench.world.tokenizer import build_world_tokenizer, load_hf_tokenizer, world_words
 
 SMALL = WorldConfig(seed=0, n_people=20)
-N_TOKENS = 20_000
+N_TOKENS = 40_000
 
 
 def _digest(path: Path) -> dict[str, str]:
@@ -474,7 +474,15 @@ def test_fewshot_training_labels_are_independent_draws() -> None:
 
 
 def test_fewshot_documents_and_items() -> None:
-    from workbench.world.fewshot import KNOWN_TASKS, KS, NOVEL_LABELS, TASKS, FewShotTasks
+    from workbench.world.fewshot import (
+        INPUT_TYPE,
+        KNOWN_TASKS,
+        KS,
+        NOVEL_LABELS,
+        PERSON_TASKS,
+        TASKS,
+        FewShotTasks,
+    )
 
     world = build_world(SMALL)
     tasks = FewShotTasks(world)
@@ -485,7 +493,7 @@ def test_fewshot_documents_and_items() -> None:
         assert it["answer"] in it["candidates"] and it["prefix"].endswith(" :")
         assert len(it["demos"]) == it["k"] and it["prefix"].count(";") == it["k"]
         if it["task"] in KNOWN_TASKS or it["task"] == "flipped":
-            assert it["x"] in tasks.heldout[it["task"].replace("flipped", "adj_sentiment")]
+            assert it["x"] in tasks.heldout[INPUT_TYPE[it["task"]]]
             assert it["x"] not in [d[0] for d in it["demos"]]
         if it["task"] == "flipped":
             assert it["prior"] == sentiment[it["x"]] != it["answer"]
@@ -505,8 +513,36 @@ def test_fewshot_documents_and_items() -> None:
             for x, y in pairs:  # one mapping per document
                 assert mapping.setdefault(x, y) == y
             continue
-        task = next(t for t in KNOWN_TASKS if labels <= set(tasks.candidates(t)))
+        task = next(t for t in KNOWN_TASKS if labels <= set(tasks.answers(t)))
         kinds.add(task)
         for x, _ in pairs:  # held-out inputs never appear in a training document
-            assert x not in tasks.heldout[task]
+            assert x not in tasks.heldout[INPUT_TYPE[task]]
     assert kinds == set(KNOWN_TASKS) | {"novel"}
+    # a person's four relations share their candidates: the query does not name the relation
+    person = {tuple(tasks.candidates(t)) for t in PERSON_TASKS}
+    assert len(person) == 1 and all(set(tasks.answers(t)) < set(*person) for t in PERSON_TASKS)
+    assert set(tasks.candidates("noun_category")) == (set(tasks.answers("noun_category"))
+                                                      | set(tasks.answers("noun_plural")))
+
+
+def test_fewshot_people_follow_exposure_and_count_as_mentions() -> None:
+    """People appear in demonstrations as often as their exposure says, and each
+    demonstration is a mention of that fact (so `mentions` in world.json stays true)."""
+    from collections import Counter
+
+    from workbench.world.fewshot import PERSON_TASKS, FewShotTasks
+
+    world = build_world(SMALL)
+    tasks = FewShotTasks(world)
+    rng = random.Random(1)
+    seen: Counter[int] = Counter()
+    for _ in range(3000):
+        doc = tasks.document(rng)
+        for pid, rel in doc.facts:
+            assert rel in PERSON_TASKS.values()
+            assert f"{world.people[pid].first} {world.people[pid].last} : " \
+                f"{world.attribute(pid, rel)}" in doc.text
+            seen[pid] += 1
+    top = max(seen, key=lambda p: world.people[p].exposure)
+    low = min(seen, key=lambda p: world.people[p].exposure)
+    assert seen[top] > 3 * seen[low]

@@ -3,17 +3,24 @@
 Tasks (`TASKS`):
 
 - known relations, whose answers the model can know from other documents:
-  `city_country` (velmora : dravia), `person_job` (anna berg : baker), `noun_category`
-  (dog : animal) and `adj_sentiment` (kind : positive);
+  `city_country` (velmora : dravia); a person's `person_job` (anna berg : baker),
+  `person_city`, `person_pet` and `person_food`; a noun's `noun_category` (dog : animal) and
+  `noun_plural` (dog : dogs); and `adj_sentiment` (kind : positive). Several relations share
+  an input type (`INPUT_TYPE`: four read a person, two a noun), so the query alone does not
+  say which relation is asked: the demonstrations do. An item's candidates are the answers of
+  every task of its input type, so at k = 0 the model must guess the relation too;
 - `novel`: nouns paired with the labels one / two / three / four at random in each document,
   so the mapping exists only in that context (pairs recur within a document);
 - `flipped`: adjectives mapped to the *opposite* sentiment throughout a document (a share
   `P_FLIPPED` of sentiment documents), so following the context means going against what
   the model knows.
 
-For every known task a seeded quarter of its inputs never appears in a training document:
-evaluation queries use only those (`heldout`), so a correct k-shot answer recognises the task
-rather than recalling the pair. Evaluation items (`eval_items`) have k = 0, 1, 2, 4, 8
+For every input type a seeded quarter of its inputs never appears in a training few-shot
+document: evaluation queries use only those (`heldout`), so a correct k-shot answer
+recognises the task rather than recalling the pair. A document draws an input type
+uniformly (city, person, noun, adjective or a novel mapping), then one of its tasks; people
+are drawn in proportion to their exposure, like every other document about them, and their
+demonstrations count as mentions of the fact. Evaluation items (`eval_items`) have k = 0, 1, 2, 4, 8
 demonstrations; a `novel` query repeats one of its demonstrations' inputs (at k = 0 it cannot:
 chance). Each item records the task's candidate answers and, for `flipped`, the answer the
 model's prior would give.
@@ -36,8 +43,13 @@ from workbench.world import lexicon
 from workbench.world.facts import World
 from workbench.world.labels import BOS_ROW, Row
 
-TASKS = ("city_country", "person_job", "noun_category", "adj_sentiment", "novel", "flipped")
-KNOWN_TASKS = ("city_country", "person_job", "noun_category", "adj_sentiment")
+PERSON_TASKS = {"person_job": "job", "person_city": "city", "person_pet": "pet",
+                "person_food": "food"}  # task -> the fact's relation
+KNOWN_TASKS = ("city_country", *PERSON_TASKS, "noun_category", "noun_plural", "adj_sentiment")
+TASKS = (*KNOWN_TASKS, "novel", "flipped")
+INPUT_TYPE = {"city_country": "city", **{t: "person" for t in PERSON_TASKS},
+              "noun_category": "noun", "noun_plural": "noun", "adj_sentiment": "adjective",
+              "flipped": "adjective", "novel": "novel"}
 KS = (0, 1, 2, 4, 8)
 CATEGORY_WORDS = {"animal": "animal", "food": "food", "tool": "tool", "place": "place",
                   "role": "role"}  # noun class -> its label word
@@ -58,6 +70,7 @@ def fewshot_words() -> list[str]:
 class Pair:
     x: tuple[Row, ...]
     y: str
+    y_pos: str = ""  # the answer's part of speech ("" -> by its label word)
 
     @property
     def x_text(self) -> str:
@@ -71,25 +84,30 @@ class FewShotTasks:
         self.world = world
         sentiment = {a.word: SENTIMENT_WORDS[a.sentiment] for a in lexicon.ADJECTIVES
                      if a.sentiment in SENTIMENT_WORDS}
+        nouns = lexicon.all_nouns()
         self.pairs: dict[str, list[Pair]] = {
             "city_country": [Pair((Row(c, "PROPN"),), world.city_country[c])
                              for c in world.objects("city")],
-            "person_job": [Pair((Row(p.first, "PROPN", person=i),
-                                 Row(p.last, "PROPN", person=i)), p.attributes["job"])
-                           for i, p in enumerate(world.people)],
+            **{task: [Pair((Row(p.first, "PROPN", person=i), Row(p.last, "PROPN", person=i)),
+                           p.attributes[rel], "PROPN" if rel == "city" else "NOUN")
+                      for i, p in enumerate(world.people)]
+               for task, rel in PERSON_TASKS.items()},
             "noun_category": [Pair((Row(n.sing, "NOUN"),), CATEGORY_WORDS[n.category])
-                              for n in lexicon.all_nouns()],
+                              for n in nouns],
+            "noun_plural": [Pair((Row(n.sing, "NOUN"),), n.plur) for n in nouns],
             "adj_sentiment": [Pair((Row(w, "ADJ"),), s) for w, s in sentiment.items()],
         }
-        self.heldout: dict[str, set[str]] = {}
-        for task, pairs in self.pairs.items():
-            rng = random.Random(f"world:{world.config.seed}:fewshot:{task}")
+        self.heldout: dict[str, set[str]] = {}  # input type -> held-out inputs
+        for kind in dict.fromkeys(INPUT_TYPE[t] for t in KNOWN_TASKS):
+            pairs = next(self.pairs[t] for t in KNOWN_TASKS if INPUT_TYPE[t] == kind)
+            rng = random.Random(f"world:{world.config.seed}:fewshot:{kind}")
             n_held = max(1, round(HELDOUT_SHARE * len(pairs))) if len(pairs) > 1 else 0
-            self.heldout[task] = {p.x_text for p in rng.sample(pairs, n_held)}
-        self.nouns = [Row(n.sing, "NOUN") for n in lexicon.all_nouns()]
+            self.heldout[kind] = {p.x_text for p in rng.sample(pairs, n_held)}
+        self.nouns = [Row(n.sing, "NOUN") for n in nouns]
+        self._exposure = [p.exposure for p in world.people]
 
-    def candidates(self, task: str) -> list[str]:
-        """Every answer of `task` (what an item's answer is chosen among)."""
+    def answers(self, task: str) -> list[str]:
+        """Every answer of `task` itself."""
         if task == "novel":
             return list(NOVEL_LABELS)
         base = "adj_sentiment" if task == "flipped" else task
@@ -97,16 +115,28 @@ class FewShotTasks:
             raise ValueError(f"unknown few-shot task {task!r}; use one of {list(TASKS)}")
         return list(dict.fromkeys(p.y for p in self.pairs[base]))
 
+    def candidates(self, task: str) -> list[str]:
+        """What an item's answer is chosen among: the answers of every task that reads the
+        same input type (a person's job, city, pet and food), so the query alone does not
+        give the relation away."""
+        if task not in INPUT_TYPE:
+            raise ValueError(f"unknown few-shot task {task!r}; use one of {list(TASKS)}")
+        same = [t for t in (*KNOWN_TASKS, "novel") if INPUT_TYPE[t] == INPUT_TYPE[task]]
+        return list(dict.fromkeys(y for t in same for y in self.answers(t)))
+
     def _split(self, task: str, heldout: bool) -> list[Pair]:
-        pool = [p for p in self.pairs[task] if (p.x_text in self.heldout[task]) == heldout]
+        held = self.heldout[INPUT_TYPE[task]]
+        pool = [p for p in self.pairs[task] if (p.x_text in held) == heldout]
         return pool or self.pairs[task]  # a one-item task has nothing to hold out
 
     def document(self, rng: random.Random) -> Any:
-        """One training document of a task drawn uniformly (not `flipped`: a sentiment
-        document is flipped with probability P_FLIPPED)."""
+        """One training document: an input type drawn uniformly, then one of its tasks (not
+        `flipped`: a sentiment document is flipped with probability P_FLIPPED)."""
         from workbench.world.documents import Document
 
-        task = rng.choice(KNOWN_TASKS + ("novel",))
+        kind = rng.choice([*dict.fromkeys(INPUT_TYPE[t] for t in KNOWN_TASKS), "novel"])
+        task = rng.choice([t for t in (*KNOWN_TASKS, "novel") if INPUT_TYPE[t] == kind])
+        facts: list[tuple[int, str]] = []
         if task == "novel":
             pairs = self._novel(rng, rng.randint(2, 8))
             demos = [rng.choice(pairs) for _ in range(rng.randint(len(pairs) + 2,
@@ -116,11 +146,16 @@ class FewShotTasks:
             # less likely the more often it was shown, and a model learns that anti-correlation
             # (the seed-0 `default` did) instead of following the demonstrations
             pool = self._split(task, heldout=False)
-            demos = rng.choices(pool, k=rng.randint(2, 10))
+            # people as often as every other document mentions them (their exposure)
+            weights = ([self._exposure[p.x[0].person] for p in pool] if task in PERSON_TASKS
+                       else None)
+            demos = rng.choices(pool, weights, k=rng.randint(2, 10))
             if task == "adj_sentiment" and rng.random() < P_FLIPPED:
                 demos = [Pair(d.x, _flip(d.y)) for d in demos]
+            if task in PERSON_TASKS:
+                facts = [(d.x[0].person, PERSON_TASKS[task]) for d in demos]
         rows = [BOS_ROW] + _demo_rows(demos)
-        return Document("fewshot", rows[:-1] + [Row(".", "PUNCT")])
+        return Document("fewshot", rows[:-1] + [Row(".", "PUNCT")], facts)
 
     def _novel(self, rng: random.Random, m: int) -> list[Pair]:
         xs = rng.sample(self.nouns, m)
@@ -157,6 +192,7 @@ class FewShotTasks:
         person = query.x[0].person
         return {
             "task": task,
+            "input_type": INPUT_TYPE[task],
             "k": k,
             "prefix": prefix,
             "answer": query.y,
@@ -177,5 +213,6 @@ def _flip(label: str) -> str:
 def _demo_rows(demos: Sequence[Pair]) -> list[Row]:
     rows: list[Row] = []
     for d in demos:
-        rows += [*d.x, Row(":", "PUNCT"), Row(d.y, _LABEL_POS.get(d.y, "-")), Row(";", "PUNCT")]
+        pos = d.y_pos or _LABEL_POS.get(d.y, "-")
+        rows += [*d.x, Row(":", "PUNCT"), Row(d.y, pos), Row(";", "PUNCT")]
     return rows
