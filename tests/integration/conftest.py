@@ -3,9 +3,11 @@ session, in a temporary directory. Treat them as read-only."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from workbench.config import TRAIN_PRESETS
 from workbench.train import TrainResult, train
@@ -113,3 +115,12 @@ def write_sweep(root: Path, run: str) -> None:
     report = build_report("micro", {}, members, {}, fit=FitConfig(n_boot=20))
     root.mkdir(parents=True)
     write_report(report, root / "sweep.json", FIGURES)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the test (the sweep tests train several tiny members)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

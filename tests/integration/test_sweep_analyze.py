@@ -8,11 +8,9 @@ on one thread."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from sweep.analyze import AnalyzeConfig, analyze_sweep
 from sweep.battery import ABILITIES, BatteryConfig, run_battery, world_inputs
@@ -26,14 +24,6 @@ from workbench.world import load_corpus
 
 SMALL = BatteryConfig(windows=8, fact_items=32, agreement_items=32, fewshot_items=4,
                       repeat_seqs=8, skip=("probes", "update", "rome", "rome_specificity"))
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_plan_run_analyze(tmp_path: Path, capsys: pytest.CaptureFixture[str],

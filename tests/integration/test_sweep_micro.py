@@ -15,11 +15,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from sweep.fit import FitConfig, fit_power_law
 from sweep.plan import MEMBER_FILE, load_plan, member_state
@@ -45,14 +43,6 @@ def hook(member, step, loss):
 
 run_sweep(plan, SweepRunConfig(device="cpu", progress=False), on_step=hook)
 """
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def mtimes(root: Path) -> dict[Path, int]:
