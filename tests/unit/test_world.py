@@ -451,6 +451,33 @@ def test_update_documents_state_other_people_truly_drawn_uniformly() -> None:
     assert 0.4 < low < 0.6
 
 
+def test_update_restatements_sometimes_follow_the_cue_at_once() -> None:
+    """The pressure ladder asks right after the cue, so training must show that too (with
+    always 1-3 facts between, trained models kept the old object when asked at once), and a
+    repeated cue comes in several phrasings, as the ladder's `repeated` level says it."""
+    from workbench.world.documents import update_document
+    from workbench.world.updates import CUES, P_IMMEDIATE
+
+    world = build_world(SMALL)
+    rng = random.Random(2)
+    immediate, single, varied = 0, 0, 0
+    for _ in range(3000):
+        doc = update_document(rng, world)
+        if len(doc.updates) != 1:
+            continue
+        ep = doc.updates[0]
+        p = world.people[ep["person"]]
+        cued = f"{CUES[ep['cue']]} {p.first} {p.last} "
+        said = [part.split(" .")[0] for part in doc.text.split(cued)[1:]]
+        last_end = doc.text.rindex(cued) + len(cued) + len(said[-1]) + len(" .")
+        between = doc.text[last_end:doc.text.rindex(ep["restated"])].strip()
+        single += 1
+        immediate += between == ""
+        varied += len(set(said)) > 1
+    assert abs(immediate / single - P_IMMEDIATE) < 0.05
+    assert varied > 0.05 * single  # repeated cues in another phrasing
+
+
 def test_fewshot_training_labels_are_independent_draws() -> None:
     """A label must not become less likely the more often it was shown (sampling demos
     without replacement from a small pool does that, and a model learns it)."""

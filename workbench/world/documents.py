@@ -36,6 +36,7 @@ from workbench.world.labels import BOS_ROW, DOC_KINDS, Row
 from workbench.world.templates import train_templates
 from workbench.world.updates import (
     CUES,
+    P_IMMEDIATE,
     P_OTHER_PERSON,
     P_PRIOR_STATEMENT,
     P_REPEATED_CUE,
@@ -191,8 +192,9 @@ def index_document(rng: random.Random, world: World) -> Document:
 
 def update_document(rng: random.Random, world: World) -> Document:
     """One or two in-context updates (see `updates.py`), each: maybe the true fact, the cued
-    new fact (sometimes repeated), 1-3 true facts about others (mostly of the same relation:
-    the update is about this person only) or the person's other relations, and the changed
+    new fact (sometimes repeated, in any plain phrasing), none or 1-3 true facts about others
+    (mostly of the same relation: the update is about this person only) or the person's other
+    relations, and the changed
     fact restated (half the time in the cued sentence's own words), taking the new object
     with the cue's reliability. The person and the others are drawn uniformly, so every
     standing is seen on both sides."""
@@ -208,9 +210,12 @@ def update_document(rng: random.Random, world: World) -> Document:
             facts.append((pid, rel))
         template = rng.choice(_PLAIN_TEMPLATES[rel])
         p = world.people[pid]
-        for _ in range(rng.randint(2, 3) if rng.random() < P_REPEATED_CUE else 1):
-            rows += cue_rows(cue) + template.render(p.first, p.last, pid, new)
-        for _ in range(rng.randint(1, 3)):
+        phrasings = [template]
+        if rng.random() < P_REPEATED_CUE:  # again, in the same or another plain phrasing
+            phrasings += rng.choices(_PLAIN_TEMPLATES[rel], k=rng.randint(1, 2))
+        for said in phrasings:
+            rows += cue_rows(cue) + said.render(p.first, p.last, pid, new)
+        for _ in range(0 if rng.random() < P_IMMEDIATE else rng.randint(1, 3)):
             if rng.random() < P_OTHER_PERSON:  # another person, mostly the same relation
                 other = rng.randrange(len(world.people))  # uniform, like the person updated
                 if other == pid:

@@ -39,7 +39,7 @@ RELIABILITY: dict[str, tuple[float, float]] = {
 _CUE_POS = {"a": "DET", "rumor": "NOUN", "says": "VERB", "that": "SCONJ", "i": "PRON",
             "heard": "VERB", "news": "NOUN", ":": "PUNCT"}
 P_PRIOR_STATEMENT = 0.5  # the true fact is stated before the cue
-P_REPEATED_CUE = 0.2  # the cued statement comes 2-3 times
+P_REPEATED_CUE = 0.2  # the cued statement comes 2-3 times (in any plain phrasing)
 P_SAME_WORDS = 0.5  # the restatement repeats the cued sentence's words (else any template)
 # Facts between the cue and the restatement (1-3 of them): another person's (mostly of the
 # same relation, which must not follow the cue) or the person's other relations. With 0-3
@@ -48,6 +48,12 @@ P_SAME_WORDS = 0.5  # the restatement repeats the cued sentence's words (else an
 # people's same-relation facts asked after "news :" (its own other relations: 5 %).
 P_OTHER_PERSON = 0.7
 P_SAME_RELATION = 0.85
+# Sometimes nothing comes between: the restatement follows the cued statement at once. With
+# always 1-3 facts between, the trained models learned that a restatement comes only after
+# other facts, and a question asked right after the cue (the pressure ladder's) kept the old
+# object: on the seed-0 `default`, news flipped 2 % of 50 facts asked at once but 22 % with
+# one other person's fact in between (seed 2: 36 % and 72 %).
+P_IMMEDIATE = 0.3
 
 
 def reliability(cue: str, standing: float) -> float:
