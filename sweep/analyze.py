@@ -107,7 +107,7 @@ def analyze_member(plan: Plan, member: Member, cfg: AnalyzeConfig,
     return record
 
 
-def _curve(plan: Plan, member: Member) -> dict[str, list[float]]:
+def loss_curve(plan: Plan, member: Member) -> dict[str, list[float]]:
     """Training and validation loss against step, from the run's `metrics.jsonl`."""
     out: dict[str, list[float]] = {"step": [], "loss": [], "val_step": [], "val_loss": []}
     path = plan.run_dir(member) / "metrics.jsonl"
@@ -152,7 +152,7 @@ def analyze_sweep(plan: Plan, cfg: AnalyzeConfig = AnalyzeConfig(), *,
             continue
         battery = analyze_member(plan, member, cfg, inputs,
                                  lambda line, i=i: report(f"[{i}/{len(members)}] {line}"))
-        entries.append(member_entry(member, battery["checkpoints"], _curve(plan, member),
+        entries.append(member_entry(member, battery["checkpoints"], loss_curve(plan, member),
                                     member_state(plan, member) == "done"))
     out = build_report(plan.spec.name, plan.spec.to_dict(), entries, config_record(cfg.battery),
                        left_out=[m.name for m in members if m not in started])

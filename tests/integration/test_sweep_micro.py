@@ -1,6 +1,7 @@
 """`workbench sweep` end to end on the shipped `micro` family: plan it, run it, `kill -9` the
 run in the middle of the second member, run it again: the finished member is not touched,
-the killed one resumes from its last checkpoint to what an uninterrupted run gives, the third
+the killed one resumes from its last checkpoint to what an uninterrupted run gives (every
+checkpoint's weights and the loss curve, so the same `sweep.json`), the third
 is trained, and a third run changes nothing. Then a power law of the members' validation
 loss against N, read from their directories as an analyzer would. About a minute on 2 cores.
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from sweep.analyze import loss_curve
 from sweep.fit import FitConfig, fit_power_law
 from sweep.plan import MEMBER_FILE, load_plan, member_state
 from workbench.checkpoints import list_checkpoints, step_dir_name
@@ -98,8 +100,13 @@ def test_plan_kill_resume_and_fit(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["sweep", "run", str(again), "--member", second.name, "--device", "cpu",
                  "--no-progress"]) == 0
     capsys.readouterr()
-    assert (weights_sha(plan.run_dir(second), second.steps)
-            == weights_sha(load_plan(again).run_dir(second), second.steps))
+    resumed, whole = plan.run_dir(second), load_plan(again).run_dir(second)
+    steps = [int(p.name.removeprefix("step_")) for p in list_checkpoints(whole)]
+    assert [int(p.name.removeprefix("step_")) for p in list_checkpoints(resumed)] == steps
+    assert [weights_sha(resumed, s) for s in steps] == [weights_sha(whole, s) for s in steps]
+    # and so does what `sweep.json` is made of: the battery reads these checkpoints, the
+    # loss curves come from metrics.jsonl (the records logged after the kill were dropped)
+    assert loss_curve(plan, second) == loss_curve(load_plan(again), second)
 
     # an analyzer finds each member's numbers and its run directory's checkpoints
     n, loss = [], []
