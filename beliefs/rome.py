@@ -57,7 +57,12 @@ class RomeConfig:
 
     n_prefixes: int = 5
     prefix_len: int = 5
-    steps: int = 25
+    # 25 steps (ROME's GPT-2 XL setting is 20) left a fifth of the edits of the 4-layer
+    # `default` unconverged: efficacy 0.78 / 0.70 / 0.78 on training seeds 0 / 1 / 2 over 50
+    # facts; 60 steps 0.94, 150 steps 0.98 (seed 0; a larger clamp changed nothing, and
+    # ROME's own decay form |delta| / |v|^2 made it worse, 0.84). Most edits stop early at
+    # `stop_nll`, so the extra steps cost only the slow ones.
+    steps: int = 150
     lr: float = 0.5
     kl_weight: float = 1.0
     weight_decay: float = 0.5
