@@ -12,6 +12,9 @@ Levels (each adds pressure to the one before) use the cues whose reliability the
 5. `fewshot`: three demonstrations on other subjects, each news followed by the question
    answered by it, then the news.
 
+Every level (`none` too, so levels differ only in the pressure) then says `between` true
+facts about other subjects of the same relation, as the world's update documents do between
+a cue and the restatement, and asks.
 A belief's flip level is the first level whose stated answer is the new object; one that
 never flips counts as the level above the last (`len(LEVELS)`) when levels are correlated
 with strength (`beliefs.strength`).
@@ -48,10 +51,16 @@ class LadderConfig:
 
     n_demos: int = 3  # few-shot demonstrations on other subjects
     n_controls: int = 2  # other subjects of the same relation asked in the same context
+    # True facts about other subjects (same relation) said between the pressure and the
+    # question, as in the world's update documents, which restate a changed fact at once in
+    # 30 % of them and after 1-3 other facts otherwise. Asked at once (0), the seed-0
+    # `default` of the world before immediate restatements flipped 2 % of 50 facts by news,
+    # and 20 % with one fact between.
+    between: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_demos", "n_controls"):
+        for name in ("n_demos", "n_controls", "between"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LadderConfig.{name}={getattr(self, name)}; pass >= 0")
 
@@ -75,7 +84,7 @@ def contexts(base: FactBase, belief: Belief, new: str, cfg: LadderConfig) -> dic
         cf = base.new_object(other, cfg.seed)
         demos.append(f"{cued('news', other, cf)} {other.statement(cf, 1 % len(other.prompts))}")
     news = cued("news", belief, new)
-    return {
+    levels = {
         "none": "",
         "rumor": cued("rumor", belief, new),
         "hearsay": cued("hearsay", belief, new),
@@ -83,11 +92,22 @@ def contexts(base: FactBase, belief: Belief, new: str, cfg: LadderConfig) -> dic
         "repeated": " ".join(cued("news", belief, new, i % n) for i in range(3)),
         "fewshot": " ".join(demos + [news]),
     }
+    gap = " ".join(b.statement() for b in _between(base, belief, cfg))
+    return {lv: " ".join(t for t in (text, gap) if t) for lv, text in levels.items()}
+
+
+def _between(base: FactBase, belief: Belief, cfg: LadderConfig) -> list[Belief]:
+    """The true facts said between the pressure and the question (other subjects, the same
+    relation: what the world's update documents put there)."""
+    if not cfg.between:
+        return []
+    return base.neighbours(belief, cfg.n_demos + cfg.between, seed=cfg.seed + 3)[-cfg.between:]
 
 
 def controls(base: FactBase, belief: Belief, cfg: LadderConfig) -> list[Belief]:
     """Facts asked in the same context that should not move (never the few-shot subjects)."""
-    demo_subjects = {b.subject for b in base.neighbours(belief, cfg.n_demos, seed=cfg.seed + 1)}
+    demo_subjects = {b.subject for b in base.neighbours(belief, cfg.n_demos, seed=cfg.seed + 1)
+                     + _between(base, belief, cfg)}
     others = [b for b in base.neighbours(belief, cfg.n_demos + cfg.n_controls + 4,
                                          seed=cfg.seed + 2) if b.subject not in demo_subjects]
     return others[: cfg.n_controls] + base.other_relations(belief)

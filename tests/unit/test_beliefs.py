@@ -19,7 +19,7 @@ from beliefs.editing import (
 from beliefs.elicit import candidate_logprobs, elicit, single_token_id
 from beliefs.factbase import DEFAULT_FACTS, FactBase, fill, load_facts, world_facts
 from beliefs.finetune import FinetuneConfig, finetune_edit
-from beliefs.ladder import LEVELS, LadderConfig, contexts, ladder, summarize_ladder
+from beliefs.ladder import LEVELS, LadderConfig, contexts, controls, ladder, summarize_ladder
 from beliefs.metrics import EditEvaluator, aggregate
 from beliefs.rome import RomeConfig, rank_one_update, rome_edit
 from beliefs.steering import SteerConfig, steer_edit
@@ -129,10 +129,16 @@ def test_elicit_and_ladder(model, base: FactBase) -> None:  # noqa: ANN001
     assert e.stated in b.candidates and len(e.answers) == len(b.prompts) + len(b.paraphrases)
     assert 0 < e.consistency <= 1 and 0 <= e.p_object <= 1 and e.strength == e.margin
     new = base.new_object(b)
-    ctx = contexts(base, b, new, LadderConfig())
-    assert list(ctx) == list(LEVELS) and ctx["none"] == ""
-    assert ctx["repeated"].count(new) == 3 and ctx["fewshot"].endswith(ctx["news"])
-    assert ctx["rumor"] == f"a rumor says that {b.statement(new)}"
+    at_once = contexts(base, b, new, LadderConfig(between=0))
+    assert list(at_once) == list(LEVELS) and at_once["none"] == ""
+    assert at_once["repeated"].count(new) == 3 and at_once["fewshot"].endswith(at_once["news"])
+    assert at_once["rumor"] == f"a rumor says that {b.statement(new)}"
+    ctx = contexts(base, b, new, LadderConfig())  # one other subject's true fact, then the ask
+    gap = ctx["none"]
+    assert gap.count(" lives in ") == 1 and b.subject not in gap and new not in gap.split()
+    assert all(ctx[lv] == f"{at_once[lv]} {gap}" for lv in LEVELS if lv != "none")
+    gap_subject = " ".join(gap.split()[:2])
+    assert all(gap_subject != c.subject for c in controls(base, b, LadderConfig()))
     assert ctx["hearsay"].startswith("i heard that") and ctx["news"].startswith("news :")
     assert ctx["fewshot"].count("news :") == 1 + LadderConfig().n_demos
     tok = model.tokenizer
