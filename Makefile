@@ -74,8 +74,8 @@ bench: install
 # battery on 2 CPU cores (estimated; see README "Scaling sweeps"). Run again to continue.
 sweep: install
 	$(VENV)/bin/workbench sweep plan cpu --out $(RUNS)/cpu
-	$(VENV)/bin/workbench sweep run $(RUNS)/cpu
-	$(VENV)/bin/workbench sweep analyze $(RUNS)/cpu
+	$(VENV)/bin/workbench sweep run $(RUNS)/cpu --jobs 2
+	$(VENV)/bin/workbench sweep analyze $(RUNS)/cpu --jobs 2
 
 clean:
 	rm -rf $(RUNS)/demo $(RUNS)/world

@@ -127,6 +127,18 @@ def loss_curve(plan: Plan, member: Member) -> dict[str, list[float]]:
     return out
 
 
+def analyze_member_set(plan: Plan, members: list[Member], cfg: AnalyzeConfig = AnalyzeConfig(),
+                       *, report: Callable[[str], None] = log.info) -> None:
+    """The battery on every unmeasured checkpoint of `members` only (one lane of
+    `--jobs`); no `sweep.json` (`analyze_sweep` writes it from the caches)."""
+    inputs: dict[tuple[str, int], WorldInputs] = {}
+    for member in members:
+        if list_checkpoints(plan.run_dir(member)):
+            analyze_member(plan, member, cfg, inputs, report)
+        else:
+            report(f"{member.name}: no checkpoint yet; left out")
+
+
 def analyze_sweep(plan: Plan, cfg: AnalyzeConfig = AnalyzeConfig(), *,
                   report: Callable[[str], None] = log.info) -> dict[str, Any]:
     """The battery on every checkpoint of every member, then `sweep.json` and its figures

@@ -5,9 +5,13 @@ work)."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from workbench.argtypes import device
 from workbench.commands import Command
+
+if TYPE_CHECKING:
+    from sweep.plan import Plan
 
 SWEEP_HELP = ("scaling sweeps: plan a family of models from a spec (TOML or JSON, or a preset "
               "of datasets/sweeps: micro, cpu, gpu), train its members and analyze them, "
@@ -28,6 +32,8 @@ def sweep_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--member", nargs="+", default=(), metavar="NAME",
                      help="train only these members (default: all)")
     run.add_argument("--device", type=device, default="auto", help="auto | cpu | cuda")
+    run.add_argument("--jobs", type=int, default=1, help="members trained at once, each in "
+                     "its own process with cores/jobs threads (default 1)")
     run.add_argument("--no-progress", action="store_true")
     analyze = sub.add_parser("analyze", help="the battery on every checkpoint of every member "
                              "(resumable), then sweep.json: loss laws and emergence verdicts")
@@ -35,6 +41,10 @@ def sweep_arguments(p: argparse.ArgumentParser) -> None:
     analyze.add_argument("--overwrite", action="store_true",
                          help="measure every checkpoint again (default: only new ones)")
     analyze.add_argument("--device", type=device, default="cpu", help="auto | cpu | cuda")
+    analyze.add_argument("--member", nargs="+", default=(), metavar="NAME",
+                         help="measure only these members, and write no sweep.json")
+    analyze.add_argument("--jobs", type=int, default=1, help="members measured at once, each "
+                         "in its own process with cores/jobs threads; then sweep.json")
     analyze.add_argument("--no-progress", action="store_true")
     world = sub.add_parser("world", help="build the plan's world corpora that are missing")
     world.add_argument("plan", help="plan directory made by `workbench sweep plan`")
@@ -69,6 +79,9 @@ def _run(args: argparse.Namespace) -> None:
     from sweep.run import SweepRunConfig, run_sweep
 
     plan = load_plan(args.plan)
+    if args.jobs != 1:
+        _in_lanes(plan, args, ["run", "--device", args.device])
+        args.no_progress = True
     cfg = SweepRunConfig(device=args.device, members=tuple(args.member),
                          progress=not args.no_progress)
     results = run_sweep(plan, cfg, report=lambda line: print(line, flush=True))
@@ -87,14 +100,34 @@ def _world(args: argparse.Namespace) -> None:
         print(f"world {world_id}: {'built' if built else 'present'} -> {out}")
 
 
+def _in_lanes(plan: Plan, args: argparse.Namespace, command: list[str]) -> None:
+    """`workbench sweep COMMAND PLAN` over the chosen members in `args.jobs` processes."""
+    from sweep.lanes import run_lanes, split
+
+    members = [plan.member(n) for n in args.member] if args.member else plan.members()
+    lanes = split(members, args.jobs)
+    print(f"{len(members)} member(s) in {len(lanes)} lane(s): "
+          + "; ".join(", ".join(m.name for m in lane) for lane in lanes), flush=True)
+    run_lanes(["sweep", command[0], str(plan.root), *command[1:], "--no-progress"], lanes)
+
+
 def _analyze(args: argparse.Namespace) -> None:
-    from sweep.analyze import AnalyzeConfig, analyze_sweep
+    from sweep.analyze import AnalyzeConfig, analyze_member_set, analyze_sweep
     from sweep.plan import load_plan
     from sweep.report import REPORT_FILE
 
     plan = load_plan(args.plan)
+    if args.jobs != 1:
+        _in_lanes(plan, args, ["analyze", "--device", args.device]
+                  + (["--overwrite"] if args.overwrite else []))
+        args.overwrite, args.no_progress = False, True  # measured: sweep.json from the caches
     cfg = AnalyzeConfig(overwrite=args.overwrite, device=args.device,
                         progress=not args.no_progress)
+    if args.member and args.jobs == 1:
+        analyze_member_set(plan, [plan.member(n) for n in args.member], cfg,
+                           report=lambda line: print(line, flush=True))
+        print(f"measured; `workbench sweep analyze {plan.root}` writes sweep.json")
+        return
     report = analyze_sweep(plan, cfg, report=lambda line: print(line, flush=True))
     for key, law in report["laws"].items():
         if key == "note":

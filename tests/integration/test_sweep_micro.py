@@ -92,6 +92,13 @@ def test_plan_kill_resume_and_fit(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["sweep", "plan", "micro", "--out", str(root)]) == 0
     assert "already holds this plan; nothing changed" in capsys.readouterr().out
     assert mtimes(root) == everything
+    # in two lanes (one process each, as `make sweep` runs): the finished members stay so
+    assert main(["sweep", "run", str(root), "--jobs", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "3 member(s) in 2 lane(s)" in out and out.count("finished already") == 3
+    assert mtimes(root) == everything
+    assert main(["sweep", "run", str(root), "--jobs", "0"]) == 2
+    assert "--jobs 0; pass 1 or more" in capsys.readouterr().err
 
     # the resumed member equals an uninterrupted run of it (same world, a fresh plan)
     again = tmp_path / "again"
