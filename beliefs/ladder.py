@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from beliefs.elicit import candidate_logprobs, join, object_ids
 from beliefs.factbase import Belief, FactBase
@@ -125,8 +126,9 @@ def ladder(model: Model, base: FactBase, belief: Belief, new: str | None = None,
     # levels whose context does not fit the model's n_ctx are reported as skipped
     fits = [_fits(model, join(c, belief.prompts[0]), belief.candidates) for c in ctx.values()]
     levels = [lv for lv, ok in zip(LEVELS, fits, strict=True) if ok]
-    logp = candidate_logprobs(model, [join(ctx[lv], belief.prompts[0]) for lv in levels],
-                              belief.candidates)
+    logp = (candidate_logprobs(model, [join(ctx[lv], belief.prompts[0]) for lv in levels],
+                               belief.candidates)
+            if levels else torch.empty(0, len(belief.candidates)))  # none fits: all skipped
     i_new, i_old = belief.candidates.index(new), belief.candidates.index(belief.object)
     p = logp.exp()
     stated = {lv: belief.candidates[int(j)] for lv, j in zip(levels, logp.argmax(-1),
@@ -137,6 +139,8 @@ def ladder(model: Model, base: FactBase, belief: Belief, new: str | None = None,
         answers = []
         for c in ctrl:  # one call per control: candidates differ by relation
             ok = [lv for lv in levels if _fits(model, join(ctx[lv], c.prompts[0]), c.candidates)]
+            if not ok:
+                continue
             got = candidate_logprobs(model, [join(ctx[lv], c.prompts[0]) for lv in ok],
                                      c.candidates).argmax(-1)
             answers.append({lv: c.candidates[int(j)] for lv, j in zip(ok, got, strict=True)})
