@@ -102,10 +102,16 @@ def _world(args: argparse.Namespace) -> None:
 
 def _in_lanes(plan: Plan, args: argparse.Namespace, command: list[str]) -> None:
     """`workbench sweep COMMAND PLAN` over the chosen members in `args.jobs` processes."""
-    from sweep.lanes import run_lanes, split
+    from sweep.lanes import battery_cost, run_lanes, split
+    from workbench.checkpoints import list_checkpoints
 
     members = [plan.member(n) for n in args.member] if args.member else plan.members()
-    lanes = split(members, args.jobs)
+    if command[0] == "analyze":
+        largest = max(m.compute for m in members)
+        lanes = split(members, args.jobs, lambda m: battery_cost(
+            len(list_checkpoints(plan.run_dir(m))), m.compute, largest))
+    else:
+        lanes = split(members, args.jobs)
     print(f"{len(members)} member(s) in {len(lanes)} lane(s): "
           + "; ".join(", ".join(m.name for m in lane) for lane in lanes), flush=True)
     run_lanes(["sweep", command[0], str(plan.root), *command[1:], "--no-progress"], lanes)
