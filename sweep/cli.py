@@ -129,9 +129,10 @@ def _analyze(args: argparse.Namespace) -> None:
         args.overwrite, args.no_progress = False, True  # measured: sweep.json from the caches
     cfg = AnalyzeConfig(overwrite=args.overwrite, device=args.device,
                         progress=not args.no_progress)
-    if args.member and args.jobs == 1:
-        analyze_member_set(plan, [plan.member(n) for n in args.member], cfg,
-                           report=lambda line: print(line, flush=True))
+    if args.member:
+        if args.jobs == 1:
+            analyze_member_set(plan, [plan.member(n) for n in args.member], cfg,
+                               report=lambda line: print(line, flush=True))
         print(f"measured; `workbench sweep analyze {plan.root}` writes sweep.json")
         return
     report = analyze_sweep(plan, cfg, report=lambda line: print(line, flush=True))
