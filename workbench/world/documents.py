@@ -194,10 +194,9 @@ def update_document(rng: random.Random, world: World) -> Document:
     """One or two in-context updates (see `updates.py`), each: maybe the true fact, the cued
     new fact (sometimes repeated, in any plain phrasing), none or 1-3 true facts about others
     (mostly of the same relation: the update is about this person only) or the person's other
-    relations, and the changed
-    fact restated (half the time in the cued sentence's own words), taking the new object
-    with the cue's reliability. The person and the others are drawn uniformly, so every
-    standing is seen on both sides."""
+    relations, and the changed fact restated (half the time in the cued sentence's own
+    words), taking the new object with the cue's reliability. The person and the others are
+    drawn uniformly, so every standing is seen on both sides."""
     rows, facts, updates = [BOS_ROW], [], []
     for _ in range(rng.choice((1, 1, 2))):
         pid = rng.randrange(len(world.people))
