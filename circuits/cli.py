@@ -26,6 +26,13 @@ def induction_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--min-score", type=floats(0.0, 1.0, example="0.4"), default=0.4)
     p.add_argument("--min-ablation", type=floats(0.0, example="0.5"), default=0.5, help="nats")
+    p.add_argument("--exact", choices=("auto", "all", "candidates"), default="auto",
+                   help="heads ablated and path-patched exactly: all, or the candidates "
+                   "(induction score >= --min-score); auto: all up to 64 heads (every head "
+                   "also gets a one-pass attribution estimate)")
+    p.add_argument("--path-sources", type=bounded_int(1, 10_000), default=4,
+                   help="with candidates: earlier heads path-patched into each induction "
+                   "head's keys (top by weight K-composition, and by previous-token score)")
     p.add_argument("--device", type=device, default="cpu")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -39,7 +46,8 @@ def induction_command(args: argparse.Namespace) -> None:
                        inputs={"--corpus": args.corpus}, model=args.model)
     cfg = induction.InductionConfig(n_seqs=args.n_seqs, seed=args.seed,
                                     min_score=args.min_score, min_ablation=args.min_ablation,
-                                    checkpoints=args.checkpoints)
+                                    checkpoints=args.checkpoints, exact=args.exact,
+                                    path_sources=args.path_sources)
     report = induction.from_ref(args.model, cfg, corpus=args.corpus, device=args.device,
                                 progress=not args.no_progress)
     paths = write_report(report, out, induction.FIGURES, overwrite=args.overwrite)

@@ -16,12 +16,18 @@ HEATMAPS = (("induction", "induction score"), ("prev_token", "previous-token sco
 def heads_figure(report: dict[str, Any]) -> go.Figure:
     """One layer x head heatmap per score, hover shows the head name and value."""
     n_layers, n_heads = report["n_layers"], report["n_heads"]
-    fig = make_subplots(rows=2, cols=3, subplot_titles=[t for _, t in HEATMAPS],
+    estimated = any(r.get("ablation_nats", 0.0) is None for r in report["heads"])
+    titles = [t + (" (estimate where<br>not ablated)" if estimated and "ablation" in k else "")
+              for k, t in HEATMAPS]
+    fig = make_subplots(rows=2, cols=3, subplot_titles=titles,
                         horizontal_spacing=0.08, vertical_spacing=0.15)
     for i, (key, title) in enumerate(HEATMAPS):
         z = [[0.0] * n_heads for _ in range(n_layers)]
-        for r in report["heads"]:
-            z[r["layer"]][r["head"]] = r[key]
+        for r in report["heads"]:  # an ablation not measured exactly: its estimate
+            value = r[key]
+            if value is None:
+                value = r[key.replace("_nats", "_estimate")]
+            z[r["layer"]][r["head"]] = value
         fig.add_trace(go.Heatmap(z=z, x=list(range(n_heads)), y=list(range(n_layers)),
                                  colorscale="Blues", showscale=False, name=title,
                                  hovertemplate=f"L%{{y}}H%{{x}}<br>{title}: %{{z:.3f}}"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from circuits.ablation import ablation_sweep
+from circuits.ablation import ablation_estimates, ablation_sweep
 from circuits.figures import dynamics_figure, heads_figure
 from circuits.inputs import repeated_tokens_for
 from circuits.paths import k_path_patching
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 KIND = "induction"
 SCHEMA = "workbench.induction/1"
+EXACT = ("auto", "all", "candidates")
+AUTO_ALL_HEADS = 64  # `exact="auto"` measures every head of a model with at most this many
 log = logging.getLogger(__name__)
 
 
@@ -57,6 +59,15 @@ class InductionConfig:
         min_prev_token: previous-token score of a previous-token head.
         checkpoints: `all` or steps (`0,64,512`): also score the run's checkpoints (the
             phase change); None scores the loaded model only.
+        exact: which heads are ablated and path-patched exactly (one forward pass each):
+            `all`; `candidates`, the heads whose induction score reaches `min_score` (the
+            only ones that can be induction heads), path-patched from the `path_sources`
+            earlier heads with the strongest weight K-composition into them and the
+            `path_sources` with the highest previous-token score; `auto` is `all` for a
+            model of at most `AUTO_ALL_HEADS` heads, else `candidates` (GPT-2 small: 144
+            heads, 288 ablation passes, ~45 min on two CPU cores). Every head also gets an
+            attribution-patching estimate of both ablations (`ablation_estimate`).
+        path_sources: see `exact`.
     """
 
     n_seqs: int = 32
@@ -66,10 +77,16 @@ class InductionConfig:
     min_ablation: float = 0.5
     min_prev_token: float = 0.4
     checkpoints: str | None = None
+    exact: str = "auto"
+    path_sources: int = 4
 
     def __post_init__(self) -> None:
         if self.n_seqs < 1:
             raise ValueError(f"n_seqs={self.n_seqs}; it must be >= 1")
+        if self.exact not in EXACT:
+            raise ValueError(f"exact={self.exact!r}; choose one of {EXACT}")
+        if self.path_sources < 1:
+            raise ValueError(f"path_sources={self.path_sources}; it must be >= 1")
         if self.min_ablation < 0 or not 0 <= self.min_score <= 1:
             raise ValueError(f"min_score={self.min_score} must be in [0, 1] and "
                              f"min_ablation={self.min_ablation} >= 0")
@@ -91,26 +108,38 @@ def _heads_report(model: Model, cfg: InductionConfig, model_ref: str | None) -> 
     rep = repeated_tokens_for(model, cfg.n_seqs, cfg.seq_len, seed=cfg.seed)
     scores = head_scores(model, rep)
     copying = ov_copying_scores(model)
-    effects, losses = ablation_sweep(model, rep, ("zero", "mean"))
-    zero, mean = effects["zero"], effects["mean"]
     comp = {m: composition_scores(model, m) for m in COMPOSITION}
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    exact = exact_mode(cfg, n_layers * n_heads)
+    estimates = ablation_estimates(model, rep, ("zero", "mean"))
+    candidates = None if exact == "all" else [
+        (la, h) for la in range(n_layers) for h in range(n_heads)
+        if scores["induction"][la, h] >= cfg.min_score]
+    effects, losses = ablation_sweep(model, rep, ("zero", "mean"), heads=candidates)
+    zero, mean = effects["zero"], effects["mean"]
     heads = []
     for layer in range(n_layers):
         for h in range(n_heads):
             rec = {"layer": layer, "head": h, "name": head_name(layer, h)}
             rec.update({k: float(v[layer, h]) for k, v in scores.items()})
-            rec.update(copying=float(copying[layer, h]), ablation_nats=float(zero[layer, h]),
-                       mean_ablation_nats=float(mean[layer, h]))
-            rec["is_induction"] = (rec["induction"] >= cfg.min_score
+            rec.update(copying=float(copying[layer, h]), ablation_nats=_num(zero[layer, h]),
+                       mean_ablation_nats=_num(mean[layer, h]),
+                       ablation_estimate=float(estimates["zero"][layer, h]),
+                       mean_ablation_estimate=float(estimates["mean"][layer, h]))
+            rec["ablation_exact"] = rec["ablation_nats"] is not None
+            rec["is_induction"] = (rec["induction"] >= cfg.min_score and rec["ablation_exact"]
                                    and rec["ablation_nats"] >= cfg.min_ablation)
             rec["is_prev_token"] = rec["prev_token"] >= cfg.min_prev_token
             heads.append(rec)
     induction = [r["name"] for r in heads if r["is_induction"]]
     prev = [r["name"] for r in heads if r["is_prev_token"]]
     targets = sorted({r["layer"] for r in heads if r["is_induction"] and r["layer"] > 0})
-    comp["K_path"] = k_path_patching(model, rep, target_layers=targets)
-    comp["K_path_all"] = k_path_patching(model, rep, target_layers=targets, paths="all")
+    sources = None if exact == "all" else _path_sources(
+        [(r["layer"], r["head"]) for r in heads if r["is_induction"] and r["layer"] > 0],
+        comp["K"], scores["prev_token"], cfg.path_sources)
+    comp["K_path"] = k_path_patching(model, rep, target_layers=targets, sources=sources)
+    comp["K_path_all"] = k_path_patching(model, rep, target_layers=targets, paths="all",
+                                         sources=sources)
     pairs = []
     for r in heads:
         if not r["is_induction"] or r["layer"] == 0:
@@ -119,16 +148,18 @@ def _heads_report(model: Model, cfg: InductionConfig, model_ref: str | None) -> 
         for key, mode in (("k_composition", "K"), ("k_path", "K_path"),
                           ("k_path_all", "K_path_all")):
             k = comp[mode][: r["layer"], :, r["layer"], r["head"]]  # [earlier layers, H]
-            best = int(k.argmax())
+            best = int(k.nan_to_num(nan=-torch.inf).argmax())  # nan: not path-patched
             src = head_name(best // n_heads, best % n_heads)
-            pair.update({f"{key}_source": src, key: float(k.max()),
+            pair.update({f"{key}_source": src, key: float(k.flatten()[best]),
                          f"{key}_source_is_prev_token": src in prev,
-                         f"{key}_mean_earlier": float(k.mean())})
+                         f"{key}_mean_earlier": float(k.nanmean()),
+                         f"{key}_n_sources": int(k.isfinite().sum())})
         pairs.append(pair)
     return {
         "schema": SCHEMA,
         "model": model_ref,
         "config": asdict(cfg),
+        "exact": exact,
         "n_layers": n_layers,
         "n_heads": n_heads,
         "inputs": {"kind": "repeated random tokens with a random prefix",
@@ -139,8 +170,42 @@ def _heads_report(model: Model, cfg: InductionConfig, model_ref: str | None) -> 
         "induction_heads": induction,
         "previous_token_heads": prev,
         "pairs": pairs,
-        "composition": {m: v.tolist() for m, v in comp.items()},
+        "composition": {m: _nested(v) for m, v in comp.items()},
     }
+
+
+def exact_mode(cfg: InductionConfig, n_heads_total: int) -> str:
+    """`all` or `candidates`: what `cfg.exact` means for a model of `n_heads_total` heads."""
+    if cfg.exact == "auto":
+        return "all" if n_heads_total <= AUTO_ALL_HEADS else "candidates"
+    return cfg.exact
+
+
+def _path_sources(targets: list[tuple[int, int]], k_comp: torch.Tensor, prev: torch.Tensor,
+                  n: int) -> set[tuple[int, int]]:
+    """The earlier heads path-patched into the induction heads `targets` under `exact=
+    candidates`: for each, the `n` with the strongest weight K-composition into it and the
+    `n` earlier heads with the highest previous-token score."""
+    n_heads = prev.shape[1]
+    out: set[tuple[int, int]] = set()
+    for layer, head in targets:
+        for values in (k_comp[:layer, :, layer, head], prev[:layer]):
+            top = values.flatten().topk(min(n, values.numel())).indices.tolist()
+            out.update((i // n_heads, i % n_heads) for i in top)
+    return out
+
+
+def _num(x: torch.Tensor) -> float | None:
+    """A float, or None for nan (not measured): JSON has no nan."""
+    return None if bool(x.isnan()) else float(x)
+
+
+def _nested(t: torch.Tensor) -> list[Any]:
+    """`t.tolist()` with nan (not measured) as None."""
+    def fix(v: Any) -> Any:
+        return [fix(x) for x in v] if isinstance(v, list) else (None if v != v else v)
+
+    return fix(t.tolist())  # type: ignore[no-any-return]
 
 
 def head_table(report: dict[str, Any], keys: tuple[str, ...] = (
@@ -149,8 +214,9 @@ def head_table(report: dict[str, Any], keys: tuple[str, ...] = (
     """The report's heads as a fixed-width text table, best induction score first."""
     rows = sorted(report["heads"], key=lambda r: -r["induction"])
     head = f"{'head':6s}" + "".join(f"{k:>19s}" for k in keys)
-    lines = [head] + [f"{r['name']:6s}" + "".join(f"{r.get(k, float('nan')):19.3f}"
-                                                  for k in keys) for r in rows]
+    lines = [head] + [f"{r['name']:6s}" + "".join(
+        f"{'-':>19s}" if r.get(k, float("nan")) is None else f"{r.get(k, float('nan')):19.3f}"
+        for k in keys) for r in rows]
     return "\n".join(lines)
 
 
@@ -160,6 +226,12 @@ def summary(report: dict[str, Any]) -> str:
              f"previous-token heads: {', '.join(report['previous_token_heads']) or 'none'}",
              f"loss on the first copy {report['loss']['first_copy']:.3f}, on the second "
              f"{report['loss']['second_copy']:.3f} nats"]
+    if report.get("exact") == "candidates":
+        measured = [r["name"] for r in report["heads"] if r.get("ablation_exact")]
+        lines.append(f"ablated exactly: the {len(measured)} head(s) with induction score >= "
+                     f"{report['config']['min_score']} ({', '.join(measured) or 'none'}); the "
+                     "other heads' ablation effects are attribution-patching estimates "
+                     "(`--exact all` measures every head)")
     yes = {True: "yes", False: "no"}
     for p in report["pairs"]:
         weights = p.get("k_composition_source_is_prev_token", p.get("source_is_prev_token"))

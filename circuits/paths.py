@@ -32,7 +32,7 @@ ablated supplies the keys of every target layer after A (it stops after the last
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -136,12 +136,16 @@ def k_path_patching(
     target_layers: Sequence[int] | None = None,
     kind: str = "induction",
     paths: str = "direct",
+    sources: Collection[tuple[int, int]] | None = None,
 ) -> Float[Tensor, "layer head layer head"]:
     """How much each earlier head's output, reaching a head only through its keys, raises
     that head's `kind` score: `drop[a_layer, a_head, b_layer, b_head]` is B's clean score
     minus its score when A's output is replaced by its mean on the `paths` into B's keys
     (see the module doc). Zero where A is not in an earlier layer, and for target layers
-    not in `target_layers` (default: every layer >= 1)."""
+    not in `target_layers` (default: every layer >= 1). With `sources` (`(layer, head)`
+    pairs), only those heads are patched: the others' drops into the target layers are nan.
+    Each source costs one run up to the target layer per target (`direct`) or one run in
+    all (`all`), so on a large model `sources` is what keeps this affordable."""
     if kind not in DETECTORS:
         raise ValueError(f"kind={kind!r}; choose one of {sorted(DETECTORS)}")
     if paths not in PATHS:
@@ -157,6 +161,10 @@ def k_path_patching(
     targets = [t for t in targets if t >= 1]
     if not targets:
         return drop
+    allowed = None if sources is None else {(int(la), int(h)) for la, h in sources}
+    if allowed is not None:
+        for t in targets:
+            drop[:t, :, t] = float("nan")
     device = next(model.parameters()).device
     tokens = rep.tokens.to(device)
     b = tokens.shape[0]
@@ -175,9 +183,10 @@ def k_path_patching(
     row_bytes = 4 * t_len * (n_heads * t_len + len(targets) * cfg.d_model)
     per_pass = max(1, min(MAX_BATCH, PASS_BYTES // row_bytes) // b)
     if paths == "all":  # one ablated run per source head feeds the keys of every target
-        sources = [(la, h) for la in range(max(targets)) for h in range(n_heads)]
-        for lo in range(0, len(sources), per_pass):
-            chunk = sources[lo:lo + per_pass]
+        heads = [(la, h) for la in range(max(targets)) for h in range(n_heads)
+                 if allowed is None or (la, h) in allowed]
+        for lo in range(0, len(heads), per_pass):
+            chunk = heads[lo:lo + per_pass]
             later = [t for t in targets if t > chunk[0][0]]
             for t, keys in _all_path_keys(model, cache, means, later, chunk).items():
                 rows = [i for i, (la, _) in enumerate(chunk) if la < t]
@@ -187,9 +196,10 @@ def k_path_patching(
                     drop[chunk[i][0], chunk[i][1], t] = clean[t] - s
         return drop
     for t in targets:
-        sources = [(la, h) for la in range(t) for h in range(n_heads)]
-        for lo in range(0, len(sources), per_pass):
-            chunk = sources[lo:lo + per_pass]
+        heads = [(la, h) for la in range(t) for h in range(n_heads)
+                 if allowed is None or (la, h) in allowed]
+        for lo in range(0, len(heads), per_pass):
+            chunk = heads[lo:lo + per_pass]
             keys = _direct_keys(model, cache, means, t, chunk)
             for (la, h), s in zip(chunk, _patched_scores(model, tokens, keys, t, mask,
                                                          has_target)):

@@ -144,3 +144,40 @@ def test_cli_on_a_local_hf_gpt2_directory(hf_gpt2_dir: Path, tmp_path: Path) -> 
     report = json.loads(out.read_text())
     assert report["n_layers"] == 2 and len(report["heads"]) == 8
     assert report["inputs"]["seq_len"] == 63  # n_positions 64, minus one
+
+
+def test_candidates_mode_finds_the_same_heads_with_far_fewer_passes(tiny_model) -> None:  # noqa: ANN001
+    """`exact="candidates"` (what `auto` picks for a model of more than 64 heads) ablates
+    only heads whose induction score reaches `min_score`: the same induction heads and the
+    same exact effects on them as ablating every head; the other heads carry only the
+    attribution estimate, which ranks the induction heads first, as exact ablation does."""
+    from circuits.induction import InductionConfig, _heads_report
+
+    full = _heads_report(tiny_model, InductionConfig(n_seqs=8, exact="all"), None)
+    cand = _heads_report(tiny_model, InductionConfig(n_seqs=8, exact="candidates",
+                                                     path_sources=1), None)
+    assert full["exact"] == "all" and cand["exact"] == "candidates"
+    assert cand["induction_heads"] == full["induction_heads"] != []
+    by_name = {r["name"]: r for r in full["heads"]}
+    for r in cand["heads"]:
+        assert r["ablation_exact"] == (r["induction"] >= 0.4)
+        if r["ablation_exact"]:
+            assert r["ablation_nats"] == pytest.approx(by_name[r["name"]]["ablation_nats"],
+                                                       abs=1e-4)
+        else:
+            assert r["ablation_nats"] is None and r["mean_ablation_nats"] is None
+        assert r["ablation_estimate"] == pytest.approx(
+            by_name[r["name"]]["ablation_estimate"], abs=1e-4)
+    # the estimates rank an induction head first, as the exact zero ablation does
+    best_exact = max(full["heads"], key=lambda r: r["ablation_nats"])["name"]
+    best_estimate = max(full["heads"], key=lambda r: r["ablation_estimate"])["name"]
+    assert best_exact in full["induction_heads"] and best_estimate in full["induction_heads"]
+    # path patching: only the chosen sources are measured (1 by K-composition, 1 by
+    # previous-token score per induction head), and the pair names a measured source
+    for p in cand["pairs"]:
+        assert 1 <= p["k_path_n_sources"] <= 2
+        full_pair = next(q for q in full["pairs"] if q["induction_head"] == p["induction_head"])
+        layer = int(p["induction_head"][1:].split("H")[0])
+        assert full_pair["k_path_n_sources"] == layer * tiny_model.cfg.n_heads
+    text = json.dumps(cand)  # no NaN in the JSON: not-measured entries are null
+    assert "NaN" not in text
