@@ -146,6 +146,19 @@ def test_cli_on_a_local_hf_gpt2_directory(hf_gpt2_dir: Path, tmp_path: Path) -> 
     assert report["inputs"]["seq_len"] == 63  # n_positions 64, minus one
 
 
+def test_attribution_estimates_do_not_depend_on_the_chunking(tiny_model) -> None:  # noqa: ANN001
+    """`ablation_estimates` sums per chunk of sequences: one sequence per backward pass gives
+    the numbers of the whole batch in one pass (zero and mean ablation)."""
+    from circuits.ablation import ablation_estimates
+
+    rep = repeated_tokens_for(tiny_model, n_seqs=6, seed=0)
+    whole = ablation_estimates(tiny_model, rep, chunk_tokens=10**9)
+    one_by_one = ablation_estimates(tiny_model, rep, chunk_tokens=1)
+    for m in ("zero", "mean"):
+        assert whole[m].abs().max() > 1e-3  # heads that matter
+        torch.testing.assert_close(one_by_one[m], whole[m], atol=1e-5, rtol=1e-4)
+
+
 def test_candidates_mode_finds_the_same_heads_with_far_fewer_passes(tiny_model) -> None:  # noqa: ANN001
     """`exact="candidates"` (what `auto` picks for a model of more than 64 heads) ablates
     only heads whose induction score reaches `min_score`: the same induction heads and the
