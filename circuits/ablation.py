@@ -201,19 +201,21 @@ def ablation_estimates(
     sum_z = torch.zeros_like(sum_g)
     sum_zg = torch.zeros(n_layers, n_heads, dtype=torch.float64)
     per_chunk = max(1, chunk_tokens // rep.tokens.shape[1])
+    deltas: dict[int, Tensor] = {}  # of the chunk in flight
+    clean: dict[int, Tensor] = {}
+
+    def add_delta(z: Tensor, hook: Any) -> Tensor:  # z + 0, with a leaf to differentiate
+        layer = int(hook.name.split(".")[1])
+        clean[layer] = z.detach()
+        deltas[layer] = torch.zeros_like(z, requires_grad=True)
+        return z + deltas[layer]
+
+    hooks = [(f"blocks.{layer}.attn.hook_z", add_delta) for layer in range(n_layers)]
     for lo in range(0, len(rep.tokens), per_chunk):
         tokens = rep.tokens[lo:lo + per_chunk].to(device)
         mask = mask_all[lo:lo + per_chunk].to(device)
-        deltas: dict[int, Tensor] = {}
-        clean: dict[int, Tensor] = {}
-
-        def add_delta(z: Tensor, hook: Any) -> Tensor:  # z + 0, with a leaf to differentiate
-            layer = int(hook.name.split(".")[1])
-            clean[layer] = z.detach()
-            deltas[layer] = torch.zeros_like(z, requires_grad=True)
-            return z + deltas[layer]
-
-        hooks = [(f"blocks.{layer}.attn.hook_z", add_delta) for layer in range(n_layers)]
+        deltas.clear()
+        clean.clear()
         with torch.enable_grad():
             logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
             rows, pos = mask.nonzero(as_tuple=True)
