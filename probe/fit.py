@@ -39,6 +39,7 @@ LBFGS_TOL = 1e-4  # converged when no gradient entry exceeds this (scikit-learn'
 LBFGS_HISTORY = 10  # curvature pairs kept per probe (scipy's L-BFGS-B default, as in sklearn)
 LBFGS_BACKTRACKS = 20  # step halvings before a probe's line search gives up (it stops there)
 ARMIJO = 1e-4  # sufficient decrease of the line search
+PRECONDITION_FLOOR = 1e-6  # smallest eps of `_preconditioners` (an L2 of 0)
 MAX_ROW_GROUPS = 64  # row sets shared by the same variants; beyond it, one masked set
 MIN_STEPS_PER_EPOCH = 10  # an "epoch" of a small row set is repeated up to this many steps
 
@@ -180,11 +181,12 @@ def fit_predict(
     val: Bool[Tensor, "v n"],
     n_classes: int,
     cfg: ProbeConfig,
-    l2: Float[Tensor, " v"] | None = None,
+    l2: Float[Tensor, " v"] | Float[Tensor, "v layer"] | None = None,
 ) -> Float[Tensor, "v layer n c"]:
     """Train one probe per (variant, layer) on `train` rows, early-stop on `val` rows, and
-    return every row's logits from each probe's best parameters. `l2` gives each variant its
-    own penalty (default: `cfg.l2`, which must then be one number).
+    return every row's logits from each probe's best parameters. `l2` gives each variant (or
+    each variant and layer) its own penalty (default: `cfg.l2`, which must then be one
+    number).
 
     Linear probes minimise the convex objective (mean cross-entropy + L2) from zero with
     full-batch L-BFGS, each probe on its own (history, line search, stopping) as
@@ -203,9 +205,12 @@ def fit_predict(
         if len(cfg.l2_grid) != 1:
             raise ValueError(f"l2={cfg.l2}: a grid needs one value per variant (pass `l2`)")
         l2 = torch.full((v,), cfg.l2_grid[0])
-    if l2.shape != (v,):
-        raise ValueError(f"l2 has shape {tuple(l2.shape)}; pass one value per variant ({v})")
-    l2 = l2.to(device=device, dtype=x.dtype)
+    if l2.shape == (v,):
+        l2 = l2[:, None].expand(v, n_layers)
+    if l2.shape != (v, n_layers):
+        raise ValueError(f"l2 has shape {tuple(l2.shape)}; pass one value per variant ({v}) "
+                         f"or per variant and layer ({v}, {n_layers})")
+    l2 = l2.to(device=device, dtype=x.dtype).contiguous()
     params = _Params(cfg, v, n_layers, d, n_classes, device)
     best = _Best(params, v, n_layers, device)
     _FITTERS[cfg.probe](params, best, x, y, train, val, l2, cfg)
@@ -218,13 +223,55 @@ def fit_predict(
 
 def _fit_lbfgs(params: _Params, best: _Best, x: Tensor, y: Tensor, train: Tensor,
                val: Tensor, l2: Tensor, cfg: ProbeConfig) -> None:
+    """Every (variant, layer) probe by one batched L-BFGS, each in coordinates
+    preconditioned for its layer and L2 strength (`_preconditioners`): the optimum is the
+    same, reached in far fewer iterations."""
     v, n_layers, d, c = params.tensors[0].shape
-    theta = _lbfgs(_Objective(x, y, train, c, l2), v * n_layers, d, c, cfg.max_iter)
+    values, key = l2.flatten().unique(return_inverse=True)  # probe p: variant p // n_layers
+    key = key * n_layers + torch.arange(v * n_layers, device=x.device) % n_layers
+    p_mats, back = _preconditioners(x, values.tolist())
+    f = _Objective(x, y, train, c, l2, (p_mats, back, key))
+    got = _lbfgs(f, torch.arange(v * n_layers, device=x.device), d, c, cfg.max_iter)
+    del f
+    # back to the original coordinates: W = P V, biases unchanged
+    theta = torch.cat([_times(p_mats, got[:, :d], key), got[:, d:]], 1)
     theta = theta.view(v, n_layers, d + 1, c)
     with torch.no_grad():  # the convex optimum is the estimate; record its validation loss
         params.tensors[0].copy_(theta[:, :, :d])
         params.tensors[1].copy_(theta[:, :, d:])
         best.update(_chunked_losses(params, x, y, val, cfg.batch_size * 8))
+
+
+def _preconditioners(x: Float[Tensor, "layer n d"], l2: list[float]
+                     ) -> tuple[Float[Tensor, "k d d"], Float[Tensor, "k d d"]]:
+    """`P = (S + eps I)^(-1/2)` and `P^-1` for each (L2 strength i, layer l), at index
+    `i * layers + l` (S = x^T x / n, the layer's second moment; eps = the L2 strength, at
+    least `PRECONDITION_FLOOR`).
+
+    A probe `W = P V` fitted in `V` is the same problem as in `W` (same optimum), but its
+    curvature along each eigenvector of S, about `(e s + l2) / (e + eps)` (s the softmax
+    curvature), no longer spans the eigenvalues' range: correlated features (a 768-wide
+    residual stream) no longer make L-BFGS crawl. `P^-1` maps a gradient in `V`, `P g`, back
+    to `g`: the stopping rule reads the original gradient, so the tolerance means what it
+    meant. Uses no labels (like `standardize`)."""
+    n = x.shape[1]
+    e, u = torch.linalg.eigh(torch.bmm(x.transpose(1, 2), x).double() / max(n, 1))
+    e = e.clamp_min(0)
+    ps, backs = [], []
+    for value in l2:
+        scale = (e + max(value, PRECONDITION_FLOOR)).rsqrt()  # [layer, d]
+        ps.append((u * scale[:, None]) @ u.transpose(1, 2))
+        backs.append((u / scale[:, None]) @ u.transpose(1, 2))
+    return torch.cat(ps).to(x.dtype), torch.cat(backs).to(x.dtype)
+
+
+def _times(mats: Float[Tensor, "k d d"], w: Float[Tensor, "p d c"], key: Tensor) -> Tensor:
+    """`A w` for each probe, with the matrix `mats[key[probe]]`."""
+    out = torch.empty_like(w)
+    for k in key.unique().tolist():
+        at = (key == k).nonzero().squeeze(1)
+        out[at] = torch.matmul(mats[k], w[at])
+    return out
 
 
 def _fit_adam(params: _Params, best: _Best, x: Tensor, y: Tensor, train: Tensor,
@@ -246,7 +293,7 @@ def _fit_adam(params: _Params, best: _Best, x: Tensor, y: Tensor, train: Tensor,
             # batch CE weighted by the variant's share of rows: every variant sees its own
             # rows at the same rate, whatever its size
             share = m.float().sum(-1) / (n_train * len(idx) / n)
-            loss = (ce * share[:, None]).sum() + 0.5 * (l2[:, None] * params.penalty()).sum()
+            loss = (ce * share[:, None]).sum() + 0.5 * (l2 * params.penalty()).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -278,9 +325,13 @@ class _Objective:
     its own variants only. Rows are copied once, grouped (`x` itself is not kept)."""
 
     def __init__(self, x: Tensor, y: Tensor, train: Tensor, n_classes: int,
-                 l2: Float[Tensor, " v"]) -> None:
+                 l2: Float[Tensor, "v layer"],
+                 precondition: tuple[Tensor, Tensor, Tensor] | None = None) -> None:
         self.n_layers, _, self.d = x.shape
         self.c, self.l2, self.device = n_classes, l2, x.device
+        # parameters in preconditioned coordinates: `P`, `P^-1` and each probe's index into
+        # them (`_preconditioners`)
+        self.precondition = precondition
         v = train.shape[0]
         weight = train.to(x.dtype) / train.sum(1, keepdim=True).clamp_min(1).to(x.dtype)
         used = train.any(0).nonzero().squeeze(1)
@@ -298,12 +349,23 @@ class _Objective:
             self.groups.append((x[:, rows].contiguous(), where, y[vs][:, rows],
                                 weight[vs][:, rows]))
 
+    def grad_max(self, grad: Tensor, probe: Tensor) -> Tensor:
+        """Each probe's largest gradient entry in the original coordinates `[p]`."""
+        if self.precondition is None:
+            return grad.abs().amax((1, 2))
+        _, back, key = self.precondition
+        w = _times(back, grad[:, :self.d], key[probe])
+        return torch.maximum(w.abs().amax((1, 2)), grad[:, self.d:].abs().amax((1, 2)))
+
     def __call__(self, theta: Tensor, probe: Tensor) -> tuple[Tensor, Tensor]:
         """`(loss [p], gradient [p, d + 1, c])` of the probes `probe` at `theta`."""
         d, c = self.d, self.c
+        if self.precondition is not None:  # theta holds V: the probes' weights are P V
+            theta = torch.cat([_times(self.precondition[0], theta[:, :d],
+                                      self.precondition[2][probe]), theta[:, d:]], 1)
         w = theta[:, :d]
         variant, layer = probe // self.n_layers, probe % self.n_layers
-        l2 = self.l2[variant][:, None, None]
+        l2 = self.l2[variant, layer][:, None, None]
         loss = 0.5 * (l2 * w.pow(2)).sum((1, 2)).double()
         grad = torch.cat([l2 * w, torch.zeros_like(theta[:, d:])], 1)
         for xg, where, yg, wg in self.groups:
@@ -322,18 +384,24 @@ class _Objective:
                 gz.scatter_add_(1, yk[:, None], -wk[:, None])
                 gw = (gz.view(k * c, -1) @ xl).view(k, c, d).transpose(1, 2)
                 grad.index_add_(0, sel, torch.cat([gw, gz.sum(2)[:, None]], 1))
+        if self.precondition is not None:  # the gradient in V: P g (P symmetric)
+            grad[:, :d] = _times(self.precondition[0], grad[:, :d], self.precondition[2][probe])
         return loss, grad
 
 
-def _lbfgs(f: _Objective, n_probes: int, d: int, c: int, max_iter: int) -> Tensor:
+def _lbfgs(f: _Objective, probes: Tensor, d: int, c: int, max_iter: int) -> Tensor:
     """Minimise every probe's objective from zero with its own L-BFGS (history, backtracking
     Armijo line search, stopping rule), all batched; probes leave the batch as they converge.
 
     A probe stops when no gradient entry exceeds `LBFGS_TOL` (scikit-learn's and scipy's
     rule), after `max_iter` iterations, or when its line search finds no decrease. Returns
-    the parameters `[probe, d + 1, c]`."""
+    the parameters of `probes` `[len(probes), d + 1, c]`."""
+    n_probes = len(probes)
     out = torch.zeros(n_probes, d + 1, c, device=f.device)
-    probe = torch.arange(n_probes, device=f.device)
+    probe = probes.to(f.device)
+    slot = torch.full((int(probe.max()) + 1 if n_probes else 1,), -1, dtype=torch.long,
+                      device=f.device)
+    slot[probe] = torch.arange(n_probes, device=f.device)  # probe index -> row of `out`
     theta = out.clone()
     loss, grad = f(theta, probe)
     m = LBFGS_HISTORY
@@ -346,9 +414,9 @@ def _lbfgs(f: _Objective, n_probes: int, d: int, c: int, max_iter: int) -> Tenso
         return (a * b).sum((-2, -1))
 
     for it in range(max_iter):
-        active = grad.abs().amax((1, 2)) > LBFGS_TOL
+        active = f.grad_max(grad, probe) > LBFGS_TOL
         if not active.all():  # converged probes leave the batch
-            out[probe[~active]] = theta[~active]
+            out[slot[probe[~active]]] = theta[~active]
             probe, theta, loss, grad = probe[active], theta[active], loss[active], grad[active]
             s_hist, y_hist, rho, gamma = (s_hist[:, active], y_hist[:, active],
                                           rho[:, active], gamma[active])
@@ -400,5 +468,5 @@ def _lbfgs(f: _Objective, n_probes: int, d: int, c: int, max_iter: int) -> Tenso
         theta, loss, grad = new_theta, new_loss, new_grad
         if stalled.any():
             grad = torch.where(stalled[:, None, None], 0, grad)  # leaves at the next check
-    out[probe] = theta
+    out[slot[probe]] = theta
     return out

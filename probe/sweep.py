@@ -164,10 +164,11 @@ def probe_task(x: torch.Tensor, ex: Examples, layers: list[int], cfg: SweepConfi
                ) -> dict[str, Any]:
     """Cross-validated task and control probes on activations `x` `[layer, n, d]`.
 
-    Variants: every fold (test fold f, validation fold f + 1, the rest train) x {task,
-    control} x L2 strength of `cfg.probe.l2_grid`, all trained at once. For each fold and
-    layer the task probe's L2 is the one with the best accuracy on that fold's validation
-    rows; the fold's control probe uses the same L2 (selectivity compares equal probes).
+    Task probes: every fold (test fold f, validation fold f + 1, the rest train) x L2
+    strength of `cfg.probe.l2_grid`, all trained at once. For each fold and layer the task
+    probe's L2 is the one with the best accuracy on that fold's validation rows; the fold's
+    control probe is then trained with that L2 only (selectivity compares equal probes; a
+    control probe at an L2 no task probe chose would never be read).
     """
     k = cfg.folds
     n_classes = len(ex.classes)
@@ -176,16 +177,22 @@ def probe_task(x: torch.Tensor, ex: Examples, layers: list[int], cfg: SweepConfi
     control = control_labels(ex.y, ex.groups, n_classes, cfg.seed + 7)
     fold_t = torch.from_numpy(folds)
     labels = [torch.from_numpy(ex.y), torch.from_numpy(control)]
-    y, train, val, _, l2 = cv_variants([ex.y, control], folds, k, range(k), grid)
-    logits = fit_predict(standardize(x), y, train, val, n_classes, cfg.probe, l2=l2)
-    pred = logits.argmax(-1).cpu().view(len(grid), 2, k, len(layers), -1)
+    xs = standardize(x)
+    y, train, val, _, l2 = cv_variants([ex.y], folds, k, range(k), grid)
+    logits = fit_predict(xs, y, train, val, n_classes, cfg.probe, l2=l2)
+    pred = logits.argmax(-1).cpu().view(len(grid), k, len(layers), -1)
+    del logits
     # validation accuracy of each task probe: [grid, fold, layer]
-    val_hit = (pred[:, 0] == labels[0]).float() * val[:k, None].float()
+    val_hit = (pred == labels[0]).float() * val[:k, None].float()
     val_acc = val_hit.sum(-1) / val[:k].float().sum(-1).clamp_min(1)[:, None]
     choice = val_acc.argmax(0)  # [fold, layer]: the first (weakest) L2 among ties
-    chosen = pred.permute(1, 2, 3, 0, 4).gather(
-        3, choice[None, :, :, None, None].expand(2, k, len(layers), 1, pred.shape[-1]))
-    pred = chosen.squeeze(3).reshape(2 * k, len(layers), -1)  # task folds, control folds
+    task_pred = pred.permute(1, 2, 0, 3).gather(
+        2, choice[:, :, None, None].expand(k, len(layers), 1, pred.shape[-1])).squeeze(2)
+    y_c, train_c, val_c, _, _ = cv_variants([control], folds, k, range(k), grid[:1])
+    l2_c = torch.tensor(grid, dtype=torch.float32)[choice]  # [fold, layer]
+    ctrl_pred = fit_predict(xs, y_c, train_c, val_c, n_classes, cfg.probe,
+                            l2=l2_c).argmax(-1).cpu()
+    pred = torch.cat([task_pred, ctrl_pred])  # task folds, control folds: [2k, layer, n]
     rows = torch.arange(len(folds))
     # each row is predicted by the probes of its own test fold: [n, layer]
     correct = (pred[fold_t, :, rows] == labels[0][:, None]).numpy().T.astype(np.float64)
