@@ -21,13 +21,13 @@ import torch
 from torch import Tensor
 
 from beliefs.editing import (
+    RewriteLoss,
     WeightEdit,
     check_layer,
     context_prefixes,
     frozen,
     key_hook,
     rewrite_batch,
-    target_nll,
 )
 
 if TYPE_CHECKING:
@@ -88,6 +88,7 @@ def finetune_edit(model: Model, prompts: list[str], subject: str, target_ids: li
         return out + keys["k"].float() @ change
 
     hooks = [(key_hook(layer), grab), (f"blocks.{layer}.hook_mlp_out", add)]
+    rewrite_loss = RewriteLoss(model, batch)
     tried: list[dict[str, float]] = []
     for eps in cfg.eps_grid:
         with torch.no_grad():
@@ -99,8 +100,7 @@ def finetune_edit(model: Model, prompts: list[str], subject: str, target_ids: li
             for step in range(1, cfg.steps + 1):
                 steps = step
                 opt.zero_grad()
-                nll = target_nll(model.run_with_hooks(batch.tokens.to(device),
-                                                      fwd_hooks=hooks), batch)
+                nll = rewrite_loss(hooks)
                 if nll.item() < cfg.stop_nll:
                     break
                 nll.backward()

@@ -26,13 +26,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from beliefs.editing import (
+    RewriteLoss,
     WeightEdit,
     check_layer,
     context_prefixes,
     frozen,
     key_hook,
     rewrite_batch,
-    target_nll,
 )
 
 if TYPE_CHECKING:
@@ -115,6 +115,7 @@ def optimise_delta(model: Model, prompts: list[str], subject: str, target_ids: l
         e_len = int(essence.target_pos[0, 0]) + 1
         e_tokens = essence.tokens[:, :e_len].to(device)
         base_logp = F.log_softmax(model(e_tokens)[0, -1].float(), -1)
+    rewrite_loss = RewriteLoss(model, batch)
     delta = torch.zeros(model.cfg.d_model, device=device, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.lr)
     max_norm = cfg.clamp_norm * value.norm()
@@ -123,9 +124,7 @@ def optimise_delta(model: Model, prompts: list[str], subject: str, target_ids: l
     for step in range(1, cfg.steps + 1):
         steps = step
         opt.zero_grad()
-        logits = model.run_with_hooks(
-            batch.tokens.to(device), fwd_hooks=[(out_hook, _add_at(delta, batch.subject_pos))])
-        nll = target_nll(logits, batch)
+        nll = rewrite_loss([(out_hook, _add_at(delta, batch.subject_pos))])
         e_logits = model.run_with_hooks(
             e_tokens, fwd_hooks=[(out_hook, _add_at(delta, essence.subject_pos))])
         e_logp = F.log_softmax(e_logits[0, -1].float(), -1)

@@ -20,7 +20,10 @@ that analysis' alone, with `--threads` threads and the settings a user would pic
 - `induction`: `workbench induction --n-seqs 16` (`--induction-seqs`; sequences of 256
   tokens with BOS);
 - `cache`: `workbench cache` of `--cache-tokens` training tokens of `--cache-hooks`;
-- `probe`: `workbench probe` with its defaults over the re-encoded world's val split;
+- `probe`: `workbench probe` with its defaults over the first `--probe-tokens` tokens of the
+  re-encoded world's val split (40,000 of its 80,000 by default: every task still has ten
+  examples per class; the forward pass over all 80,000 alone takes about four minutes on
+  two cores at GPT-2 small's size);
 - `beliefs`: `workbench beliefs --n 10 --method rome,ft --layer 6`;
 - `trace`: `circuits.tracing.causal_trace` of one prompt with its defaults.
 
@@ -142,7 +145,8 @@ def child(args: argparse.Namespace) -> None:
                   "--hooks", args.cache_hooks, "--max-tokens", str(args.cache_tokens),
                   "--chunk"] + (["--batch-size", str(args.cache_batch)] if args.cache_batch
                                 else []),
-        "probe": ["probe", "--model", model, "--corpus", corpus],
+        "probe": ["probe", "--model", model, "--corpus", corpus]
+        + (["--max-tokens", str(args.probe_tokens)] if args.probe_tokens else []),
         "beliefs": ["beliefs", "--model", model, "--corpus", corpus, "--n", "10",
                     "--method", "rome,ft", "--layer", "6"],
     }
@@ -192,7 +196,8 @@ def _spawn(args: argparse.Namespace, model: str, model_dir: Path, corpus: Path,
            "--corpus", str(corpus), "--out-dir", str(out_dir), "--threads", str(args.threads),
            "--cache-tokens", str(args.cache_tokens), "--cache-hooks", args.cache_hooks,
            "--induction-seqs", str(args.induction_seqs),
-           "--cache-batch", str(args.cache_batch or 0)]
+           "--cache-batch", str(args.cache_batch or 0),
+           "--probe-tokens", str(args.probe_tokens or 0)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     log, printed = out_dir / f"{model}-{analysis}.log", out_dir / f"{model}-{analysis}.out"
@@ -237,6 +242,8 @@ def main() -> None:
     parser.add_argument("--cache-hooks", default="blocks.*.hook_resid_post")
     parser.add_argument("--cache-batch", type=int, default=0,
                         help="`workbench cache --batch-size` (default: the command's)")
+    parser.add_argument("--probe-tokens", type=int, default=40_000,
+                        help="`workbench probe --max-tokens` (0: the whole val split)")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds before an analysis is killed")
     parser.add_argument("--compare", action="append", default=[],
@@ -300,7 +307,7 @@ def main() -> None:
               "target": {"wall_s": TARGET_S, "peak_rss_gib": TARGET_GIB},
               "settings": {k: getattr(args, k) for k in (
                   "world_tokens", "bpe_vocab", "induction_seqs", "cache_tokens", "cache_hooks",
-                  "cache_batch")},
+                  "cache_batch", "probe_tokens")},
               "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))

@@ -229,6 +229,21 @@ def test_weight_edits_on_every_mlp_kind(arch: str, matrix: Matrix) -> None:
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with ft.applied(model):  # the stated answer (top candidate) is now the new object
         assert int(candidate_logprobs(model, [prompt], belief.candidates)[0].argmax()) == i_new
+    # the edits' loss unembeds only the target positions, and gives the full run's value
+    # and gradient (every architecture here has plain logits, so the fast path is taken)
+    from beliefs.editing import RewriteLoss, rewrite_batch, target_nll
+
+    batch = rewrite_batch(model, [prompt], belief.subject, target, [])
+    loss = RewriteLoss(model, batch)
+    assert loss.fast
+    shift = torch.zeros(model.cfg.d_model, requires_grad=True)
+    hooks = [("blocks.0.hook_mlp_out", lambda out, hook: out + shift)]
+    fast = loss(hooks)
+    (g_fast,) = torch.autograd.grad(fast, shift)
+    full = target_nll(model.run_with_hooks(batch.tokens, fwd_hooks=hooks), batch)
+    (g_full,) = torch.autograd.grad(full, shift)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g_fast, g_full, atol=1e-5, rtol=1e-4)
 
 
 def test_dashboard_pages_on_every_architecture(matrix: Matrix, tmp_path: Path,
