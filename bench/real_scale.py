@@ -20,10 +20,12 @@ that analysis' alone, with `--threads` threads and the settings a user would pic
 - `induction`: `workbench induction --n-seqs 16` (`--induction-seqs`; sequences of 256
   tokens with BOS);
 - `cache`: `workbench cache` of `--cache-tokens` training tokens of `--cache-hooks`;
-- `probe`: `workbench probe` with its defaults over the first `--probe-tokens` tokens of the
-  re-encoded world's val split (40,000 of its 80,000 by default: every task still has ten
-  examples per class; the forward pass over all 80,000 alone takes about four minutes on
-  two cores at GPT-2 small's size);
+- `probe`: `workbench probe` over the first `--probe-tokens` tokens of the re-encoded world's
+  val split (40,000 of its 80,000 by default: every task still has ten examples per class;
+  the forward pass over all 80,000 alone takes about four minutes on two cores at GPT-2
+  small's size) and at most `--probe-examples` rows per task (5,000 by default, the
+  command's own default is 20,000: fitting 13 layers x 5 folds x 5 L2 strengths of
+  768-wide probes over 20,000 rows is most of ten minutes there), its other defaults;
 - `beliefs`: `workbench beliefs --n 10 --method rome,ft --layer 6`;
 - `trace`: `circuits.tracing.causal_trace` of one prompt with its defaults.
 
@@ -146,7 +148,8 @@ def child(args: argparse.Namespace) -> None:
                   "--chunk"] + (["--batch-size", str(args.cache_batch)] if args.cache_batch
                                 else []),
         "probe": ["probe", "--model", model, "--corpus", corpus]
-        + (["--max-tokens", str(args.probe_tokens)] if args.probe_tokens else []),
+        + (["--max-tokens", str(args.probe_tokens)] if args.probe_tokens else [])
+        + (["--max-examples", str(args.probe_examples)] if args.probe_examples else []),
         "beliefs": ["beliefs", "--model", model, "--corpus", corpus, "--n", "10",
                     "--method", "rome,ft", "--layer", "6"],
     }
@@ -197,7 +200,8 @@ def _spawn(args: argparse.Namespace, model: str, model_dir: Path, corpus: Path,
            "--cache-tokens", str(args.cache_tokens), "--cache-hooks", args.cache_hooks,
            "--induction-seqs", str(args.induction_seqs),
            "--cache-batch", str(args.cache_batch or 0),
-           "--probe-tokens", str(args.probe_tokens or 0)]
+           "--probe-tokens", str(args.probe_tokens or 0),
+           "--probe-examples", str(args.probe_examples or 0)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     log, printed = out_dir / f"{model}-{analysis}.log", out_dir / f"{model}-{analysis}.out"
@@ -244,6 +248,8 @@ def main() -> None:
                         help="`workbench cache --batch-size` (default: the command's)")
     parser.add_argument("--probe-tokens", type=int, default=40_000,
                         help="`workbench probe --max-tokens` (0: the whole val split)")
+    parser.add_argument("--probe-examples", type=int, default=5_000,
+                        help="`workbench probe --max-examples` (0: the command's default)")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds before an analysis is killed")
     parser.add_argument("--compare", action="append", default=[],
@@ -307,7 +313,7 @@ def main() -> None:
               "target": {"wall_s": TARGET_S, "peak_rss_gib": TARGET_GIB},
               "settings": {k: getattr(args, k) for k in (
                   "world_tokens", "bpe_vocab", "induction_seqs", "cache_tokens", "cache_hooks",
-                  "cache_batch", "probe_tokens")},
+                  "cache_batch", "probe_tokens", "probe_examples")},
               "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))

@@ -39,6 +39,10 @@ LBFGS_TOL = 1e-4  # converged when no gradient entry exceeds this (scikit-learn'
 LBFGS_HISTORY = 10  # curvature pairs kept per probe (scipy's L-BFGS-B default, as in sklearn)
 LBFGS_BACKTRACKS = 20  # step halvings before a probe's line search gives up (it stops there)
 ARMIJO = 1e-4  # sufficient decrease of the line search
+# rows per feature from which probes are preconditioned: each evaluation then costs about
+# 2.5 d / rows more than the rows alone (GPT-2 small's d = 768: +10 % at 20k rows), and saves
+# iterations (pos, 20k rows: 627 -> 222 evaluations)
+PRECONDITION_ROWS = 4
 PRECONDITION_FLOOR = 1e-6  # smallest eps of `_preconditioners` (an L2 of 0)
 MAX_ROW_GROUPS = 64  # row sets shared by the same variants; beyond it, one masked set
 MIN_STEPS_PER_EPOCH = 10  # an "epoch" of a small row set is repeated up to this many steps
@@ -224,17 +228,23 @@ def fit_predict(
 def _fit_lbfgs(params: _Params, best: _Best, x: Tensor, y: Tensor, train: Tensor,
                val: Tensor, l2: Tensor, cfg: ProbeConfig) -> None:
     """Every (variant, layer) probe by one batched L-BFGS, each in coordinates
-    preconditioned for its layer and L2 strength (`_preconditioners`): the optimum is the
-    same, reached in far fewer iterations."""
+    preconditioned for its layer and L2 strength (`_preconditioners`) when there are at least
+    `PRECONDITION_ROWS` rows per feature: the optimum is the same, reached in far fewer
+    iterations."""
     v, n_layers, d, c = params.tensors[0].shape
-    values, key = l2.flatten().unique(return_inverse=True)  # probe p: variant p // n_layers
-    key = key * n_layers + torch.arange(v * n_layers, device=x.device) % n_layers
-    p_mats, back = _preconditioners(x, values.tolist())
-    f = _Objective(x, y, train, c, l2, (p_mats, back, key))
-    got = _lbfgs(f, torch.arange(v * n_layers, device=x.device), d, c, cfg.max_iter)
-    del f
-    # back to the original coordinates: W = P V, biases unchanged
-    theta = torch.cat([_times(p_mats, got[:, :d], key), got[:, d:]], 1)
+    probes = torch.arange(v * n_layers, device=x.device)
+    if int(train.any(0).sum()) < PRECONDITION_ROWS * d:
+        # few rows: the preconditioner's d x d products per probe would cost more than the
+        # rows themselves, and with few rows L-BFGS needs few iterations anyway
+        theta = _lbfgs(_Objective(x, y, train, c, l2), probes, d, c, cfg.max_iter)
+    else:
+        values, key = l2.flatten().unique(return_inverse=True)  # probe p: variant p // layers
+        key = key * n_layers + probes % n_layers
+        p_mats, back = _preconditioners(x, values.tolist())
+        got = _lbfgs(_Objective(x, y, train, c, l2, (p_mats, back, key)), probes, d, c,
+                     cfg.max_iter)
+        # back to the original coordinates: W = P V, biases unchanged
+        theta = torch.cat([_times(p_mats, got[:, :d], key), got[:, d:]], 1)
     theta = theta.view(v, n_layers, d + 1, c)
     with torch.no_grad():  # the convex optimum is the estimate; record its validation loss
         params.tensors[0].copy_(theta[:, :, :d])
