@@ -278,9 +278,13 @@ def _preconditioners(x: Float[Tensor, "layer n d"], l2: list[float]
 def _times(mats: Float[Tensor, "k d d"], w: Float[Tensor, "p d c"], key: Tensor) -> Tensor:
     """`A w` for each probe, with the matrix `mats[key[probe]]`."""
     out = torch.empty_like(w)
+    _, d, c = w.shape
     for k in key.unique().tolist():
         at = (key == k).nonzero().squeeze(1)
-        out[at] = torch.matmul(mats[k], w[at])
+        # one GEMM per matrix: [d, d] @ [d, probes * c] (a batched [d, d] @ [d, c] re-reads
+        # the matrix per probe)
+        flat = w[at].permute(1, 0, 2).reshape(d, len(at) * c)
+        out[at] = (mats[k] @ flat).view(d, len(at), c).permute(1, 0, 2)
     return out
 
 
