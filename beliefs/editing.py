@@ -27,6 +27,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuits.ablation import UNEMBED_IN
 from circuits.tracing import find_subject
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
     from workbench.world.loader import Corpus
 
 log = logging.getLogger(__name__)
-UNEMBED_IN = "unembed.hook_in"
 
 
 def check_layer(model: Model, layer: int) -> int:

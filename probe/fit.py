@@ -232,16 +232,16 @@ def _fit_lbfgs(params: _Params, best: _Best, x: Tensor, y: Tensor, train: Tensor
     `PRECONDITION_ROWS` rows per feature: the optimum is the same, reached in far fewer
     iterations."""
     v, n_layers, d, c = params.tensors[0].shape
-    probes = torch.arange(v * n_layers, device=x.device)
+    n_probes = v * n_layers
     if int(train.any(0).sum()) < PRECONDITION_ROWS * d:
         # few rows: the preconditioner's d x d products per probe would cost more than the
         # rows themselves, and with few rows L-BFGS needs few iterations anyway
-        theta = _lbfgs(_Objective(x, y, train, c, l2), probes, d, c, cfg.max_iter)
+        theta = _lbfgs(_Objective(x, y, train, c, l2), n_probes, d, c, cfg.max_iter)
     else:
         values, key = l2.flatten().unique(return_inverse=True)  # probe p: variant p // layers
-        key = key * n_layers + probes % n_layers
+        key = key * n_layers + torch.arange(n_probes, device=x.device) % n_layers
         p_mats, back = _preconditioners(x, values.tolist())
-        got = _lbfgs(_Objective(x, y, train, c, l2, (p_mats, back, key)), probes, d, c,
+        got = _lbfgs(_Objective(x, y, train, c, l2, (p_mats, back, key)), n_probes, d, c,
                      cfg.max_iter)
         # back to the original coordinates: W = P V, biases unchanged
         theta = torch.cat([_times(p_mats, got[:, :d], key), got[:, d:]], 1)
@@ -403,19 +403,15 @@ class _Objective:
         return loss, grad
 
 
-def _lbfgs(f: _Objective, probes: Tensor, d: int, c: int, max_iter: int) -> Tensor:
+def _lbfgs(f: _Objective, n_probes: int, d: int, c: int, max_iter: int) -> Tensor:
     """Minimise every probe's objective from zero with its own L-BFGS (history, backtracking
     Armijo line search, stopping rule), all batched; probes leave the batch as they converge.
 
     A probe stops when no gradient entry exceeds `LBFGS_TOL` (scikit-learn's and scipy's
     rule), after `max_iter` iterations, or when its line search finds no decrease. Returns
-    the parameters of `probes` `[len(probes), d + 1, c]`."""
-    n_probes = len(probes)
+    the parameters `[probe, d + 1, c]`."""
     out = torch.zeros(n_probes, d + 1, c, device=f.device)
-    probe = probes.to(f.device)
-    slot = torch.full((int(probe.max()) + 1 if n_probes else 1,), -1, dtype=torch.long,
-                      device=f.device)
-    slot[probe] = torch.arange(n_probes, device=f.device)  # probe index -> row of `out`
+    probe = torch.arange(n_probes, device=f.device)
     theta = out.clone()
     loss, grad = f(theta, probe)
     m = LBFGS_HISTORY
@@ -430,7 +426,7 @@ def _lbfgs(f: _Objective, probes: Tensor, d: int, c: int, max_iter: int) -> Tens
     for it in range(max_iter):
         active = f.grad_max(grad, probe) > LBFGS_TOL
         if not active.all():  # converged probes leave the batch
-            out[slot[probe[~active]]] = theta[~active]
+            out[probe[~active]] = theta[~active]
             probe, theta, loss, grad = probe[active], theta[active], loss[active], grad[active]
             s_hist, y_hist, rho, gamma = (s_hist[:, active], y_hist[:, active],
                                           rho[:, active], gamma[active])
@@ -482,5 +478,5 @@ def _lbfgs(f: _Objective, probes: Tensor, d: int, c: int, max_iter: int) -> Tens
         theta, loss, grad = new_theta, new_loss, new_grad
         if stalled.any():
             grad = torch.where(stalled[:, None, None], 0, grad)  # leaves at the next check
-    out[slot[probe]] = theta
+    out[probe] = theta
     return out
