@@ -11,7 +11,8 @@ is then one head per pass, 0.8 GB of logits instead of 9.9 GB for all twelve).
 
 On a large model one pass per head and method is most of an analysis' time (GPT-2 small,
 144 heads: 288 passes of 16 x 256 tokens, about 45 minutes on two CPU cores), so
-`ablation_estimates` gives every head's effect from one forward and one backward pass
+`ablation_estimates` gives every head's effect from one forward and backward pass per
+chunk of about 1,024 tokens
 (attribution patching, Nanda 2023; Syed et al. 2023: the first-order change of the loss,
 `(z_ablated - z) . dL/dz`), and `ablation_sweep(heads=...)` measures exactly only the heads
 asked for (`circuits.induction` asks for the candidate induction heads).
