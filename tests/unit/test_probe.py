@@ -261,7 +261,8 @@ def test_linear_probes_reach_scikit_learns_optimum_on_correlated_features(l2: fl
     y = (x[:, :3] @ torch.randn(3, c, generator=gen)).argmax(1)
     x = standardize(x[None])
     train = torch.ones(1, n, dtype=torch.bool)
-    logits = fit_predict(x, y[None], train, train, c, ProbeConfig(l2=l2, max_iter=2000))
+    logits = fit_predict(x, y[None], train, train, c,
+                         ProbeConfig(l2=l2, max_iter=2000, precondition=True))
     ours = torch.softmax(logits[0, 0].double(), -1)
     ref = LogisticRegression(C=1 / (l2 * n), tol=1e-10, max_iter=20_000).fit(
         x[0].double().numpy(), y.numpy())
