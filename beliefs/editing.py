@@ -27,8 +27,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.ablation import UNEMBED_IN
 from circuits.tracing import find_subject
+from workbench.hooks import UNEMBED_IN
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -159,9 +159,10 @@ def key_covariance(model: Model, corpus: Corpus, layer: int, *, n_tokens: int = 
                    batch_rows: int = 8192, progress: bool = False) -> Float[Tensor, "d_mlp d_mlp"]:
     """Second moment `E[k k^T]` of the MLP keys of `layer` over corpus tokens (ROME's C).
 
-    The keys are accumulated in float64 batch by batch (`batch_rows` rows per product), so
-    memory stays bounded: straight from the forward passes (each stopped after `layer`), or,
-    with `acts`, read from that activation file (written first when it does not exist).
+    The keys' products are taken in float32 over `batch_rows` rows at a time and summed in
+    float64, so memory stays bounded: straight from the forward passes (each stopped after
+    `layer`, sequences batched by length), or, with `acts`, read from that activation file
+    (written first when it does not exist).
     """
     from workbench.cache import ActivationStore, CacheConfig, cache_activations, iter_activations
 
@@ -170,11 +171,11 @@ def key_covariance(model: Model, corpus: Corpus, layer: int, *, n_tokens: int = 
     cov = torch.zeros(model.cfg.d_mlp, model.cfg.d_mlp, dtype=torch.float64)
     n = 0
     if acts is None:
-        for batch in iter_activations(model, corpus, cfg):
+        for batch in iter_activations(model, corpus, cfg, by_length=True):
             keys = torch.from_numpy(batch[name])
             for lo in range(0, len(keys), batch_rows):
-                k = keys[lo:lo + batch_rows].double()
-                cov += k.T @ k
+                k = keys[lo:lo + batch_rows]
+                cov += (k.T @ k).double()
             n += len(keys)
         log.info("key covariance of layer %d from %d tokens", layer, n)
         return (cov / max(n, 1)).float()
@@ -187,8 +188,8 @@ def key_covariance(model: Model, corpus: Corpus, layer: int, *, n_tokens: int = 
                           resume=path.with_name(path.name + ".partial").exists())
     with ActivationStore(path) as store:
         n = len(store)
-        for k in store.iter_batches(name, batch_rows, torch.float64):
-            cov += k.T @ k
+        for k in store.iter_batches(name, batch_rows, torch.float32):
+            cov += (k.T @ k).double()
     log.info("key covariance of layer %d from %d tokens", layer, n)
     return (cov / n).float()
 

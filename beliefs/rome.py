@@ -52,6 +52,8 @@ class RomeConfig:
         ridge: added to C's diagonal, relative to its mean diagonal (keeps C^-1 stable).
         essence: the prompt whose next-token distribution the KL term protects.
         stop_nll: stop early when the new object's NLL falls below this (nats).
+        plateau_steps, plateau_nll: stop early when the lowest NLL so far has fallen by less
+            than `plateau_nll` nats over the last `plateau_steps` steps (0 steps: never).
         seed: seeds the context prefixes.
     """
 
@@ -74,13 +76,22 @@ class RomeConfig:
     ridge: float = 1e-3
     essence: str = "{S} is a"
     stop_nll: float = 0.05
+    # an edit that stopped improving ends there. A random GPT-2 small never moves (its
+    # prediction does not follow the subject's residual stream: NLL 10.1 at step 2, 10.7 at
+    # 150, half a second a step on two cores). On the seed-0 `default` model (50 facts,
+    # layer 0) it ended 26 edits at 30-79 steps that sat at NLL 0.07-0.3 after all 150
+    # steps anyway (2 of them would have reached stop_nll at 39 and 43 steps): efficacy 1.00,
+    # paraphrase 0.86, specificity 0.996 both ways, ripple_kept 0.44 (0.45), half the time
+    plateau_steps: int = 20
+    plateau_nll: float = 0.01
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "prefix_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RomeConfig.{name}={getattr(self, name)}; pass >= 1")
-        for name in ("n_prefixes", "lr", "kl_weight", "weight_decay", "clamp_norm", "ridge"):
+        for name in ("n_prefixes", "lr", "kl_weight", "weight_decay", "clamp_norm", "ridge",
+                     "plateau_steps", "plateau_nll"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RomeConfig.{name}={getattr(self, name)}; pass >= 0")
         if "{S}" not in self.essence:
@@ -120,7 +131,7 @@ def optimise_delta(model: Model, prompts: list[str], subject: str, target_ids: l
     opt = torch.optim.Adam([delta], lr=cfg.lr)
     max_norm = cfg.clamp_norm * value.norm()
     nll = torch.tensor(float("nan"))
-    steps = 0
+    steps, stop, lowest = 0, "steps", []  # lowest: the lowest NLL up to each step
     for step in range(1, cfg.steps + 1):
         steps = step
         opt.zero_grad()
@@ -132,6 +143,12 @@ def optimise_delta(model: Model, prompts: list[str], subject: str, target_ids: l
         decay = cfg.weight_decay * (delta.norm() / value.norm()) ** 2
         loss = nll + cfg.kl_weight * kl + decay
         if nll.item() < cfg.stop_nll:
+            stop = "nll"
+            break
+        lowest.append(min(nll.item(), lowest[-1]) if lowest else nll.item())
+        if (cfg.plateau_steps and len(lowest) > cfg.plateau_steps
+                and lowest[-1 - cfg.plateau_steps] - lowest[-1] < cfg.plateau_nll):
+            stop = "plateau"
             break
         loss.backward()
         opt.step()
@@ -139,8 +156,9 @@ def optimise_delta(model: Model, prompts: list[str], subject: str, target_ids: l
             if delta.norm() > max_norm:
                 delta.mul_(max_norm / delta.norm())
     delta = delta.detach()
-    info = {"steps": steps, "final_nll": nll.item(), "delta_norm": float(delta.norm()),
-            "value_norm": float(value.norm()), "n_rows": len(batch.tokens)}
+    info = {"steps": steps, "stop": stop, "final_nll": nll.item(),
+            "delta_norm": float(delta.norm()), "value_norm": float(value.norm()),
+            "n_rows": len(batch.tokens)}
     return delta.float().cpu(), keys.mean(0).cpu(), info
 
 

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from circuits.inputs import RepeatedTokens
 from workbench.evaluate import token_nll
+from workbench.hooks import UNEMBED_IN
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -56,7 +57,6 @@ def repeated_half_loss(model: Model, rep: RepeatedTokens) -> dict[str, float]:
     return _copy_losses(token_nll(model(rep.tokens.to(device)), rep.tokens).cpu(), rep)
 
 
-UNEMBED_IN = "unembed.hook_in"
 
 
 @torch.no_grad()

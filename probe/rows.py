@@ -2,8 +2,9 @@
 residual stream at every layer, from memory or from an `ActivationStore`.
 
 Layer 0 is the embedding (`blocks.0.hook_resid_pre`), layer l >= 1 the output of block l-1
-(`blocks.{l-1}.hook_resid_post`). Both sources walk the same cache plan with the same batches,
-so they hold the same rows and the same numbers.
+(`blocks.{l-1}.hook_resid_post`). Both sources walk the same cache plan, so they hold the same
+rows; memory batches the sequences by length (less padding), the file's writer in order, so
+their numbers agree to float rounding.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.cache import ActivationStore, CacheConfig, compute_batch, plan_for
-from workbench.cache_plan import iter_batches
+from workbench.cache_plan import iter_batches, iter_length_batches
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -128,19 +129,16 @@ def fill_memory(rows: ProbeRows, model: Model, needed: np.ndarray, layers: list[
     out = torch.zeros(len(layers), len(needed), model.cfg.d_model)
     seqs = np.unique(rows.meta["seq"][needed])
     bar = tqdm(total=len(needed), desc="probe activations", unit="row", disable=not progress)
-    for batch in iter_batches(plan, corpus.tokens(rows._source["split"]), cfg.batch_size, 0,
-                              plan.n_seqs):
-        if not np.isin(np.arange(batch.seq_lo, batch.seq_hi), seqs).any():
-            continue
-        lo = np.searchsorted(needed, batch.row_lo)
-        hi = np.searchsorted(needed, batch.row_hi)
-        if hi == lo:
-            continue
+    # only the sequences holding needed rows, in batches of similar length (rows are placed
+    # by their index, so the order does not matter)
+    for batch in iter_length_batches(plan, corpus.tokens(rows._source["split"]),
+                                     cfg.batch_size, seqs):
+        where = np.searchsorted(needed, batch.rows)
+        hit = (where < len(needed)) & (needed[np.minimum(where, len(needed) - 1)] == batch.rows)
         acts = compute_batch(model, hooks, batch)
-        local = needed[lo:hi] - batch.row_lo
         for i, hook in enumerate(hooks):
-            out[i, lo:hi] = torch.from_numpy(acts[hook][local])
-        bar.update(int(hi - lo))
+            out[i, torch.from_numpy(where[hit])] = torch.from_numpy(acts[hook][hit])
+        bar.update(int(hit.sum()))
     bar.close()
     rows.memory, rows.memory_rows, rows.memory_layers = out, needed, list(layers)
 

@@ -24,6 +24,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.hooks import logits_at
+
 if TYPE_CHECKING:
     from workbench.models import Model
 
@@ -114,9 +116,9 @@ def last_logits(
         tokens = torch.zeros(len(batch), width, dtype=torch.long)
         for row, i in enumerate(batch):
             tokens[row, : len(prompts[i])] = torch.tensor(prompts[i])
-        logits = model(tokens.to(device))  # causal: right padding cannot leak backwards
-        ends = torch.tensor([len(prompts[i]) - 1 for i in batch], device=logits.device)
-        out.append(logits[torch.arange(len(batch)), ends].float().cpu())
+        ends = torch.tensor([len(prompts[i]) - 1 for i in batch])
+        # causal: right padding cannot leak backwards
+        out.append(logits_at(model, tokens.to(device), ends).float().cpu())
     result = torch.cat(out)
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(len(order))

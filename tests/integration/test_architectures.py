@@ -178,6 +178,23 @@ def test_logit_lens_applies_the_models_own_final_norm(arch: str, matrix: Matrix)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+def test_logits_at_one_position_equal_the_full_run(arch: str, matrix: Matrix) -> None:
+    from workbench.hooks import _UNEMBED_SLICES, logits_at
+    from workbench.models import load
+
+    model = load(matrix.root / arch)
+    tokens = torch.randint(1, model.cfg.d_vocab, (3, 9),
+                           generator=torch.Generator().manual_seed(1))
+    ends = torch.tensor([8, 3, 5])
+    with torch.no_grad():
+        full = model(tokens)[torch.arange(3), ends]
+    first = logits_at(model, tokens, ends)  # checks the sliced unembedding once
+    assert _UNEMBED_SLICES[model]  # every architecture here takes the fast path
+    torch.testing.assert_close(first, full)
+    torch.testing.assert_close(logits_at(model, tokens, ends), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_weight_edits_on_every_mlp_kind(arch: str, matrix: Matrix) -> None:
     """ROME and constrained fine-tuning change one MLP output matrix only (`down_proj` reading
     `act(gate) * up`, GPT-NeoX's `dense_4h_to_h` beside parallel attention, GPT-2's `Conv1D`

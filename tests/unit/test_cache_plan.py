@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.cache_plan import iter_batches, make_plan
+from workbench.cache_plan import iter_batches, iter_length_batches, make_plan
 from workbench.hooks import resolve_hooks
 
 TOKENS = np.array([2, 10, 11, 12, 2, 13, 14, 2, 15, 16, 17, 18, 19], dtype=np.uint16)
@@ -66,6 +66,25 @@ def test_batches_are_fixed_and_padded() -> None:
     assert first.meta["offset"].tolist() == list(range(7))
     resumed = next(iter_batches(plan, TOKENS, batch_size=2, seq_lo=2, seq_hi=3))
     assert resumed.tokens.tolist() == batches[1].tokens.tolist()
+
+
+def test_length_batches_hold_the_same_rows_with_less_padding() -> None:
+    tokens = np.arange(40, dtype=np.uint16)
+    docs = np.array([[0, 9], [9, 11], [11, 20], [20, 22], [22, 31], [31, 33]])  # 9, 2, 9, ...
+    plan = make_plan(tokens, docs, n_ctx=16, positions="all")
+    fixed = list(iter_batches(plan, tokens, batch_size=2, seq_lo=0, seq_hi=plan.n_seqs))
+    by_length = list(iter_length_batches(plan, tokens, batch_size=2))
+    assert sum(b.tokens.numel() for b in fixed) == 54  # each pair padded to 9
+    assert sum(b.tokens.numel() for b in by_length) == 2 * 2 + 2 * 9 + 2 * 9
+    for batches in (fixed, by_length):  # every row once, with its own token and metadata
+        rows = np.concatenate([b.rows for b in batches])
+        assert sorted(rows.tolist()) == list(range(plan.n_rows))
+        for b in batches:
+            flat = b.tokens.flatten()[b.flat_index].numpy()
+            assert np.array_equal(flat, tokens[b.meta["offset"]])
+            assert np.array_equal(b.meta["offset"], b.rows)  # positions="all": row = offset
+    some = list(iter_length_batches(plan, tokens, batch_size=8, seqs=np.array([4, 1])))
+    assert len(some) == 1 and some[0].meta["seq"].tolist() == [1] * 2 + [4] * 9
 
 
 def test_unknown_hook_pattern_lists_the_valid_names() -> None:
