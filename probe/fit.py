@@ -43,6 +43,8 @@ ARMIJO = 1e-4  # sufficient decrease of the line search
 # 2.5 d / rows more than the rows alone (GPT-2 small's d = 768: +10 % at 20k rows), and saves
 # iterations (pos, 20k rows: 627 -> 222 evaluations)
 PRECONDITION_ROWS = 4
+# features from which probes are preconditioned by default (`ProbeConfig.precondition`)
+PRECONDITION_WIDTH = 512
 PRECONDITION_FLOOR = 1e-6  # smallest eps of `_preconditioners` (an L2 of 0)
 MAX_ROW_GROUPS = 64  # row sets shared by the same variants; beyond it, one masked set
 MIN_STEPS_PER_EPOCH = 10  # an "epoch" of a small row set is repeated up to this many steps
@@ -68,10 +70,12 @@ class ProbeConfig:
         seed: initialisation and row order.
         precondition: (linear) solve in coordinates preconditioned per layer and L2
             (`_preconditioners`): the same optimum in far fewer iterations on wide, correlated
-            features. Off by default: the tolerance-stopped plain fit stops short of the
-            optimum at weak L2, which regularises fact probes further, and the sweep's
-            reported selectivities were set with it (on the tiny test model, city's
-            selectivity fell from above 0.2 to 0.06 with preconditioning).
+            features. `None` (default): for features at least `PRECONDITION_WIDTH` wide
+            (GPT-2 small's residual stream, 768). Not on narrower ones: the
+            tolerance-stopped plain fit stops short of the optimum at weak L2, which
+            regularises fact probes further, and the sweep's reported selectivities on our
+            own models were set with it (on the tiny test model, city's selectivity fell
+            from above 0.2 to 0.06 with preconditioning).
     """
 
     probe: str = "linear"
@@ -83,7 +87,7 @@ class ProbeConfig:
     patience: int = 3
     hidden: int = 128
     seed: int = 0
-    precondition: bool = False
+    precondition: bool | None = None
 
     def __post_init__(self) -> None:
         if self.probe not in PROBES:
@@ -236,11 +240,13 @@ def _fit_lbfgs(params: _Params, best: _Best, x: Tensor, y: Tensor, train: Tensor
                val: Tensor, l2: Tensor, cfg: ProbeConfig) -> None:
     """Every (variant, layer) probe by one batched L-BFGS, each in coordinates
     preconditioned for its layer and L2 strength (`_preconditioners`) when `cfg.precondition`
-    and there are at least `PRECONDITION_ROWS` rows per feature: the optimum is the same,
-    reached in far fewer iterations."""
+    (by default: features at least `PRECONDITION_WIDTH` wide) and there are at least
+    `PRECONDITION_ROWS` rows per feature: the optimum is the same, reached in far fewer
+    iterations."""
     v, n_layers, d, c = params.tensors[0].shape
     n_probes = v * n_layers
-    if not cfg.precondition or int(train.any(0).sum()) < PRECONDITION_ROWS * d:
+    wanted = d >= PRECONDITION_WIDTH if cfg.precondition is None else cfg.precondition
+    if not wanted or int(train.any(0).sum()) < PRECONDITION_ROWS * d:
         # few rows: the preconditioner's d x d products per probe would cost more than the
         # rows themselves, and with few rows L-BFGS needs few iterations anyway
         theta = _lbfgs(_Objective(x, y, train, c, l2), n_probes, d, c, cfg.max_iter)
@@ -386,9 +392,11 @@ class _Objective:
                                       self.precondition[2][probe]), theta[:, d:]], 1)
         w = theta[:, :d]
         variant, layer = probe // self.n_layers, probe % self.n_layers
-        l2 = self.l2[variant, layer][:, None, None]
-        loss = 0.5 * (l2 * w.pow(2)).sum((1, 2)).double()
-        grad = torch.cat([l2 * w, torch.zeros_like(theta[:, d:])], 1)
+        l2 = self.l2[variant, layer]
+        loss = (0.5 * l2 * torch.linalg.vecdot(w.flatten(1), w.flatten(1))).double()
+        grad = torch.empty_like(theta)
+        torch.mul(w, l2[:, None, None], out=grad[:, :d])
+        grad[:, d:] = 0
         for xg, where, yg, wg in self.groups:
             at = where[variant]
             for la in layer[at >= 0].unique().tolist():
@@ -410,6 +418,15 @@ class _Objective:
         return loss, grad
 
 
+def _shrink(step: Tensor, which: Tensor, t_loss: Tensor, loss: Tensor, slope: Tensor) -> None:
+    """Backtrack the probes `which` (a mask; `t_loss`, `loss` and `slope` are theirs, in
+    order): the minimum of the quadratic through the two losses and the slope, within
+    [0.1, 0.5] of the step."""
+    st = step[which]
+    fit = -slope * st**2 / (2 * (t_loss - loss - slope * st)).clamp_min(1e-30)
+    step[which] = torch.minimum(torch.maximum(fit.to(st.dtype), 0.1 * st), 0.5 * st)
+
+
 def _lbfgs(f: _Objective, n_probes: int, d: int, c: int, max_iter: int) -> Tensor:
     """Minimise every probe's objective from zero with its own L-BFGS (history, backtracking
     Armijo line search, stopping rule), all batched; probes leave the batch as they converge.
@@ -427,8 +444,8 @@ def _lbfgs(f: _Objective, n_probes: int, d: int, c: int, max_iter: int) -> Tenso
     rho = theta.new_zeros(m, n_probes)
     gamma = theta.new_zeros(n_probes)  # initial inverse-Hessian scale (0: none yet)
 
-    def dot(a: Tensor, b: Tensor) -> Tensor:
-        return (a * b).sum((-2, -1))
+    def dot(a: Tensor, b: Tensor) -> Tensor:  # one pass, no `a * b` temporary
+        return torch.linalg.vecdot(a.flatten(1), b.flatten(1))
 
     for it in range(max_iter):
         active = f.grad_max(grad, probe) > LBFGS_TOL
@@ -439,26 +456,40 @@ def _lbfgs(f: _Objective, n_probes: int, d: int, c: int, max_iter: int) -> Tenso
                                           rho[:, active], gamma[active])
         if len(probe) == 0:
             break
-        # two-loop recursion over the stored pairs, newest first (empty pairs have rho 0)
+        # two-loop recursion over the stored pairs, newest first (empty pairs have rho 0);
+        # in place: these tensors are every probe's parameters, and memory-bound
         q, alpha = -grad, []
         for i in range(it - 1, it - 1 - min(it, m), -1):
             a = rho[i % m] * dot(s_hist[i % m], q)
-            q = q - a[:, None, None] * y_hist[i % m]
+            q.addcmul_(y_hist[i % m], a[:, None, None], value=-1)
             alpha.append(a)
         first = gamma == 0  # no curvature yet: a step of length 1 along -grad (as scipy)
         scale = torch.where(first, 1 / grad.flatten(1).norm(dim=1).clamp_min(1e-12), gamma)
-        q = q * scale[:, None, None]
+        q.mul_(scale[:, None, None])
         for i, a in zip(range(it - min(it, m), it), reversed(alpha)):
             b = rho[i % m] * dot(y_hist[i % m], q)
-            q = q + (a - b)[:, None, None] * s_hist[i % m]
+            q.addcmul_(s_hist[i % m], (a - b)[:, None, None])
         slope = dot(grad, q)
         uphill = slope >= 0  # (cannot happen with positive curvature pairs; be safe)
-        q = torch.where(uphill[:, None, None], -grad * scale[:, None, None], q)
-        slope = torch.where(uphill, dot(grad, q), slope)
-        new_theta, new_loss, new_grad = theta.clone(), loss.clone(), grad.clone()
+        if uphill.any():
+            q = torch.where(uphill[:, None, None], -grad * scale[:, None, None], q)
+            slope = torch.where(uphill, dot(grad, q), slope)
+        # the full step first, for every probe; those it fails go on backtracking below
         step = torch.ones_like(slope)
-        todo = torch.ones(len(probe), dtype=torch.bool, device=f.device)
-        for _ in range(LBFGS_BACKTRACKS):
+        trial = torch.add(theta, q)
+        t_loss, t_grad = f(trial, probe)
+        todo = ~(t_loss <= loss + ARMIJO * slope)
+        if todo.any():
+            new_theta = torch.where(todo[:, None, None], theta, trial)
+            new_loss = torch.where(todo, loss, t_loss)
+            new_grad = torch.where(todo[:, None, None], grad, t_grad)
+            _shrink(step, todo, t_loss[todo], loss[todo], slope[todo])
+        else:
+            new_theta, new_loss, new_grad = trial, t_loss, t_grad
+        del trial, t_grad
+        for _ in range(LBFGS_BACKTRACKS - 1):
+            if not todo.any():
+                break
             idx = todo.nonzero().squeeze(1)
             trial = theta[idx] + step[idx, None, None] * q[idx]
             t_loss, t_grad = f(trial, probe[idx])
@@ -466,21 +497,20 @@ def _lbfgs(f: _Objective, n_probes: int, d: int, c: int, max_iter: int) -> Tenso
             new_theta[idx[ok]], new_loss[idx[ok]] = trial[ok], t_loss[ok]
             new_grad[idx[ok]] = t_grad[ok]
             todo[idx[ok]] = False
-            if not todo.any():
-                break
-            # minimum of the quadratic through the two losses and the slope, within
-            # [0.1, 0.5] of the step
-            st, bad = step[idx[~ok]], ~ok
-            fit = -slope[idx[bad]] * st**2 / (2 * (t_loss[bad] - loss[idx[bad]]
-                                                   - slope[idx[bad]] * st)).clamp_min(1e-30)
-            step[idx[bad]] = torch.minimum(torch.maximum(fit.to(st.dtype), 0.1 * st), 0.5 * st)
-        s, yv = new_theta - theta, new_grad - grad
-        sy = dot(s, yv)
-        keep = sy > 1e-10 * dot(yv, yv).clamp_min(1e-30).sqrt() * dot(s, s).sqrt()
-        s_hist[it % m] = torch.where(keep[:, None, None], s, 0)
-        y_hist[it % m] = torch.where(keep[:, None, None], yv, 0)
-        rho[it % m] = torch.where(keep, 1 / sy.clamp_min(1e-30), 0)
-        gamma = torch.where(keep, sy / dot(yv, yv).clamp_min(1e-30), gamma)
+            bad = idx[~ok]
+            sub = torch.zeros_like(todo)
+            sub[bad] = True
+            _shrink(step, sub, t_loss[~ok], loss[bad], slope[bad])
+        slot = it % m  # the new curvature pair, written in place
+        s_new = torch.sub(new_theta, theta, out=s_hist[slot])
+        y_new = torch.sub(new_grad, grad, out=y_hist[slot])
+        sy, yy = dot(s_new, y_new), dot(y_new, y_new)
+        keep = sy > 1e-10 * yy.clamp_min(1e-30).sqrt() * dot(s_new, s_new).sqrt()
+        if not keep.all():
+            s_new[~keep] = 0
+            y_new[~keep] = 0
+        rho[slot] = torch.where(keep, 1 / sy.clamp_min(1e-30), 0)
+        gamma = torch.where(keep, sy / yy.clamp_min(1e-30), gamma)
         stalled = todo  # no decrease along the direction: stop there (as scipy does)
         theta, loss, grad = new_theta, new_loss, new_grad
         if stalled.any():

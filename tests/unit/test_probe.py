@@ -268,3 +268,21 @@ def test_linear_probes_reach_scikit_learns_optimum_on_correlated_features(l2: fl
         x[0].double().numpy(), y.numpy())
     theirs = torch.from_numpy(ref.predict_proba(x[0].double().numpy()))
     assert (ours - theirs).abs().max() < 1e-2  # the fitter without preconditioning: 0.03 at 1e-4
+
+
+@pytest.mark.parametrize(("d", "setting", "used"), [(64, None, False), (512, None, True),
+                                                    (512, False, False), (64, True, True)])
+def test_preconditioning_by_default_from_gpt2_widths(d: int, setting: bool | None, used: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import probe.fit as fit
+
+    calls = []
+    real = fit._preconditioners
+    monkeypatch.setattr(fit, "_preconditioners", lambda *a: calls.append(1) or real(*a))
+    n = fit.PRECONDITION_ROWS * d + 8
+    x = torch.randn(1, n, d, generator=torch.Generator().manual_seed(0))
+    y = (x[0, :, 0] > 0).long()[None]
+    train = torch.ones(1, n, dtype=torch.bool)
+    fit.fit_predict(x, y, train, train, 2, fit.ProbeConfig(l2=1.0, max_iter=3,
+                                                           precondition=setting))
+    assert bool(calls) == used
