@@ -28,7 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.tracing import find_subject
-from workbench.hooks import UNEMBED_IN
+from workbench.hooks import UNEMBED_IN, resid_entering, resumes_exactly, run_from
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -265,15 +265,23 @@ class RewriteLoss:
     """`target_nll` of `batch` under a run with forward hooks, unembedding only the target
     positions when that gives the full run's value (a run stopped at the unembedding's
     input; an architecture that changes logits after the unembedding, a soft cap, keeps the
-    full run). A weight edit's optimisation calls it every step: at GPT-2's vocabulary the
-    unembedding of every position is about a third of a step's work."""
+    full run), and, given the edited `layer`, resuming the blocks from it when that gives the
+    full run's logits (`workbench.hooks.run_from`: what enters an edited MLP's block does
+    not change while the edit is optimised). A weight edit's optimisation calls it every
+    step: at GPT-2's vocabulary the unembedding of every position is about a third of a
+    step's work, and at its middle layer the blocks below half the rest."""
 
-    def __init__(self, model: Model, batch: RewriteBatch) -> None:
+    def __init__(self, model: Model, batch: RewriteBatch, layer: int | None = None) -> None:
         self.model, self.batch = model, batch
         device = next(model.parameters()).device
         self.tokens = batch.tokens.to(device)
+        self.layer, self.resid = None, None
         with torch.no_grad():
-            full = target_nll(model(self.tokens), batch)
+            logits = model(self.tokens)
+            full = target_nll(logits, batch)
+            if layer and resumes_exactly(model, self.tokens, layer, logits):
+                self.layer, self.resid = layer, resid_entering(model, self.tokens, layer)
+            del logits
             try:
                 self.fast = bool(torch.isclose(self._stopped([]), full, atol=1e-4, rtol=1e-4))
             except (RuntimeError, AttributeError, TypeError, ValueError, KeyError):
@@ -282,8 +290,12 @@ class RewriteLoss:
     def __call__(self, fwd_hooks: list[tuple[str, Any]]) -> Tensor:
         if self.fast:
             return self._stopped(fwd_hooks)
-        return target_nll(self.model.run_with_hooks(self.tokens, fwd_hooks=fwd_hooks),
-                          self.batch)
+        return target_nll(self._run(fwd_hooks), self.batch)
+
+    def _run(self, fwd_hooks: list[tuple[str, Any]]) -> Any:
+        if self.resid is not None:
+            return run_from(self.model, self.resid, self.layer, fwd_hooks)  # type: ignore[arg-type]
+        return self.model.run_with_hooks(self.tokens, fwd_hooks=fwd_hooks)
 
     def _stopped(self, fwd_hooks: list[tuple[str, Any]]) -> Tensor:
         from transformer_lens.model_bridge.exceptions import StopAtLayerException
@@ -294,8 +306,7 @@ class RewriteLoss:
             kept["x"] = x
             raise StopAtLayerException(x)
 
-        self.model.run_with_hooks(self.tokens, return_type=None,
-                                  fwd_hooks=[*fwd_hooks, (UNEMBED_IN, grab)])
+        self._run([*fwd_hooks, (UNEMBED_IN, grab)])
         x = kept.pop("x")
         rows = torch.arange(len(self.tokens), device=x.device)[:, None]
         pos = self.batch.target_pos.to(x.device)

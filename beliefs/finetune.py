@@ -88,7 +88,7 @@ def finetune_edit(model: Model, prompts: list[str], subject: str, target_ids: li
         return out + keys["k"].float() @ change
 
     hooks = [(key_hook(layer), grab), (f"blocks.{layer}.hook_mlp_out", add)]
-    rewrite_loss = RewriteLoss(model, batch)
+    rewrite_loss = RewriteLoss(model, batch, layer)
     tried: list[dict[str, float]] = []
     for eps in cfg.eps_grid:
         with torch.no_grad():

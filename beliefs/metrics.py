@@ -26,13 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from beliefs.editing import Edit
+from beliefs.editing import Edit, WeightEdit
 from beliefs.elicit import candidate_logprobs, stated
 from beliefs.factbase import Belief, FactBase
 from probe.stats import bootstrap_ci
 from workbench.batches import eval_windows
 from workbench.evaluate import token_nll
+from workbench.hooks import resid_entering, resumes_exactly, run_from
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -91,9 +93,14 @@ class EditEvaluator:
                                            self.cfg.fluency_windows)
         self.loss_before = self._loss()
         self._before: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+        # per edited layer: the windows' residual entering it, or None when resuming there
+        # does not give the full run's logits on this model
+        self._resid: dict[int, list[Tensor] | None] = {}
 
     @torch.no_grad()
-    def _loss(self) -> float | None:
+    def _loss(self, layer: int | None = None) -> float | None:
+        """Mean NLL of the fluency windows; with `layer` (the model edited at that layer's
+        MLP only, so nothing below it changed), resumed from the residual entering it."""
         if self.windows is None:
             return None
         device = next(self.model.parameters()).device
@@ -101,9 +108,21 @@ class EditEvaluator:
         # a few windows per pass: their logits stay under LOSS_LOGIT_BYTES (the 16 default
         # windows of GPT-2's 1024 tokens and 50257 words would hold 3.3 GB at once)
         rows = max(1, LOSS_LOGIT_BYTES // (4 * tokens.shape[1] * self.model.cfg.d_vocab))
-        nll = torch.cat([token_nll(self.model(tokens[lo:lo + rows]), tokens[lo:lo + rows]).cpu()
-                         for lo in range(0, len(tokens), rows)])
-        return float(np.nanmean(nll.numpy()))
+        parts = [tokens[lo:lo + rows] for lo in range(0, len(tokens), rows)]
+        resid = self._resumable(layer, parts) if layer else None
+        if resid is None:
+            nll = [token_nll(self.model(part), part).cpu() for part in parts]
+        else:  # half of GPT-2 small's blocks at its middle layer
+            nll = [token_nll(run_from(self.model, r, layer), part).cpu()
+                   for r, part in zip(resid, parts, strict=True)]
+        return float(np.nanmean(torch.cat(nll).numpy()))
+
+    def _resumable(self, layer: int, parts: list[Tensor]) -> list[Tensor] | None:
+        if layer not in self._resid:
+            ok = resumes_exactly(self.model, parts[0][:1], layer)
+            self._resid[layer] = ([resid_entering(self.model, p, layer) for p in parts]
+                                  if ok else None)
+        return self._resid[layer]
 
     def _probes(self, belief: Belief, new: str) -> dict[str, Any]:
         neighbours = self.base.neighbours(belief, self.cfg.n_neighbours, self.cfg.seed)
@@ -147,8 +166,10 @@ class EditEvaluator:
             soft = _neighbourhood(model, [n for n in nb if n.object != new], new)
             hop = [a == want for a, (_, want) in
                    zip(self._answers([b for b, _ in twohop]), twohop, strict=True)]
-            # the unedited model's loss is the baseline's, already measured
-            loss_after = self._loss() if edit is not None else self.loss_before
+            # the unedited model's loss is the baseline's, already measured; a weight edit
+            # of one MLP leaves the blocks below it as they were
+            loss_after = (self.loss_before if edit is None else self._loss(
+                edit.layer if isinstance(edit, WeightEdit) else None))
         return {
             "subject": belief.subject,
             "relation": belief.relation,

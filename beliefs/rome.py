@@ -34,6 +34,7 @@ from beliefs.editing import (
     key_hook,
     rewrite_batch,
 )
+from workbench.hooks import resid_entering, run_from
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -126,7 +127,10 @@ def optimise_delta(model: Model, prompts: list[str], subject: str, target_ids: l
         e_len = int(essence.target_pos[0, 0]) + 1
         e_tokens = essence.tokens[:, :e_len].to(device)
         base_logp = F.log_softmax(model(e_tokens)[0, -1].float(), -1)
-    rewrite_loss = RewriteLoss(model, batch)
+    rewrite_loss = RewriteLoss(model, batch, layer)
+    # the essence prompt resumes from the edited layer too when the rewrite rows do
+    e_resid = (None if rewrite_loss.resid is None
+               else resid_entering(model, e_tokens, layer))
     delta = torch.zeros(model.cfg.d_model, device=device, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.lr)
     max_norm = cfg.clamp_norm * value.norm()
@@ -136,8 +140,9 @@ def optimise_delta(model: Model, prompts: list[str], subject: str, target_ids: l
         steps = step
         opt.zero_grad()
         nll = rewrite_loss([(out_hook, _add_at(delta, batch.subject_pos))])
-        e_logits = model.run_with_hooks(
-            e_tokens, fwd_hooks=[(out_hook, _add_at(delta, essence.subject_pos))])
+        e_hooks = [(out_hook, _add_at(delta, essence.subject_pos))]
+        e_logits = (model.run_with_hooks(e_tokens, fwd_hooks=e_hooks) if e_resid is None
+                    else run_from(model, e_resid, layer, e_hooks))
         e_logp = F.log_softmax(e_logits[0, -1].float(), -1)
         kl = F.kl_div(e_logp, base_logp, log_target=True, reduction="sum")
         decay = cfg.weight_decay * (delta.norm() / value.norm()) ** 2

@@ -3,10 +3,12 @@ checksum that ties cached activations to the exact model that produced them."""
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import re
 import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -159,3 +161,65 @@ def _sliced(model: Model, tokens: Tensor, rows: Tensor, positions: Tensor) -> Te
 
     model.run_with_hooks(tokens, return_type=None, fwd_hooks=[(UNEMBED_IN, grab)])
     return model.unembed(kept["x"][rows, positions])
+
+
+@torch.no_grad()
+def resid_entering(model: Model, tokens: Int[Tensor, "batch pos"], layer: int
+                   ) -> Float[Tensor, "batch pos d_model"]:
+    """The residual stream entering block `layer` (the output of the block before, or the
+    embedding), from a run stopped there: what `run_from` resumes."""
+    name = f"blocks.{layer - 1}.hook_resid_post" if layer else "blocks.0.hook_resid_pre"
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name,
+                                    stop_at_layer=max(layer, 1), return_type=None)
+    return cache[name]
+
+
+def run_from(model: Model, resid: Float[Tensor, "batch pos d_model"], layer: int,
+             fwd_hooks: list[tuple[str, Any]] | None = None) -> Float[Tensor, "batch pos d_vocab"]:
+    """Logits of the blocks from `layer` on, given the residual entering it: the blocks below
+    do no work (the bridge's own `start_at_layer` still runs them and discards their output).
+    For what does not change below `layer` (an edit of block `layer`'s MLP, say), run once
+    up to it with `resid_entering` and resume here as often as needed. Check it against the
+    full run on the model at hand (`resumes_exactly`): it leans on how the bridge's blocks
+    call the Hugging Face layers."""
+    with _blocks_passed_through(model, layer):
+        return model.run_with_hooks(resid, start_at_layer=layer, fwd_hooks=fwd_hooks or [])
+
+
+def resumes_exactly(model: Model, tokens: Int[Tensor, "batch pos"], layer: int,
+                    logits: Float[Tensor, "batch pos d_vocab"] | None = None) -> bool:
+    """Whether `run_from(resid_entering(tokens))` gives the full run's `logits` (computed
+    when not given) on this model, to float rounding."""
+    with torch.no_grad():
+        full = model(tokens) if logits is None else logits
+        try:
+            got = run_from(model, resid_entering(model, tokens, layer), layer)
+        except (RuntimeError, AttributeError, TypeError, ValueError, KeyError, IndexError,
+                NotImplementedError):
+            return False
+        return got.shape == full.shape and bool(torch.allclose(
+            got, full, rtol=1e-4, atol=1e-4 * float(full.abs().max()) + 1e-6))
+
+
+@contextlib.contextmanager
+def _blocks_passed_through(model: Model, below: int) -> Iterator[None]:
+    """Blocks `0..below-1` return their input (their wrapped layers' `forward` is swapped
+    for the identity, and restored after)."""
+    layers = [getattr(b, "original_component", None) for b in model.blocks[:below]]
+    if any(layer is None for layer in layers):
+        raise ValueError("a block wraps no Hugging Face layer; resume with the full run")
+    saved = [layer.__dict__.get("forward") for layer in layers]
+    try:
+        for layer in layers:
+            layer.forward = _identity
+        yield
+    finally:
+        for layer, old in zip(layers, saved, strict=True):
+            if old is None:
+                del layer.forward
+            else:
+                layer.forward = old
+
+
+def _identity(hidden_states: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+    return hidden_states

@@ -178,8 +178,16 @@ def test_logit_lens_applies_the_models_own_final_norm(arch: str, matrix: Matrix)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_logits_at_one_position_equal_the_full_run(arch: str, matrix: Matrix) -> None:
-    from workbench.hooks import _UNEMBED_SLICES, logits_at
+def test_partial_runs_equal_the_full_run(arch: str, matrix: Matrix) -> None:
+    """The shortcuts weight edits take: unembedding chosen positions only, and resuming the
+    blocks from a layer whose input did not change."""
+    from workbench.hooks import (
+        _UNEMBED_SLICES,
+        logits_at,
+        resid_entering,
+        resumes_exactly,
+        run_from,
+    )
     from workbench.models import load
 
     model = load(matrix.root / arch)
@@ -187,11 +195,18 @@ def test_logits_at_one_position_equal_the_full_run(arch: str, matrix: Matrix) ->
                            generator=torch.Generator().manual_seed(1))
     ends = torch.tensor([8, 3, 5])
     with torch.no_grad():
-        full = model(tokens)[torch.arange(3), ends]
+        full = model(tokens)
     first = logits_at(model, tokens, ends)  # checks the sliced unembedding once
     assert _UNEMBED_SLICES[model]  # every architecture here takes the fast path
-    torch.testing.assert_close(first, full)
-    torch.testing.assert_close(logits_at(model, tokens, ends), full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(first, full[torch.arange(3), ends])
+    torch.testing.assert_close(logits_at(model, tokens, ends), full[torch.arange(3), ends],
+                               atol=1e-5, rtol=1e-5)
+    for layer in range(model.cfg.n_layers):
+        assert resumes_exactly(model, tokens, layer, full), layer
+        resumed = run_from(model, resid_entering(model, tokens, layer), layer)
+        torch.testing.assert_close(resumed, full, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # the blocks below run again afterwards
+        torch.testing.assert_close(model(tokens), full, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
