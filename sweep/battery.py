@@ -324,7 +324,10 @@ def _induction(model: Model, inp: WorldInputs, cfg: BatteryConfig) -> dict[str, 
 
 
 def _probes(model: Model, inp: WorldInputs, cfg: BatteryConfig) -> dict[str, Any]:
-    pcfg = SweepConfig(probe=ProbeConfig(l2=cfg.probe_l2, max_iter=cfg.probe_iter),
+    # one solver at every width of a sweep (by default, probes of 512+ features are
+    # preconditioned: another stopping point at weak L2)
+    pcfg = SweepConfig(probe=ProbeConfig(l2=cfg.probe_l2, max_iter=cfg.probe_iter,
+                                         precondition=False),
                        max_examples=cfg.probe_examples, folds=cfg.probe_folds,
                        n_boot=cfg.probe_boot, min_per_class=cfg.probe_min_per_class,
                        split=cfg.probe_split, max_tokens=cfg.probe_tokens, seed=cfg.seed)
