@@ -1,5 +1,6 @@
-"""Hook names: glob patterns over a model's TransformerLens hook points, and a weight
-checksum that ties cached activations to the exact model that produced them."""
+"""Hook names: glob patterns over a model's TransformerLens hook points, a weight checksum
+that ties cached activations to the exact model that produced them, and partial runs (stop
+before the unembedding or a block, unembed chosen positions, resume from a block's input)."""
 
 from __future__ import annotations
 
@@ -120,7 +121,6 @@ def stop_hooks(model: Model, hooks: list[str]) -> tuple[dict[str, int], list[tup
     if FINAL_NORM_IN in model.hook_dict:
         return {}, [(FINAL_NORM_IN, _stop)]
     return {}, []
-
 
 
 UNEMBED_IN = "unembed.hook_in"
