@@ -28,7 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.tracing import find_subject
-from workbench.hooks import UNEMBED_IN, resid_entering, resumes_exactly, run_from
+from workbench.hooks import resid_entering, resumes_exactly, run_from, unembed_input
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -298,16 +298,7 @@ class RewriteLoss:
         return self.model.run_with_hooks(self.tokens, fwd_hooks=fwd_hooks)
 
     def _stopped(self, fwd_hooks: list[tuple[str, Any]]) -> Tensor:
-        from transformer_lens.model_bridge.exceptions import StopAtLayerException
-
-        kept: dict[str, Tensor] = {}
-
-        def grab(x: Tensor, hook: Any) -> None:
-            kept["x"] = x
-            raise StopAtLayerException(x)
-
-        self._run([*fwd_hooks, (UNEMBED_IN, grab)])
-        x = kept.pop("x")
+        x = unembed_input(self._run, fwd_hooks)
         rows = torch.arange(len(self.tokens), device=x.device)[:, None]
         pos = self.batch.target_pos.to(x.device)
         logp = torch.log_softmax(self.model.unembed(x[rows, pos]).float(), -1)

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from circuits.inputs import RepeatedTokens
 from workbench.evaluate import token_nll
-from workbench.hooks import UNEMBED_IN
+from workbench.hooks import UNEMBED_IN, unembed_input
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -57,25 +57,15 @@ def repeated_half_loss(model: Model, rep: RepeatedTokens) -> dict[str, float]:
     return _copy_losses(token_nll(model(rep.tokens.to(device)), rep.tokens).cpu(), rep)
 
 
-
-
 @torch.no_grad()
 def masked_nll(model: Model, tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"],
                fwd_hooks: Sequence[tuple[str, Any]] = ()) -> Float[Tensor, "batch pos"]:
     """`token_nll` of `tokens` where `mask` is True (nan elsewhere), from a run with
     `fwd_hooks` that stops at the unembedding's input: the unembedding is applied to the
     positions before the masked ones only, `NLL_ROWS` at a time."""
-    from transformer_lens.model_bridge.exceptions import StopAtLayerException
-
-    kept: dict[str, Tensor] = {}
-
-    def grab(x: Tensor, hook: Any) -> None:
-        kept["x"] = x
-        raise StopAtLayerException(x)
-
-    model.run_with_hooks(tokens, return_type=None, fwd_hooks=[*fwd_hooks, (UNEMBED_IN, grab)])
+    x = unembed_input(lambda h: model.run_with_hooks(tokens, return_type=None, fwd_hooks=h),
+                      fwd_hooks)
     rows, pos = mask.nonzero(as_tuple=True)
-    x = kept.pop("x")
     nll = torch.full(mask.shape, float("nan"))
     for lo in range(0, len(rows), NLL_ROWS):
         r, p = rows[lo:lo + NLL_ROWS].to(x.device), pos[lo:lo + NLL_ROWS].to(x.device)

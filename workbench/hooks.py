@@ -9,7 +9,7 @@ import fnmatch
 import hashlib
 import re
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -152,15 +152,24 @@ def logits_at(model: Model, tokens: Int[Tensor, "batch pos"], positions: Int[Ten
     return _sliced(model, tokens, rows, positions)
 
 
-def _sliced(model: Model, tokens: Tensor, rows: Tensor, positions: Tensor) -> Tensor:
+def unembed_input(run: Callable[[list[tuple[str, Any]]], Any],
+                  fwd_hooks: Sequence[tuple[str, Any]] = ()) -> Float[Tensor, "batch pos d_model"]:
+    """What enters the unembedding in `run(hooks)` (a forward pass taking `fwd_hooks`, e.g.
+    `lambda h: model.run_with_hooks(tokens, fwd_hooks=h)`), stopped there: unembed only the
+    positions you need."""
     kept: dict[str, Tensor] = {}
 
     def grab(x: Tensor, hook: Any) -> None:
         kept["x"] = x
         _stop(x, hook)
 
-    model.run_with_hooks(tokens, return_type=None, fwd_hooks=[(UNEMBED_IN, grab)])
-    return model.unembed(kept["x"][rows, positions])
+    run([*fwd_hooks, (UNEMBED_IN, grab)])
+    return kept["x"]
+
+
+def _sliced(model: Model, tokens: Tensor, rows: Tensor, positions: Tensor) -> Tensor:
+    x = unembed_input(lambda h: model.run_with_hooks(tokens, return_type=None, fwd_hooks=h))
+    return model.unembed(x[rows, positions])
 
 
 @torch.no_grad()
