@@ -13,13 +13,14 @@ For an edit making `belief` state `new` (all comparisons among the relation's ca
   stated answer is unchanged;
 - `fluency_delta`: validation loss (nats per token, fixed windows) after minus before.
 
-`EditEvaluator` reads the unedited answers once per belief and the validation loss once;
-prompts of one relation are scored in one batch.
+`EditEvaluator` reads the unedited answers once per (belief, new object) and the validation
+loss once; every prompt an evaluation reads goes into one batched call
+(`workbench.prompts.candidate_logprobs_many`: a few dozen short prompts cost about one
+forward pass), and the fluency loss of an edit of one MLP resumes from its layer.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,12 +30,20 @@ import torch
 from torch import Tensor
 
 from beliefs.editing import Edit, WeightEdit
-from beliefs.elicit import candidate_logprobs, stated
+from beliefs.elicit import stated
 from beliefs.factbase import Belief, FactBase
 from probe.stats import bootstrap_ci
 from workbench.batches import eval_windows
 from workbench.evaluate import token_nll
-from workbench.hooks import resid_entering, resumes_exactly, run_from
+from workbench.hooks import (
+    resid_entering,
+    resumes_exactly,
+    run_from,
+    unembed_input,
+    unembedded_nll,
+    unembeds_exactly,
+)
+from workbench.prompts import candidate_logprobs_many
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -66,15 +75,6 @@ class EditEvalConfig:
 LOSS_LOGIT_BYTES = 2**30  # logits of one forward pass of the fluency loss
 
 
-def _beats(model: Model, prompts: tuple[str, ...] | list[str], candidates: tuple[str, ...],
-           new: str, old: str) -> list[bool]:
-    if not prompts:
-        return []
-    logp = candidate_logprobs(model, list(prompts), candidates)
-    i_new, i_old = candidates.index(new), candidates.index(old)
-    return (logp[:, i_new] > logp[:, i_old]).tolist()
-
-
 class EditEvaluator:
     """Measures edits of one model against its unedited answers.
 
@@ -92,7 +92,8 @@ class EditEvaluator:
             self.windows, _ = eval_windows(val_tokens, min(model.cfg.n_ctx, self.cfg.fluency_ctx),
                                            self.cfg.fluency_windows)
         self.loss_before = self._loss()
-        self._before: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+        # the unedited answers per (subject, relation, new object)
+        self._before: dict[tuple[str, str, str], dict[str, list[str]]] = {}
         # per edited layer: the windows' residual entering it, or None when resuming there
         # does not give the full run's logits on this model
         self._resid: dict[int, list[Tensor] | None] = {}
@@ -100,21 +101,32 @@ class EditEvaluator:
     @torch.no_grad()
     def _loss(self, layer: int | None = None) -> float | None:
         """Mean NLL of the fluency windows; with `layer` (the model edited at that layer's
-        MLP only, so nothing below it changed), resumed from the residual entering it."""
+        MLP only, so nothing below it changed), resumed from the residual entering it. The
+        runs stop at the unembedding's input and unembed a few positions at a time when that
+        gives the full run's logits (`workbench.hooks.unembedded_nll`)."""
         if self.windows is None:
             return None
-        device = next(self.model.parameters()).device
+        model = self.model
+        device = next(model.parameters()).device
         tokens = self.windows.to(device)
-        # a few windows per pass: their logits stay under LOSS_LOGIT_BYTES (the 16 default
-        # windows of GPT-2's 1024 tokens and 50257 words would hold 3.3 GB at once)
-        rows = max(1, LOSS_LOGIT_BYTES // (4 * tokens.shape[1] * self.model.cfg.d_vocab))
-        parts = [tokens[lo:lo + rows] for lo in range(0, len(tokens), rows)]
+        stopped = unembeds_exactly(model, tokens[:1])
+        if stopped:
+            parts = [tokens]
+        else:  # full logits, a few windows per pass: under LOSS_LOGIT_BYTES (the 16 default
+            # windows of GPT-2's 1024 tokens and 50257 words would hold 3.3 GB at once)
+            rows = max(1, LOSS_LOGIT_BYTES // (4 * tokens.shape[1] * model.cfg.d_vocab))
+            parts = [tokens[lo:lo + rows] for lo in range(0, len(tokens), rows)]
         resid = self._resumable(layer, parts) if layer else None
-        if resid is None:
-            nll = [token_nll(self.model(part), part).cpu() for part in parts]
-        else:  # half of GPT-2 small's blocks at its middle layer
-            nll = [token_nll(run_from(self.model, r, layer), part).cpu()
-                   for r, part in zip(resid, parts, strict=True)]
+        nll = []
+        for i, part in enumerate(parts):
+            def run(hooks: list[tuple[str, Any]], i: int = i, part: Tensor = part) -> Any:
+                if resid is None:  # half of GPT-2 small's blocks at its middle layer
+                    return model.run_with_hooks(part, fwd_hooks=hooks)
+                return run_from(model, resid[i], layer, hooks)  # type: ignore[arg-type]
+            if stopped:
+                nll.append(unembedded_nll(model, unembed_input(run), part))
+            else:
+                nll.append(token_nll(run([]), part).cpu())
         return float(np.nanmean(torch.cat(nll).numpy()))
 
     def _resumable(self, layer: int, parts: list[Tensor]) -> list[Tensor] | None:
@@ -129,61 +141,81 @@ class EditEvaluator:
         return {"neighbours": neighbours, "others": self.base.other_relations(belief),
                 "twohop": self.base.two_hop(belief, new)}
 
-    def _answers(self, beliefs: list[Belief]) -> list[str]:
-        """The stated answer of each belief on its first prompt (one batch per relation)."""
-        out = [""] * len(beliefs)
-        groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
-        for i, b in enumerate(beliefs):
-            groups[b.candidates].append(i)
-        for candidates, idx in groups.items():
-            answers = stated(self.model, [beliefs[i].prompts[0] for i in idx], candidates)
-            for i, answer in zip(idx, answers, strict=True):
-                out[i] = answer
-        return out
-
-    def _unedited(self, belief: Belief, nb: list[Belief], others: list[Belief]
-                  ) -> tuple[list[str], list[str]]:
-        """Neighbours' and other relations' unedited answers, read once per belief."""
-        key = (belief.subject, belief.relation)
-        if key not in self._before:
-            self._before[key] = (self._answers(nb), self._answers(others))
-        return self._before[key]
+    def _ask(self, belief: Belief, sets: dict[str, list[Belief]]
+             ) -> tuple[Tensor, dict[str, list[str]], dict[str, list[Tensor]]]:
+        """Everything one evaluation reads, in one batched call: the candidates' log-probs on
+        the belief's edit prompt and paraphrases `[1 + n_para, n_candidates]`, and for each
+        set of beliefs its stated answers (first prompt) and their log-probs."""
+        queries: list[tuple[list[str], tuple[str, ...]]] = [
+            ([*belief.prompts[:1], *belief.paraphrases], belief.candidates)]
+        layout: dict[str, list[tuple[tuple[str, ...], list[int]]]] = {}
+        for name, beliefs in sets.items():
+            groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+            for i, b in enumerate(beliefs):
+                groups[b.candidates].append(i)
+            layout[name] = list(groups.items())
+            queries += [([beliefs[i].prompts[0] for i in idx], cands)
+                        for cands, idx in layout[name]]
+        logps = iter(candidate_logprobs_many(self.model, queries))
+        own = next(logps)
+        answers: dict[str, list[str]] = {}
+        scores: dict[str, list[Tensor]] = {}
+        for name, beliefs in sets.items():
+            answers[name], scores[name] = [""] * len(beliefs), [torch.empty(0)] * len(beliefs)
+            for cands, idx in layout[name]:
+                logp = next(logps)
+                for i, row in zip(idx, logp, strict=True):
+                    answers[name][i], scores[name][i] = cands[int(row.argmax())], row
+        return own, answers, scores
 
     def evaluate(self, belief: Belief, new: str, edit: Edit | None) -> dict[str, Any]:
-        """Metrics of one edit (`edit=None` measures the unedited model: the baseline)."""
+        """Metrics of one edit (`edit=None` measures the unedited model: the baseline).
+
+        The unedited answers are read once per (belief, new object), with the very batch
+        the edited model is then read with (so an unedited "edit" changes no answer, to the
+        bit)."""
         probes = self._probes(belief, new)
-        nb, others = probes["neighbours"], probes["others"]
-        before_nb, before_others = self._unedited(belief, nb, others)
         twohop = probes["twohop"]
+        sets = {"nb": probes["neighbours"], "others": probes["others"],
+                "hop": [b for b, _ in twohop]}
         stated_hop = [self.base.exposure_of(b.subject, b.relation).get("in_text")
                       for b, _ in twohop]
-        model = self.model
-        ctx = edit.applied(model) if edit is not None else contextlib.nullcontext()
-        with ctx:
-            efficacy = _beats(model, belief.prompts[:1], belief.candidates, new, belief.object)
-            para = _beats(model, belief.paraphrases, belief.candidates, new, belief.object)
-            after_nb, after_others = self._answers(nb), self._answers(others)
-            soft = _neighbourhood(model, [n for n in nb if n.object != new], new)
-            hop = [a == want for a, (_, want) in
-                   zip(self._answers([b for b, _ in twohop]), twohop, strict=True)]
-            # the unedited model's loss is the baseline's, already measured; a weight edit
-            # of one MLP leaves the blocks below it as they were
-            loss_after = (self.loss_before if edit is None else self._loss(
-                edit.layer if isinstance(edit, WeightEdit) else None))
+        key = (belief.subject, belief.relation, new)
+        unedited = None
+        if edit is None or key not in self._before:
+            unedited = self._ask(belief, sets)
+            self._before.setdefault(key, unedited[1])
+        before = self._before[key]
+        if edit is None:  # the baseline: its loss is `loss_before`, already measured
+            own, after, scores = unedited  # type: ignore[misc]
+            loss_after = self.loss_before
+        else:
+            with edit.applied(self.model):
+                own, after, scores = self._ask(belief, sets)
+                # a weight edit of one MLP leaves the blocks below it as they were
+                loss_after = self._loss(edit.layer if isinstance(edit, WeightEdit) else None)
+        i_new, i_old = belief.candidates.index(new), belief.candidates.index(belief.object)
+        beats = (own[:, i_new] > own[:, i_old]).tolist()
+        # ROME's neighbourhood score: p(their own object) > p(new), neighbours whose object
+        # is not `new`
+        soft = [bool(row[b.candidates.index(b.object)] > row[b.candidates.index(new)])
+                for b, row in zip(sets["nb"], scores["nb"], strict=True) if b.object != new]
+        hop = [a == want for a, (_, want) in zip(after["hop"], twohop, strict=True)]
         return {
             "subject": belief.subject,
             "relation": belief.relation,
             "old": belief.object,
             "new": new,
-            "efficacy": float(efficacy[0]),
-            "paraphrase": float(np.mean(para)) if para else None,
-            "specificity": _share(a == b for a, b in zip(before_nb, after_nb, strict=True)),
+            "efficacy": float(beats[0]),
+            "paraphrase": float(np.mean(beats[1:])) if len(beats) > 1 else None,
+            "specificity": _share(a == b for a, b in zip(before["nb"], after["nb"],
+                                                          strict=True)),
             "neighbourhood": _share(soft),
             "ripple_twohop": _share(hop),
             "ripple_twohop_stated": _share(h for h, s in zip(hop, stated_hop, strict=True) if s),
             "ripple_twohop_composed": _share(h for h, s in zip(hop, stated_hop, strict=True)
                                              if s is False),
-            "ripple_kept": _share(a == b for a, b in zip(before_others, after_others,
+            "ripple_kept": _share(a == b for a, b in zip(before["others"], after["others"],
                                                           strict=True)),
             "fluency_delta": (None if loss_after is None or self.loss_before is None
                               else loss_after - self.loss_before),
@@ -206,16 +238,6 @@ def before_after(model: Model, base: FactBase, belief: Belief, edit: Edit,
              "before": stated(model, [prompt], b.candidates)[0],
              "after": stated(edited, [prompt], b.candidates)[0]}
             for kind, b, prompt in asked]
-
-
-def _neighbourhood(model: Model, neighbours: list[Belief], new: str) -> list[bool]:
-    """Per neighbour (one relation, so one batch): p(its own object) > p(new)."""
-    if not neighbours:
-        return []
-    candidates = neighbours[0].candidates
-    logp = candidate_logprobs(model, [n.prompts[0] for n in neighbours], candidates)
-    own = torch.tensor([candidates.index(n.object) for n in neighbours])
-    return (logp[torch.arange(len(neighbours)), own] > logp[:, candidates.index(new)]).tolist()
 
 
 def _share(values: Any) -> float | None:

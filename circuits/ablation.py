@@ -29,14 +29,13 @@ from torch import Tensor
 
 from circuits.inputs import RepeatedTokens
 from workbench.evaluate import token_nll
-from workbench.hooks import UNEMBED_IN, unembed_input
+from workbench.hooks import UNEMBED_IN, unembed_input, unembedded_nll
 
 if TYPE_CHECKING:
     from workbench.models import Model
 
 ABLATIONS = ("zero", "mean")
 MAX_LOGIT_BYTES = 2**30  # logits of one ablation pass (float32), when batch_heads is None
-NLL_ROWS = 2048  # positions unembedded at once by `masked_nll`
 ATTRIBUTION_TOKENS = 1024  # tokens per forward + backward pass of `ablation_estimates`
 
 
@@ -62,18 +61,10 @@ def masked_nll(model: Model, tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor
                fwd_hooks: Sequence[tuple[str, Any]] = ()) -> Float[Tensor, "batch pos"]:
     """`token_nll` of `tokens` where `mask` is True (nan elsewhere), from a run with
     `fwd_hooks` that stops at the unembedding's input: the unembedding is applied to the
-    positions before the masked ones only, `NLL_ROWS` at a time."""
+    positions before the masked ones only (`workbench.hooks.unembedded_nll`)."""
     x = unembed_input(lambda h: model.run_with_hooks(tokens, return_type=None, fwd_hooks=h),
                       fwd_hooks)
-    rows, pos = mask.nonzero(as_tuple=True)
-    nll = torch.full(mask.shape, float("nan"))
-    for lo in range(0, len(rows), NLL_ROWS):
-        r, p = rows[lo:lo + NLL_ROWS].to(x.device), pos[lo:lo + NLL_ROWS].to(x.device)
-        logp = torch.log_softmax(model.unembed(x[r, p - 1]).float(), -1)
-        target = tokens[r, p].to(logp.device)
-        nll[rows[lo:lo + NLL_ROWS], pos[lo:lo + NLL_ROWS]] = -logp.gather(
-            -1, target[:, None])[:, 0].cpu()
-    return nll
+    return unembedded_nll(model, x, tokens, mask)
 
 
 def _masked_nll_works(model: Model, tokens: Tensor, mask: Tensor, full: Tensor) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 if TYPE_CHECKING:
@@ -150,6 +150,52 @@ def logits_at(model: Model, tokens: Int[Tensor, "batch pos"], positions: Int[Ten
     if not ok:
         return model(tokens)[rows, positions]
     return _sliced(model, tokens, rows, positions)
+
+
+def unembeds_exactly(model: Model, tokens: Int[Tensor, "batch pos"]) -> bool:
+    """Whether the model's logits are `model.unembed` of what enters the unembedding (checked
+    once per model, on `tokens`, against the full run: an architecture that changes logits
+    after the unembedding, a soft cap, or a bridge without the hook point fails)."""
+    ok = _UNEMBED_SLICES.get(model)
+    if ok is None:
+        with torch.no_grad():
+            full = model(tokens)
+            try:
+                x = unembed_input(lambda h: model.run_with_hooks(tokens, return_type=None,
+                                                                 fwd_hooks=h))
+                ok = bool(torch.allclose(model.unembed(x), full, rtol=1e-4,
+                                         atol=1e-4 * float(full.abs().max()) + 1e-6))
+            except (RuntimeError, AttributeError, TypeError, ValueError, KeyError):
+                ok = False
+        _UNEMBED_SLICES[model] = ok
+    return ok
+
+
+NLL_ROWS = 512  # positions unembedded at once by `unembedded_nll` (103 MB of logits at GPT-2 vocab)
+
+
+@torch.no_grad()
+def unembedded_nll(model: Model, x: Float[Tensor, "batch pos d_model"],
+                   tokens: Int[Tensor, "batch pos"],
+                   mask: Bool[Tensor, "batch pos"] | None = None) -> Float[Tensor, "batch pos"]:
+    """Each masked token's negative log-likelihood (`workbench.evaluate.token_nll`; on the
+    CPU, nan elsewhere) from what entered the unembedding (`x`, from `unembed_input`): the
+    positions before the masked ones are unembedded `NLL_ROWS` at a time, so no
+    `[batch, pos, d_vocab]` tensor is ever held (at GPT-2's vocabulary, 16 windows of 128
+    tokens would be 412 MB of logits). Default mask: every position but the first. Equal to
+    the full run's only where `unembeds_exactly`."""
+    if mask is None:
+        mask = torch.ones(tokens.shape, dtype=torch.bool)
+        mask[:, 0] = False
+    rows, pos = mask.cpu().nonzero(as_tuple=True)
+    nll = torch.full(mask.shape, float("nan"))
+    for lo in range(0, len(rows), NLL_ROWS):
+        r, p = rows[lo:lo + NLL_ROWS], pos[lo:lo + NLL_ROWS]
+        logits = model.unembed(x[r.to(x.device), p.to(x.device) - 1]).float()
+        at = tokens[r.to(tokens.device), p.to(tokens.device)]
+        target = logits.gather(-1, at.to(logits.device)[:, None])[:, 0]
+        nll[r, p] = (torch.logsumexp(logits, -1) - target).cpu()
+    return nll
 
 
 def unembed_input(run: Callable[[list[tuple[str, Any]]], Any],

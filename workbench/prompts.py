@@ -134,12 +134,41 @@ def object_ids(model: Model, obj: str) -> list[int]:
 
 
 @torch.no_grad()
+def candidate_logprobs_many(
+    model: Model, groups: Sequence[tuple[Sequence[str], Sequence[str]]], batch_size: int = 64
+) -> list[Float[Tensor, "n_prompts n_candidates"]]:
+    """`candidate_logprobs` of several `(prompts, candidates)` groups, in as few forward
+    passes as they allow: the prompts of every group whose candidates are one token each
+    are batched together (a handful of short prompts costs about what one does: the
+    weights' memory traffic, not arithmetic, bounds a small batch on a CPU), the others are
+    scored group by group. The same numbers as one `candidate_logprobs` call per group, to
+    float rounding."""
+    out: list[Tensor | None] = [None] * len(groups)
+    single, encoded, columns = [], [], []
+    for g, (prompts, candidates) in enumerate(groups):
+        cand_ids = [object_ids(model, c) for c in candidates]
+        if not prompts or any(len(c) != 1 for c in cand_ids):
+            out[g] = candidate_logprobs(model, prompts, candidates, batch_size)
+            continue
+        single.append((g, len(encoded), len(prompts)))
+        encoded += [encode_prompt(model, p) for p in prompts]
+        columns.append(torch.tensor([c[0] for c in cand_ids]))
+    if encoded:
+        logp = F.log_softmax(last_logits(model, encoded, batch_size).float(), -1)
+        for (g, lo, n), cols in zip(single, columns, strict=True):
+            out[g] = logp[lo:lo + n][:, cols]
+    return out  # type: ignore[return-value]
+
+
+@torch.no_grad()
 def candidate_logprobs(
     model: Model, prompts: Sequence[str], candidates: Sequence[str], batch_size: int = 64
 ) -> Float[Tensor, "n_prompts n_candidates"]:
     """log p(candidate | <bos> prompt) for every prompt and candidate (tokens summed)."""
     cand_ids = [object_ids(model, c) for c in candidates]
     encoded = [encode_prompt(model, p) for p in prompts]
+    if not encoded:
+        return torch.empty(0, len(cand_ids))
     if all(len(c) == 1 for c in cand_ids):  # one forward pass per prompt
         logp = F.log_softmax(last_logits(model, encoded, batch_size).float(), -1)
         return logp[:, torch.tensor([c[0] for c in cand_ids])]

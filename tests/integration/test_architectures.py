@@ -181,12 +181,16 @@ def test_logit_lens_applies_the_models_own_final_norm(arch: str, matrix: Matrix)
 def test_partial_runs_equal_the_full_run(arch: str, matrix: Matrix) -> None:
     """The shortcuts weight edits take: unembedding chosen positions only, and resuming the
     blocks from a layer whose input did not change."""
+    from workbench.evaluate import token_nll
     from workbench.hooks import (
         _UNEMBED_SLICES,
         logits_at,
         resid_entering,
         resumes_exactly,
         run_from,
+        unembed_input,
+        unembedded_nll,
+        unembeds_exactly,
     )
     from workbench.models import load
 
@@ -201,6 +205,12 @@ def test_partial_runs_equal_the_full_run(arch: str, matrix: Matrix) -> None:
     torch.testing.assert_close(first, full[torch.arange(3), ends])
     torch.testing.assert_close(logits_at(model, tokens, ends), full[torch.arange(3), ends],
                                atol=1e-5, rtol=1e-5)
+    assert unembeds_exactly(model, tokens)
+    # token losses from the stopped run, unembedded a few positions at a time
+    stopped = unembedded_nll(model, unembed_input(
+        lambda h: model.run_with_hooks(tokens, return_type=None, fwd_hooks=h)), tokens)
+    torch.testing.assert_close(stopped, token_nll(full, tokens), atol=1e-5, rtol=1e-5,
+                               equal_nan=True)
     for layer in range(model.cfg.n_layers):
         assert resumes_exactly(model, tokens, layer, full), layer
         resumed = run_from(model, resid_entering(model, tokens, layer), layer)

@@ -25,7 +25,7 @@ from beliefs.rome import RomeConfig, rank_one_update, rome_edit
 from beliefs.steering import SteerConfig, steer_edit
 from workbench.config import get_preset
 from workbench.models import build_bridge, load
-from workbench.prompts import encode_prompt
+from workbench.prompts import candidate_logprobs_many, encode_prompt
 from workbench.world.facts import WorldConfig, build_world
 from workbench.world.tokenizer import build_world_tokenizer
 
@@ -121,6 +121,19 @@ def test_candidate_logprobs_single_and_multi_token(hf_gpt2_dir: Path) -> None:
             assert got[i, j] == pytest.approx(float(want), abs=1e-4)
     with pytest.raises(ValueError, match="'zebrak' is .* tokens.*one-token object"):
         single_token_id(m, "zebrak")
+
+
+def test_candidate_groups_scored_together_equal_one_call_each(hf_gpt2_dir: Path) -> None:
+    m = load(hf_gpt2_dir)
+    groups = [(["the cat sat on the", "anna berg lives in"], ["mat", "cat"]),
+              (["the dog"], ["zebrak", "cat"]),  # a multi-token candidate: its own passes
+              ([], ["mat"]),
+              (["a cat", "the mat is", "it"], ["sat"])]
+    got = candidate_logprobs_many(m, groups)
+    assert [tuple(g.shape) for g in got] == [(2, 2), (1, 2), (0, 1), (3, 1)]
+    for (prompts, cands), logp in zip(groups, got, strict=True):
+        torch.testing.assert_close(logp, candidate_logprobs(m, prompts, cands),
+                                   atol=1e-5, rtol=1e-5)
 
 
 def test_elicit_and_ladder(model, base: FactBase) -> None:  # noqa: ANN001
