@@ -174,8 +174,7 @@ def key_covariance(model: Model, corpus: Corpus, layer: int, *, n_tokens: int = 
         for batch in iter_activations(model, corpus, cfg, by_length=True):
             keys = torch.from_numpy(batch[name])
             for lo in range(0, len(keys), batch_rows):
-                k = keys[lo:lo + batch_rows]
-                cov += (k.T @ k).double()
+                add_second_moment(cov, keys[lo:lo + batch_rows])
             n += len(keys)
         log.info("key covariance of layer %d from %d tokens", layer, n)
         return (cov / max(n, 1)).float()
@@ -189,9 +188,25 @@ def key_covariance(model: Model, corpus: Corpus, layer: int, *, n_tokens: int = 
     with ActivationStore(path) as store:
         n = len(store)
         for k in store.iter_batches(name, batch_rows, torch.float32):
-            cov += (k.T @ k).double()
+            add_second_moment(cov, k)
     log.info("key covariance of layer %d from %d tokens", layer, n)
     return (cov / n).float()
+
+
+SECOND_MOMENT_BLOCK = 768  # columns per block of `add_second_moment`
+
+
+def add_second_moment(cov: Float[Tensor, "d d"], k: Float[Tensor, "n d"]) -> None:
+    """`cov += k^T k` (float32 products, added to `cov`'s dtype), computing the blocks on and
+    below the diagonal only and mirroring the rest: 10 of 16 block products at GPT-2's
+    d_mlp of 3,072 (the symmetric rank-k update BLAS calls `syrk`, which torch does not
+    expose)."""
+    d = k.shape[1]
+    for lo in range(0, d, SECOND_MOMENT_BLOCK):
+        hi = min(lo + SECOND_MOMENT_BLOCK, d)
+        block = (k[:, lo:hi].T @ k[:, :hi]).to(cov.dtype)  # rows lo:hi, columns 0:hi
+        cov[lo:hi, :hi] += block
+        cov[:lo, lo:hi] += block[:, :lo].T
 
 
 def _has_hook(path: Path, name: str) -> bool:
@@ -269,41 +284,68 @@ class RewriteLoss:
     full run's logits (`workbench.hooks.run_from`: what enters an edited MLP's block does
     not change while the edit is optimised). A weight edit's optimisation calls it every
     step: at GPT-2's vocabulary the unembedding of every position is about a third of a
-    step's work, and at its middle layer the blocks below half the rest."""
+    step's work, and at its middle layer the blocks below half the rest.
 
-    def __init__(self, model: Model, batch: RewriteBatch, layer: int | None = None) -> None:
+    `extra`: more token rows, run in the same batch (after `batch`'s rows, so hooks see
+    `len(batch.tokens) + len(extra)` rows), whose last position's logits `with_logits`
+    returns too: ROME's essence prompt shares the rewrite rows' pass, as in ROME's own code.
+    A small batch costs about what one row does on a CPU (the weights' memory traffic)."""
+
+    def __init__(self, model: Model, batch: RewriteBatch, layer: int | None = None,
+                 extra: list[list[int]] | None = None) -> None:
         self.model, self.batch = model, batch
         device = next(model.parameters()).device
-        self.tokens = batch.tokens.to(device)
+        extra = extra or []
+        rows = [*batch.tokens, *(torch.tensor(r, dtype=torch.long) for r in extra)]
+        width = max(len(r) for r in rows)
+        self.tokens = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            self.tokens[i, :len(r)] = r
+        self.tokens = self.tokens.to(device)
+        self.n = len(batch.tokens)
+        self.extra_last = torch.tensor([len(r) - 1 for r in extra], dtype=torch.long)
         self.layer, self.resid = None, None
         with torch.no_grad():
             logits = model(self.tokens)
-            full = target_nll(logits, batch)
+            full = target_nll(logits[:self.n], batch)
             if layer and resumes_exactly(model, self.tokens, layer, logits):
                 self.layer, self.resid = layer, resid_entering(model, self.tokens, layer)
             del logits
             try:
-                self.fast = bool(torch.isclose(self._stopped([]), full, atol=1e-4, rtol=1e-4))
+                self.fast = bool(torch.isclose(self._stopped([])[0], full, atol=1e-4,
+                                               rtol=1e-4))
             except (RuntimeError, AttributeError, TypeError, ValueError, KeyError):
                 self.fast = False
 
     def __call__(self, fwd_hooks: list[tuple[str, Any]]) -> Tensor:
+        return self.with_logits(fwd_hooks)[0]
+
+    def with_logits(self, fwd_hooks: list[tuple[str, Any]]
+                    ) -> tuple[Tensor, Float[Tensor, "extra d_vocab"]]:
+        """The target NLL and the logits at the last position of each `extra` row."""
         if self.fast:
             return self._stopped(fwd_hooks)
-        return target_nll(self._run(fwd_hooks), self.batch)
+        logits = self._run(fwd_hooks)
+        last = logits[self.n + torch.arange(len(self.extra_last)), self.extra_last]
+        return target_nll(logits[:self.n], self.batch), last
 
     def _run(self, fwd_hooks: list[tuple[str, Any]]) -> Any:
         if self.resid is not None:
             return run_from(self.model, self.resid, self.layer, fwd_hooks)  # type: ignore[arg-type]
         return self.model.run_with_hooks(self.tokens, fwd_hooks=fwd_hooks)
 
-    def _stopped(self, fwd_hooks: list[tuple[str, Any]]) -> Tensor:
+    def _stopped(self, fwd_hooks: list[tuple[str, Any]]) -> tuple[Tensor, Tensor]:
         x = unembed_input(self._run, fwd_hooks)
-        rows = torch.arange(len(self.tokens), device=x.device)[:, None]
+        rows = torch.arange(self.n, device=x.device)[:, None]
         pos = self.batch.target_pos.to(x.device)
-        logp = torch.log_softmax(self.model.unembed(x[rows, pos]).float(), -1)
+        last = self.extra_last.to(x.device)
+        at = torch.cat([x[rows, pos].flatten(0, 1),
+                        x[self.n + torch.arange(len(last), device=x.device), last]])
+        logits = self.model.unembed(at)
+        n_target = pos.numel()
+        logp = torch.log_softmax(logits[:n_target].float(), -1).view(*pos.shape, -1)
         picked = logp.gather(-1, self.batch.target_ids.to(x.device).expand_as(pos)[..., None])
-        return -picked[..., 0].sum(-1).mean()
+        return -picked[..., 0].sum(-1).mean(), logits[n_target:]
 
 
 @contextlib.contextmanager

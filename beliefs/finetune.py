@@ -66,16 +66,19 @@ class FinetuneConfig:
 
 
 def finetune_edit(model: Model, prompts: list[str], subject: str, target_ids: list[int],
-                  layer: int, cfg: FinetuneConfig | None = None) -> WeightEdit:
+                  layer: int, cfg: FinetuneConfig | None = None,
+                  prefixes: list[str] | None = None) -> WeightEdit:
     """A bounded change of layer `layer`'s MLP output matrix that makes `model` continue
     `prompts` with `target_ids`, in the smallest box of `cfg.eps_grid` that succeeds. The
-    model is not changed; apply the returned edit."""
+    model is not changed; apply the returned edit. `prefixes`: the context prefixes
+    (default: `context_prefixes(model, cfg.n_prefixes, cfg.prefix_len, cfg.seed)`)."""
     cfg = cfg or FinetuneConfig()
     check_layer(model, layer)
     if not target_ids:
         raise ValueError("target has no tokens; pass the new object's token ids")
     device = next(model.parameters()).device
-    prefixes = context_prefixes(model, cfg.n_prefixes, cfg.prefix_len, cfg.seed)
+    if prefixes is None:
+        prefixes = context_prefixes(model, cfg.n_prefixes, cfg.prefix_len, cfg.seed)
     batch = rewrite_batch(model, prompts, subject, target_ids, prefixes)
     change = torch.zeros(model.cfg.d_mlp, model.cfg.d_model, device=device, requires_grad=True)
     keys: dict[str, Tensor] = {}

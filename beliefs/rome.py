@@ -34,7 +34,6 @@ from beliefs.editing import (
     key_hook,
     rewrite_batch,
 )
-from workbench.hooks import resid_entering, run_from
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -109,28 +108,30 @@ def _add_at(delta: Tensor, positions: Tensor):  # noqa: ANN202 - a TL hook
 
 
 def optimise_delta(model: Model, prompts: list[str], subject: str, target_ids: list[int],
-                   layer: int, cfg: RomeConfig) -> tuple[Tensor, Tensor, dict[str, Any]]:
+                   layer: int, cfg: RomeConfig, prefixes: list[str] | None = None
+                   ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """`delta` for the MLP output at the subject's last token, and the key `k*` (mean over
     the rewrite rows). Returns (delta [d_model], k* [d_mlp], info)."""
     device = next(model.parameters()).device
-    prefixes = context_prefixes(model, cfg.n_prefixes, cfg.prefix_len, cfg.seed)
+    if prefixes is None:
+        prefixes = context_prefixes(model, cfg.n_prefixes, cfg.prefix_len, cfg.seed)
     batch = rewrite_batch(model, prompts, subject, target_ids, prefixes)
     essence = rewrite_batch(model, [cfg.essence.replace("{S}", subject)], subject,
                             target_ids[:1], [])
+    e_len = int(essence.target_pos[0, 0]) + 1
+    # the essence prompt is one more row of the rewrite batch (its last position's
+    # distribution is what the KL term keeps): one pass a step, as ROME's code does
+    rewrite_loss = RewriteLoss(model, batch, layer, extra=[essence.tokens[0, :e_len].tolist()])
+    subject_pos = torch.cat([batch.subject_pos, essence.subject_pos])
     out_hook, key_name = f"blocks.{layer}.hook_mlp_out", key_hook(layer)
     rows = torch.arange(len(batch.tokens))
     with torch.no_grad():
-        _, cache = model.run_with_cache(batch.tokens.to(device),
-                                        names_filter=lambda n: n in (out_hook, key_name))
+        logits, cache = model.run_with_cache(rewrite_loss.tokens,
+                                             names_filter=lambda n: n in (out_hook, key_name))
         keys = cache[key_name][rows, batch.subject_pos].float()
         value = cache[out_hook][0, batch.subject_pos[0]].float()  # edit prompt, no prefix
-        e_len = int(essence.target_pos[0, 0]) + 1
-        e_tokens = essence.tokens[:, :e_len].to(device)
-        base_logp = F.log_softmax(model(e_tokens)[0, -1].float(), -1)
-    rewrite_loss = RewriteLoss(model, batch, layer)
-    # the essence prompt resumes from the edited layer too when the rewrite rows do
-    e_resid = (None if rewrite_loss.resid is None
-               else resid_entering(model, e_tokens, layer))
+        base_logp = F.log_softmax(logits[len(rows), e_len - 1].float(), -1)
+        del logits, cache
     delta = torch.zeros(model.cfg.d_model, device=device, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.lr)
     max_norm = cfg.clamp_norm * value.norm()
@@ -139,11 +140,8 @@ def optimise_delta(model: Model, prompts: list[str], subject: str, target_ids: l
     for step in range(1, cfg.steps + 1):
         steps = step
         opt.zero_grad()
-        nll = rewrite_loss([(out_hook, _add_at(delta, batch.subject_pos))])
-        e_hooks = [(out_hook, _add_at(delta, essence.subject_pos))]
-        e_logits = (model.run_with_hooks(e_tokens, fwd_hooks=e_hooks) if e_resid is None
-                    else run_from(model, e_resid, layer, e_hooks))
-        e_logp = F.log_softmax(e_logits[0, -1].float(), -1)
+        nll, e_logits = rewrite_loss.with_logits([(out_hook, _add_at(delta, subject_pos))])
+        e_logp = F.log_softmax(e_logits[0].float(), -1)
         kl = F.kl_div(e_logp, base_logp, log_target=True, reduction="sum")
         decay = cfg.weight_decay * (delta.norm() / value.norm()) ** 2
         loss = nll + cfg.kl_weight * kl + decay
@@ -179,9 +177,11 @@ def rank_one_update(key: Float[Tensor, " d_mlp"], delta: Float[Tensor, " d_model
 
 def rome_edit(model: Model, prompts: list[str], subject: str, target_ids: list[int],
               layer: int, cov: Float[Tensor, "d_mlp d_mlp"],
-              cfg: RomeConfig | None = None) -> WeightEdit:
+              cfg: RomeConfig | None = None, prefixes: list[str] | None = None) -> WeightEdit:
     """The ROME edit making `model` continue each of `prompts` (which contain `subject`)
-    with the tokens `target_ids`. The model is not changed; apply the returned edit."""
+    with the tokens `target_ids`. The model is not changed; apply the returned edit.
+    `prefixes`: the context prefixes (default: `context_prefixes(model, cfg.n_prefixes,
+    cfg.prefix_len, cfg.seed)`; pass them to sample once for many edits)."""
     cfg = cfg or RomeConfig()
     check_layer(model, layer)
     d_mlp = model.cfg.d_mlp
@@ -196,7 +196,8 @@ def rome_edit(model: Model, prompts: list[str], subject: str, target_ids: list[i
                          "subject cannot reach the prediction at a later token; pass a layer "
                          f"in 0..{layer - 1}")
     with frozen(model):
-        delta, key, info = optimise_delta(model, prompts, subject, target_ids, layer, cfg)
+        delta, key, info = optimise_delta(model, prompts, subject, target_ids, layer, cfg,
+                                          prefixes)
     update = rank_one_update(key, delta, cov, cfg.ridge)
     info["subject"], info["prompts"] = subject, list(prompts)
     return WeightEdit(layer, update, "rome", info)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from beliefs.editing import Edit, WeightEdit, check_layer, key_covariance
+from beliefs.editing import Edit, WeightEdit, check_layer, context_prefixes, key_covariance
 from beliefs.elicit import elicit, object_ids
 from beliefs.factbase import Belief, FactBase, load_facts, world_facts
 from beliefs.figures import FIGURES as FIGURES
@@ -168,20 +168,30 @@ def probe_comparison(trace: dict[str, Any], probe_report: dict[str, Any] | None
 
 
 def edit_belief(model: Model, belief: Belief, new: str, method: str, layer: int,
-                cov: Tensor | None = None, cfg: BeliefsConfig | None = None, seed: int = 0
-                ) -> WeightEdit:
+                cov: Tensor | None = None, cfg: BeliefsConfig | None = None, seed: int = 0,
+                prefixes: dict[tuple[int, int, int], list[str]] | None = None) -> WeightEdit:
     """The weight edit that makes `model` state `new` for `belief` (not applied): `rome`
     (needs the layer's key covariance `cov`) or `ft` (constrained fine-tuning) at the MLP of
-    `layer`, from its first prompt, with `cfg`'s settings and `seed`'s context prefixes."""
+    `layer`, from its first prompt, with `cfg`'s settings and `seed`'s context prefixes.
+    `prefixes`: context prefixes already sampled from this (unedited) model, by
+    `(n_prefixes, prefix_len, seed)`; what is sampled here is added to it (every edit of
+    a run shares one sample per seed: ROME's and fine-tuning's are the same texts)."""
     cfg = cfg or BeliefsConfig()
     if method not in WEIGHT_METHODS:
         raise ValueError(f"method={method!r}; a weight edit is one of {list(WEIGHT_METHODS)}")
     target = object_ids(model, new)
+    method_cfg = cfg.rome if method == "rome" else cfg.ft
+    sample = (method_cfg.n_prefixes, method_cfg.prefix_len, seed)
+    prefixes = {} if prefixes is None else prefixes
+    if sample not in prefixes:
+        prefixes[sample] = context_prefixes(model, *sample)
     if method == "rome":
         rome = RomeConfig(**{**asdict(cfg.rome), "seed": seed})
-        return rome_edit(model, [belief.prompts[0]], belief.subject, target, layer, cov, rome)
+        return rome_edit(model, [belief.prompts[0]], belief.subject, target, layer, cov, rome,
+                         prefixes[sample])
     ft = FinetuneConfig(**{**asdict(cfg.ft), "seed": seed})
-    return finetune_edit(model, [belief.prompts[0]], belief.subject, target, layer, ft)
+    return finetune_edit(model, [belief.prompts[0]], belief.subject, target, layer, ft,
+                         prefixes[sample])
 
 
 def calibration_beliefs(base: FactBase, tested: list[Belief], cfg: BeliefsConfig
@@ -282,6 +292,7 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
             report["steering"] = calibrate(model, base, calibration_beliefs(
                 base, beliefs, cfg), cfg.steer, cfg.seeds[0])
         jobs = [(seed, b) for seed in cfg.seeds for b in beliefs]
+        prefixes: dict[tuple[int, int, int], list[str]] = {}
         for seed, b in tqdm(jobs, desc="edits", **bar):
             new = base.new_object(b, seed)
             extra = {"seed": seed} | planted[(b.subject, b.relation)]
@@ -292,7 +303,7 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
                     edit: Edit = steer_edit(model, base, b, new, at["layer"], at["alpha"],
                                             cfg.steer)
                 else:
-                    edit = edit_belief(model, b, new, method, layer, cov, cfg, seed)
+                    edit = edit_belief(model, b, new, method, layer, cov, cfg, seed, prefixes)
                 rows_by[method].append(evaluator.evaluate(b, new, edit) | extra)
         for method, rows in rows_by.items():
             at = report["steering"]["layer"] if method == "steer" else layer

@@ -274,6 +274,7 @@ def test_weight_edits_on_every_mlp_kind(arch: str, matrix: Matrix) -> None:
     # the edits' loss unembeds only the target positions, and gives the full run's value
     # and gradient (every architecture here has plain logits, so the fast path is taken)
     from beliefs.editing import RewriteLoss, rewrite_batch, target_nll
+    from workbench.prompts import encode_prompt
 
     batch = rewrite_batch(model, [prompt], belief.subject, target, [])
     loss = RewriteLoss(model, batch)
@@ -286,6 +287,16 @@ def test_weight_edits_on_every_mlp_kind(arch: str, matrix: Matrix) -> None:
     (g_full,) = torch.autograd.grad(full, shift)
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(g_fast, g_full, atol=1e-5, rtol=1e-4)
+    # ROME's essence prompt as one more row of the batch: the same loss, and its logits
+    essence = encode_prompt(model, f"{belief.subject} is a")
+    both = RewriteLoss(model, batch, 1, extra=[essence])  # resumed from block 1
+    shift = torch.zeros(model.cfg.d_model, requires_grad=True)
+    hooks = [("blocks.1.hook_mlp_out", lambda out, hook: out + shift)]
+    nll, last = both.with_logits(hooks)
+    torch.testing.assert_close(nll, target_nll(
+        model.run_with_hooks(batch.tokens, fwd_hooks=hooks), batch), atol=1e-5, rtol=1e-5)
+    alone = model.run_with_hooks(torch.tensor([essence]), fwd_hooks=hooks)[0, -1]
+    torch.testing.assert_close(last[0], alone, atol=1e-4, rtol=1e-4)
 
 
 def test_dashboard_pages_on_every_architecture(matrix: Matrix, tmp_path: Path,

@@ -280,3 +280,15 @@ def test_steering_edit_acts_where_the_subject_is_and_leaves_no_trace(model, base
     torch.testing.assert_close(candidate_logprobs(copy, prompts, b.candidates), steered)
     torch.testing.assert_close(candidate_logprobs(model, prompts, b.candidates), clean)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_second_moment_from_the_lower_blocks_equals_the_full_product() -> None:
+    from beliefs.editing import SECOND_MOMENT_BLOCK, add_second_moment
+
+    g = torch.Generator().manual_seed(0)
+    for d in (3, SECOND_MOMENT_BLOCK, 2 * SECOND_MOMENT_BLOCK + 5):
+        k = torch.randn(50, d, generator=g)
+        cov = torch.eye(d, dtype=torch.float64)
+        add_second_moment(cov, k)
+        torch.testing.assert_close(cov, torch.eye(d, dtype=torch.float64) + (k.T @ k).double(),
+                                   atol=1e-4, rtol=1e-5)
