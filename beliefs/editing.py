@@ -28,7 +28,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.tracing import find_subject
-from workbench.hooks import resid_entering, resumes_exactly, run_from, unembed_input
+from workbench.hooks import (
+    resid_entering,
+    resumes_exactly,
+    run_from,
+    unembed_input,
+    unembeds_exactly,
+)
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -305,17 +311,10 @@ class RewriteLoss:
         self.n = len(batch.tokens)
         self.extra_last = torch.tensor([len(r) - 1 for r in extra], dtype=torch.long)
         self.layer, self.resid = None, None
-        with torch.no_grad():
-            logits = model(self.tokens)
-            full = target_nll(logits[:self.n], batch)
-            if layer and resumes_exactly(model, self.tokens, layer, logits):
-                self.layer, self.resid = layer, resid_entering(model, self.tokens, layer)
-            del logits
-            try:
-                self.fast = bool(torch.isclose(self._stopped([])[0], full, atol=1e-4,
-                                               rtol=1e-4))
-            except (RuntimeError, AttributeError, TypeError, ValueError, KeyError):
-                self.fast = False
+        # both shortcuts are checked once per model (and layer) against the full run
+        if layer and resumes_exactly(model, self.tokens, layer):
+            self.layer, self.resid = layer, resid_entering(model, self.tokens, layer)
+        self.fast = unembeds_exactly(model, self.tokens)
 
     def __call__(self, fwd_hooks: list[tuple[str, Any]]) -> Tensor:
         return self.with_logits(fwd_hooks)[0]

@@ -241,19 +241,29 @@ def run_from(model: Model, resid: Float[Tensor, "batch pos d_model"], layer: int
         return model.run_with_hooks(resid, start_at_layer=layer, fwd_hooks=fwd_hooks or [])
 
 
+_RESUMES: weakref.WeakKeyDictionary[Any, dict[int, bool]] = weakref.WeakKeyDictionary()
+
+
 def resumes_exactly(model: Model, tokens: Int[Tensor, "batch pos"], layer: int,
                     logits: Float[Tensor, "batch pos d_vocab"] | None = None) -> bool:
     """Whether `run_from(resid_entering(tokens))` gives the full run's `logits` (computed
-    when not given) on this model, to float rounding."""
+    when not given) on this model, to float rounding. Checked once per (model, layer): the
+    answer depends on how the bridge calls the Hugging Face layers, not on the weights or
+    the tokens (a weight edit's optimisation asks before every edit)."""
+    known = _RESUMES.setdefault(model, {})
+    if layer in known:
+        return known[layer]
     with torch.no_grad():
         full = model(tokens) if logits is None else logits
         try:
             got = run_from(model, resid_entering(model, tokens, layer), layer)
+            ok = got.shape == full.shape and bool(torch.allclose(
+                got, full, rtol=1e-4, atol=1e-4 * float(full.abs().max()) + 1e-6))
         except (RuntimeError, AttributeError, TypeError, ValueError, KeyError, IndexError,
                 NotImplementedError):
-            return False
-        return got.shape == full.shape and bool(torch.allclose(
-            got, full, rtol=1e-4, atol=1e-4 * float(full.abs().max()) + 1e-6))
+            ok = False
+    known[layer] = ok
+    return ok
 
 
 @contextlib.contextmanager
