@@ -73,6 +73,7 @@ class EditEvalConfig:
 
 
 LOSS_LOGIT_BYTES = 2**30  # logits of one forward pass of the fluency loss
+LOSS_TOKENS = 4096  # tokens of one pass of the fluency loss when it holds no logits
 
 
 class EditEvaluator:
@@ -110,18 +111,19 @@ class EditEvaluator:
         device = next(model.parameters()).device
         tokens = self.windows.to(device)
         stopped = unembeds_exactly(model, tokens[:1])
-        if stopped:
-            parts = [tokens]
+        if stopped:  # no logits are held: LOSS_TOKENS per pass
+            rows = max(1, LOSS_TOKENS // tokens.shape[1])
         else:  # full logits, a few windows per pass: under LOSS_LOGIT_BYTES (the 16 default
             # windows of GPT-2's 1024 tokens and 50257 words would hold 3.3 GB at once)
             rows = max(1, LOSS_LOGIT_BYTES // (4 * tokens.shape[1] * model.cfg.d_vocab))
-            parts = [tokens[lo:lo + rows] for lo in range(0, len(tokens), rows)]
+        parts = [tokens[lo:lo + rows] for lo in range(0, len(tokens), rows)]
         resid = self._resumable(layer, parts) if layer else None
         nll = []
         for i, part in enumerate(parts):
             def run(hooks: list[tuple[str, Any]], i: int = i, part: Tensor = part) -> Any:
-                if resid is None:  # half of GPT-2 small's blocks at its middle layer
+                if resid is None:
                     return model.run_with_hooks(part, fwd_hooks=hooks)
+                # half of GPT-2 small's blocks at its middle layer
                 return run_from(model, resid[i], layer, hooks)  # type: ignore[arg-type]
             if stopped:
                 nll.append(unembedded_nll(model, unembed_input(run), part))
