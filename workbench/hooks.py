@@ -137,17 +137,7 @@ def logits_at(model: Model, tokens: Int[Tensor, "batch pos"], positions: Int[Ten
     the unembedding, a soft cap, or a bridge without the hook point keeps the full run)."""
     rows = torch.arange(len(tokens), device=tokens.device)
     positions = positions.to(tokens.device)
-    ok = _UNEMBED_SLICES.get(model)
-    if ok is None:
-        full = model(tokens)[rows, positions]
-        try:
-            ok = bool(torch.allclose(_sliced(model, tokens, rows, positions), full, rtol=1e-4,
-                                     atol=1e-4 * float(full.abs().max()) + 1e-6))
-        except (RuntimeError, AttributeError, TypeError, ValueError, KeyError):
-            ok = False
-        _UNEMBED_SLICES[model] = ok
-        return full
-    if not ok:
+    if not unembeds_exactly(model, tokens):
         return model(tokens)[rows, positions]
     return _sliced(model, tokens, rows, positions)
 
