@@ -37,13 +37,16 @@ PROBES = ("linear", "mlp")
 # weak L2 it separates the training people by identity (Hewitt & Liang 2019 find
 # regularisation raises selectivity for the same reason).
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-# rows per feature from which probes are preconditioned: each evaluation then costs about
-# 2.5 d / rows more than the rows alone (GPT-2 small's d = 768: +10 % at 20k rows), and saves
-# iterations (pos, 20k rows: 627 -> 222 evaluations)
-PRECONDITION_ROWS = 4
+# rows per feature (all of a task's training rows) from which probes are preconditioned. An
+# evaluation costs no more preconditioned (`Eigenbasis`); what it changes is the number of
+# iterations. From here on far fewer (pos, 20k rows at d = 768: 627 -> 222 evaluations; the
+# fact tasks of a Pythia-160M-shaped model, 1,280 rows: 22-46 s -> 12-32 s each); with fewer
+# rows each fold trains on fewer rows than features, the plain fit stops early at weak L2 and
+# preconditioning takes more iterations (agreement, 1,038 rows: 1.3 -> 4.3 s)
+PRECONDITION_ROWS = 1.5
 # features from which probes are preconditioned by default (`ProbeConfig.precondition`)
 PRECONDITION_WIDTH = 512
-PRECONDITION_FLOOR = 1e-6  # smallest eps of `_preconditioners` (an L2 of 0)
+PRECONDITION_FLOOR = 1e-6  # smallest eps of `Eigenbasis.scale` (an L2 of 0)
 MAX_ROW_GROUPS = 64  # row sets shared by the same variants; beyond it, one masked set
 MIN_STEPS_PER_EPOCH = 10  # an "epoch" of a small row set is repeated up to this many steps
 
@@ -67,7 +70,7 @@ class ProbeConfig:
         hidden: MLP width.
         seed: initialisation and row order.
         precondition: (linear) solve in coordinates preconditioned per layer and L2
-            (`_preconditioners`): the same optimum in far fewer iterations on wide, correlated
+            (`Eigenbasis`): the same optimum in far fewer iterations on wide, correlated
             features. `None` (default): for features at least `PRECONDITION_WIDTH` wide
             (GPT-2 small's residual stream, 768). Not on narrower ones: the
             tolerance-stopped plain fit stops short of the optimum at weak L2, which
@@ -195,11 +198,13 @@ def fit_predict(
     n_classes: int,
     cfg: ProbeConfig,
     l2: Float[Tensor, " v"] | Float[Tensor, "v layer"] | None = None,
+    basis: Eigenbasis | None = None,
 ) -> Float[Tensor, "v layer n c"]:
     """Train one probe per (variant, layer) on `train` rows, early-stop on `val` rows, and
     return every row's logits from each probe's best parameters. `l2` gives each variant (or
     each variant and layer) its own penalty (default: `cfg.l2`, which must then be one
-    number).
+    number). `basis` is `eigenbasis(x)` if the caller has it (linear probes preconditioned,
+    `preconditioned`), computed here otherwise.
 
     Linear probes minimise the convex objective (mean cross-entropy + L2) from zero with
     full-batch L-BFGS, each probe on its own (history, line search, stopping) as
@@ -226,7 +231,10 @@ def fit_predict(
     l2 = l2.to(device=device, dtype=x.dtype).contiguous()
     params = _Params(cfg, v, n_layers, d, n_classes, device)
     best = _Best(params, v, n_layers, device)
-    _FITTERS[cfg.probe](params, best, x, y, train, val, l2, cfg)
+    if cfg.probe == "linear":
+        _fit_lbfgs(params, best, x, y, train, val, l2, cfg, basis)
+    else:
+        _fit_adam(params, best, x, y, train, val, l2, cfg)
     best.restore()
     chunk = cfg.batch_size * 8
     with torch.no_grad():
@@ -235,27 +243,27 @@ def fit_predict(
 
 
 def _fit_lbfgs(params: _Params, best: _Best, x: Tensor, y: Tensor, train: Tensor,
-               val: Tensor, l2: Tensor, cfg: ProbeConfig) -> None:
+               val: Tensor, l2: Tensor, cfg: ProbeConfig, basis: Eigenbasis | None = None
+               ) -> None:
     """Every (variant, layer) probe by one batched L-BFGS, each in coordinates
-    preconditioned for its layer and L2 strength (`_preconditioners`) when `cfg.precondition`
+    preconditioned for its layer and L2 strength (`Eigenbasis`) when `cfg.precondition`
     (by default: features at least `PRECONDITION_WIDTH` wide) and there are at least
     `PRECONDITION_ROWS` rows per feature: the optimum is the same, reached in far fewer
-    iterations."""
+    iterations. `basis` is `eigenbasis(x)` when the caller has it (a sweep's task and
+    control probes share their activations)."""
     v, n_layers, d, c = params.tensors[0].shape
     n_probes = v * n_layers
-    wanted = d >= PRECONDITION_WIDTH if cfg.precondition is None else cfg.precondition
-    if not wanted or int(train.any(0).sum()) < PRECONDITION_ROWS * d:
-        # few rows: the preconditioner's d x d products per probe would cost more than the
-        # rows themselves, and with few rows L-BFGS needs few iterations anyway
+    if not preconditioned(cfg, d, int(train.any(0).sum())):
         theta = lbfgs(_Objective(x, y, train, c, l2), n_probes, d, c, cfg.max_iter)
     else:
-        values, key = l2.flatten().unique(return_inverse=True)  # probe p: variant p // layers
-        key = key * n_layers + torch.arange(n_probes, device=x.device) % n_layers
-        p_mats, back = _preconditioners(x, values.tolist())
-        got = lbfgs(_Objective(x, y, train, c, l2, (p_mats, back, key)), n_probes, d, c,
-                     cfg.max_iter)
-        # back to the original coordinates: W = P V, biases unchanged
-        theta = torch.cat([_times(p_mats, got[:, :d], key), got[:, d:]], 1)
+        basis = basis if basis is not None else eigenbasis(x)
+        layer = torch.arange(n_probes, device=x.device) % n_layers
+        scale = basis.scale(l2.flatten(), layer)  # [probe, d]
+        got = lbfgs(_Objective(basis.rotate(x), y, train, c, l2, (basis.u, scale)),
+                    n_probes, d, c, cfg.max_iter)
+        # back to the original coordinates: W = U (s V), biases unchanged
+        w = _per_layer(basis.u, got[:, :d] * scale[:, :, None], layer)
+        theta = torch.cat([w, got[:, d:]], 1)
     theta = theta.view(v, n_layers, d + 1, c)
     with torch.no_grad():  # the convex optimum is the estimate; record its validation loss
         params.tensors[0].copy_(theta[:, :, :d])
@@ -263,35 +271,59 @@ def _fit_lbfgs(params: _Params, best: _Best, x: Tensor, y: Tensor, train: Tensor
         best.update(_chunked_losses(params, x, y, val, cfg.batch_size * 8))
 
 
-def _preconditioners(x: Float[Tensor, "layer n d"], l2: list[float]
-                     ) -> tuple[Float[Tensor, "k d d"], Float[Tensor, "k d d"]]:
-    """`P = (S + eps I)^(-1/2)` and `P^-1` for each (L2 strength i, layer l), at index
-    `i * layers + l` (S = x^T x / n, the layer's second moment; eps = the L2 strength, at
-    least `PRECONDITION_FLOOR`).
+def preconditioned(cfg: ProbeConfig, d: int, n_rows: int) -> bool:
+    """Whether linear probes on `d` features, trained on `n_rows` rows in all, are solved
+    preconditioned (`Eigenbasis`): `cfg.precondition`, by default from
+    `PRECONDITION_WIDTH` features on; never below `PRECONDITION_ROWS` rows per feature
+    (there the plain fit needs fewer iterations)."""
+    wanted = d >= PRECONDITION_WIDTH if cfg.precondition is None else cfg.precondition
+    return cfg.probe == "linear" and wanted and n_rows >= PRECONDITION_ROWS * d
 
-    A probe `W = P V` fitted in `V` is the same problem as in `W` (same optimum), but its
-    curvature along each eigenvector of S, about `(e s + l2) / (e + eps)` (s the softmax
-    curvature), no longer spans the eigenvalues' range: correlated features (a 768-wide
-    residual stream) no longer make L-BFGS crawl. `P^-1` maps a gradient in `V`, `P g`, back
-    to `g`: the stopping rule reads the original gradient, so the tolerance means what it
-    meant. Uses no labels (like `standardize`)."""
+
+@dataclass(frozen=True)
+class Eigenbasis:
+    """Each layer's second moment `S = x^T x / n = U diag(e) U^T` (no labels are used, like
+    `standardize`), from which linear probes are preconditioned.
+
+    A probe `W = P V` with `P = (S + eps I)^(-1/2)` (eps = its L2 strength, at least
+    `PRECONDITION_FLOOR`) is the same problem as in `W` (same optimum), but its curvature
+    along each eigenvector of S, about `(e s + l2) / (e + eps)` (s the softmax curvature),
+    no longer spans the eigenvalues' range: correlated features (a 768-wide residual stream)
+    no longer make L-BFGS crawl. It is solved in rotated coordinates, `V' = U^T V`, where
+    `P` is diagonal: the rows are rotated once (`x U`), a probe's weights there are
+    `diag(s) V'` with `s = (e + eps)^(-1/2)`, and an evaluation costs no more than without
+    preconditioning. L-BFGS from zero is invariant to the rotation, so its iterates are
+    those of `V` (to rounding); the stopping rule reads the gradient in the original
+    coordinates (`U g`), so the tolerance means what it meant.
+    """
+
+    u: Float[Tensor, "layer d d"]
+    e: Float[Tensor, "layer d"]
+
+    def rotate(self, x: Float[Tensor, "layer n d"]) -> Float[Tensor, "layer n d"]:
+        """The rows in each layer's eigenbasis, `x U`."""
+        return torch.bmm(x, self.u)
+
+    def scale(self, l2: Float[Tensor, " p"], layer: Int[Tensor, " p"]) -> Float[Tensor, "p d"]:
+        """`s = (e + eps)^(-1/2)` of each probe (its L2 strength and layer)."""
+        eps = l2.to(self.e.dtype).clamp_min(PRECONDITION_FLOOR)
+        return (self.e[layer] + eps[:, None]).rsqrt().to(self.u.dtype)
+
+
+def eigenbasis(x: Float[Tensor, "layer n d"]) -> Eigenbasis:
+    """Each layer's `Eigenbasis` (eigendecomposition of its second moment, in float64)."""
     n = x.shape[1]
     e, u = torch.linalg.eigh(torch.bmm(x.transpose(1, 2), x).double() / max(n, 1))
-    e = e.clamp_min(0)
-    ps, backs = [], []
-    for value in l2:
-        scale = (e + max(value, PRECONDITION_FLOOR)).rsqrt()  # [layer, d]
-        ps.append((u * scale[:, None]) @ u.transpose(1, 2))
-        backs.append((u / scale[:, None]) @ u.transpose(1, 2))
-    return torch.cat(ps).to(x.dtype), torch.cat(backs).to(x.dtype)
+    return Eigenbasis(u=u.to(x.dtype), e=e.clamp_min(0))
 
 
-def _times(mats: Float[Tensor, "k d d"], w: Float[Tensor, "p d c"], key: Tensor) -> Tensor:
-    """`A w` for each probe, with the matrix `mats[key[probe]]`."""
+def _per_layer(mats: Float[Tensor, "layer d d"], w: Float[Tensor, "p d c"], layer: Tensor
+               ) -> Tensor:
+    """`A w` for each probe, with its layer's matrix `mats[layer[probe]]`."""
     out = torch.empty_like(w)
     _, d, c = w.shape
-    for k in key.unique().tolist():
-        at = (key == k).nonzero().squeeze(1)
+    for k in layer.unique().tolist():
+        at = (layer == k).nonzero().squeeze(1)
         # one GEMM per matrix: [d, d] @ [d, probes * c] (a batched [d, d] @ [d, c] re-reads
         # the matrix per probe)
         flat = w[at].permute(1, 0, 2).reshape(d, len(at) * c)
@@ -328,8 +360,6 @@ def _fit_adam(params: _Params, best: _Best, x: Tensor, y: Tensor, train: Tensor,
             break
 
 
-_FITTERS = {"linear": _fit_lbfgs, "mlp": _fit_adam}
-
 
 def _chunked_losses(params: _Params, x: Tensor, y: Tensor, mask: Tensor, chunk: int) -> Tensor:
     total = torch.zeros(y.shape[0], x.shape[0], device=x.device)
@@ -351,11 +381,11 @@ class _Objective:
 
     def __init__(self, x: Tensor, y: Tensor, train: Tensor, n_classes: int,
                  l2: Float[Tensor, "v layer"],
-                 precondition: tuple[Tensor, Tensor, Tensor] | None = None) -> None:
+                 precondition: tuple[Tensor, Tensor] | None = None) -> None:
         self.n_layers, _, self.d = x.shape
         self.c, self.l2, self.device = n_classes, l2, x.device
-        # parameters in preconditioned coordinates: `P`, `P^-1` and each probe's index into
-        # them (`_preconditioners`)
+        # preconditioned (`Eigenbasis`): `x` holds the rotated rows, and the parameters are
+        # `V'`, each probe's weights there `s V'`; (each layer's U, each probe's s `[p, d]`)
         self.precondition = precondition
         v = train.shape[0]
         weight = train.to(x.dtype) / train.sum(1, keepdim=True).clamp_min(1).to(x.dtype)
@@ -378,16 +408,17 @@ class _Objective:
         """Each probe's largest gradient entry in the original coordinates `[p]`."""
         if self.precondition is None:
             return grad.abs().amax((1, 2))
-        _, back, key = self.precondition
-        w = _times(back, grad[:, :self.d], key[probe])
+        u, scale = self.precondition
+        # the gradient in V' is s g' (g' in the rotated coordinates); the original one U g'
+        w = _per_layer(u, grad[:, :self.d] / scale[probe, :, None], probe % self.n_layers)
         return torch.maximum(w.abs().amax((1, 2)), grad[:, self.d:].abs().amax((1, 2)))
 
     def __call__(self, theta: Tensor, probe: Tensor) -> tuple[Tensor, Tensor]:
         """`(loss [p], gradient [p, d + 1, c])` of the probes `probe` at `theta`."""
         d, c = self.d, self.c
-        if self.precondition is not None:  # theta holds V: the probes' weights are P V
-            theta = torch.cat([_times(self.precondition[0], theta[:, :d],
-                                      self.precondition[2][probe]), theta[:, d:]], 1)
+        if self.precondition is not None:  # theta holds V': the weights (rotated) are s V'
+            scale = self.precondition[1][probe, :, None]
+            theta = torch.cat([theta[:, :d] * scale, theta[:, d:]], 1)
         w = theta[:, :d]
         variant, layer = probe // self.n_layers, probe % self.n_layers
         l2 = self.l2[variant, layer]
@@ -411,6 +442,6 @@ class _Objective:
                 gz.scatter_add_(1, yk[:, None], -wk[:, None])
                 gw = (gz.view(k * c, -1) @ xl).view(k, c, d).transpose(1, 2)
                 grad.index_add_(0, sel, torch.cat([gw, gz.sum(2)[:, None]], 1))
-        if self.precondition is not None:  # the gradient in V: P g (P symmetric)
-            grad[:, :d] = _times(self.precondition[0], grad[:, :d], self.precondition[2][probe])
+        if self.precondition is not None:  # the gradient in V': s g'
+            grad[:, :d] *= scale
         return loss, grad

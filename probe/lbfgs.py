@@ -14,6 +14,9 @@ LBFGS_TOL = 1e-4  # converged when no gradient entry exceeds this (scikit-learn'
 LBFGS_HISTORY = 10  # curvature pairs kept per probe (scipy's L-BFGS-B default, as in sklearn)
 LBFGS_BACKTRACKS = 20  # step halvings before a probe's line search gives up (it stops there)
 ARMIJO = 1e-4  # sufficient decrease of the line search
+# stopped probes stay in the batch (not evaluated, direction zero) until the live ones are
+# at most this share of it; then the batch and its history are compacted (a copy)
+COMPACT = 0.75
 
 
 class Objective(Protocol):
@@ -55,14 +58,20 @@ def lbfgs(f: Objective, n_probes: int, d: int, c: int, max_iter: int) -> Tensor:
     def dot(a: Tensor, b: Tensor) -> Tensor:  # one pass, no `a * b` temporary
         return torch.linalg.vecdot(a.flatten(1), b.flatten(1))
 
+    alive = torch.ones(n_probes, dtype=torch.bool, device=f.device)  # not yet stopped
     for it in range(max_iter):
-        active = f.grad_max(grad, probe) > LBFGS_TOL
-        if not active.all():  # converged probes leave the batch
-            out[probe[~active]] = theta[~active]
-            probe, theta, loss, grad = probe[active], theta[active], loss[active], grad[active]
-            s_hist, y_hist, rho, gamma = (s_hist[:, active], y_hist[:, active],
-                                          rho[:, active], gamma[active])
-        if len(probe) == 0:
+        at = alive.nonzero().squeeze(1)
+        done = at[~(f.grad_max(grad[at], probe[at]) > LBFGS_TOL)]
+        if len(done):  # converged (or stalled) probes leave the batch
+            out[probe[done]] = theta[done]
+            alive[done] = False
+            grad[done] = 0  # a stopped probe's direction is zero: it rides along unchanged
+            if int(alive.sum()) <= COMPACT * len(probe):  # drop them (copies the history)
+                probe, theta, loss, grad = probe[alive], theta[alive], loss[alive], grad[alive]
+                s_hist, y_hist, rho, gamma = (s_hist[:, alive], y_hist[:, alive],
+                                              rho[:, alive], gamma[alive])
+                alive = alive[alive]
+        if not alive.any():
             break
         # two-loop recursion over the stored pairs, newest first (empty pairs have rho 0);
         # in place: these tensors are every probe's parameters, and memory-bound
@@ -85,7 +94,12 @@ def lbfgs(f: Objective, n_probes: int, d: int, c: int, max_iter: int) -> Tensor:
         # the full step first, for every probe; those it fails go on backtracking below
         step = torch.ones_like(slope)
         trial = torch.add(theta, q)
-        t_loss, t_grad = f(trial, probe)
+        if alive.all():
+            t_loss, t_grad = f(trial, probe)
+        else:  # stopped probes are not evaluated: they stay where they are
+            at = alive.nonzero().squeeze(1)
+            t_loss, t_grad = loss.clone(), grad.clone()
+            t_loss[at], t_grad[at] = f(trial[at], probe[at])
         todo = ~(t_loss <= loss + ARMIJO * slope)
         if todo.any():
             new_theta = torch.where(todo[:, None, None], theta, trial)

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from probe.figures import sweep_figure
-from probe.fit import ProbeConfig, fit_predict, standardize
+from probe.fit import ProbeConfig, eigenbasis, fit_predict, preconditioned, standardize
 from probe.rows import (
     ProbeRows,
     check_layers,
@@ -179,7 +179,10 @@ def probe_task(x: torch.Tensor, ex: Examples, layers: list[int], cfg: SweepConfi
     labels = [torch.from_numpy(ex.y), torch.from_numpy(control)]
     xs = standardize(x)
     y, train, val, _, l2 = cv_variants([ex.y], folds, k, range(k), grid)
-    logits = fit_predict(xs, y, train, val, n_classes, cfg.probe, l2=l2)
+    # task and control probes read the same rows: one eigendecomposition for both
+    basis = (eigenbasis(xs) if preconditioned(cfg.probe, xs.shape[-1], int(train.any(0).sum()))
+             else None)
+    logits = fit_predict(xs, y, train, val, n_classes, cfg.probe, l2=l2, basis=basis)
     pred = logits.argmax(-1).cpu().view(len(grid), k, len(layers), -1)
     del logits
     # validation accuracy of each task probe: [grid, fold, layer]
@@ -190,8 +193,8 @@ def probe_task(x: torch.Tensor, ex: Examples, layers: list[int], cfg: SweepConfi
         2, choice[:, :, None, None].expand(k, len(layers), 1, pred.shape[-1])).squeeze(2)
     y_c, train_c, val_c, _, _ = cv_variants([control], folds, k, range(k), grid[:1])
     l2_c = torch.tensor(grid, dtype=torch.float32)[choice]  # [fold, layer]
-    ctrl_pred = fit_predict(xs, y_c, train_c, val_c, n_classes, cfg.probe,
-                            l2=l2_c).argmax(-1).cpu()
+    ctrl_pred = fit_predict(xs, y_c, train_c, val_c, n_classes, cfg.probe, l2=l2_c,
+                            basis=basis).argmax(-1).cpu()
     pred = torch.cat([task_pred, ctrl_pred])  # task folds, control folds: [2k, layer, n]
     rows = torch.arange(len(folds))
     # each row is predicted by the probes of its own test fold: [n, layer]

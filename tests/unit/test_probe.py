@@ -248,7 +248,7 @@ def test_probe_task_chooses_l2_on_validation_rows() -> None:
 
 @pytest.mark.parametrize("l2", [1e-4, 1e-2, 1.0])
 def test_linear_probes_reach_scikit_learns_optimum_on_correlated_features(l2: float) -> None:
-    """The preconditioned L-BFGS (`probe.fit._preconditioner`) solves the same problem as
+    """The preconditioned L-BFGS (`probe.fit.Eigenbasis`) solves the same problem as
     scikit-learn's multinomial `LogisticRegression` with C = 1 / (l2 n): on features with a
     strong shared component (what a wide residual stream looks like) both give the same
     probabilities, for weak and strong penalties."""
@@ -277,12 +277,32 @@ def test_preconditioning_by_default_from_gpt2_widths(d: int, setting: bool | Non
     import probe.fit as fit
 
     calls = []
-    real = fit._preconditioners
-    monkeypatch.setattr(fit, "_preconditioners", lambda *a: calls.append(1) or real(*a))
-    n = fit.PRECONDITION_ROWS * d + 8
+    real = fit.eigenbasis
+    monkeypatch.setattr(fit, "eigenbasis", lambda *a: calls.append(1) or real(*a))
+    n = int(fit.PRECONDITION_ROWS * d) + 8
     x = torch.randn(1, n, d, generator=torch.Generator().manual_seed(0))
     y = (x[0, :, 0] > 0).long()[None]
     train = torch.ones(1, n, dtype=torch.bool)
     fit.fit_predict(x, y, train, train, 2, fit.ProbeConfig(l2=1.0, max_iter=3,
                                                            precondition=setting))
     assert bool(calls) == used
+
+
+def test_stopped_probes_ride_along_until_the_batch_is_compacted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probes that stop early stay in the batch unevaluated until `COMPACT` says otherwise:
+    the fitted parameters are bit-identical whether the batch is compacted at every stop
+    or never (each probe's L-BFGS sees the same numbers either way)."""
+    import probe.fit as fit
+    import probe.lbfgs as lbfgs
+
+    gen = torch.Generator().manual_seed(0)
+    x = standardize(torch.randn(2, 300, 16, generator=gen))
+    y = torch.stack([(x[1, :, 0] > 0).long(), torch.randint(3, (300,), generator=gen)])
+    train = torch.rand(2, 300, generator=gen) < 0.7
+    l2 = torch.tensor([1e-3, 1.0])
+    fitted = {}
+    for share in (1.0, 0.0):  # compact at every stop (1.0), never (0.0)
+        monkeypatch.setattr(lbfgs, "COMPACT", share)
+        fitted[share] = fit.fit_predict(x, y, train, ~train, 3, ProbeConfig(max_iter=60), l2=l2)
+    assert torch.equal(fitted[1.0], fitted[0.0])
