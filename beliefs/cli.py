@@ -8,6 +8,7 @@ from typing import Any
 
 from workbench.argtypes import bounded_int, device, int_list, name_list, nonneg_int, positive_int
 from workbench.commands import Command
+from workbench.devices import add_placement_args, placement_of
 
 
 def add_belief_args(p: argparse.ArgumentParser) -> None:
@@ -35,6 +36,7 @@ def add_belief_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probes", default=None, help="probe report to compare the trace's peak "
                    "layer with (default: MODEL/analyses/probe.json when present)")
     p.add_argument("--device", type=device, default="cpu")
+    add_placement_args(p)
     p.add_argument("--out", default=None, help="JSON output (default: MODEL/analyses/"
                    "beliefs.json)")
     p.add_argument("--overwrite", action="store_true")
@@ -137,7 +139,7 @@ def beliefs_command(args: argparse.Namespace) -> None:
                               cov_tokens=args.cov_tokens, progress=not args.no_progress,
                               trace=TraceConfig(n_samples=args.trace_samples))
     report = suite.from_ref(args.model, cfg, corpus=args.corpus, facts=args.facts,
-                            probes=args.probes, device=args.device)
+                            probes=args.probes, device=placement_of(args))
     paths = write_report(report, out, suite.FIGURES, overwrite=args.overwrite)
     print(summary_table(report))
     print("written: " + ", ".join(str(p) for p in paths))

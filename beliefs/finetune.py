@@ -88,7 +88,7 @@ def finetune_edit(model: Model, prompts: list[str], subject: str, target_ids: li
         return act
 
     def add(out: Tensor, hook: Any) -> Tensor:
-        return out + keys["k"].float() @ change
+        return out + (keys["k"].float() @ change).to(out.dtype)
 
     hooks = [(key_hook(layer), grab), (f"blocks.{layer}.hook_mlp_out", add)]
     rewrite_loss = RewriteLoss(model, batch, layer)

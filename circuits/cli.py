@@ -7,6 +7,7 @@ import argparse
 
 from workbench.argtypes import bounded_int, device, floats, int_list, seed
 from workbench.commands import Command
+from workbench.devices import add_placement_args, placement_of
 
 
 def _checkpoints(text: str) -> str:
@@ -34,6 +35,7 @@ def induction_arguments(p: argparse.ArgumentParser) -> None:
                    help="with candidates: earlier heads path-patched into each induction "
                    "head's keys (top by weight K-composition, and by previous-token score)")
     p.add_argument("--device", type=device, default="cpu")
+    add_placement_args(p)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
 
@@ -48,7 +50,7 @@ def induction_command(args: argparse.Namespace) -> None:
                                     min_score=args.min_score, min_ablation=args.min_ablation,
                                     checkpoints=args.checkpoints, exact=args.exact,
                                     path_sources=args.path_sources)
-    report = induction.from_ref(args.model, cfg, corpus=args.corpus, device=args.device,
+    report = induction.from_ref(args.model, cfg, corpus=args.corpus, device=placement_of(args),
                                 progress=not args.no_progress)
     paths = write_report(report, out, induction.FIGURES, overwrite=args.overwrite)
     print(induction.head_table(report))

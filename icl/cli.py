@@ -8,6 +8,7 @@ from typing import Any
 
 from workbench.argtypes import bounded_int, device, floats, int_list, name_list
 from workbench.commands import Command
+from workbench.devices import add_placement_args, placement_of
 from workbench.world.fewshot import TASKS
 
 
@@ -33,6 +34,7 @@ def icl_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mechanism", action="store_true", help="skip the induction heads' "
                    "attention and ablation")
     p.add_argument("--device", type=device, default="cpu")
+    add_placement_args(p)
     p.add_argument("--out", default=None, help="JSON output (default: MODEL/analyses/icl.json)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -99,7 +101,7 @@ def icl_command(args: argparse.Namespace) -> None:
         ks=tuple(int(k) for k in args.k.split(",") if k.strip()), n=args.n,
         checkpoints=args.checkpoints, mechanism=not args.no_mechanism,
         min_score=args.min_score, progress=not args.no_progress)
-    report = measure.from_ref(args.model, cfg, corpus=args.corpus, device=args.device)
+    report = measure.from_ref(args.model, cfg, corpus=args.corpus, device=placement_of(args))
     paths = write_report(report, out, measure.FIGURES, overwrite=args.overwrite)
     print(summary_table(report))
     print("written: " + ", ".join(str(p) for p in paths))

@@ -12,6 +12,7 @@ from pathlib import Path
 from probe.fit import L2_GRID, ProbeConfig
 from workbench.argtypes import bounded_int, device, floats, int_list, one_of, positive_int, seed
 from workbench.commands import Command
+from workbench.devices import add_placement_args, placement_of
 
 
 def add_probe_args(p: argparse.ArgumentParser, default_tasks: str) -> None:
@@ -42,6 +43,7 @@ def add_probe_args(p: argparse.ArgumentParser, default_tasks: str) -> None:
                         f"fold's validation rows (default {','.join(map(str, L2_GRID))})")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", type=device, default="cpu")
+    add_placement_args(p)
     p.add_argument("--out", default=None, help="JSON output (default: MODEL/analyses/probe"
                    ".json)")
     p.add_argument("--overwrite", action="store_true")
@@ -100,7 +102,7 @@ def probe_command(args: argparse.Namespace) -> None:
                       seed=args.seed,
                       probe=ProbeConfig(probe=args.probe, l2=args.l2, seed=args.seed))
     report = sweep.from_ref(args.model, cfg, corpus=args.corpus, acts=args.acts,
-                            device=args.device, progress=not args.no_progress)
+                            device=placement_of(args), progress=not args.no_progress)
     paths = write_report(report, out, sweep.FIGURES, overwrite=args.overwrite)
     print(sweep.table(report))
     print(report["summary"]["text"])

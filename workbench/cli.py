@@ -26,6 +26,7 @@ from workbench.argtypes import (
 )
 from workbench.checks import cache_bytes, check_memory, check_split, check_vocab, train_bytes
 from workbench.commands import Command
+from workbench.devices import add_placement_args, placement_of
 
 DEFAULT_CORPUS = "runs/world"
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OSError)
@@ -129,7 +130,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     check_output(out, True, {"--corpus": args.corpus}, model=args.model)  # ours: replaced
     corpus = load_corpus_of(args.model, args.corpus,
                             required="a world corpus from `workbench world build`")
-    model = load(args.model, device=args.device)
+    model = load(args.model, device=placement_of(args))
     check_vocab(model, corpus)
     results = evaluate(
         model,
@@ -172,7 +173,7 @@ def _cmd_cache(args: argparse.Namespace) -> None:
                       chunk=args.chunk, compression=args.compression)
     corpus = load_corpus(Path(args.corpus))
     check_split(corpus, args.split)
-    model = load(args.model, device=args.device)
+    model = load(args.model, device=placement_of(args))
     check_vocab(model, corpus)
     hooks = resolve_hooks(model, list(args.hooks))
     check_memory(cache_bytes(model, args.batch_size, hooks), "--batch-size", args.batch_size)
@@ -284,6 +285,7 @@ def _eval_arguments(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--corpus", default=None, help="world corpus (default: the run's)")
     ev.add_argument("--out", default=None, help="JSON output (default: MODEL/eval.json)")
     ev.add_argument("--device", type=device, default="cpu")
+    add_placement_args(ev)
     ev.add_argument("--seed", type=seed, default=0)
     ev.add_argument("--no-progress", action="store_true")
 
@@ -306,6 +308,7 @@ def _cache_arguments(ca: argparse.ArgumentParser) -> None:
     ca.add_argument("--compression", type=one_of("gzip", "lzf"), default=None,
                     help="gzip | lzf (default: none)")
     ca.add_argument("--device", type=device, default="cpu")
+    add_placement_args(ca)
     ca.add_argument("--resume", action="store_true", help="continue an interrupted cache")
     ca.add_argument("--overwrite", action="store_true")
     ca.add_argument("--no-progress", action="store_true")

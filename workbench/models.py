@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from workbench.checkpoints import (
 )
 from workbench.checks import check_model_memory, hf_param_count
 from workbench.config import ModelConfig
-from workbench.devices import resolve_device
+from workbench.devices import Placement, resolve_device
 from workbench.tokenizer import load_hf_tokenizer
 
 Model = TransformerBridge
@@ -91,34 +92,45 @@ def _hub_error(ref: str, reason: str) -> OSError:
     )
 
 
-def load(ref: str | os.PathLike[str], device: str = "cpu", step: int | None = None) -> Model:
+def load(ref: str | os.PathLike[str], device: str | Placement = "cpu", step: int | None = None
+         ) -> Model:
     """Load a model reference as a hooked `TransformerBridge` in eval mode.
 
     Args:
         ref: run directory, checkpoint directory, local Hugging Face directory or hub name.
-        device: `cpu`, `cuda`, `cuda:N` or `auto`.
+        device: `cpu`, `cuda`, `cuda:N` or `auto`; or a `Placement` for a precision other
+            than float32 (`Placement(device="cuda", dtype="bfloat16")`) or a Hugging Face
+            checkpoint spread over several devices (`Placement(device_map="auto")`).
         step: for run directories, the checkpoint step (default: the latest).
 
     Raises:
         FileNotFoundError: a path that does not exist or holds no model.
         ValueError: a local Hugging Face model whose estimated memory (from its config.json,
-            `workbench.checks.check_model_memory`) exceeds the memory available on the CPU.
+            `workbench.checks.check_model_memory`) exceeds the memory available on the CPU;
+            a `device_map` for one of our own models (they fit one device).
         OSError: a hub name while offline (or unreachable).
     """
-    device = resolve_device(device)
+    place = device if isinstance(device, Placement) else Placement(device=device)
+    place = replace(place, device=resolve_device(place.device))
     path = Path(ref).expanduser()
     if path.exists():
         if is_checkpoint_dir(path) or (path / "checkpoints").is_dir():
-            return bridge_from_checkpoint(load_checkpoint(resolve_checkpoint(path, step)), device)
+            if place.device_map is not None:
+                raise ValueError(f"device_map={place.device_map!r} spreads a Hugging Face "
+                                 f"checkpoint over several devices; {path} is one of our "
+                                 "models, loaded whole: pass a device instead")
+            bridge = bridge_from_checkpoint(load_checkpoint(resolve_checkpoint(path, step)),
+                                            place.device)
+            return bridge if place.dtype == "float32" else bridge.to(place.torch_dtype)
         if is_hf_dir(path):
             if step is not None:
                 raise ValueError(f"step={step} only applies to our run directories, not {path}")
-            if device == "cpu":  # refused up front, before minutes of loading
+            if place.device == "cpu" and place.device_map is None:  # refused up front
                 n_params = hf_param_count(path)
                 if n_params is not None:
-                    check_model_memory(str(path), n_params)
+                    check_model_memory(str(path), n_params, place.torch_dtype.itemsize)
             try:
-                return _boot_hf(str(path), device)
+                bridge = _boot_hf(str(path), place)
             except UnsupportedArchitecture:
                 raise
             except Exception as exc:
@@ -129,6 +141,7 @@ def load(ref: str | os.PathLike[str], device: str = "cpu", step: int | None = No
                                  f"({type(exc).__name__}: {reason}); check its config.json, "
                                  "weights and tokenizer files (save_pretrained writes them)"
                                  ) from exc
+            return _on_devices(str(path), bridge)
         raise FileNotFoundError(
             f"{path} holds no model: expected a run directory (checkpoints/), a checkpoint "
             "(config.json + model.safetensors) or a Hugging Face directory (config.json with "
@@ -143,9 +156,10 @@ def load(ref: str | os.PathLike[str], device: str = "cpu", step: int | None = No
     if _offline():
         raise _hub_error(ref_str, "HF_HUB_OFFLINE is set and no local directory has that name")
     try:
-        return _boot_hf(ref_str, device)
+        bridge = _boot_hf(ref_str, place)
     except OSError as exc:
         raise _hub_error(ref_str, str(exc).splitlines()[0] if str(exc) else "offline") from exc
+    return _on_devices(ref_str, bridge)
 
 
 def _unsupported(path: Path) -> UnsupportedArchitecture:
@@ -161,12 +175,29 @@ def _unsupported(path: Path) -> UnsupportedArchitecture:
         "(tests/integration/test_architectures.py), and a newer transformer-lens may add it")
 
 
-def _boot_hf(name: str, device: str) -> Model:
+def _on_devices(name: str, bridge: Model) -> Model:
+    """`bridge`, unless Accelerate put some of its weights on disk (they read as `meta`
+    tensors outside a forward pass, and the analyses read weights directly)."""
+    placed = getattr(getattr(bridge, "original_model", None), "hf_device_map", None) or {}
+    offloaded = sorted(k or "the whole model" for k, v in placed.items()
+                       if str(v) in ("disk", "meta"))
+    if offloaded:
+        raise ValueError(f"{name} does not fit in its devices' memory: {len(offloaded)} "
+                         f"module(s) ({', '.join(offloaded[:3])}) would be read from disk, "
+                         "and the analyses read weights directly; raise --max-memory, use "
+                         "more devices, or load it with --model-dtype bfloat16")
+    return bridge
+
+
+def _boot_hf(name: str, place: Placement) -> Model:
     if not sys.stderr.isatty():  # no progress bars in logs, pipes and the dashboard's runner
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    bridge = TransformerBridge.boot_transformers(name, device=device)
+    mapped = place.device_map is not None
+    bridge = TransformerBridge.boot_transformers(
+        name, device=None if mapped else place.device, dtype=place.torch_dtype,
+        device_map=place.device_map, max_memory=place.max_memory)
     check_causal(name, getattr(getattr(bridge, "original_model", None), "config", None))
     bridge.train(False)  # inference mode (no dropout)
     return bridge

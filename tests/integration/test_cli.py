@@ -77,3 +77,20 @@ def test_cuda_requested_without_cuda(tmp_path: Path, world_corpus: Path,
                  str(tmp_path / "r"), "--device", "cuda"]) == 2
     assert "CUDA is not available (torch" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_model_placement_flags(tiny_run: TrainResult, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`--model-dtype bfloat16` loads our model in half precision for an analysis;
+    `--device-map` (for Hugging Face checkpoints larger than one device) is refused for it in
+    one line."""
+    run = str(tiny_run.run_dir)
+    assert main(["induction", "--model", run, "--model-dtype", "bfloat16", "--n-seqs", "4",
+                 "--out", str(tmp_path / "ind.json"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "ind.json").read_text())["heads"]
+    capsys.readouterr()
+    assert main(["induction", "--model", run, "--device-map", "auto", "--out",
+                 str(tmp_path / "no.json"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "one of our models, loaded whole: pass a device" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "no.json").exists()
