@@ -9,7 +9,10 @@ Builds (seeded, random weights, offline) in `--workdir` (default: a temporary fo
   n_positions 1024, vocab 50257, 124M parameters);
 - `pythia`: `GPTNeoXForCausalLM` of Pythia-160M's shape (12 layers, d_model 768, 12 heads,
   rotary on a quarter of each head, parallel residual, vocab 50304, untied unembedding);
-- the world re-encoded with the BPE (`retokenize_corpus`; both models share the tokenizer,
+- `llama1b` (for a GPU: `--device cuda --model-dtype bfloat16`): `LlamaForCausalLM` of a
+  ~1.1B-parameter Llama shape (16 layers, d_model 2048, 32 query / 8 key-value heads,
+  gated MLP 8192, vocab 32000, untied), saved in bfloat16;
+- the world re-encoded with the BPE (`retokenize_corpus`; the models share the tokenizer,
   so they share the corpus).
 
 Each analysis then runs in its own subprocess, so its peak RSS (`os.wait4`'s `ru_maxrss`) is
@@ -30,12 +33,14 @@ that analysis' alone, with `--threads` threads and the settings a user would pic
 - `trace`: `circuits.tracing.causal_trace` of one prompt with its defaults.
 
 Prints one table row per (model, analysis): wall seconds (import and load included), the
-multiple of the forward pass, peak RSS, and the verdict against the target (<= 300 s and
-<= 8 GiB); writes the table as JSON to `--json` (`--compare` an earlier one to print its
-numbers beside). Exits non-zero when a target is missed.
+multiple of the forward pass, peak RSS (and peak GPU memory on CUDA), and the verdict against
+the target (<= 300 s and <= 8 GiB of RSS); writes the table as JSON to `--json` (`--compare`
+an earlier one to print its numbers beside). Exits non-zero when a target is missed.
 
     python bench/real_scale.py [--models gpt2,pythia] [--analyses induction,cache,...]
         [--threads 1] [--workdir DIR] [--json runs/bench/real_scale.json] [--compare OLD.json]
+    python bench/real_scale.py --models llama1b --device cuda --model-dtype bfloat16
+        --threads 8 --json runs/bench/real_scale_cuda.json          # on a GPU
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODELS = ("gpt2", "pythia")
+MODELS = ("gpt2", "pythia", "llama1b")
+CPU_MODELS = ("gpt2", "pythia")  # the default set
 ANALYSES = ("load", "induction", "cache", "probe", "beliefs", "trace")
 TARGET_S, TARGET_GIB = 300.0, 8.0
 FWD_SHAPE = (16, 256)  # the baseline forward pass: the induction analysis' inputs
@@ -94,8 +100,20 @@ def _bpe(world: Path, vocab_size: int) -> Any:
 
 
 def _hf_model(name: str, eot: int) -> Any:
-    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        GPTNeoXConfig,
+        GPTNeoXForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
+    if name == "llama1b":  # a ~1.1B Llama shape (TinyLlama-like, untied)
+        return LlamaForCausalLM(LlamaConfig(
+            vocab_size=32000, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+            num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=2048,
+            tie_word_embeddings=False, bos_token_id=eot, eos_token_id=eot))
     if name == "gpt2":  # GPT-2 small
         return GPT2LMHeadModel(GPT2Config(
             vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12,
@@ -123,6 +141,8 @@ def prepare(workdir: Path, models: list[str], world_tokens: int, bpe_vocab: int
         tok = tok or _bpe(world, bpe_vocab)
         torch.manual_seed(i)
         model = _hf_model(name, tok.convert_tokens_to_ids("<|endoftext|>")).eval()
+        if name == "llama1b":  # as such checkpoints ship (and half the disk)
+            model = model.to(torch.bfloat16)
         model.save_pretrained(path)
         tok.save_pretrained(path)
         del model
@@ -153,26 +173,32 @@ def child(args: argparse.Namespace) -> None:
         "beliefs": ["beliefs", "--model", model, "--corpus", corpus, "--n", "10",
                     "--method", "rome,ft", "--layer", "6"],
     }
+    place = ["--device", args.device, "--model-dtype", args.model_dtype]
     if args.child in cli:
         from workbench.cli import main
 
         ext = ".h5" if args.child == "cache" else ".json"
-        rc = main([*cli[args.child], "--out", str(out / f"{args.child}{ext}"), "--overwrite",
-                   "--no-progress"])
-        print(json.dumps({"rc": rc}))
+        rc = main([*cli[args.child], *place, "--out", str(out / f"{args.child}{ext}"),
+                   "--overwrite", "--no-progress"])
+        print(json.dumps({"rc": rc, **_gpu_peak()}))
         return
+    from workbench.devices import Placement
     from workbench.models import load
 
     t0 = time.perf_counter()
-    m = load(model)
+    m = load(model, Placement(device=args.device, dtype=args.model_dtype))
     loaded = time.perf_counter() - t0
     if args.child == "load":
         tokens = torch.randint(m.cfg.d_vocab, FWD_SHAPE, generator=torch.Generator().manual_seed(0))
+        tokens = tokens.to(next(m.parameters()).device)
         with torch.no_grad():
             m(tokens[:2, :16])  # warm-up
+            _sync()
             t1 = time.perf_counter()
             m(tokens)
-        print(json.dumps({"rc": 0, "load_s": loaded, "forward_s": time.perf_counter() - t1}))
+            _sync()
+        print(json.dumps({"rc": 0, "load_s": loaded, "forward_s": time.perf_counter() - t1,
+                          **_gpu_peak()}))
     elif args.child == "trace":
         from circuits.tracing import TraceConfig, causal_trace, target_token_id
 
@@ -181,7 +207,23 @@ def child(args: argparse.Namespace) -> None:
         target = next(w for w in (m.tokenizer.decode([i]).strip() for i in order)
                       if w.isalpha() and _one_token(m, w, target_token_id))
         res = causal_trace(m, PROMPT, SUBJECT, target, TraceConfig())
-        print(json.dumps({"rc": 0, "clean_prob": res.clean_prob}))
+        print(json.dumps({"rc": 0, "clean_prob": res.clean_prob, **_gpu_peak()}))
+
+
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _gpu_peak() -> dict[str, float]:
+    """`{"peak_gpu_gib": ...}`: the most CUDA memory this process allocated (none on CPU)."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return {}
+    return {"peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
 
 
 def _one_token(model: Any, word: str, token_id: Any) -> bool:
@@ -201,7 +243,8 @@ def _spawn(args: argparse.Namespace, model: str, model_dir: Path, corpus: Path,
            "--induction-seqs", str(args.induction_seqs),
            "--cache-batch", str(args.cache_batch or 0),
            "--probe-tokens", str(args.probe_tokens or 0),
-           "--probe-examples", str(args.probe_examples or 0)]
+           "--probe-examples", str(args.probe_examples or 0),
+           "--device", args.device, "--model-dtype", args.model_dtype]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     log, printed = out_dir / f"{model}-{analysis}.log", out_dir / f"{model}-{analysis}.out"
@@ -231,7 +274,11 @@ def _spawn(args: argparse.Namespace, model: str, model_dir: Path, corpus: Path,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", default=",".join(CPU_MODELS),
+                        help=f"of {', '.join(MODELS)} (llama1b: for a GPU)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (every analysis)")
+    parser.add_argument("--model-dtype", default="float32",
+                        help="float32 | bfloat16 (`--model-dtype` of every analysis)")
     parser.add_argument("--analyses", default=",".join(ANALYSES))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workdir", default=None,
@@ -299,6 +346,8 @@ def main() -> None:
                 verdict = "met" if ok else ("NOT met" if row["rc"] == 0
                                             else f"FAILED ({row['rc']}; {row['log']})")
                 xf = f"{row['x_forward']:8.1f}" if row["x_forward"] else f"{'-':>8s}"
+                if "peak_gpu_gib" in row:
+                    verdict += f"  (peak GPU memory {row['peak_gpu_gib']:.2f} GiB)"
                 was = earlier.get((model, analysis))
                 if was is not None:
                     verdict += (f"  (was {was['wall_s']:.1f} s, {was['peak_rss_gib']:.2f} GiB"
@@ -310,6 +359,7 @@ def main() -> None:
             print(f"x fwd: wall seconds over one forward pass of {FWD_SHAPE[0]} x "
                   f"{FWD_SHAPE[1]} tokens (the `load` row's model, measured in that process)")
     result = {"schema": "workbench.bench.real_scale/1", "threads": args.threads,
+              "device": args.device, "model_dtype": args.model_dtype,
               "target": {"wall_s": TARGET_S, "peak_rss_gib": TARGET_GIB},
               "settings": {k: getattr(args, k) for k in (
                   "world_tokens", "bpe_vocab", "induction_seqs", "cache_tokens", "cache_hooks",
