@@ -45,6 +45,7 @@ from workbench.arch import require
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from workbench.devices import Placement
     from workbench.models import Model
     from workbench.world.loader import Corpus
 
@@ -320,7 +321,7 @@ def _config(cfg: BeliefsConfig) -> dict[str, Any]:
 
 def from_ref(ref: str | Path, cfg: BeliefsConfig | None = None, *,
              corpus: str | Path | None = None, facts: str | Path | None = None,
-             probes: str | Path | None = None, device: str = "cpu") -> Report:
+             probes: str | Path | None = None, device: str | Placement = "cpu") -> Report:
     """Load the model `ref`, its corpus (`corpus`, else the run's; none for a Hugging Face
     model without one), the facts (a `workbench.facts/1` list, else `default_facts`) and the
     probe report (`probes`, else the model's own `probe` report when there is one), then

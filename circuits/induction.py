@@ -35,6 +35,7 @@ from workbench.arch import require
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
+    from workbench.devices import Placement
     from workbench.models import Model
     from workbench.world.loader import Corpus
 
@@ -316,7 +317,7 @@ def run(model: Model, corpus: Corpus | None = None, cfg: InductionConfig = Induc
     from workbench.batches import eval_windows
     from workbench.checks import check_vocab
     from workbench.info import run_dir_of
-    from workbench.models import load, model_ref_of
+    from workbench.models import load, model_ref_of, placement_of_model
 
     require(model, "attention", "the induction analysis")
     ref = model_ref if model_ref is not None else model_ref_of(model)
@@ -332,8 +333,8 @@ def run(model: Model, corpus: Corpus | None = None, cfg: InductionConfig = Induc
             check_vocab(model, corpus)
             val = corpus.tokens("val")
             windows = eval_windows(val, model.cfg.n_ctx, 64)[0]  # fixed [64, n_ctx] windows
-        device = next(model.parameters()).device
-        records = checkpoint_dynamics(paths, lambda p: load(p, device=str(device)), windows,
+        place = placement_of_model(model)
+        records = checkpoint_dynamics(paths, lambda p: load(p, place), windows,
                                       n_seqs=min(cfg.n_seqs, 16), seed=cfg.seed,
                                       progress=progress)
         report["dynamics"] = {"checkpoints": records, "phase_change": phase_change(records),
@@ -342,8 +343,8 @@ def run(model: Model, corpus: Corpus | None = None, cfg: InductionConfig = Induc
 
 
 def from_ref(ref: str | Path, cfg: InductionConfig = InductionConfig(), *,
-             corpus: str | Path | None = None, device: str = "cpu", progress: bool = True
-             ) -> Report:
+             corpus: str | Path | None = None, device: str | Placement = "cpu",
+             progress: bool = True) -> Report:
     """Load the model `ref` and run the analysis; with `cfg.checkpoints`, the ICL score reads
     `corpus`, else the run's own corpus (skipped with a warning when it is not there)."""
     from workbench.analysis import corpus_path_of

@@ -39,6 +39,7 @@ from workbench.prompts import candidate_logprobs, encode_prompt, object_ids
 from workbench.world.fewshot import KNOWN_TASKS, KS, TASKS
 
 if TYPE_CHECKING:
+    from workbench.devices import Placement
     from workbench.models import Model
     from workbench.world.loader import Corpus
 
@@ -228,7 +229,7 @@ def run(model: Model, corpus: Corpus, cfg: IclConfig = IclConfig(), *,
     """The in-context learning report (`workbench.icl/1`) of a loaded model on `corpus`'s
     few-shot items (in the model's tokenizer), and with `cfg.checkpoints` of each of its
     run's checkpoints."""
-    from workbench.models import load, model_ref_of
+    from workbench.models import load, model_ref_of, placement_of_model
 
     progress = cfg.progress if progress is None else progress
     ref = model_ref if model_ref is not None else model_ref_of(model)
@@ -241,12 +242,12 @@ def run(model: Model, corpus: Corpus, cfg: IclConfig = IclConfig(), *,
     if cfg.mechanism:
         report["mechanism"] = mechanism_report(model, items, tasks, cfg)
     if cfg.checkpoints:
-        device = str(next(model.parameters()).device)
+        place = placement_of_model(model)
         records = []
         for path in tqdm(checkpoint_paths(ref, cfg.checkpoints), desc="checkpoints",
                          disable=not progress, leave=False):
             step = int(path.name.split("_")[-1])
-            summary = measure(load(path, device=device), items, cfg)
+            summary = measure(load(path, place), items, cfg)
             records.append({"step": step, "tasks": summary, "headline": headline(summary,
                                                                                    cfg.ks)})
         report["checkpoints"] = records
@@ -342,7 +343,7 @@ def checkpoint_paths(ref: str | Path, which: str) -> list[Path]:
 
 
 def from_ref(ref: str | Path, cfg: IclConfig = IclConfig(), *,
-             corpus: str | Path | None = None, device: str = "cpu") -> Report:
+             corpus: str | Path | None = None, device: str | Placement = "cpu") -> Report:
     """Load the model `ref` and its corpus (`corpus`, else the run's) and `run`."""
     from workbench.analysis import load_corpus_of
     from workbench.checks import check_tokenizer

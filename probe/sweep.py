@@ -48,6 +48,7 @@ from workbench.analysis import FigureMaker, Report
 from workbench.checks import check_tokenizer
 
 if TYPE_CHECKING:
+    from workbench.devices import Placement
     from workbench.models import Model
     from workbench.world.loader import Corpus
 
@@ -357,7 +358,7 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
 
 def from_ref(ref: str | Path, cfg: SweepConfig | None = None, *,
              corpus: str | Path | None = None, acts: str | Path | None = None,
-             device: str = "cpu", progress: bool = True) -> Report:
+             device: str | Placement = "cpu", progress: bool = True) -> Report:
     """Load the model `ref` and its corpus (`corpus`, else the run's) and run the sweep."""
     from workbench.analysis import load_corpus_of
     from workbench.models import load

@@ -127,7 +127,7 @@ def _memory_budget(text: str) -> dict[str | int, str]:
     for part in filter(None, text.split(",")):
         dev, eq, size = part.partition("=")
         dev, size = dev.strip(), size.strip()
-        if not eq or not size or not (dev.isdigit() or dev in ("cpu", "disk")):
+        if not eq or not size or not (dev.isdigit() or dev == "cpu"):
             raise argparse.ArgumentTypeError(
                 f"{part!r} is not DEVICE=SIZE; pass e.g. 0=70GiB,1=70GiB,cpu=100GiB")
         budget[int(dev) if dev.isdigit() else dev] = size

@@ -31,7 +31,7 @@ from workbench.checkpoints import (
 )
 from workbench.checks import check_model_memory, hf_param_count
 from workbench.config import ModelConfig
-from workbench.devices import Placement, resolve_device
+from workbench.devices import DTYPES, Placement, resolve_device
 from workbench.tokenizer import load_hf_tokenizer
 
 Model = TransformerBridge
@@ -201,6 +201,14 @@ def _boot_hf(name: str, place: Placement) -> Model:
     check_causal(name, getattr(getattr(bridge, "original_model", None), "config", None))
     bridge.train(False)  # inference mode (no dropout)
     return bridge
+
+
+def placement_of_model(bridge: Model) -> Placement:
+    """Where a loaded model is, and in what precision (from its first weight): to load its
+    other checkpoints alike."""
+    first = next(bridge.parameters())
+    dtype = next((k for k, v in DTYPES.items() if v == first.dtype), "float32")
+    return Placement(device=str(first.device), dtype=dtype)
 
 
 def model_ref_of(bridge: Model) -> str:
