@@ -182,6 +182,8 @@ def child(args: argparse.Namespace) -> None:
                    "--overwrite", "--no-progress"])
         print(json.dumps({"rc": rc, **_gpu_peak()}))
         return
+    from common import timed  # bench/common.py (the script's own folder)
+
     from workbench.devices import Placement
     from workbench.models import load
 
@@ -193,12 +195,8 @@ def child(args: argparse.Namespace) -> None:
         tokens = tokens.to(next(m.parameters()).device)
         with torch.no_grad():
             m(tokens[:2, :16])  # warm-up
-            _sync()
-            t1 = time.perf_counter()
-            m(tokens)
-            _sync()
-        print(json.dumps({"rc": 0, "load_s": loaded, "forward_s": time.perf_counter() - t1,
-                          **_gpu_peak()}))
+            forward_s, _ = timed(lambda: m(tokens))
+        print(json.dumps({"rc": 0, "load_s": loaded, "forward_s": forward_s, **_gpu_peak()}))
     elif args.child == "trace":
         from circuits.tracing import TraceConfig, causal_trace, target_token_id
 
@@ -208,13 +206,6 @@ def child(args: argparse.Namespace) -> None:
                       if w.isalpha() and _one_token(m, w, target_token_id))
         res = causal_trace(m, PROMPT, SUBJECT, target, TraceConfig())
         print(json.dumps({"rc": 0, "clean_prob": res.clean_prob, **_gpu_peak()}))
-
-
-def _sync() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def _gpu_peak() -> dict[str, float]:
