@@ -36,7 +36,7 @@ lint: install
 # `make train-default`); it needs only the world corpus, which builds in seconds.
 demo: install
 	@test -f $(RUNS)/world/corpus.json || $(VENV)/bin/workbench world build --out $(RUNS)/world
-	@test -d $(RUNS)/demo || $(PY) -m workbench.shipped install --run $(RUNS)/demo
+	@test -d $(RUNS)/demo || $(PY) -m workbench.models.shipped install --run $(RUNS)/demo
 	$(VENV)/bin/workbench eval --model $(RUNS)/demo
 	$(VENV)/bin/workbench info --model $(RUNS)/demo
 	@test -f $(RUNS)/demo/acts_val.h5 || $(VENV)/bin/workbench cache --model $(RUNS)/demo \
@@ -57,7 +57,7 @@ train-default: install
 	@resume=$$(test -d $(RUNS)/default && echo --resume); \
 	$(VENV)/bin/workbench train --preset default --corpus $(RUNS)/world --run $(RUNS)/default \
 		--seed 0 $$resume
-	$(PY) -m workbench.shipped export --run $(RUNS)/default --overwrite
+	$(PY) -m workbench.models.shipped export --run $(RUNS)/default --overwrite
 
 bench: install
 	$(PY) bench/train_throughput.py

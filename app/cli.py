@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from workbench.argtypes import bounded_int
-from workbench.commands import Command
+from workbench.cli.argtypes import bounded_int
+from workbench.cli.registry import Command
 
 
 def app_arguments(p: argparse.ArgumentParser) -> None:

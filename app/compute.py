@@ -154,7 +154,7 @@ def sample_rows(n_rows: int, k: int, seed: int = 0) -> np.ndarray:
 def corpus_document(corpus_path: Path, split: str, index: int) -> str:
     """Document `index` of a corpus split as text (special tokens dropped), for any model's
     tokenizer to encode."""
-    from workbench.tokenizer import read_tokenizer_file
+    from workbench.models.tokenizer import read_tokenizer_file
     from workbench.world import load_corpus
 
     corpus = load_corpus(corpus_path)
@@ -180,7 +180,7 @@ OVERVIEW_ATTRS = ("model", "corpus", "split", "positions", "dtype", "n_rows")
 
 def store_overview(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """An activation file's main attributes, and its hooks with their shapes."""
-    from workbench.cache import ActivationStore
+    from workbench.cache.store import ActivationStore
 
     with ActivationStore(path) as store:
         attrs = {k: _plain(store.attrs.get(k)) for k in OVERVIEW_ATTRS}
@@ -219,7 +219,7 @@ def _decode(values: np.ndarray, names: list[str] | None) -> list[str]:
 def store_rows(path: Path, start: int, n: int, names: dict[str, list[str]]
                ) -> list[dict[str, Any]]:
     """Rows `[start, start + n)` of an activation file: their metadata and decoded labels."""
-    from workbench.cache import ActivationStore
+    from workbench.cache.store import ActivationStore
 
     with ActivationStore(path) as store:
         stop = min(len(store), start + n)
@@ -238,7 +238,7 @@ def store_pca(path: Path, hook: str, max_rows: int, label: str | None,
     """A seeded sample of at most `max_rows` rows of `hook` (rows without `label` left out
     when one is chosen), projected on their first two principal components, with each row's
     decoded label."""
-    from workbench.cache import ActivationStore
+    from workbench.cache.store import ActivationStore
 
     with ActivationStore(path) as store:
         keep = np.arange(len(store))

@@ -29,15 +29,15 @@ from typing import Any
 from beliefs import suite
 from circuits import induction
 from icl import measure
-from probe import sweep
+from probe import layers
 from sweep import report as scaling
 from workbench.analysis import report_path
-from workbench.checkpoints import is_checkpoint_dir, is_hf_dir, list_checkpoints
-from workbench.commands import build_parser, command_argv
+from workbench.cli.registry import build_parser, command_argv
+from workbench.models.checkpoints import is_checkpoint_dir, is_hf_dir, list_checkpoints
 
 RUNS_ENV = "WORKBENCH_RUNS"  # how `workbench app --runs DIR` tells the app its folder
 MAX_DEPTH = 3  # how deep under the runs folder models, corpora and files are looked for
-SCHEMAS = {m.KIND: m.SCHEMA for m in (induction, sweep, suite, measure)}  # analyses' reports
+SCHEMAS = {m.KIND: m.SCHEMA for m in (induction, layers, suite, measure)}  # analyses' reports
 SCHEMAS["scaling"] = scaling.SCHEMA  # `workbench sweep analyze`'s sweep.json
 
 
@@ -302,7 +302,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def argv(command: str, **options: Any) -> list[str]:
     """`workbench COMMAND` arguments setting `options` (by destination), from the command's
-    own registered description (`workbench.commands.command_argv`)."""
+    own registered description (`workbench.cli.registry.command_argv`)."""
     return command_argv(command, options, parser=_parser())
 
 
@@ -403,7 +403,7 @@ def run_command(args: list[str], on_progress: Callable[[str, float], None] | Non
     bars through `on_progress(description, fraction)` as they advance."""
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
            "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([python, "-m", "workbench.cli", *args], cwd=cwd, env=env,
+    proc = subprocess.Popen([python, "-m", "workbench.cli.core", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
     kept: list[str] = []

@@ -29,7 +29,7 @@ class Selection:
 
     @property
     def ref(self) -> str:
-        """What `workbench.models.load` takes: the checkpoint (or Hugging Face) directory."""
+        """What `workbench.models.loader.load` takes: the checkpoint (or Hugging Face) directory."""
         return str(self.entry.checkpoint(self.step))
 
     @property
@@ -48,7 +48,7 @@ class LoadedModel:
 @st.cache_resource(show_spinner="loading the model", max_entries=4)
 def loaded_model(ref: str) -> LoadedModel:
     """The model at `ref`, loaded once for all sessions (pages must not change it)."""
-    from workbench.models import load
+    from workbench.models.loader import load
 
     return LoadedModel(load(ref), threading.Lock())
 

@@ -6,9 +6,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from workbench.argtypes import bounded_int, device, int_list, name_list, nonneg_int, positive_int
-from workbench.commands import Command
-from workbench.devices import add_placement_args, placement_of
+from workbench.cli.argtypes import (
+    bounded_int,
+    device,
+    int_list,
+    name_list,
+    nonneg_int,
+    positive_int,
+)
+from workbench.cli.registry import Command
+from workbench.models.devices import add_placement_args, placement_of
 
 
 def add_belief_args(p: argparse.ArgumentParser) -> None:

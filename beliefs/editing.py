@@ -170,7 +170,12 @@ def key_covariance(model: Model, corpus: Corpus, layer: int, *, n_tokens: int = 
     `layer`, sequences batched by length), or, with `acts`, read from that activation file
     (written first when it does not exist).
     """
-    from workbench.cache import ActivationStore, CacheConfig, cache_activations, iter_activations
+    from workbench.cache.store import (
+        ActivationStore,
+        CacheConfig,
+        cache_activations,
+        iter_activations,
+    )
 
     name = key_hook(check_layer(model, layer))
     cfg = CacheConfig(hooks=(name,), split=split, max_tokens=n_tokens, chunk=True)
@@ -216,7 +221,7 @@ def add_second_moment(cov: Float[Tensor, "d d"], k: Float[Tensor, "n d"]) -> Non
 
 
 def _has_hook(path: Path, name: str) -> bool:
-    from workbench.cache import ActivationStore
+    from workbench.cache.store import ActivationStore
 
     try:
         with ActivationStore(path) as store:

@@ -33,7 +33,6 @@ from beliefs.editing import Edit, WeightEdit
 from beliefs.elicit import stated
 from beliefs.factbase import Belief, FactBase
 from probe.stats import bootstrap_ci
-from workbench.batches import eval_windows
 from workbench.evaluate import token_nll
 from workbench.hooks import (
     resid_entering,
@@ -44,6 +43,7 @@ from workbench.hooks import (
     unembeds_exactly,
 )
 from workbench.prompts import candidate_logprobs_many
+from workbench.training.batches import eval_windows
 
 if TYPE_CHECKING:
     from workbench.models import Model

@@ -40,13 +40,13 @@ from beliefs.steering import SteerConfig, calibrate, steer_edit
 from beliefs.strength import strength_report
 from circuits.tracing import TraceConfig, causal_trace
 from workbench.analysis import Report
-from workbench.arch import require
+from workbench.models.arch import require
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from workbench.devices import Placement
     from workbench.models import Model
+    from workbench.models.devices import Placement
     from workbench.world.loader import Corpus
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
         probe_report: a `workbench.probe/1` report whose fact probes' best layers are set
             beside the causal trace's peak.
     """
-    from workbench.models import model_ref_of
+    from workbench.models.loader import model_ref_of
 
     cfg = cfg or BeliefsConfig()
     base = facts if facts is not None else default_facts(corpus)
@@ -326,10 +326,10 @@ def from_ref(ref: str | Path, cfg: BeliefsConfig | None = None, *,
     model without one), the facts (a `workbench.facts/1` list, else `default_facts`) and the
     probe report (`probes`, else the model's own `probe` report when there is one), then
     `run` the belief tests."""
-    from probe.sweep import KIND as PROBE_KIND
+    from probe.layers import KIND as PROBE_KIND
     from workbench.analysis import load_corpus_of, report_path
-    from workbench.checks import check_tokenizer
-    from workbench.models import load
+    from workbench.models.checks import check_tokenizer
+    from workbench.models.loader import load
 
     loaded = load_corpus_of(ref, corpus)
     base = load_facts(facts) if facts else default_facts(loaded)
@@ -355,7 +355,7 @@ def load_probe_report(path: str | Path | None) -> dict[str, Any] | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"probe report {path} is not valid JSON ({exc}); run `workbench "
                          "probe --overwrite` again or leave out --probes") from exc
-    from probe.sweep import SCHEMA as PROBE_SCHEMA
+    from probe.layers import SCHEMA as PROBE_SCHEMA
 
     if not isinstance(report, dict) or report.get("schema") != PROBE_SCHEMA:
         raise ValueError(f"{path} is not a probe report (schema workbench.probe/1); pass the "

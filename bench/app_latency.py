@@ -48,8 +48,8 @@ def _random_run(tmp: Path, preset: str) -> tuple[Path, str]:
     """A runs folder with a randomly initialised `preset` saved as the run `random`."""
     from common import bench_model  # bench/common.py (the script's own folder)
 
-    from workbench.checkpoints import save_checkpoint
-    from workbench.config import get_preset
+    from workbench.models.checkpoints import save_checkpoint
+    from workbench.models.config import get_preset
     from workbench.world import WorldConfig, build_corpus
 
     corpus_dir = build_corpus(WorldConfig(seed=0), tmp / "runs" / "world",
@@ -130,7 +130,7 @@ def main() -> None:
             runs, model_name = _random_run(Path(tmp), args.preset)
         os.environ["WORKBENCH_RUNS"] = str(runs)
         from app import runs as folder
-        from workbench.models import load
+        from workbench.models.loader import load
 
         entry = next(m for m in folder.list_models(runs) if m.name == model_name)
         model = load(entry.checkpoint())  # the baseline's own copy

@@ -33,14 +33,14 @@ def run_one(args: argparse.Namespace) -> dict[str, float]:
     import h5py
     import torch
 
-    from workbench.cache import CacheConfig, cache_activations
-    from workbench.cache_plan import iter_batches
+    from workbench.cache.plan import iter_batches
+    from workbench.cache.store import CacheConfig, cache_activations
 
     torch.manual_seed(0)
     model, corpus = bench_model(args.model, args.preset, args.corpus)
     cfg = CacheConfig(hooks=("blocks.*.hook_resid_post",), split="train",
                       max_tokens=args.tokens, batch_size=args.batch_size, chunk=True)
-    from workbench.cache import plan_for
+    from workbench.cache.store import plan_for
 
     plan = plan_for(model, corpus, cfg)
     tokens = corpus.tokens("train")

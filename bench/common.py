@@ -15,7 +15,7 @@ def bench_model(model_ref: str | None, preset: str,
     """`(model, corpus)`: `load(model_ref)` when given, else a randomly initialised `preset`
     bridge with the corpus' tokenizer. The corpus is None when no path is given (a loaded
     model needs none)."""
-    from workbench.models import build_bridge, load
+    from workbench.models.loader import build_bridge, load
     from workbench.world import load_corpus
 
     corpus = load_corpus(corpus_path) if corpus_path is not None else None
@@ -23,8 +23,8 @@ def bench_model(model_ref: str | None, preset: str,
         return load(model_ref), corpus
     if corpus is None:
         raise ValueError("a random model needs a corpus for its tokenizer")
-    from workbench.config import get_preset
-    from workbench.tokenizer import load_hf_tokenizer
+    from workbench.models.config import get_preset
+    from workbench.models.tokenizer import load_hf_tokenizer
 
     cfg = get_preset(preset).replace(d_vocab=corpus.vocab_size)
     return build_bridge(cfg, tokenizer=load_hf_tokenizer(corpus.tokenizer_path)), corpus

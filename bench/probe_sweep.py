@@ -5,7 +5,7 @@ Both fit multinomial logistic regression on the same standardized activations of
 the same stopping rule (no gradient entry above 1e-4) and the same iteration cap, on the
 same probes (`--variants`):
 
-- `sweep` (default): what `probe.sweep.probe_task` trains, every cross-validation fold (word-
+- `sweep` (default): what `probe.layers.probe_task` trains, every cross-validation fold (word-
   type split: test fold f, validation fold f + 1, the rest train) x {task, control labels}
   x every L2 strength of the grid it chooses from (`probe.fit.L2_GRID`);
 - `fold`: the task's probes of one fold (test fold 0, validation fold 1) at L2 1e-4.
@@ -45,9 +45,9 @@ def main() -> int:
     from sklearn.linear_model import LogisticRegression
 
     from probe.fit import L2_GRID, ProbeConfig, fit_predict, standardize
+    from probe.layers import LayersConfig, cv_variants, select_examples
     from probe.rows import check_layers, fill_memory, plan_rows
     from probe.stats import assign_folds, control_labels
-    from probe.sweep import SweepConfig, cv_variants, select_examples
     from probe.tasks import TASKS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -63,7 +63,7 @@ def main() -> int:
     torch.manual_seed(0)
     model, corpus = bench_model(args.model, "default", args.corpus)
     torch.set_grad_enabled(True)
-    cfg = SweepConfig(tasks=args.task, max_examples=args.max_examples)
+    cfg = LayersConfig(tasks=args.task, max_examples=args.max_examples)
     rows = plan_rows(model, corpus, "val", None)
     ex, _ = select_examples(TASKS[args.task], rows, corpus.world(), cfg)
     layers = check_layers(None, model.cfg.n_layers)
@@ -74,7 +74,7 @@ def main() -> int:
     labels = [ex.y]
     fold_of = [0]  # the test fold of each variant
     grid: tuple[float, ...] = (1e-4,)
-    if args.variants == "sweep":  # as probe.sweep.probe_task: (l2, labels, fold) order
+    if args.variants == "sweep":  # as probe.layers.probe_task: (l2, labels, fold) order
         labels.append(control_labels(ex.y, ex.groups, len(ex.classes), cfg.seed + 7))
         fold_of = list(range(k))
         grid = L2_GRID

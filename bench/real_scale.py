@@ -81,7 +81,7 @@ def _bpe(world: Path, vocab_size: int) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from workbench.tokenizer import load_hf_tokenizer
+    from workbench.models.tokenizer import load_hf_tokenizer
     from workbench.world import load_corpus
 
     corpus = load_corpus(world)
@@ -175,7 +175,7 @@ def child(args: argparse.Namespace) -> None:
     }
     place = ["--device", args.device, "--model-dtype", args.model_dtype]
     if args.child in cli:
-        from workbench.cli import main
+        from workbench.cli.core import main
 
         ext = ".h5" if args.child == "cache" else ".json"
         rc = main([*cli[args.child], *place, "--out", str(out / f"{args.child}{ext}"),
@@ -184,8 +184,8 @@ def child(args: argparse.Namespace) -> None:
         return
     from common import timed  # bench/common.py (the script's own folder)
 
-    from workbench.devices import Placement
-    from workbench.models import load
+    from workbench.models.devices import Placement
+    from workbench.models.loader import load
 
     t0 = time.perf_counter()
     m = load(model, Placement(device=args.device, dtype=args.model_dtype))

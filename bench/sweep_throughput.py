@@ -42,8 +42,8 @@ def _train_bench():  # bench/ is not a package: load the baseline by path
 
 def training(spec_name: str, size: str | None, steps: int, rounds: int, device: str) -> float:
     from sweep.spec import load_spec
-    from workbench.fastgpt import FastGPT, from_bridge_state_dict
-    from workbench.models import build_bridge
+    from workbench.models.loader import build_bridge
+    from workbench.training.fastgpt import FastGPT, from_bridge_state_dict
 
     tb = _train_bench()
     members = load_spec(spec_name).members()
@@ -104,8 +104,8 @@ def battery(plan_dir: Path | None, n_checkpoints: int) -> float:
     from sweep.plan import load_plan, plan_sweep
     from sweep.run import train_member
     from sweep.spec import load_spec
-    from workbench.checkpoints import list_checkpoints
-    from workbench.models import load
+    from workbench.models.checkpoints import list_checkpoints
+    from workbench.models.loader import load
     from workbench.world import load_corpus
 
     tmp = Path(tempfile.mkdtemp(prefix="sweep_bench_"))

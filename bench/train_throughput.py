@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workbench.config import TrainConfig, get_preset
-from workbench.fastgpt import FastGPT, from_bridge_state_dict
-from workbench.models import build_bridge
-from workbench.train import make_optimizer
+from workbench.models.config import TrainConfig, get_preset
+from workbench.models.loader import build_bridge
+from workbench.training.fastgpt import FastGPT, from_bridge_state_dict
+from workbench.training.trainer import make_optimizer
 
 
 class PlainBlock(nn.Module):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from workbench.argtypes import bounded_int, device, floats, int_list, seed
-from workbench.commands import Command
-from workbench.devices import add_placement_args, placement_of
+from workbench.cli.argtypes import bounded_int, device, floats, int_list, seed
+from workbench.cli.registry import Command
+from workbench.models.devices import add_placement_args, placement_of
 
 
 def _checkpoints(text: str) -> str:

@@ -30,13 +30,13 @@ from circuits.scores import (
     ov_copying_scores,
 )
 from workbench.analysis import FigureMaker, Report
-from workbench.arch import require
+from workbench.models.arch import require
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from workbench.devices import Placement
     from workbench.models import Model
+    from workbench.models.devices import Placement
     from workbench.world.loader import Corpus
 
 KIND = "induction"
@@ -280,7 +280,7 @@ FIGURES: dict[str, FigureMaker] = {".heads.fig.json": heads_figure,
 
 def select_checkpoints(run_dir: Path, which: str) -> list[Path]:
     """`all`, or comma-separated steps (`0,64,512`), of a run's checkpoints."""
-    from workbench.checkpoints import list_checkpoints
+    from workbench.models.checkpoints import list_checkpoints
 
     found = list_checkpoints(Path(run_dir))
     if not found:
@@ -314,10 +314,10 @@ def run(model: Model, corpus: Corpus | None = None, cfg: InductionConfig = Induc
         model_ref: the reference recorded in the report (default: where it was loaded).
     """
     from circuits.dynamics import checkpoint_dynamics, phase_change
-    from workbench.batches import eval_windows
-    from workbench.checks import check_vocab
-    from workbench.info import run_dir_of
-    from workbench.models import load, model_ref_of, placement_of_model
+    from workbench.models.checks import check_vocab
+    from workbench.models.info import run_dir_of
+    from workbench.models.loader import load, model_ref_of, placement_of_model
+    from workbench.training.batches import eval_windows
 
     require(model, "attention", "the induction analysis")
     ref = model_ref if model_ref is not None else model_ref_of(model)
@@ -348,8 +348,8 @@ def from_ref(ref: str | Path, cfg: InductionConfig = InductionConfig(), *,
     """Load the model `ref` and run the analysis; with `cfg.checkpoints`, the ICL score reads
     `corpus`, else the run's own corpus (skipped with a warning when it is not there)."""
     from workbench.analysis import corpus_path_of
-    from workbench.info import run_dir_of
-    from workbench.models import load
+    from workbench.models.info import run_dir_of
+    from workbench.models.loader import load
     from workbench.world import load_corpus
 
     path = None

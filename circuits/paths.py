@@ -21,8 +21,8 @@ scores every head of that layer; it stops after B's layer. Under `all`, one run 
 ablated supplies the keys of every target layer after A (it stops after the last one).
 
 >>> from circuits.inputs import make_repeated_tokens
->>> from workbench.config import get_preset
->>> from workbench.models import build_bridge
+>>> from workbench.models.config import get_preset
+>>> from workbench.models.loader import build_bridge
 >>> model = build_bridge(get_preset("attn2").replace(d_vocab=30, n_ctx=24))
 >>> rep = make_repeated_tokens(30, n_seqs=2, seq_len=20, seed=0, bos_id=0)
 >>> drop = k_path_patching(model, rep)   # [source layer, head, target layer, head]

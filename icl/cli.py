@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from workbench.argtypes import bounded_int, device, floats, int_list, name_list
-from workbench.commands import Command
-from workbench.devices import add_placement_args, placement_of
+from workbench.cli.argtypes import bounded_int, device, floats, int_list, name_list
+from workbench.cli.registry import Command
+from workbench.models.devices import add_placement_args, placement_of
 from workbench.world.fewshot import TASKS
 
 

@@ -39,8 +39,8 @@ from workbench.prompts import candidate_logprobs, encode_prompt, object_ids
 from workbench.world.fewshot import KNOWN_TASKS, KS, TASKS
 
 if TYPE_CHECKING:
-    from workbench.devices import Placement
     from workbench.models import Model
+    from workbench.models.devices import Placement
     from workbench.world.loader import Corpus
 
 KIND = "icl"
@@ -229,7 +229,7 @@ def run(model: Model, corpus: Corpus, cfg: IclConfig = IclConfig(), *,
     """The in-context learning report (`workbench.icl/1`) of a loaded model on `corpus`'s
     few-shot items (in the model's tokenizer), and with `cfg.checkpoints` of each of its
     run's checkpoints."""
-    from workbench.models import load, model_ref_of, placement_of_model
+    from workbench.models.loader import load, model_ref_of, placement_of_model
 
     progress = cfg.progress if progress is None else progress
     ref = model_ref if model_ref is not None else model_ref_of(model)
@@ -264,7 +264,7 @@ def mechanism_report(model: Model, items: list[dict[str, Any]], tasks: dict[str,
         mean_ablation_hooks,
         z_means,
     )
-    from workbench.arch import describe
+    from workbench.models.arch import describe
 
     if describe(model).attention == "none":
         return {"induction_heads": [], "note": "the model has no attention heads"}
@@ -333,7 +333,7 @@ def checkpoint_paths(ref: str | Path, which: str) -> list[Path]:
     """The checkpoints `which` (`all` or steps) of the run `ref`, refused up front when `ref`
     is not a run of ours."""
     from circuits.induction import select_checkpoints
-    from workbench.info import run_dir_of
+    from workbench.models.info import run_dir_of
 
     run_dir = run_dir_of(ref)
     if run_dir is None:
@@ -346,8 +346,8 @@ def from_ref(ref: str | Path, cfg: IclConfig = IclConfig(), *,
              corpus: str | Path | None = None, device: str | Placement = "cpu") -> Report:
     """Load the model `ref` and its corpus (`corpus`, else the run's) and `run`."""
     from workbench.analysis import load_corpus_of
-    from workbench.checks import check_tokenizer
-    from workbench.models import load
+    from workbench.models.checks import check_tokenizer
+    from workbench.models.loader import load
 
     if cfg.checkpoints:
         checkpoint_paths(ref, cfg.checkpoints)  # before loading anything

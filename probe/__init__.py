@@ -6,7 +6,7 @@ tasks, baselines and intervals.
 - `probe.fit`: all layers x folds x control probes fitted at once (L-BFGS linear, Adam MLP).
 - `probe.stats`: folds by word type / person, control labels, cluster bootstrap, center of
   gravity.
-- `probe.sweep`: the analysis (`SweepConfig`, `run`, `from_ref`) and its summary;
+- `probe.layers`: the analysis (`LayersConfig`, `run`, `from_ref`) and its summary;
   `probe.figures` its figure; `probe.cli`: `workbench probe` and `python -m probe.syntax|
   semantics|facts`.
 

@@ -1,6 +1,6 @@
 """Command-line front of a probe sweep: `workbench probe` (registered under the
 `workbench.commands` entry points) and the per-kind scripts (`python -m probe.syntax --model
-runs/demo --task pos`); `probe.sweep` does the work."""
+runs/demo --task pos`); `probe.layers` does the work."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from probe.fit import L2_GRID, ProbeConfig
-from workbench.argtypes import bounded_int, device, floats, int_list, one_of, positive_int, seed
-from workbench.commands import Command
-from workbench.devices import add_placement_args, placement_of
+from workbench.cli.argtypes import bounded_int, device, floats, int_list, one_of, positive_int, seed
+from workbench.cli.registry import Command
+from workbench.models.devices import add_placement_args, placement_of
 
 
 def add_probe_args(p: argparse.ArgumentParser, default_tasks: str) -> None:
@@ -87,24 +87,24 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
 
 def probe_command(args: argparse.Namespace) -> None:
     """Run the sweep the arguments describe; print the table and summary; write JSON+figure."""
-    from probe import sweep
-    from probe.sweep import SweepConfig
+    from probe import layers
+    from probe.layers import LayersConfig
     from workbench.analysis import check_output, report_path, write_report
 
-    out = check_output(args.out or report_path(args.model, sweep.KIND), args.overwrite,
+    out = check_output(args.out or report_path(args.model, layers.KIND), args.overwrite,
                        inputs={"--corpus": args.corpus, "--acts": args.acts},
                        model=args.model)
     if args.acts is not None and not Path(args.acts).exists():  # it will be made: not in
         check_output(args.acts, False, {"--corpus": args.corpus}, model=args.model)  # a corpus
-    cfg = SweepConfig(tasks=args.tasks, split=args.split, max_tokens=args.max_tokens,
+    cfg = LayersConfig(tasks=args.tasks, split=args.split, max_tokens=args.max_tokens,
                       max_examples=args.max_examples, layers=parse_layers(args.layers),
                       folds=args.folds, holdout=args.holdout, min_per_class=args.min_per_class,
                       seed=args.seed,
                       probe=ProbeConfig(probe=args.probe, l2=args.l2, seed=args.seed))
-    report = sweep.from_ref(args.model, cfg, corpus=args.corpus, acts=args.acts,
+    report = layers.from_ref(args.model, cfg, corpus=args.corpus, acts=args.acts,
                             device=placement_of(args), progress=not args.no_progress)
-    paths = write_report(report, out, sweep.FIGURES, overwrite=args.overwrite)
-    print(sweep.table(report))
+    paths = write_report(report, out, layers.FIGURES, overwrite=args.overwrite)
+    print(layers.table(report))
     print(report["summary"]["text"])
     print("written: " + ", ".join(str(p) for p in paths))
 

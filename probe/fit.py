@@ -59,7 +59,7 @@ class ProbeConfig:
         probe: `linear` (multinomial logistic regression) or `mlp` (one hidden ReLU layer).
         l2: L2 penalty on the weights (added to the mean cross-entropy as l2/2 * ||W||^2); a
             tuple is a grid that sweeps choose from on each fold's validation rows
-            (`probe.sweep.probe_task`); `fit_predict` can take one value per variant.
+            (`probe.layers.probe_task`); `fit_predict` can take one value per variant.
         lr: Adam learning rate (MLP).
         batch_size: rows per step (MLP) and per evaluation chunk.
         max_iter: upper bound on each linear probe's L-BFGS iterations.

@@ -20,8 +20,8 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.cache import ActivationStore, CacheConfig, compute_batch, plan_for
-from workbench.cache_plan import iter_batches, iter_length_batches
+from workbench.cache.plan import iter_batches, iter_length_batches
+from workbench.cache.store import ActivationStore, CacheConfig, compute_batch, plan_for
 
 if TYPE_CHECKING:
     from workbench.models import Model

@@ -30,7 +30,7 @@ from sweep.battery import BatteryConfig, WorldInputs, config_record, run_battery
 from sweep.member import Member
 from sweep.plan import BATTERY_FILE, Plan, member_state
 from sweep.report import REPORT_FILE, build_report, member_entry
-from workbench.checkpoints import list_checkpoints, write_json_atomic
+from workbench.models.checkpoints import list_checkpoints, write_json_atomic
 
 log = logging.getLogger(__name__)
 BATTERY_SCHEMA = "workbench.sweep_battery/1"
@@ -76,7 +76,7 @@ def analyze_member(plan: Plan, member: Member, cfg: AnalyzeConfig,
                    report: Callable[[str], None] = log.info) -> dict[str, Any]:
     """The battery on every checkpoint of `member` that `battery.json` lacks; returns the
     file's content (written after each checkpoint, temp file + rename)."""
-    from workbench.models import load
+    from workbench.models.loader import load
     from workbench.world import load_corpus
 
     path = plan.member_dir(member) / BATTERY_FILE

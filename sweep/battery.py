@@ -21,7 +21,7 @@ An ability is `{"discrete": Metric, "continuous": Metric, **extra}` where a metr
   the best head's score (`circuits.scores.head_scores`);
 - `icl`: share of windows whose late-token loss is below the early-token loss / early minus
   late loss in nats (`circuits.dynamics.icl_positions`, Olsson et al. 2022);
-- `probe_syntax|semantics|facts`: `probe.sweep` probe accuracy at the best layer (chance: the
+- `probe_syntax|semantics|facts`: `probe.layers` probe accuracy at the best layer (chance: the
   majority class) / selectivity there; `center_of_gravity` beside them;
 - `rome`: the belief suite's ROME efficacy on a few facts / minus the edit's final NLL of the
   new object; `rome_specificity`: neighbours unchanged / p(own object) > p(new) share.
@@ -51,11 +51,11 @@ from circuits.scores import head_scores
 from icl.measure import IclConfig, select_items, summarize
 from icl.measure import score_items as icl_score_items
 from probe.fit import ProbeConfig
-from probe.sweep import SweepConfig
-from probe.sweep import run as probe_run
-from workbench.batches import eval_windows
+from probe.layers import LayersConfig
+from probe.layers import run as probe_run
 from workbench.evaluate import prefix_logits
 from workbench.prompts import encode_prompt, word_id
+from workbench.training.batches import eval_windows
 from workbench.world.facts import BUCKETS
 from workbench.world.fewshot import KS, TASKS
 
@@ -87,7 +87,7 @@ class BatteryConfig:
         ladder_facts: facts the pressure ladder tests.
         probe_examples: rows per probe task; probe_l2 and probe_iter: one L2 strength (no
             grid) and L-BFGS iterations of each linear probe; probe_folds, probe_boot and
-            probe_min_per_class as `probe.sweep`'s folds, n_boot and min_per_class;
+            probe_min_per_class as `probe.layers`'s folds, n_boot and min_per_class;
             probe_split and probe_tokens: the text probed (the first tokens of the split;
             a small world's validation split is too short for every class).
         rome_facts: facts ROME edits (0: no ROME); rome_steps: its optimisation steps;
@@ -326,7 +326,7 @@ def _induction(model: Model, inp: WorldInputs, cfg: BatteryConfig) -> dict[str, 
 def _probes(model: Model, inp: WorldInputs, cfg: BatteryConfig) -> dict[str, Any]:
     # one solver at every width of a sweep (by default, probes of 512+ features are
     # preconditioned: another stopping point at weak L2)
-    pcfg = SweepConfig(probe=ProbeConfig(l2=cfg.probe_l2, max_iter=cfg.probe_iter,
+    pcfg = LayersConfig(probe=ProbeConfig(l2=cfg.probe_l2, max_iter=cfg.probe_iter,
                                          precondition=False),
                        max_examples=cfg.probe_examples, folds=cfg.probe_folds,
                        n_boot=cfg.probe_boot, min_per_class=cfg.probe_min_per_class,

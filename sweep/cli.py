@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from workbench.argtypes import device
-from workbench.commands import Command
+from workbench.cli.argtypes import device
+from workbench.cli.registry import Command
 
 if TYPE_CHECKING:
     from sweep.plan import Plan
@@ -103,7 +103,7 @@ def _world(args: argparse.Namespace) -> None:
 def _in_lanes(plan: Plan, args: argparse.Namespace, command: list[str]) -> None:
     """`workbench sweep COMMAND PLAN` over the chosen members in `args.jobs` processes."""
     from sweep.lanes import battery_cost, run_lanes, split
-    from workbench.checkpoints import list_checkpoints
+    from workbench.models.checkpoints import list_checkpoints
 
     members = [plan.member(n) for n in args.member] if args.member else plan.members()
     if command[0] == "analyze":

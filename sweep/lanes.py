@@ -66,7 +66,7 @@ def run_lanes(command: Sequence[str], lanes: list[list[Any]]) -> None:
             to continue: finished work is kept).
     """
     env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_lane(len(lanes)))}
-    procs = [subprocess.Popen([sys.executable, "-m", "workbench.cli", *command, "--member",
+    procs = [subprocess.Popen([sys.executable, "-m", "workbench.cli.core", *command, "--member",
                                *[m.name for m in lane]], env=env) for lane in lanes]
     try:
         codes = [p.wait() for p in procs]

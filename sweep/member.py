@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from workbench.config import ModelConfig, TrainConfig
+from workbench.models.config import ModelConfig, TrainConfig
 from workbench.world import WorldConfig
 
 _SIZE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*x\s*(\d+)\s*$")

@@ -28,9 +28,9 @@ from typing import Any
 
 from sweep.member import Member
 from sweep.spec import SweepSpec
-from workbench.checkpoints import step_dir_name, write_json_atomic, write_text_atomic
+from workbench.models.checkpoints import step_dir_name, write_json_atomic, write_text_atomic
 from workbench.outputs import check_replaceable, check_writable
-from workbench.run_dir import config_diff
+from workbench.training.run_dir import config_diff
 
 SPEC_FILE = "sweep_spec.json"
 MEMBER_FILE = "member.json"

@@ -1,5 +1,5 @@
 """Train a planned sweep here: the worlds first, then the members that are not finished, in
-order, with the project's trainer (`workbench.train.train`).
+order, with the project's trainer (`workbench.training.trainer.train`).
 
 Resumable at any instant: a finished member (its last checkpoint exists) is never trained
 again; a member killed mid-training continues from its newest checkpoint, exactly as
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from sweep.member import Member
 from sweep.plan import Plan, check_member_dir, member_state
-from workbench.checkpoints import list_checkpoints, step_dir_name
-from workbench.train import train
+from workbench.models.checkpoints import list_checkpoints, step_dir_name
+from workbench.training.trainer import train
 from workbench.world import build_corpus
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 ```toml
 name = "micro"
-preset = "tiny"                 # base ModelConfig and TrainConfig (workbench/config.py)
+preset = "tiny"                 # base ModelConfig and TrainConfig (workbench/models/config.py)
 
 [axes]                          # members = the cartesian product of the axes
 size = ["1x32x2", "2x64x2"]     # n_layers x d_model x n_heads (d_head = d_model / n_heads)
@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.member import Member, Size, fmt_value, member_name
-from workbench.config import PRESETS, TRAIN_PRESETS, ModelConfig, TrainConfig
+from workbench.models.config import PRESETS, TRAIN_PRESETS, ModelConfig, TrainConfig
 from workbench.world import WorldConfig
 from workbench.world.labels import DOC_KINDS
 
@@ -103,7 +103,7 @@ class SweepSpec:
 
     Args:
         name: the sweep's name.
-        preset: base model and training settings (`workbench.config` preset).
+        preset: base model and training settings (`workbench.models.config` preset).
         sizes: model sizes.
         steps: training steps of each member (an axis).
         seeds: training seeds (an axis).

@@ -1,25 +1,58 @@
-"""The core every analysis stands on; it imports no analysis package (`circuits`, `probe`,
-`beliefs`, `app`), which register their own `workbench` subcommands.
+"""Interpretability Workbench: look inside GPT-style language models.
 
-Where things live:
+The names a session starts with (imported on first use, so `import workbench` stays cheap):
 
-- `workbench.world`: the synthetic world (people and their fact table, a grammar with gold
-  labels, repetition documents), tokenizers, corpus files (`load_corpus`), re-encoding.
-- `workbench.config`: `ModelConfig`, `TrainConfig` and the presets that pair them;
-  `workbench.fastgpt`: the training model; `workbench.train`: the trainer (`batches`: its
-  data, `run_dir`: its directory and resume, `distributed`: torchrun, `devices`).
-- `workbench.checkpoints`: safetensors checkpoints written atomically; `workbench.models`:
-  `load(ref)` of a run, checkpoint, Hugging Face directory or hub name, and `Model`;
-  `workbench.info`: model cards and where a model's results go.
-- `workbench.prompts`: text to tokens (BOS, prompt and word ids, last-position logits);
-  `workbench.hooks`: hook names and patterns.
-- `workbench.cache` (+ `cache_plan`, `cache_partial`, `cache_join`): activations streamed
-  to HDF5.
-- `workbench.evaluate`: fact recall, agreement and induction ratio (`workbench eval`).
-- `workbench.analysis`: what every analysis shares (`report_path`, `write_report`, the run's
-  corpus); `workbench.plots`: training and evaluation figures.
-- `workbench.commands`: the subcommand registry; `workbench.cli`: the core's subcommands;
-  `workbench.argtypes`: flag values checked when parsed.
-- `workbench.outputs`: what may be written and deleted (`--overwrite`, outputs over inputs,
-  the umask); `workbench.checks`: inputs checked before work (vocabulary, split, memory).
+>>> import workbench
+>>> sorted(workbench.__all__)[:4]
+['Model', 'ModelRef', 'build_corpus', 'cache_activations']
+
+- `load(ref)`: a run, checkpoint, Hugging Face directory or hub name as a hooked `Model`
+  (a TransformerLens 4 `TransformerBridge`); `ModelRef.of(ref)`: the reference resolved once;
+- `load_corpus`, `build_corpus`, `WorldConfig`: the synthetic world and its corpus files;
+- `train`, `TrainConfig`: training a native model; `cache_activations`: activations to HDF5;
+- `hook_name`: TransformerLens hook names; `analyses()`: every registered analysis.
+
+The core is in rooms; each imports only rooms below it, and none imports an analysis package:
+
+- `workbench.world`: the synthetic world, its grammar and labels, tokenizers, corpus files;
+- `workbench.models`: model references (`refs`), loading (`loader`) and formats
+  (`checkpoints`, `config`, `tokenizer`, `export`), devices and the checks made before work;
+- `workbench.training`: the trainer, its model, data, run directory and torchrun;
+- `workbench.cache`: activations streamed to HDF5;
+- `workbench.cli`: the command line (the subcommand registry, flag types, the core's commands);
+- primitives at the top: `hooks` (hook names), `prompts` (text to tokens and logits),
+  `evaluate` (fact recall, agreement, induction), `analysis` (the analysis protocol and report
+  files), `outputs` (what may be written and deleted), `plots`.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load": "workbench.models.loader",
+    "Model": "workbench.models",
+    "ModelRef": "workbench.models.refs",
+    "load_corpus": "workbench.world",
+    "build_corpus": "workbench.world",
+    "WorldConfig": "workbench.world",
+    "train": "workbench.training.trainer",
+    "TrainConfig": "workbench.models.config",
+    "cache_activations": "workbench.cache.store",
+    "hook_name": "workbench.hooks",
+    "analyses": "workbench.analysis",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

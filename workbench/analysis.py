@@ -3,9 +3,9 @@ reference's corpus is found.
 
 Every analysis (induction heads, probes, belief tests, and what comes later) has one shape:
 
-- a `Config` dataclass (`InductionConfig`, `SweepConfig`, `BeliefsConfig`);
+- a `Config` dataclass (`InductionConfig`, `LayersConfig`, `BeliefsConfig`);
 - `run(model, corpus, cfg) -> Report` on a loaded model (`circuits.induction.run`,
-  `probe.sweep.run`, `beliefs.suite.run`);
+  `probe.layers.run`, `beliefs.suite.run`);
 - `from_ref(ref, cfg, ...)`: loads the model and its corpus, then calls `run`;
 - its `KIND` (the report's file name), `SCHEMA` and `FIGURES`; the report is written by
   `write_report(report, report_path(ref, KIND), FIGURES)`.
@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.checkpoints import write_json_atomic, write_text_atomic
-from workbench.info import corpus_of, output_dir_of
+from workbench.models.checkpoints import write_json_atomic, write_text_atomic
+from workbench.models.info import corpus_of, output_dir_of
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go

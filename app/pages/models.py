@@ -8,7 +8,7 @@ import json
 import streamlit as st
 
 from app import runs, ui
-from workbench.info import model_card
+from workbench.models.info import model_card
 from workbench.plots import eval_figure, training_figure
 
 

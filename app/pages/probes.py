@@ -10,7 +10,7 @@ import streamlit as st
 from app import runs, ui
 from app.figures import probe_task_figure
 from probe.figures import sweep_figure
-from probe.sweep import table
+from probe.layers import table
 from probe.tasks import SUITES
 
 

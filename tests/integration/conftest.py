@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.config import TRAIN_PRESETS
-from workbench.train import TrainResult, train
+from workbench.models.config import TRAIN_PRESETS
+from workbench.training.trainer import TrainResult, train
 from workbench.world import WorldConfig, build_corpus
 
 # Small enough to build in a second, large enough for `tiny` to learn facts in ~40 s. Half of
@@ -49,13 +49,13 @@ def app_runs(world_corpus: Path, tiny_run: TrainResult, hf_gpt2_dir: Path,
 
     from circuits import induction
     from circuits.induction import InductionConfig
-    from probe import sweep
+    from probe import layers
     from probe.fit import ProbeConfig
-    from probe.sweep import SweepConfig
+    from probe.layers import LayersConfig
     from workbench.analysis import report_path, write_report
-    from workbench.cache import CacheConfig, cache_activations
-    from workbench.checkpoints import list_checkpoints
-    from workbench.models import load
+    from workbench.cache.store import CacheConfig, cache_activations
+    from workbench.models.checkpoints import list_checkpoints
+    from workbench.models.loader import load
     from workbench.world import load_corpus
 
     runs = tmp_path_factory.mktemp("app") / "runs"
@@ -68,10 +68,10 @@ def app_runs(world_corpus: Path, tiny_run: TrainResult, hf_gpt2_dir: Path,
                                                           steps[-1]]))
     report = induction.from_ref(tiny, cfg, corpus=corpus, progress=False)
     write_report(report, report_path(tiny, induction.KIND), induction.FIGURES)
-    probes = sweep.from_ref(str(tiny), SweepConfig(tasks="animacy", max_tokens=3000, n_boot=50,
+    probes = layers.from_ref(str(tiny), LayersConfig(tasks="animacy", max_tokens=3000, n_boot=50,
                                                    folds=3, probe=ProbeConfig(max_iter=20)),
                             corpus=corpus, progress=False)
-    write_report(probes, report_path(tiny, sweep.KIND), sweep.FIGURES)
+    write_report(probes, report_path(tiny, layers.KIND), layers.FIGURES)
     from icl import measure
 
     few = measure.from_ref(tiny, measure.IclConfig(ks=(0, 1, 2), n=4, min_score=0.2,

@@ -20,7 +20,7 @@ import h5py
 import pytest
 import torch
 
-from workbench.cli import main
+from workbench.cli.core import main
 
 ARCHS = ["gpt2", "neox", "llama", "qwen2", "mistral", "gemma"]
 # (attention kind, key/value heads, norm, MLP kind, parallel) of each tiny checkpoint
@@ -166,7 +166,7 @@ def test_every_cli_analysis_runs(arch: str, matrix: Matrix, tmp_path: Path,
 @pytest.mark.parametrize("arch", ARCHS)
 def test_logit_lens_applies_the_models_own_final_norm(arch: str, matrix: Matrix) -> None:
     from circuits.attention import logit_lens
-    from workbench.models import load
+    from workbench.models.loader import load
 
     model = load(matrix.root / arch)
     tokens = torch.randint(1, model.cfg.d_vocab, (1, 12),
@@ -192,7 +192,7 @@ def test_partial_runs_equal_the_full_run(arch: str, matrix: Matrix) -> None:
         unembedded_nll,
         unembeds_exactly,
     )
-    from workbench.models import load
+    from workbench.models.loader import load
 
     model = load(matrix.root / arch)
     tokens = torch.randint(1, model.cfg.d_vocab, (3, 9),
@@ -230,7 +230,7 @@ def test_weight_edits_on_every_mlp_kind(arch: str, matrix: Matrix) -> None:
     from beliefs.finetune import FinetuneConfig, finetune_edit
     from beliefs.rome import RomeConfig, rome_edit
     from beliefs.suite import default_facts
-    from workbench.models import load
+    from workbench.models.loader import load
     from workbench.world import load_corpus
 
     model, corpus = load(matrix.root / arch), load_corpus(matrix.corpus)

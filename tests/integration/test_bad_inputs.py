@@ -2,7 +2,7 @@
 that existed before is changed (the whole tree is hashed before and after each case).
 
 Each case builds what it needs in its own workspace (damaged copies of the session's corpus,
-run and checkpoint; foreign files) and runs `workbench.cli.main` in-process.
+run and checkpoint; foreign files) and runs `workbench.cli.core.main` in-process.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 import h5py
 import pytest
 
-from workbench.checkpoints import list_checkpoints
-from workbench.cli import main
-from workbench.train import TrainResult
+from workbench.cli.core import main
+from workbench.models.checkpoints import list_checkpoints
+from workbench.training.trainer import TrainResult
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ class Assets:
 def assets(world_corpus: Path, tiny_run: TrainResult, hf_gpt2_dir: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Assets:
     from probe.rows import store_config
-    from workbench.cache import cache_activations
-    from workbench.models import load
+    from workbench.cache.store import cache_activations
+    from workbench.models.loader import load
     from workbench.world import build_text_corpus, load_corpus
 
     base = tmp_path_factory.mktemp("bad-assets")

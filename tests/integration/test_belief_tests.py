@@ -17,9 +17,9 @@ from beliefs.rome import RomeConfig
 from beliefs.steering import SteerConfig
 from beliefs.suite import SCHEMA, BeliefsConfig, run
 from circuits.tracing import TraceConfig
-from workbench.cli import main
-from workbench.models import load
-from workbench.train import TrainResult
+from workbench.cli.core import main
+from workbench.models.loader import load
+from workbench.training.trainer import TrainResult
 from workbench.world import load_corpus
 
 CFG = BeliefsConfig(n=8, n_trace=3, cov_tokens=4000, progress=False,

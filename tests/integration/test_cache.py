@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.cache import ActivationStore, CacheConfig, cache_activations
-from workbench.cli import main
-from workbench.models import load
-from workbench.train import TrainResult
+from workbench.cache.store import ActivationStore, CacheConfig, cache_activations
+from workbench.cli.core import main
+from workbench.models.loader import load
+from workbench.training.trainer import TrainResult
 from workbench.world import build_text_corpus, load_corpus
 
 RESID = "blocks.*.hook_resid_post"
@@ -81,7 +81,7 @@ def test_float16_and_last_positions(tiny_run: TrainResult, world_corpus: Path,
 
 
 def _cache_cmd(run: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "workbench.cli", "cache", "--model", str(run), "--corpus",
+    return [sys.executable, "-m", "workbench.cli.core", "cache", "--model", str(run), "--corpus",
             str(corpus), "--hooks", RESID, "--out", str(out), "--batch-size", "4",
             "--chunk", "--no-progress", *extra]
 
@@ -154,7 +154,7 @@ def test_refusals(tiny_run: TrainResult, world_corpus: Path, tmp_path: Path,
     shutil.copytree(tiny_run.run_dir, other)
     from safetensors.torch import load_file, save_file
 
-    from workbench.checkpoints import list_checkpoints, sha256_file
+    from workbench.models.checkpoints import list_checkpoints, sha256_file
 
     ckpt = list_checkpoints(other)[-1]
     weights = load_file(ckpt / "model.safetensors")

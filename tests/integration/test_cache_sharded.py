@@ -11,14 +11,14 @@ import h5py
 import numpy as np
 import pytest
 
-from workbench.cache import ActivationStore
-from workbench.train import TrainResult
+from workbench.cache.store import ActivationStore
+from workbench.training.trainer import TrainResult
 
 
 @pytest.mark.slow
 def test_two_rank_cache_equals_single_process(tiny_run: TrainResult, world_corpus: Path,
                                               tmp_path: Path) -> None:
-    args = ["-m", "workbench.cli", "cache", "--model", str(tiny_run.run_dir), "--corpus",
+    args = ["-m", "workbench.cli.core", "cache", "--model", str(tiny_run.run_dir), "--corpus",
             str(world_corpus), "--hooks", "blocks.*.hook_resid_post", "--max-tokens", "3000",
             "--chunk", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.cli import main
-from workbench.train import TrainResult
+from workbench.cli.core import main
+from workbench.training.trainer import TrainResult
 
 
 def test_world_build_train_eval_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.checkpoints import list_checkpoints, load_checkpoint
+from workbench.models.checkpoints import list_checkpoints, load_checkpoint
 
 ARGS = ["--preset", "tiny", "--steps", "20", "--batch-size", "8", "--device", "cpu",
         "--no-progress"]
@@ -21,10 +21,10 @@ ARGS = ["--preset", "tiny", "--steps", "20", "--batch-size", "8", "--device", "c
 def _train(corpus: Path, run: Path, nproc: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if nproc == 1:
-        cmd = [sys.executable, "-m", "workbench.cli", "train"]
+        cmd = [sys.executable, "-m", "workbench.cli.core", "train"]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", "-m", "workbench.cli", "train"]
+               f"--nproc_per_node={nproc}", "-m", "workbench.cli.core", "train"]
     subprocess.run(cmd + ARGS + ["--corpus", str(corpus), "--run-dir", str(run)], check=True,
                    env=env, timeout=600)
 

@@ -12,9 +12,9 @@ import torch
 
 from circuits import induction
 from circuits.induction import InductionConfig
-from workbench.cli import main
-from workbench.models import load
-from workbench.train import TrainResult
+from workbench.cli.core import main
+from workbench.models.loader import load
+from workbench.training.trainer import TrainResult
 from workbench.world import load_corpus
 
 

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from workbench.cli import main
-from workbench.train import TrainResult
+from workbench.cli.core import main
+from workbench.training.trainer import TrainResult
 from workbench.world.fewshot import TASKS
 
 
 def test_icl_report_figures_and_checkpoints(tiny_run: TrainResult, world_corpus: Path,
                                             tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from workbench.checkpoints import list_checkpoints
+    from workbench.models.checkpoints import list_checkpoints
 
     steps = [p.name.removeprefix("step_").lstrip("0") or "0"
              for p in list_checkpoints(tiny_run.run_dir)]
@@ -49,7 +49,7 @@ def test_icl_report_figures_and_checkpoints(tiny_run: TrainResult, world_corpus:
 
 def test_answer_positions_find_each_demonstration(tiny_run: TrainResult) -> None:
     from icl.mechanism import answer_positions
-    from workbench.models import load
+    from workbench.models.loader import load
     from workbench.prompts import encode_prompt
 
     model = load(tiny_run.run_dir)

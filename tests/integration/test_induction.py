@@ -14,9 +14,9 @@ from circuits.inputs import repeated_tokens_for
 from circuits.paths import k_path_patching, keys_from_residual
 from circuits.scores import head_scores
 from circuits.testing import InductionHeadsMissing, assert_induction_heads
-from workbench.cli import main
-from workbench.models import load
-from workbench.train import TrainResult
+from workbench.cli.core import main
+from workbench.models.loader import load
+from workbench.training.trainer import TrainResult
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from workbench.checkpoints import list_checkpoints
-from workbench.train import TrainResult
+from workbench.models.checkpoints import list_checkpoints
+from workbench.training.trainer import TrainResult
 
 
 def _start(*argv: str) -> subprocess.Popen[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "workbench.cli", *argv], env=env,
+    return subprocess.Popen([sys.executable, "-m", "workbench.cli.core", *argv], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -55,7 +55,7 @@ def test_ctrl_c_in_training_keeps_checkpoints_and_resume_finishes(world_corpus: 
     assert _lines(err) == [_lines(err)[0]] and "interrupted; the checkpoints written so far " \
         "are kept; continue with the same command and --resume" in _lines(err)[0]
     assert not [p for p in run.rglob("*") if ".tmp" in p.name]  # no half-written checkpoint
-    done = subprocess.run([sys.executable, "-m", "workbench.cli", *argv, "--resume"],
+    done = subprocess.run([sys.executable, "-m", "workbench.cli.core", *argv, "--resume"],
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr

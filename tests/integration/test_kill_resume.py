@@ -30,11 +30,11 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.cache import CacheConfig, cache_activations
-from workbench.checkpoints import list_checkpoints
-from workbench.cli import main
-from workbench.config import TRAIN_PRESETS, TrainConfig
-from workbench.train import train
+from workbench.cache.store import CacheConfig, cache_activations
+from workbench.cli.core import main
+from workbench.models.checkpoints import list_checkpoints
+from workbench.models.config import TRAIN_PRESETS, TrainConfig
+from workbench.training.trainer import train
 
 # ckpt steps 0 1 2 4 8 16 30; loss logged at 10 20 30; validation at 0 and 30
 TRAIN_ARGS = ["--preset", "tiny", "--steps", "30", "--batch-size", "8", "--device", "cpu",
@@ -52,9 +52,9 @@ KILLER = r"""
 import json, os, signal, sys
 import torch
 torch.set_num_threads(1)
-import workbench.cache, workbench.checkpoints, workbench.models, workbench.plots
-import workbench.train
-from workbench.cli import main
+import workbench.cache.store, workbench.models.checkpoints, workbench.models.loader, workbench.plots
+import workbench.training.trainer
+from workbench.cli.core import main
 
 
 def die():
@@ -125,26 +125,29 @@ class Instant:
 
 TRAIN_INSTANTS = [
     # run.json, tokenizer.json and the step-0 validation record written, no checkpoint yet
-    Instant("before-first-checkpoint", "workbench.train", "save_checkpoint", "before"),
+    Instant("before-first-checkpoint", "workbench.training.trainer", "save_checkpoint", "before"),
     # inside the step-8 save: a temporary checkpoint directory without config.json
-    Instant("inside-checkpoint-write", "workbench.checkpoints", "write_json_atomic", "before", 5),
+    Instant("inside-checkpoint-write", "workbench.models.checkpoints", "write_json_atomic",
+            "before", 5),
     # between checkpoints 8 and 16, half of the step-10 record written
-    Instant("torn-metrics-line", "workbench.train", "_Trainer._log", "torn", 2),
+    Instant("torn-metrics-line", "workbench.training.trainer", "_Trainer._log", "torn", 2),
     # step 16 saved, step 8 still holds its train_state.pt
-    Instant("before-old-state-deleted", "workbench.train", "save_checkpoint", "after", 6),
+    Instant("before-old-state-deleted", "workbench.training.trainer", "save_checkpoint", "after",
+            6),
     # the last checkpoint saved, step 16 still holds its train_state.pt, no figure
-    Instant("final-before-old-state-deleted", "workbench.train", "save_checkpoint", "after", 7),
+    Instant("final-before-old-state-deleted", "workbench.training.trainer", "save_checkpoint",
+            "after", 7),
     # everything but training.fig.json
     Instant("before-figure", "workbench.plots", "training_figure", "before"),
 ]
 CACHE_INSTANTS = [
     # out.partial just created (nothing flushed), before its datasets are
-    Instant("before-create", "workbench.cache", "_create", "before"),
-    Instant("before-first-write", "workbench.cache", "_write", "before"),
-    Instant("after-first-write", "workbench.cache", "_write", "after"),
-    Instant("after-last-write", "workbench.cache", "_write", "after-last"),
+    Instant("before-create", "workbench.cache.store", "_create", "before"),
+    Instant("before-first-write", "workbench.cache.store", "_write", "before"),
+    Instant("after-first-write", "workbench.cache.store", "_write", "after"),
+    Instant("after-last-write", "workbench.cache.store", "_write", "after-last"),
     # complete = True, file closed, not renamed yet
-    Instant("before-rename", "workbench.cache", "os.replace", "before"),
+    Instant("before-rename", "workbench.cache.store", "os.replace", "before"),
 ]
 
 
@@ -373,7 +376,7 @@ def test_resume_of_a_finished_run_changes_no_byte(reference: Reference, world_co
     shutil.copytree(reference.run, run)
     before = _digests(run)
     # the real command line, in its own process: nothing to train, so no model is built
-    proc = subprocess.run([sys.executable, "-m", "workbench.cli",
+    proc = subprocess.run([sys.executable, "-m", "workbench.cli.core",
                            *_train_argv(world_corpus, run, "--resume")],
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                           text=True, timeout=120)
@@ -448,7 +451,7 @@ def test_truncated_train_state_falls_back_to_an_earlier_one(
     run = tmp_path / "run"
     shutil.copytree(killed["train:before-old-state-deleted"], run)  # states at 8 and 16
     _truncate(run / "checkpoints" / "step_000016" / "train_state.pt")
-    with caplog.at_level(logging.WARNING, logger="workbench.train"):
+    with caplog.at_level(logging.WARNING, logger="workbench.training.trainer"):
         _cli(*_train_argv(world_corpus, run, "--resume"))
     assert "cannot resume from" in caplog.text and "step_000016" in caplog.text
     _assert_same_run(run, reference.run)

@@ -10,20 +10,20 @@ import numpy as np
 import pytest
 import torch
 
+from probe.layers import FIGURES, SCHEMA, LayersConfig, run, select_examples
 from probe.rows import fill_memory, plan_rows, store_config, store_rows
 from probe.stats import assign_folds
-from probe.sweep import FIGURES, SCHEMA, SweepConfig, run, select_examples
 from probe.tasks import resolve_tasks
 from workbench.analysis import write_report
-from workbench.cache import cache_activations
-from workbench.cli import main
-from workbench.models import load
-from workbench.train import TrainResult
+from workbench.cache.store import cache_activations
+from workbench.cli.core import main
+from workbench.models.loader import load
+from workbench.training.trainer import TrainResult
 from workbench.world import build_text_corpus, load_corpus
 from workbench.world.retokenize import retokenize_corpus
 
 # small and quick: a few thousand rows per task
-CFG = SweepConfig(tasks="syntax,semantics,facts", split="train", max_tokens=30_000,
+CFG = LayersConfig(tasks="syntax,semantics,facts", split="train", max_tokens=30_000,
                   max_examples=3000, min_per_class=5, n_boot=200)
 
 
@@ -88,7 +88,7 @@ def test_same_numbers_from_memory_and_from_an_activation_file(
 def test_streams_through_a_file_when_too_large(tiny_run: TrainResult, world_corpus: Path,
                                                tmp_path: Path) -> None:
     model, corpus = load(tiny_run.run_dir), load_corpus(world_corpus)
-    small = SweepConfig(tasks="agreement", split="train", max_tokens=20_000, memory_gib=1e-6,
+    small = LayersConfig(tasks="agreement", split="train", max_tokens=20_000, memory_gib=1e-6,
                         n_boot=50, min_per_class=5)
     with pytest.raises(ValueError, match="--acts FILE.h5"):
         run(model, corpus, small, progress=False)
@@ -117,7 +117,7 @@ def test_hf_gpt2_through_a_retokenized_world(hf_gpt2_dir: Path, world_corpus: Pa
     # every labelled word keeps its label, on its last sub-token
     assert (np.asarray(corpus.labels("train")["pos"]) >= 0).sum() == (words >= 0).sum()
     model = load(str(hf_gpt2_dir))
-    cfg = SweepConfig(tasks="pos,animacy,city", split="train", max_tokens=20_000, n_boot=50,
+    cfg = LayersConfig(tasks="pos,animacy,city", split="train", max_tokens=20_000, n_boot=50,
                       min_per_class=5)
     rep = run(model, corpus, cfg, model_ref=str(hf_gpt2_dir), progress=False)
     assert rep["layers"] == [0, 1, 2] and rep["tasks"]["pos"]["n"] > 1000

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.checkpoints import list_checkpoints, load_checkpoint, sha256_file
-from workbench.cli import main
-from workbench.config import PRESETS, TRAIN_PRESETS
-from workbench.info import corpus_of
-from workbench.models import load
-from workbench.shipped import CORPUS, SHIPPED, export_run, install
-from workbench.train import TrainResult
+from workbench.cli.core import main
+from workbench.models.checkpoints import list_checkpoints, load_checkpoint, sha256_file
+from workbench.models.config import PRESETS, TRAIN_PRESETS
+from workbench.models.info import corpus_of
+from workbench.models.loader import load
+from workbench.models.shipped import CORPUS, SHIPPED, export_run, install
+from workbench.training.trainer import TrainResult
 from workbench.world import WorldConfig, build_corpus
 from workbench.world.tokenizer import world_words
 

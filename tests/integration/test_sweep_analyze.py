@@ -17,9 +17,9 @@ from sweep.battery import ABILITIES, BatteryConfig, run_battery, world_inputs
 from sweep.plan import BATTERY_FILE, load_plan
 from sweep.report import REPORT_FILE, validate_report
 from sweep.run import SweepRunConfig, run_sweep
-from workbench.checkpoints import list_checkpoints
-from workbench.cli import main
-from workbench.models import load
+from workbench.cli.core import main
+from workbench.models.checkpoints import list_checkpoints
+from workbench.models.loader import load
 from workbench.world import load_corpus
 
 SMALL = BatteryConfig(windows=8, fact_items=32, agreement_items=32, fewshot_items=4,

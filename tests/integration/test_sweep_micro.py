@@ -23,8 +23,8 @@ import pytest
 from sweep.analyze import loss_curve
 from sweep.fit import FitConfig, fit_power_law
 from sweep.plan import MEMBER_FILE, load_plan, member_state
-from workbench.checkpoints import list_checkpoints, step_dir_name
-from workbench.cli import main
+from workbench.cli.core import main
+from workbench.models.checkpoints import list_checkpoints, step_dir_name
 
 KILL_AT = 150
 KILLER = r"""

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from circuits.tracing import TraceConfig, causal_trace, causal_trace_loop
-from workbench.models import load
-from workbench.train import TrainResult
+from workbench.models.loader import load
+from workbench.training.trainer import TrainResult
 from workbench.world import load_corpus
 
 

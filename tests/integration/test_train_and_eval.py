@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.checkpoints import list_checkpoints, load_checkpoint
-from workbench.config import TrainConfig
 from workbench.evaluate import EvalConfig, evaluate
-from workbench.fastgpt import FastGPT, from_bridge_state_dict
-from workbench.models import load
-from workbench.train import TrainResult, train
+from workbench.models.checkpoints import list_checkpoints, load_checkpoint
+from workbench.models.config import TrainConfig
+from workbench.models.loader import load
+from workbench.training.fastgpt import FastGPT, from_bridge_state_dict
+from workbench.training.trainer import TrainResult, train
 from workbench.world import load_corpus
 
 

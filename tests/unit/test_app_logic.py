@@ -149,7 +149,7 @@ def test_parse_progress() -> None:
 
 
 def test_run_command_reports_progress(tmp_path: Path) -> None:
-    fake = tmp_path / "python"  # stands in for `python -m workbench.cli ...`
+    fake = tmp_path / "python"  # stands in for `python -m workbench.cli.core ...`
     fake.write_text("#!/bin/sh\nprintf 'work:  50%%|#  | 1/2\\rwork: 100%%|##| 2/2\\n'\n"
                     "echo \"args: $*\"\necho 'workbench: error: bad value' >&2\nexit 2\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
@@ -158,7 +158,7 @@ def test_run_command_reports_progress(tmp_path: Path) -> None:
                               python=str(fake))
     assert seen == [("work", 0.5), ("work", 1.0)]
     assert result.returncode == 2
-    assert "args: -m workbench.cli probe --x" in result.output
+    assert "args: -m workbench.cli.core probe --x" in result.output
     assert result.error == "workbench: error: bad value"
 
 
@@ -267,7 +267,7 @@ def test_port_checks() -> None:
 
 
 def test_workbench_app_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from workbench.cli import main
+    from workbench.cli.core import main
 
     assert main(["app", "--runs", str(tmp_path / "nope")]) == 2
     assert "runs folder" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""`workbench.arch`: what a loaded model is made of, and the one-line refusals of analyses it
+"""`workbench.models.arch`: what a loaded model is made of, and the one-line refusals of analyses it
 cannot support (the architecture matrix in tests/integration/test_architectures.py runs them on
 real Hugging Face classes)."""
 
@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from workbench.arch import UnsupportedArchitecture, check_causal, describe, require
-from workbench.config import get_preset
-from workbench.models import build_bridge
+from workbench.models.arch import UnsupportedArchitecture, check_causal, describe, require
+from workbench.models.config import get_preset
+from workbench.models.loader import build_bridge
 
 
 def test_a_native_model_is_described() -> None:

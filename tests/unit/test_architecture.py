@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.commands import Command, build_parser, command_argv, commands
+from workbench.cli.registry import Command, build_parser, command_argv, commands
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("workbench", "circuits", "probe", "beliefs", "icl", "sweep", "app")
@@ -74,7 +74,7 @@ def test_commands_are_registered_by_their_packages_in_help_order() -> None:
                      "induction": "circuits",
                      "probe": "probe", "beliefs": "beliefs", "icl": "icl", "sweep": "sweep",
                      "app": "app"}
-    cli = (ROOT / "workbench/cli.py").read_text()
+    cli = (ROOT / "workbench/cli/core.py").read_text()
     for package in ("circuits", "probe", "beliefs", "icl", "sweep", "app"):
         assert f"from {package}" not in cli and f"import {package}" not in cli
 
@@ -93,7 +93,7 @@ def test_command_argv_reads_the_commands_own_options() -> None:
 
 
 def test_duplicate_or_foreign_entries_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    import workbench.commands as registry
+    import workbench.cli.registry as registry
 
     class Entry:
         def __init__(self, name: str, value: object) -> None:
@@ -108,14 +108,14 @@ def test_duplicate_or_foreign_entries_are_refused(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ValueError, match="two packages register `workbench echo`"):
         registry.commands()
     monkeypatch.setattr(registry, "entry_points", lambda group: [Entry("a", object())])
-    with pytest.raises(ValueError, match="is not a workbench.commands.Command"):
+    with pytest.raises(ValueError, match="is not a workbench.cli.registry.Command"):
         registry.commands()
     monkeypatch.setattr(registry, "entry_points", lambda group: [])
     with pytest.raises(ValueError, match="pip install -e"):
         registry.commands()
 
 
-@pytest.mark.parametrize("module", ["circuits.induction", "probe.sweep", "beliefs.suite",
+@pytest.mark.parametrize("module", ["circuits.induction", "probe.layers", "beliefs.suite",
                                     "icl.measure"])
 def test_every_analysis_has_one_shape(module: str) -> None:
     import dataclasses

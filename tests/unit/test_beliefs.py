@@ -23,8 +23,8 @@ from beliefs.ladder import LEVELS, LadderConfig, contexts, controls, ladder, sum
 from beliefs.metrics import EditEvaluator, aggregate
 from beliefs.rome import RomeConfig, rank_one_update, rome_edit
 from beliefs.steering import SteerConfig, steer_edit
-from workbench.config import get_preset
-from workbench.models import build_bridge, load
+from workbench.models.config import get_preset
+from workbench.models.loader import build_bridge, load
 from workbench.prompts import candidate_logprobs_many, encode_prompt
 from workbench.world.facts import WorldConfig, build_world
 from workbench.world.tokenizer import build_world_tokenizer
@@ -37,7 +37,7 @@ def base() -> FactBase:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    from workbench.tokenizer import load_hf_tokenizer
+    from workbench.models.tokenizer import load_hf_tokenizer
 
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
     tok = build_world_tokenizer()

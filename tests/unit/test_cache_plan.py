@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.cache_plan import iter_batches, iter_length_batches, make_plan
+from workbench.cache.plan import iter_batches, iter_length_batches, make_plan
 from workbench.hooks import resolve_hooks
 
 TOKENS = np.array([2, 10, 11, 12, 2, 13, 14, 2, 15, 16, 17, 18, 19], dtype=np.uint16)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.checkpoints import load_checkpoint, resolve_checkpoint, save_checkpoint
-from workbench.config import get_preset
-from workbench.models import bridge_from_checkpoint, build_bridge, load
+from workbench.models.checkpoints import load_checkpoint, resolve_checkpoint, save_checkpoint
+from workbench.models.config import get_preset
+from workbench.models.loader import bridge_from_checkpoint, build_bridge, load
 
 CFG = get_preset("tiny").replace(d_vocab=12, n_ctx=8)
 
@@ -92,7 +92,7 @@ def test_written_files_follow_the_umask(tmp_path: Path, tokenizer_file: Path,
     import stat
 
     from workbench.analysis import write_report
-    from workbench.checkpoints import write_json_atomic
+    from workbench.models.checkpoints import write_json_atomic
 
     old = os.umask(mask)
     try:

@@ -20,8 +20,8 @@ from circuits.scores import (
     induction_mask,
     ov_copying_scores,
 )
-from workbench.config import get_preset
-from workbench.models import build_bridge
+from workbench.models.config import get_preset
+from workbench.models.loader import build_bridge
 
 CFG = get_preset("tiny").replace(d_vocab=40, n_ctx=32, n_layers=3, n_heads=4)
 

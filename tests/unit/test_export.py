@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench import export
-from workbench.checkpoints import save_checkpoint
-from workbench.cli import main
-from workbench.config import ModelConfig, get_preset
-from workbench.export import check_exportable, export_hf, fold_unembed_bias
-from workbench.models import build_bridge, load
+from workbench.cli.core import main
+from workbench.models import export
+from workbench.models.checkpoints import save_checkpoint
+from workbench.models.config import ModelConfig, get_preset
+from workbench.models.export import check_exportable, export_hf, fold_unembed_bias
+from workbench.models.loader import build_bridge, load
 
 CFG = get_preset("tiny").replace(d_vocab=12, n_ctx=8)
 TOKENS = torch.tensor([[2, 4, 5, 6, 11, 7, 8, 9], [2, 10, 4, 4, 5, 11, 3, 0]])

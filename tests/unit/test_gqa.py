@@ -12,7 +12,7 @@ import torch
 from circuits.inputs import make_repeated_tokens
 from circuits.paths import k_path_patching
 from circuits.scores import composition_scores, head_scores, ov_copying_scores, per_query_head
-from workbench.models import load
+from workbench.models.loader import load
 
 N_HEADS, N_KV, D_HEAD = 4, 2, 8
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.config import ModelConfig, get_preset
-from workbench.devices import resolve_device
-from workbench.fastgpt import FastGPT, from_bridge_state_dict, to_bridge_state_dict
-from workbench.models import build_bridge, load
+from workbench.models.config import ModelConfig, get_preset
+from workbench.models.devices import resolve_device
+from workbench.models.loader import build_bridge, load
+from workbench.training.fastgpt import FastGPT, from_bridge_state_dict, to_bridge_state_dict
 
 TINY = get_preset("tiny").replace(d_vocab=50, n_ctx=16)
 
@@ -103,7 +103,7 @@ def test_local_hf_directory_loads_as_a_bridge(hf_gpt2_dir: Path) -> None:
 
 def test_model_too_large_for_memory_is_refused_up_front(
         hf_gpt2_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from workbench import checks
+    from workbench.models import checks
 
     monkeypatch.delenv(checks.IGNORE_MEMORY_ENV, raising=False)
     n = checks.hf_param_count(hf_gpt2_dir)

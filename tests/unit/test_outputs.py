@@ -1,5 +1,5 @@
 """Where the tools may write and what they may delete (`workbench.outputs`), and the flag
-types that check values at parse time (`workbench.argtypes`)."""
+types that check values at parse time (`workbench.cli.argtypes`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.argtypes import bounded_int, device, floats, int_list, name_list, one_of
+from workbench.cli.argtypes import bounded_int, device, floats, int_list, name_list, one_of
 from workbench.outputs import check_replaceable, check_replaceable_file, check_separate
 
 
@@ -94,7 +94,7 @@ def test_check_writable(tmp_path: Path) -> None:
 
 
 def test_check_disk_and_memory_refuse_with_the_bytes_needed(tmp_path: Path) -> None:
-    from workbench.checks import check_disk, check_memory
+    from workbench.models.checks import check_disk, check_memory
 
     check_disk(1, tmp_path, "fix")
     with pytest.raises(ValueError, match=r"needs about .* on disk, more than the .* free in"):

@@ -1,4 +1,4 @@
-"""Where a model is loaded (`workbench.devices.Placement`): its precision, a Hugging Face
+"""Where a model is loaded (`workbench.models.devices.Placement`): its precision, a Hugging Face
 checkpoint spread by Accelerate (`device_map`), and the placements that are refused. On a
 machine without GPUs `device_map="auto"` puts every layer on the CPU; spreading a model over
 several GPUs is the same call there (`--device-map auto`)."""
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.devices import Placement, add_placement_args, placement_of
-from workbench.models import load
+from workbench.models.devices import Placement, add_placement_args, placement_of
+from workbench.models.loader import load
 
 
 @pytest.fixture(scope="module")

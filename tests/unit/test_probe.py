@@ -9,6 +9,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from probe.fit import ProbeConfig, fit_predict, standardize
+from probe.layers import LayersConfig, probe_task, select_examples
 from probe.rows import check_layers
 from probe.stats import (
     assign_folds,
@@ -17,7 +18,6 @@ from probe.stats import (
     control_labels,
     majority_accuracy,
 )
-from probe.sweep import SweepConfig, probe_task, select_examples
 from probe.tasks import TASKS, Examples, first_mentions, resolve_tasks, task_examples
 from workbench.world.retokenize import align_words
 
@@ -174,7 +174,7 @@ def test_probe_task_finds_a_signal_and_its_control_does_not() -> None:
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(2, len(ex.y), 16, generator=g)
     noise[1, :, 0] += torch.from_numpy(ex.y * 3.0).float()  # layer 1 encodes the class
-    res = probe_task(noise, ex, [0, 1], SweepConfig(n_boot=200))
+    res = probe_task(noise, ex, [0, 1], LayersConfig(n_boot=200))
     l0, l1 = res["layers"]
     assert l1["accuracy"] > 0.9 and l0["accuracy"] < 0.65
     assert l1["selectivity"] > 0.3 and l1["ci"][0] <= l1["accuracy"] <= l1["ci"][1]
@@ -190,12 +190,12 @@ def test_select_examples_errors_and_drops() -> None:
     meta = {"doc": np.zeros(n, int), "token": tokens, "offset": np.arange(n)}
     rows = ProbeRows(labels, meta, 2)
     with pytest.raises(ValueError, match=r"task 'animacy': only 1 class"):
-        select_examples(TASKS["animacy"], rows, None, SweepConfig())  # class 1: 2 word types
+        select_examples(TASKS["animacy"], rows, None, LayersConfig())  # class 1: 2 word types
     labels["animacy"] = np.array([0] * 52 + [1] * 8)
     meta["token"] = np.array(list(np.arange(52) % 12) + [20, 21, 22, 23] * 2)
     with pytest.raises(ValueError, match=r"'inanimate': 8\} have fewer than 10 examples"):
-        select_examples(TASKS["animacy"], rows, None, SweepConfig())
-    ex, dropped = select_examples(TASKS["animacy"], rows, None, SweepConfig(min_per_class=5))
+        select_examples(TASKS["animacy"], rows, None, LayersConfig())
+    ex, dropped = select_examples(TASKS["animacy"], rows, None, LayersConfig(min_per_class=5))
     assert dropped == [] and len(ex.y) == 60
 
 
@@ -237,8 +237,8 @@ def test_probe_task_chooses_l2_on_validation_rows() -> None:
     x = torch.randn(1, len(ex.y), 16, generator=g)
     x[0, :, 0] += torch.from_numpy(ex.y * 3.0).float()
     grid = (1e-4, 100.0)  # a penalty of 100 leaves only the bias: the majority class (70 %)
-    res = probe_task(x, ex, [0], SweepConfig(n_boot=50, probe=ProbeConfig(l2=grid)))
-    alone = {l2: probe_task(x, ex, [0], SweepConfig(n_boot=50, probe=ProbeConfig(l2=l2)))
+    res = probe_task(x, ex, [0], LayersConfig(n_boot=50, probe=ProbeConfig(l2=grid)))
+    alone = {l2: probe_task(x, ex, [0], LayersConfig(n_boot=50, probe=ProbeConfig(l2=l2)))
              for l2 in grid}
     assert alone[1e-4]["layers"][0]["accuracy"] > 0.9 > alone[100.0]["layers"][0]["accuracy"]
     assert res["layers"][0] == {**alone[1e-4]["layers"][0], "l2": [1e-4] * 5}

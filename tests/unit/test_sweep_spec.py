@@ -24,7 +24,7 @@ from sweep.plan import (
 )
 from sweep.run import SweepRunConfig, run_sweep, train_member
 from sweep.spec import PRESETS_DIR, SweepSpec, load_spec
-from workbench.config import ModelConfig
+from workbench.models.config import ModelConfig
 from workbench.world.facts import DEFAULT_MIX
 
 

@@ -18,9 +18,9 @@ from circuits.tracing import (
     find_subject,
     trace_figure,
 )
-from workbench.config import get_preset
-from workbench.models import build_bridge, load
-from workbench.tokenizer import load_hf_tokenizer
+from workbench.models.config import get_preset
+from workbench.models.loader import build_bridge, load
+from workbench.models.tokenizer import load_hf_tokenizer
 from workbench.world.tokenizer import build_world_tokenizer
 
 PROMPT, SUBJECT = "did you know ? anna berg lives in", "anna berg"

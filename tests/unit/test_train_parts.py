@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.batches import TokenBatcher, eval_windows
-from workbench.config import TrainConfig
-from workbench.train import checkpoint_steps, lr_at
+from workbench.models.config import TrainConfig
+from workbench.training.batches import TokenBatcher, eval_windows
+from workbench.training.trainer import checkpoint_steps, lr_at
 
 
 def test_warmup_then_cosine() -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from workbench.tokenizer import load_hf_tokenizer as load_hf_tokenizer  # noqa: F401
+from workbench.models.tokenizer import load_hf_tokenizer as load_hf_tokenizer  # noqa: F401
 from workbench.world.documents import document_words
 from workbench.world.labels import SPECIAL_TOKENS
 from workbench.world.lexicon import lexicon_words

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.checkpoints import (
+from workbench.models.checkpoints import (
     is_checkpoint_dir,
     list_checkpoints,
     load_checkpoint,
@@ -60,8 +60,8 @@ def model_card(ref: str | Path, model: Model | None = None) -> str:
 
     `model`: the already loaded model of a Hugging Face `ref` (else it is loaded here)."""
     if not _is_ours(ref):
-        from workbench.arch import describe
-        from workbench.models import load
+        from workbench.models.arch import describe
+        from workbench.models.loader import load
 
         model = model if model is not None else load(str(ref))
         c = model.cfg

@@ -27,19 +27,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from workbench.batches import TokenBatcher, eval_windows
-from workbench.checkpoints import (
+from workbench.models.checkpoints import (
     Checkpoint,
     list_checkpoints,
     save_checkpoint,
     step_dir_name,
     write_text_atomic,
 )
-from workbench.config import TRAIN_PRESETS, ModelConfig, TrainConfig, get_preset
-from workbench.devices import resolve_device
-from workbench.distributed import DistInfo, all_reduce_mean, barrier, setup_distributed
-from workbench.fastgpt import FastGPT, from_bridge_state_dict, to_bridge_state_dict
-from workbench.run_dir import (
+from workbench.models.config import TRAIN_PRESETS, ModelConfig, TrainConfig, get_preset
+from workbench.models.devices import resolve_device
+from workbench.training.batches import TokenBatcher, eval_windows
+from workbench.training.distributed import DistInfo, all_reduce_mean, barrier, setup_distributed
+from workbench.training.fastgpt import FastGPT, from_bridge_state_dict, to_bridge_state_dict
+from workbench.training.run_dir import (
     check_resume_args,
     copy_atomic,
     load_resume_state,
@@ -215,7 +215,7 @@ class _Trainer:
         self.is_cuda = device.startswith("cuda")
 
     def _init_model(self) -> FastGPT:
-        from workbench.models import build_bridge  # start from TL's seeded initialisation
+        from workbench.models.loader import build_bridge  # start from TL's seeded initialisation
 
         torch.manual_seed(self.model_cfg.seed)
         model = FastGPT(self.model_cfg)

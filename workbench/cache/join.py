@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import h5py
 import torch.distributed as tdist
 
-from workbench.cache import CacheConfig, cache_activations
+from workbench.cache.store import CacheConfig, cache_activations
 
 if TYPE_CHECKING:
     from workbench.models import Model

@@ -41,8 +41,8 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.cache_partial import SCHEMA, existing_output, open_partial
-from workbench.cache_plan import (
+from workbench.cache.partial import SCHEMA, existing_output, open_partial
+from workbench.cache.plan import (
     META_FIELDS,
     Batch,
     CachePlan,
@@ -51,7 +51,7 @@ from workbench.cache_plan import (
     make_plan,
     read_range,
 )
-from workbench.cache_plan import word_start_table as word_start_table
+from workbench.cache.plan import word_start_table as word_start_table
 from workbench.hooks import resolve_hooks, stop_hooks, weights_checksum
 
 if TYPE_CHECKING:
@@ -330,7 +330,7 @@ def _write(f: h5py.File, pending: list[tuple[Batch, dict[str, np.ndarray]]],
 def _check_disk(model: Model, hooks: list[str], plan: CachePlan, tokens: np.ndarray,
                 cfg: CacheConfig, n_rows: int, n_labels: int, folder: Path) -> None:
     """Refuse a cache the disk cannot hold (its size is known: datasets are allocated)."""
-    from workbench.checks import check_disk
+    from workbench.models.checks import check_disk
 
     width = sum(int(np.prod(s)) for s in _shapes_of(model, hooks, plan, tokens).values())
     per_row = width * np.dtype(DTYPES[cfg.dtype]).itemsize + 8 * len(META_FIELDS) + 2 * n_labels

@@ -42,7 +42,7 @@ DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 @dataclass(frozen=True)
 class Placement:
-    """Where, and in what precision, `workbench.models.load` puts a model's weights.
+    """Where, and in what precision, `workbench.models.loader.load` puts a model's weights.
 
     Args:
         device: `cpu`, `cuda`, `cuda:N` or `auto` (the whole model on one device).

@@ -3,7 +3,7 @@
 `workbench export --model runs/demo --out runs/demo-hf` writes `config.json`,
 `model.safetensors`, `generation_config.json` and the run's tokenizer (`tokenizer.json`,
 `tokenizer_config.json`), so that `transformers.AutoModelForCausalLM.from_pretrained(out)`,
-`AutoTokenizer.from_pretrained(out)` and `workbench.models.load(out)` all read it and give
+`AutoTokenizer.from_pretrained(out)` and `workbench.models.loader.load(out)` all read it and give
 the logits of the run (within float32 rounding; the export checks this before writing).
 
 Our models are GPT-2 in all but one weight: the unembedding has a bias `b_U`, GPT-2's
@@ -42,14 +42,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.checkpoints import (
+from workbench.models.checkpoints import (
     Checkpoint,
     is_checkpoint_dir,
     is_hf_dir,
     load_checkpoint,
     resolve_checkpoint,
 )
-from workbench.config import ModelConfig
+from workbench.models.config import ModelConfig
 from workbench.outputs import apply_umask, replace_dir
 
 SCHEMA = "workbench.export/1"
@@ -94,7 +94,7 @@ def check_exportable(cfg: ModelConfig) -> None:
         raise ValueError(
             f"cannot export an attention-only model (attn_only=True, {cfg.n_layers} layers) as "
             "GPT2LMHeadModel: every GPT-2 block has an MLP. Analyse it with "
-            "workbench.models.load(REF) instead, or train a preset with MLPs (tiny, default)")
+            "workbench.load(REF) instead, or train a preset with MLPs (tiny, default)")
     if cfg.d_attn != cfg.d_model:
         raise ValueError(
             f"cannot export n_heads * d_head = {cfg.n_heads} * {cfg.d_head} = {cfg.d_attn} != "
@@ -219,7 +219,7 @@ def build_hf_model(ckpt: Checkpoint, meta: dict[str, Any] | None = None) -> tupl
     """The `GPT2LMHeadModel` (inference mode) and tokenizer of a checkpoint of ours."""
     from transformers import GPT2LMHeadModel
 
-    from workbench.tokenizer import load_hf_tokenizer
+    from workbench.models.tokenizer import load_hf_tokenizer
 
     check_exportable(ckpt.model_cfg)
     tokenizer = load_hf_tokenizer(ckpt.tokenizer_path)
@@ -248,7 +248,7 @@ def export_hf(ref: str | os.PathLike[str], out: str | os.PathLike[str], overwrit
     Raises:
         ValueError: `ref` is not ours, its shape is not GPT-2's, or `out` is not empty.
     """
-    from workbench.models import bridge_from_checkpoint
+    from workbench.models.loader import bridge_from_checkpoint
 
     if not sys.stderr.isatty():  # no "Writing model shards" bar in logs and pipes
         from transformers.utils import logging as hf_logging
@@ -262,7 +262,7 @@ def export_hf(ref: str | os.PathLike[str], out: str | os.PathLike[str], overwrit
     meta: dict[str, Any] = {
         "schema": SCHEMA, "source": str(ckpt_path), "step": ckpt.step,
         "final_norm": "unit weight and unit bias; the trained ln_final weight and bias and the "
-                      "unembedding bias are folded into lm_head.weight (workbench.export)"}
+                      "unembedding bias are folded into lm_head.weight (workbench.models.export)"}
     model, tokenizer = build_hf_model(ckpt, meta)
     n_pos = min(ckpt.model_cfg.n_ctx, 64)
     gen = torch.Generator().manual_seed(0)

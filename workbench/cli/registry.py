@@ -73,7 +73,7 @@ def commands() -> list[Command]:
         cmd = ep.load()
         if not isinstance(cmd, Command):
             raise ValueError(f"entry point {ep.name} = {ep.value!r} of {GROUP} is not a "
-                             "workbench.commands.Command; point it at one")
+                             "workbench.cli.registry.Command; point it at one")
         if cmd.name in found:
             raise ValueError(f"two packages register `workbench {cmd.name}`; rename one")
         found[cmd.name] = cmd

@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from workbench.config import ModelConfig
+from workbench.models.config import ModelConfig
 from workbench.outputs import apply_umask, replace_dir
 
 SCHEMA = "workbench.checkpoint/1"

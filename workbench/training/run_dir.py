@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from workbench.checkpoints import (
+from workbench.models.checkpoints import (
     Checkpoint,
     list_checkpoints,
     load_checkpoint,

@@ -1,7 +1,7 @@
 """`workbench` command line: the core's subcommands (world, train, eval, cache, info, export) and
 `main`. Each subcommand parses arguments into a config and calls one library function; user
 errors print one line (`workbench: error: ...`) and exit 2. The analyses' subcommands are
-registered by their packages (`workbench.commands`): the core imports none of them."""
+registered by their packages (`workbench.cli.registry`): the core imports none of them."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench import commands
-from workbench.argtypes import (
+from workbench.cli import registry as commands
+from workbench.cli.argtypes import (
     bounded_int,
     device,
     floats,
@@ -24,9 +24,9 @@ from workbench.argtypes import (
     positive_int,
     seed,
 )
-from workbench.checks import cache_bytes, check_memory, check_split, check_vocab, train_bytes
-from workbench.commands import Command
-from workbench.devices import add_placement_args, placement_of
+from workbench.cli.registry import Command
+from workbench.models.checks import cache_bytes, check_memory, check_split, check_vocab, train_bytes
+from workbench.models.devices import add_placement_args, placement_of
 
 DEFAULT_CORPUS = "runs/world"
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OSError)
@@ -80,9 +80,9 @@ def _cmd_world_retokenize(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from workbench.config import TRAIN_PRESETS, get_preset
+    from workbench.models.config import TRAIN_PRESETS, get_preset
     from workbench.outputs import check_replaceable, check_separate, check_writable
-    from workbench.train import train
+    from workbench.training.trainer import train
     from workbench.world import load_corpus
 
     _one_of_resume_overwrite(args)
@@ -122,8 +122,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from workbench.analysis import check_output, load_corpus_of, write_report
     from workbench.evaluate import EvalConfig, evaluate
-    from workbench.info import output_dir_of
-    from workbench.models import load
+    from workbench.models.info import output_dir_of
+    from workbench.models.loader import load
     from workbench.plots import eval_figure
 
     out = Path(args.out) if args.out else output_dir_of(args.model) / "eval.json"
@@ -156,11 +156,11 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_cache(args: argparse.Namespace) -> None:
-    from workbench.cache import CacheConfig, cache_activations
-    from workbench.distributed import shard_of_this_process
+    from workbench.cache.store import CacheConfig, cache_activations
     from workbench.hooks import resolve_hooks
-    from workbench.models import load
+    from workbench.models.loader import load
     from workbench.outputs import check_replaceable_file, check_separate, check_writable
+    from workbench.training.distributed import shard_of_this_process
     from workbench.world import load_corpus
 
     _one_of_resume_overwrite(args)
@@ -180,7 +180,7 @@ def _cmd_cache(args: argparse.Namespace) -> None:
     rank, world_size = shard_of_this_process()
     out = Path(args.out)
     if world_size > 1:
-        from workbench.cache_join import cache_sharded
+        from workbench.cache.join import cache_sharded
 
         path = cache_sharded(model, corpus, cfg, out, model_ref=str(args.model),
                              resume=args.resume, overwrite=args.overwrite,
@@ -190,7 +190,7 @@ def _cmd_cache(args: argparse.Namespace) -> None:
                                  resume=args.resume, overwrite=args.overwrite,
                                  progress=not args.no_progress)
     if rank == 0:
-        from workbench.cache import ActivationStore
+        from workbench.cache.store import ActivationStore
 
         with ActivationStore(path) as store:
             shapes = ", ".join(f"{h} {list(store.shape(h))}" for h in store.hooks)
@@ -205,13 +205,13 @@ def _one_of_resume_overwrite(args: argparse.Namespace) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
-    from workbench.info import model_card
+    from workbench.models.info import model_card
 
     print(model_card(args.model))
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from workbench.export import export_hf
+    from workbench.models.export import export_hf
     from workbench.outputs import check_separate, check_writable
 
     check_separate(args.out, {}, containers={"--model": args.model})
@@ -319,7 +319,7 @@ def _info_arguments(info: argparse.ArgumentParser) -> None:
 
 
 EXPORT_HELP = ("write a native run as a Hugging Face GPT2LMHeadModel directory (safetensors + "
-               "tokenizer) that AutoModelForCausalLM.from_pretrained and workbench.models.load "
+               "tokenizer) that AutoModelForCausalLM.from_pretrained and workbench.load "
                "read. GPT-2's lm_head has no bias: the exported final LayerNorm has unit weight "
                "and unit bias, and the trained ln_final weight and bias and the unembedding "
                "bias are folded into lm_head.weight (exact: the normalised vector has mean "
@@ -336,7 +336,7 @@ def _export_arguments(ex: argparse.ArgumentParser) -> None:
     ex.add_argument("--overwrite", action="store_true", help="replace an earlier export")
 
 
-# The core's own subcommands; the analyses register theirs (`workbench.commands`).
+# The core's own subcommands; the analyses register theirs (`workbench.cli.registry`).
 WORLD = Command("world", "synthetic world and text corpora", _world_arguments, _cmd_world,
                 order=10, on_interrupt="nothing was written (a corpus is built in a temporary "
                 "directory and moved into place when complete); run the command again")
@@ -356,7 +356,7 @@ EXPORT = Command("export", "write a native run as a Hugging Face GPT-2 checkpoin
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `workbench` parser: every registered command (`workbench.commands`)."""
+    """The `workbench` parser: every registered command (`workbench.cli.registry`)."""
     return commands.build_parser()
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """The partial file of an interrupted cache (`OUT.partial`): whether it holds rows worth
 keeping, whether it may be appended to (same model, hooks, corpus and settings), and whether
-an existing complete file is the one asked for. See `workbench.cache`."""
+an existing complete file is the one asked for. See `workbench.cache.store`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import h5py
 SCHEMA = "workbench.activations/1"
 # Attributes that must match for a resumed run to append to a partial file.
 IDENTITY = ("model_checksum", "hooks", "dtype", "corpus", "split", "positions", "plan")
-log = logging.getLogger("workbench.cache")
+log = logging.getLogger("workbench.cache.store")
 
 
 def open_partial(partial: Path, identity: dict[str, Any]) -> h5py.File:

@@ -11,8 +11,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from workbench.config import ModelConfig
     from workbench.models import Model
+    from workbench.models.config import ModelConfig
     from workbench.world.loader import Corpus
 
 FLOAT = 4  # bytes per activation (float32)
@@ -165,7 +165,7 @@ def check_split(corpus: Corpus, split: str) -> None:
 
 def check_tokenizer(model: Model, corpus: Corpus) -> None:
     """The corpus is encoded with the model's tokenizer (or fail with the fix)."""
-    from workbench.tokenizer import read_tokenizer_file
+    from workbench.models.tokenizer import read_tokenizer_file
 
     check_vocab(model, corpus)
     tok = getattr(model, "tokenizer", None)

@@ -1,4 +1,4 @@
-"""A probe sweep: every task, every layer, with control tasks, baselines and intervals.
+"""Probes at every layer: every task, with control tasks, baselines and intervals.
 
 Per task: its rows (`probe.tasks`), k-fold cross-validation over groups (word types or
 people: a group is never on both sides), for every fold a probe per layer on the task's
@@ -7,10 +7,10 @@ control accuracy, selectivity and cluster-bootstrap 95 % intervals per layer, th
 baseline, the best layer and the center of gravity. `summary` says where each kind peaks.
 The analysis has the shape of every other (`workbench.analysis`):
 
-    from probe import sweep
-    report = sweep.run(model, corpus, sweep.SweepConfig(tasks="syntax,facts"))
-    report = sweep.from_ref("runs/demo", SweepConfig(tasks="syntax,facts"))
-    write_report(report, report_path("runs/demo", sweep.KIND), sweep.FIGURES)
+    from probe import layers
+    report = layers.run(model, corpus, layers.LayersConfig(tasks="syntax,facts"))
+    report = layers.from_ref("runs/demo", LayersConfig(tasks="syntax,facts"))
+    write_report(report, report_path("runs/demo", layers.KIND), layers.FIGURES)
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ from probe.stats import (
 )
 from probe.tasks import KINDS, Examples, Task, resolve_tasks, task_examples
 from workbench.analysis import FigureMaker, Report
-from workbench.checks import check_tokenizer
+from workbench.models.checks import check_tokenizer
 
 if TYPE_CHECKING:
-    from workbench.devices import Placement
     from workbench.models import Model
+    from workbench.models.devices import Placement
     from workbench.world.loader import Corpus
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ FIGURES: dict[str, FigureMaker] = {".fig.json": sweep_figure}
 
 
 @dataclass(frozen=True)
-class SweepConfig:
+class LayersConfig:
     """What a sweep probes and how.
 
     Args:
@@ -101,7 +101,7 @@ class SweepConfig:
             raise ValueError("max_examples, n_boot and min_per_class must be positive")
 
 
-def select_examples(task: Task, rows: ProbeRows, world: Any, cfg: SweepConfig
+def select_examples(task: Task, rows: ProbeRows, world: Any, cfg: LayersConfig
                     ) -> tuple[Examples, list[str]]:
     """The task's rows after dropping unsplittable classes and subsampling.
 
@@ -161,7 +161,7 @@ def cv_variants(labels: list[np.ndarray], folds: np.ndarray, k: int,
     return y, ~(test | val), val, test, l2
 
 
-def probe_task(x: torch.Tensor, ex: Examples, layers: list[int], cfg: SweepConfig
+def probe_task(x: torch.Tensor, ex: Examples, layers: list[int], cfg: LayersConfig
                ) -> dict[str, Any]:
     """Cross-validated task and control probes on activations `x` `[layer, n, d]`.
 
@@ -226,7 +226,7 @@ def probe_task(x: torch.Tensor, ex: Examples, layers: list[int], cfg: SweepConfi
     }
 
 
-def run(model: Model, corpus: Corpus, cfg: SweepConfig | None = None, *,
+def run(model: Model, corpus: Corpus, cfg: LayersConfig | None = None, *,
         model_ref: str | None = None, acts: str | Path | None = None,
         progress: bool = True) -> Report:
     """Run the sweep on a loaded model and a world corpus; the `workbench.probe/1` report.
@@ -238,9 +238,9 @@ def run(model: Model, corpus: Corpus, cfg: SweepConfig | None = None, *,
         acts: an activation file to read (made now, resumably, when it does not exist and
             the activations exceed `cfg.memory_gib`; None keeps them in memory when small).
     """
-    from workbench.models import model_ref_of
+    from workbench.models.loader import model_ref_of
 
-    cfg = cfg or SweepConfig()
+    cfg = cfg or LayersConfig()
     model_ref = model_ref if model_ref is not None else model_ref_of(model)
     t0 = time.perf_counter()
     tasks = resolve_tasks(cfg.tasks)
@@ -291,9 +291,9 @@ def run(model: Model, corpus: Corpus, cfg: SweepConfig | None = None, *,
     return report
 
 
-def _cache_then_read(model: Model, corpus: Corpus, cfg: SweepConfig, acts: str | Path,
+def _cache_then_read(model: Model, corpus: Corpus, cfg: LayersConfig, acts: str | Path,
                      model_ref: str, layers: list[int], progress: bool) -> ProbeRows:
-    from workbench.cache import cache_activations
+    from workbench.cache.store import cache_activations
 
     acts = Path(acts)
     resume = acts.with_name(acts.name + ".partial").exists()
@@ -303,7 +303,7 @@ def _cache_then_read(model: Model, corpus: Corpus, cfg: SweepConfig, acts: str |
                       split=cfg.split)
 
 
-def _config_record(cfg: SweepConfig) -> dict[str, Any]:
+def _config_record(cfg: LayersConfig) -> dict[str, Any]:
     record = asdict(cfg)
     record["layers"] = list(cfg.layers) if cfg.layers is not None else None
     return record
@@ -356,16 +356,16 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     return {"by_kind": by_kind, "syntax_no_later": verdict, "text": "\n".join(lines)}
 
 
-def from_ref(ref: str | Path, cfg: SweepConfig | None = None, *,
+def from_ref(ref: str | Path, cfg: LayersConfig | None = None, *,
              corpus: str | Path | None = None, acts: str | Path | None = None,
              device: str | Placement = "cpu", progress: bool = True) -> Report:
     """Load the model `ref` and its corpus (`corpus`, else the run's) and run the sweep."""
     from workbench.analysis import load_corpus_of
-    from workbench.models import load
+    from workbench.models.loader import load
 
     loaded = load_corpus_of(ref, corpus, required="a world corpus encoded with the model's "
                             "tokenizer")
-    torch.manual_seed((cfg or SweepConfig()).seed)
+    torch.manual_seed((cfg or LayersConfig()).seed)
     model = load(ref, device=device)
     return run(model, loaded, cfg, model_ref=str(ref), acts=acts, progress=progress)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from workbench.config import ModelConfig
+from workbench.models.config import ModelConfig
 
 _ACT = {
     "gelu": F.gelu,

@@ -7,8 +7,8 @@ optimizer state, plus `provenance.json` (how it was made). Its corpus is recorde
 `../world`: a world built beside the run directory (`make demo` builds `runs/world` and copies
 the model to `runs/demo`).
 
-    python -m workbench.shipped export --run runs/default     # after make train-default
-    python -m workbench.shipped install --run runs/demo       # what make demo does
+    python -m workbench.models.shipped export --run runs/default     # after make train-default
+    python -m workbench.models.shipped install --run runs/demo       # what make demo does
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from workbench.checkpoints import (
+from workbench.models.checkpoints import (
     list_checkpoints,
     load_checkpoint,
     sha256_file,
@@ -127,7 +127,7 @@ def _atomic_dir(out: Path) -> Iterator[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workbench.shipped", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m workbench.models.shipped", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=("export", "install"))
     parser.add_argument("--run", required=True, help="the run to export, or to install into")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
-from workbench.devices import resolve_device
+from workbench.models.devices import resolve_device
 
 
 @dataclass

@@ -21,22 +21,19 @@ import torch
 import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.arch import UnsupportedArchitecture, check_causal
-from workbench.checkpoints import (
+from workbench.models import Model
+from workbench.models.arch import UnsupportedArchitecture, check_causal
+from workbench.models.checkpoints import (
     Checkpoint,
     is_checkpoint_dir,
     is_hf_dir,
     load_checkpoint,
     resolve_checkpoint,
 )
-from workbench.checks import check_model_memory, hf_param_count
-from workbench.config import ModelConfig
-from workbench.devices import DTYPES, Placement, resolve_device
-from workbench.tokenizer import load_hf_tokenizer
-
-Model = TransformerBridge
-"""The hooked model every analysis takes: a TransformerLens 4 `TransformerBridge`, one of ours
-or a Hugging Face checkpoint, as `load` returns it."""
+from workbench.models.checks import check_model_memory, hf_param_count
+from workbench.models.config import ModelConfig
+from workbench.models.devices import DTYPES, Placement, resolve_device
+from workbench.models.tokenizer import load_hf_tokenizer
 
 
 def build_bridge(
@@ -106,7 +103,7 @@ def load(ref: str | os.PathLike[str], device: str | Placement = "cpu", step: int
     Raises:
         FileNotFoundError: a path that does not exist or holds no model.
         ValueError: a local Hugging Face model whose estimated memory (from its config.json,
-            `workbench.checks.check_model_memory`) exceeds the memory available on the CPU;
+            `workbench.models.checks.check_model_memory`) exceeds the memory available on the CPU;
             a `device_map` for one of our own models (they fit one device).
         OSError: a hub name while offline (or unreachable).
     """
