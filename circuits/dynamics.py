@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -39,15 +39,33 @@ def icl_positions(n_ctx: int) -> tuple[int, int]:
     return early, late
 
 
+def icl_losses(nll: Float[Tensor, "batch pos"]
+               ) -> tuple[Float[Tensor, "batch 5"], Float[Tensor, "batch 5"]]:
+    """The losses of the 5 tokens centred on the early and on the late position
+    (`icl_positions` of the windows' length) of every window.
+
+    Args:
+        nll: per-token losses of the windows, `workbench.evaluate.token_nll` (position `p`
+            holds the loss of token `p`).
+
+    Returns:
+        `(early, late)`, each `[batch, 5]`.
+
+    >>> early, late = icl_losses(torch.arange(128.0).expand(2, 128))
+    >>> early[0].tolist(), late[0].tolist()
+    ([10.0, 11.0, 12.0, 13.0, 14.0], [122.0, 123.0, 124.0, 125.0, 126.0])
+    """
+    early, late = icl_positions(nll.shape[1])
+    return nll[:, early - 2:early + 3], nll[:, late - 2:late + 3]
+
+
 @torch.no_grad()
 def icl_score(model: Model, windows: Int[Tensor, "batch pos"]) -> dict[str, float]:
     """Loss late in the context minus loss early in it (nats; negative = in-context learning)."""
-    n = windows.shape[1]
-    early, late = icl_positions(n)
+    early, late = icl_positions(windows.shape[1])
     device = next(model.parameters()).device
     nll = token_nll(model(windows.to(device)), windows).cpu()
-    lo = float(nll[:, early - 2:early + 3].mean())
-    hi = float(nll[:, late - 2:late + 3].mean())
+    lo, hi = (float(span.mean()) for span in icl_losses(nll))
     return {"icl": hi - lo, "loss_early": lo, "loss_late": hi, "early": early, "late": late}
 
 

@@ -45,7 +45,7 @@ from beliefs.metrics import EditEvalConfig
 from beliefs.rome import RomeConfig
 from beliefs.suite import BeliefsConfig, default_facts
 from beliefs.suite import run as beliefs_run
-from circuits.dynamics import icl_positions
+from circuits.dynamics import icl_losses, icl_positions
 from circuits.inputs import RepeatedTokens, repeated_tokens_for
 from circuits.scores import head_scores
 from icl.measure import IclConfig, select_items, summarize
@@ -53,8 +53,8 @@ from icl.measure import score_items as icl_score_items
 from probe.fit import ProbeConfig
 from probe.layers import LayersConfig
 from probe.layers import run as probe_run
-from workbench.evaluate import prefix_logits
-from workbench.prompts import encode_prompt, word_id
+from workbench.evaluate import agreement, fact_recall, token_nll
+from workbench.prompts import encode_prompt
 from workbench.training.batches import eval_windows
 from workbench.world.facts import BUCKETS
 from workbench.world.fewshot import KS, TASKS
@@ -213,9 +213,7 @@ def _windows(model: Model, inp: WorldInputs) -> dict[str, Any]:
     acc = (logits.argmax(-1) == inp.targets).float()
     v = model.cfg.d_vocab
     early, late = icl_positions(inp.windows.shape[1])
-    # token_nll's position p is the target at p - 1 here (circuits.dynamics.icl_score)
-    lo = nll[:, early - 3:early + 2].mean(1)
-    hi = nll[:, late - 3:late + 2].mean(1)
+    lo, hi = (span.mean(1) for span in icl_losses(token_nll(logits, inp.windows)))  # (B,)
     return {
         "val_loss": float(nll.mean()),
         "next_token": ability(metric("accuracy", float(acc.mean()), 1 / v, 1.0),
@@ -229,15 +227,11 @@ def _windows(model: Model, inp: WorldInputs) -> dict[str, Any]:
     }
 
 
-def _answers(model: Model, items: list[dict[str, Any]], batch: int = 64
-             ) -> tuple[np.ndarray, np.ndarray]:
+def _answers(model: Model, items: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     """Top-1 hits over the vocabulary and the answer's log-probability per item
     (`workbench.evaluate.fact_recall`'s top-1)."""
-    logits = prefix_logits(model, items, batch).float()
-    ans = torch.tensor([word_id(model.tokenizer, it["answer"]) for it in items])
-    hit = (logits.argmax(-1) == ans).float().numpy()
-    lp = F.log_softmax(logits, -1)[torch.arange(len(items)), ans].numpy()
-    return hit, lp
+    per_item = fact_recall(model, items, per_item=True)["per_item"]
+    return per_item["top1"].numpy(), per_item["logprob"].numpy()
 
 
 def _facts(model: Model, inp: WorldInputs) -> dict[str, Any]:
@@ -265,14 +259,10 @@ def _facts(model: Model, inp: WorldInputs) -> dict[str, Any]:
 def _agreement(model: Model, inp: WorldInputs) -> dict[str, Any]:
     if not inp.agreement:
         return {}
-    tok = model.tokenizer
-    logits = prefix_logits(model, inp.agreement).float()
-    rows = torch.arange(len(inp.agreement))
-    good = logits[rows, torch.tensor([word_id(tok, it["correct"]) for it in inp.agreement])]
-    bad = logits[rows, torch.tensor([word_id(tok, it["wrong"]) for it in inp.agreement])]
+    per_item = agreement(model, inp.agreement, per_item=True)["per_item"]
     return {"agreement": ability(
-        metric("accuracy", float((good > bad).float().mean()), 0.5, 1.0),
-        metric("log p(correct | correct, wrong)", float(F.logsigmoid(good - bad).mean()),
+        metric("accuracy", float(per_item["correct"].mean()), 0.5, 1.0),
+        metric("log p(correct | correct, wrong)", float(per_item["logprob"].mean()),
                math.log(0.5), 0.0), n=len(inp.agreement))}
 
 

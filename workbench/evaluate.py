@@ -80,13 +80,33 @@ def prefix_logits(
 
 
 def fact_recall(
-    model: Model, items: list[dict[str, Any]], batch_size: int = 64, progress: bool = False
+    model: Model,
+    items: list[dict[str, Any]],
+    batch_size: int = 64,
+    progress: bool = False,
+    *,
+    per_item: bool = False,
 ) -> dict[str, Any]:
-    """Top-1 accuracy of the answer over the vocabulary and among the candidates."""
+    """Top-1 accuracy of the answer over the vocabulary and among the candidates.
+
+    Args:
+        model: the model.
+        items: fact items (`prefix`, `answer`, `candidates`, optionally `bucket` and
+            `relation`), e.g. `corpus.eval_items("facts_heldout")`.
+        batch_size: prompts per forward pass.
+        progress: show a progress bar.
+        per_item: also return `per_item`: `{"top1": Float[Tensor, "n"], "logprob":
+            Float[Tensor, "n"]}`, each item's hit (1.0 or 0.0) and its answer's
+            log-probability over the vocabulary (for the sweep battery).
+
+    Returns:
+        `{"value", "among_candidates", "n", "by_bucket", "by_relation"}` (the groups when the
+        items have them), and `per_item` when asked.
+    """
     tok = model.tokenizer
     logits = prefix_logits(model, items, batch_size, progress)
-    answers = torch.tensor([word_id(tok, it["answer"]) for it in items])
-    top1 = (logits.argmax(-1) == answers).float()
+    answers = torch.tensor([word_id(tok, it["answer"]) for it in items], dtype=torch.long)
+    top1 = (logits.argmax(-1) == answers).float()  # (n,)
     among = []
     for row, it in enumerate(items):
         cand = torch.tensor([word_id(tok, c) for c in it["candidates"]])
@@ -104,20 +124,45 @@ def fact_recall(
             out[f"by_{key}"] = {g: {"value": float(np.mean(v)), "n": len(v)}
                                 for g, v in sorted(groups.items(),
                                                    key=lambda kv: (order.get(kv[0], 9), kv[0]))}
+    if per_item:
+        logp = F.log_softmax(logits, -1)[torch.arange(len(items)), answers]  # (n,)
+        out["per_item"] = {"top1": top1, "logprob": logp}
     return out
 
 
 def agreement(
-    model: Model, items: list[dict[str, Any]], batch_size: int = 64, progress: bool = False
+    model: Model,
+    items: list[dict[str, Any]],
+    batch_size: int = 64,
+    progress: bool = False,
+    *,
+    per_item: bool = False,
 ) -> dict[str, Any]:
-    """Share of items where the correct verb form outscores the wrong one."""
+    """Share of items where the correct verb form outscores the wrong one.
+
+    Args:
+        model: the model.
+        items: agreement items (`prefix`, `correct`, `wrong`).
+        batch_size: prompts per forward pass.
+        progress: show a progress bar.
+        per_item: also return `per_item`: `{"correct": Float[Tensor, "n"], "logprob":
+            Float[Tensor, "n"]}`, each item's hit (1.0 or 0.0) and
+            `log p(correct | {correct, wrong})` (for the sweep battery).
+
+    Returns:
+        `{"value", "n"}`, and `per_item` when asked.
+    """
     tok = model.tokenizer
     logits = prefix_logits(model, items, batch_size, progress)
-    good = torch.tensor([word_id(tok, it["correct"]) for it in items])
-    bad = torch.tensor([word_id(tok, it["wrong"]) for it in items])
+    good_ids = torch.tensor([word_id(tok, it["correct"]) for it in items])
+    bad_ids = torch.tensor([word_id(tok, it["wrong"]) for it in items])
     rows = torch.arange(len(items))
-    correct = (logits[rows, good] > logits[rows, bad]).float()
-    return {"value": float(correct.mean()), "n": len(items)}
+    good, bad = logits[rows, good_ids], logits[rows, bad_ids]  # (n,) each
+    correct = (good > bad).float()
+    out: dict[str, Any] = {"value": float(correct.mean()), "n": len(items)}
+    if per_item:
+        out["per_item"] = {"correct": correct, "logprob": F.logsigmoid(good - bad)}
+    return out
 
 
 def repeated_tokens(
