@@ -18,6 +18,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from workbench.repeats import repeat_segment
+
 
 @dataclass(frozen=True)
 class Window:
@@ -72,8 +74,9 @@ def window_tokens(ids: Int[Tensor, " pos"], window: Window, bos: int | None
 
 def repeat_tokens(ids: Int[Tensor, " pos"], n_ctx: int, bos: int | None
                   ) -> tuple[Int[Tensor, " pos2"], int]:
-    """`[BOS] body body`: the text's tokens (without BOS) twice, the body cut to fit `n_ctx`;
-    returns the ids and the period (the body's length).
+    """`[BOS] body body` (`workbench.repeats.repeat_segment`): the text's tokens (without
+    BOS) twice, the body cut to fit `n_ctx`; returns the ids and the period (the body's
+    length).
 
     >>> repeat_tokens(torch.tensor([0, 5, 6, 7]), n_ctx=16, bos=0)
     (tensor([0, 5, 6, 7, 5, 6, 7]), 3)
@@ -83,8 +86,7 @@ def repeat_tokens(ids: Int[Tensor, " pos"], n_ctx: int, bos: int | None
     body = body[:room]
     if len(body) < 1:
         raise ValueError("the text has no tokens to repeat; type a longer prompt")
-    head = [torch.tensor([bos], dtype=ids.dtype)] if bos is not None else []
-    return torch.cat([*head, body, body]), len(body)
+    return repeat_segment(body[None], bos).tokens[0], len(body)
 
 
 def induction_stripe(n_tokens: int, period: int, start: int = 1) -> Int[Tensor, "n 2"]:

@@ -27,9 +27,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from circuits.inputs import RepeatedTokens
 from workbench.evaluate import token_nll
 from workbench.hooks import UNEMBED_IN, unembed_input, unembedded_nll
+from workbench.repeats import RepeatedTokens, copy_losses, masked_mean
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -39,21 +39,11 @@ MAX_LOGIT_BYTES = 2**30  # logits of one ablation pass (float32), when batch_hea
 ATTRIBUTION_TOKENS = 1024  # tokens per forward + backward pass of `ablation_estimates`
 
 
-def masked_mean(values: Float[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"]) -> float:
-    return float(values[mask.to(values.device)].mean())
-
-
-def _copy_losses(nll: Float[Tensor, "batch pos"], rep: RepeatedTokens) -> dict[str, float]:
-    pos = torch.arange(rep.tokens.shape[1])
-    first = (pos >= (rep.start + 1)[:, None]) & (pos < (rep.start + rep.period)[:, None])
-    return {"first": masked_mean(nll, first), "second": masked_mean(nll, rep.second_copy_mask())}
-
-
 @torch.no_grad()
 def repeated_half_loss(model: Model, rep: RepeatedTokens) -> dict[str, float]:
     """Mean loss on the first and on the second copy (both without their first token)."""
     device = next(model.parameters()).device
-    return _copy_losses(token_nll(model(rep.tokens.to(device)), rep.tokens).cpu(), rep)
+    return copy_losses(token_nll(model(rep.tokens.to(device)), rep.tokens).cpu(), rep)
 
 
 @torch.no_grad()
@@ -109,7 +99,7 @@ def ablation_sweep(
     z_names = [f"blocks.{layer}.attn.hook_z" for layer in range(cfg.n_layers)]
     logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in z_names)
     full = token_nll(logits, tokens).cpu()
-    losses = _copy_losses(full, rep)
+    losses = copy_losses(full, rep)
     clean = losses["second"]
     means = {n: cache[n].float().mean((0, 1)) for n in z_names}  # [H, d_head]
     del cache

@@ -20,11 +20,11 @@ Heads of B's layer do not interact, so one patched run per (source head, target 
 scores every head of that layer; it stops after B's layer. Under `all`, one run with A
 ablated supplies the keys of every target layer after A (it stops after the last one).
 
->>> from circuits.inputs import make_repeated_tokens
+>>> from workbench.repeats import repeated_tokens
 >>> from workbench.models.config import get_preset
 >>> from workbench.models.loader import build_bridge
 >>> model = build_bridge(get_preset("attn2").replace(d_vocab=30, n_ctx=24))
->>> rep = make_repeated_tokens(30, n_seqs=2, seq_len=20, seed=0, bos_id=0)
+>>> rep = repeated_tokens(30, n_seqs=2, seq_len=20, seed=0, bos_id=0)
 >>> drop = k_path_patching(model, rep)   # [source layer, head, target layer, head]
 >>> tuple(drop.shape), float(drop[1].abs().sum())   # layer 1 feeds no later layer
 ((2, 8, 2, 8), 0.0)
@@ -39,9 +39,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.inputs import RepeatedTokens
 from circuits.patching import patch_hook
 from circuits.scores import DETECTORS, target_mass
+from workbench.repeats import RepeatedTokens
 
 if TYPE_CHECKING:
     from workbench.models import Model

@@ -30,8 +30,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from circuits.inputs import RepeatedTokens
 from workbench.hooks import stop_hooks
+from workbench.repeats import RepeatedTokens
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -80,8 +80,8 @@ def induction_mask(tokens: Int[Tensor, "batch pos"], rep: RepeatedTokens | None 
 def prefix_matching_mask(tokens: Int[Tensor, "batch pos"],
                          rep: RepeatedTokens | None = None) -> Mask:
     if rep is None:
-        raise ValueError("prefix_matching needs repeated tokens (circuits.inputs."
-                         "make_repeated_tokens); pass `rep=` or leave it out of `kinds`")
+        raise ValueError("prefix_matching needs repeated tokens (workbench.repeats."
+                         "repeated_tokens); pass `rep=` or leave it out of `kinds`")
     return rep.stripe_mask()
 
 

@@ -46,7 +46,7 @@ from beliefs.rome import RomeConfig
 from beliefs.suite import BeliefsConfig, default_facts
 from beliefs.suite import run as beliefs_run
 from circuits.dynamics import icl_losses, icl_positions
-from circuits.inputs import RepeatedTokens, repeated_tokens_for
+from circuits.inputs import repeated_tokens_for
 from circuits.scores import head_scores
 from icl.measure import IclConfig, select_items, summarize
 from icl.measure import score_items as icl_score_items
@@ -55,6 +55,7 @@ from probe.layers import LayersConfig
 from probe.layers import run as probe_run
 from workbench.evaluate import agreement, fact_recall, token_nll
 from workbench.prompts import encode_prompt
+from workbench.repeats import RepeatedTokens, copy_losses, masked_mean
 from workbench.training.batches import eval_windows
 from workbench.world.facts import BUCKETS
 from workbench.world.fewshot import KS, TASKS
@@ -292,16 +293,15 @@ def _fewshot_abilities(model: Model, inp: WorldInputs) -> dict[str, Any]:
 def _induction(model: Model, inp: WorldInputs, cfg: BatteryConfig) -> dict[str, Any]:
     rep = inp.repeated
     device = next(model.parameters()).device
-    logits = model(rep.tokens.to(device)).float().cpu()[:, :-1]
-    target = rep.tokens[:, 1:]
-    mask = rep.second_copy_mask()[:, 1:]  # positions an induction head can predict
-    logp = F.log_softmax(logits, -1).gather(-1, target[..., None])[..., 0]
-    hit = (logits.argmax(-1) == target).float()
+    logits = model(rep.tokens.to(device)).float().cpu()  # (B, T, V)
+    mask = rep.second_copy_mask()  # positions an induction head can predict
+    hit = masked_mean((logits[:, :-1].argmax(-1) == rep.tokens[:, 1:]).float(), mask[:, 1:])
+    loss = copy_losses(token_nll(logits, rep.tokens), rep)["second"]
     v = model.cfg.d_vocab
     scores = head_scores(model, rep, kinds=("induction", "prev_token"))
     out = {"induction_copy": ability(
-        metric("top-1 accuracy", float(hit[mask].mean()), 1 / v, 1.0),
-        metric("log-probability", float(logp[mask].mean()), -math.log(v), 0.0))}
+        metric("top-1 accuracy", hit, 1 / v, 1.0),
+        metric("log-probability", -loss, -math.log(v), 0.0))}
     for kind in ("induction", "prev_token"):
         grid = scores[kind]
         best, at = float(grid.max()), int(grid.argmax())

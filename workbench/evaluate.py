@@ -30,6 +30,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from workbench.prompts import bos_ids, encode_prompt, last_logits, word_id
+from workbench.repeats import copy_losses, repeated_tokens
 from workbench.world.facts import BUCKETS
 
 if TYPE_CHECKING:
@@ -165,16 +166,8 @@ def agreement(
     return out
 
 
-def repeated_tokens(
-    d_vocab: int, batch: int, length: int, seed: int, low: int = 4
-) -> Int[Tensor, "batch pos"]:
-    """`[BOS] r r` with `r` uniform random tokens in `[low, d_vocab)` (BOS id 2 for ours)."""
-    g = torch.Generator().manual_seed(seed)
-    r = torch.randint(low, d_vocab, (batch, length), generator=g)
-    return r.repeat(1, 2)
-
-
 NLL_CHUNK_BYTES = 256 * 2**20  # log-probabilities held at once by `token_nll`
+LOW_ID = 4  # the induction ratio's random tokens start here (ours: 0-3 are the specials)
 
 
 def token_nll(logits: Float[Tensor, "batch pos vocab"],
@@ -196,17 +189,21 @@ def token_nll(logits: Float[Tensor, "batch pos vocab"],
 @torch.no_grad()
 def induction_ratio(model: Model, batch: int = 32, length: int = 40, seed: int = 0
                     ) -> dict[str, Any]:
-    """Loss on the second copy of repeated random tokens divided by the first copy's."""
+    """Loss on the second copy of repeated random tokens divided by the first copy's.
+
+    The tokens are `[BOS] r r` (`workbench.repeats.repeated_tokens`, recipe `halves`) with
+    `r` of `length` tokens (at most what fits the context) drawn uniformly from
+    `[LOW_ID, d_vocab)`; each copy's loss leaves out its first token (`copy_losses`).
+    """
     length = min(length, (model.cfg.n_ctx - 1) // 2)
     bos = bos_ids(model.tokenizer) if model.tokenizer is not None else []
-    body = repeated_tokens(model.cfg.d_vocab, batch, length, seed)
-    tokens = torch.cat([torch.tensor(bos, dtype=torch.long).expand(batch, len(bos)), body], 1)
+    rep = repeated_tokens(model.cfg.d_vocab, batch, len(bos) + 2 * length, seed,
+                          bos_id=bos[0] if bos else None,
+                          ids=torch.arange(LOW_ID, model.cfg.d_vocab), recipe="halves")
     device = next(model.parameters()).device
-    nll = token_nll(model(tokens.to(device)), tokens).cpu()
-    offset = len(bos)  # the first copy is tokens[offset : offset + length]
-    first = nll[:, offset + 1 : offset + length]  # r[1:] in the first copy
-    second = nll[:, offset + length + 1 : offset + 2 * length]  # r[1:] in the second copy
-    loss1, loss2 = float(first.mean()), float(second.mean())
+    nll = token_nll(model(rep.tokens.to(device)), rep.tokens).cpu()
+    losses = copy_losses(nll, rep)
+    loss1, loss2 = losses["first"], losses["second"]
     return {
         "value": loss2 / loss1,
         "loss_first": loss1,

@@ -10,7 +10,6 @@ from transformer_lens import head_detector as hd
 from circuits.ablation import head_ablation_effects, token_nll
 from circuits.attention import attention_patterns, batch_attention_patterns, logit_lens
 from circuits.dynamics import phase_change
-from circuits.inputs import make_repeated_tokens
 from circuits.patching import patch_positions
 from circuits.paths import k_path_patching
 from circuits.scores import (
@@ -22,6 +21,7 @@ from circuits.scores import (
 )
 from workbench.models.config import get_preset
 from workbench.models.loader import build_bridge
+from workbench.repeats import repeated_tokens
 
 CFG = get_preset("tiny").replace(d_vocab=40, n_ctx=32, n_layers=3, n_heads=4)
 
@@ -40,8 +40,8 @@ def model():  # noqa: ANN201
 
 @pytest.fixture(scope="module")
 def rep():  # noqa: ANN201
-    return make_repeated_tokens(CFG.d_vocab, n_seqs=6, seq_len=29, seed=1, bos_id=0,
-                                ids=torch.arange(1, CFG.d_vocab))
+    return repeated_tokens(CFG.d_vocab, n_seqs=6, seq_len=29, seed=1, bos_id=0,
+                           ids=torch.arange(1, CFG.d_vocab))
 
 
 TL_PATTERNS = {"prev_token": hd.get_previous_token_head_detection_pattern,
@@ -97,12 +97,12 @@ def test_a_fixed_offset_head_does_not_look_like_an_induction_head(rep) -> None: 
 
 
 def test_repeated_tokens_are_seeded() -> None:
-    a = make_repeated_tokens(50, 4, 30, seed=3, bos_id=2)
-    b = make_repeated_tokens(50, 4, 30, seed=3, bos_id=2)
-    c = make_repeated_tokens(50, 4, 30, seed=4, bos_id=2)
+    a = repeated_tokens(50, 4, 30, seed=3, bos_id=2)
+    b = repeated_tokens(50, 4, 30, seed=3, bos_id=2)
+    c = repeated_tokens(50, 4, 30, seed=4, bos_id=2)
     assert torch.equal(a.tokens, b.tokens) and not torch.equal(a.tokens, c.tokens)
     with pytest.raises(ValueError, match="seq_len=5 is too short"):
-        make_repeated_tokens(50, 4, 5)
+        repeated_tokens(50, 4, 5)
 
 
 def test_composition_scores_equal_transformer_lens(model) -> None:  # noqa: ANN001

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from circuits.inputs import make_repeated_tokens
 from circuits.paths import k_path_patching
 from circuits.scores import composition_scores, head_scores, ov_copying_scores, per_query_head
 from workbench.models.loader import load
+from workbench.repeats import repeated_tokens
 
 N_HEADS, N_KV, D_HEAD = 4, 2, 8
 
@@ -67,7 +67,7 @@ def test_the_pair_is_one_function(pair) -> None:  # noqa: ANN001
 
 def test_every_head_analysis_reads_a_query_heads_own_key_value_head(pair) -> None:  # noqa: ANN001
     gqa, mha = pair
-    rep = make_repeated_tokens(48, 8, 24, seed=0, bos_id=1)
+    rep = repeated_tokens(48, 8, 24, seed=0, bos_id=1)
     for a, b in zip(head_scores(gqa, rep).values(), head_scores(mha, rep).values(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(ov_copying_scores(gqa), ov_copying_scores(mha), atol=1e-5,
