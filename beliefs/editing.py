@@ -29,6 +29,7 @@ from torch import Tensor
 
 from circuits.tracing import find_subject
 from workbench.hooks import (
+    hook_name,
     resid_entering,
     resumes_exactly,
     run_from,
@@ -52,7 +53,7 @@ def check_layer(model: Model, layer: int) -> int:
 
 def key_hook(layer: int) -> str:
     """The hook holding the MLP's hidden activation (the edit's key) at `layer`."""
-    return f"blocks.{layer}.mlp.hook_post"
+    return hook_name(layer, "mlp.hook_post")
 
 
 def _out_module(model: Model, layer: int) -> torch.nn.Module:

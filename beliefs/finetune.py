@@ -29,6 +29,7 @@ from beliefs.editing import (
     key_hook,
     rewrite_batch,
 )
+from workbench.hooks import hook_name
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -90,7 +91,7 @@ def finetune_edit(model: Model, prompts: list[str], subject: str, target_ids: li
     def add(out: Tensor, hook: Any) -> Tensor:
         return out + (keys["k"].float() @ change).to(out.dtype)
 
-    hooks = [(key_hook(layer), grab), (f"blocks.{layer}.hook_mlp_out", add)]
+    hooks = [(key_hook(layer), grab), (hook_name(layer, "hook_mlp_out"), add)]
     rewrite_loss = RewriteLoss(model, batch, layer)
     tried: list[dict[str, float]] = []
     for eps in cfg.eps_grid:

@@ -34,6 +34,7 @@ from beliefs.editing import (
     key_hook,
     rewrite_batch,
 )
+from workbench.hooks import hook_name
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -123,7 +124,7 @@ def optimise_delta(model: Model, prompts: list[str], subject: str, target_ids: l
     # distribution is what the KL term keeps): one pass a step, as ROME's code does
     rewrite_loss = RewriteLoss(model, batch, layer, extra=[essence.tokens[0, :e_len].tolist()])
     subject_pos = torch.cat([batch.subject_pos, essence.subject_pos])
-    out_hook, key_name = f"blocks.{layer}.hook_mlp_out", key_hook(layer)
+    out_hook, key_name = hook_name(layer, "hook_mlp_out"), key_hook(layer)
     rows = torch.arange(len(batch.tokens))
     with torch.no_grad():
         logits, cache = model.run_with_cache(rewrite_loss.tokens,

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from beliefs.factbase import Belief, FactBase
 from circuits.tracing import find_subject
+from workbench.hooks import hook_name
 from workbench.prompts import encode, word_ids
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ class SteeringEdit:
             resid[rows, cols] += (self.alpha * self.vector).to(resid.device, resid.dtype)
             return resid
 
-        return [("embed.hook_in", read_tokens), (f"blocks.{self.layer}.hook_resid_post", add)]
+        return [("embed.hook_in", read_tokens), (hook_name(self.layer, "hook_resid_post"), add)]
 
     @contextlib.contextmanager
     def applied(self, model: Model) -> Iterator[Any]:
@@ -155,7 +156,7 @@ def subject_states(model: Model, belief: Belief, layers: Sequence[int],
     predicted) or averaged over the subject's tokens (`subject`)."""
     tokens = model.to_tokens(belief.prompts[0])
     start, end = find_subject(model, belief.prompts[0], belief.subject)
-    names = [f"blocks.{layer}.hook_resid_post" for layer in layers]
+    names = [hook_name(layer, "hook_resid_post") for layer in layers]
     device = next(model.parameters()).device
     _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda n: n in names)
     resid = torch.stack([cache[n][0] for n in names]).float().cpu()  # [layer, pos, d]

@@ -28,7 +28,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from workbench.evaluate import token_nll
-from workbench.hooks import UNEMBED_IN, unembed_input, unembedded_nll
+from workbench.hooks import UNEMBED_IN, hook_name, unembed_input, unembedded_nll
 from workbench.repeats import RepeatedTokens, copy_losses, masked_mean
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def ablation_sweep(
     device = next(model.parameters()).device
     tokens = rep.tokens.to(device)
     mask = rep.second_copy_mask()
-    z_names = [f"blocks.{layer}.attn.hook_z" for layer in range(cfg.n_layers)]
+    z_names = [hook_name(layer, "attn.hook_z") for layer in range(cfg.n_layers)]
     logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in z_names)
     full = token_nll(logits, tokens).cpu()
     losses = copy_losses(full, rep)
@@ -182,7 +182,7 @@ def ablation_estimates(
         deltas[layer] = torch.zeros_like(z, requires_grad=True)
         return z + deltas[layer]
 
-    hooks = [(f"blocks.{layer}.attn.hook_z", add_delta) for layer in range(n_layers)]
+    hooks = [(hook_name(layer, "attn.hook_z"), add_delta) for layer in range(n_layers)]
     for lo in range(0, len(rep.tokens), per_chunk):
         tokens = rep.tokens[lo:lo + per_chunk].to(device)
         mask = mask_all[lo:lo + per_chunk].to(device)

@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from workbench.hooks import hook_name
 from workbench.prompts import to_tokens
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def attention_patterns(model: Model, text_or_tokens: str | Sequence[int] | Tenso
     device = next(model.parameters()).device
     _, cache = model.run_with_cache(tokens.to(device), return_type=None,
                                     names_filter=lambda n: n.endswith("attn.hook_pattern"))
-    pattern = torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"][0].float().cpu()
+    pattern = torch.stack([cache[hook_name(layer, "attn.hook_pattern")][0].float().cpu()
                            for layer in range(model.cfg.n_layers)])
     return AttentionPatterns(pattern=pattern, tokens=_str_tokens(model, tokens[0]),
                              token_ids=tokens[0])
@@ -73,7 +74,7 @@ def batch_attention_patterns(model: Model, tokens: Int[Tensor, "batch pos"]
     device = next(model.parameters()).device
     _, cache = model.run_with_cache(tokens.to(device), return_type=None,
                                     names_filter=lambda n: n.endswith("attn.hook_pattern"))
-    return torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"].float().cpu()
+    return torch.stack([cache[hook_name(layer, "attn.hook_pattern")].float().cpu()
                         for layer in range(model.cfg.n_layers)], dim=1)
 
 
@@ -105,7 +106,7 @@ def logit_lens(model: Model, text_or_tokens: str | Sequence[int] | Tensor, k: in
     """Apply the final layer norm and unembedding to the residual stream after the embedding
     and after every block (nostalgebraist 2020); the last point equals the model's logits."""
     tokens = to_tokens(model, text_or_tokens)
-    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post"
+    names = [hook_name(0, "hook_resid_pre")] + [hook_name(i, "hook_resid_post")
                                            for i in range(model.cfg.n_layers)]
     device = next(model.parameters()).device
     _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda n: n in names)

@@ -33,6 +33,7 @@ ablated supplies the keys of every target layer after A (it stops after the last
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -41,6 +42,7 @@ from torch import Tensor
 
 from circuits.patching import patch_hook
 from circuits.scores import DETECTORS, target_mass
+from workbench.hooks import hook_name
 from workbench.repeats import RepeatedTokens
 
 if TYPE_CHECKING:
@@ -50,10 +52,10 @@ PATHS = ("direct", "all")
 MAX_BATCH = 512  # sequences per patched forward pass (source heads x sequences)
 PASS_BYTES = 2**30  # and no more rows than keep a pass' attention pattern and keys under this
 
-z_name = "blocks.{}.attn.hook_z".format
-k_name = "blocks.{}.attn.hook_k".format
-p_name = "blocks.{}.attn.hook_pattern".format
-resid_name = "blocks.{}.hook_resid_pre".format
+z_name = partial(hook_name, point="attn.hook_z")
+k_name = partial(hook_name, point="attn.hook_k")
+p_name = partial(hook_name, point="attn.hook_pattern")
+resid_name = partial(hook_name, point="hook_resid_pre")
 Source = tuple[int, int]
 
 

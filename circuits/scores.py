@@ -30,7 +30,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from workbench.hooks import stop_hooks
+from workbench.hooks import hook_name, stop_hooks
 from workbench.repeats import RepeatedTokens
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def head_scores(
             else:
                 out[i, layer] = target_mass(p, m, t).cpu()
 
-    last = [f"blocks.{cfg.n_layers - 1}.attn.hook_pattern"]
+    last = [hook_name(cfg.n_layers - 1, "attn.hook_pattern")]
     kwargs, stop = stop_hooks(model, last)  # no unembedding: its logits are never read
     model.run_with_hooks(toks.to(device), return_type=None, **kwargs,
                          fwd_hooks=[(lambda name: name.endswith("attn.hook_pattern"), reduce),

@@ -33,6 +33,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuits.patching import patch_hook
+from workbench.hooks import hook_name
 from workbench.prompts import encode, to_tokens, tokenizer_of
 
 if TYPE_CHECKING:
@@ -278,7 +279,7 @@ class _Problem:
 
 
 def _hook_name(kind: str, layer: int) -> str:
-    return f"blocks.{layer}.{KINDS[kind]}"
+    return hook_name(layer, KINDS[kind])
 
 
 def _window(kind: str, layer: int, window: int, n_layers: int) -> range:

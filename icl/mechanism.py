@@ -25,6 +25,7 @@ from torch import Tensor
 
 from circuits.inputs import repeated_tokens_for
 from circuits.scores import head_name, head_scores
+from workbench.hooks import hook_name
 from workbench.prompts import encode_prompt, word_ids
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def find_induction_heads(model: Model, min_score: float = 0.4, min_prev_token: f
 def z_means(model: Model, prompts: list[list[int]]) -> dict[int, Tensor]:
     """Per layer, every head's `hook_z` averaged over all positions of `prompts`
     (`[head, d_head]`): what mean ablation puts in its place. One pass per prompt."""
-    names = {f"blocks.{layer}.attn.hook_z": layer for layer in range(model.cfg.n_layers)}
+    names = {hook_name(layer, "attn.hook_z"): layer for layer in range(model.cfg.n_layers)}
     sums: dict[int, Tensor] = {}
     count = 0
     device = next(model.parameters()).device
@@ -95,7 +96,7 @@ def mean_ablation_hooks(heads: list[Head], means: dict[int, Tensor]
             return z
         return ablate
 
-    return [(f"blocks.{layer}.attn.hook_z", hook_for(layer)) for layer in layers]
+    return [(hook_name(layer, "attn.hook_z"), hook_for(layer)) for layer in layers]
 
 
 def answer_positions(model: Model, item: dict[str, Any]) -> tuple[list[int], list[int], int]:
@@ -125,7 +126,7 @@ def attention_to_answers(model: Model, items: list[dict[str, Any]], heads: list[
     demonstration's answer and (per demonstration) to the others' answers."""
     device = next(model.parameters()).device
     layers = sorted({layer for layer, _ in heads})
-    names = [f"blocks.{layer}.attn.hook_pattern" for layer in layers]
+    names = [hook_name(layer, "attn.hook_pattern") for layer in layers]
     sums: dict[str, dict[str, list[float]]] = {}
     for item in items:
         if int(item["k"]) == 0:
@@ -138,7 +139,7 @@ def attention_to_answers(model: Model, items: list[dict[str, Any]], heads: list[
                                         names_filter=lambda n: n in names)
         cell = sums.setdefault(str(item["k"]), {"match": [], "other": []})
         for layer, h in heads:
-            row = cache[f"blocks.{layer}.attn.hook_pattern"][0, h, q].float().cpu()
+            row = cache[hook_name(layer, "attn.hook_pattern")][0, h, q].float().cpu()
             cell["match"].append(float(row[match].sum()))
             if other:
                 cell["other"].append(float(row[other].mean()))

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from workbench.cache.plan import iter_batches, iter_length_batches
 from workbench.cache.store import ActivationStore, CacheConfig, compute_batch, plan_for
+from workbench.hooks import hook_name
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 
 def layer_hooks(n_layers: int) -> list[str]:
     """Hook of each probe layer: the embedding, then every block's output."""
-    return ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
+    return [hook_name(0, "hook_resid_pre")] + [hook_name(i, "hook_resid_post")
+                                               for i in range(n_layers)]
 
 
 def check_layers(layers: list[int] | None, n_layers: int) -> list[int]:
@@ -196,6 +198,6 @@ def _check_store(store: ActivationStore, model: Model | None, corpus: Corpus | N
 
 def store_config(split: str, max_tokens: int | None, batch_size: int = 16) -> CacheConfig:
     """The cache config whose file `store_rows` reads (same plan as `plan_rows`)."""
-    return CacheConfig(hooks=("blocks.0.hook_resid_pre", "blocks.*.hook_resid_post"),
+    return CacheConfig(hooks=(hook_name(0, "hook_resid_pre"), "blocks.*.hook_resid_post"),
                        split=split, positions="word-final", max_tokens=max_tokens, chunk=True,
                        batch_size=batch_size)

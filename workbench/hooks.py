@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import hashlib
+import operator
 import re
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +21,44 @@ if TYPE_CHECKING:
     from workbench.models import Model
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
+_POINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def hook_name(layer: int | None, point: str) -> str:
+    """The TransformerLens name of hook point `point` in block `layer` (None: a point
+    outside the blocks), the one spelling of a hook name.
+
+    Args:
+        layer: the block's index (>= 0), or None for a point outside the blocks.
+        point: the point's name inside the block (`hook_resid_post`, `attn.hook_pattern`,
+            `mlp.hook_post`) or, with `layer=None`, the whole name (`ln_final.hook_in`).
+
+    Raises:
+        ValueError: a negative or non-integer layer, or a point that is not a dotted name
+            (a glob, an empty string, or a name that already starts with `blocks.`).
+
+    >>> hook_name(3, "attn.hook_pattern")
+    'blocks.3.attn.hook_pattern'
+    >>> hook_name(None, "ln_final.hook_in")
+    'ln_final.hook_in'
+    """
+    index = None
+    if layer is not None:
+        try:  # an int, or a numpy / torch integer
+            index = None if isinstance(layer, bool) else operator.index(layer)
+        except TypeError:
+            pass
+        if index is None or index < 0:
+            raise ValueError(f"hook_name layer={layer!r}; pass a block index >= 0, or None "
+                             "for a point outside the blocks")
+    if isinstance(point, str) and point.startswith("blocks."):
+        raise ValueError(f"hook_name point={point!r} already names a block; pass the layer "
+                         "and the point inside it, e.g. hook_name(0, 'hook_resid_pre')")
+    if not isinstance(point, str) or not _POINT.match(point):
+        raise ValueError(f"hook_name point={point!r}; pass a dotted hook point such as "
+                         "'hook_resid_post' or 'attn.hook_pattern' (globs go to "
+                         "resolve_hooks)")
+    return point if index is None else f"blocks.{index}.{point}"
 
 
 def hook_names(model: Model) -> list[str]:
@@ -213,7 +252,7 @@ def resid_entering(model: Model, tokens: Int[Tensor, "batch pos"], layer: int
                    ) -> Float[Tensor, "batch pos d_model"]:
     """The residual stream entering block `layer` (the output of the block before, or the
     embedding), from a run stopped there: what `run_from` resumes."""
-    name = f"blocks.{layer - 1}.hook_resid_post" if layer else "blocks.0.hook_resid_pre"
+    name = hook_name(layer - 1, "hook_resid_post") if layer else hook_name(0, "hook_resid_pre")
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name,
                                     stop_at_layer=max(layer, 1), return_type=None)
     return cache[name]

@@ -15,6 +15,7 @@ from app import runs, ui
 from icl.cli import summary_table
 from icl.figures import accuracy_figure, checkpoints_figure, logprob_figure, mechanism_figure
 from icl.mechanism import answer_positions
+from workbench.hooks import hook_name
 from workbench.prompts import candidate_logprobs, encode_prompt
 
 
@@ -40,11 +41,11 @@ def look(ref: str, item: dict[str, Any], heads: tuple[tuple[int, int], ...]
         model = lm.model
         probs = candidate_logprobs(model, [item["prefix"]], item["candidates"])[0].exp()
         ids = encode_prompt(model, item["prefix"])
-        names = {f"blocks.{layer}.attn.hook_pattern" for layer, _ in heads}
+        names = {hook_name(layer, "attn.hook_pattern") for layer, _ in heads}
         device = next(model.parameters()).device
         _, cache = model.run_with_cache(torch.tensor([ids], device=device),
                                         names_filter=lambda n: n in names)
-        attention = {f"L{layer}H{h}": cache[f"blocks.{layer}.attn.hook_pattern"][0, h, -1]
+        attention = {f"L{layer}H{h}": cache[hook_name(layer, "attn.hook_pattern")][0, h, -1]
                      .float().cpu().tolist() for layer, h in heads}
         match = answer_positions(model, item)[0] if item["demos"] else []
         tokens = [model.tokenizer.decode([i]) for i in ids]
