@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-slow demo train-default lint bench sweep clean
+.PHONY: install test test-slow demo train-default lint bench sweep clean docs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,9 +24,16 @@ test: install
 	$(PY) -m pytest -q -m "not slow" tests
 	$(PY) -m pytest -q --doctest-modules workbench circuits probe beliefs icl sweep app/runs.py \
 		app/compute.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 test-slow: install
 	$(PY) -m pytest -q -m slow tests
+
+# The documentation site (mkdocs.yml, docs/) into site/: open site/index.html, offline.
+# Warnings are errors: a broken link or anchor, a page out of the nav, a module on no API page,
+# a docstring griffe cannot read. (Not --quiet: it hides the warnings that --strict counts.)
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 lint: install
 	$(VENV)/bin/ruff check workbench circuits probe beliefs icl sweep tests bench app
@@ -71,7 +78,7 @@ bench: install
 
 # The `cpu` scaling family (six sizes, 50k to 3.2M non-embedding parameters): plan, train
 # (resumable) and analyze into $(RUNS)/cpu in two one-thread lanes; 23 min on an idle 2-core
-# machine (14.5 min training, 8.5 min battery; README "Scaling sweeps"). Run again to continue.
+# machine (14.5 min training, 8.5 min battery; docs/results.md). Run again to continue.
 sweep: install
 	$(VENV)/bin/workbench sweep plan cpu --out $(RUNS)/cpu
 	$(VENV)/bin/workbench sweep run $(RUNS)/cpu --jobs 2

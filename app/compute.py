@@ -156,8 +156,8 @@ def sample_rows(n_rows: int, k: int, seed: int = 0) -> np.ndarray:
 def corpus_document(corpus_path: Path, split: str, index: int) -> str:
     """Document `index` of a corpus split as text (special tokens dropped), for any model's
     tokenizer to encode."""
-    from workbench.models.tokenizer import read_tokenizer_file
     from workbench.world import load_corpus
+    from workbench.world.tokenizer_files import read_tokenizer_file
 
     corpus = load_corpus(corpus_path)
     docs = corpus.docs(split)

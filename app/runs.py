@@ -26,18 +26,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from beliefs import suite
-from circuits import induction
-from icl import measure
-from probe import layers
 from sweep import report as scaling
-from workbench.analysis import report_path
+from workbench.analysis import analyses
 from workbench.cli.registry import build_parser, command_argv
 from workbench.models.checkpoints import is_checkpoint_dir, is_hf_dir, list_checkpoints
+from workbench.models.layout import CHECKPOINTS_DIR, EVAL_JSON, RUN_JSON, step_of
+from workbench.models.refs import ModelRef
 
 RUNS_ENV = "WORKBENCH_RUNS"  # how `workbench app --runs DIR` tells the app its folder
 MAX_DEPTH = 3  # how deep under the runs folder models, corpora and files are looked for
-SCHEMAS = {m.KIND: m.SCHEMA for m in (induction, layers, suite, measure)}  # analyses' reports
+SCHEMAS = {kind: m.SCHEMA for kind, m in analyses().items()}  # the registered analyses' reports
 SCHEMAS["scaling"] = scaling.SCHEMA  # `workbench sweep analyze`'s sweep.json
 
 
@@ -126,13 +124,18 @@ class ModelEntry:
                              f"{list(self.steps)}")
         return next(p for p in list_checkpoints(self.path) if _step(p) == step)
 
+    @property
+    def ref(self) -> ModelRef:
+        """The model reference of this entry (resolved once per entry)."""
+        return ModelRef.of(self.path)
+
     def analysis(self, kind: str) -> Path:
         """Where `workbench <kind>` writes its report for this model (as `--out` defaults)."""
-        return report_path(self.path, kind)
+        return self.ref.report_path(kind)
 
 
 def _step(path: Path) -> int:
-    return int(path.name.removeprefix("step_"))
+    return step_of(path) or 0
 
 
 def _walk(root: Path, depth: int = MAX_DEPTH) -> list[Path]:
@@ -154,7 +157,7 @@ def _walk(root: Path, depth: int = MAX_DEPTH) -> list[Path]:
                     except ValueError:
                         continue
                 found.append(c)
-                if not ((c / "checkpoints").is_dir() or (c / "corpus.json").is_file()
+                if not ((c / CHECKPOINTS_DIR).is_dir() or (c / "corpus.json").is_file()
                         or is_hf_dir(c) or is_checkpoint_dir(c)):
                     nxt.append(c)
         frontier = nxt
@@ -168,7 +171,7 @@ def list_models(root: Path) -> list[ModelEntry]:
     models = []
     for d in _walk(root):
         name = d.relative_to(root).as_posix()
-        if (d / "checkpoints").is_dir():
+        if (d / CHECKPOINTS_DIR).is_dir():
             steps = tuple(_step(p) for p in list_checkpoints(d) if contained(root, p))
             if steps:
                 models.append(ModelEntry(name, d.resolve(), "run", steps))
@@ -205,8 +208,8 @@ def corpus_for(entry: ModelEntry, root: Path) -> Path | None:
     world corpus under `root`; None when there is none."""
     corpora = list_corpora(root)
     recorded = None
-    if entry.kind == "run" and (entry.path / "run.json").is_file():
-        recorded = json.loads((entry.path / "run.json").read_text()).get("corpus")
+    if entry.kind == "run" and (entry.path / RUN_JSON).is_file():
+        recorded = json.loads((entry.path / RUN_JSON).read_text()).get("corpus")
     if recorded:
         try:
             path = inside(root, recorded)
@@ -306,43 +309,36 @@ def argv(command: str, **options: Any) -> list[str]:
     return command_argv(command, options, parser=_parser())
 
 
-def induction_argv(entry: ModelEntry, corpus: Path | None,
-                   overwrite: bool = False) -> list[str]:
-    """`workbench induction` arguments writing `entry.analysis("induction")` (with the phase
-    change over all checkpoints for our runs)."""
-    run = entry.kind == "run"
-    return argv("induction", model=_rel(entry.path), checkpoints="all" if run else None,
-                corpus=_rel(corpus) if run and corpus is not None else None,
-                out=_rel(entry.analysis("induction")), overwrite=overwrite)
+def analysis_argv(kind: str, entry: ModelEntry, corpus: Path | None, overwrite: bool = False,
+                  **options: Any) -> list[str]:
+    """`workbench KIND` arguments writing `entry.analysis(kind)`: the model, its corpus, the
+    options the analysis declares for the dashboard (`AnalysisFlags.dashboard`), then
+    `options` (a page's form) over them.
+
+    Raises:
+        ValueError: `kind` is no registered analysis, or it needs a corpus and there is none.
+    """
+    flags = getattr(_commands().get(kind), "run", None)
+    flags = getattr(flags, "flags", None)
+    if flags is None:
+        raise ValueError(f"`workbench {kind}` is not a registered analysis; the analyses: "
+                         f"{sorted(analyses())}")
+    declared = flags.dashboard(entry.kind, corpus is not None)
+    if declared is None:
+        raise ValueError(f"`workbench {kind}` needs a corpus; put one in the runs folder "
+                         "(`workbench world build`)")
+    opts: dict[str, Any] = {"model": _rel(entry.path),
+                            "corpus": None if corpus is None else _rel(corpus)}
+    opts.update(declared)
+    opts.update(options)
+    return argv(kind, **opts, out=_rel(entry.analysis(kind)), overwrite=overwrite)
 
 
-def probe_argv(entry: ModelEntry, corpus: Path, tasks: str = "syntax,semantics,facts",
-               probe: str = "linear", max_tokens: int | None = 20_000,
-               overwrite: bool = False) -> list[str]:
-    """`workbench probe` arguments writing `entry.analysis("probe")`."""
-    return argv("probe", model=_rel(entry.path), corpus=_rel(corpus), tasks=tasks,
-                probe=probe, max_tokens=max_tokens or None, out=_rel(entry.analysis("probe")),
-                overwrite=overwrite)
+@lru_cache(maxsize=1)
+def _commands() -> dict[str, Any]:
+    from workbench.cli.registry import commands
 
-
-def beliefs_argv(entry: ModelEntry, corpus: Path | None, n: int = 20,
-                 overwrite: bool = False) -> list[str]:
-    """`workbench beliefs` arguments writing `entry.analysis("beliefs")`: the world's facts
-    with ROME, fine-tuning and the ladder when there is a corpus; else the real-fact list
-    (`datasets/facts/`) with the ladder and fine-tuning (ROME needs a corpus)."""
-    no_corpus = corpus is None
-    return argv("beliefs", model=_rel(entry.path),
-                corpus=None if no_corpus else _rel(corpus),
-                method="icl,ft" if no_corpus else None, layer=0 if no_corpus else None,
-                n=n, out=_rel(entry.analysis("beliefs")), overwrite=overwrite)
-
-
-def icl_argv(entry: ModelEntry, corpus: Path, overwrite: bool = False) -> list[str]:
-    """`workbench icl` arguments writing `entry.analysis("icl")` (over every checkpoint for
-    our runs: when does each kind of in-context learning appear?)."""
-    return argv("icl", model=_rel(entry.path), corpus=_rel(corpus),
-                checkpoints="all" if entry.kind == "run" else None,
-                out=_rel(entry.analysis("icl")), overwrite=overwrite)
+    return {c.name: c for c in commands()}
 
 
 def cache_argv(entry: ModelEntry, corpus: Path, split: str = "val",
@@ -358,7 +354,7 @@ def eval_argv(entry: ModelEntry, corpus: Path | None) -> list[str]:
     """`workbench eval` arguments writing the run's `eval.json`."""
     return argv("eval", model=_rel(entry.path),
                 corpus=None if corpus is None else _rel(corpus),
-                out=_rel(entry.path / "eval.json"))
+                out=_rel(entry.path / EVAL_JSON))
 
 
 def display_command(args: list[str]) -> str:

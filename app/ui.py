@@ -48,9 +48,9 @@ class LoadedModel:
 @st.cache_resource(show_spinner="loading the model", max_entries=4)
 def loaded_model(ref: str) -> LoadedModel:
     """The model at `ref`, loaded once for all sessions (pages must not change it)."""
-    from workbench.models.loader import load
+    from workbench.models.refs import ModelRef
 
-    return LoadedModel(load(ref), threading.Lock())
+    return LoadedModel(ModelRef.of(ref).load(), threading.Lock())
 
 
 def root() -> Path:

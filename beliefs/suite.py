@@ -11,8 +11,8 @@ Report schema `workbench.beliefs/1`; figures by `beliefs.figures`. The analysis 
 shape of every other (`workbench.analysis`):
 
     from beliefs import suite
-    report = suite.run(model, corpus, suite.BeliefsConfig(n=20))   # the corpus's world facts
-    report = suite.from_ref("runs/demo", BeliefsConfig(n=20))
+    report = suite.run(model, corpus, suite.Config(n=20))   # the corpus's world facts
+    report = suite.from_ref("runs/demo", suite.Config(n=20))
     write_report(report, report_path("runs/demo", suite.KIND), suite.FIGURES)
 """
 
@@ -38,6 +38,7 @@ from beliefs.metrics import EditEvalConfig, EditEvaluator, aggregate
 from beliefs.rome import RomeConfig, rome_edit
 from beliefs.steering import SteerConfig, calibrate, steer_edit
 from beliefs.strength import strength_report
+from beliefs.summary import summary as summary
 from circuits.tracing import TraceConfig, causal_trace
 from workbench.analysis import Report
 from workbench.models.arch import require
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
     from workbench.models import Model
     from workbench.models.devices import Placement
+    from workbench.models.refs import ModelRef
     from workbench.world.loader import Corpus
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,6 @@ class BeliefsConfig:
     ladder: LadderConfig = field(default_factory=LadderConfig)
     metrics: EditEvalConfig = field(default_factory=EditEvalConfig)
     trace: TraceConfig = field(default_factory=TraceConfig)
-    progress: bool = True
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -218,7 +219,8 @@ def default_facts(corpus: Corpus | None) -> FactBase:
 
 
 def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = None, *,
-        facts: FactBase | None = None, model_ref: str | None = None,
+        facts: FactBase | None = None, ref: str | ModelRef | None = None,
+        progress: bool = True,
         probe_report: Report | None = None) -> Report:
     """Every belief test of `cfg` on `model` (never mutated: edits are undone exactly).
 
@@ -226,15 +228,13 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
         corpus: a corpus in the model's tokenizer, for ROME's key covariance and the fluency
             loss (ROME needs one).
         facts: the facts tested (default: `default_facts(corpus)`).
-        model_ref: the reference recorded in the report (default: where it was loaded).
+        ref: the reference recorded in the report (default: the model's name).
         probe_report: a `workbench.probe/1` report whose fact probes' best layers are set
             beside the causal trace's peak.
     """
-    from workbench.models.loader import model_ref_of
-
     cfg = cfg or BeliefsConfig()
     base = facts if facts is not None else default_facts(corpus)
-    model_ref = model_ref if model_ref is not None else model_ref_of(model)
+    model_ref = str(ref) if ref is not None else model.cfg.model_name
     weight_methods = [m for m in cfg.methods if m in WEIGHT_METHODS]
     edit_methods = [m for m in cfg.methods if m in EDIT_METHODS]
     if weight_methods:
@@ -245,7 +245,7 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
     if cfg.layer is not None:
         check_layer(model, cfg.layer)
     beliefs = base.beliefs(list(cfg.relations) if cfg.relations else None, cfg.n, cfg.seeds[0])
-    bar = dict(disable=not cfg.progress, leave=False)
+    bar = dict(disable=not progress, leave=False)
     stated = [elicit(model, b, generate_tokens=4)
               for b in tqdm(beliefs, desc="elicit", **bar)]
     # what the world planted about each fact (exposure, bucket, mentions) and its strength
@@ -283,7 +283,7 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
         report["methods"]["icl"] = summarize_ladder(rows) | {"beliefs": rows}
     if edit_methods:
         cov = (key_covariance(model, corpus, layer, n_tokens=cfg.cov_tokens,
-                              split=cfg.cov_split, progress=cfg.progress)
+                              split=cfg.cov_split, progress=progress)
                if "rome" in weight_methods else None)
         split = "val" if corpus is not None and "val" in corpus.splits else None
         evaluator = EditEvaluator(model, base, corpus.tokens(split) if split else None,
@@ -319,27 +319,28 @@ def _config(cfg: BeliefsConfig) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg), default=list))
 
 
-def from_ref(ref: str | Path, cfg: BeliefsConfig | None = None, *,
-             corpus: str | Path | None = None, facts: str | Path | None = None,
-             probes: str | Path | None = None, device: str | Placement = "cpu") -> Report:
+def from_ref(ref: str | Path | ModelRef, cfg: BeliefsConfig | None = None, *,
+             corpus: str | Path | None = None, device: str | Placement = "cpu",
+             progress: bool = True, facts: str | Path | None = None,
+             probes: str | Path | None = None) -> Report:
     """Load the model `ref`, its corpus (`corpus`, else the run's; none for a Hugging Face
     model without one), the facts (a `workbench.facts/1` list, else `default_facts`) and the
     probe report (`probes`, else the model's own `probe` report when there is one), then
     `run` the belief tests."""
     from probe.layers import KIND as PROBE_KIND
-    from workbench.analysis import load_corpus_of, report_path
     from workbench.models.checks import check_tokenizer
-    from workbench.models.loader import load
+    from workbench.models.refs import ModelRef
 
-    loaded = load_corpus_of(ref, corpus)
+    ref = ModelRef.of(ref)
+    loaded = ref.load_corpus(corpus)
     base = load_facts(facts) if facts else default_facts(loaded)
-    model = load(ref, device=device)
+    model = ref.load(device)
     if loaded is not None:
         check_tokenizer(model, loaded)
-    own = report_path(ref, PROBE_KIND)
+    own = ref.report_path(PROBE_KIND)
     if probes is None and own.is_file():
         probes = own
-    return run(model, loaded, cfg, facts=base, model_ref=str(ref),
+    return run(model, loaded, cfg, facts=base, ref=ref, progress=progress,
                probe_report=load_probe_report(probes))
 
 
@@ -361,3 +362,6 @@ def load_probe_report(path: str | Path | None) -> dict[str, Any] | None:
         raise ValueError(f"{path} is not a probe report (schema workbench.probe/1); pass the "
                          "report `workbench probe` wrote, or leave out --probes")
     return report
+
+
+Config = BeliefsConfig

@@ -24,7 +24,7 @@ def bench_model(model_ref: str | None, preset: str,
     if corpus is None:
         raise ValueError("a random model needs a corpus for its tokenizer")
     from workbench.models.config import get_preset
-    from workbench.models.tokenizer import load_hf_tokenizer
+    from workbench.world.tokenizer_files import load_hf_tokenizer
 
     cfg = get_preset(preset).replace(d_vocab=corpus.vocab_size)
     return build_bridge(cfg, tokenizer=load_hf_tokenizer(corpus.tokenizer_path)), corpus

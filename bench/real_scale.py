@@ -81,8 +81,8 @@ def _bpe(world: Path, vocab_size: int) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from workbench.models.tokenizer import load_hf_tokenizer
     from workbench.world import load_corpus
+    from workbench.world.tokenizer_files import load_hf_tokenizer
 
     corpus = load_corpus(world)
     world_tok = load_hf_tokenizer(corpus.tokenizer_path)

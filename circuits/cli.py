@@ -1,13 +1,13 @@
-"""`workbench induction`: the induction analysis from the command line (registered under the
-`workbench.commands` entry points; `circuits.induction` does the work)."""
+"""`workbench induction`: the flags of the induction analysis (`circuits.induction`); the
+command itself is the one every analysis has (`workbench.cli.analyses`)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from workbench.cli.argtypes import bounded_int, device, floats, int_list, seed
-from workbench.cli.registry import Command
-from workbench.models.devices import add_placement_args, placement_of
+from workbench.cli.analyses import AnalysisFlags, analysis_command
+from workbench.cli.argtypes import bounded_int, floats, int_list, seed
 
 
 def _checkpoints(text: str) -> str:
@@ -15,13 +15,9 @@ def _checkpoints(text: str) -> str:
 
 
 def induction_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", default=None,
-                   help="JSON output (default: MODEL/analyses/induction.json)")
+    """The flags of `workbench induction` besides those every analysis has."""
     p.add_argument("--checkpoints", type=_checkpoints, default=None,
                    help="`all` or steps (0,64,512): also score the run's checkpoints")
-    p.add_argument("--corpus", default=None, help="corpus for the ICL score (default: the "
-                   "run's)")
     p.add_argument("--n-seqs", type=bounded_int(1, 100_000), default=32,
                    help="repeated random sequences")
     p.add_argument("--seed", type=seed, default=0)
@@ -34,29 +30,26 @@ def induction_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--path-sources", type=bounded_int(1, 10_000), default=4,
                    help="with candidates: earlier heads path-patched into each induction "
                    "head's keys (top by weight K-composition, and by previous-token score)")
-    p.add_argument("--device", type=device, default="cpu")
-    add_placement_args(p)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
 
 
-def induction_command(args: argparse.Namespace) -> None:
-    from circuits import induction
-    from workbench.analysis import check_output, report_path, write_report
+def induction_config(args: argparse.Namespace) -> Any:
+    """`InductionConfig` from the flags."""
+    from circuits.induction import InductionConfig
 
-    out = check_output(args.out or report_path(args.model, induction.KIND), args.overwrite,
-                       inputs={"--corpus": args.corpus}, model=args.model)
-    cfg = induction.InductionConfig(n_seqs=args.n_seqs, seed=args.seed,
-                                    min_score=args.min_score, min_ablation=args.min_ablation,
-                                    checkpoints=args.checkpoints, exact=args.exact,
-                                    path_sources=args.path_sources)
-    report = induction.from_ref(args.model, cfg, corpus=args.corpus, device=placement_of(args),
-                                progress=not args.no_progress)
-    paths = write_report(report, out, induction.FIGURES, overwrite=args.overwrite)
-    print(induction.head_table(report))
-    print(induction.summary(report))
-    print("written: " + ", ".join(str(p) for p in paths))
+    return InductionConfig(n_seqs=args.n_seqs, seed=args.seed, min_score=args.min_score,
+                           min_ablation=args.min_ablation, checkpoints=args.checkpoints,
+                           exact=args.exact, path_sources=args.path_sources)
 
 
-INDUCTION = Command("induction", "find induction heads (scores, ablation, composition, phase "
-                    "change)", induction_arguments, induction_command, order=50)
+def _dashboard(kind: str, has_corpus: bool) -> dict[str, Any]:
+    """Our runs get the phase change over every checkpoint (with the ICL score when the
+    corpus is there); other models their heads only."""
+    return {"checkpoints": "all"} if kind == "run" else {"corpus": None}
+
+
+FLAGS = AnalysisFlags(induction_arguments, induction_config,
+                      corpus_help="corpus for the ICL score (default: the run's)",
+                      dashboard=_dashboard)
+INDUCTION = analysis_command("induction", "circuits.induction", FLAGS,
+                             "find induction heads (scores, ablation, composition, phase "
+                             "change)", order=50)

@@ -9,8 +9,7 @@ when induction heads form (the phase change).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 from circuits.inputs import repeated_tokens_for
 from circuits.scores import head_scores
 from workbench.evaluate import token_nll
+from workbench.models.layout import step_of
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -70,22 +70,24 @@ def icl_score(model: Model, windows: Int[Tensor, "batch pos"]) -> dict[str, floa
 
 
 def checkpoint_dynamics(
-    checkpoints: Sequence[Path],
-    load_fn: Callable[[Path], Any],
+    checkpoints: Iterable[tuple[Any, Model]],
     windows: Tensor | None = None,
     n_seqs: int = 16,
     seed: int = 0,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Per checkpoint: its step (from the directory name; the list index when a name has
-    none), every head's induction / prefix-matching / previous-token
-    score on repeated random tokens, and the ICL score on `windows` (when given)."""
+    """Per loaded checkpoint (`(where, model)` pairs, e.g. `ModelRef.load_checkpoints`: a
+    `CheckpointRef` or a directory path, and its model): its step (from the directory name;
+    the list index when a name has none), every head's induction / prefix-matching /
+    previous-token score on repeated random tokens, and the ICL score on `windows` (when
+    given)."""
     records = []
-    for path in tqdm(checkpoints, desc="checkpoints", disable=not progress):
-        model = load_fn(path)
+    for where, model in tqdm(checkpoints, desc="checkpoints", disable=not progress):
+        path = Path(getattr(where, "path", where))
         rep = repeated_tokens_for(model, n_seqs, seed=seed)
         scores = head_scores(model, rep, kinds=("induction", "prefix_matching", "prev_token"))
-        rec: dict[str, Any] = {"step": _step_of(path), "checkpoint": str(path)}
+        step = step_of(path)
+        rec: dict[str, Any] = {"step": -1 if step is None else step, "checkpoint": str(path)}
         rec.update({k: v.tolist() for k, v in scores.items()})
         if windows is not None:
             rec.update(icl_score(model, windows[:, :model.cfg.n_ctx]))
@@ -95,12 +97,6 @@ def checkpoint_dynamics(
             r["step"] = i
         return records
     return sorted(records, key=lambda r: r["step"])
-
-
-def _step_of(path: Path) -> int:
-    """The training step in a checkpoint directory's name (`step_000512`, `step512`), or -1."""
-    found = re.search(r"step_?(\d+)$", Path(path).name)
-    return int(found.group(1)) if found else -1
 
 
 def phase_change(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -3,8 +3,8 @@ phase change over checkpoints, written as `workbench.induction/1` JSON with plot
 The analysis has the shape of every other (`workbench.analysis`):
 
     from circuits import induction
-    report = induction.run(model, None, induction.InductionConfig())   # a loaded model
-    report = induction.from_ref("runs/demo", InductionConfig(checkpoints="all"))
+    report = induction.run(model, None, induction.Config())   # a loaded model
+    report = induction.from_ref("runs/demo", induction.Config(checkpoints="all"))
     report["induction_heads"]      # ['L1H0', 'L1H6']
     write_report(report, report_path("runs/demo", induction.KIND), induction.FIGURES)
 """
@@ -12,6 +12,7 @@ The analysis has the shape of every other (`workbench.analysis`):
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
     from workbench.models import Model
     from workbench.models.devices import Placement
+    from workbench.models.refs import CheckpointRef, ModelRef
     from workbench.world.loader import Corpus
 
 KIND = "induction"
@@ -221,7 +223,7 @@ def head_table(report: dict[str, Any], keys: tuple[str, ...] = (
     return "\n".join(lines)
 
 
-def summary(report: dict[str, Any]) -> str:
+def findings(report: dict[str, Any]) -> str:
     """A few lines that say what was found."""
     lines = [f"induction heads: {', '.join(report['induction_heads']) or 'none'}; "
              f"previous-token heads: {', '.join(report['previous_token_heads']) or 'none'}",
@@ -278,95 +280,77 @@ FIGURES: dict[str, FigureMaker] = {".heads.fig.json": heads_figure,
                                    ".dynamics.fig.json": _dynamics_figure}
 
 
-def select_checkpoints(run_dir: Path, which: str) -> list[Path]:
-    """`all`, or comma-separated steps (`0,64,512`), of a run's checkpoints."""
-    from workbench.models.checkpoints import list_checkpoints
-
-    found = list_checkpoints(Path(run_dir))
-    if not found:
-        raise ValueError(f"{run_dir} has no checkpoints; --checkpoints needs a run directory "
-                         "made by `workbench train`")
-    if which == "all":
-        return found
-    by_step = {int(p.name.split("_")[-1]): p for p in found}
-    try:
-        steps = [int(s) for s in which.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--checkpoints {which!r}: use `all` or steps like 0,64,512") from None
-    missing = [s for s in steps if s not in by_step]
-    if missing:
-        raise ValueError(f"no checkpoint at step(s) {missing} in {run_dir}; available: "
-                         f"{sorted(by_step)}")
-    return [by_step[s] for s in steps]
-
-
-def run(model: Model, corpus: Corpus | None = None, cfg: InductionConfig = InductionConfig(),
-        *, model_ref: str | None = None, progress: bool = True) -> Report:
+def run(model: Model, corpus: Corpus | None = None, cfg: InductionConfig | None = None, *,
+        ref: str | ModelRef | None = None,
+        checkpoints: Iterable[tuple[CheckpointRef, Model]] | None = None,
+        progress: bool = True) -> Report:
     """The induction analysis of a loaded model: every head scored, ablated and related
-    (`workbench.induction/1`), and with `cfg.checkpoints` (`all` or steps) the dynamics over
-    the run's checkpoints; their ICL score reads `corpus`'s validation split (skipped when
-    `corpus` is None).
+    (`workbench.induction/1`), and with `checkpoints` (the run's checkpoints, loaded one at a
+    time: `ModelRef.load_checkpoints`) the dynamics over training; their ICL score reads
+    `corpus`'s validation split (skipped when `corpus` is None).
 
     Args:
-        model: the model (its checkpoints are found from `model_ref`, else from where it
-            was loaded).
+        model: the model.
         corpus: a world or text corpus in the model's tokenizer, for the ICL score.
-        model_ref: the reference recorded in the report (default: where it was loaded).
+        cfg: the settings (default `Config()`); `cfg.checkpoints` says which checkpoints
+            `from_ref` loads.
+        ref: the reference recorded in the report (default: the model's name).
+        checkpoints: the loaded checkpoints whose dynamics to measure.
     """
     from circuits.dynamics import checkpoint_dynamics, phase_change
     from workbench.models.checks import check_vocab
-    from workbench.models.info import run_dir_of
-    from workbench.models.loader import load, model_ref_of, placement_of_model
     from workbench.training.batches import eval_windows
 
+    cfg = cfg or InductionConfig()
     require(model, "attention", "the induction analysis")
-    ref = model_ref if model_ref is not None else model_ref_of(model)
-    report = _heads_report(model, cfg, model_ref=ref)
-    if cfg.checkpoints:
-        run_dir = run_dir_of(ref)
-        if run_dir is None:
-            raise ValueError(f"{ref} is not a run of ours; --checkpoints needs a run directory "
-                             "made by `workbench train`")
-        paths = select_checkpoints(run_dir, cfg.checkpoints)
+    report = _heads_report(model, cfg, model_ref=str(ref) if ref is not None
+                           else model.cfg.model_name)
+    if checkpoints is not None:
         windows = None
         if corpus is not None:
             check_vocab(model, corpus)
             val = corpus.tokens("val")
             windows = eval_windows(val, model.cfg.n_ctx, 64)[0]  # fixed [64, n_ctx] windows
-        place = placement_of_model(model)
-        records = checkpoint_dynamics(paths, lambda p: load(p, place), windows,
-                                      n_seqs=min(cfg.n_seqs, 16), seed=cfg.seed,
-                                      progress=progress)
+        records = checkpoint_dynamics(checkpoints, windows, n_seqs=min(cfg.n_seqs, 16),
+                                      seed=cfg.seed, progress=progress)
         report["dynamics"] = {"checkpoints": records, "phase_change": phase_change(records),
                               "icl_corpus": None if windows is None else str(corpus.path)}
     return report
 
 
-def from_ref(ref: str | Path, cfg: InductionConfig = InductionConfig(), *,
+def from_ref(ref: str | Path | ModelRef, cfg: InductionConfig | None = None, *,
              corpus: str | Path | None = None, device: str | Placement = "cpu",
              progress: bool = True) -> Report:
-    """Load the model `ref` and run the analysis; with `cfg.checkpoints`, the ICL score reads
-    `corpus`, else the run's own corpus (skipped with a warning when it is not there)."""
-    from workbench.analysis import corpus_path_of
-    from workbench.models.info import run_dir_of
-    from workbench.models.loader import load
+    """Load the model `ref` and run the analysis; with `cfg.checkpoints`, the run's
+    checkpoints too, whose ICL score reads `corpus`, else the run's own corpus (skipped
+    with a warning when it is not there)."""
+    from workbench.models.loader import placement_of_model
+    from workbench.models.refs import ModelRef
     from workbench.world import load_corpus
 
+    cfg = cfg or InductionConfig()
+    ref = ModelRef.of(ref)
     path = None
     if cfg.checkpoints:
-        run_dir = run_dir_of(ref)  # checked before minutes of loading
-        if run_dir is None:
-            raise ValueError(f"{ref} is not a run of ours; --checkpoints needs a run directory "
-                             "made by `workbench train`")
-        select_checkpoints(run_dir, cfg.checkpoints)
+        ref.select(cfg.checkpoints)  # checked before minutes of loading
         if corpus is not None and not Path(corpus).exists():
             raise FileNotFoundError(f"corpus {corpus} does not exist; pass a corpus directory "
                                     "from `workbench world build`")
-        path = corpus_path_of(ref, corpus)
+        path = ref.corpus_path(corpus)
         if corpus is None and path is not None and not path.exists():
             log.warning("the run's corpus %s is not there; the ICL score is skipped (pass "
                         "--corpus)", path)
             path = None
-    model = load(ref, device=device)
+    model = ref.load(device)
     loaded = None if path is None else load_corpus(path)
-    return run(model, loaded, cfg, model_ref=str(ref), progress=progress)
+    history = (ref.load_checkpoints(cfg.checkpoints, placement_of_model(model))
+               if cfg.checkpoints else None)
+    return run(model, loaded, cfg, ref=ref, checkpoints=history, progress=progress)
+
+
+def summary(report: Report) -> str:
+    """What `workbench induction` prints: every head (`head_table`), then the findings."""
+    return head_table(report) + "\n" + findings(report)
+
+
+Config = InductionConfig

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 
 from circuits.scores import head_name
 from icl.figures import FIGURES as FIGURES
+from icl.summary import summary as summary
 from workbench.analysis import Report
 from workbench.prompts import candidate_logprobs, encode_prompt, object_ids
 from workbench.world.fewshot import KNOWN_TASKS, KS, TASKS
@@ -41,6 +43,7 @@ from workbench.world.fewshot import KNOWN_TASKS, KS, TASKS
 if TYPE_CHECKING:
     from workbench.models import Model
     from workbench.models.devices import Placement
+    from workbench.models.refs import CheckpointRef, ModelRef
     from workbench.world.loader import Corpus
 
 KIND = "icl"
@@ -63,7 +66,6 @@ class IclConfig:
             beside a control ablation of as many other heads.
         min_score: induction score from which a head counts as an induction head.
         batch_size: prompts per forward pass.
-        progress: show progress bars.
     """
 
     tasks: tuple[str, ...] = TASKS
@@ -73,7 +75,6 @@ class IclConfig:
     mechanism: bool = True
     min_score: float = 0.4
     batch_size: int = 64
-    progress: bool = True
 
     def __post_init__(self) -> None:
         bad = [t for t in self.tasks if t not in TASKS]
@@ -224,32 +225,33 @@ def _check_answers_encode(model: Model, items: list[dict[str, Any]]) -> None:
                          f"n_ctx is {model.cfg.n_ctx}; pass smaller --k values")
 
 
-def run(model: Model, corpus: Corpus, cfg: IclConfig = IclConfig(), *,
-        model_ref: str | None = None, progress: bool | None = None) -> Report:
+def run(model: Model, corpus: Corpus | None, cfg: IclConfig | None = None, *,
+        ref: str | ModelRef | None = None,
+        checkpoints: Iterable[tuple[CheckpointRef, Model]] | None = None,
+        progress: bool = True) -> Report:
     """The in-context learning report (`workbench.icl/1`) of a loaded model on `corpus`'s
-    few-shot items (in the model's tokenizer), and with `cfg.checkpoints` of each of its
-    run's checkpoints."""
-    from workbench.models.loader import load, model_ref_of, placement_of_model
-
-    progress = cfg.progress if progress is None else progress
-    ref = model_ref if model_ref is not None else model_ref_of(model)
+    few-shot items (in the model's tokenizer), and with `checkpoints` (the run's
+    checkpoints, loaded one at a time: `ModelRef.load_checkpoints`) of each of them."""
+    cfg = cfg or IclConfig()
+    if corpus is None:
+        raise ValueError("in-context learning is measured on a world corpus's few-shot items; "
+                         "pass --corpus PATH")
     items = select_items(corpus, cfg)
     _check_answers_encode(model, items)
     tasks = measure(model, items, cfg, progress)
-    report: Report = {"schema": SCHEMA, "model": ref, "corpus": str(corpus.path),
+    report: Report = {"schema": SCHEMA, "model": str(ref) if ref is not None
+                      else model.cfg.model_name, "corpus": str(corpus.path),
                       "config": asdict(cfg), "tasks": tasks, "headline": headline(tasks,
                                                                                   cfg.ks)}
     if cfg.mechanism:
         report["mechanism"] = mechanism_report(model, items, tasks, cfg)
-    if cfg.checkpoints:
-        place = placement_of_model(model)
+    if checkpoints is not None:
         records = []
-        for path in tqdm(checkpoint_paths(ref, cfg.checkpoints), desc="checkpoints",
-                         disable=not progress, leave=False):
-            step = int(path.name.split("_")[-1])
-            summary = measure(load(path, place), items, cfg)
-            records.append({"step": step, "tasks": summary, "headline": headline(summary,
-                                                                                   cfg.ks)})
+        for ckpt, at_step in tqdm(checkpoints, desc="checkpoints", disable=not progress,
+                                  leave=False):
+            summary = measure(at_step, items, cfg)
+            records.append({"step": ckpt.step, "tasks": summary,
+                            "headline": headline(summary, cfg.ks)})
         report["checkpoints"] = records
     return report
 
@@ -329,29 +331,25 @@ def novel_ablation_curve(model: Model, novel: list[dict[str, Any]], found: Any,
     return curve
 
 
-def checkpoint_paths(ref: str | Path, which: str) -> list[Path]:
-    """The checkpoints `which` (`all` or steps) of the run `ref`, refused up front when `ref`
-    is not a run of ours."""
-    from circuits.induction import select_checkpoints
-    from workbench.models.info import run_dir_of
-
-    run_dir = run_dir_of(ref)
-    if run_dir is None:
-        raise ValueError(f"{ref} is not a run of ours; --checkpoints needs a run directory made "
-                         "by `workbench train`")
-    return select_checkpoints(run_dir, which)
-
-
-def from_ref(ref: str | Path, cfg: IclConfig = IclConfig(), *,
-             corpus: str | Path | None = None, device: str | Placement = "cpu") -> Report:
-    """Load the model `ref` and its corpus (`corpus`, else the run's) and `run`."""
-    from workbench.analysis import load_corpus_of
+def from_ref(ref: str | Path | ModelRef, cfg: IclConfig | None = None, *,
+             corpus: str | Path | None = None, device: str | Placement = "cpu",
+             progress: bool = True) -> Report:
+    """Load the model `ref` and its corpus (`corpus`, else the run's) and `run`; with
+    `cfg.checkpoints`, the run's checkpoints too."""
     from workbench.models.checks import check_tokenizer
-    from workbench.models.loader import load
+    from workbench.models.loader import placement_of_model
+    from workbench.models.refs import ModelRef
 
+    cfg = cfg or IclConfig()
+    ref = ModelRef.of(ref)
     if cfg.checkpoints:
-        checkpoint_paths(ref, cfg.checkpoints)  # before loading anything
-    loaded = cast("Corpus", load_corpus_of(ref, corpus, required="the few-shot items"))
-    model = load(ref, device=device)
+        ref.select(cfg.checkpoints)  # before loading anything
+    loaded = cast("Corpus", ref.load_corpus(corpus, required="the few-shot items"))
+    model = ref.load(device)
     check_tokenizer(model, loaded)
-    return run(model, loaded, cfg, model_ref=str(ref))
+    history = (ref.load_checkpoints(cfg.checkpoints, placement_of_model(model))
+               if cfg.checkpoints else None)
+    return run(model, loaded, cfg, ref=ref, checkpoints=history, progress=progress)
+
+
+Config = IclConfig

@@ -6,9 +6,8 @@ tasks, baselines and intervals.
 - `probe.fit`: all layers x folds x control probes fitted at once (L-BFGS linear, Adam MLP).
 - `probe.stats`: folds by word type / person, control labels, cluster bootstrap, center of
   gravity.
-- `probe.layers`: the analysis (`LayersConfig`, `run`, `from_ref`) and its summary;
-  `probe.figures` its figure; `probe.cli`: `workbench probe` and `python -m probe.syntax|
-  semantics|facts`.
+- `probe.layers`: the analysis, probes at every layer (`LayersConfig`, `run`, `from_ref`,
+  `summary`); `probe.figures` its figure; `probe.cli`: the flags of `workbench probe`.
 
 Belief tests (what a model states about a fact, and changing it) are in `beliefs`.
 """

@@ -8,8 +8,8 @@ baseline, the best layer and the center of gravity. `summary` says where each ki
 The analysis has the shape of every other (`workbench.analysis`):
 
     from probe import layers
-    report = layers.run(model, corpus, layers.LayersConfig(tasks="syntax,facts"))
-    report = layers.from_ref("runs/demo", LayersConfig(tasks="syntax,facts"))
+    report = layers.run(model, corpus, layers.Config(tasks="syntax,facts"))
+    report = layers.from_ref("runs/demo", layers.Config(tasks="syntax,facts"))
     write_report(report, report_path("runs/demo", layers.KIND), layers.FIGURES)
 """
 
@@ -50,6 +50,7 @@ from workbench.models.checks import check_tokenizer
 if TYPE_CHECKING:
     from workbench.models import Model
     from workbench.models.devices import Placement
+    from workbench.models.refs import ModelRef
     from workbench.world.loader import Corpus
 
 log = logging.getLogger(__name__)
@@ -226,22 +227,23 @@ def probe_task(x: torch.Tensor, ex: Examples, layers: list[int], cfg: LayersConf
     }
 
 
-def run(model: Model, corpus: Corpus, cfg: LayersConfig | None = None, *,
-        model_ref: str | None = None, acts: str | Path | None = None,
+def run(model: Model, corpus: Corpus | None, cfg: LayersConfig | None = None, *,
+        ref: str | ModelRef | None = None, acts: str | Path | None = None,
         progress: bool = True) -> Report:
     """Run the sweep on a loaded model and a world corpus; the `workbench.probe/1` report.
 
     Args:
         model: a TransformerBridge.
         corpus: a world corpus encoded with the model's tokenizer (`workbench.world`).
-        model_ref: the reference recorded in the report (default: where it was loaded).
+        ref: the reference recorded in the report (default: the model's name).
         acts: an activation file to read (made now, resumably, when it does not exist and
             the activations exceed `cfg.memory_gib`; None keeps them in memory when small).
     """
-    from workbench.models.loader import model_ref_of
-
     cfg = cfg or LayersConfig()
-    model_ref = model_ref if model_ref is not None else model_ref_of(model)
+    if corpus is None:
+        raise ValueError("the probes need a world corpus encoded with the model's tokenizer; "
+                         "pass --corpus PATH")
+    model_ref = str(ref) if ref is not None else model.cfg.model_name
     t0 = time.perf_counter()
     tasks = resolve_tasks(cfg.tasks)
     check_corpus(model, corpus)
@@ -356,18 +358,18 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     return {"by_kind": by_kind, "syntax_no_later": verdict, "text": "\n".join(lines)}
 
 
-def from_ref(ref: str | Path, cfg: LayersConfig | None = None, *,
-             corpus: str | Path | None = None, acts: str | Path | None = None,
-             device: str | Placement = "cpu", progress: bool = True) -> Report:
-    """Load the model `ref` and its corpus (`corpus`, else the run's) and run the sweep."""
-    from workbench.analysis import load_corpus_of
-    from workbench.models.loader import load
+def from_ref(ref: str | Path | ModelRef, cfg: LayersConfig | None = None, *,
+             corpus: str | Path | None = None, device: str | Placement = "cpu",
+             progress: bool = True, acts: str | Path | None = None) -> Report:
+    """Load the model `ref` and its corpus (`corpus`, else the run's) and run the probes."""
+    from workbench.models.refs import ModelRef
 
-    loaded = load_corpus_of(ref, corpus, required="a world corpus encoded with the model's "
-                            "tokenizer")
+    ref = ModelRef.of(ref)
+    loaded = ref.load_corpus(corpus, required="a world corpus encoded with the model's "
+                             "tokenizer")
     torch.manual_seed((cfg or LayersConfig()).seed)
-    model = load(ref, device=device)
-    return run(model, loaded, cfg, model_ref=str(ref), acts=acts, progress=progress)
+    model = ref.load(device)
+    return run(model, loaded, cfg, ref=ref, acts=acts, progress=progress)
 
 
 def table(report: dict[str, Any]) -> str:
@@ -384,3 +386,11 @@ def table(report: dict[str, Any]) -> str:
             f"{b['control_accuracy']:>7.3f} {b['selectivity']:>6.3f} "
             f"{t['majority_baseline']:>6.3f} {emb:>6} {t['center_of_gravity']:>5.2f}")
     return "\n".join(lines)
+
+
+def summary(report: Report) -> str:
+    """What `workbench probe` prints: the per-task table, then where each kind peaks."""
+    return table(report) + "\n" + report["summary"]["text"]
+
+
+Config = LayersConfig

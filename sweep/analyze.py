@@ -31,6 +31,8 @@ from sweep.member import Member
 from sweep.plan import BATTERY_FILE, Plan, member_state
 from sweep.report import REPORT_FILE, build_report, member_entry
 from workbench.models.checkpoints import list_checkpoints, write_json_atomic
+from workbench.models.layout import METRICS
+from workbench.training.run_dir import metric_lines
 
 log = logging.getLogger(__name__)
 BATTERY_SCHEMA = "workbench.sweep_battery/1"
@@ -76,19 +78,18 @@ def analyze_member(plan: Plan, member: Member, cfg: AnalyzeConfig,
                    report: Callable[[str], None] = log.info) -> dict[str, Any]:
     """The battery on every checkpoint of `member` that `battery.json` lacks; returns the
     file's content (written after each checkpoint, temp file + rename)."""
-    from workbench.models.loader import load
+    from workbench.models.refs import ModelRef
     from workbench.world import load_corpus
 
     path = plan.member_dir(member) / BATTERY_FILE
     done = _read_battery(path, cfg)
-    todo = [p for p in list_checkpoints(plan.run_dir(member))
-            if int(p.name.removeprefix("step_")) not in done]
+    todo = [c for c in ModelRef.of(plan.run_dir(member)).checkpoints if c.step not in done]
     record = {"schema": BATTERY_SCHEMA, "member": member.name,
               "config": config_record(cfg.battery), "checkpoints": []}
     t0 = time.perf_counter()
-    for path_ck in tqdm(todo, desc=member.name, disable=not cfg.progress, leave=False):
-        step = int(path_ck.name.removeprefix("step_"))
-        model = load(path_ck, device=cfg.device)
+    for ckpt in tqdm(todo, desc=member.name, disable=not cfg.progress, leave=False):
+        step = ckpt.step
+        model = ckpt.load(cfg.device)
         key = (member.world_id, model.cfg.n_ctx)
         if key not in inputs:
             corpus = load_corpus(plan.world_dir(member.world_id))
@@ -110,14 +111,7 @@ def analyze_member(plan: Plan, member: Member, cfg: AnalyzeConfig,
 def loss_curve(plan: Plan, member: Member) -> dict[str, list[float]]:
     """Training and validation loss against step, from the run's `metrics.jsonl`."""
     out: dict[str, list[float]] = {"step": [], "loss": [], "val_step": [], "val_loss": []}
-    path = plan.run_dir(member) / "metrics.jsonl"
-    if not path.is_file():
-        return out
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
+    for _, row in metric_lines(plan.run_dir(member) / METRICS):  # torn lines left out
         if "loss" in row:
             out["step"].append(row["step"])
             out["loss"].append(row["loss"])

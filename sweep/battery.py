@@ -177,8 +177,7 @@ def _fewshot(model: Model, corpus: Corpus, cfg: BatteryConfig
     present = {it["task"] for it in corpus.eval_items("fewshot")}
     tasks = tuple(t for t in TASKS if t in present)
     for k in sorted((k for k in KS if k > 0), reverse=True):
-        icl = IclConfig(tasks=tasks, ks=(0, k), n=cfg.fewshot_items, mechanism=False,
-                        progress=False)
+        icl = IclConfig(tasks=tasks, ks=(0, k), n=cfg.fewshot_items, mechanism=False)
         items = select_items(corpus, icl)
         longest = max(len(encode_prompt(model, it["prefix"])) for it in items)
         if longest + 4 <= model.cfg.n_ctx:
@@ -322,7 +321,7 @@ def _probes(model: Model, inp: WorldInputs, cfg: BatteryConfig) -> dict[str, Any
                        n_boot=cfg.probe_boot, min_per_class=cfg.probe_min_per_class,
                        split=cfg.probe_split, max_tokens=cfg.probe_tokens, seed=cfg.seed)
     try:
-        report = probe_run(model, inp.corpus, pcfg, model_ref="", progress=False)
+        report = probe_run(model, inp.corpus, pcfg, ref="", progress=False)
     except ValueError as exc:  # the world's validation split is too small for a task
         inp.notes["probes"] = str(exc)
         return {}
@@ -353,9 +352,8 @@ def _beliefs(model: Model, inp: WorldInputs, cfg: BatteryConfig) -> dict[str, An
     bcfg = BeliefsConfig(methods=methods, n=n, n_trace=0, layer=0,
                          cov_tokens=cfg.rome_cov_tokens, cov_split="val",
                          rome=RomeConfig(steps=cfg.rome_steps, n_prefixes=2),
-                         metrics=EditEvalConfig(n_neighbours=3, fluency_windows=0),
-                         progress=False)
-    report = beliefs_run(model, inp.corpus, bcfg, facts=inp.base, model_ref="")
+                         metrics=EditEvalConfig(n_neighbours=3, fluency_windows=0))
+    report = beliefs_run(model, inp.corpus, bcfg, facts=inp.base, ref="", progress=False)
     out: dict[str, Any] = {}
     if "icl" in methods:
         rows = report["methods"]["icl"]["beliefs"]

@@ -29,6 +29,7 @@ from typing import Any
 from sweep.member import Member
 from sweep.spec import SweepSpec
 from workbench.models.checkpoints import step_dir_name, write_json_atomic, write_text_atomic
+from workbench.models.layout import CHECKPOINTS_DIR, RUN_JSON
 from workbench.outputs import check_replaceable, check_writable
 from workbench.training.run_dir import config_diff
 
@@ -159,7 +160,7 @@ def check_member_dir(plan: Plan, member: Member) -> None:
         raise ValueError(f"member directory {mdir} has no {MEMBER_FILE}; plan the sweep "
                          f"again (`workbench sweep plan SPEC --out {plan.root}`) to write it")
     diffs = _diff(_read_json(path, "member file"), member_record(member))
-    run_json = plan.run_dir(member) / "run.json"
+    run_json = plan.run_dir(member) / RUN_JSON
     if not diffs and run_json.is_file():
         run = _read_json(run_json, "run config")
         model = {k: v for k, v in run.get("model", {}).items() if k != "d_vocab"}
@@ -175,7 +176,7 @@ def check_member_dir(plan: Plan, member: Member) -> None:
 
 def member_state(plan: Plan, member: Member) -> str:
     """`done` (its last checkpoint exists), `started` (some checkpoint exists) or `new`."""
-    ckpts = plan.run_dir(member) / "checkpoints"
+    ckpts = plan.run_dir(member) / CHECKPOINTS_DIR
     final = ckpts / step_dir_name(member.steps)
     if (final / "config.json").is_file() and (final / "model.safetensors").is_file():
         return "done"

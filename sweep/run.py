@@ -23,6 +23,7 @@ from pathlib import Path
 from sweep.member import Member
 from sweep.plan import Plan, check_member_dir, member_state
 from workbench.models.checkpoints import list_checkpoints, step_dir_name
+from workbench.models.layout import CHECKPOINTS_DIR, RUN_JSON, TRAINING_FIGURE, step_of
 from workbench.training.trainer import train
 from workbench.world import build_corpus
 
@@ -104,7 +105,7 @@ def ensure_world(plan: Plan, world_id: str, *, progress: bool = False) -> tuple[
 
 
 def _final_val_loss(plan: Plan, member: Member) -> float:
-    config = plan.run_dir(member) / "checkpoints" / step_dir_name(member.steps) / "config.json"
+    config = plan.run_dir(member) / CHECKPOINTS_DIR / step_dir_name(member.steps) / "config.json"
     value = json.loads(config.read_text()).get("val_loss")
     return float("nan") if value is None else float(value)
 
@@ -122,14 +123,14 @@ def train_member(plan: Plan, member: Member, *, device: str = "auto", progress: 
     with _lock(plan.member_dir(member) / ".train.lock", wait=False):
         state = member_state(plan, member)
         if state == "done":
-            if not (run_dir / "training.fig.json").exists():  # killed just before it
+            if not (run_dir / TRAINING_FIGURE).exists():  # killed just before it
                 world, _ = ensure_world(plan, member.world_id)
                 train(member.model, world, run_dir, member.train, device=device, resume=True,
                       progress=False)
             return MemberResult(member.name, "finished", member.steps,
                                 _final_val_loss(plan, member), 0.0, float("nan"))
         world, _ = ensure_world(plan, member.world_id)
-        resume = (run_dir / "run.json").is_file()
+        resume = (run_dir / RUN_JSON).is_file()
         if not resume and run_dir.is_dir():
             _clear_unstarted(run_dir)
         start = _resume_step(run_dir) if resume else 0
@@ -159,7 +160,7 @@ def _clear_unstarted(run_dir: Path) -> None:
 
 def _resume_step(run_dir: Path) -> int:
     """The step a resumed run continues from: its newest checkpoint with a training state."""
-    steps = [int(p.name.removeprefix("step_")) for p in list_checkpoints(run_dir)
+    steps = [step_of(p) or 0 for p in list_checkpoints(run_dir)
              if (p / "train_state.pt").exists()]
     return max(steps, default=0)
 

@@ -161,7 +161,7 @@ with tab_report:
     out = sel.entry.analysis("beliefs")
     report = ui.report(out, "beliefs")
     if report is None:
-        if ui.run_panel(runs.beliefs_argv(sel.entry, corpus_path), out,
+        if ui.run_panel(runs.analysis_argv("beliefs", sel.entry, corpus_path), out,
                         "Run the belief tests", key="run_beliefs",
                         why=f"No belief report for {sel.entry.name} yet."):
             st.rerun()

@@ -12,9 +12,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import runs, ui
-from icl.cli import summary_table
 from icl.figures import accuracy_figure, checkpoints_figure, logprob_figure, mechanism_figure
 from icl.mechanism import answer_positions
+from icl.summary import summary
 from workbench.hooks import hook_name
 from workbench.prompts import candidate_logprobs, encode_prompt
 
@@ -64,13 +64,13 @@ if report is None:
         st.info("`workbench icl` reads a world corpus's few-shot items; put one in the runs "
                 "folder (`workbench world build`, or `workbench world retokenize` for a "
                 "Hugging Face model)")
-    elif ui.run_panel(runs.icl_argv(entry, corpus), out, "Measure in-context learning",
+    elif ui.run_panel(runs.analysis_argv("icl", entry, corpus), out, "Measure in-context learning",
                       key="run_icl"):
         st.rerun()
     st.stop()
 
 st.caption(f"`{out}` (the run's latest checkpoint; the sidebar's step does not apply here)")
-st.code(summary_table(report), language="text")
+st.code(summary(report), language="text")
 c = st.columns(2)
 c[0].plotly_chart(accuracy_figure(report), key="icl_accuracy")
 c[1].plotly_chart(logprob_figure(report), key="icl_logprob")

@@ -8,7 +8,7 @@ import streamlit as st
 from app import runs, ui
 from app.figures import composition_figure
 from circuits.figures import dynamics_figure, heads_figure
-from circuits.induction import summary
+from circuits.induction import findings
 
 COLUMNS = ("name", "induction", "prefix_matching", "prev_token", "duplicate", "copying",
            "ablation_nats", "mean_ablation_nats", "is_induction", "is_prev_token")
@@ -21,13 +21,13 @@ corpus = runs.corpus_for(entry, sel.root)
 report = ui.report(out, "induction")
 if report is None:
     st.subheader(f"No induction report for {entry.name} yet")
-    if ui.run_panel(runs.induction_argv(entry, corpus), out, "Run the induction analysis",
-                    key="run_induction"):
+    if ui.run_panel(runs.analysis_argv("induction", entry, corpus), out,
+                    "Run the induction analysis", key="run_induction"):
         st.rerun()
     st.stop()
 
 st.caption(f"`{out}` (the run's latest checkpoint; the sidebar's step does not apply here)")
-st.code(summary(report), language="text")
+st.code(findings(report), language="text")
 st.plotly_chart(heads_figure(report), key="ind_heads")
 
 rows = sorted(report["heads"], key=lambda r: -r["induction"])
@@ -53,7 +53,7 @@ st.subheader("Phase change over checkpoints")
 if report.get("dynamics", {}).get("checkpoints"):
     st.plotly_chart(dynamics_figure(report), key="ind_dynamics")
 elif entry.kind == "run":
-    if ui.run_panel(runs.induction_argv(entry, corpus, overwrite=True), out,
+    if ui.run_panel(runs.analysis_argv("induction", entry, corpus, overwrite=True), out,
                     "Score every checkpoint", key="run_dynamics",
                     why="This report has no checkpoint dynamics; this command rewrites it "
                         "with them:"):

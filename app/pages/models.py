@@ -9,6 +9,7 @@ import streamlit as st
 
 from app import runs, ui
 from workbench.models.info import model_card
+from workbench.models.layout import EVAL_JSON, METRICS
 from workbench.plots import eval_figure, training_figure
 
 
@@ -29,7 +30,7 @@ with left:
     analyses = runs.list_analyses(entry)
     st.markdown("**analyses**: " + (", ".join(analyses) if analyses else "none yet"))
 with right:
-    metrics = entry.path / "metrics.jsonl"
+    metrics = entry.path / METRICS
     if entry.kind == "run" and metrics.is_file():
         fig = training_figure(metrics)
         if st.toggle("log step axis (checkpoints are log-spaced)", key="models_log"):
@@ -41,7 +42,7 @@ with right:
     else:
         st.info("No training curves: this model was not trained here (a Hugging Face "
                 "directory) or its run has no metrics.jsonl.")
-evaluation = entry.path / "eval.json"
+evaluation = entry.path / EVAL_JSON
 if evaluation.is_file():
     st.plotly_chart(eval_figure(json.loads(evaluation.read_text())), key="eval")
 elif entry.kind == "run":

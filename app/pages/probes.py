@@ -34,8 +34,9 @@ def new_sweep(sel: ui.Selection, out: Path, exists: bool) -> None:
     if not tasks:
         st.warning("Pick at least one task.")
         return
-    args = runs.probe_argv(sel.entry, corpora[names.index(name)], ",".join(tasks), kind,
-                              int(max_tokens), overwrite=exists)
+    args = runs.analysis_argv("probe", sel.entry, corpora[names.index(name)],
+                              overwrite=exists, tasks=",".join(tasks), probe=kind,
+                              max_tokens=int(max_tokens))
     if ui.run_panel(args, out, "Run the sweep", key="run_probe"):
         st.rerun()
 

@@ -74,8 +74,8 @@ def app_runs(world_corpus: Path, tiny_run: TrainResult, hf_gpt2_dir: Path,
     write_report(probes, report_path(tiny, layers.KIND), layers.FIGURES)
     from icl import measure
 
-    few = measure.from_ref(tiny, measure.IclConfig(ks=(0, 1, 2), n=4, min_score=0.2,
-                                                   progress=False), corpus=corpus)
+    few = measure.from_ref(tiny, measure.IclConfig(ks=(0, 1, 2), n=4, min_score=0.2),
+                           corpus=corpus, progress=False)
     write_report(few, report_path(tiny, measure.KIND), measure.FIGURES)
     cache_activations(load(tiny), load_corpus(corpus), CacheConfig(max_tokens=2000, chunk=True),
                       tiny / "acts_val.h5", progress=False)

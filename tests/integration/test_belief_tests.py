@@ -22,7 +22,7 @@ from workbench.models.loader import load
 from workbench.training.trainer import TrainResult
 from workbench.world import load_corpus
 
-CFG = BeliefsConfig(n=8, n_trace=3, cov_tokens=4000, progress=False,
+CFG = BeliefsConfig(n=8, n_trace=3, cov_tokens=4000,
                     trace=TraceConfig(n_samples=4), rome=RomeConfig(n_prefixes=3))
 
 
@@ -32,7 +32,7 @@ def report_and_model(tiny_run: TrainResult, world_corpus: Path) -> tuple[dict, d
     before = {k: v.clone() for k, v in model.state_dict().items()}
     corpus = load_corpus(world_corpus)
     report = run(model, corpus, CFG, facts=world_facts(corpus.world(), corpus.fact_table()),
-                 model_ref="tiny")
+                 ref="tiny", progress=False)
     return report, before, model.state_dict()
 
 
@@ -131,8 +131,8 @@ def test_real_facts_on_a_local_gpt2_dir(hf_gpt2_dir: Path) -> None:
     assert e.stated in real.relations["capital"].candidates  # multi-token candidates scored
     # n_ctx is 64 and English words are several tokens each here: ask at once (between=0)
     report = run(model, None, BeliefsConfig(methods=("icl", "ft"), n=2, layer=0, n_trace=0,
-                                            ladder=LadderConfig(between=0), progress=False),
-                 facts=real)
+                                            ladder=LadderConfig(between=0)),
+                 facts=real, progress=False)
     assert report["methods"]["ft"]["n"] == 2  # multi-token objects edited and read
     levels = report["methods"]["icl"]["beliefs"][0]["levels"]
     assert "hearsay" in levels and levels["none"]["p_new"] is not None

@@ -30,7 +30,7 @@ CFG = LayersConfig(tasks="syntax,semantics,facts", split="train", max_tokens=30_
 @pytest.fixture(scope="module")
 def report(tiny_run: TrainResult, world_corpus: Path) -> dict:
     return run(load(tiny_run.run_dir), load_corpus(world_corpus), CFG,
-                       model_ref="tiny", progress=False)
+                       ref="tiny", progress=False)
 
 
 def test_report_schema_and_content(report: dict, tmp_path: Path) -> None:
@@ -74,7 +74,7 @@ def test_same_numbers_from_memory_and_from_an_activation_file(
     torch.testing.assert_close(rows.acts(needed, [0, 1, 2]), stored.acts(needed, [0, 1, 2]),
                                rtol=1e-5, atol=1e-4)
     stored.store.close()
-    from_store = run(model, corpus, CFG, model_ref="tiny", acts=acts, progress=False)
+    from_store = run(model, corpus, CFG, ref="tiny", acts=acts, progress=False)
     assert from_store["source"] == f"store:{acts}"
     assert from_store["tasks"].keys() == report["tasks"].keys()
     for name, task in report["tasks"].items():
@@ -119,7 +119,7 @@ def test_hf_gpt2_through_a_retokenized_world(hf_gpt2_dir: Path, world_corpus: Pa
     model = load(str(hf_gpt2_dir))
     cfg = LayersConfig(tasks="pos,animacy,city", split="train", max_tokens=20_000, n_boot=50,
                       min_per_class=5)
-    rep = run(model, corpus, cfg, model_ref=str(hf_gpt2_dir), progress=False)
+    rep = run(model, corpus, cfg, ref=str(hf_gpt2_dir), progress=False)
     assert rep["layers"] == [0, 1, 2] and rep["tasks"]["pos"]["n"] > 1000
     with pytest.raises(ValueError, match="workbench world retokenize"):
         run(model, load_corpus(world_corpus), CFG, progress=False)

@@ -14,8 +14,8 @@ import torch
 from workbench.cli.core import main
 from workbench.models.checkpoints import list_checkpoints, load_checkpoint, sha256_file
 from workbench.models.config import PRESETS, TRAIN_PRESETS
-from workbench.models.info import corpus_of
 from workbench.models.loader import load
+from workbench.models.refs import ModelRef
 from workbench.models.shipped import CORPUS, SHIPPED, export_run, install
 from workbench.training.trainer import TrainResult
 from workbench.world import WorldConfig, build_corpus
@@ -38,7 +38,7 @@ def test_shipped_default_model_loads_matches_its_record_and_passes_eval(
     # the seed-0 world at any size has the same facts, tokenizer and evaluation items
     build_corpus(WorldConfig(seed=0), tmp_path / "runs" / "world", n_tokens_train=20_000,
                  progress=False)
-    assert Path(corpus_of(run)).resolve() == (tmp_path / "runs" / "world").resolve()
+    assert Path(ModelRef.of(run).corpus).resolve() == (tmp_path / "runs" / "world").resolve()
     assert main(["eval", "--model", str(run), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     report = json.loads((run / "eval.json").read_text())
@@ -59,7 +59,7 @@ def test_export_then_install_round_trips_a_run(tiny_run: TrainResult, world_corp
     assert json.loads((out / "run.json").read_text())["corpus"] == CORPUS
     run = install(tmp_path / "runs" / "copy", out)
     shutil.copytree(world_corpus, tmp_path / "runs" / "world")
-    assert Path(corpus_of(run)).resolve() == (tmp_path / "runs" / "world").resolve()
+    assert Path(ModelRef.of(run).corpus).resolve() == (tmp_path / "runs" / "world").resolve()
     original, copy = load(tiny_run.run_dir), load(run)
     tokens = torch.tensor([[2, 5, 6, 7, 8]])
     assert torch.equal(original(tokens), copy(tokens))

@@ -125,19 +125,27 @@ def test_read_report(tmp_path: Path) -> None:
 def test_commands(runs: Path) -> None:
     demo, _, hf = folder.list_models(runs)
     world = runs.resolve() / "world"
-    line = folder.display_command(folder.induction_argv(demo, world))
-    assert line.startswith(f"workbench induction --model {demo.path} --checkpoints all "
-                           f"--corpus {world} --out {demo.path}/analyses/induction.json")
-    assert "--checkpoints" not in folder.induction_argv(hf, world)
-    assert folder.induction_argv(hf, None, overwrite=True)[-1] == "--overwrite"
-    probe = folder.probe_argv(demo, world, "pos,city", "mlp", 5000)
-    assert probe[probe.index("--tasks") + 1] == "pos,city" and "--max-tokens" in probe
+    line = folder.display_command(folder.analysis_argv("induction", demo, world))
+    assert line.startswith(f"workbench induction --model {demo.path} --corpus {world} "
+                           f"--checkpoints all --out {demo.path}/analyses/induction.json")
+    assert "--checkpoints" not in folder.analysis_argv("induction", hf, world)
+    assert "--corpus" not in folder.analysis_argv("induction", hf, world)
+    assert folder.analysis_argv("induction", hf, None, overwrite=True)[-1] == "--overwrite"
+    probe = folder.analysis_argv("probe", demo, world, tasks="pos,city", probe="mlp",
+                                 max_tokens=5000)
+    assert probe[probe.index("--tasks") + 1] == "pos,city"
+    assert probe[probe.index("--max-tokens") + 1] == "5000"
+    with pytest.raises(ValueError, match="needs a corpus"):
+        folder.analysis_argv("icl", hf, None)
+    with pytest.raises(ValueError, match="not a registered analysis"):
+        folder.analysis_argv("eval", demo, world)
     assert "'blocks.*.hook_resid_post'" in folder.display_command(folder.cache_argv(demo, world))
     assert folder.eval_argv(demo, world)[-2:] == ["--out", f"{demo.path}/eval.json"]
-    beliefs = folder.display_command(folder.beliefs_argv(demo, world))
+    beliefs = folder.display_command(folder.analysis_argv("beliefs", demo, world))
     assert beliefs == (f"workbench beliefs --model {demo.path} --corpus {world} --n 20 --out "
                        f"{demo.path}/analyses/beliefs.json")
-    real = folder.beliefs_argv(hf, None, overwrite=True)  # no corpus: no ROME, a fixed layer
+    # no corpus: no ROME, a fixed layer
+    real = folder.analysis_argv("beliefs", hf, None, overwrite=True)
     assert real[real.index("--method") + 1] == "icl,ft" and real[-1] == "--overwrite"
 
 

@@ -37,7 +37,7 @@ def base() -> FactBase:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    from workbench.models.tokenizer import load_hf_tokenizer
+    from workbench.world.tokenizer_files import load_hf_tokenizer
 
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
     tok = build_world_tokenizer()

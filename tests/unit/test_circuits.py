@@ -271,15 +271,15 @@ def test_phase_change_finds_the_steepest_rise_and_drop() -> None:
 def test_checkpoint_steps_are_read_from_directory_names() -> None:
     from pathlib import Path
 
-    from circuits.dynamics import _step_of
+    from workbench.models.layout import step_of
 
-    assert _step_of(Path("runs/x/checkpoints/step_000512")) == 512
-    assert _step_of(Path("pythia-70m/step1000")) == 1000
-    assert _step_of(Path("gpt2-final")) == -1 and _step_of(Path("tiny-gpt2")) == -1
+    assert step_of(Path("runs/x/checkpoints/step_000512")) == 512
+    assert step_of(Path("pythia-70m/step1000")) == 1000
+    assert step_of(Path("gpt2-final")) is None and step_of(Path("tiny-gpt2")) is None
 
 
 def test_summary_reads_reports_written_before_path_patching() -> None:
-    from circuits.induction import summary
+    from circuits.induction import findings as summary
 
     old = {"induction_head": "L1H0", "k_composition_source": "L0H1", "k_composition": 0.2,
            "source_is_prev_token": True, "k_composition_mean_earlier": 0.1}

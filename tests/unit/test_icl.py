@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import icl.measure as m
-from icl.cli import summary_table
 from icl.figures import FIGURES
+from icl.summary import summary as summary_table
 
 
 def _item(task: str, k: int, answer: str, prior: str | None = None) -> dict[str, Any]:

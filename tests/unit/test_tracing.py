@@ -20,8 +20,8 @@ from circuits.tracing import (
 )
 from workbench.models.config import get_preset
 from workbench.models.loader import build_bridge, load
-from workbench.models.tokenizer import load_hf_tokenizer
 from workbench.world.tokenizer import build_world_tokenizer
+from workbench.world.tokenizer_files import load_hf_tokenizer
 
 PROMPT, SUBJECT = "did you know ? anna berg lives in", "anna berg"
 

@@ -12,10 +12,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from workbench.hooks import stop_hooks
+from workbench.models.checks import FLOAT
+
+if TYPE_CHECKING:
+    from workbench.models import Model
 
 POSITIONS = ("all", "last", "word-final")
 META_FIELDS = ("seq", "doc", "pos", "offset", "token")
@@ -225,3 +231,34 @@ def _batch(plan: CachePlan, tokens: np.ndarray, seqs: np.ndarray, pad_id: int) -
                  torch.from_numpy(batch), torch.from_numpy(np.concatenate(flat)),
                  {k: np.concatenate(v).astype(np.int64) for k, v in meta.items()},
                  np.concatenate(rows).astype(np.int64))
+
+
+def cache_bytes(model: Model, batch_size: int, hooks: list[str] | None = None,
+                flush_rows: int = 8192) -> int:
+    """Peak memory of `workbench cache` with `batch_size` sequences per forward pass.
+
+    The blocks run one at a time, so what is held is one block's activations (attention
+    scores and pattern, MLP), the cached `hooks` of the batch (all residual streams when
+    None) and of `flush_rows` buffered rows, and the logits only when the pass cannot stop
+    before the unembedding (`workbench.hooks.stop_hooks`)."""
+    c = model.cfg
+    d_mlp = c.d_mlp or 4 * c.d_model
+    block = 12 * c.d_model + 2 * d_mlp + 2 * c.n_heads * c.n_ctx
+    if hooks is None:
+        kept, stops = c.n_layers * c.d_model, True
+    else:
+        kept = sum(_hook_width(c, h) for h in hooks)
+        kwargs, extra = stop_hooks(model, hooks)
+        stops = bool(kwargs or extra)
+    logits = 0 if stops else 2 * c.d_vocab
+    tokens = batch_size * c.n_ctx
+    return FLOAT * (tokens * (block + 2 * kept + logits) + flush_rows * kept)
+
+
+def _hook_width(c: Any, hook: str) -> int:
+    """Floats per token of a hook's activation (`c`: the model's config)."""
+    if hook.endswith(("hook_pattern", "hook_attn_scores")):
+        return c.n_heads * c.n_ctx
+    if hook.endswith(("mlp.hook_pre", "mlp.hook_post")):
+        return c.d_mlp or 4 * c.d_model
+    return c.d_model

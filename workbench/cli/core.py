@@ -25,8 +25,9 @@ from workbench.cli.argtypes import (
     seed,
 )
 from workbench.cli.registry import Command
-from workbench.models.checks import cache_bytes, check_memory, check_split, check_vocab, train_bytes
+from workbench.models.checks import check_memory, check_split, check_vocab, train_bytes
 from workbench.models.devices import add_placement_args, placement_of
+from workbench.models.layout import RUN_JSON
 
 DEFAULT_CORPUS = "runs/world"
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OSError)
@@ -87,7 +88,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     _one_of_resume_overwrite(args)
     check_separate(args.run, {"--corpus": args.corpus})
-    check_writable(Path(args.run) / "run.json")
+    check_writable(Path(args.run) / RUN_JSON)
     model_cfg = get_preset(args.preset)
     if args.seed is not None:
         model_cfg = model_cfg.replace(seed=args.seed)
@@ -120,17 +121,17 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from workbench.analysis import check_output, load_corpus_of, write_report
+    from workbench.analysis import check_output, write_report
     from workbench.evaluate import EvalConfig, evaluate
-    from workbench.models.info import output_dir_of
-    from workbench.models.loader import load
+    from workbench.models.layout import EVAL_JSON
+    from workbench.models.refs import ModelRef
     from workbench.plots import eval_figure
 
-    out = Path(args.out) if args.out else output_dir_of(args.model) / "eval.json"
-    check_output(out, True, {"--corpus": args.corpus}, model=args.model)  # ours: replaced
-    corpus = load_corpus_of(args.model, args.corpus,
-                            required="a world corpus from `workbench world build`")
-    model = load(args.model, device=placement_of(args))
+    ref = ModelRef.of(args.model)
+    out = Path(args.out) if args.out else ref.output_dir / EVAL_JSON
+    check_output(out, True, {"--corpus": args.corpus}, model=ref)  # ours: replaced
+    corpus = ref.load_corpus(args.corpus, required="a world corpus from `workbench world build`")
+    model = ref.load(placement_of(args))
     check_vocab(model, corpus)
     results = evaluate(
         model,
@@ -156,9 +157,10 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_cache(args: argparse.Namespace) -> None:
+    from workbench.cache.plan import cache_bytes
     from workbench.cache.store import CacheConfig, cache_activations
     from workbench.hooks import resolve_hooks
-    from workbench.models.loader import load
+    from workbench.models.refs import ModelRef
     from workbench.outputs import check_replaceable_file, check_separate, check_writable
     from workbench.training.distributed import shard_of_this_process
     from workbench.world import load_corpus
@@ -173,7 +175,7 @@ def _cmd_cache(args: argparse.Namespace) -> None:
                       chunk=args.chunk, compression=args.compression)
     corpus = load_corpus(Path(args.corpus))
     check_split(corpus, args.split)
-    model = load(args.model, device=placement_of(args))
+    model = ModelRef.of(args.model).load(placement_of(args))
     check_vocab(model, corpus)
     hooks = resolve_hooks(model, list(args.hooks))
     check_memory(cache_bytes(model, args.batch_size, hooks), "--batch-size", args.batch_size)

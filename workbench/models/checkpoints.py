@@ -33,15 +33,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from workbench.models.config import ModelConfig
+from workbench.models.layout import CHECKPOINTS_DIR, checkpoint_dirs, step_dir_name, step_of
 from workbench.outputs import apply_umask, replace_dir
 
 SCHEMA = "workbench.checkpoint/1"
-CHECKPOINTS_DIR = "checkpoints"
-
-
-def step_dir_name(step: int) -> str:
-    """`step_000123`: the directory name of the checkpoint at `step`."""
-    return f"step_{step:06d}"
 
 
 def sha256_file(path: Path) -> str:
@@ -186,11 +181,7 @@ def save_checkpoint(
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoint directories of a run, sorted by step."""
-    root = Path(run_dir) / CHECKPOINTS_DIR
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_")]
-    return sorted(found, key=lambda p: int(p.name.removeprefix("step_")))
+    return checkpoint_dirs(run_dir)
 
 
 def is_checkpoint_dir(path: Path) -> bool:
@@ -217,6 +208,14 @@ def is_hf_dir(path: Path) -> bool:
     return isinstance(data, dict) and "model_type" in data
 
 
+def looks_like_path(text: str) -> bool:
+    """Whether a reference that does not exist was meant as a path (not a hub name)."""
+    if text.startswith((".", "/", "~")) or os.sep + os.sep in text:
+        return True
+    first = text.split("/")[0]
+    return "/" in text and Path(first).exists()
+
+
 def resolve_checkpoint(path: Path, step: int | None = None) -> Path:
     """A run directory (its latest or `step` checkpoint) or a checkpoint directory."""
     path = Path(path)
@@ -232,7 +231,7 @@ def resolve_checkpoint(path: Path, step: int | None = None) -> Path:
         return ckpts[-1]
     wanted = path / CHECKPOINTS_DIR / step_dir_name(step)
     if wanted not in ckpts:
-        steps = [int(p.name.removeprefix("step_")) for p in ckpts]
+        steps = [step_of(p) for p in ckpts]
         raise FileNotFoundError(f"run {path} has no checkpoint at step {step}; it has {steps}")
     return wanted
 
@@ -249,12 +248,12 @@ def _model_config(config: dict[str, Any], path: Path) -> ModelConfig:
                          "damaged: pick another checkpoint or retrain") from exc
 
 
-def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
-    """Read a checkpoint directory (weights on CPU).
+def read_checkpoint_config(path: Path) -> dict[str, Any]:
+    """A checkpoint's `config.json` (without reading its weights).
 
     Raises:
-        FileNotFoundError: no config, weights or tokenizer.
-        ValueError: corrupt or truncated files, or a checksum mismatch.
+        FileNotFoundError: no config.json.
+        ValueError: it is corrupt, not an object, or not a workbench checkpoint's.
     """
     path = Path(path)
     config_path = path / "config.json"
@@ -276,6 +275,19 @@ def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
             f"{config_path} has schema {config.get('schema')!r}, expected {SCHEMA!r}; it is not "
             "a workbench checkpoint (load Hugging Face directories by their path instead)"
         )
+    return config
+
+
+def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
+    """Read a checkpoint directory (weights on CPU).
+
+    Raises:
+        FileNotFoundError: no config, weights or tokenizer.
+        ValueError: corrupt or truncated files, or a checksum mismatch.
+    """
+    path = Path(path)
+    config = read_checkpoint_config(path)
+    config_path = path / "config.json"
     weights = path / "model.safetensors"
     if not (path / "tokenizer.json").is_file():
         raise FileNotFoundError(

@@ -8,7 +8,7 @@ split), and the settings fit in memory (a refusal names the bytes it would need)
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -104,39 +104,6 @@ def forward_bytes(n_layers: int, d_model: int, d_mlp: int, n_heads: int, d_vocab
     return batch * n_ctx * per_token * FLOAT
 
 
-def cache_bytes(model: Model, batch_size: int, hooks: list[str] | None = None,
-                flush_rows: int = 8192) -> int:
-    """Peak memory of `workbench cache` with `batch_size` sequences per forward pass.
-
-    The blocks run one at a time, so what is held is one block's activations (attention
-    scores and pattern, MLP), the cached `hooks` of the batch (all residual streams when
-    None) and of `flush_rows` buffered rows, and the logits only when the pass cannot stop
-    before the unembedding (`workbench.hooks.stop_hooks`)."""
-    from workbench.hooks import stop_hooks
-
-    c = model.cfg
-    d_mlp = c.d_mlp or 4 * c.d_model
-    block = 12 * c.d_model + 2 * d_mlp + 2 * c.n_heads * c.n_ctx
-    if hooks is None:
-        kept, stops = c.n_layers * c.d_model, True
-    else:
-        kept = sum(_hook_width(c, h) for h in hooks)
-        kwargs, extra = stop_hooks(model, hooks)
-        stops = bool(kwargs or extra)
-    logits = 0 if stops else 2 * c.d_vocab
-    tokens = batch_size * c.n_ctx
-    return FLOAT * (tokens * (block + 2 * kept + logits) + flush_rows * kept)
-
-
-def _hook_width(c: Any, hook: str) -> int:
-    """Floats per token of a hook's activation (`c`: the model's config)."""
-    if hook.endswith(("hook_pattern", "hook_attn_scores")):
-        return c.n_heads * c.n_ctx
-    if hook.endswith(("mlp.hook_pre", "mlp.hook_post")):
-        return c.d_mlp or 4 * c.d_model
-    return c.d_model
-
-
 def train_bytes(cfg: ModelConfig, batch_size: int, world_size: int = 1) -> int:
     """Peak memory of a training step (activations and their gradients, weights, AdamW)."""
     per_rank = -(-batch_size // world_size)
@@ -165,7 +132,7 @@ def check_split(corpus: Corpus, split: str) -> None:
 
 def check_tokenizer(model: Model, corpus: Corpus) -> None:
     """The corpus is encoded with the model's tokenizer (or fail with the fix)."""
-    from workbench.models.tokenizer import read_tokenizer_file
+    from workbench.world.tokenizer_files import read_tokenizer_file
 
     check_vocab(model, corpus)
     tok = getattr(model, "tokenizer", None)

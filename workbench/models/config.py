@@ -186,7 +186,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # keys come straight from a previous-token head (0.43-0.56) on all three seeds; by
     # 2500 a layer-1/2 head relays that head's output and becomes the largest *direct*
     # source, while mean-ablating the previous-token head still takes 0.63-0.70 of the
-    # induction score through the keys (`K_path_all`; README).
+    # induction score through the keys (`K_path_all`).
     "default": TrainConfig(steps=4000, batch_size=32, lr=2e-3, warmup_steps=100),
     "small": TrainConfig(steps=5000, batch_size=64, lr=6e-4, warmup_steps=200, ckpt_interval=1000),
 }

@@ -50,6 +50,7 @@ from workbench.models.checkpoints import (
     resolve_checkpoint,
 )
 from workbench.models.config import ModelConfig
+from workbench.models.layout import CHECKPOINTS_DIR
 from workbench.outputs import apply_umask, replace_dir
 
 SCHEMA = "workbench.export/1"
@@ -170,7 +171,7 @@ def _native_checkpoint(ref: str | os.PathLike[str], step: int | None) -> Path:
         raise ValueError(f"{ref} is already a Hugging Face checkpoint (its config.json has a "
                          "model_type); export takes a run or checkpoint of ours. Load it with "
                          "AutoModelForCausalLM.from_pretrained or copy it instead")
-    if not (is_checkpoint_dir(path) or (path / "checkpoints").is_dir()):
+    if not (is_checkpoint_dir(path) or (path / CHECKPOINTS_DIR).is_dir()):
         raise ValueError(f"{ref} is not a run or checkpoint of ours (no checkpoints/, no "
                          "config.json + model.safetensors); pass a run directory made by "
                          "`workbench train`")
@@ -219,7 +220,7 @@ def build_hf_model(ckpt: Checkpoint, meta: dict[str, Any] | None = None) -> tupl
     """The `GPT2LMHeadModel` (inference mode) and tokenizer of a checkpoint of ours."""
     from transformers import GPT2LMHeadModel
 
-    from workbench.models.tokenizer import load_hf_tokenizer
+    from workbench.world.tokenizer_files import load_hf_tokenizer
 
     check_exportable(ckpt.model_cfg)
     tokenizer = load_hf_tokenizer(ckpt.tokenizer_path)

@@ -1,4 +1,4 @@
-"""Model cards and the bookkeeping of where a model's data and results live."""
+"""Model cards: what `workbench info` prints about a model."""
 
 from __future__ import annotations
 
@@ -6,60 +6,20 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.models.checkpoints import (
-    is_checkpoint_dir,
-    list_checkpoints,
-    load_checkpoint,
-    resolve_checkpoint,
-)
+from workbench.models.checkpoints import list_checkpoints, load_checkpoint
+from workbench.models.layout import EVAL_JSON, step_of
+from workbench.models.refs import ModelRef
 
 if TYPE_CHECKING:
     from workbench.models import Model
-
-
-def _is_ours(ref: str | Path) -> bool:
-    path = Path(ref)
-    return path.exists() and (is_checkpoint_dir(path) or (path / "checkpoints").is_dir())
-
-
-def run_dir_of(ref: str | Path) -> Path | None:
-    """The run directory of a run or checkpoint reference (None for other models)."""
-    path = Path(ref)
-    if (path / "run.json").is_file():
-        return path
-    if is_checkpoint_dir(path) and (path.parent.parent / "run.json").is_file():
-        return path.parent.parent
-    return None
-
-
-def corpus_of(ref: str | Path) -> str | None:
-    """The corpus a native model was trained on, when recorded. A relative path (the
-    shipped model records `../world`) is relative to the run directory."""
-    if not _is_ours(ref):
-        return None
-    checkpoint = resolve_checkpoint(Path(ref))
-    recorded = load_checkpoint(checkpoint, verify=False).meta.get("corpus")
-    if recorded is None or Path(recorded).is_absolute():
-        return recorded
-    base = run_dir_of(ref) or checkpoint
-    return str(base / recorded)
-
-
-def output_dir_of(ref: str | Path) -> Path:
-    """Where results about a model go: its run dir, checkpoint dir, or runs/<name>."""
-    path = Path(ref)
-    if _is_ours(path):
-        return run_dir_of(path) or path
-    if path.exists():
-        return path
-    return Path("runs") / str(ref).replace("/", "__")
 
 
 def model_card(ref: str | Path, model: Model | None = None) -> str:
     """A plain-text card: shape, parameters, vocabulary, steps, losses, checkpoints.
 
     `model`: the already loaded model of a Hugging Face `ref` (else it is loaded here)."""
-    if not _is_ours(ref):
+    resolved = ModelRef.of(ref)
+    if not resolved.is_ours:
         from workbench.models.arch import describe
         from workbench.models.loader import load
 
@@ -77,10 +37,11 @@ def model_card(ref: str | Path, model: Model | None = None) -> str:
                 "weights       not verified (a Hugging Face directory records no checksums)",
             ]
         )
-    ckpt_path = resolve_checkpoint(Path(ref))
+    ckpt_path = resolved.checkpoint
+    assert ckpt_path is not None
     ckpt = load_checkpoint(ckpt_path, verify=True)  # as `load` does: a damaged file is refused
     m, meta = ckpt.model_cfg, ckpt.meta
-    run_dir = run_dir_of(ckpt_path)
+    run_dir = ModelRef.of(ckpt_path).run_dir
     lines = [
         f"model         {ref}",
         f"checkpoint    {ckpt_path}",
@@ -97,9 +58,9 @@ def model_card(ref: str | Path, model: Model | None = None) -> str:
                              "not verified (config.json records no checksum of them)"),
     ]
     if run_dir is not None:
-        steps = [int(p.name.removeprefix("step_")) for p in list_checkpoints(run_dir)]
+        steps = [step_of(p) or 0 for p in list_checkpoints(run_dir)]
         lines.append(f"checkpoints   {len(steps)}: {_short(steps)}")
-        eval_path = run_dir / "eval.json"
+        eval_path = run_dir / EVAL_JSON
         if eval_path.is_file():
             try:
                 metrics = json.loads(eval_path.read_text())["metrics"]

@@ -28,12 +28,14 @@ from workbench.models.checkpoints import (
     is_checkpoint_dir,
     is_hf_dir,
     load_checkpoint,
+    looks_like_path,
     resolve_checkpoint,
 )
 from workbench.models.checks import check_model_memory, hf_param_count
 from workbench.models.config import ModelConfig
 from workbench.models.devices import DTYPES, Placement, resolve_device
-from workbench.models.tokenizer import load_hf_tokenizer
+from workbench.models.layout import CHECKPOINTS_DIR
+from workbench.world.tokenizer_files import load_hf_tokenizer
 
 
 def build_bridge(
@@ -65,16 +67,7 @@ def build_bridge(
 def bridge_from_checkpoint(ckpt: Checkpoint, device: str = "cpu") -> TransformerBridge:
     """A bridge from a checkpoint read with `load_checkpoint`."""
     tokenizer = load_hf_tokenizer(ckpt.tokenizer_path)
-    bridge = build_bridge(ckpt.model_cfg, ckpt.state_dict, tokenizer=tokenizer, device=device)
-    bridge.workbench_checkpoint = str(ckpt.path)  # type: ignore[attr-defined]
-    return bridge
-
-
-def _looks_like_path(ref: str) -> bool:
-    if ref.startswith((".", "/", "~")) or os.sep + os.sep in ref:
-        return True
-    first = ref.split("/")[0]
-    return "/" in ref and Path(first).exists()
+    return build_bridge(ckpt.model_cfg, ckpt.state_dict, tokenizer=tokenizer, device=device)
 
 
 def _offline() -> bool:
@@ -111,7 +104,7 @@ def load(ref: str | os.PathLike[str], device: str | Placement = "cpu", step: int
     place = replace(place, device=resolve_device(place.device))
     path = Path(ref).expanduser()
     if path.exists():
-        if is_checkpoint_dir(path) or (path / "checkpoints").is_dir():
+        if is_checkpoint_dir(path) or (path / CHECKPOINTS_DIR).is_dir():
             if place.device_map is not None:
                 raise ValueError(f"device_map={place.device_map!r} spreads a Hugging Face "
                                  f"checkpoint over several devices; {path} is one of our "
@@ -145,7 +138,7 @@ def load(ref: str | os.PathLike[str], device: str | Placement = "cpu", step: int
             "model_type)"
         )
     ref_str = str(ref)
-    if _looks_like_path(ref_str):
+    if looks_like_path(ref_str):
         raise FileNotFoundError(
             f"model reference {ref_str!r} does not exist; pass a run directory such as "
             "runs/demo (train one with `workbench train`) or a local Hugging Face directory"
@@ -206,8 +199,3 @@ def placement_of_model(bridge: Model) -> Placement:
     first = next(bridge.parameters())
     dtype = next((k for k, v in DTYPES.items() if v == first.dtype), "float32")
     return Placement(device=str(first.device), dtype=dtype)
-
-
-def model_ref_of(bridge: Model) -> str:
-    """A printable reference of a loaded model (checkpoint path or model name)."""
-    return str(getattr(bridge, "workbench_checkpoint", None) or bridge.cfg.model_name)

@@ -33,9 +33,10 @@ from workbench.models.checkpoints import (
     sha256_file,
     write_json_atomic,
 )
+from workbench.models.layout import CHECKPOINTS_DIR, RUN_JSON
 from workbench.outputs import apply_umask
 
-SHIPPED = Path(__file__).resolve().parents[1] / "datasets" / "models" / "default"
+SHIPPED = Path(__file__).resolve().parents[2] / "datasets" / "models" / "default"
 CORPUS = "../world"  # relative to the run directory
 RECIPE = ("workbench world build --out runs/world && workbench train --preset default "
           "--corpus runs/world --run runs/default --seed 0   (make train-default)")
@@ -55,7 +56,7 @@ def export_run(run_dir: str | Path, out: str | Path = SHIPPED, overwrite: bool =
     last = checkpoints[-1]
     load_checkpoint(last)  # verifies every checksum before anything is copied
     with _atomic_dir(out) as tmp:
-        step_dir = tmp / "checkpoints" / last.name
+        step_dir = tmp / CHECKPOINTS_DIR / last.name
         step_dir.mkdir(parents=True)
         for name in ("model.safetensors", "tokenizer.json"):
             shutil.copyfile(last / name, step_dir / name)
@@ -64,10 +65,10 @@ def export_run(run_dir: str | Path, out: str | Path = SHIPPED, overwrite: bool =
         config["sha256"] = {n: sha256_file(step_dir / n)
                             for n in ("model.safetensors", "tokenizer.json")}
         write_json_atomic(step_dir / "config.json", config)
-        run = json.loads((run_dir / "run.json").read_text())
+        run = json.loads((run_dir / RUN_JSON).read_text())
         world = Path(run.get("corpus") or "")
         run["corpus"] = CORPUS
-        write_json_atomic(tmp / "run.json", run)
+        write_json_atomic(tmp / RUN_JSON, run)
         for name in ("tokenizer.json", "metrics.jsonl"):
             if (run_dir / name).is_file():
                 shutil.copyfile(run_dir / name, tmp / name)

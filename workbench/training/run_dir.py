@@ -25,6 +25,7 @@ from workbench.models.checkpoints import (
     sha256_file,
     write_json_atomic,
 )
+from workbench.models.layout import CHECKPOINTS_DIR, RUN_JSON
 from workbench.outputs import check_replaceable
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def prepare_run_dir(
 ) -> bool:
     """Create or validate the run directory; return True when resuming from a checkpoint
     (False also when a run to resume was killed before its first checkpoint)."""
-    run_json = run_dir / "run.json"
+    run_json = run_dir / RUN_JSON
     if run_dir.exists() and any(run_dir.iterdir()):
         if resume:
             if not run_json.is_file():
@@ -150,7 +151,7 @@ def load_resume_state(path: Path) -> tuple[Checkpoint, dict[str, Any]]:
 
 def remove_leftovers(run_dir: Path) -> None:
     """Delete what a killed run leaves half-written: checkpoint and figure temporaries."""
-    ckpt_root = run_dir / "checkpoints"
+    ckpt_root = run_dir / CHECKPOINTS_DIR
     if ckpt_root.is_dir():
         for p in ckpt_root.glob(".step_*"):
             if ".tmp-" in p.name or ".old-" in p.name:

@@ -36,6 +36,7 @@ from workbench.models.checkpoints import (
 )
 from workbench.models.config import TRAIN_PRESETS, ModelConfig, TrainConfig, get_preset
 from workbench.models.devices import resolve_device
+from workbench.models.layout import CHECKPOINTS_DIR, METRICS, TRAINING_FIGURE
 from workbench.training.batches import TokenBatcher, eval_windows
 from workbench.training.distributed import DistInfo, all_reduce_mean, barrier, setup_distributed
 from workbench.training.fastgpt import FastGPT, from_bridge_state_dict, to_bridge_state_dict
@@ -270,7 +271,7 @@ class _Trainer:
             "val_loss": val_loss,
             "corpus": str(Path(self.corpus.path).resolve()),
         }
-        out = self.run_dir / "checkpoints" / step_dir_name(step)
+        out = self.run_dir / CHECKPOINTS_DIR / step_dir_name(step)
         save_checkpoint(
             out,
             sd,
@@ -287,7 +288,7 @@ class _Trainer:
                 (old / "train_state.pt").unlink()
 
     def _log(self, record: dict[str, Any]) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
+        with open(self.run_dir / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def _resume_point(self) -> tuple[Checkpoint, dict[str, Any]]:
@@ -318,7 +319,7 @@ class _Trainer:
         training states older than the one resumed from (a kill can leave two)."""
         remove_leftovers(self.run_dir)
         if resume_from is None:
-            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            (self.run_dir / METRICS).unlink(missing_ok=True)
             return
         for old in list_checkpoints(self.run_dir):
             if old == resume_from.path:
@@ -340,7 +341,7 @@ class _Trainer:
         _set_rng_state(state["rng"])
         step = int(state["step"])
         if self.dist.is_main:  # a checkpoint is saved after its step's records are logged
-            path = self.run_dir / "metrics.jsonl"
+            path = self.run_dir / METRICS
             keep = [line for line, r in metric_lines(path) if r["step"] <= step]
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text("".join(line + "\n" for line in keep))
@@ -357,16 +358,16 @@ class _Trainer:
     def _write_figure(self) -> None:
         from workbench.plots import training_figure
 
-        fig = training_figure(self.run_dir / "metrics.jsonl")
-        write_text_atomic(self.run_dir / "training.fig.json", fig.to_json())
+        fig = training_figure(self.run_dir / METRICS)
+        write_text_atomic(self.run_dir / TRAINING_FIGURE, fig.to_json())
 
     def _finished(self, ckpt: Checkpoint, state: dict[str, Any]) -> TrainResult:
         """The result of a run that already reached its last step, read from its files;
         only a missing figure (a kill just before it was written) is written."""
-        if self.dist.is_main and not (self.run_dir / "training.fig.json").exists():
+        if self.dist.is_main and not (self.run_dir / TRAINING_FIGURE).exists():
             self._write_figure()
         self.dist.shutdown()
-        records = [r for _, r in metric_lines(self.run_dir / "metrics.jsonl")]
+        records = [r for _, r in metric_lines(self.run_dir / METRICS)]
         tok_s = next(
             (float(r["tokens_per_s"]) for r in reversed(records) if "tokens_per_s" in r),
             float("nan"),

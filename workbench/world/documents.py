@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from workbench.world.facts import DIRECT_RELATIONS, RELATIONS, World
 from workbench.world.fewshot import FewShotTasks, fewshot_words
 from workbench.world.grammar import Grammar
-from workbench.world.labels import BOS_ROW, DOC_KINDS, Row
+from workbench.world.labels import BOS_ROW, DOC_KINDS, Document, Row
 from workbench.world.templates import train_templates
 from workbench.world.updates import (
     CUES,
@@ -54,18 +52,6 @@ DOCUMENT_POS = {
     "index": "NOUN",
 }  # fmt: skip
 CITY_FRAMES = ("{C} is a city in {K} .", "{C} lies in {K} .")
-
-
-@dataclass
-class Document:
-    kind: str  # one of DOC_KINDS
-    rows: list[Row]
-    facts: list[tuple[int, str]] = field(default_factory=list)  # (person, relation) stated
-    updates: list[dict[str, Any]] = field(default_factory=list)  # update episodes (tests)
-
-    @property
-    def text(self) -> str:
-        return " ".join(r.word for r in self.rows)
 
 
 def document_words() -> list[str]:

@@ -41,7 +41,7 @@ from typing import Any
 
 from workbench.world import lexicon
 from workbench.world.facts import World
-from workbench.world.labels import BOS_ROW, Row
+from workbench.world.labels import BOS_ROW, Document, Row
 
 PERSON_TASKS = {"person_job": "job", "person_city": "city", "person_pet": "pet",
                 "person_food": "food"}  # task -> the fact's relation
@@ -129,11 +129,9 @@ class FewShotTasks:
         pool = [p for p in self.pairs[task] if (p.x_text in held) == heldout]
         return pool or self.pairs[task]  # a one-item task has nothing to hold out
 
-    def document(self, rng: random.Random) -> Any:
+    def document(self, rng: random.Random) -> Document:
         """One training document: an input type drawn uniformly, then one of its tasks (not
         `flipped`: a sentiment document is flipped with probability P_FLIPPED)."""
-        from workbench.world.documents import Document
-
         kind = rng.choice([*dict.fromkeys(INPUT_TYPE[t] for t in KNOWN_TASKS), "novel"])
         task = rng.choice([t for t in (*KNOWN_TASKS, "novel") if INPUT_TYPE[t] == kind])
         facts: list[tuple[int, str]] = []

@@ -1,14 +1,15 @@
-"""Label vocabularies and the row type every document generator emits.
+"""Label vocabularies, and the row and document types every document generator emits.
 
-A document is a list of `Row`s, one per word. Context-dependent labels (part of speech, tree
-depth, subject number at verbs, person id) live on the row; context-free labels (category,
-animacy, sentiment) are looked up from the word (`lexicon.lexical_labels`) wherever the row has
-a part of speech. "-" / -1 means "no label".
+A document (`Document`) is a list of `Row`s, one per word. Context-dependent labels (part of
+speech, tree depth, subject number at verbs, person id) live on the row; context-free labels
+(category, animacy, sentiment) are looked up from the word (`lexicon.lexical_labels`) wherever
+the row has a part of speech. "-" / -1 means "no label".
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 POS_TAGS = (
     "DET",
@@ -68,3 +69,17 @@ class Row(NamedTuple):
 
 
 BOS_ROW = Row(BOS)
+
+
+@dataclass
+class Document:
+    """One generated document: its kind, its rows, and what the evaluation needs of it."""
+
+    kind: str  # one of DOC_KINDS
+    rows: list[Row]
+    facts: list[tuple[int, str]] = field(default_factory=list)  # (person, relation) stated
+    updates: list[dict[str, Any]] = field(default_factory=list)  # update episodes (tests)
+
+    @property
+    def text(self) -> str:
+        return " ".join(r.word for r in self.rows)

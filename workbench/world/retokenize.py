@@ -18,10 +18,10 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from workbench.models.tokenizer import read_tokenizer_file
 from workbench.world.loader import Corpus, load_corpus
 from workbench.world.output import atomic_output_dir, save_npz, write_json, write_split
 from workbench.world.text import existing_tokenizer
+from workbench.world.tokenizer_files import read_tokenizer_file
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from workbench.models.tokenizer import read_tokenizer_file
 from workbench.world.corpus import SCHEMA, SPLITS
 from workbench.world.labels import SPECIAL_TOKENS
 from workbench.world.output import atomic_output_dir, check_output_dir, write_json, write_split
 from workbench.world.tokenizer import train_bpe_tokenizer
+from workbench.world.tokenizer_files import read_tokenizer_file
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from workbench.models.tokenizer import load_hf_tokenizer as load_hf_tokenizer  # noqa: F401
 from workbench.world.documents import document_words
 from workbench.world.labels import SPECIAL_TOKENS
 from workbench.world.lexicon import lexicon_words
 from workbench.world.templates import template_words
+from workbench.world.tokenizer_files import load_hf_tokenizer as load_hf_tokenizer  # noqa: F401
 
 
 def world_words() -> list[str]:

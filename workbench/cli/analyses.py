@@ -1,0 +1,111 @@
+"""One command builder for every analysis: `workbench KIND` from the analysis module and the
+flags its package declares.
+
+A package declares its flags as an `AnalysisFlags` and registers
+`analysis_command("package.module", flags, ...)` under `workbench.commands`; the command
+body is the same for every analysis: resolve the `ModelRef` once, check the output before any
+work, build the `Config` from the flags, `from_ref`, write the report and its figures, print
+`summary`.
+
+Every analysis command has `--model` and `--corpus` first, then its own flags, then
+`--device` and the placement flags, `--out`, `--overwrite` and `--no-progress`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.cli.argtypes import device
+from workbench.cli.registry import Command
+from workbench.models.devices import add_placement_args, placement_of
+
+MODEL_HELP = "run dir, checkpoint dir or HF dir"
+
+
+def _no_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class AnalysisFlags:
+    """What an analysis package declares for its command.
+
+    Attributes:
+        add_arguments: adds the analysis' own flags (between `--corpus` and `--device`).
+        config: the analysis' `Config` from the parsed flags.
+        corpus_help: the help of `--corpus` (what the corpus is for).
+        inputs: further `from_ref` keywords from the flags (files it reads: facts, probe
+            reports, activation files); each is checked not to be overwritten by `--out`.
+        outputs: further files the command may write (checked before any work like `--out`).
+        dashboard: the options the dashboard runs the command with for a model of a kind
+            (`run`, `hf`) with or without a corpus (None: the corpus is required).
+    """
+
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    config: Callable[[argparse.Namespace], Any]
+    corpus_help: str = "corpus in the model's tokenizer (default: the run's)"
+    inputs: Callable[[argparse.Namespace], dict[str, Any]] = _no_inputs
+    outputs: Callable[[argparse.Namespace], list[str]] = field(default=lambda args: [])
+    dashboard: Callable[[str, bool], dict[str, Any] | None] = field(
+        default=lambda kind, has_corpus: {} if has_corpus else None)
+
+
+def add_analysis_arguments(p: argparse.ArgumentParser, kind: str, flags: AnalysisFlags) -> None:
+    """Every flag of `workbench KIND`, in the order every analysis shares."""
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--corpus", default=None, help=flags.corpus_help)
+    flags.add_arguments(p)
+    p.add_argument("--device", type=device, default="cpu")
+    add_placement_args(p)
+    p.add_argument("--out", default=None,
+                   help=f"JSON output (default: MODEL/analyses/{kind}.json)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_analysis(module_name: str, flags: AnalysisFlags, args: argparse.Namespace) -> list[Path]:
+    """The body of every analysis command; returns the paths written."""
+    from workbench.analysis import check_output, write_report
+    from workbench.models.refs import ModelRef
+
+    module = importlib.import_module(module_name)
+    ref = ModelRef.of(args.model)
+    inputs = flags.inputs(args)
+    read = {"--corpus": args.corpus, **{f"--{k}": v for k, v in inputs.items()
+                                          if isinstance(v, (str, Path))}}
+    out = check_output(args.out or ref.report_path(module.KIND), args.overwrite, inputs=read,
+                       model=ref)
+    for extra in flags.outputs(args):  # files it will make: not over an input either
+        check_output(extra, False, {"--corpus": args.corpus}, model=ref)
+    cfg = flags.config(args)
+    report = module.from_ref(ref, cfg, corpus=args.corpus, device=placement_of(args),
+                             progress=not args.no_progress, **inputs)
+    paths = write_report(report, out, module.FIGURES, overwrite=args.overwrite)
+    print(module.summary(report))  # noqa: T201  (the command prints its result)
+    print("written: " + ", ".join(str(p) for p in paths))  # noqa: T201
+    return paths
+
+
+@dataclass(frozen=True)
+class AnalysisRunner:
+    """Runs `workbench KIND` for the analysis module `module_name` (imported when it runs, so
+    `workbench --help` stays fast)."""
+
+    module_name: str
+    flags: AnalysisFlags
+
+    def __call__(self, args: argparse.Namespace) -> list[Path]:
+        return run_analysis(self.module_name, self.flags, args)
+
+
+def analysis_command(kind: str, module_name: str, flags: AnalysisFlags, help: str, order: int,
+                     on_interrupt: str = "nothing was written; run the command again"
+                     ) -> Command:
+    """`workbench KIND` for the analysis module `module_name` (whose `KIND` is `kind`)."""
+    return Command(kind, help, lambda p: add_analysis_arguments(p, kind, flags),
+                   AnalysisRunner(module_name, flags), order=order, on_interrupt=on_interrupt)

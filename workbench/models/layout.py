@@ -1,0 +1,72 @@
+"""The run directory's layout: every file name a run holds and the names of its checkpoints.
+
+A run directory (`workbench train --run DIR`) holds:
+
+```
+DIR/run.json             model, train and corpus configs (`RUN_JSON`)
+DIR/tokenizer.json       the corpus tokenizer (`TOKENIZER_JSON`)
+DIR/metrics.jsonl        one JSON record per logged step (`METRICS`)
+DIR/training.fig.json    the loss curves (`TRAINING_FIGURE`)
+DIR/eval.json            `workbench eval` (`EVAL_JSON`, `EVAL_FIGURE`)
+DIR/checkpoints/step_000123/  config.json, model.safetensors, tokenizer.json,
+                              train_state.pt (`CHECKPOINTS_DIR`, `step_dir_name`)
+DIR/analyses/KIND.json   every analysis' report (`ANALYSES_DIR`)
+```
+
+This module is the one place these names are spelled and checkpoint steps are parsed.
+
+>>> step_dir_name(512)
+'step_000512'
+>>> step_of("runs/demo/checkpoints/step_000512"), step_of("step512"), step_of("final")
+(512, 512, None)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+RUN_JSON = "run.json"
+TOKENIZER_JSON = "tokenizer.json"
+METRICS = "metrics.jsonl"
+TRAINING_FIGURE = "training.fig.json"
+EVAL_JSON = "eval.json"
+EVAL_FIGURE = "eval.fig.json"
+CHECKPOINTS_DIR = "checkpoints"
+ANALYSES_DIR = "analyses"
+CONFIG_JSON = "config.json"
+WEIGHTS = "model.safetensors"
+TRAIN_STATE = "train_state.pt"
+STEP_PREFIX = "step_"
+
+_STEP = re.compile(r"step_?(\d+)$")
+
+
+def step_dir_name(step: int) -> str:
+    """`step_000123`: the directory name of the checkpoint at `step`."""
+    if step < 0:
+        raise ValueError(f"step {step} is negative; a checkpoint step counts from 0")
+    return f"{STEP_PREFIX}{step:06d}"
+
+
+def step_of(path: str | os.PathLike[str]) -> int | None:
+    """The training step in a checkpoint directory's name (`step_000512`, `step512`), or
+    None when the name holds none."""
+    found = _STEP.search(Path(path).name)
+    return int(found.group(1)) if found else None
+
+
+def checkpoint_dirs(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """The checkpoint directories of a run (`checkpoints/step_*`), sorted by step."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir()
+             if p.is_dir() and p.name.startswith(STEP_PREFIX) and step_of(p) is not None]
+    return sorted(found, key=lambda p: step_of(p) or 0)
+
+
+def is_run_dir(path: str | os.PathLike[str]) -> bool:
+    """A directory with `run.json` (made by `workbench train`)."""
+    return (Path(path) / RUN_JSON).is_file()
