@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sweep import report as scaling
+from sweep import laws as scaling
 from workbench.analysis import analyses
 from workbench.cli.registry import build_parser, command_argv
 from workbench.models.checkpoints import is_checkpoint_dir, is_hf_dir, list_checkpoints

@@ -14,7 +14,7 @@ On a large model one pass per head and method is most of an analysis' time (GPT-
 `ablation_estimates` gives every head's effect from one forward and backward pass per
 chunk of about 1,024 tokens
 (attribution patching, Nanda 2023; Syed et al. 2023: the first-order change of the loss,
-`(z_ablated - z) . dL/dz`), and `ablation_sweep(heads=...)` measures exactly only the heads
+`(z_ablated - z) . dL/dz`), and `ablate_each_head(heads=...)` measures exactly only the heads
 asked for (`circuits.induction` asks for the candidate induction heads).
 """
 
@@ -70,7 +70,7 @@ def _masked_nll_works(model: Model, tokens: Tensor, mask: Tensor, full: Tensor) 
 
 
 @torch.no_grad()
-def ablation_sweep(
+def ablate_each_head(
     model: Model,
     rep: RepeatedTokens,
     methods: tuple[str, ...] = ABLATIONS,
@@ -159,7 +159,7 @@ def ablation_estimates(
     `sum z . g` per head are kept.
 
     A screen, not a measurement: it is exact for small changes and can be far off for a
-    head whose removal changes the attention of later heads a lot; `ablation_sweep` measures.
+    head whose removal changes the attention of later heads a lot; `ablate_each_head` measures.
     """
     bad = [m for m in methods if m not in ABLATIONS]
     if bad:
@@ -214,6 +214,6 @@ def head_ablation_effects(
     model: Model, rep: RepeatedTokens, method: str = "zero", batch_heads: int | None = None
 ) -> tuple[Float[Tensor, "layer head"], float]:
     """Increase of the repeated-half loss (nats) when each head is ablated with `method`
-    (`zero` or `mean`), and the clean loss on the repeated half (see `ablation_sweep`)."""
-    effects, losses = ablation_sweep(model, rep, (method,), batch_heads)
+    (`zero` or `mean`), and the clean loss on the repeated half (see `ablate_each_head`)."""
+    effects, losses = ablate_each_head(model, rep, (method,), batch_heads)
     return effects[method], losses["second"]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from circuits.ablation import ablation_estimates, ablation_sweep
+from circuits.ablation import ablate_each_head, ablation_estimates
 from circuits.figures import dynamics_figure, heads_figure
 from circuits.inputs import repeated_tokens_for
 from circuits.paths import k_path_patching
@@ -118,7 +118,7 @@ def _heads_report(model: Model, cfg: InductionConfig, model_ref: str | None) -> 
     candidates = None if exact == "all" else [
         (la, h) for la in range(n_layers) for h in range(n_heads)
         if scores["induction"][la, h] >= cfg.min_score]
-    effects, losses = ablation_sweep(model, rep, ("zero", "mean"), heads=candidates)
+    effects, losses = ablate_each_head(model, rep, ("zero", "mean"), heads=candidates)
     zero, mean = effects["zero"], effects["mean"]
     heads = []
     for layer in range(n_layers):

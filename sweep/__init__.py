@@ -14,7 +14,7 @@ What lives where:
 - `battery.py`: `BatteryConfig`, `run_battery`: every ability, as a discontinuous and a
   continuous metric, on one model; `analyze.py`: `analyze_sweep` runs it on every checkpoint
   of every member (resumable, `battery.json` per member) and writes `sweep.json`;
-- `report.py`: `sweep.json` (schema `workbench.sweep/1`): laws, curves, verdicts;
+- `laws.py`: `sweep.json` (schema `workbench.sweep/1`): laws, curves, verdicts;
   `figures.py`: its plotly figures;
 - `cli.py`: `workbench sweep plan|run|world|analyze`.
 """

@@ -1,10 +1,10 @@
 """`workbench sweep analyze`: the battery (`sweep.battery`) on every checkpoint of every
-member, cached per member, then `sweep.json` and its figures (`sweep.report`).
+member, cached per member, then `sweep.json` and its figures (`sweep.laws`).
 
 ```
 runs/NAME/<member>/battery.json   schema workbench.sweep_battery/1: the battery's settings
                                   and one record per checkpoint step (written after each)
-runs/NAME/sweep.json              schema workbench.sweep/1 (sweep.report)
+runs/NAME/sweep.json              schema workbench.sweep/1 (sweep.laws)
 runs/NAME/*.fig.json              its plotly figures (sweep.figures)
 ```
 
@@ -27,14 +27,14 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from sweep.battery import BatteryConfig, WorldInputs, config_record, run_battery, world_inputs
+from sweep.laws import REPORT_FILE, build_report, member_entry
 from sweep.member import Member
 from sweep.plan import BATTERY_FILE, Plan, member_state
-from sweep.report import REPORT_FILE, build_report, member_entry
 from workbench.models.checkpoints import list_checkpoints, write_json_atomic
 from workbench.models.layout import METRICS
 from workbench.training.run_dir import metric_lines
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 BATTERY_SCHEMA = "workbench.sweep_battery/1"
 
 
@@ -62,7 +62,7 @@ def _read_battery(path: Path, cfg: AnalyzeConfig) -> dict[int, dict[str, Any]]:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        log.warning("%s is damaged; measuring its member again", path)
+        logger.warning("%s is damaged; measuring its member again", path)
         return {}
     if data.get("schema") != BATTERY_SCHEMA:
         raise ValueError(f"{path} is not a battery file ({data.get('schema')!r}); move it "
@@ -75,7 +75,7 @@ def _read_battery(path: Path, cfg: AnalyzeConfig) -> dict[int, dict[str, Any]]:
 
 def analyze_member(plan: Plan, member: Member, cfg: AnalyzeConfig,
                    inputs: dict[tuple[str, int], WorldInputs],
-                   report: Callable[[str], None] = log.info) -> dict[str, Any]:
+                   log: Callable[[str], None] = logger.info) -> dict[str, Any]:
     """The battery on every checkpoint of `member` that `battery.json` lacks; returns the
     file's content (written after each checkpoint, temp file + rename)."""
     from workbench.models.refs import ModelRef
@@ -101,10 +101,10 @@ def analyze_member(plan: Plan, member: Member, cfg: AnalyzeConfig,
         write_json_atomic(path, record)
     record["checkpoints"] = [done[s] for s in sorted(done)]
     if todo:
-        report(f"{member.name}: {len(todo)} checkpoint(s) measured in "
-               f"{time.perf_counter() - t0:.1f} s ({len(done)} in all)")
+        log(f"{member.name}: {len(todo)} checkpoint(s) measured in "
+            f"{time.perf_counter() - t0:.1f} s ({len(done)} in all)")
     elif done:
-        report(f"{member.name}: all {len(done)} checkpoint(s) measured already")
+        log(f"{member.name}: all {len(done)} checkpoint(s) measured already")
     return record
 
 
@@ -122,19 +122,19 @@ def loss_curve(plan: Plan, member: Member) -> dict[str, list[float]]:
 
 
 def analyze_member_set(plan: Plan, members: list[Member], cfg: AnalyzeConfig = AnalyzeConfig(),
-                       *, report: Callable[[str], None] = log.info) -> None:
+                       *, log: Callable[[str], None] = logger.info) -> None:
     """The battery on every unmeasured checkpoint of `members` only (one lane of
     `--jobs`); no `sweep.json` (`analyze_sweep` writes it from the caches)."""
     inputs: dict[tuple[str, int], WorldInputs] = {}
     for member in members:
         if list_checkpoints(plan.run_dir(member)):
-            analyze_member(plan, member, cfg, inputs, report)
+            analyze_member(plan, member, cfg, inputs, log)
         else:
-            report(f"{member.name}: no checkpoint yet; left out")
+            log(f"{member.name}: no checkpoint yet; left out")
 
 
 def analyze_sweep(plan: Plan, cfg: AnalyzeConfig = AnalyzeConfig(), *,
-                  report: Callable[[str], None] = log.info) -> dict[str, Any]:
+                  log: Callable[[str], None] = logger.info) -> dict[str, Any]:
     """The battery on every checkpoint of every member, then `sweep.json` and its figures
     under the plan directory. Returns the `workbench.sweep/1` report.
 
@@ -154,10 +154,10 @@ def analyze_sweep(plan: Plan, cfg: AnalyzeConfig = AnalyzeConfig(), *,
     entries = []
     for i, member in enumerate(members, 1):
         if member not in started:
-            report(f"[{i}/{len(members)}] {member.name}: no checkpoint yet; left out")
+            log(f"[{i}/{len(members)}] {member.name}: no checkpoint yet; left out")
             continue
         battery = analyze_member(plan, member, cfg, inputs,
-                                 lambda line, i=i: report(f"[{i}/{len(members)}] {line}"))
+                                 lambda line, i=i: log(f"[{i}/{len(members)}] {line}"))
         entries.append(member_entry(member, battery["checkpoints"], loss_curve(plan, member),
                                     member_state(plan, member) == "done"))
     out = build_report(plan.spec.name, plan.spec.to_dict(), entries, config_record(cfg.battery),

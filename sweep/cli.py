@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> None:
         args.no_progress = True
     cfg = SweepRunConfig(device=args.device, members=tuple(args.member),
                          progress=not args.no_progress)
-    results = run_sweep(plan, cfg, report=lambda line: print(line, flush=True))
+    results = run_sweep(plan, cfg, log=lambda line: print(line, flush=True))
     busy = [r.name for r in results if r.status == "busy"]
     print(f"{len(results) - len(busy)} of {len(results)} member(s) finished"
           + (f"; being trained elsewhere: {', '.join(busy)}" if busy else ""))
@@ -119,8 +119,8 @@ def _in_lanes(plan: Plan, args: argparse.Namespace, command: list[str]) -> None:
 
 def _analyze(args: argparse.Namespace) -> None:
     from sweep.analyze import AnalyzeConfig, analyze_member_set, analyze_sweep
+    from sweep.laws import REPORT_FILE
     from sweep.plan import load_plan
-    from sweep.report import REPORT_FILE
 
     plan = load_plan(args.plan)
     if args.jobs != 1:
@@ -132,10 +132,10 @@ def _analyze(args: argparse.Namespace) -> None:
     if args.member:
         if args.jobs == 1:
             analyze_member_set(plan, [plan.member(n) for n in args.member], cfg,
-                               report=lambda line: print(line, flush=True))
+                               log=lambda line: print(line, flush=True))
         print(f"measured; `workbench sweep analyze {plan.root}` writes sweep.json")
         return
-    report = analyze_sweep(plan, cfg, report=lambda line: print(line, flush=True))
+    report = analyze_sweep(plan, cfg, log=lambda line: print(line, flush=True))
     for key, law in report["laws"].items():
         if key == "note":
             print(f"laws: {law}")

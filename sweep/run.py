@@ -27,8 +27,8 @@ from workbench.models.layout import CHECKPOINTS_DIR, RUN_JSON, TRAINING_FIGURE, 
 from workbench.training.trainer import train
 from workbench.world import build_corpus
 
-log = logging.getLogger(__name__)
-Report = Callable[[str], None]
+logger = logging.getLogger(__name__)
+Log = Callable[[str], None]  # receives one line per event
 OnStep = Callable[[Member, int, float], None]
 
 
@@ -166,13 +166,13 @@ def _resume_step(run_dir: Path) -> int:
 
 
 def run_sweep(plan: Plan, cfg: SweepRunConfig = SweepRunConfig(), *,
-              report: Report = log.info, on_step: OnStep | None = None) -> list[MemberResult]:
+              log: Log = logger.info, on_step: OnStep | None = None) -> list[MemberResult]:
     """Build the plan's missing worlds, then train its unfinished members in order.
 
     Args:
         plan: the plan (`sweep.plan.load_plan`).
         cfg: device, which members, progress bar.
-        report: receives one line per event (the CLI prints them).
+        log: receives one line per event (the CLI prints them).
         on_step: called as `on_step(member, step, loss)` after each optimizer step (tests
             use it to kill a run at a chosen step).
 
@@ -186,26 +186,26 @@ def run_sweep(plan: Plan, cfg: SweepRunConfig = SweepRunConfig(), *,
     for world_id in dict.fromkeys(m.world_id for m in members):
         out, built = ensure_world(plan, world_id, progress=cfg.progress)
         if built:
-            report(f"world {world_id}: built -> {out}")
+            log(f"world {world_id}: built -> {out}")
     results = []
     for i, member in enumerate(members, 1):
         head = f"[{i}/{len(members)}] {member.name}"
         state = member_state(plan, member)
         if state != "done":
-            report(f"{head}: {'resuming' if state == 'started' else 'training'} "
-                   f"(N={member.n_params:,}, D={member.tokens:,}, C={member.compute:.2e})")
+            log(f"{head}: {'resuming' if state == 'started' else 'training'} "
+                f"(N={member.n_params:,}, D={member.tokens:,}, C={member.compute:.2e})")
         try:
             result = train_member(plan, member, device=cfg.device, progress=cfg.progress,
                                   on_step=on_step)
         except Busy:
-            report(f"{head}: another process is training it; skipped")
+            log(f"{head}: another process is training it; skipped")
             results.append(MemberResult(member.name, "busy", 0, float("nan"), 0.0,
                                         float("nan")))
             continue
         if result.status == "finished":
-            report(f"{head}: finished already (val loss {result.val_loss:.3f}); skipped")
+            log(f"{head}: finished already (val loss {result.val_loss:.3f}); skipped")
         else:
-            report(f"{head}: {result.status} to step {result.steps} in {result.seconds:.0f} s, "
-                   f"val loss {result.val_loss:.3f}, {result.tokens_per_s:,.0f} tokens/s")
+            log(f"{head}: {result.status} to step {result.steps} in {result.seconds:.0f} s, "
+                f"val loss {result.val_loss:.3f}, {result.tokens_per_s:,.0f} tokens/s")
         results.append(result)
     return results

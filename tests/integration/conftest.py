@@ -88,7 +88,7 @@ def write_sweep(root: Path, run: str) -> None:
     members, the first of which points at the run `run` (relative to `root`)."""
     from sweep.figures import FIGURES
     from sweep.fit import FitConfig
-    from sweep.report import build_report
+    from sweep.laws import build_report
     from workbench.analysis import write_report
 
     def metric(name: str, value: float, chance: float) -> dict:

@@ -14,8 +14,8 @@ import pytest
 
 from sweep.analyze import AnalyzeConfig, analyze_sweep
 from sweep.battery import ABILITIES, BatteryConfig, run_battery, world_inputs
+from sweep.laws import REPORT_FILE, validate_report
 from sweep.plan import BATTERY_FILE, load_plan
-from sweep.report import REPORT_FILE, validate_report
 from sweep.run import SweepRunConfig, run_sweep
 from workbench.cli.core import main
 from workbench.models.checkpoints import list_checkpoints
@@ -40,7 +40,7 @@ def test_plan_run_analyze(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     run_sweep(plan, SweepRunConfig(device="cpu", progress=False))
     lines: list[str] = []
     report = analyze_sweep(plan, AnalyzeConfig(battery=SMALL, progress=False),
-                           report=lines.append)
+                           log=lines.append)
     validate_report(report)
     assert report == json.loads((root / REPORT_FILE).read_text())
     for suffix in ("loss", "curves", "abilities_N", "abilities_C"):
@@ -70,7 +70,7 @@ def test_plan_run_analyze(tmp_path: Path, capsys: pytest.CaptureFixture[str],
               for m in plan.members()}
     lines.clear()
     again = analyze_sweep(plan, AnalyzeConfig(battery=SMALL, progress=False),
-                          report=lines.append)
+                          log=lines.append)
     assert again == report and all("measured already" in line for line in lines)
     assert cached == {m.name: (plan.member_dir(m) / BATTERY_FILE).stat().st_mtime_ns
                       for m in plan.members()}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sweep.fit import FitConfig
-from sweep.report import SCHEMA, build_report, differing, induction_step, validate_report
+from sweep.laws import SCHEMA, build_report, differing, induction_step, validate_report
 
 N = [5e4, 1e5, 2e5, 4e5, 8e5]
 JUMPY = [0.01, 0.02, 0.03, 0.9, 0.95]  # accuracy: near chance, then well above it at once

@@ -243,7 +243,7 @@ def test_run_refuses_a_foreign_run_dir_and_skips_a_busy_member(tmp_path: Path) -
     with open(plan.member_dir(member) / ".train.lock", "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # another process training it
         results = run_sweep(plan, SweepRunConfig(device="cpu", members=(member.name,),
-                                                 progress=False), report=lines.append)
+                                                 progress=False), log=lines.append)
     assert [r.status for r in results] == ["busy"]
     assert lines[-1].endswith("another process is training it; skipped")
     assert (plan.run_dir(member) / "notes.txt").read_text() == "mine"
