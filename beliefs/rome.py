@@ -45,16 +45,19 @@ class RomeConfig:
     """ROME's hyper-parameters.
 
     Args:
-        n_prefixes, prefix_len: sampled context prefixes the edit is optimised in.
-        steps, lr: Adam steps and learning rate for `delta`.
+        n_prefixes: sampled context prefixes the edit is optimised in.
+        prefix_len: their length in tokens.
+        steps: Adam steps for `delta`.
+        lr: their learning rate.
         kl_weight: weight of KL(original || edited) after the essence prompt.
         weight_decay: penalty on `(|delta| / |v|)^2`.
         clamp_norm: `|delta| <= clamp_norm * |v|` (v: the original MLP output at k*).
         ridge: added to C's diagonal, relative to its mean diagonal (keeps C^-1 stable).
         essence: the prompt whose next-token distribution the KL term protects.
         stop_nll: stop early when the new object's NLL falls below this (nats).
-        plateau_steps, plateau_nll: stop early when the lowest NLL so far has fallen by less
-            than `plateau_nll` nats over the last `plateau_steps` steps (0 steps: never).
+        plateau_steps: stop early when the lowest NLL so far has fallen by less than
+            `plateau_nll` nats over the last `plateau_steps` steps (0 steps: never).
+        plateau_nll: that least fall (nats).
         seed: seeds the context prefixes.
     """
 

@@ -28,7 +28,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from workbench.evaluate import token_nll
-from workbench.hooks import UNEMBED_IN, hook_name, unembed_input, unembedded_nll
+from workbench.hooks import UNEMBED_IN, hook_name, layer_of, unembed_input, unembedded_nll
 from workbench.repeats import RepeatedTokens, copy_losses, masked_mean
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ def ablation_estimates(
     clean: dict[int, Tensor] = {}
 
     def add_delta(z: Tensor, hook: Any) -> Tensor:  # z + 0, with a leaf to differentiate
-        layer = int(hook.name.split(".")[1])
+        layer = layer_of(hook.name)
         clean[layer] = z.detach()
         deltas[layer] = torch.zeros_like(z, requires_grad=True)
         return z + deltas[layer]

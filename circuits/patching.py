@@ -35,7 +35,8 @@ def patch_hook(values: Tensor | int, rows: Tensor | None = None, pos: Tensor | N
               `values[pos[i]]` (a clean state restored into corrupted rows);
             - an int `r`: `act[rows[i], pos[i]]` becomes `act[r, pos[i]]` (the clean row `r` of
               the same batch, as ROME's `trace_with_patch` does it).
-        rows, pos: equal-length index tensors (or ints) of the entries written.
+        rows: the batch rows of the entries written (an index tensor or an int).
+        pos: their positions (the same length as `rows`, or an int).
     """
     if rows is None and pos is None:
         if not isinstance(values, Tensor):
@@ -75,7 +76,7 @@ def patch_positions(
         raise ValueError(f"clean {tuple(clean.shape)} and corrupt {tuple(corrupt.shape)} "
                          "tokens must have the same shape (pad or pick prompts of equal length)")
     if hook not in model.hook_dict:
-        raise ValueError(f"unknown hook {hook!r}; see `workbench.hooks.valid_hook_names`")
+        raise ValueError(f"unknown hook {hook!r}; see `workbench.hooks.hook_names(model)`")
     device = next(model.parameters()).device
     positions = list(range(clean.shape[1])) if positions is None else list(positions)
     _, cache = model.run_with_cache(clean.to(device), names_filter=lambda n: n == hook)

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from circuits.patching import patch_hook
 from circuits.scores import DETECTORS, target_mass
-from workbench.hooks import hook_name
+from workbench.hooks import hook_name, layer_of
 from workbench.repeats import RepeatedTokens
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def _all_path_keys(model: Model, cache: Any, means: dict[int, Tensor], targets: 
     kept: dict[int, Tensor] = {}
 
     def ablate(z: Tensor, hook: Any) -> Tensor:
-        layer = int(hook.name.split(".")[1])
+        layer = layer_of(hook.name)
         z = z.clone()
         for i, (la, h) in enumerate(chunk):
             if la == layer:
@@ -106,7 +106,7 @@ def _all_path_keys(model: Model, cache: Any, means: dict[int, Tensor], targets: 
         return z
 
     def keep(k: Tensor, hook: Any) -> None:
-        kept[int(hook.name.split(".")[1])] = k.clone()
+        kept[layer_of(hook.name)] = k.clone()
 
     layers = sorted({la for la, _ in chunk})
     model.run_with_hooks(cache["tokens"].repeat(len(chunk), 1), return_type=None,

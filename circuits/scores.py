@@ -30,7 +30,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from workbench.hooks import hook_name, stop_hooks
+from workbench.hooks import hook_name, layer_of, stop_hooks
 from workbench.repeats import RepeatedTokens
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def head_scores(
     out = torch.zeros(len(kinds), cfg.n_layers, cfg.n_heads)
 
     def reduce(pattern: Tensor, hook: Any) -> None:
-        layer = int(hook.name.split(".")[1])
+        layer = layer_of(hook.name)
         p = pattern.detach().float()  # [B, H, Q, K]
         for i, (m, t) in enumerate(zip(masks, has_target)):
             if normalize == "tl":  # attention on targets per query, over the pattern's mass

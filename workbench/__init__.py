@@ -3,8 +3,10 @@
 The names a session starts with (imported on first use, so `import workbench` stays cheap):
 
 >>> import workbench
->>> sorted(workbench.__all__)[:4]
-['Model', 'ModelRef', 'build_corpus', 'cache_activations']
+>>> workbench.__all__[:4]
+['Model', 'ModelRef', 'TrainConfig', 'WorldConfig']
+>>> workbench.ModelRef.of("gpt2").kind
+'hub'
 
 - `load(ref)`: a run, checkpoint, Hugging Face directory or hub name as a hooked `Model`
   (a TransformerLens 4 `TransformerBridge`); `ModelRef.of(ref)`: the reference resolved once;
@@ -16,11 +18,12 @@ The core is in rooms; each imports only rooms below it, and none imports an anal
 
 - `workbench.world`: the synthetic world, its grammar and labels, tokenizers, corpus files;
 - `workbench.models`: model references (`refs`), loading (`loader`) and formats
-  (`checkpoints`, `config`, `tokenizer`, `export`), devices and the checks made before work;
+  (`checkpoints`, `config`, `layout`, `export`), devices and the checks made before work;
 - `workbench.training`: the trainer, its model, data, run directory and torchrun;
 - `workbench.cache`: activations streamed to HDF5;
 - `workbench.cli`: the command line (the subcommand registry, flag types, the core's commands);
 - primitives at the top: `hooks` (hook names), `prompts` (text to tokens and logits),
+  `repeats` (repeated random tokens and the copy loss),
   `evaluate` (fact recall, agreement, induction), `analysis` (the analysis protocol and report
   files), `outputs` (what may be written and deleted), `plots`.
 """

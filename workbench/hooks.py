@@ -61,6 +61,16 @@ def hook_name(layer: int | None, point: str) -> str:
     return point if index is None else f"blocks.{index}.{point}"
 
 
+def layer_of(name: str) -> int | None:
+    """The block of a hook name (`blocks.3.attn.hook_z` -> 3), None outside the blocks.
+
+    >>> layer_of("blocks.3.attn.hook_z"), layer_of("ln_final.hook_in")
+    (3, None)
+    """
+    m = _LAYER.match(name)
+    return int(m.group(1)) if m else None
+
+
 def hook_names(model: Model) -> list[str]:
     """Every hook point of a TransformerBridge (in the bridge's registration order)."""
     return list(model.hook_dict.keys())

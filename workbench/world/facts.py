@@ -56,8 +56,11 @@ class WorldConfig:
     Args:
         seed: seeds everything (world facts and corpus text).
         n_people: number of people (unique first + last names).
-        n_cities, n_countries: cities (each in one country; every country gets a city).
-        n_jobs, n_pets, n_foods: attribute values drawn from the lexicon's roles, animals, foods.
+        n_cities: cities (each in one country).
+        n_countries: countries (every country gets a city).
+        n_jobs: jobs, drawn from the lexicon's person roles.
+        n_pets: pets, drawn from the lexicon's animals.
+        n_foods: favourite foods, drawn from the lexicon's foods.
         mix: approximate share of *tokens* per document kind (normalised to sum 1).
         p_opposite_attractor: probability that a noun inside a relative clause or a
             prepositional phrase has the number opposite to the noun it modifies.
