@@ -65,29 +65,52 @@ def start(runs: str | Path, port: int, quiet: bool = False) -> tuple[subprocess.
     return proc, url(port)
 
 
+def stop_server(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Terminate the server (SIGTERM) and wait for it; kill it when it is not gone after
+    `timeout` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def serve(runs: str | Path, port: int = 8501) -> None:
-    """Serve the dashboard until interrupted; prints its URL first.
+    """Serve the dashboard until interrupted; prints its URL first. SIGTERM or SIGINT sent
+    to this process alone (`kill`, `kill -INT`, a supervisor) stops the server too.
 
     Raises:
         FileNotFoundError: no runs folder.
         ValueError: a bad or busy port.
         OSError: Streamlit stopped with an error.
+        KeyboardInterrupt: SIGINT or Ctrl-C (the server is stopped first).
     """
-    proc, address = start(runs, port)
+    procs: list[subprocess.Popen] = []
 
-    def stop(signum: int, frame: object) -> None:  # `kill` of this process stops the server
-        proc.terminate()
+    def stop(signum: int, frame: object) -> None:  # the server is stopped in `finally`
+        for s in stops:  # a second signal must not cut the stopping short
+            signal.signal(s, signal.SIG_IGN)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise SystemExit(0)
 
-    signal.signal(signal.SIGTERM, stop)
-    print(f"Interpretability Workbench dashboard: {address}  (runs folder "
-          f"{runs_root(str(runs))}; Ctrl-C stops it)", flush=True)
+    # Both handlers set explicitly: a process started in the background by a shell or a
+    # supervisor inherits SIGINT ignored, and Python then raises no KeyboardInterrupt.
+    stops = (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.signal(s, stop) for s in stops}
     try:
+        proc, address = start(runs, port)
+        procs.append(proc)
+        print(f"Interpretability Workbench dashboard: {address}  (runs folder "
+              f"{runs_root(str(runs))}; Ctrl-C stops it)", flush=True)
         rc = proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait()
-        return
+    finally:
+        for proc in procs:
+            stop_server(proc)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if rc not in (0, -2, 130):
         raise OSError(f"streamlit exited with status {rc}; see its output above")
 

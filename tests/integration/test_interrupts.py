@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from workbench.models.checkpoints import list_checkpoints
 from workbench.training.trainer import TrainResult
@@ -73,3 +76,69 @@ def test_ctrl_c_in_a_probe_sweep_writes_no_report(tiny_run: TrainResult, world_c
     assert "interrupted" in last, err
     assert [x for x in _lines(err) if "%|" not in x] == [last]  # progress bars aside
     assert not out.exists() and not list(tmp_path.glob("*.fig.json"))
+
+
+# SIGINT to `workbench app` alone (`kill -INT PID`, a supervisor) ----------------------------
+
+# What a shell does to a command it starts in the background (`workbench app &`): SIGINT
+# ignored, inherited across exec, so Python raises no KeyboardInterrupt unless it sets a handler.
+_IGNORE_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                  "os.execv(sys.executable, [sys.executable, '-m', 'workbench.cli.core', "
+                  "*sys.argv[1:]])")
+
+
+def _children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, exited but not reaped yet, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_sigint_to_the_app_alone_stops_the_server(tmp_path: Path, sigint: str) -> None:
+    from app.serve import free_port
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    port = free_port()
+    args = ["app", "--runs", str(runs), "--port", str(port)]
+    head = ["-m", "workbench.cli.core"] if sigint == "default" else ["-c", _IGNORE_SIGINT]
+    log = tmp_path / "app.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, *head, *args], stdout=out, stderr=out,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                start_new_session=True)  # its own group: only it is signalled
+    servers: list[int] = []
+    try:
+        t0 = time.time()
+        while not (servers and _listening(port)):
+            assert proc.poll() is None, log.read_text()
+            assert time.time() - t0 < 90, f"no server on port {port}: {log.read_text()}"
+            time.sleep(0.2)
+            servers = _children(proc.pid)
+        proc.send_signal(signal.SIGINT)  # the parent alone, not its group
+        assert proc.wait(timeout=60) == 130, log.read_text()
+        t0 = time.time()
+        while any(_alive(p) for p in servers) and time.time() - t0 < 10:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in servers), "the Streamlit server outlived the app"
+        assert not _listening(port)
+        assert "interrupted; the dashboard is stopped" in log.read_text()
+    finally:
+        for pid in [*servers, proc.pid]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=30)
