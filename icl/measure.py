@@ -244,7 +244,7 @@ def run(model: Model, corpus: Corpus | None, cfg: IclConfig | None = None, *,
                       "config": asdict(cfg), "tasks": tasks, "headline": headline(tasks,
                                                                                   cfg.ks)}
     if cfg.mechanism:
-        report["mechanism"] = mechanism_report(model, items, tasks, cfg)
+        report["mechanism"] = mechanism_report(model, items, tasks, cfg, progress)
     if checkpoints is not None:
         records = []
         for ckpt, at_step in tqdm(checkpoints, desc="checkpoints", disable=not progress,
@@ -257,20 +257,42 @@ def run(model: Model, corpus: Corpus | None, cfg: IclConfig | None = None, *,
 
 
 def mechanism_report(model: Model, items: list[dict[str, Any]], tasks: dict[str, Any],
-                     cfg: IclConfig) -> dict[str, Any]:
+                     cfg: IclConfig, progress: bool = False) -> dict[str, Any]:
     """The induction heads, their attention to the demonstrated answers of novel mappings,
-    and every task's accuracy with them (or, as a control, as many other heads) ablated."""
+    and every task's accuracy with them (or, as a control, as many other heads) ablated;
+    with `progress`, a bar whose description names the step (`mechanism: ablations`), so a
+    reader of the output (the dashboard) sees which part runs."""
+    from workbench.models.arch import describe
+
+    if describe(model).attention == "none":
+        return {"induction_heads": [], "note": "the model has no attention heads"}
+    steps = ["induction heads", "head means", "ablations", "control ablations"]
+    if "novel" in tasks:
+        steps += ["attention to answers", "ablation curve"]
+    bar = tqdm(total=len(steps), desc="mechanism: induction heads", disable=not progress,
+               leave=False)
+    try:
+        return _mechanism(model, items, tasks, cfg, steps, bar)
+    finally:
+        bar.close()
+
+
+def _mechanism(model: Model, items: list[dict[str, Any]], tasks: dict[str, Any],
+               cfg: IclConfig, steps: list[str], bar: Any) -> dict[str, Any]:
     from icl.mechanism import (
         attention_to_answers,
         find_induction_heads,
         mean_ablation_hooks,
         z_means,
     )
-    from workbench.models.arch import describe
 
-    if describe(model).attention == "none":
-        return {"induction_heads": [], "note": "the model has no attention heads"}
+    def step(i: int) -> None:  # step `i` done: the bar advances and names the next one
+        bar.update(1)
+        if i + 1 < len(steps):
+            bar.set_description(f"mechanism: {steps[i + 1]}")
+
     found = find_induction_heads(model, cfg.min_score)
+    step(0)
     out: dict[str, Any] = {"min_score": cfg.min_score,
                            "induction_heads": [head_name(*h) for h in found.heads],
                            "control_heads": [head_name(*h) for h in found.control],
@@ -279,15 +301,19 @@ def mechanism_report(model: Model, items: list[dict[str, Any]], tasks: dict[str,
         out["note"] = f"no head has an induction score >= {cfg.min_score}"
         return out
     means = z_means(model, [encode_prompt(model, item["prefix"]) for item in items])
-    for key, heads in (("ablated", found.heads), ("control", found.control)):
+    step(1)
+    for i, (key, heads) in enumerate((("ablated", found.heads), ("control", found.control))):
         with model.hooks(fwd_hooks=mean_ablation_hooks(heads, means)):
             ablated = measure(model, items, cfg)
         out[key] = {t: {k: c["accuracy"] for k, c in v["k"].items()}
                     for t, v in ablated.items()}
+        step(2 + i)
     if "novel" in tasks:
         novel = [i for i in items if i["task"] == "novel"]
         out["attention"] = attention_to_answers(model, novel, found.heads)
+        step(4)
         out["novel_curve"] = novel_ablation_curve(model, novel, found, cfg, means)
+        step(5)
         hi = str(max(cfg.ks))
         clean = tasks["novel"]["k"][hi]["accuracy"]
         chance = tasks["novel"]["chance"]

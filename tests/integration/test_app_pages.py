@@ -217,3 +217,17 @@ def test_scaling_page_ability_and_member(app_runs, monkeypatch):
     at.selectbox(key="scaling_member").set_value("L1-d50112_steps300_seed0").run()
     assert_ok(at)
     assert "is not a model under the runs folder" in at.info[0].value
+
+
+def test_icl_progress_names_the_mechanism_step(tiny_run, world_corpus, capsys):
+    """The dashboard's progress bar (`parse_progress` of the command's output) names the
+    mechanism's steps, instead of sitting at 100 % of the few-shot items while they run."""
+    from icl import measure
+
+    measure.from_ref(tiny_run.run_dir, measure.IclConfig(ks=(0, 2), n=4, min_score=0.2),
+                     corpus=world_corpus, progress=True)
+    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    bars = [b for b in map(folder.parse_progress, lines) if b is not None]
+    descs = [d for d, _ in bars]
+    assert "few-shot items" in descs and "mechanism: ablations" in descs, descs
+    assert descs.index("few-shot items") < descs.index("mechanism: induction heads")
