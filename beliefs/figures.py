@@ -8,7 +8,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from beliefs.metrics import METRICS
-from circuits.tracing import TraceResult, trace_figure
+from circuits.figures import causal_trace_figure
+from circuits.tracing import TraceResult
+from workbench.plots import palette
 
 _ROLE_LABELS = {"subject_first": "first subject token", "subject_middle": "middle subject",
                 "subject_last": "last subject token", "after_subject": "after subject",
@@ -16,7 +18,8 @@ _ROLE_LABELS = {"subject_first": "first subject token", "subject_middle": "middl
 
 
 def trace_figures(report: dict[str, Any]) -> go.Figure:
-    """Mean indirect effect by token role and layer (one panel per restored kind)."""
+    """Mean indirect effect by token role and layer (one panel per restored kind, one colour
+    scale for all)."""
     trace = report.get("trace")
     if not trace:
         return go.Figure(layout={"title": "no causal trace in this report"})
@@ -25,10 +28,13 @@ def trace_figures(report: dict[str, Any]) -> go.Figure:
     x = [_ROLE_LABELS[r] for r in trace["roles"]]
     for i, kind in enumerate(kinds):
         z = trace["indirect_effect"][kind]
-        fig.add_trace(go.Heatmap(z=z, x=x, y=list(range(len(z))), colorscale="Purples",
-                                 showscale=i == 0, hovertemplate="layer %{y}<br>%{x}<br>"
+        fig.add_trace(go.Heatmap(z=z, x=x, y=list(range(len(z))), coloraxis="coloraxis",
+                                 hovertemplate="layer %{y}<br>%{x}<br>"
                                  "indirect effect %{z:.3f}<extra></extra>"), row=1, col=i + 1)
     fig.update_yaxes(title_text="layer", row=1, col=1)
+    fig.update_yaxes(dtick=1)
+    fig.update_layout(coloraxis={"colorscale": "Purples", "colorbar": {
+        "title": {"text": "indirect effect (p)", "side": "right"}}})
     fig.update_layout(title=f"Causal trace over {trace['n']} facts: p(object) restored minus "
                             f"corrupted (MLP peak at the last subject token: layer "
                             f"{trace['peak_layer']})", template="plotly_white", height=420)
@@ -40,7 +46,7 @@ def example_trace_figure(report: dict[str, Any]) -> go.Figure:
     trace = report.get("trace")
     if not trace:
         return go.Figure(layout={"title": "no causal trace in this report"})
-    return trace_figure(TraceResult.from_dict(trace["example"]))
+    return causal_trace_figure(TraceResult.from_dict(trace["example"]))
 
 
 def ladder_figure(report: dict[str, Any]) -> go.Figure:
@@ -52,29 +58,35 @@ def ladder_figure(report: dict[str, Any]) -> go.Figure:
     levels = icl["levels"]
     fig = make_subplots(rows=1, cols=2, subplot_titles=["p(new) and p(old) per level",
                                                         "share stating the new object"])
-    for row in icl["beliefs"][:50]:
+    for i, row in enumerate(icl["beliefs"][:50]):
         fig.add_trace(go.Scatter(x=levels, y=[row["levels"][lv]["p_new"] for lv in levels],
                                  mode="lines", line={"width": 0.5, "color": "lightgray"},
-                                 hoverinfo="text", showlegend=False,
+                                 hoverinfo="text", name="p_new of each belief (thin)",
+                                 legendgroup="each", showlegend=i == 0,
                                  text=f"{row['subject']} {row['relation']} -> {row['new']}"),
                       row=1, col=1)
     for key, color in (("p_new", "crimson"), ("p_old", "royalblue")):
-        fig.add_trace(go.Scatter(x=levels, y=[icl[key][lv] for lv in levels], name=key,
-                                 mode="lines+markers", line={"width": 3, "color": color}),
-                      row=1, col=1)
+        fig.add_trace(go.Scatter(x=levels, y=[icl[key][lv] for lv in levels],
+                                 name=f"{key} (mean)", mode="lines+markers",
+                                 line={"width": 3, "color": color}), row=1, col=1)
     fig.add_trace(go.Bar(x=levels, y=[icl["flipped_by"][lv] for lv in levels],
-                         name="flipped by level"), row=1, col=2)
+                         name="flipped by level", marker_color="#2ca02c"), row=1, col=2)
     if any(v is not None for v in icl["others_kept"].values()):
         fig.add_trace(go.Scatter(x=levels, y=[icl["others_kept"][lv] for lv in levels],
-                                 name="other facts kept", mode="lines+markers"), row=1, col=2)
+                                 name="other facts kept", mode="lines+markers",
+                                 line={"color": "#9467bd"}), row=1, col=2)
     fig.update_yaxes(range=[0, 1.02])
+    fig.update_yaxes(title_text="probability", row=1, col=1)
+    fig.update_yaxes(title_text="share of beliefs", row=1, col=2)
     fig.update_layout(title="In-context pressure ladder", template="plotly_white", height=420)
     return fig
 
 
 def metrics_figure(report: dict[str, Any]) -> go.Figure:
-    """Every edit metric per method with its 95 % interval (fluency on a second axis)."""
+    """Every edit metric per method with its 95 % interval (fluency on a second axis), each
+    method one colour in both panels."""
     methods = [m for m in report["methods"] if m != "icl"]
+    colours = dict(zip(methods, palette(len(methods))))
     fig = make_subplots(rows=1, cols=2, column_widths=[0.8, 0.2],
                         subplot_titles=["edit metrics (share, 95 % CI)",
                                         "validation loss change (nats)"])
@@ -84,15 +96,19 @@ def metrics_figure(report: dict[str, Any]) -> go.Figure:
         ys = [agg.get(m) for m in shares]
         lo = [(agg[m] - agg["ci"][m][0]) if agg.get(m) is not None else 0 for m in shares]
         hi = [(agg["ci"][m][1] - agg[m]) if agg.get(m) is not None else 0 for m in shares]
-        fig.add_trace(go.Bar(x=shares, y=ys, name=method, error_y={"type": "data", "array": hi,
-                                                                   "arrayminus": lo}),
+        fig.add_trace(go.Bar(x=shares, y=ys, name=method, legendgroup=method,
+                             marker_color=colours[method],
+                             error_y={"type": "data", "array": hi, "arrayminus": lo}),
                       row=1, col=1)
         flu = agg.get("fluency_delta")
         if flu is not None:
             ci = agg["ci"]["fluency_delta"]
-            fig.add_trace(go.Bar(x=[method], y=[flu], showlegend=False,
+            fig.add_trace(go.Bar(x=[method], y=[flu], showlegend=False, name=method,
+                                 legendgroup=method, marker_color=colours[method],
                                  error_y={"type": "data", "array": [ci[1] - flu],
                                           "arrayminus": [flu - ci[0]]}), row=1, col=2)
+    fig.update_yaxes(title_text="share of edits", row=1, col=1)
+    fig.update_yaxes(title_text="nats", row=1, col=2)
     fig.update_layout(barmode="group", template="plotly_white", height=420,
                       title=f"Belief edits at layer {report.get('layer')}")
     return fig
