@@ -8,17 +8,14 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
+
+from workbench.plots import palette
 
 Report = dict[str, Any]
 AXIS = {"N": "non-embedding parameters N", "C": "training compute C = 6ND (FLOPs)",
         "D": "training tokens D"}
 KEY = {"N": "n_params", "C": "compute", "D": "tokens"}
-
-
-def _colour(i: int) -> str:
-    return qualitative.Plotly[i % len(qualitative.Plotly)]
 
 
 def law_figure(report: Report, scale: str = "N") -> go.Figure | None:
@@ -30,7 +27,7 @@ def law_figure(report: Report, scale: str = "N") -> go.Figure | None:
     x = [m[KEY[scale]] for m in members]
     fig.add_trace(go.Scatter(x=x, y=[m["final_loss"] for m in members], mode="markers",
                              name="members", text=[m["name"] for m in members],
-                             marker={"size": 9}))
+                             marker={"size": 9, "color": "#1f77b4"}))
     law = report["laws"].get(scale)
     if law is not None:
         grid = np.geomspace(min(x), max(x), 50)
@@ -38,7 +35,7 @@ def law_figure(report: Report, scale: str = "N") -> go.Figure | None:
         fig.add_trace(go.Scatter(x=grid.tolist(), y=y.tolist(), mode="lines",
                                  name=f"L = {law['a']:.3g} {scale}^-{law['alpha']:.3f}"
                                  + (f" + {law['e']:.3g}" if law.get("e") else "")
-                                 + f" (R² {law['r2']:.3f})"))
+                                 + f" (R² {law['r2']:.3f})", line={"color": "#d62728"}))
     fig.update_layout(title=f"Validation loss against {scale}", xaxis_title=AXIS[scale],
                       yaxis_title="validation loss (nats)", xaxis_type="log", yaxis_type="log")
     return fig
@@ -49,12 +46,13 @@ def curves_figure(report: Report) -> go.Figure | None:
     if not report["members"]:
         return None
     fig = go.Figure()
+    colours = palette(len(report["members"]))
     for i, m in enumerate(report["members"]):
         c = m["curve"]
         per_step = m["tokens"] / max(m["steps"], 1)
         fig.add_trace(go.Scatter(x=[max(s, 1) * per_step for s in c["val_step"]],
                                  y=c["val_loss"], mode="lines+markers", name=m["name"],
-                                 line={"color": _colour(i)}))
+                                 line={"color": colours[i % len(colours)]}))
     fig.update_layout(title="Validation loss of every member", xaxis_title="training tokens",
                       yaxis_title="validation loss (nats)", xaxis_type="log")
     return fig
@@ -68,6 +66,7 @@ def abilities_figure(report: Report, scale: str = "N") -> go.Figure | None:
         return None
     fig = make_subplots(rows=1, cols=2, subplot_titles=("discontinuous (accuracy, share)",
                                                         "continuous (log-probability, score)"))
+    colours = palette(len(abilities))
     for i, (name, a) in enumerate(abilities.items()):
         for col, metric in enumerate(("discrete", "continuous"), 1):
             rec = a[metric]
@@ -76,7 +75,7 @@ def abilities_figure(report: Report, scale: str = "N") -> go.Figure | None:
             y = [None if v is None else (v - rec["chance"]) / span for v in curve["y"]]
             fig.add_trace(go.Scatter(x=curve["x"], y=y, mode="lines+markers", name=name,
                                      legendgroup=name, showlegend=col == 1,
-                                     line={"color": _colour(i)},
+                                     line={"color": colours[i % len(colours)]},
                                      hovertext=f"{rec['name']}: {curve['verdict']}"),
                           row=1, col=col)
     fig.update_xaxes(type="log", title_text=AXIS[scale])
@@ -96,11 +95,13 @@ def ability_figure(report: Report, name: str, scale: str = "N") -> go.Figure:
         rec = a[metric]
         curve = rec[scale]
         fig.add_trace(go.Scatter(x=curve["x"], y=curve["y"], mode="lines+markers",
-                                 name=rec["name"], line={"color": _colour(col - 1)}),
+                                 name=rec["name"], line={"color": ("#1f77b4", "#ff7f0e")[col - 1]}),
                       row=1, col=col)
+        fig.update_yaxes(title_text=rec["name"], row=1, col=col)
         if curve["x"]:
             fig.add_trace(go.Scatter(x=[min(curve["x"]), max(curve["x"])],
-                                     y=[rec["chance"]] * 2, mode="lines", name="chance",
+                                     y=[rec["chance"]] * 2, mode="lines",
+                                     name="chance (dotted)", legendgroup="chance",
                                      showlegend=col == 1,
                                      line={"color": "grey", "dash": "dot", "width": 1}),
                           row=1, col=col)
