@@ -4,6 +4,7 @@ evaluation, and the analyses it has."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import streamlit as st
 
@@ -37,14 +38,17 @@ with right:
             fig.update_xaxes(type="log")
         if sel.step is not None:
             fig.add_vline(x=sel.step, line={"color": "#d62728", "dash": "dot"},
-                          annotation_text=f"step {sel.step}")
+                          name=f"step {sel.step}", annotation_text=f"step {sel.step}")
         st.plotly_chart(fig, key="training")
     else:
         st.info("No training curves: this model was not trained here (a Hugging Face "
                 "directory) or its run has no metrics.jsonl.")
 evaluation = entry.path / EVAL_JSON
 if evaluation.is_file():
-    st.plotly_chart(eval_figure(json.loads(evaluation.read_text())), key="eval")
+    # titled with the run's own folder name in the runs folder (not a resolved link, nor
+    # the path eval.json recorded on the machine that ran it)
+    st.plotly_chart(eval_figure(json.loads(evaluation.read_text()), name=Path(entry.name).name),
+                    key="eval")
 elif entry.kind == "run":
     st.subheader("No evaluation yet")
     if ui.run_panel(runs.eval_argv(entry, runs.corpus_for(entry, sel.root)), evaluation,
