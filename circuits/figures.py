@@ -79,7 +79,8 @@ def dynamics_figure(report: dict[str, Any]) -> go.Figure:
                           fillcolor="orange", opacity=0.15, line_width=0, row=row, col=1,
                           name="induction scores rise (phase change)", legendgroup="rise",
                           showlegend=row == 1)
-    fig.update_xaxes(type="log", title_text="step (log; step 0 not shown)")
+    fig.update_xaxes(type="log")
+    fig.update_xaxes(title_text="step (log; step 0 not shown)", row=2 if has_icl else 1, col=1)
     fig.update_layout(title="Phase change over training checkpoints", template="plotly_white",
                       height=650)
     return fig
