@@ -197,7 +197,7 @@ def _is_whole(v: Any) -> bool:
 
 
 def _colorbar_problems(layout: Any, traces: Sequence[Any]) -> list[str]:
-    problems, places = [], {}
+    problems, places, checked = [], {}, set()
     for i, t in enumerate(traces):
         if t.type not in SCALED:
             continue
@@ -206,6 +206,9 @@ def _colorbar_problems(layout: Any, traces: Sequence[Any]) -> list[str]:
                 layout[t.coloraxis].colorbar
         else:
             owner, showscale, bar = f"heatmap {i}", t.showscale, t.colorbar
+        if owner in checked:  # a shared colour axis: checked once
+            continue
+        checked.add(owner)
         if showscale is False:
             problems.append(f"colour bar: {owner} shows no colour bar")
             continue
