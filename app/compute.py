@@ -72,18 +72,30 @@ def window_tokens(ids: Int[Tensor, " pos"], window: Window, bos: int | None
     return ctx, offset
 
 
-def repeat_tokens(ids: Int[Tensor, " pos"], n_ctx: int, bos: int | None
-                  ) -> tuple[Int[Tensor, " pos2"], int]:
-    """`[BOS] body body` (`workbench.repeats.repeat_segment`): the text's tokens (without
-    BOS) twice, the body cut to fit `n_ctx`; returns the ids and the period (the body's
-    length).
+def repeat_room(ids: Int[Tensor, " pos"], n_ctx: int, bos: int | None) -> int:
+    """How many of the text's tokens (without BOS) `repeat_tokens` can repeat within `n_ctx`.
+
+    >>> repeat_room(torch.tensor([0, 5, 6, 7]), n_ctx=6, bos=0)
+    2
+    """
+    body = len(ids) - (1 if bos is not None and len(ids) and int(ids[0]) == bos else 0)
+    return min(body, (n_ctx - (1 if bos is not None else 0)) // 2)
+
+
+def repeat_tokens(ids: Int[Tensor, " pos"], n_ctx: int, bos: int | None,
+                  length: int | None = None) -> tuple[Int[Tensor, " pos2"], int]:
+    """`[BOS] body body` (`workbench.repeats.repeat_segment`): the text's first `length`
+    tokens (without BOS; default: as many as fit) twice, the body cut to fit `n_ctx`; returns
+    the ids and the period (the body's length).
 
     >>> repeat_tokens(torch.tensor([0, 5, 6, 7]), n_ctx=16, bos=0)
     (tensor([0, 5, 6, 7, 5, 6, 7]), 3)
+    >>> repeat_tokens(torch.tensor([0, 5, 6, 7]), n_ctx=16, bos=0, length=2)
+    (tensor([0, 5, 6, 5, 6]), 2)
     """
     body = ids[1:] if bos is not None and len(ids) and int(ids[0]) == bos else ids
     room = (n_ctx - (1 if bos is not None else 0)) // 2
-    body = body[:room]
+    body = body[:room if length is None else min(room, length)]
     if len(body) < 1:
         raise ValueError("the text has no tokens to repeat; type a longer prompt")
     return repeat_segment(body[None], bos).tokens[0], len(body)

@@ -14,6 +14,7 @@ from circuits.attention import attention_patterns
 from workbench import prompts
 
 DEFAULT_TEXT = "anna berg lives in bellport . the cat that the dogs chase eats a cookie ."
+MAX_REPEAT_WINDOW = 128  # the default window of a repeated text (a larger one stays fast)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -64,13 +65,19 @@ else:
     with st.expander("document text"):
         st.write(text)
 
-repeated = st.toggle("repeated-text mode: run the text twice and outline the induction stripe",
-                     key="attn_repeat")
+cols = st.columns([3, 1])
+repeated = cols[0].toggle("repeated-text mode: run the text twice and outline the induction "
+                          "stripe", key="attn_repeat")
 try:
     ids = torch.tensor(token_ids(sel.ref, text))
     period = None
     if repeated:
-        ids, period = compute.repeat_tokens(ids, n_ctx, bos)
+        room = compute.repeat_room(ids, n_ctx, bos)
+        length = room if room <= 1 else cols[1].number_input(
+            "tokens repeated", 1, room, room, key=f"attn_repeat_len::{room}",
+            help=f"the text's first tokens, run twice (at most {room}: twice that fits "
+                 f"n_ctx={n_ctx}); a model's induction may fade over a long period")
+        ids, period = compute.repeat_tokens(ids, n_ctx, bos, int(length))
 except ValueError as exc:
     st.warning(str(exc))
     st.stop()
@@ -78,11 +85,16 @@ n = len(ids)
 
 cols = st.columns(2)
 cap = n_ctx - 1 if bos is not None and n > n_ctx else n_ctx
+# Repeated text: by default the whole text (up to MAX_REPEAT_WINDOW) and the window at its
+# end, so that the second copy's queries and the keys they copy from (one period back) are
+# both shown: the induction stripe lies inside the window.
+default = min(n, cap, MAX_REPEAT_WINDOW if period else 64)
 size = min(n, cap) if n <= 8 else cols[0].slider(
-    "window (tokens shown)", 8, min(n, cap), min(n, cap, 64), key=f"attn_size::{n}")
+    "window (tokens shown)", 8, min(n, cap), default, key=f"attn_size::{n}::{repeated}")
 start = 0
 if n > size:
-    start = cols[1].slider("window start", 0, n - size, 0, key=f"attn_start::{n}::{size}")
+    start = cols[1].slider("window start", 0, n - size, n - size if period else 0,
+                           key=f"attn_start::{n}::{size}::{repeated}")
 win = compute.plan_window(n, n_ctx, size, start, bos is not None)
 run_ids, offset = compute.window_tokens(ids, win, bos)
 full, tokens = patterns(sel.ref, tuple(run_ids.tolist()))
@@ -106,12 +118,34 @@ if period is not None:  # the repeated text fits n_ctx: the model ran on all of 
     stripe = compute.induction_stripe(n, period, start=0 if bos is None else 1)
     scores = compute.stripe_scores(pattern, stripe)
 n_layers, n_heads = pattern.shape[:2]
-best = divmod(int(scores.argmax()), n_heads) if scores is not None else (n_layers - 1, 0)
+# The enlarged head is the user's: kept across modes and inputs (reset only when the model
+# has no such head); the head with the highest stripe score is offered, never imposed.
+if st.session_state.get("attn_layer") not in range(n_layers):
+    st.session_state["attn_layer"] = n_layers - 1
+if st.session_state.get("attn_head") not in range(n_heads):
+    st.session_state["attn_head"] = 0
 
-cols = st.columns(2)
-layer = cols[0].selectbox("layer", range(n_layers), index=best[0], key=f"attn_layer::{repeated}")
-head = cols[1].selectbox("head", range(n_heads), index=best[1], key=f"attn_head::{repeated}")
 
+def enlarge(layer: int, head: int) -> None:
+    st.session_state["attn_layer"], st.session_state["attn_head"] = layer, head
+
+
+cols = st.columns([1, 1, 2])
+layer = cols[0].selectbox("layer", range(n_layers), key="attn_layer")
+head = cols[1].selectbox("head", range(n_heads), key="attn_head")
+if scores is not None:
+    best = divmod(int(scores.argmax()), n_heads)
+    cols[2].button(f"enlarge L{best[0]}H{best[1]}, the highest stripe score "
+                   f"({float(scores[best]):.2f})", key="attn_best", on_click=enlarge, args=best,
+                   disabled=(layer, head) == best)
+
+if scores is not None:
+    top = float(scores.max())
+    st.caption("stripe score: each head's mean attention from the second copy's tokens to the "
+               "token after their first occurrence, over the whole repeated text"
+               + ("" if top >= 0.1 else f"; no head reaches 0.1 on this text (at most "
+                  f"{top:.2f}): the model may not copy over a period of {period} tokens; "
+                  "repeat fewer tokens"))
 grid_col, head_col = st.columns([1, 1])
 with grid_col:
     st.subheader("every head" + (" (stripe score)" if repeated else ""))
@@ -122,4 +156,4 @@ with grid_col:
 with head_col:
     st.subheader(f"L{layer}H{head}")
     st.plotly_chart(head_figure(shown[layer, head], shown_tokens, win.start, stripe,
-                                title=f"L{layer}H{head} on {sel.label}"), key="attn_head")
+                                title=f"L{layer}H{head} on {sel.label}"), key="attn_head_fig")

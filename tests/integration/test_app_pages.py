@@ -87,6 +87,23 @@ def test_attention_page_corpus_document(app_runs, monkeypatch):
     assert_ok(at)
     head = figures(at)[1]
     assert len(head["data"][0]["x"]) > 3 and head["data"][0]["x"][0] == "0:<bos>"
+    # repeated mode: the head the user enlarged stays; the window holds both copies
+    at.selectbox(key="attn_layer").set_value(0).run()
+    at.selectbox(key="attn_head").set_value(1).run()
+    at.toggle(key="attn_repeat").set_value(True).run()
+    assert_ok(at)
+    assert (at.selectbox(key="attn_layer").value, at.selectbox(key="attn_head").value) == (0, 1)
+    n = int(at.caption[0].value.split()[0])  # "N tokens (the text's P tokens twice)"
+    period = int(at.caption[0].value.split("the text's ")[1].split()[0])
+    head = figures(at)[-1]
+    assert len(head["data"][0]["x"]) == n  # the whole repeated text, the second copy too
+    stripe = next(t for t in head["data"] if t.get("name") == "induction stripe")
+    assert len(stripe["y"]) == period and stripe["y"][-1].startswith(f"{n - 1}:")
+    assert at.button(key="attn_best").label.startswith("enlarge L")
+    at.button(key="attn_best").click().run()  # the best head only when asked for
+    best = at.button(key="attn_best").label.split()[1].rstrip(",")
+    assert f"L{at.selectbox(key='attn_layer').value}H{at.selectbox(key='attn_head').value}" \
+        == best
 
 
 def test_induction_page_composition_mode(app_runs, monkeypatch):

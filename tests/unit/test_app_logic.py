@@ -142,11 +142,81 @@ def test_commands(runs: Path) -> None:
     assert "'blocks.*.hook_resid_post'" in folder.display_command(folder.cache_argv(demo, world))
     assert folder.eval_argv(demo, world)[-2:] == ["--out", f"{demo.path}/eval.json"]
     beliefs = folder.display_command(folder.analysis_argv("beliefs", demo, world))
-    assert beliefs == (f"workbench beliefs --model {demo.path} --corpus {world} --n 20 --out "
+    assert beliefs == (f"workbench beliefs --model {demo.path} --corpus {world} --out "
                        f"{demo.path}/analyses/beliefs.json")
     # no corpus: no ROME, a fixed layer
     real = folder.analysis_argv("beliefs", hf, None, overwrite=True)
     assert real[real.index("--method") + 1] == "icl,ft" and real[-1] == "--overwrite"
+
+
+# What a dashboard command line sets away from the command's defaults, besides the model, the
+# corpus, --out and --overwrite, per (analysis, model kind, corpus present): each is justified
+# in the analysis' `AnalysisFlags.dashboard` and in docs/guides/dashboard.md ("Commands the
+# buttons run"); a new difference must be added here, and there, on purpose.
+DASHBOARD_OVERRIDES = {
+    # the page's "phase change over checkpoints" needs every checkpoint scored
+    ("induction", "run", True): {"checkpoints": "all"},
+    ("induction", "run", False): {"checkpoints": "all"},
+    ("induction", "hf", True): {}, ("induction", "hf", False): {},
+    ("probe", "run", True): {}, ("probe", "hf", True): {},
+    # the page's "8-shot accuracy over training" needs every checkpoint measured
+    ("icl", "run", True): {"checkpoints": "all"}, ("icl", "hf", True): {},
+    # a Hugging Face model is far larger than our runs: 20 beliefs, a preview
+    ("beliefs", "run", True): {}, ("beliefs", "hf", True): {"n": 20},
+    # no corpus: no ROME (its key covariance reads one) and a fixed layer (the real facts a
+    # Hugging Face model states may leave no causal trace to pick one)
+    ("beliefs", "run", False): {"method": "icl,ft", "layer": 0},
+    ("beliefs", "hf", False): {"n": 20, "method": "icl,ft", "layer": 0},
+}
+
+
+def test_dashboard_commands_parse_and_keep_the_command_defaults(runs: Path) -> None:
+    """Every analysis' dashboard command line, for each kind of model with and without a
+    corpus, parses with `workbench`'s own parser (only declared options, valid values) and
+    differs from the command's defaults only where `DASHBOARD_OVERRIDES` says why."""
+    from workbench.cli.registry import build_parser
+
+    parser = build_parser()
+    demo, _, hf = folder.list_models(runs)
+    world = runs.resolve() / "world"
+    seen = set()
+    for kind in folder.SCHEMAS.keys() - {"scaling"}:
+        defaults = folder.analysis_defaults(kind)
+        for entry in (demo, hf):
+            for corpus in (world, None):
+                case = (kind, entry.kind, corpus is not None)
+                try:
+                    argv = folder.analysis_argv(kind, entry, corpus)
+                except ValueError as exc:  # the analysis needs a corpus: no button without
+                    assert corpus is None and "needs a corpus" in str(exc), case
+                    continue
+                args = vars(parser.parse_args(argv))
+                changed = {k: args[k] for k in defaults if args[k] != defaults[k]}
+                assert changed == DASHBOARD_OVERRIDES[case], case
+                assert args["model"] and args["out"] == str(entry.analysis(kind)), case
+                # a Hugging Face model reads no world corpus of ours for induction
+                wants_corpus = corpus is not None and case[:2] != ("induction", "hf")
+                assert (args["corpus"] is not None) == wants_corpus, case
+                seen.add(case)
+    assert seen == set(DASHBOARD_OVERRIDES)
+
+
+def test_a_form_at_its_defaults_runs_the_command_defaults(runs: Path) -> None:
+    """The probe form starts at `workbench probe`'s defaults (`analysis_defaults`); values at
+    the defaults are left out of the command line, others are passed."""
+    demo = folder.list_models(runs)[0]
+    world = runs.resolve() / "world"
+    cli = folder.analysis_defaults("probe")
+    assert (cli["tasks"], cli["probe"], cli["max_tokens"]) == ("syntax,semantics,facts",
+                                                                "linear", None)
+    form = {"tasks": cli["tasks"], "probe": cli["probe"], "max_tokens": cli["max_tokens"]}
+    assert folder.analysis_argv("probe", demo, world, **form) == [
+        "probe", "--model", str(demo.path), "--corpus", str(world), "--out",
+        str(demo.analysis("probe"))]
+    # a form value back at the command's default also overrides a dashboard option
+    hf = folder.list_models(runs)[2]
+    assert "--n" not in folder.analysis_argv("beliefs", hf, world, n=50)
+    assert "--checkpoints" not in folder.analysis_argv("icl", demo, world, checkpoints=None)
 
 
 def test_parse_progress() -> None:
@@ -216,6 +286,11 @@ def test_repeat_tokens_and_stripe() -> None:
     assert compute.stripe_scores(pattern, compute.induction_stripe(3, 3)).sum() == 0  # no cell
     with pytest.raises(ValueError, match="no tokens to repeat"):
         compute.repeat_tokens(torch.tensor([1]), n_ctx=8, bos=1)
+    text = torch.tensor([1, 7, 8, 9, 10])
+    assert compute.repeat_room(text, n_ctx=7, bos=1) == 3  # (7 - BOS) // 2
+    assert compute.repeat_room(text, n_ctx=64, bos=1) == 4  # the whole text
+    ids, period = compute.repeat_tokens(text, n_ctx=64, bos=1, length=2)  # the first two
+    assert ids.tolist() == [1, 7, 8, 7, 8] and period == 2
 
 
 def test_pca_2d() -> None:
