@@ -20,7 +20,7 @@ def probe_arguments(p: argparse.ArgumentParser) -> None:
                    help="linear | mlp")
     p.add_argument("--split", default="val", help="corpus split to probe (train | val | test)")
     p.add_argument("--max-tokens", type=positive_int, default=None,
-                   help="cap on the split's tokens")
+                   help="cap on the split's tokens (default: the whole split)")
     p.add_argument("--max-examples", type=bounded_int(10), default=20_000,
                    help="rows per task")
     p.add_argument("--layers", type=int_list(0), default=None,
@@ -28,7 +28,9 @@ def probe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=bounded_int(3, 100), default=5)
     p.add_argument("--holdout", type=one_of("group", "random"), default="group",
                    help="group (word types / people never on both sides) | random")
-    p.add_argument("--min-per-class", type=bounded_int(2), default=10)
+    p.add_argument("--min-per-class", type=bounded_int(2), default=10,
+                   help="classes with fewer examples are left out (named in the report's "
+                   "dropped_classes)")
     p.add_argument("--acts", default=None, help="activation file (.h5) to read (made by this "
                    "model from this corpus and split); made first, resumably, when it does not "
                    "exist: for activations too large for memory")
@@ -89,11 +91,11 @@ def _acts_made(args: argparse.Namespace) -> list[str]:
     return [args.acts] if args.acts is not None and not Path(args.acts).exists() else []
 
 
+# The dashboard runs the command with its defaults (the whole split: on the shipped model
+# and world 80k tokens, about 2 minutes on 2 cores); it needs a corpus (the labels).
 FLAGS = AnalysisFlags(probe_arguments, probe_config,
                       corpus_help="world corpus in the model's tokenizer (default: the run's)",
-                      inputs=lambda args: {"acts": args.acts}, outputs=_acts_made,
-                      dashboard=lambda kind, has_corpus: {"max_tokens": 20_000}
-                      if has_corpus else None)
+                      inputs=lambda args: {"acts": args.acts}, outputs=_acts_made)
 PROBE = analysis_command("probe", "probe.layers", FLAGS, "per-layer probes for syntax, "
                          "semantics and facts with control tasks", order=60,
                          on_interrupt="no report was written; an activation file being made "

@@ -72,7 +72,8 @@ class LayersConfig:
         folds: cross-validation folds (one is the test fold, the next the validation fold).
         holdout: `group` (word types / people never on both sides) or `random` rows.
         min_groups: classes with fewer groups cannot be split by group and are dropped.
-        min_per_class: a kept class with fewer rows is an error (too little to learn from).
+        min_per_class: classes with fewer rows (after subsampling) are dropped (too few to
+            learn from); fewer than two classes left is an error.
         n_boot: bootstrap resamples for the intervals.
         memory_gib: activations above this size go through an `ActivationStore` file.
         batch_size: sequences per forward pass.
@@ -104,10 +105,15 @@ class LayersConfig:
 
 def select_examples(task: Task, rows: ProbeRows, world: Any, cfg: LayersConfig
                     ) -> tuple[Examples, list[str]]:
-    """The task's rows after dropping unsplittable classes and subsampling.
+    """The task's rows after dropping the classes too small to probe, and subsampling.
+
+    A class is dropped (and named in the second value, the report's `dropped_classes`) when
+    it has fewer than `cfg.min_groups` groups (with group holdout it cannot be split), or,
+    after subsampling, fewer than `cfg.min_per_class` rows (too few to learn or test: the
+    rare cities of a short split); the other classes are probed.
 
     Raises:
-        ValueError: fewer than two classes, or a class with fewer than `min_per_class` rows.
+        ValueError: no row, or fewer than two classes left.
     """
     ex = task_examples(task, rows.labels, rows.meta["doc"], rows.words, world)
     dropped = []
@@ -121,20 +127,23 @@ def select_examples(task: Task, rows: ProbeRows, world: Any, cfg: LayersConfig
     idx = np.nonzero(keep)[0]
     if len(idx) > cfg.max_examples:
         idx = np.sort(rng.choice(idx, size=cfg.max_examples, replace=False))
-    present = np.unique(ex.y[idx])
-    counts = {ex.classes[c]: int((ex.y[idx] == c).sum()) for c in present}
-    small = {k: v for k, v in counts.items() if v < cfg.min_per_class}
     if len(idx) == 0:
         raise ValueError(
             f"task {task.name!r}: no example in split {cfg.split!r} (the first "
             f"{cfg.max_tokens or 'all'} tokens); probe more text (a larger --max-tokens or "
             "another --split)")
-    if len(present) < 2 or small:
-        what = (f"classes {small} have fewer than {cfg.min_per_class} examples" if small else
-                f"only {len(present)} class(es) ({counts}) can be probed")
+    counts = {int(c): int((ex.y[idx] == c).sum()) for c in np.unique(ex.y[idx])}
+    small = [c for c, n in counts.items() if n < cfg.min_per_class]
+    present = np.array([c for c in counts if c not in small], dtype=np.int64)
+    if len(present) < 2:
+        named = {ex.classes[c]: n for c, n in counts.items()}
         raise ValueError(
-            f"task {task.name!r}: {what} in split {cfg.split!r}; probe more text (a larger "
-            "--max-tokens or another --split) or lower --min-per-class")
+            f"task {task.name!r}: {len(present)} class(es) with at least {cfg.min_per_class} "
+            f"examples in split {cfg.split!r} ({named}; those with fewer than "
+            f"{cfg.min_per_class} examples are dropped), two are needed; probe more text (a "
+            "larger --max-tokens or another --split) or lower --min-per-class")
+    dropped += [ex.classes[c] for c in small]
+    idx = idx[np.isin(ex.y[idx], present)]
     remap = np.full(len(ex.classes), -1, dtype=np.int64)
     remap[present] = np.arange(len(present))
     out = Examples(ex.rows[idx], remap[ex.y[idx]], ex.groups[idx],
@@ -351,6 +360,12 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
             + ("no later than" if verdict else "LATER than at least one of")
             + f" {cmp}: the account (syntax low, semantics and facts higher) "
             + ("holds" if verdict else "does not hold") + " on this model")
+    dropped = [f"{n} ({', '.join(t['dropped_classes'])})" for n, t in report["tasks"].items()
+               if t.get("dropped_classes")]
+    if dropped:
+        cfg = report.get("config", {})
+        lines.append(f"classes left out (fewer than {cfg.get('min_groups', '?')} groups or "
+                     f"{cfg.get('min_per_class', '?')} examples): " + "; ".join(dropped))
     weak = [n for n, t in report["tasks"].items() if t["selectivity_at_best"] <= 0.1]
     if weak:
         lines.append("selectivity <= 0.1 at the best layer (the probe barely beats its "

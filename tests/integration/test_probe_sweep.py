@@ -53,7 +53,8 @@ def test_report_schema_and_content(report: dict, tmp_path: Path) -> None:
     assert "syntax" in report["summary"]["text"]
     paths = write_report(report, tmp_path / "probe.json", FIGURES)
     assert json.loads(paths[0].read_text())["tasks"]["pos"]["n"] == report["tasks"]["pos"]["n"]
-    assert len(json.loads(paths[1].read_text())["data"]) == 4 * len(report["tasks"])
+    # per task: accuracy, control, selectivity, majority class, centre of gravity
+    assert len(json.loads(paths[1].read_text())["data"]) == 5 * len(report["tasks"])
     with pytest.raises(FileExistsError, match="--overwrite"):
         write_report(report, tmp_path / "probe.json", FIGURES)
 

@@ -189,14 +189,35 @@ def test_select_examples_errors_and_drops() -> None:
     tokens = np.array(list(np.arange(55) % 12) + [20, 21, 20, 21, 20])
     meta = {"doc": np.zeros(n, int), "token": tokens, "offset": np.arange(n)}
     rows = ProbeRows(labels, meta, 2)
-    with pytest.raises(ValueError, match=r"task 'animacy': only 1 class"):
+    with pytest.raises(ValueError, match=r"task 'animacy': 1 class\(es\) with at least 10 "
+                       r"examples in split 'val' \(\{'animate': 55\}"):
         select_examples(TASKS["animacy"], rows, None, LayersConfig())  # class 1: 2 word types
     labels["animacy"] = np.array([0] * 52 + [1] * 8)
     meta["token"] = np.array(list(np.arange(52) % 12) + [20, 21, 22, 23] * 2)
-    with pytest.raises(ValueError, match=r"'inanimate': 8\} have fewer than 10 examples"):
+    # 8 rows of 'inanimate' (4 word types): too few for 10 per class; with two classes only,
+    # dropping it leaves one: an error naming the counts and the fix
+    with pytest.raises(ValueError, match=r"\{'animate': 52, 'inanimate': 8\}; those with "
+                       r"fewer than 10 examples are dropped\), two are needed; probe more text"):
         select_examples(TASKS["animacy"], rows, None, LayersConfig())
     ex, dropped = select_examples(TASKS["animacy"], rows, None, LayersConfig(min_per_class=5))
     assert dropped == [] and len(ex.y) == 60
+
+
+def test_select_examples_drops_small_classes_and_keeps_the_rest() -> None:
+    """A class with fewer than `min_per_class` rows is left out (named in `dropped_classes`)
+    while two or more remain; the rows of the kept classes are those it would keep anyway."""
+    from probe.rows import ProbeRows
+
+    y = np.array([0] * 30 + [1] * 30 + [2] * 6)  # 'neutral' (2): 6 rows of 3 word types
+    tokens = np.array(list(np.arange(30) % 10) + list(10 + np.arange(30) % 10) + [20, 21, 22] * 2)
+    rows = ProbeRows({"sentiment": y}, {"doc": np.zeros(len(y), int), "token": tokens,
+                                        "offset": np.arange(len(y))}, 2)
+    ex, dropped = select_examples(TASKS["sentiment"], rows, None, LayersConfig())
+    names = list(TASKS["sentiment"].classes)
+    assert dropped == [names[2]] and ex.classes == names[:2]
+    assert ex.rows.tolist() == list(range(60)) and ex.y.tolist() == [0] * 30 + [1] * 30
+    kept, none = select_examples(TASKS["sentiment"], rows, None, LayersConfig(min_per_class=6))
+    assert none == [] and kept.classes == names and len(kept.y) == len(y)
 
 
 def test_align_words_last_subtoken() -> None:
