@@ -313,25 +313,45 @@ def analysis_argv(kind: str, entry: ModelEntry, corpus: Path | None, overwrite: 
                   **options: Any) -> list[str]:
     """`workbench KIND` arguments writing `entry.analysis(kind)`: the model, its corpus, the
     options the analysis declares for the dashboard (`AnalysisFlags.dashboard`), then
-    `options` (a page's form) over them.
+    `options` (a page's form) over them; an option at the command's default is left out, so
+    a form left at its defaults (`analysis_defaults`) runs the command's defaults.
 
     Raises:
         ValueError: `kind` is no registered analysis, or it needs a corpus and there is none.
     """
-    flags = getattr(_commands().get(kind), "run", None)
-    flags = getattr(flags, "flags", None)
-    if flags is None:
-        raise ValueError(f"`workbench {kind}` is not a registered analysis; the analyses: "
-                         f"{sorted(analyses())}")
+    flags = _flags(kind)
     declared = flags.dashboard(entry.kind, corpus is not None)
     if declared is None:
         raise ValueError(f"`workbench {kind}` needs a corpus; put one in the runs folder "
                          "(`workbench world build`)")
+    defaults = analysis_defaults(kind)
+    chosen = {k: v for k, v in {**declared, **options}.items()
+              if k not in defaults or v != defaults[k]}
     opts: dict[str, Any] = {"model": _rel(entry.path),
                             "corpus": None if corpus is None else _rel(corpus)}
-    opts.update(declared)
-    opts.update(options)
+    opts.update(chosen)
     return argv(kind, **opts, out=_rel(entry.analysis(kind)), overwrite=overwrite)
+
+
+def analysis_defaults(kind: str) -> dict[str, Any]:
+    """The defaults of `workbench KIND`'s own flags, by destination (`max_tokens`, not
+    `--max-tokens`): what a page's form starts from, so that its defaults are the command's.
+
+    >>> analysis_defaults("probe")["tasks"], analysis_defaults("probe")["max_tokens"]
+    ('syntax,semantics,facts', None)
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    _flags(kind).add_arguments(parser)
+    return vars(parser.parse_args([]))
+
+
+def _flags(kind: str) -> Any:
+    """The `AnalysisFlags` of the registered analysis `kind`."""
+    flags = getattr(getattr(_commands().get(kind), "run", None), "flags", None)
+    if flags is None:
+        raise ValueError(f"`workbench {kind}` is not a registered analysis; the analyses: "
+                         f"{sorted(analyses())}")
+    return flags
 
 
 @lru_cache(maxsize=1)
@@ -342,9 +362,9 @@ def _commands() -> dict[str, Any]:
 
 
 def cache_argv(entry: ModelEntry, corpus: Path, split: str = "val",
-               max_tokens: int = 20_000) -> list[str]:
+               max_tokens: int | None = None) -> list[str]:
     """`workbench cache` arguments writing every layer's residual stream of `split` to
-    `entry.path / acts_SPLIT.h5`."""
+    `entry.path / acts_SPLIT.h5`: by default the whole split, the file `make demo` makes."""
     return argv("cache", model=_rel(entry.path), corpus=_rel(corpus), split=split,
                 hooks="blocks.*.hook_resid_post", max_tokens=max_tokens, chunk=True,
                 out=_rel(entry.path / f"acts_{split}.h5"))

@@ -42,8 +42,9 @@ def induction_config(args: argparse.Namespace) -> Any:
 
 
 def _dashboard(kind: str, has_corpus: bool) -> dict[str, Any]:
-    """Our runs get the phase change over every checkpoint (with the ICL score when the
-    corpus is there); other models their heads only."""
+    """The command's defaults, and for our runs every checkpoint too (the page's "phase
+    change over checkpoints" reads them; with the ICL score when the corpus is there); a
+    Hugging Face model its heads only (no corpus: ours is in another tokenizer)."""
     return {"checkpoints": "all"} if kind == "run" else {"corpus": None}
 
 

@@ -41,13 +41,19 @@ def icl_config(args: argparse.Namespace) -> Any:
                      min_score=args.min_score)
 
 
+def _dashboard(kind: str, has_corpus: bool) -> dict[str, Any] | None:
+    """The command's defaults, and for our runs every checkpoint too (the page's "accuracy
+    over training" reads them); it needs a world corpus (the few-shot items)."""
+    if not has_corpus:
+        return None
+    return {"checkpoints": "all"} if kind == "run" else {}
+
+
 FLAGS = AnalysisFlags(icl_arguments, icl_config,
                       corpus_help="world corpus with few-shot items, in the model's tokenizer "
                       "(default: the run's; `workbench world retokenize` for a Hugging Face "
                       "model)",
-                      dashboard=lambda kind, has_corpus: ({"checkpoints": "all"}
-                                                          if kind == "run" else {})
-                      if has_corpus else None)
+                      dashboard=_dashboard)
 ICL = analysis_command("icl", "icl.measure", FLAGS, "few-shot in-context learning: accuracy "
                        "and log-probability per task and number of demonstrations (known "
                        "relations, novel mappings, flipped labels)", order=75)

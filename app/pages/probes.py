@@ -23,20 +23,25 @@ def new_sweep(sel: ui.Selection, out: Path, exists: bool) -> None:
         return
     default = runs.corpus_for(sel.entry, sel.root)
     names = [c.relative_to(sel.root).as_posix() for c in corpora]
+    cli = runs.analysis_defaults("probe")  # the form starts at `workbench probe`'s defaults
     cols = st.columns(4)
     name = cols[0].selectbox("corpus", names, index=corpora.index(default)
                              if default in corpora else 0, key="probe_corpus")
     tasks = cols[1].multiselect("tasks", [*SUITES, *(t for ts in SUITES.values() for t in ts)],
-                                default=list(SUITES), key="probe_tasks")
-    kind = cols[2].radio("probe", ["linear", "mlp"], horizontal=True, key="probe_kind")
-    max_tokens = cols[3].number_input("max tokens of the split", 1000, 10_000_000, 20_000,
-                                      step=1000, key="probe_max_tokens")
+                                default=cli["tasks"].split(","), key="probe_tasks")
+    kinds = ["linear", "mlp"]
+    kind = cols[2].radio("probe", kinds, index=kinds.index(cli["probe"]), horizontal=True,
+                         key="probe_kind")
+    max_tokens = cols[3].number_input("max tokens of the split", 1000, 10_000_000,
+                                      cli["max_tokens"], step=1000, placeholder="all",
+                                      key="probe_max_tokens",
+                                      help="empty: the whole split (the command's default)")
     if not tasks:
         st.warning("Pick at least one task.")
         return
     args = runs.analysis_argv("probe", sel.entry, corpora[names.index(name)],
                               overwrite=exists, tasks=",".join(tasks), probe=kind,
-                              max_tokens=int(max_tokens))
+                              max_tokens=None if max_tokens is None else int(max_tokens))
     if ui.run_panel(args, out, "Run the sweep", key="run_probe"):
         st.rerun()
 

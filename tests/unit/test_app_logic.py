@@ -140,6 +140,7 @@ def test_commands(runs: Path) -> None:
     with pytest.raises(ValueError, match="not a registered analysis"):
         folder.analysis_argv("eval", demo, world)
     assert "'blocks.*.hook_resid_post'" in folder.display_command(folder.cache_argv(demo, world))
+    assert "--max-tokens" not in folder.cache_argv(demo, world)  # the whole split, as make demo
     assert folder.eval_argv(demo, world)[-2:] == ["--out", f"{demo.path}/eval.json"]
     beliefs = folder.display_command(folder.analysis_argv("beliefs", demo, world))
     assert beliefs == (f"workbench beliefs --model {demo.path} --corpus {world} --out "
