@@ -9,6 +9,7 @@ Window(start=200, stop=264, context_start=137, context_stop=264)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,18 +190,58 @@ def n_documents(corpus_path: Path, split: str) -> int:
 
 # ---- activation files -----------------------------------------------------------------------
 
-OVERVIEW_ATTRS = ("model", "corpus", "split", "positions", "dtype", "n_rows")
+# what the overview calls an attribute -> the file's root attribute (`workbench.cache.store`)
+OVERVIEW_ATTRS = {"model": "model_ref", "corpus": "corpus", "split": "split",
+                  "positions": "positions", "dtype": "dtype", "n_rows": "n_rows"}
+NOT_RECORDED = "(not recorded)"
 
 
 def store_overview(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """An activation file's main attributes, and its hooks with their shapes."""
+    """An activation file's main attributes (the model as the command that wrote it named
+    it), and its hooks with their shapes."""
     from workbench.cache.store import ActivationStore
 
     with ActivationStore(path) as store:
-        attrs = {k: _plain(store.attrs.get(k)) for k in OVERVIEW_ATTRS}
+        attrs = {k: _plain(store.attrs.get(key)) for k, key in OVERVIEW_ATTRS.items()}
+        attrs["model"] = attrs["model"] or NOT_RECORDED  # written by a library call without it
         hooks = [{"hook": h, "shape": str(list(store.shape(h)))} for h in store.hooks]
         attrs["labels"] = ", ".join(store.labels()) or "none"
     return attrs, hooks
+
+
+def recorded_model(path: Path) -> str:
+    """The model reference an activation file records (`model_ref`; '' when none)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return str(f.attrs.get("model_ref", ""))
+
+
+def files_of_model(files: list[Path], model_dir: Path, refs: dict[Path, str],
+                   cwd: Path | None = None) -> list[Path]:
+    """The activation files of the model in `model_dir`: those inside its folder, and those
+    whose recorded reference (`refs[file]`, absolute or relative to `cwd`, the folder the
+    command ran in as far as we know) is the folder or lies in it (a checkpoint).
+
+    >>> run = Path("/r/demo")
+    >>> files = [Path("/r/demo/acts_val.h5"), Path("/r/x.h5"), Path("/r/y.h5")]
+    >>> [f.name for f in files_of_model(files, run, {Path("/r/x.h5"): "/r/demo/checkpoints/s",
+    ...                                               Path("/r/y.h5"): "/r/other"})]
+    ['acts_val.h5', 'x.h5']
+    """
+    model_dir = Path(model_dir).resolve()
+    cwd = Path.cwd() if cwd is None else Path(cwd)
+
+    def mine(path: Path) -> bool:
+        if model_dir in Path(path).resolve().parents:
+            return True
+        ref = refs.get(path, "")
+        if not ref:
+            return False
+        target = (cwd / ref).resolve()
+        return target == model_dir or model_dir in target.parents
+
+    return [f for f in files if mine(f)]
 
 
 def _plain(value: Any) -> Any:
@@ -230,17 +271,24 @@ def _decode(values: np.ndarray, names: list[str] | None) -> list[str]:
     return out
 
 
-def store_rows(path: Path, start: int, n: int, names: dict[str, list[str]]
-               ) -> list[dict[str, Any]]:
-    """Rows `[start, start + n)` of an activation file: their metadata and decoded labels."""
+def store_rows(path: Path, start: int, n: int, names: dict[str, list[str]],
+               decode: Callable[[int], str] | None = None) -> list[dict[str, Any]]:
+    """Rows `[start, start + n)` of an activation file: their metadata (`seq`, `doc`, the
+    `position` in the sequence), each token as text (`decode`, the model's tokenizer, one id
+    at a time) beside its id, and decoded labels."""
     from workbench.cache.store import ActivationStore
 
     with ActivationStore(path) as store:
         stop = min(len(store), start + n)
         sl = slice(start, stop)
         cols: dict[str, list[Any]] = {"row": list(range(start, stop))}
-        for key in ("seq", "doc", "pos", "token"):
-            cols[key] = store.meta(key)[sl].tolist()
+        for key, column in (("seq", "seq"), ("doc", "doc"), ("pos", "position")):
+            cols[column] = store.meta(key)[sl].tolist()  # `position`: the label `pos` is
+            # the part of speech
+        ids = store.meta("token")[sl].tolist()
+        if decode is not None:
+            cols["token"] = [decode(int(i)) for i in ids]
+        cols["token id"] = ids
         for key, values in store.labels().items():
             cols[key] = _decode(values[sl], names.get(key))
     return [dict(zip(cols, vals)) for vals in zip(*cols.values())]

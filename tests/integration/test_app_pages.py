@@ -126,8 +126,16 @@ def test_probes_page_task(app_runs, monkeypatch):
 def test_activations_page_pca_label(app_runs, monkeypatch):
     at = open_page(app_runs, monkeypatch, "pages/activations.py")
     assert at.selectbox(key="acts_file").value == "tiny/acts_val.h5"
-    names = {t["name"] for t in figures(at)[0]["data"]}
+    attrs = dict(zip(at.table[0].value["attribute"], at.table[0].value["value"]))
+    assert attrs["model"] == "(not recorded)"  # the fixture's file: a library call without it
+    rows = at.dataframe[1].value  # after the hooks
+    assert list(rows["token"])[:2] == ["<bos>", rows["token"][1]] and rows["token"][1].isalpha()
+    assert "token id" in rows and rows["position"][1] == 1  # the position, not the pos label
+    traces = figures(at)[0]["data"]
+    names = {t["name"] for t in traces}
     assert {"NOUN", "VERB"} <= names  # coloured by part of speech, decoded
+    colours = [t["marker"]["color"] for t in traces]
+    assert len(set(colours)) == len(colours)  # one colour per class
     at.selectbox(key="acts_label").set_value("(none)").run()
     assert_ok(at)
     assert [t["name"] for t in figures(at)[0]["data"]] == ["all"]
@@ -192,6 +200,12 @@ def test_pages_on_hugging_face_model(app_runs, monkeypatch, page):
     if page == "pages/models.py":
         assert "(Hugging Face, GPT2LMHeadModel)" in at.code[0].value
         assert "No training curves" in at.info[0].value
+    elif page == "pages/activations.py":  # the tiny run's file is not this model's
+        assert at.subheader[0].value == "No activation file for tiny-gpt2 yet"
+        assert "tiny/acts_val.h5" in at.caption[0].value  # the other model's, named
+        assert any(c.value.startswith("workbench cache --model") and "tiny-gpt2" in c.value
+                   for c in at.code)
+        assert at.button(key="run_cache")
     elif page in ("pages/induction.py", "pages/probes.py", "pages/icl.py"):  # no analyses
         kind = page.removeprefix("pages/").removesuffix("s.py").removesuffix(".py")
         assert any(c.value.startswith(f"workbench {kind}") and "tiny-gpt2" in c.value
@@ -210,6 +224,25 @@ def test_button_runs_missing_analysis(hf_gpt2_dir, tmp_path, monkeypatch):
     assert_ok(at)
     assert (runs / "gpt2/analyses/induction.json").is_file()
     assert len(figures(at)) == 2  # heads and composition (no checkpoints to follow)
+
+
+def test_activations_page_caches_the_selected_model(app_runs, tmp_path, monkeypatch):
+    """A model without a file: the page says so and its button runs `workbench cache`; the
+    file it writes names the model it was made from."""
+    runs = tmp_path / "runs"
+    shutil.copytree(app_runs / "world", runs / "world")
+    shutil.copytree(app_runs / "tiny", runs / "tiny",
+                    ignore=shutil.ignore_patterns("acts_val.h5", "analyses"))
+    at = open_page(runs, monkeypatch, "pages/activations.py")
+    assert at.subheader[0].value == "No activation file for tiny yet"
+    at.button(key="run_cache").click().run(timeout=300)
+    assert_ok(at)
+    assert (runs / "tiny/acts_val.h5").is_file()
+    at.run()
+    assert_ok(at)
+    assert at.selectbox(key="acts_file").value == "tiny/acts_val.h5"
+    attrs = dict(zip(at.table[0].value["attribute"], at.table[0].value["value"]))
+    assert Path(attrs["model"]).resolve() == (runs / "tiny").resolve()
 
 
 def test_scaling_page_ability_and_member(app_runs, monkeypatch):
