@@ -314,3 +314,33 @@ def store_pca(path: Path, hook: str, max_rows: int, label: str | None,
     if values is None or label is None:
         return coords, explained, ["all"] * len(rows)
     return coords, explained, _decode(values[rows], names.get(label))
+
+
+# ---- belief edits ---------------------------------------------------------------------------
+
+NEW, OLD, THIRD, KEPT, CHANGED = ("✓ the new object", "✗ still the old object",
+                                  "≠ a third object", "✓ unchanged", "✗ changed")
+
+
+def mark_edit_rows(rows: list[dict[str, str]], old: str, new: str) -> list[dict[str, str]]:
+    """`beliefs.metrics.before_after` rows with a `result` column: on the edited fact's
+    prompts, whether the answer after the edit is the new object, still the old one, or a
+    third; on neighbours (whose answer should stay), whether it is unchanged.
+
+    >>> rows = [{"kind": "edit prompt", "prompt": "p", "before": "a", "after": "c"},
+    ...         {"kind": "paraphrase", "prompt": "q", "before": "a", "after": "b"},
+    ...         {"kind": "neighbour", "prompt": "r", "before": "d", "after": "d"}]
+    >>> [r["result"] for r in mark_edit_rows(rows, old="a", new="b")]
+    ['≠ a third object', '✓ the new object', '✓ unchanged']
+    """
+    out = []
+    for row in rows:
+        after = row["after"]
+        if row["kind"] == "neighbour":
+            result = KEPT if after == row["before"] else CHANGED + (
+                " (to the new object)" if after == new else "")
+        else:
+            result = NEW if after == new else OLD if after == old else THIRD
+        out.append({**row, "result": result})
+    return out
+

@@ -11,7 +11,7 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import runs, ui
+from app import compute, runs, ui
 from beliefs.elicit import elicit, object_ids
 from beliefs.factbase import FactBase
 from beliefs.figures import ladder_figure, metrics_figure, strength_figure, trace_figures
@@ -20,6 +20,7 @@ from beliefs.metrics import before_after
 from beliefs.steering import steer_edit
 from beliefs.suite import default_facts, edit_belief
 from circuits.tracing import TraceConfig, TraceResult, causal_trace, trace_figure
+from workbench.prompts import candidate_logprobs
 
 
 @st.cache_resource(show_spinner="reading the facts", max_entries=8)
@@ -32,19 +33,29 @@ def fact_base(corpus: str | None) -> FactBase:
 
 @st.cache_data(show_spinner="asking the model", max_entries=64)
 def ask(ref: str, corpus: str | None, subject: str, relation: str, new: str
-        ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
-    """What the model states (elicitation), the ladder towards `new`, and the causal trace
+        ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any], dict[str, Any] | None]:
+    """What the model states (elicitation: over every prompt and paraphrase), each prompt's
+    answer and p(object), the ladder towards `new`, and the causal trace of the edit prompt
     (None when the object is several tokens)."""
     lm, base = ui.loaded_model(ref), fact_base(corpus)
     belief = base.belief(subject, relation)
     with lm.lock:
         e = elicit(lm.model, belief).to_dict()
+        logp = candidate_logprobs(lm.model, list(belief.prompts + belief.paraphrases),
+                                  belief.candidates)
         row = ladder(lm.model, base, belief, new)
         trace = None
         if len(object_ids(lm.model, belief.object)) == 1:
             trace = causal_trace(lm.model, belief.prompts[0], subject, belief.object,
                                  TraceConfig(n_samples=5)).to_dict()
-    return e, row, trace
+    idx = belief.candidates.index(belief.object)
+    kinds = ["edit prompt"] + ["prompt"] * (len(belief.prompts) - 1) + \
+        ["paraphrase"] * len(belief.paraphrases)
+    per_prompt = [{"kind": kind, "prompt": q, "states": belief.candidates[int(lp.argmax())],
+                   "p(object)": round(float(lp[idx].exp()), 3)}
+                  for kind, q, lp in zip(kinds, belief.prompts + belief.paraphrases, logp,
+                                         strict=True)]
+    return e, per_prompt, row, trace
 
 
 @st.cache_resource(show_spinner="estimating the key covariance (ROME)", max_entries=8)
@@ -88,13 +99,16 @@ belief = base.belief(subject, relation)
 others = [c for c in belief.candidates if c != belief.object]
 new = cols[2].selectbox("new object", others, index=others.index(base.new_object(belief)),
                         key="belief_new")
-e, row, trace = ask(sel.ref, corpus, subject, relation, new)
+e, per_prompt, row, trace = ask(sel.ref, corpus, subject, relation, new)
 
 st.subheader(f"{subject} · {relation} · {belief.object}")
 m = st.columns(4)
 m[0].metric("states", e["stated"], delta="true" if e["stated"] == belief.object else "false",
             delta_color="normal" if e["stated"] == belief.object else "inverse")
-m[1].metric("p(object)", f"{e['p_object']:.3f}")
+m[1].metric(f"p(object), mean of {len(per_prompt)} prompts", f"{e['p_object']:.3f}",
+            help="the mean over the fact's training-template prompts and held-out "
+                 "paraphrases (each below, under 'each prompt'); the causal trace reads the "
+                 "edit prompt alone")
 m[2].metric("strength (margin, nats)", f"{e['strength']:.2f}")
 m[3].metric("consistency", f"{e['consistency']:.0%}")
 planted = base.exposure_of(subject, relation)
@@ -103,7 +117,11 @@ if planted:
                f"{planted['exposure']:.2f}"
                + (f", stated {planted['mentions']} times in training text" if "mentions" in
                   planted else "") + ")")
-st.caption(f"free generation after “{belief.prompts[0]}”: “{e['generation']}”")
+st.caption(f"on the edit prompt “{belief.prompts[0]}” alone: p(object) "
+           f"{per_prompt[0]['p(object)']:.3f} (the causal trace's clean run); free generation "
+           f"after it: “{e['generation']}”")
+with st.expander(f"each prompt ({len(per_prompt)}: what the metrics above average)"):
+    st.table(per_prompt, hide_index=True)
 
 tab_ladder, tab_edit, tab_trace, tab_report = st.tabs(
     ["pressure ladder", "edit a copy (ROME / fine-tuning / steering)", "causal trace",
@@ -119,8 +137,9 @@ with tab_ladder:
                             "template": "plotly_white", "height": 340,
                             "title": f"flips at: {row['flip_level'] or 'never'}"})
     st.plotly_chart(fig, key="belief_ladder_fig")
-    st.dataframe([{"level": lv, "states": levels[lv]["stated"], "context": levels[lv]["context"]}
-                  for lv in LEVELS], hide_index=True, key="belief_ladder_table")
+    # a static table: the contexts are long sentences, wrapped rather than cut off
+    st.table([{"level": lv, "states": levels[lv]["stated"], "context": levels[lv]["context"]}
+              for lv in LEVELS], hide_index=True)
 
 with tab_edit:
     c = st.columns(4)
@@ -147,14 +166,24 @@ with tab_edit:
     if saved and saved[0][:2] == (subject, relation):
         (_, _, new_obj, meth, lay), rows, norm = saved
         size = f"|Δh| = {norm:.3f}" if meth == "steer" else f"|ΔW| = {norm:.3f}"
+        marked = compute.mark_edit_rows(rows, belief.object, new_obj)
+        fact = [r for r in marked if r["kind"] != "neighbour"]
+        hits = sum(r["result"] == compute.NEW for r in fact)
+        kept = sum(r["result"] == compute.KEPT for r in marked if r["kind"] == "neighbour")
         st.caption(f"{meth} edit at layer {lay} to “{new_obj}” ({size}), applied to a copy: "
-                   "the cached model is unchanged")
-        st.dataframe(rows, hide_index=True, key="belief_edit_table")
+                   "the cached model is unchanged. After it, "
+                   f"{hits} of {len(fact)} prompts of the fact state “{new_obj}”; "
+                   f"{kept} of {len(marked) - len(fact)} neighbours keep their answer")
+        st.dataframe(marked, hide_index=True, key="belief_edit_table",
+                     column_order=["kind", "result", "before", "after", "prompt"])
 
 with tab_trace:
     if trace is None:
         st.info(f"“{belief.object}” is several tokens; causal tracing reads one token.")
     else:
+        st.caption(f"traced on the edit prompt “{belief.prompts[0]}” (its clean p(object) is "
+                   f"{trace['clean_prob']:.3f}; the p(object) above is the mean over "
+                   f"{len(per_prompt)} prompts)")
         st.plotly_chart(trace_figure(TraceResult.from_dict(trace)), key="belief_trace_fig")
 
 with tab_report:

@@ -158,6 +158,14 @@ def test_beliefs_page_fact_and_edit(app_runs, monkeypatch):
     assert [t["x"] for t in ladder["data"]][0] == ["none", "rumor", "hearsay", "news",
                                                    "repeated", "fewshot"]
     assert trace["layout"]["title"]["text"].startswith("Causal trace")
+    # p(object) is a mean over the prompts; the trace's clean p is the edit prompt's, and the
+    # page says so with that prompt's own number
+    n_prompts = len(at.table[0].value)  # "each prompt"
+    assert f"p(object), mean of {n_prompts} prompts" in [m.label for m in at.metric]
+    clean = trace["layout"]["title"]["text"].split("(clean ")[1][:5]
+    alone = next(c.value for c in at.caption if "on the edit prompt" in c.value)
+    assert f"alone: p(object) {clean} (the causal trace's clean run)" in alone
+    assert at.table[0].value["p(object)"].iloc[0] == pytest.approx(float(clean), abs=1e-3)
     assert any("workbench beliefs" in c.value for c in at.code)  # no report yet: its command
     states = [m.value for m in at.metric]
     at.radio(key="belief_method").set_value("ft").run()
@@ -165,15 +173,27 @@ def test_beliefs_page_fact_and_edit(app_runs, monkeypatch):
     assert_ok(at)
     rows = at.dataframe[-1].value
     assert list(rows["kind"])[:1] == ["edit prompt"] and "neighbour" in set(rows["kind"])
-    assert "applied to a copy" in at.caption[-1].value
+    new, old = at.selectbox(key="belief_new").value, at.subheader[0].value.split(" · ")[-1]
+    for kind, before, after, result in zip(rows["kind"], rows["before"], rows["after"],
+                                           rows["result"], strict=True):  # each prompt marked
+        if kind == "neighbour":
+            assert result.startswith("✓ unchanged" if after == before else "✗ changed")
+        else:
+            assert result == ("✓ the new object" if after == new else "✗ still the old object"
+                              if after == old else "≠ a third object")
+    assert "applied to a copy" in edit_caption(at) and f"state “{new}”" in edit_caption(at)
     at.radio(key="belief_method").set_value("steer").run()  # hooks on a copy, no weights
     at.number_input(key="belief_alpha").set_value(4.0).run()
     at.button(key="belief_edit").click().run(timeout=120)
     assert_ok(at)
-    assert "steer edit at layer 0" in at.caption[-1].value and "|Δh|" in at.caption[-1].value
+    assert "steer edit at layer 0" in edit_caption(at) and "|Δh|" in edit_caption(at)
     st.cache_data.clear()  # ask the (cached, shared) model again: the edit did not touch it
     at.run()
     assert [m.value for m in at.metric] == states
+
+
+def edit_caption(at: AppTest) -> str:
+    return next(c.value for c in at.caption if "applied to a copy" in c.value)
 
 
 def test_icl_page_report_and_one_prompt(app_runs, monkeypatch):
