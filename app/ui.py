@@ -76,7 +76,7 @@ def require_selection() -> Selection:
                 "(config.json + weights + tokenizer) there:")
         st.code(f"workbench world build --out {folder}/world\n"
                 f"workbench train --preset default --corpus {folder}/world --run {folder}/demo",
-                language="bash")
+                language="bash", wrap_lines=True)
         st.stop()
     return sel
 
@@ -112,7 +112,7 @@ def run_panel(args: list[str], out: Path, label: str, key: str,
     when it just finished writing `out` (the caller reruns to show it)."""
     if why:
         st.info(why)
-    st.code(runs.display_command(args), language="bash")
+    st.code(runs.display_command(args), language="bash", wrap_lines=True)
     if not st.button(label, key=key):
         return False
     bar = st.progress(0.0, text="starting")
@@ -126,7 +126,7 @@ def run_panel(args: list[str], out: Path, label: str, key: str,
         bar.empty()
         st.error(f"the command failed: {result.error}")
         with st.expander("output"):
-            st.code(result.output or "(nothing)")
+            st.code(result.output or "(nothing)", language="text", wrap_lines=True)
         return False
     bar.progress(1.0, text="done")
     st.success(f"written: {out}")

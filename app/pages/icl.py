@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from app import runs, ui
+from app.figures import candidates_figure, icl_attention_figure
 from icl.figures import accuracy_figure, checkpoints_figure, logprob_figure, mechanism_figure
 from icl.mechanism import answer_positions
 from icl.summary import summary
@@ -70,7 +70,13 @@ if report is None:
     st.stop()
 
 st.caption(f"`{out}` (the run's latest checkpoint; the sidebar's step does not apply here)")
-st.code(summary(report), language="text")
+st.code(summary(report), language="text", wrap_lines=True)
+never = [t for t, v in report["tasks"].items()
+         if all(c["accuracy"] == 0 for c in v["k"].values())]
+if never:
+    st.warning(f"{', '.join(never)}: accuracy 0.00 at every k: the model never ranks the right "
+               "answer first, with or without demonstrations (the log-probability chart shows "
+               "how far it is)")
 c = st.columns(2)
 c[0].plotly_chart(accuracy_figure(report), key="icl_accuracy")
 c[1].plotly_chart(logprob_figure(report), key="icl_logprob")
@@ -96,22 +102,11 @@ mech = report.get("mechanism") or {}
 heads = tuple((int(n[1:].split("H")[0]), int(n.split("H")[1]))
               for n in mech.get("induction_heads", []))
 probs, tokens, attention, match = look(sel.ref, item, heads)
-st.code(item["prefix"] + " ▁", language="text")
+st.code(item["prefix"] + " ▁", language="text", wrap_lines=True)
 st.caption(f"right answer **{item['answer']}**" + (
     f"; the model's prior says **{item['prior']}**" if task == "flipped" else ""))
-st.plotly_chart(go.Figure(go.Bar(x=item["candidates"], y=probs,
-                                 marker_color=["#2ca02c" if c == item["answer"] else "#1f77b4"
-                                               for c in item["candidates"]]),
-                          layout={"title": "probability of each candidate",
-                                  "yaxis": {"range": [0, 1]}, "height": 300}),
-                key="icl_probs")
+st.plotly_chart(candidates_figure(item["candidates"], probs, item["answer"]), key="icl_probs")
 if attention:
-    fig = go.Figure([go.Bar(x=[f"{i}:{t}" for i, t in enumerate(tokens)], y=row, name=head)
-                     for head, row in attention.items()])
-    for pos in match:
-        fig.add_vline(x=pos, line_dash="dot", line_color="green")
-    fig.update_layout(title="induction heads' attention from the query (dotted: the answer "
-                      "of the matching demonstration)", barmode="group", height=340)
-    st.plotly_chart(fig, key="icl_attention")
+    st.plotly_chart(icl_attention_figure(tokens, attention, match), key="icl_attention")
 elif mech:
     st.info(mech.get("note", "no induction heads in the report"))

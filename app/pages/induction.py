@@ -27,7 +27,7 @@ if report is None:
     st.stop()
 
 st.caption(f"`{out}` (the run's latest checkpoint; the sidebar's step does not apply here)")
-st.code(findings(report), language="text")
+st.code(findings(report), language="text", wrap_lines=True)
 st.plotly_chart(heads_figure(report), key="ind_heads")
 
 rows = sorted(report["heads"], key=lambda r: -r["induction"])

@@ -109,6 +109,7 @@ def test_attention_page_corpus_document(app_runs, monkeypatch):
 def test_induction_page_composition_mode(app_runs, monkeypatch):
     at = open_page(app_runs, monkeypatch, "pages/induction.py")
     assert len(figures(at)) == 3  # heads, composition, phase change
+    assert at.code[0].proto.wrap_lines  # the findings wrap, not cut off
     at.radio(key="ind_mode").set_value("V").run()
     assert_ok(at)
     assert figures(at)[1]["layout"]["title"]["text"] == "V-composition scores"
@@ -200,6 +201,7 @@ def test_icl_page_report_and_one_prompt(app_runs, monkeypatch):
     at = open_page(app_runs, monkeypatch, "pages/icl.py")
     assert at.title[0].value == "In-context learning"
     assert "novel mappings: accuracy" in at.code[0].value
+    assert all(c.proto.wrap_lines for c in at.code)  # long lines wrap, not cut off
     titles = [f["layout"]["title"]["text"] for f in figures(at)]
     assert titles[:2] == ["Few-shot accuracy (chance dotted)",
                           "Log-probability of the right answer"]
@@ -229,7 +231,7 @@ def test_pages_on_hugging_face_model(app_runs, monkeypatch, page):
     elif page in ("pages/induction.py", "pages/probes.py", "pages/icl.py"):  # no analyses
         kind = page.removeprefix("pages/").removesuffix("s.py").removesuffix(".py")
         assert any(c.value.startswith(f"workbench {kind}") and "tiny-gpt2" in c.value
-                   for c in at.code)
+                   and c.proto.wrap_lines for c in at.code)  # the command wraps
         assert at.button, "no button runs the missing analysis"
     else:
         assert figures(at)
