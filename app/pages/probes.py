@@ -57,7 +57,7 @@ if report is None:
 
 st.caption(f"`{out}`: {report['probe']} probes on {report['split']} of `{report['corpus']}` "
            f"({report.get('elapsed_s', '?')} s); the sidebar's step does not apply here")
-st.code(report["summary"]["text"], language="text")
+st.code(report["summary"]["text"], language="text", wrap_lines=True)
 st.plotly_chart(sweep_figure(report), key="probe_sweep")
 task = st.selectbox("task", list(report["tasks"]), key="probe_task")
 st.plotly_chart(probe_task_figure(report, task), key="probe_task_fig")
