@@ -14,6 +14,7 @@ import torch
 from workbench.cli.core import main
 from workbench.models.checkpoints import list_checkpoints, load_checkpoint, sha256_file
 from workbench.models.config import PRESETS, TRAIN_PRESETS
+from workbench.models.layout import step_of
 from workbench.models.loader import load
 from workbench.models.refs import ModelRef
 from workbench.models.shipped import CORPUS, SHIPPED, export_run, install
@@ -24,9 +25,16 @@ from workbench.world.tokenizer import world_words
 
 def test_shipped_default_model_loads_matches_its_record_and_passes_eval(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    (checkpoint,) = list_checkpoints(SHIPPED)
+    checkpoints = list_checkpoints(SHIPPED)
+    checkpoint = checkpoints[-1]
     ckpt = load_checkpoint(checkpoint)  # every sha256 in config.json verified
     provenance = json.loads((SHIPPED / "provenance.json").read_text())
+    # the checkpoints shipped are those its provenance names (the final one, and the training
+    # history when it was exported with one: `export_run(history=HISTORY)`)
+    assert [step_of(p) for p in checkpoints] == provenance.get("history", [ckpt.step])
+    for path in checkpoints:
+        assert not (path / "train_state.pt").exists()
+        assert json.loads((path / "config.json").read_text())["corpus"] == CORPUS
     assert provenance["sha256"]["model.safetensors"] == sha256_file(
         checkpoint / "model.safetensors")
     assert ckpt.model_cfg == PRESETS["default"].replace(d_vocab=len(world_words()) + 4)
@@ -50,12 +58,18 @@ def test_shipped_default_model_loads_matches_its_record_and_passes_eval(
 
 def test_export_then_install_round_trips_a_run(tiny_run: TrainResult, world_corpus: Path,
                                                tmp_path: Path) -> None:
-    out = export_run(tiny_run.run_dir, tmp_path / "shipped")
+    steps = [step_of(p) for p in list_checkpoints(tiny_run.run_dir)]
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint at step\(s\) \[7777\]"):
+        export_run(tiny_run.run_dir, tmp_path / "shipped", history=(0, 7777))
+    out = export_run(tiny_run.run_dir, tmp_path / "shipped", history=(steps[0],))
     with pytest.raises(FileExistsError, match="--overwrite"):
-        export_run(tiny_run.run_dir, out)
-    (step,) = list_checkpoints(out)
-    assert step.name == list_checkpoints(tiny_run.run_dir)[-1].name
-    assert not (step / "train_state.pt").exists()
+        export_run(tiny_run.run_dir, out, history=(steps[0],))
+    first, last = list_checkpoints(out)
+    assert [first.name, last.name] == [list_checkpoints(tiny_run.run_dir)[i].name
+                                       for i in (0, -1)]
+    assert not (last / "train_state.pt").exists()
+    assert json.loads((out / "provenance.json").read_text())["history"] == [steps[0],
+                                                                           steps[-1]]
     assert json.loads((out / "run.json").read_text())["corpus"] == CORPUS
     run = install(tmp_path / "runs" / "copy", out)
     shutil.copytree(world_corpus, tmp_path / "runs" / "world")
@@ -63,5 +77,6 @@ def test_export_then_install_round_trips_a_run(tiny_run: TrainResult, world_corp
     original, copy = load(tiny_run.run_dir), load(run)
     tokens = torch.tensor([[2, 5, 6, 7, 8]])
     assert torch.equal(original(tokens), copy(tokens))
-    export_run(tiny_run.run_dir, out, overwrite=True)  # replaced atomically
+    export_run(tiny_run.run_dir, out, overwrite=True, history=())  # replaced atomically
+    assert len(list_checkpoints(out)) == 1
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []

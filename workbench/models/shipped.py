@@ -1,9 +1,13 @@
 """The trained `default` model that ships with the project, so the demo need not train.
 
 `datasets/models/default/` is a run directory (`run.json`, `tokenizer.json`,
-`metrics.jsonl`, `checkpoints/step_NNNNNN/`) holding the final checkpoint of
-`make train-default` (the `default` preset, training seed 0, on the seed-0 world) without its
-optimizer state, plus `provenance.json` (how it was made). Its corpus is recorded as
+`metrics.jsonl`, `checkpoints/step_NNNNNN/`) holding checkpoints of `make train-default` (the
+`default` preset, training seed 0, on the seed-0 world) without their optimizer state, plus
+`provenance.json` (how it was made, and which steps it holds). `export` writes the final
+checkpoint and a training history (`HISTORY`: log-spaced early, then every 500 steps, so the
+phase change and in-context learning over training can show out of the box); the model
+shipped now was exported before that and holds its final checkpoint only (its provenance has
+no `history`): the dashboard says so where a view needs the history. Its corpus is recorded as
 `../world`: a world built beside the run directory (`make demo` builds `runs/world` and copies
 the model to `runs/demo`).
 
@@ -20,7 +24,7 @@ import platform
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,19 +37,26 @@ from workbench.models.checkpoints import (
     sha256_file,
     write_json_atomic,
 )
-from workbench.models.layout import CHECKPOINTS_DIR, RUN_JSON
+from workbench.models.layout import CHECKPOINTS_DIR, RUN_JSON, step_of
 from workbench.outputs import apply_umask
 
 SHIPPED = Path(__file__).resolve().parents[2] / "datasets" / "models" / "default"
 CORPUS = "../world"  # relative to the run directory
+HISTORY = (0, 32, 128, 256, 500, 1000, 1500, 2000, 3000)  # besides the last step
 RECIPE = ("workbench world build --out runs/world && workbench train --preset default "
           "--corpus runs/world --run runs/default --seed 0   (make train-default)")
 
 
-def export_run(run_dir: str | Path, out: str | Path = SHIPPED, overwrite: bool = False
-               ) -> Path:
-    """Copy the last checkpoint of `run_dir` (weights, config, tokenizer; no optimizer state),
-    its run record and metrics into `out` as a shippable run directory."""
+def export_run(run_dir: str | Path, out: str | Path = SHIPPED, overwrite: bool = False,
+               history: Sequence[int] = HISTORY) -> Path:
+    """Copy the last checkpoint of `run_dir` and those at the steps `history` (weights,
+    config, tokenizer; no optimizer state), its run record and metrics into `out` as a
+    shippable run directory.
+
+    Raises:
+        FileNotFoundError: `run_dir` has no checkpoints, or none at a step of `history`.
+        FileExistsError: `out` exists and not `overwrite`.
+    """
     run_dir, out = Path(run_dir), Path(out)
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
@@ -53,18 +64,18 @@ def export_run(run_dir: str | Path, out: str | Path = SHIPPED, overwrite: bool =
                                 "(make train-default)")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace the shipped model")
+    by_step = {step_of(p): p for p in checkpoints}
+    missing = sorted(set(history) - set(by_step))
+    if missing:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint at step(s) {missing} of the "
+                                f"shipped history; it has {sorted(by_step)}")
     last = checkpoints[-1]
-    load_checkpoint(last)  # verifies every checksum before anything is copied
+    chosen = [by_step[s] for s in sorted(set(history)) if by_step[s] != last] + [last]
+    for path in chosen:
+        load_checkpoint(path)  # verifies every checksum before anything is copied
     with _atomic_dir(out) as tmp:
-        step_dir = tmp / CHECKPOINTS_DIR / last.name
-        step_dir.mkdir(parents=True)
-        for name in ("model.safetensors", "tokenizer.json"):
-            shutil.copyfile(last / name, step_dir / name)
-        config = json.loads((last / "config.json").read_text())
-        config["corpus"] = CORPUS
-        config["sha256"] = {n: sha256_file(step_dir / n)
-                            for n in ("model.safetensors", "tokenizer.json")}
-        write_json_atomic(step_dir / "config.json", config)
+        for path in chosen:
+            config = _copy_checkpoint(path, tmp / CHECKPOINTS_DIR / path.name)
         run = json.loads((run_dir / RUN_JSON).read_text())
         world = Path(run.get("corpus") or "")
         run["corpus"] = CORPUS
@@ -72,8 +83,22 @@ def export_run(run_dir: str | Path, out: str | Path = SHIPPED, overwrite: bool =
         for name in ("tokenizer.json", "metrics.jsonl"):
             if (run_dir / name).is_file():
                 shutil.copyfile(run_dir / name, tmp / name)
-        write_json_atomic(tmp / "provenance.json", _provenance(config, run, world))
+        prov = _provenance(config, run, world)
+        prov["history"] = [step_of(p) for p in chosen]
+        write_json_atomic(tmp / "provenance.json", prov)
     return out
+
+
+def _copy_checkpoint(src: Path, dst: Path) -> dict[str, Any]:
+    """`src` without its optimizer state, recording the shipped corpus; its config."""
+    dst.mkdir(parents=True)
+    for name in ("model.safetensors", "tokenizer.json"):
+        shutil.copyfile(src / name, dst / name)
+    config = json.loads((src / "config.json").read_text())
+    config["corpus"] = CORPUS
+    config["sha256"] = {n: sha256_file(dst / n) for n in ("model.safetensors", "tokenizer.json")}
+    write_json_atomic(dst / "config.json", config)
+    return config
 
 
 def _provenance(config: dict[str, Any], run: dict[str, Any], world: Path) -> dict[str, Any]:
