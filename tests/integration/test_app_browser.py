@@ -21,7 +21,8 @@ the block around them; of nested offenders only the innermost is reported. `st.d
 draws its cells on a canvas: a cell cut off inside it is out of this check's reach.
 
 Skipped only when no Chromium is installed (`.ci/run` installs it). One server and one browser
-serve every page (module fixtures); about 30 s in all on 2 cores after the session fixtures.
+serve every page (module fixtures); about 55 s in all on 2 cores after the session fixtures
+(10 s of it the full-page screenshots and the overflow check).
 """
 
 from __future__ import annotations
