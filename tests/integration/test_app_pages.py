@@ -121,7 +121,8 @@ def test_probes_page_task(app_runs, monkeypatch):
     at.selectbox(key="probe_task").set_value("animacy").run()
     assert_ok(at)
     assert figures(at)[1]["layout"]["title"]["text"].startswith("animacy (semantics")
-    assert "--tasks syntax,semantics,facts" in at.code[-1].value  # the new-sweep command
+    command = at.code[-1].value  # the new-sweep command, at the command's defaults
+    assert command.startswith("workbench probe --model") and command.endswith("--overwrite")
 
 
 def test_activations_page_pca_label(app_runs, monkeypatch):
