@@ -5,8 +5,8 @@ through `workbench.cli.core.main` on a fresh copy (`workbench world build`, then
 `python -m workbench.models.shipped install`), in the pages' menu order. Each command's wall
 time is printed (`-s`) and attached to the test's report (`record_property`).
 
-Slow (about 5 minutes on 2 CPU cores: the probe sweep of the whole val split is 2 of them):
-`make test-slow`."""
+Slow (5-6 minutes on 2 CPU cores: the probe sweep of the whole val split and the belief
+tests take about 2 each): `make test-slow`."""
 
 from __future__ import annotations
 
