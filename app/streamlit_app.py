@@ -38,9 +38,12 @@ def sidebar() -> None:
                                      "directories under the runs folder")
     entry = models[names.index(name)]
     step = None
-    if entry.kind == "run":
+    if entry.kind == "run" and len(entry.steps) > 1:
         step = st.sidebar.select_slider("checkpoint step", options=list(entry.steps),
                                         value=entry.steps[-1], key=f"step::{entry.name}")
+    elif entry.kind == "run":  # a slider over one value does nothing: say why
+        step = entry.steps[-1]
+        st.sidebar.caption(f"checkpoint step {step}: {ui.ONE_CHECKPOINT}")
     st.session_state[ui.SELECTION] = ui.Selection(root, entry, step)
 
 

@@ -37,6 +37,12 @@ class Selection:
         return self.entry.name + ("" if self.step is None else f" @ step {self.step}")
 
 
+ONE_CHECKPOINT = ("the run has one checkpoint (the shipped model carries its final weights "
+                  "only; `make train-default`, about 15 minutes on 2 cores, trains one with its "
+                  "training history)")
+"""Why a view over training is empty for a run with a single checkpoint."""
+
+
 @dataclass
 class LoadedModel:
     """A shared model and the lock that keeps two sessions from hooking it at once."""

@@ -80,11 +80,14 @@ if never:
 c = st.columns(2)
 c[0].plotly_chart(accuracy_figure(report), key="icl_accuracy")
 c[1].plotly_chart(logprob_figure(report), key="icl_logprob")
+one_checkpoint = entry.kind == "run" and len(entry.steps) == 1
 for name, make in (("icl_mechanism", mechanism_figure), ("icl_checkpoints",
                                                           checkpoints_figure)):
-    fig = make(report)
+    fig = None if name == "icl_checkpoints" and one_checkpoint else make(report)
     if fig is not None:
         st.plotly_chart(fig, key=name)
+if one_checkpoint:
+    st.info(f"No accuracy over training: {ui.ONE_CHECKPOINT}.")
 
 st.subheader("One prompt")
 items = items_of(str(corpus)) if corpus is not None else []

@@ -50,7 +50,9 @@ if report["pairs"]:
     st.dataframe(report["pairs"], hide_index=True, key="ind_pairs")
 
 st.subheader("Phase change over checkpoints")
-if report.get("dynamics", {}).get("checkpoints"):
+if entry.kind == "run" and len(entry.steps) == 1:
+    st.info(f"No phase change to show: {ui.ONE_CHECKPOINT}.")
+elif report.get("dynamics", {}).get("checkpoints"):
     st.plotly_chart(dynamics_figure(report), key="ind_dynamics")
 elif entry.kind == "run":
     if ui.run_panel(runs.analysis_argv("induction", entry, corpus, overwrite=True), out,

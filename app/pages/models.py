@@ -27,19 +27,22 @@ st.caption(f"{entry.kind}: `{entry.path}`")
 left, right = st.columns([2, 3])
 with left:
     st.subheader(sel.label)
-    st.code(card(sel.ref, entry.kind), language="text")
+    st.code(card(sel.ref, entry.kind), language="text", wrap_lines=True)
     analyses = runs.list_analyses(entry)
     st.markdown("**analyses**: " + (", ".join(analyses) if analyses else "none yet"))
 with right:
     metrics = entry.path / METRICS
     if entry.kind == "run" and metrics.is_file():
         fig = training_figure(metrics)
-        if st.toggle("log step axis (checkpoints are log-spaced)", key="models_log"):
+        if st.toggle("log step axis", key="models_log", help="a run's checkpoints are "
+                     "log-spaced early in training (0, 1, 2, 4, ...), then evenly spaced"):
             fig.update_xaxes(type="log")
         if sel.step is not None:
             fig.add_vline(x=sel.step, line={"color": "#d62728", "dash": "dot"},
                           name=f"step {sel.step}", annotation_text=f"step {sel.step}")
         st.plotly_chart(fig, key="training")
+        if len(entry.steps) == 1:
+            st.caption(f"The curves are the whole training run; {ui.ONE_CHECKPOINT}.")
     else:
         st.info("No training curves: this model was not trained here (a Hugging Face "
                 "directory) or its run has no metrics.jsonl.")

@@ -77,12 +77,9 @@ return bad.filter(el => !bad.some(o => o !== el && el.contains(o))).map(el => {
          JSON.stringify((el.innerText || '').trim().split('\\n')[0].slice(0, 70));
 });
 """
-# page -> the cut-off text it is known to show, while it is being fixed (xfail, not skip)
-KNOWN_OVERFLOW: dict[str, str] = {
-    "models": "the model card (pre in [data-testid=stCode], left column: 'model  <checkpoint "
-              "path>' wider than its 448 px) scrolls unwrapped; app/pages/models.py, being "
-              "fixed (issue 36, point 7)",
-}
+# page -> the cut-off text it is known to show, while it is being fixed (xfail, not skip);
+# empty: every page wraps its text
+KNOWN_OVERFLOW: dict[str, str] = {}
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None or DRIVER is None,
