@@ -37,9 +37,9 @@ class Selection:
         return self.entry.name + ("" if self.step is None else f" @ step {self.step}")
 
 
-ONE_CHECKPOINT = ("the run has one checkpoint (the shipped model carries its final weights "
-                  "only; `make train-default`, about 15 minutes on 2 cores, trains one with its "
-                  "training history)")
+ONE_CHECKPOINT = ("the run has one checkpoint, so there is nothing over training to show (a "
+                  "run of `workbench train` keeps log-spaced checkpoints, and the shipped model "
+                  "its training history; this one was exported or copied without them)")
 """Why a view over training is empty for a run with a single checkpoint."""
 
 

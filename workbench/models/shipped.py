@@ -5,9 +5,8 @@
 `default` preset, training seed 0, on the seed-0 world) without their optimizer state, plus
 `provenance.json` (how it was made, and which steps it holds). `export` writes the final
 checkpoint and a training history (`HISTORY`: log-spaced early, then every 500 steps, so the
-phase change and in-context learning over training can show out of the box); the model
-shipped now was exported before that and holds its final checkpoint only (its provenance has
-no `history`): the dashboard says so where a view needs the history. Its corpus is recorded as
+phase change and in-context learning over training show out of the box: 10 checkpoints of
+3.6 MB). Its corpus is recorded as
 `../world`: a world built beside the run directory (`make demo` builds `runs/world` and copies
 the model to `runs/demo`).
 
