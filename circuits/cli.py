@@ -7,16 +7,12 @@ import argparse
 from typing import Any
 
 from workbench.cli.analyses import AnalysisFlags, analysis_command
-from workbench.cli.argtypes import bounded_int, floats, int_list, seed
-
-
-def _checkpoints(text: str) -> str:
-    return text if text == "all" else int_list(0)(text)
+from workbench.cli.argtypes import bounded_int, checkpoint_steps, floats, seed
 
 
 def induction_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of `workbench induction` besides those every analysis has."""
-    p.add_argument("--checkpoints", type=_checkpoints, default=None,
+    p.add_argument("--checkpoints", type=checkpoint_steps, default=None,
                    help="`all` or steps (0,64,512): also score the run's checkpoints")
     p.add_argument("--n-seqs", type=bounded_int(1, 100_000), default=32,
                    help="repeated random sequences")

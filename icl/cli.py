@@ -7,12 +7,8 @@ import argparse
 from typing import Any
 
 from workbench.cli.analyses import AnalysisFlags, analysis_command
-from workbench.cli.argtypes import bounded_int, floats, int_list, name_list
+from workbench.cli.argtypes import bounded_int, checkpoint_steps, floats, int_list, name_list
 from workbench.world.fewshot import TASKS
-
-
-def _checkpoints(text: str) -> str:
-    return text if text == "all" else int_list(0)(text)
 
 
 def icl_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +19,7 @@ def icl_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"any of {','.join(TASKS)}")
     p.add_argument("--n", type=bounded_int(1, 100_000), default=None,
                    help="items per task and k (default: all)")
-    p.add_argument("--checkpoints", type=_checkpoints, default=None,
+    p.add_argument("--checkpoints", type=checkpoint_steps, default=None,
                    help="`all` or steps (0,64,512): also measure the run's checkpoints")
     p.add_argument("--min-score", type=floats(0.0, 1.0, example="0.4"), default=0.4,
                    help="induction score from which a head is ablated as an induction head")

@@ -142,3 +142,12 @@ def device(text: str) -> str:
         return text
     raise argparse.ArgumentTypeError(f"{text!r} is not a device; pass auto, cpu, cuda or "
                                      "cuda:N")
+
+
+def checkpoint_steps(text: str) -> str:
+    """`--checkpoints`: `all`, or comma-separated steps (`0,64,512`) of a run's checkpoints.
+
+    >>> checkpoint_steps("all"), checkpoint_steps("0,64")
+    ('all', '0,64')
+    """
+    return text if text == "all" else int_list(0)(text)
