@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -72,7 +73,6 @@ class ModelRef:
     path: Path | None = None
     run_dir: Path | None = None
     step: int | None = None
-    _config: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, ref: str | os.PathLike[str] | ModelRef, step: int | None = None) -> ModelRef:
@@ -145,7 +145,7 @@ class ModelRef:
         for ckpt in self.select(which):
             yield ckpt, ckpt.load(device)
 
-    @property
+    @cached_property
     def checkpoint(self) -> Path | None:
         """The checkpoint directory `load` reads (None for Hugging Face models)."""
         if self.kind == "checkpoint" and self.step is None:
@@ -157,19 +157,19 @@ class ModelRef:
             return resolve_checkpoint(self.path, self.step)
         return None
 
+    @cached_property
     def config(self) -> dict:
         """The checkpoint's `config.json` (read once; {} for other kinds)."""
-        if not self._config and self.is_ours:
-            checkpoint = self.checkpoint
-            assert checkpoint is not None
-            self._config.update(read_checkpoint_config(checkpoint))
-        return self._config
+        if not self.is_ours:
+            return {}
+        assert self.checkpoint is not None
+        return read_checkpoint_config(self.checkpoint)
 
     @property
     def corpus(self) -> Path | None:
         """The corpus a native model was trained on, when recorded (a relative path, as
         the shipped model records `../world`, is relative to the run directory)."""
-        recorded = self.config().get("corpus")
+        recorded = self.config.get("corpus")
         if recorded is None:
             return None
         if Path(recorded).is_absolute():
