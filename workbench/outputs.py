@@ -29,7 +29,7 @@ RUN_FILES = ("run.json", "tokenizer.json", "metrics.jsonl", "metrics.jsonl.tmp",
              "training.fig.json", "eval.json", "eval.fig.json", "checkpoints", "analyses",
              "*.h5", "*.h5.partial", "*.fig.json", ".*")
 CORPUS_FILES = ("corpus.json", "tokenizer.json", "world.json", "*.tokens.npy", "*.docs.npy",
-                "*.labels.npz", "eval", ".*")
+                "*.labels.npz", "*.doc_facts.npz", "*.dropped_docs.npy", "eval", ".*")
 KINDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     # kind: (marker, allowed entries, what makes one)
     "run": ("run.json", RUN_FILES, "`workbench train`"),

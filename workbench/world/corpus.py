@@ -10,6 +10,8 @@ Layout of `out_dir`:
     {split}.docs.npy            int64 [n_docs, 2] start/end offsets into the stream
     {split}.labels.npz          int16 per token: pos depth number category animacy sentiment
                                 person (-1 = no label); int8 per document: doc_kind
+    {split}.doc_facts.npz       the facts each document states: int64 offsets [n_docs + 1],
+                                int32 facts (rows of world.json's fact table); `docfacts.py`
     eval/facts_train.jsonl      fact queries in training templates
     eval/facts_heldout.jsonl    fact queries in held-out templates (in no split's text)
     eval/facts_twohop.jsonl     "<person> lives in the country of" for the people whose
@@ -35,6 +37,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from workbench.world.docfacts import DocFacts, fact_index
 from workbench.world.documents import DocumentSampler
 from workbench.world.facts import RELATIONS, World, WorldConfig, build_world, exposure_bucket
 from workbench.world.fewshot import FewShotTasks
@@ -87,6 +90,7 @@ class _Split:
     labels: dict[str, np.ndarray]
     tokens_by_kind: dict[str, int]
     mentions: dict[tuple[int, str], int]
+    doc_facts: list[list[tuple[int, str]]]  # per document, the facts it states
 
 
 def _lexical_tables(vocab: dict[str, int]) -> dict[str, np.ndarray]:
@@ -113,6 +117,7 @@ def _generate_split(
     kinds: list[int] = []
     by_kind: dict[str, int] = defaultdict(int)
     mentions: dict[tuple[int, str], int] = defaultdict(int)
+    doc_facts: list[list[tuple[int, str]]] = []
     n = 0
 
     def flush() -> None:
@@ -137,6 +142,7 @@ def _generate_split(
             by_kind[doc.kind] += len(words)
             for fact in doc.facts:
                 mentions[fact] += 1
+            doc_facts.append(list(doc.facts))
             n += len(words)
             bar.update(len(words))
             if len(cols["tokens"]) >= _FLUSH:
@@ -153,7 +159,7 @@ def _generate_split(
     labels["person"] = arrays["person"]
     labels["doc_kind"] = np.asarray(kinds, dtype=np.int8)
     return _Split(tokens, docs, labels, {k: by_kind.get(k, 0) for k in DOC_KINDS},
-                  dict(mentions))
+                  dict(mentions), doc_facts)
 
 
 def _stratified(items: list[dict[str, Any]], cap: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -294,6 +300,8 @@ def build_corpus(
     evals = _eval_sets(world, n_eval_items, mentions)
     files: dict[str, Any] = {"tokenizer": "tokenizer.json", "world": "world.json", "splits": {}}
     files["eval"] = {name: f"eval/{name}.jsonl" for name in evals}
+    table = [(f["person"], f["relation"]) for f in world.fact_table()]
+    rows = fact_index(table)
     with atomic_output_dir(out, overwrite) as tmp:
         tokenizer.save(str(tmp / "tokenizer.json"))
         write_json(tmp / "world.json", _world_record(world, mentions))
@@ -301,6 +309,9 @@ def build_corpus(
             files["splits"][name] = write_split(tmp, name, sp.tokens, sp.docs, len(vocab))
             files["splits"][name]["labels"] = f"{name}.labels.npz"
             save_npz(tmp / f"{name}.labels.npz", sp.labels)
+            files["splits"][name]["doc_facts"] = f"{name}.doc_facts.npz"
+            DocFacts.from_lists([[rows[f] for f in fs] for fs in sp.doc_facts], table).save(
+                tmp / f"{name}.doc_facts.npz")
         for name, items in evals.items():
             write_jsonl(tmp / files["eval"][name], items)
         manifest = {

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from workbench.world.corpus import SCHEMA
+from workbench.world.docfacts import DocFacts
 from workbench.world.facts import World
 from workbench.world.output import MANIFEST, load_npz_mmap
 
@@ -105,6 +106,26 @@ class Corpus:
             raise ValueError(f"corpus at {self.path} is a real-text corpus and has no facts")
         return _read(self.path / self.manifest["files"]["world"],
                      lambda p: json.loads(p.read_text())["facts"])
+
+    def doc_facts(self, split: str) -> DocFacts:
+        """The facts each document of `split` states (`docfacts.DocFacts`: `df[d]` is a list
+        of `(person, relation)`; `df.indices(d)` their rows in `fact_table()`).
+
+        Raises:
+            ValueError: a real-text corpus, or a world built before documents' facts were
+                recorded (rebuild it).
+        """
+        if self.kind != "world":
+            raise ValueError(f"corpus at {self.path} is a real-text corpus and has no facts")
+        self._file(split, "tokens")  # an unknown split is refused here
+        name = self.manifest["files"]["splits"][split].get("doc_facts")
+        if name is None:
+            raise ValueError(f"corpus at {self.path} records no facts per document (built "
+                             "before they were); rebuild the world with `workbench world "
+                             "build --overwrite` and its settings (a sweep's world: delete it "
+                             "and run `workbench sweep world PLAN`)")
+        table = [(int(f["person"]), str(f["relation"])) for f in self.fact_table()]
+        return _read(self.path / name, lambda p: DocFacts.load(p, table))
 
     def eval_items(self, name: str) -> list[dict[str, Any]]:
         """Items of `eval/{name}.jsonl` (facts_train, facts_heldout, facts_twohop, agreement)."""
