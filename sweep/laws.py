@@ -3,7 +3,8 @@
 ```
 {"schema": "workbench.sweep/1", "name", "spec", "battery" (its settings),
  "members": [{"name", "n_params" (N), "tokens" (D), "compute" (C = 6ND), "steps", "seed",
-              "knobs" {kind: share}, "run" (its run directory, relative to the sweep's),
+              "knobs" {kind: share}, "drop" (its drop rule's name, `none` for the whole
+              world), "run" (its run directory, relative to the sweep's),
               "finished", "final_loss" (the trainer's validation loss at
               the last step), "curve" {"step", "loss", "val_step", "val_loss"} (metrics.jsonl),
               "checkpoints": [{"step", "val_loss", "abilities"}] (the battery)}],
@@ -15,12 +16,16 @@
  "differ": {"N": [abilities whose two verdicts differ against N], "C": [...],
             "statement": one sentence (names them, or says that none does)},
  "knobs": {kind: {"x": shares, "members", "abilities": {name: {"discrete", "continuous"}},
-           "induction_step": [first step with an induction head, or None, per share]}}}
+           "induction_step": [first step with an induction head, or None, per share]}},
+ "drops": {name: [{"member", "baseline" (the member alike but for the drop, at the drop
+           axis's first value), "final_loss", "baseline_loss"}]} (a spec with a drop axis)}
 ```
 
 Curves against N use the finished members at the largest `steps` (mixture knobs at their
 first value; seeds averaged); against C every finished member (knobs at their first value,
-seeds averaged). A verdict needs `EmergenceConfig.min_points` scales; fewer, or an ability
+seeds averaged). Laws, curves and knob curves read the members at the drop axis's first
+value (`none` when a spec has no drop axis); `drops` pairs each other member with its
+baseline. A verdict needs `EmergenceConfig.min_points` scales; fewer, or an ability
 not measured, gives the verdict `too few scales` / `not measured` with the reason.
 """
 
@@ -34,7 +39,7 @@ import numpy as np
 
 from sweep.emergence import EmergenceConfig, emergence
 from sweep.fit import FitConfig, fit_loss_laws
-from sweep.member import Member
+from sweep.member import NO_DROP, Member
 from sweep.plan import RUN_DIR
 
 SCHEMA = "workbench.sweep/1"
@@ -57,7 +62,8 @@ def member_entry(member: Member, checkpoints: list[dict[str, Any]],
         final = last.get("val_loss")  # the battery's (fewer windows)
     return {"name": member.name, "n_params": member.n_params, "tokens": member.tokens,
             "compute": member.compute, "steps": member.steps, "seed": member.seed,
-            "knobs": dict(member.knobs), "run": f"{member.name}/{RUN_DIR}",
+            "knobs": dict(member.knobs), "drop": member.drop,
+            "run": f"{member.name}/{RUN_DIR}",
             "finished": finished,
             "final_loss": final, "curve": curve,
             "checkpoints": checkpoints}
@@ -65,6 +71,34 @@ def member_entry(member: Member, checkpoints: list[dict[str, Any]],
 
 def _final(m: dict[str, Any]) -> dict[str, Any]:
     return m["checkpoints"][-1]["abilities"] if m["checkpoints"] else {}
+
+
+def _at_first_drop(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The members at the first member's drop (entries without one are on the whole world)."""
+    first = members[0].get("drop", NO_DROP) if members else NO_DROP
+    return [m for m in members if m.get("drop", NO_DROP) == first]
+
+
+def drop_pairs(members: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per drop rule: each finished member trained without those documents beside its
+    baseline, the finished member alike in all but the drop, at the drop axis's first value
+    (seeds paired, not averaged)."""
+    def alike(m: dict[str, Any]) -> tuple[Any, ...]:
+        return m["n_params"], m["steps"], tuple(sorted(m["knobs"].items())), m["seed"]
+
+    done = [m for m in members if m["finished"]]
+    base = _at_first_drop(done)
+    baselines = {alike(m): m for m in base}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for m in done:
+        if m["name"] in {b["name"] for b in base}:
+            continue
+        b = baselines.get(alike(m))
+        out.setdefault(m.get("drop", NO_DROP), []).append(
+            {"member": m["name"], "baseline": None if b is None else b["name"],
+             "final_loss": m["final_loss"], "baseline_loss": None if b is None
+             else b["final_loss"]})
+    return out
 
 
 def _first_knobs(members: list[dict[str, Any]]) -> dict[str, float]:
@@ -124,7 +158,7 @@ def _value(name: str, metric: str) -> Any:
 def ability_curves(members: list[dict[str, Any]], names: Sequence[str],
                    cfg: EmergenceConfig = DEFAULT_EMERGENCE) -> dict[str, Any]:
     """Every ability's curves against N and C with a verdict per metric."""
-    done = [m for m in members if m["finished"]]
+    done = _at_first_drop([m for m in members if m["finished"]])
     base = _at_knobs(done, _first_knobs(done))
     most = max((m["steps"] for m in base), default=0)
     by = {"N": ([m for m in base if m["steps"] == most], "n_params"), "C": (base, "compute")}
@@ -177,7 +211,7 @@ def knob_curves(members: list[dict[str, Any]], names: Sequence[str]) -> dict[str
     """Per mixture knob: each ability (final checkpoint) against the knob's share, at the
     largest size and steps and the other knobs' first values (seeds averaged), and the step
     at which induction heads form."""
-    done = [m for m in members if m["finished"]]
+    done = _at_first_drop([m for m in members if m["finished"]])
     if not done or not done[0]["knobs"]:
         return {}
     out: dict[str, Any] = {}
@@ -210,6 +244,7 @@ def loss_laws(members: list[dict[str, Any]], cfg: FitConfig = DEFAULT_FIT) -> di
     """Power laws of the finished members' final validation loss against N, D and C (and the
     joint law when N and D both vary), at the mixture knobs' first values."""
     done = [m for m in members if m["finished"] and m["final_loss"] is not None]
+    done = _at_first_drop(done)
     done = _at_knobs(done, _first_knobs(done))
     if not done:
         return {"note": "no finished member"}
@@ -236,7 +271,9 @@ def build_report(name: str, spec: dict[str, Any], members: list[dict[str, Any]],
     return {"schema": SCHEMA, "name": name, "spec": spec, "battery": battery,
             "members": members, "left_out": list(left_out), "laws": loss_laws(members, fit),
             "abilities": abilities, "differ": differing(abilities),
-            "knobs": knob_curves(members, names)}
+            "knobs": knob_curves(members, names),
+            **({"drops": drop_pairs(members)} if any(m.get("drop", NO_DROP) != NO_DROP
+                                                     for m in members) else {})}
 
 
 def validate_report(report: Any) -> None:

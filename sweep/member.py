@@ -1,4 +1,5 @@
-"""A member of a sweep: its size (`Size`), its configs and the numbers scaling laws read
+"""A member of a sweep: its size (`Size`), its configs, the corpus it trains on (its world,
+or a subset of it without the documents a drop rule names) and the numbers scaling laws read
 (non-embedding parameters N, tokens D, compute C = 6ND).
 
 >>> Size.parse("2x64x2").label
@@ -14,8 +15,10 @@ from typing import Any
 
 from workbench.models.config import ModelConfig, TrainConfig
 from workbench.world import WorldConfig
+from workbench.world.subset import Drop
 
 _SIZE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*x\s*(\d+)\s*$")
+NO_DROP = "none"  # the drop axis's value for the whole corpus
 
 
 def fmt_value(value: float) -> str:
@@ -23,14 +26,29 @@ def fmt_value(value: float) -> str:
     return f"{value:g}"
 
 
-def member_name(size: Size, steps: int, knobs: tuple[tuple[str, float], ...], seed: int) -> str:
-    """`L2-d64-h2_steps400_seed0`; mixture knobs before the seed (`..._repeat_words0.1_seed0`).
+def member_name(size: Size, steps: int, knobs: tuple[tuple[str, float], ...], seed: int,
+                drop: str = NO_DROP) -> str:
+    """`L2-d64-h2_steps400_seed0`; mixture knobs, then a drop rule, before the seed
+    (`..._repeat_words0.1_seed0`, `..._drop-tenth_seed0`; no drop: no part).
 
     >>> member_name(Size(2, 64, 2), 400, (("update", 0.05),), 1)
     'L2-d64-h2_steps400_update0.05_seed1'
+    >>> member_name(Size(2, 64, 2), 400, (), 0, drop="tenth")
+    'L2-d64-h2_steps400_drop-tenth_seed0'
     """
     knob_part = "".join(f"_{k}{fmt_value(v)}" for k, v in knobs)
-    return f"{size.label}_steps{steps}{knob_part}_seed{seed}"
+    drop_part = "" if drop == NO_DROP else f"_drop-{drop}"
+    return f"{size.label}_steps{steps}{knob_part}{drop_part}_seed{seed}"
+
+
+def corpus_id(world_id: str, drop: str = NO_DROP) -> str:
+    """The corpus a member trains on: its world (`world`), or the subset of it without what
+    the drop rule names (`world_drop-tenth`), under the plan's `worlds/`.
+
+    >>> corpus_id("world_update0.05", "tenth")
+    'world_update0.05_drop-tenth'
+    """
+    return world_id if drop == NO_DROP else f"{world_id}_drop-{drop}"
 
 
 def non_embedding_params(cfg: ModelConfig) -> int:
@@ -91,7 +109,8 @@ class Size:
 
 @dataclass(frozen=True)
 class Member:
-    """One model of a sweep: its name, axis values, configs and the world it trains on."""
+    """One model of a sweep: its name, axis values, configs and the corpus it trains on: its
+    world, or (`drop` other than `none`) the subset of it without what `drop_rule` names."""
 
     name: str
     size: Size
@@ -103,6 +122,13 @@ class Member:
     world_id: str
     world: WorldConfig
     world_tokens: int
+    drop: str = NO_DROP
+    drop_rule: Drop | None = None
+
+    @property
+    def corpus_id(self) -> str:
+        """The directory under the plan's `worlds/` that it trains on."""
+        return corpus_id(self.world_id, self.drop)
 
     @property
     def n_params(self) -> int:
@@ -120,15 +146,22 @@ class Member:
         return 6.0 * self.n_params * self.tokens
 
     def to_dict(self) -> dict[str, Any]:
-        """What `member.json` holds (besides its schema)."""
+        """What `member.json` holds (besides its schema); a drop other than `none` adds
+        `axes.drop` and `world.drop` (its name, rule and corpus)."""
+        axes: dict[str, Any] = {"size": self.size.text, "steps": self.steps, "seed": self.seed,
+                                **dict(self.knobs)}
+        world: dict[str, Any] = {"id": self.world_id, "config": self.world.to_dict(),
+                                 "tokens": self.world_tokens}
+        if self.drop != NO_DROP:
+            axes["drop"] = self.drop
+            world["drop"] = {"name": self.drop, "corpus": self.corpus_id,
+                             "rule": None if self.drop_rule is None else self.drop_rule.to_dict()}
         return {
             "name": self.name,
-            "axes": {"size": self.size.text, "steps": self.steps, "seed": self.seed,
-                     **dict(self.knobs)},
+            "axes": axes,
             "model": self.model.to_dict(),
             "train": asdict(self.train),
-            "world": {"id": self.world_id, "config": self.world.to_dict(),
-                      "tokens": self.world_tokens},
+            "world": world,
             "n_params": self.n_params,
             "tokens": self.tokens,
             "compute": self.compute,

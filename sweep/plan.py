@@ -5,6 +5,8 @@ runs/NAME/
   sweep_spec.json               the resolved spec (schema workbench.sweep_spec/1), its members
   commands.txt                  one shell command per line: the worlds, then every member
   worlds/world/                 a corpus (`workbench world build` layout), one per mixture
+  worlds/world_drop-NAME/       the world without the documents of drop rule NAME
+                                (`workbench.world.subset`), for the members with that drop
   L2-d64-h2_steps400_seed0/
     member.json                 its configs, N, D = steps x batch_size x n_ctx, C = 6ND
     run/                        a `workbench train --run` directory (checkpoints/step_*)
@@ -93,14 +95,20 @@ def member_record(member: Member) -> dict[str, Any]:
 
 
 def spec_record(spec: SweepSpec) -> dict[str, Any]:
-    """What `sweep_spec.json` holds: the resolved spec, its members and worlds."""
-    return {
+    """What `sweep_spec.json` holds: the resolved spec, its members and worlds (and, with a
+    drop axis, `subsets`: each subset corpus's world, drop name and rule)."""
+    out = {
         "schema": SPEC_SCHEMA,
         "spec": spec.to_dict(),
         "members": [m.name for m in spec.members()],
         "worlds": {wid: {"config": cfg.to_dict(), "tokens": tokens}
                    for wid, (cfg, tokens) in spec.worlds().items()},
     }
+    subsets = {cid: {"world": wid, "drop": name, "rule": rule.to_dict()}
+               for cid, (wid, name, rule) in spec.corpora().items() if rule is not None}
+    if subsets:
+        out["subsets"] = subsets
+    return out
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -215,6 +223,8 @@ def _stale(root: Path, new: SweepSpec) -> tuple[list[Path], list[str]]:
     names it keeps (same `member.json`). Raises when something there is not ours."""
     keep = {m.name: member_record(m) for m in new.members()}
     worlds = {wid: cfg.to_dict() for wid, (cfg, _) in new.worlds().items()}
+    corpora = {cid: (worlds[wid], None if rule is None else rule.to_dict())
+               for cid, (wid, _, rule) in new.corpora().items()}
     stale, kept = [], []
     for entry in sorted(root.iterdir()):
         if entry.name in (SPEC_FILE, COMMANDS_FILE) or entry.name.startswith("."):
@@ -232,7 +242,8 @@ def _stale(root: Path, new: SweepSpec) -> tuple[list[Path], list[str]]:
                     continue
                 check_replaceable(world, "corpus")
                 manifest = _read_json(world / "corpus.json", "corpus manifest")
-                if manifest.get("world_config") != worlds.get(world.name):
+                rule = (manifest.get("subset") or {}).get("rule")
+                if (manifest.get("world_config"), rule) != corpora.get(world.name):
                     stale.append(world)
             continue
         if not (entry.is_dir() and _owned_member_dir(entry)):

@@ -26,6 +26,7 @@ from workbench.models.checkpoints import list_checkpoints, step_dir_name
 from workbench.models.layout import CHECKPOINTS_DIR, RUN_JSON, TRAINING_FIGURE, step_of
 from workbench.training.trainer import train
 from workbench.world import build_corpus
+from workbench.world.subset import Drop, write_subset
 
 logger = logging.getLogger(__name__)
 Log = Callable[[str], None]  # receives one line per event
@@ -78,18 +79,58 @@ def _lock(path: Path, wait: bool) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def ensure_world(plan: Plan, world_id: str, *, progress: bool = False) -> tuple[Path, bool]:
-    """The corpus of world `world_id`, built when missing (once, under a lock). Returns its
-    directory and whether it was built now.
+def ensure_world(plan: Plan, world_id: str, *, progress: bool = False,
+                 drops: bool = True) -> tuple[Path, bool]:
+    """The corpus `world_id`, built when missing (once, under a lock). Returns its directory
+    and whether anything was built now.
+
+    Args:
+        plan: the plan.
+        world_id: a world of the plan (`world`, `world_repeat_words0.1`), or a subset of one
+            that members with a drop train on (`world_drop-NAME`: its world is built first).
+        progress: the world builder's progress bar.
+        drops: with a world's id, also build the subsets of it the plan's members train on
+            (what `workbench sweep world` does); `False` builds the world alone.
 
     Raises:
-        ValueError: an unknown world, or a world directory built with another config.
+        ValueError: an unknown id, a directory built with another config or rule, or a drop
+            rule naming documents the world lacks.
     """
-    worlds = plan.spec.worlds()
-    if world_id not in worlds:
+    corpora = plan.spec.corpora()
+    if world_id not in corpora:
         raise ValueError(f"{plan.root} has no world {world_id!r}; its worlds: "
-                         f"{', '.join(worlds)}")
-    cfg, tokens = worlds[world_id]
+                         f"{', '.join(corpora)}")
+    base_id, name, rule = corpora[world_id]
+    out, built = _ensure_base(plan, base_id, progress)
+    if rule is not None:
+        path, now = _ensure_subset(plan, world_id, name, rule, out)
+        return path, built or now
+    if drops:
+        for cid, (wid, sub_name, sub_rule) in corpora.items():
+            if wid == base_id and sub_rule is not None:
+                built = _ensure_subset(plan, cid, sub_name, sub_rule, out)[1] or built
+    return out, built
+
+
+def _ensure_subset(plan: Plan, cid: str, name: str, rule: Drop, base: Path
+                   ) -> tuple[Path, bool]:
+    """The subset corpus `cid` of the world at `base`, written when missing, under its own
+    lock (taken after the world's is released: no lock is held while waiting for another)."""
+    out = plan.world_dir(cid)
+    with _lock(out.parent / f".{cid}.lock", wait=True):
+        try:
+            subset = write_subset(base, out, rule, name=name)
+        except ValueError as exc:
+            raise ValueError(f"world {cid}: {exc} (plan again with --overwrite: it deletes "
+                             "stale worlds)") from exc
+    if subset.built:
+        logger.info("world %s: %d training documents (%d tokens) left out by drop %s", cid,
+                    subset.n_docs_removed, subset.n_tokens_removed, name)
+    return out, subset.built
+
+
+def _ensure_base(plan: Plan, world_id: str, progress: bool) -> tuple[Path, bool]:
+    cfg, tokens = plan.spec.worlds()[world_id]
     out = plan.world_dir(world_id)
     with _lock(out.parent / f".{world_id}.lock", wait=True):
         manifest = out / "corpus.json"
@@ -124,12 +165,12 @@ def train_member(plan: Plan, member: Member, *, device: str = "auto", progress: 
         state = member_state(plan, member)
         if state == "done":
             if not (run_dir / TRAINING_FIGURE).exists():  # killed just before it
-                world, _ = ensure_world(plan, member.world_id)
+                world, _ = ensure_world(plan, member.corpus_id, drops=False)
                 train(member.model, world, run_dir, member.train, device=device, resume=True,
                       progress=False)
             return MemberResult(member.name, "finished", member.steps,
                                 _final_val_loss(plan, member), 0.0, float("nan"))
-        world, _ = ensure_world(plan, member.world_id)
+        world, _ = ensure_world(plan, member.corpus_id, drops=False)
         resume = (run_dir / RUN_JSON).is_file()
         if not resume and run_dir.is_dir():
             _clear_unstarted(run_dir)
@@ -183,8 +224,8 @@ def run_sweep(plan: Plan, cfg: SweepRunConfig = SweepRunConfig(), *,
     members = [plan.member(n) for n in cfg.members] if cfg.members else plan.members()
     for member in members:
         check_member_dir(plan, member)
-    for world_id in dict.fromkeys(m.world_id for m in members):
-        out, built = ensure_world(plan, world_id, progress=cfg.progress)
+    for world_id in dict.fromkeys(m.corpus_id for m in members):
+        out, built = ensure_world(plan, world_id, progress=cfg.progress, drops=False)
         if built:
             log(f"world {world_id}: built -> {out}")
     results = []

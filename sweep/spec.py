@@ -20,6 +20,27 @@ batch_size = 16
 tokens = 300000
 ```
 
+A `drop` axis trains members on subsets of their world: each value names a `[drop.NAME]`
+rule (`workbench.world.subset.Drop`), or is `none` for the whole corpus:
+
+```toml
+[axes]
+drop = ["none", "bruno", "tenth"]
+
+[drop.bruno]                    # every training document stating one of these facts goes
+facts = ["bruno moreau:city", "3:job"]   # SUBJECT:RELATION, SUBJECT a name or a person id
+[drop.tenth]                    # a random tenth of the training documents goes
+fraction = 0.1
+seed = 1
+# [drop.top] docs = [12, 40]    # or these training documents (indices of the train split)
+```
+
+Members with a drop are named `..._drop-NAME_seed0` and train on `worlds/WORLD_drop-NAME`,
+the world without those documents (val, test and the eval sets are the world's, so results
+compare); members with `none` keep the names and configs they have without the axis. An
+unknown rule, an empty one, a fraction outside (0, 1) or a fact the world lacks is one error
+when the spec is read.
+
 A mixture knob is a key of `WorldConfig.mix` (a document kind); its value is the share of
 training tokens that kind gets, the other kinds keeping their proportions in the rest.
 Unless `[train]` sets them, checkpoints are log-spaced (steps 0, 1, 2, 4, ... and the last:
@@ -33,6 +54,11 @@ a mixture share one world corpus.
 ['L2-d64-h2_steps400_seed0', 'L2-d64-h2_steps400_seed1']
 >>> spec.members()[0].n_params   # non-embedding parameters: 12 * n_layers * d_model**2 + ...
 100096
+>>> spec = SweepSpec.from_dict({"axes": {"size": ["1x32x2"], "steps": [20],
+...                                      "drop": ["none", "tenth"]},
+...                             "drop": {"tenth": {"fraction": 0.1}}})
+>>> [m.name for m in spec.members()], spec.members()[1].corpus_id
+(['L1-d32-h2_steps20_seed0', 'L1-d32-h2_steps20_drop-tenth_seed0'], 'world_drop-tenth')
 """
 
 from __future__ import annotations
@@ -41,24 +67,27 @@ import difflib
 import itertools
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sweep.member import Member, Size, fmt_value, member_name
+from sweep.member import NO_DROP, Member, Size, fmt_value, member_name
 from workbench.models.config import PRESETS, TRAIN_PRESETS, ModelConfig, TrainConfig
-from workbench.world import WorldConfig
+from workbench.world import WorldConfig, build_world
 from workbench.world.labels import DOC_KINDS
+from workbench.world.subset import Drop
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "datasets" / "sweeps"
-TOP_KEYS = ("name", "description", "preset", "axes", "model", "train", "world")
-CORE_AXES = ("size", "steps", "tokens", "seed")
+TOP_KEYS = ("name", "description", "preset", "axes", "model", "train", "world", "drop")
+CORE_AXES = ("size", "steps", "tokens", "seed", "drop")
 MIX_AXES = DOC_KINDS
 MODEL_KEYS = ("n_ctx", "mlp_ratio", "act_fn", "attn_only")  # the rest come from the axes
 WORLD_KEYS = tuple(f.name for f in fields(WorldConfig)) + ("tokens",)
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
 DEFAULT_WORLD_TOKENS = 1_000_000
+_RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # it is part of directory names
 
 
 def _hint(value: str, choices: Sequence[str]) -> str:
@@ -112,6 +141,8 @@ class SweepSpec:
         train: shared `TrainConfig` settings (not `steps` or `seed`: those are axes).
         world: shared world settings: `WorldConfig` fields and `tokens` (training tokens).
         description: free text.
+        drops: the drop axis: rule names or `none` (empty: no axis, every member on its world).
+        drop_rules: the rules the drop axis names (`[drop.NAME]` tables).
     """
 
     name: str
@@ -124,6 +155,8 @@ class SweepSpec:
     train: Mapping[str, Any] = field(default_factory=dict)
     world: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    drops: tuple[str, ...] = ()
+    drop_rules: Mapping[str, Drop] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f"sweep {self.name!r}"
@@ -159,15 +192,57 @@ class SweepSpec:
         if sum(max(s) for _, s in self.knobs) > 1:
             raise ValueError(f"{where}: the largest shares of the mixture knobs {kinds} sum to "
                              "more than 1; lower them")
+        self._check_drops(where)
         try:
             members = self.members()  # every config is built (and validated) here
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: {exc}") from exc
+        self._check_drop_facts(where, members)
         names = [m.name for m in members]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
             raise ValueError(f"{where}: two members would be named {dup[0]} (two tokens values "
                              "give the same steps?); make the axis values distinct")
+
+    def _check_drops(self, where: str) -> None:
+        names = list(self.drop_rules)
+        for name, rule in self.drop_rules.items():
+            if name == NO_DROP or not _RULE_NAME.match(name):
+                raise ValueError(f"{where}: [drop.{name}]: a rule's name is letters, digits, "
+                                 "'_', '-' or '.' (and not 'none'); rename it")
+            if not isinstance(rule, Drop):
+                raise ValueError(f"{where}: [drop.{name}] is not a drop rule")
+        if names and not self.drops:
+            raise ValueError(f"{where}: [drop.{names[0]}] is defined but there is no drop "
+                             f"axis; add [axes] drop = [\"none\", \"{names[0]}\"]")
+        for value in self.drops:
+            if value != NO_DROP and value not in self.drop_rules:
+                raise ValueError(f"{where}: axis 'drop' names {value!r}"
+                                 f"{_hint(str(value), names)}, which no [drop.{value}] table "
+                                 f"defines; define it or use one of "
+                                 f"{', '.join([NO_DROP, *names])}")
+        if len(set(self.drops)) != len(self.drops):
+            raise ValueError(f"{where}: axis 'drop' repeats a value ({list(self.drops)}); list "
+                             "each once")
+        unused = [n for n in names if n not in self.drops]
+        if unused:
+            raise ValueError(f"{where}: [drop.{unused[0]}] is defined but the drop axis does "
+                             "not list it; add it to [axes] drop or remove the table")
+
+    def _check_drop_facts(self, where: str, members: list[Member]) -> None:
+        """Every fact of a facts rule names a stated fact of the member's world (the world's
+        people are built, not its corpus: instant)."""
+        seen: set[tuple[str, str]] = set()
+        for m in members:
+            rule = m.drop_rule
+            if rule is None or rule.kind != "facts" or (m.world_id, m.drop) in seen:
+                continue
+            seen.add((m.world_id, m.drop))
+            try:
+                rule.resolve_facts(build_world(m.world))
+            except ValueError as exc:
+                raise ValueError(f"{where}: [drop.{m.drop}]: "
+                                 f"{str(exc).removeprefix('drop rule: ')}") from exc
 
     # -- resolution -----------------------------------------------------------------------
     def base_world(self) -> WorldConfig:
@@ -210,26 +285,37 @@ class SweepSpec:
         return world_id, WorldConfig(**{**base.to_dict(), "mix": new})
 
     def members(self) -> list[Member]:
-        """The members in run order: sizes, then steps, knobs and seeds, as listed."""
+        """The members in run order: sizes, then steps, knobs, drops and seeds, as listed."""
         out = []
         knob_axes = [[(k, v) for v in shares] for k, shares in self.knobs]
-        for size, steps, *knobs, seed in itertools.product(self.sizes, self.steps, *knob_axes,
-                                                           self.seeds):
+        for size, steps, *knobs, drop, seed in itertools.product(
+                self.sizes, self.steps, *knob_axes, self.drops or (NO_DROP,), self.seeds):
             knobs_t = tuple(knobs)
             world_id, world = self._world(knobs_t)
-            name = member_name(size, steps, knobs_t, seed)
+            name = member_name(size, steps, knobs_t, seed, drop)
             out.append(Member(name, size, steps, seed, knobs_t, self._model(size, seed),
-                              self._train(steps, seed), world_id, world, self.world_tokens))
+                              self._train(steps, seed), world_id, world, self.world_tokens,
+                              drop, self.drop_rules.get(drop)))
         return out
 
     def worlds(self) -> dict[str, tuple[WorldConfig, int]]:
         """The distinct worlds of the members: id -> (config, training tokens)."""
         return {m.world_id: (m.world, m.world_tokens) for m in self.members()}
 
+    def corpora(self) -> dict[str, tuple[str, str, Drop | None]]:
+        """Every corpus the plan builds: id -> (its world, drop name, rule); a world is its own
+        corpus (`none`, None), a subset follows its world (`world_drop-NAME`)."""
+        out: dict[str, tuple[str, str, Drop | None]] = {}
+        for m in self.members():
+            out.setdefault(m.world_id, (m.world_id, NO_DROP, None))
+            out.setdefault(m.corpus_id, (m.world_id, m.drop, m.drop_rule))
+        return out
+
     # -- (de)serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The resolved spec (what `sweep_spec.json` holds); `from_dict` reads it back."""
-        return {
+        """The resolved spec (what `sweep_spec.json` holds); `from_dict` reads it back. The
+        drop axis and its rules appear only when the spec has them."""
+        out: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "preset": self.preset,
@@ -239,6 +325,10 @@ class SweepSpec:
             "train": dict(self.train),
             "world": dict(self.world),
         }
+        if self.drops:
+            out["axes"]["drop"] = list(self.drops)
+            out["drop"] = {name: rule.to_dict() for name, rule in self.drop_rules.items()}
+        return out
 
     def identity(self) -> dict[str, Any]:
         """What makes two plans the same: everything but the name and description."""
@@ -268,6 +358,7 @@ class SweepSpec:
         for key in axes:
             if key not in CORE_AXES + MIX_AXES:
                 raise _unknown(where, key, CORE_AXES + MIX_AXES, "axis")
+        drops, rules = _drop_axis(where, axes.get("drop"), data.get("drop", {}))
         preset = data.get("preset", "tiny")
         if not isinstance(preset, str) or preset not in PRESETS:
             raise _unknown(where, str(preset), list(PRESETS), "preset")
@@ -301,7 +392,25 @@ class SweepSpec:
         name = data.get("name", Path(source).stem if source != "spec" else "sweep")
         return cls(name=str(name), preset=preset, sizes=sizes, steps=steps, seeds=seeds,
                    knobs=knobs, model=tables["model"], train=train, world=tables["world"],
-                   description=str(data.get("description", "")))
+                   description=str(data.get("description", "")), drops=drops,
+                   drop_rules=rules)
+
+
+def _drop_axis(where: str, axis: Any, tables: Any) -> tuple[tuple[str, ...], dict[str, Drop]]:
+    """The drop axis's values and the `[drop.NAME]` rules (checked against each other in
+    `SweepSpec`)."""
+    if not isinstance(tables, Mapping):
+        raise ValueError(f"{where}: drop must be tables of rules ([drop.NAME] in TOML)")
+    rules = {str(name): Drop.from_dict(table, where=f"{where} [drop.{name}]")
+             for name, table in tables.items()}
+    if axis is None:
+        return (), rules
+    values = _values(where, "drop", axis)
+    for v in values:
+        if not isinstance(v, str):
+            raise ValueError(f"{where}: axis 'drop' has {v!r}; its values are rule names "
+                             f"([drop.NAME] tables) or \"{NO_DROP}\"")
+    return tuple(values), rules
 
 
 def resolve_spec_path(spec: str) -> Path:
