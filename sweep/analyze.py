@@ -121,10 +121,24 @@ def loss_curve(plan: Plan, member: Member) -> dict[str, list[float]]:
     return out
 
 
+def battery_cost(n_checkpoints: int, compute: float, largest: float) -> float:
+    """About what the battery costs on a member (to submit the costliest first): per
+    checkpoint, a fixed part (probe fits, ROME steps) and a part growing with the model. On
+    the `cpu` family, one thread per job: about 8 s per checkpoint at 0.2M non-embedding
+    parameters, 12 s at 0.6M, 17 s at 1.8M, 23 s at 3.2M (the largest), close to
+    `1 + 2 C / C_largest` times the fixed part.
+
+    >>> battery_cost(12, 1.0, 4.0), battery_cost(12, 4.0, 4.0)
+    (18.0, 36.0)
+    """
+    return n_checkpoints * (1.0 + 2.0 * compute / largest)
+
+
 def analyze_member_set(plan: Plan, members: list[Member], cfg: AnalyzeConfig = AnalyzeConfig(),
                        *, log: Callable[[str], None] = logger.info) -> None:
-    """The battery on every unmeasured checkpoint of `members` only (one lane of
-    `--jobs`); no `sweep.json` (`analyze_sweep` writes it from the caches)."""
+    """The battery on every unmeasured checkpoint of `members` only (what one member job
+    of `workbench sweep analyze` runs); no `sweep.json` (`analyze_sweep` writes it from the
+    caches)."""
     inputs: dict[tuple[str, int], WorldInputs] = {}
     for member in members:
         if list_checkpoints(plan.run_dir(member)):

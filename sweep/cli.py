@@ -11,6 +11,9 @@ from workbench.cli.argtypes import device
 from workbench.cli.registry import Command
 
 if TYPE_CHECKING:
+    from sweep.executor import ExecutorConfig
+    from sweep.jobs import MemberJobs
+    from sweep.member import Member
     from sweep.plan import Plan
 
 SWEEP_HELP = ("scaling sweeps: plan a family of models from a spec (TOML or JSON, or a preset "
@@ -26,31 +29,80 @@ def sweep_arguments(p: argparse.ArgumentParser) -> None:
     plan.add_argument("--out", required=True, help="plan directory, e.g. runs/micro")
     plan.add_argument("--overwrite", action="store_true", help="replace a plan of another "
                       "spec (members whose config is unchanged keep their runs)")
-    run = sub.add_parser("run", help="train the members that are not finished, in order "
-                         "(resumes a killed member; never retrains a finished one)")
+    run = sub.add_parser("run", help="train the members that are not finished, one job "
+                         "each (resumes a killed member; never retrains a finished one)")
     run.add_argument("plan", help="plan directory made by `workbench sweep plan`")
     run.add_argument("--member", nargs="+", default=(), metavar="NAME",
                      help="train only these members (default: all)")
     run.add_argument("--device", type=device, default="auto", help="auto | cpu | cuda")
-    run.add_argument("--jobs", type=int, default=1, help="members trained at once, each in "
-                     "its own process with cores/jobs threads (default 1)")
+    executor_arguments(run)
     run.add_argument("--no-progress", action="store_true")
     analyze = sub.add_parser("analyze", help="the battery on every checkpoint of every member "
-                             "(resumable), then sweep.json: loss laws and emergence verdicts")
+                             "(one job each, resumable), then sweep.json: loss laws and "
+                             "emergence verdicts")
     analyze.add_argument("plan", help="plan directory made by `workbench sweep plan`")
     analyze.add_argument("--overwrite", action="store_true",
                          help="measure every checkpoint again (default: only new ones)")
     analyze.add_argument("--device", type=device, default="cpu", help="auto | cpu | cuda")
     analyze.add_argument("--member", nargs="+", default=(), metavar="NAME",
                          help="measure only these members, and write no sweep.json")
-    analyze.add_argument("--jobs", type=int, default=1, help="members measured at once, each "
-                         "in its own process with cores/jobs threads; then sweep.json")
+    executor_arguments(analyze)
     analyze.add_argument("--no-progress", action="store_true")
+    status = sub.add_parser("status", help="a table of the members: pending, running, done, "
+                            "failed, with steps, checkpoints, battery and job ids")
+    status.add_argument("plan", help="plan directory made by `workbench sweep plan`")
+    status.add_argument("--json", action="store_true", help="print the table as JSON")
     world = sub.add_parser("world", help="build the plan's world corpora that are missing")
     world.add_argument("plan", help="plan directory made by `workbench sweep plan`")
     world.add_argument("--world", nargs="+", default=(), metavar="ID",
                        help="build only these worlds (default: all)")
     world.add_argument("--no-progress", action="store_true")
+
+
+def executor_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that choose where member jobs run (`sweep.executor`)."""
+    from sweep.executor import EXECUTORS
+
+    g = p.add_argument_group("where the jobs run (submitit)")
+    g.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: processes on this machine; slurm: a Slurm job array; debug: "
+                   "in this process, one member after the other (default local)")
+    g.add_argument("--jobs", type=int, default=1, help="local: members at once, each with "
+                   "cores/jobs threads (default 1)")
+    g.add_argument("--tasks-per-job", type=int, default=1, metavar="N", help="processes per "
+                   "job: N > 1 trains a member data-parallel (DDP, as torchrun would)")
+    g.add_argument("--partition", help="slurm: the partition")
+    g.add_argument("--gpus-per-job", type=int, metavar="N", help="slurm: GPUs per job")
+    g.add_argument("--cpus-per-job", type=int, metavar="N", help="slurm: CPUs per task")
+    g.add_argument("--time", type=int, metavar="MIN", help="slurm: time limit per job in "
+                   "minutes (a job that reaches it is requeued and resumes; default 240)")
+    g.add_argument("--array-parallelism", type=int, metavar="N",
+                   help="slurm: jobs of the array running at once")
+    g.add_argument("--slurm-arg", type=slurm_arg, action="append", default=[],
+                   metavar="KEY=VALUE", help="slurm: any other sbatch option, e.g. qos=high "
+                   "(repeatable)")
+
+
+def slurm_arg(text: str) -> tuple[str, str]:
+    from sweep.executor import parse_slurm_arg
+
+    try:
+        return parse_slurm_arg(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def executor_config(args: argparse.Namespace) -> ExecutorConfig:
+    """The checked `ExecutorConfig` of the parsed flags (ValueError: one line)."""
+    from sweep.executor import ExecutorConfig
+
+    cfg = ExecutorConfig(executor=args.executor, jobs=args.jobs,
+                         tasks_per_job=args.tasks_per_job, partition=args.partition,
+                         gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
+                         time_min=args.time, array_parallelism=args.array_parallelism,
+                         slurm_args=tuple(args.slurm_arg))
+    cfg.check()
+    return cfg
 
 
 def _plan(args: argparse.Namespace) -> None:
@@ -74,20 +126,57 @@ def _plan(args: argparse.Namespace) -> None:
           f"`workbench sweep run {plan.root}`)")
 
 
-def _run(args: argparse.Namespace) -> None:
-    from sweep.plan import load_plan
-    from sweep.run import SweepRunConfig, run_sweep
+def _selected(plan: Plan, args: argparse.Namespace) -> list[Member]:
+    return [plan.member(n) for n in args.member] if args.member else plan.members()
 
+
+def _run(args: argparse.Namespace) -> None:
+    from sweep.jobs import run_member_jobs
+    from sweep.plan import check_member_dir, load_plan
+    from sweep.run import ensure_world, finished
+    from sweep.status import progress_line
+
+    cfg = executor_config(args)
     plan = load_plan(args.plan)
-    if args.jobs != 1:
-        _in_lanes(plan, args, ["run", "--device", args.device])
-        args.no_progress = True
-    cfg = SweepRunConfig(device=args.device, members=tuple(args.member),
-                         progress=not args.no_progress)
-    results = run_sweep(plan, cfg, log=lambda line: print(line, flush=True))
-    busy = [r.name for r in results if r.status == "busy"]
-    print(f"{len(results) - len(busy)} of {len(results)} member(s) finished"
-          + (f"; being trained elsewhere: {', '.join(busy)}" if busy else ""))
+    members = _selected(plan, args)
+    for member in members:
+        check_member_dir(plan, member)
+    _jobs_dir(plan)
+    for world_id in dict.fromkeys(m.world_id for m in members):
+        out, built = ensure_world(plan, world_id, progress=not args.no_progress)
+        if built:
+            print(f"world {world_id}: built -> {out}", flush=True)
+    todo = []
+    for i, member in enumerate(members, 1):
+        if finished(plan, member):
+            print(f"[{i}/{len(members)}] {member.name}: finished already; skipped")
+        else:
+            todo.append(member)
+    records = run_member_jobs(plan, todo, "run", cfg, {"device": args.device},
+                              log=lambda line: print(line, flush=True),
+                              cost=lambda m: m.compute, report=None if args.no_progress
+                              else lambda names: progress_line(plan, names, "run"))
+    _summary(plan, records, "finished", f"workbench sweep run {plan.root}",
+             already=len(members) - len(todo))
+
+
+def _jobs_dir(plan: Plan) -> None:
+    from sweep.executor import check_jobs_dir
+
+    check_jobs_dir(plan.root)  # before any world is built or job submitted
+
+
+def _summary(plan: Plan, records: dict[str, MemberJobs], verb: str, again: str, *,
+             already: int = 0) -> None:
+    done = [n for n, r in records.items() if r.state == "done"]
+    busy = [n for n, r in records.items() if r.state == "busy"]
+    failed = [n for n, r in records.items() if r.state == "failed"]
+    print(f"{len(done) + already} of {len(records) + already} member(s) {verb}"
+          + (f"; being worked on elsewhere: {', '.join(busy)}" if busy else ""))
+    if failed:
+        raise ValueError(f"member(s) {', '.join(failed)} failed {records[failed[0]].attempts} "
+                         f"times (their logs: `workbench sweep status {plan.root}`); fix the "
+                         f"cause and run `{again}` again: the rest is kept")
 
 
 def _world(args: argparse.Namespace) -> None:
@@ -100,42 +189,46 @@ def _world(args: argparse.Namespace) -> None:
         print(f"world {world_id}: {'built' if built else 'present'} -> {out}")
 
 
-def _in_lanes(plan: Plan, args: argparse.Namespace, command: list[str]) -> None:
-    """`workbench sweep COMMAND PLAN` over the chosen members in `args.jobs` processes."""
-    from sweep.lanes import battery_cost, run_lanes, split
-    from workbench.models.checkpoints import list_checkpoints
-
-    members = [plan.member(n) for n in args.member] if args.member else plan.members()
-    if command[0] == "analyze":
-        largest = max(m.compute for m in members)
-        lanes = split(members, args.jobs, lambda m: battery_cost(
-            len(list_checkpoints(plan.run_dir(m))), m.compute, largest))
-    else:
-        lanes = split(members, args.jobs)
-    print(f"{len(members)} member(s) in {len(lanes)} lane(s): "
-          + "; ".join(", ".join(m.name for m in lane) for lane in lanes), flush=True)
-    run_lanes(["sweep", command[0], str(plan.root), *command[1:], "--no-progress"], lanes)
-
-
 def _analyze(args: argparse.Namespace) -> None:
-    from sweep.analyze import AnalyzeConfig, analyze_member_set, analyze_sweep
+    from sweep.analyze import AnalyzeConfig, analyze_sweep, battery_cost
+    from sweep.jobs import run_member_jobs
     from sweep.laws import REPORT_FILE
     from sweep.plan import load_plan
+    from sweep.status import measured, progress_line
+    from workbench.models.checkpoints import list_checkpoints
 
+    cfg = executor_config(args)
     plan = load_plan(args.plan)
-    if args.jobs != 1:
-        _in_lanes(plan, args, ["analyze", "--device", args.device]
-                  + (["--overwrite"] if args.overwrite else []))
-        args.overwrite, args.no_progress = False, True  # measured: sweep.json from the caches
-    cfg = AnalyzeConfig(overwrite=args.overwrite, device=args.device,
-                        progress=not args.no_progress)
+    members = []
+    for member in _selected(plan, args):
+        if list_checkpoints(plan.run_dir(member)):
+            members.append(member)
+        else:
+            print(f"{member.name}: no checkpoint yet; left out")
+    if not members:
+        raise ValueError(f"no member of {plan.root} has a checkpoint yet; train them first: "
+                         f"`workbench sweep run {plan.root}`")
+    _jobs_dir(plan)
+    largest = max(m.compute for m in members)
+    todo = []
+    for member in members:
+        n = len(list_checkpoints(plan.run_dir(member)))
+        if not args.overwrite and measured(plan, member) >= n:
+            print(f"{member.name}: all {n} checkpoints measured already; skipped")
+        else:
+            todo.append(member)
+    records = run_member_jobs(
+        plan, todo, "analyze", cfg, {"device": args.device, "overwrite": args.overwrite},
+        log=lambda line: print(line, flush=True),
+        cost=lambda m: battery_cost(len(list_checkpoints(plan.run_dir(m))), m.compute, largest),
+        report=None if args.no_progress else lambda names: progress_line(plan, names, "analyze"))
+    _summary(plan, records, "measured", f"workbench sweep analyze {plan.root}",
+             already=len(members) - len(todo))
     if args.member:
-        if args.jobs == 1:
-            analyze_member_set(plan, [plan.member(n) for n in args.member], cfg,
-                               log=lambda line: print(line, flush=True))
         print(f"measured; `workbench sweep analyze {plan.root}` writes sweep.json")
         return
-    report = analyze_sweep(plan, cfg, log=lambda line: print(line, flush=True))
+    report = analyze_sweep(plan, AnalyzeConfig(device=args.device, progress=False),
+                           log=lambda line: None)  # measured above: sweep.json from the caches
     for key, law in report["laws"].items():
         if key == "note":
             print(f"laws: {law}")
@@ -154,8 +247,19 @@ def _analyze(args: argparse.Namespace) -> None:
     print(f"-> {plan.root / REPORT_FILE}")
 
 
+def _status(args: argparse.Namespace) -> None:
+    import json
+
+    from sweep.plan import load_plan
+    from sweep.status import format_status, plan_status
+
+    status = plan_status(load_plan(args.plan))
+    print(json.dumps(status, indent=1) if args.json else format_status(status))
+
+
 def sweep_command(args: argparse.Namespace) -> None:
-    {"plan": _plan, "run": _run, "world": _world, "analyze": _analyze}[args.sweep_command](args)
+    {"plan": _plan, "run": _run, "world": _world, "analyze": _analyze,
+     "status": _status}[args.sweep_command](args)
 
 
 SWEEP = Command("sweep", SWEEP_HELP, sweep_arguments, sweep_command, order=78,

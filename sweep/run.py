@@ -16,7 +16,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from workbench.world.subset import Drop, write_subset
 logger = logging.getLogger(__name__)
 Log = Callable[[str], None]  # receives one line per event
 OnStep = Callable[[Member, int, float], None]
+TRAIN_LOCK = ".train.lock"  # held (fcntl.flock) by the process training a member
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,19 @@ def _lock(path: Path, wait: bool) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def is_locked(path: Path) -> bool:
+    """Whether a live process holds the lock file `path` (False when it does not exist)."""
+    if not path.is_file():
+        return False
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
 
 def ensure_world(plan: Plan, world_id: str, *, progress: bool = False,
@@ -145,6 +159,13 @@ def _ensure_base(plan: Plan, world_id: str, progress: bool) -> tuple[Path, bool]
         return out, True
 
 
+def finished(plan: Plan, member: Member) -> bool:
+    """Whether the member is trained to its last step with its training figure written
+    (nothing left for `train_member` to do)."""
+    return (member_state(plan, member) == "done"
+            and (plan.run_dir(member) / TRAINING_FIGURE).exists())
+
+
 def _final_val_loss(plan: Plan, member: Member) -> float:
     config = plan.run_dir(member) / CHECKPOINTS_DIR / step_dir_name(member.steps) / "config.json"
     value = json.loads(config.read_text()).get("val_loss")
@@ -152,8 +173,11 @@ def _final_val_loss(plan: Plan, member: Member) -> float:
 
 
 def train_member(plan: Plan, member: Member, *, device: str = "auto", progress: bool = True,
-                 on_step: OnStep | None = None) -> MemberResult:
+                 on_step: OnStep | None = None, lock: bool = True) -> MemberResult:
     """Train one member to its last step unless it is there already (resuming a started one).
+
+    `lock=False` is for the ranks after the first of a data-parallel job (rank 0 holds the
+    member's lock for all of them).
 
     Raises:
         ValueError: its directory was made by another spec.
@@ -161,7 +185,7 @@ def train_member(plan: Plan, member: Member, *, device: str = "auto", progress: 
     """
     check_member_dir(plan, member)
     run_dir = plan.run_dir(member)
-    with _lock(plan.member_dir(member) / ".train.lock", wait=False):
+    with _lock(plan.member_dir(member) / TRAIN_LOCK, wait=False) if lock else nullcontext():
         state = member_state(plan, member)
         if state == "done":
             if not (run_dir / TRAINING_FIGURE).exists():  # killed just before it
