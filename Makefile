@@ -77,7 +77,8 @@ bench: install
 	$(PY) bench/sweep_throughput.py
 
 # The `cpu` scaling family (six sizes, 50k to 3.2M non-embedding parameters): plan, train
-# (resumable) and analyze into $(RUNS)/cpu in two one-thread lanes; 23 min on an idle 2-core
+# (resumable) and analyze into $(RUNS)/cpu, two one-thread local jobs at once (submitit's
+# local executor); 23 min on an idle 2-core
 # machine (14.5 min training, 8.5 min battery; docs/results.md). Run again to continue.
 sweep: install
 	$(VENV)/bin/workbench sweep plan cpu --out $(RUNS)/cpu

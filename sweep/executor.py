@@ -32,6 +32,7 @@ from typing import Any
 EXECUTORS = ("local", "slurm", "debug")
 JOBS_DIR = "jobs"
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # a local job runs until it ends (submitit's default: 2 min)
+SLURM_TIME_MIN = 240  # a job reaching it is requeued by submitit and resumes
 SLURM_FLAGS = {"partition": "--partition", "gpus_per_job": "--gpus-per-job",
                "cpus_per_job": "--cpus-per-job", "time_min": "--time",
                "array_parallelism": "--array-parallelism", "slurm_args": "--slurm-arg"}
@@ -94,6 +95,11 @@ class ExecutorConfig:
             value = getattr(self, name)
             if value is not None and value < (0 if name == "gpus_per_job" else 1):
                 raise ValueError(f"{SLURM_FLAGS[name]} {value}; pass a positive number")
+        if self.executor == "slurm":
+            missing = [t for t in ("sbatch", "srun", "sacct") if shutil.which(t) is None]
+            if missing:
+                raise ValueError(f"--executor slurm: {', '.join(missing)} not found on PATH; "
+                                 "run this on a Slurm login node (or use --executor local)")
         for key, _ in self.slurm_args:
             if not key or not key.replace("-", "_").replace("_", "a").isalnum():
                 raise ValueError(f"--slurm-arg {key!r}: not an sbatch option name; pass "
@@ -106,7 +112,7 @@ class ExecutorConfig:
     def slurm_parameters(self) -> dict[str, Any]:
         """submitit `SlurmExecutor.update_parameters` keywords."""
         params: dict[str, Any] = {"ntasks_per_node": self.tasks_per_job,
-                                  "time": self.time_min or 60, "signal_delay_s": 120,
+                                  "time": self.time_min or SLURM_TIME_MIN, "signal_delay_s": 120,
                                   "job_name": "workbench-sweep"}
         for name, key in (("partition", "partition"), ("gpus_per_job", "gpus_per_node"),
                           ("cpus_per_job", "cpus_per_task"),
@@ -148,7 +154,8 @@ def make_executor(cfg: ExecutorConfig, folder: Path) -> Any:
     """The submitit executor of `cfg`, its files under `folder`.
 
     Raises:
-        ValueError: `slurm` on a machine without Slurm's `sbatch` and `srun`.
+        ValueError: a bad setting (`ExecutorConfig.check`), e.g. `slurm` on a machine
+            without Slurm's `sbatch`, `srun` and `sacct`.
     """
     import submitit
 
@@ -159,10 +166,7 @@ def make_executor(cfg: ExecutorConfig, folder: Path) -> Any:
         ex.update_parameters(timeout_min=cfg.time_min or LOCAL_TIMEOUT_MIN,
                              tasks_per_node=cfg.tasks_per_job)
         return ex
-    missing = [tool for tool in ("sbatch", "srun", "sacct") if shutil.which(tool) is None]
-    if missing:
-        raise ValueError(f"--executor slurm: {', '.join(missing)} not found on PATH; run "
-                         "this on a Slurm login node (or use --executor local)")
+    cfg.check()  # Slurm's tools are on PATH
     ex = submitit.SlurmExecutor(folder=str(folder / "%j"), max_num_timeout=cfg.max_attempts)
     ex.update_parameters(**cfg.slurm_parameters())
     return ex
