@@ -50,9 +50,11 @@ class ExecutorConfig:
             trainer's DDP path, one rank per task: what `torchrun` would start).
         max_attempts: a member whose job fails (or is killed) this many times is marked
             failed; the others go on.
-        partition, gpus_per_job, cpus_per_job, time_min, array_parallelism: Slurm's
-            `--partition`, `--gpus-per-node`, `--cpus-per-task`, `--time` (minutes) and the
-            array's `%` limit.
+        partition: Slurm's `--partition`.
+        gpus_per_job: Slurm's `--gpus-per-node`.
+        cpus_per_job: Slurm's `--cpus-per-task`.
+        time_min: Slurm's `--time`, in minutes (a job reaching it is requeued and resumes).
+        array_parallelism: the job array's `%` limit (jobs running at once).
         slurm_args: any other sbatch option as (key, value) pairs (`--slurm-arg qos=high`).
         poll_s: seconds between two looks at the running jobs.
     """
@@ -106,8 +108,13 @@ class ExecutorConfig:
                                  "KEY=VALUE, e.g. --slurm-arg qos=high")
 
     def threads(self) -> int:
-        """Torch threads per local job: this machine's cores shared by `jobs` jobs."""
-        return max(1, (os.cpu_count() or 1) // (self.jobs * self.tasks_per_job))
+        """Torch threads per local job: `OMP_NUM_THREADS` when it is set (the caller's
+        choice, e.g. one thread for bit-identical results), else this machine's cores shared
+        by `jobs` jobs of `tasks_per_job` processes."""
+        try:
+            return max(1, int(os.environ["OMP_NUM_THREADS"]))
+        except (KeyError, ValueError):
+            return max(1, (os.cpu_count() or 1) // (self.jobs * self.tasks_per_job))
 
     def slurm_parameters(self) -> dict[str, Any]:
         """submitit `SlurmExecutor.update_parameters` keywords."""

@@ -3,6 +3,7 @@ session, in a temporary directory. Treat them as read-only."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,8 +120,15 @@ def write_sweep(root: Path, run: str) -> None:
 
 @pytest.fixture
 def one_thread() -> Iterator[None]:
-    """Torch on one thread for the test (the sweep tests train several tiny members)."""
-    n = torch.get_num_threads()
+    """Torch on one thread for the test (the sweep tests train several tiny members), and
+    `OMP_NUM_THREADS=1` for the processes it starts (sweep jobs take their thread count from
+    it), so weights compare bit for bit."""
+    n, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
     torch.set_num_threads(n)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env

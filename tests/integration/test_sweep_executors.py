@@ -2,7 +2,8 @@
 the three executors train byte-identical members, and the Slurm path (a stub `sbatch`,
 `srun`, `sacct`, `scancel`, `scontrol` from tests/fixtures/slurm that runs each array task
 here) submits one array, survives a job killed in the middle of a member (the member is
-submitted again, resumes from its newest checkpoint and ends with the same weights) and
+submitted again, resumes from its newest checkpoint and ends with the same weights) and a
+job preempted there (`USR2`: submitit requeues it, `scontrol requeue`, and it resumes), and
 reports its jobs in `sweep status`. The sbatch script it generated is checked. Bad executor
 settings are refused in one line before anything is submitted. About 2 min on 2 cores.
 
@@ -78,15 +79,20 @@ def test_executors_agree_and_slurm_survives_a_kill(
          "slurm", "--partition", "debug", "--time", "30", "--array-parallelism", "2",
          "--slurm-arg", "qos=low", "--device", "cpu", "--no-progress"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    mark = load_plan(slurm).run_dir(victim) / "checkpoints" / "step_000016"
+    # the costliest member (the array's first task) is killed and the second preempted (USR2
+    # as Slurm sends it before preemption) once each has written its step-16 checkpoint
+    preempted = sorted(load_plan(slurm).members(), key=lambda m: -m.compute)[1]
+    marks = {m.name: load_plan(slurm).run_dir(m) / "checkpoints" / "step_000016"
+             for m in (victim, preempted)}
+    actions = {victim.name: ("1_0", signal.SIGKILL), preempted.name: ("1_1", signal.SIGUSR2)}
     deadline = time.monotonic() + 240
-    while not mark.is_dir() and time.monotonic() < deadline and driver.poll() is None:
+    while actions and time.monotonic() < deadline and driver.poll() is None:
+        for name in [n for n in actions if marks[n].is_dir()]:
+            job, sig = actions.pop(name)
+            for pid in (state / f"{job}.pid").read_text().split():
+                os.kill(int(pid), sig)
         time.sleep(0.05)
-    assert mark.is_dir(), driver.communicate()[0][-3000:]
-    jobs = read_jobs(slurm)["members"][victim.name]["jobs"]
-    assert jobs == ["1_0"]  # the costliest member is the array's first task
-    for pid in (state / "1_0.pid").read_text().split():
-        os.kill(int(pid), signal.SIGKILL)  # its task dies mid-member
+    assert not actions, driver.communicate()[0][-3000:]
     output, _ = driver.communicate(timeout=300)
     assert driver.returncode == 0, output[-3000:]
     assert "submitted 3 job(s) (slurm)" in output
@@ -96,6 +102,10 @@ def test_executors_agree_and_slurm_survives_a_kill(
     record = read_jobs(slurm)["members"][victim.name]
     assert record["state"] == "done" and record["attempts"] == 1 and record["jobs"] == [
         "1_0", "2"]
+    record = read_jobs(slurm)["members"][preempted.name]  # requeued by submitit itself
+    assert record["attempts"] == 0 and record["jobs"] == ["1_1"]
+    assert record["result"]["status"] == "resumed"
+    assert "REQUEUED" not in (state / "1_1.state").read_text()
 
     script = (slurm / "jobs" / "1" / "1_submission.sh").read_text()
     for line in ("#SBATCH --array=0-2%2", "#SBATCH --partition=debug", "#SBATCH --time=30",

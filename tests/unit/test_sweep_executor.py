@@ -54,8 +54,11 @@ def test_slurm_settings_reach_sbatch(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 def test_local_threads_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert ExecutorConfig(jobs=2).threads() == 4
     assert ExecutorConfig(jobs=4, tasks_per_job=4).threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the caller's choice wins
+    assert ExecutorConfig(jobs=2).threads() == 1
 
 
 def test_jobs_dir_that_cannot_be_written(tmp_path: Path) -> None:
