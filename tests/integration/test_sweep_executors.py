@@ -175,3 +175,30 @@ def test_bad_executor_settings_are_refused_first(tmp_path: Path,
     assert main(["sweep", "run", str(root)]) == 2
     err = capsys.readouterr().err
     assert "cannot write job files under" in err and not (root / "worlds").exists()
+
+
+@pytest.mark.slow
+def test_a_member_trains_data_parallel_in_one_job(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread: None) -> None:
+    """`--tasks-per-job 2`: one local job of two processes (submitit's tasks) trains a member
+    with the trainer's DDP path, as `torchrun --nproc-per-node 2` would; the global batch is
+    the same, so it ends near the one-process run (not bit for bit: gradients are averaged
+    over the ranks in another order). About 40 s."""
+    one = tmp_path / "one"
+    assert main(["sweep", "plan", "micro", "--out", str(one)]) == 0
+    two = plan_sharing_world(tmp_path, "two", one)
+    name = load_plan(one).members()[0].name
+    assert main(["sweep", "run", str(one), "--member", name, "--executor", "debug",
+                 "--device", "cpu", "--no-progress"]) == 0
+    assert main(["sweep", "run", str(two), "--member", name, "--tasks-per-job", "2",
+                 "--device", "cpu", "--no-progress"]) == 0
+    assert "1 of 1 member(s) finished" in capsys.readouterr().out
+    record = read_jobs(two)["members"][name]
+    job = record["jobs"][0]
+    logs = sorted(p.name for p in (two / "jobs" / job).glob("*_log.out"))
+    assert logs == [f"{job}_0_log.out", f"{job}_1_log.out"]  # two ranks
+    assert "global_rank=1(2)" in (two / "jobs" / job / f"{job}_1_log.out").read_text()
+    loss = [record["result"]["val_loss"],
+            read_jobs(one)["members"][name]["result"]["val_loss"]]
+    assert abs(loss[0] - loss[1]) < 0.02, loss
+    assert weights(two)[name] != weights(one)[name]
