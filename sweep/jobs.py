@@ -163,7 +163,8 @@ class _Driver:
         if cfg.executor == "local":
             self.options["threads"] = cfg.threads()
         self.executor = make_executor(cfg, self.folder)
-        old = read_jobs(plan.root)["members"]
+        record = read_jobs(plan.root)
+        old, self.previous = record["members"], str(record.get("executor", ""))
         self.state: dict[str, MemberJobs] = {}
         for name, rec in old.items():
             if isinstance(rec, dict):
@@ -267,12 +268,26 @@ class _Driver:
                 pass
             self.state[name].state = "pending"  # stopped; its work so far is kept
 
+    def reattach(self, name: str) -> bool:
+        """Watch the Slurm job an earlier `sweep run|analyze` of this phase left running
+        (the command was stopped; its jobs were not) instead of submitting another."""
+        rec = self.state.get(name)
+        if (self.cfg.executor != "slurm" or self.previous != "slurm" or rec is None
+                or rec.state != "running" or rec.phase != self.phase or not rec.jobs):
+            return False
+        self.running[name] = submitit.SlurmJob(folder=str(self.folder / "%j"),
+                                               job_id=rec.jobs[-1])
+        self.log(f"{name}: following its running job {rec.jobs[-1]}")
+        return True
+
     def run(self, names: list[str]) -> dict[str, MemberJobs]:
+        queue: deque[str] = deque()
         for name in names:
-            self.state[name] = MemberJobs(phase=self.phase, jobs=self.state.get(
-                name, MemberJobs()).jobs)
+            if not self.reattach(name):
+                self.state[name] = MemberJobs(phase=self.phase, jobs=self.state.get(
+                    name, MemberJobs()).jobs)
+                queue.append(name)
         self.save()
-        queue: deque[str] = deque(names)
         limit = self.cfg.jobs if self.cfg.executor == "local" else (
             1 if self.cfg.executor == "debug" else len(names))
         while queue or self.running:

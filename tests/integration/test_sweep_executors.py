@@ -4,8 +4,10 @@ the three executors train byte-identical members, and the Slurm path (a stub `sb
 here) submits one array, survives a job killed in the middle of a member (the member is
 submitted again, resumes from its newest checkpoint and ends with the same weights) and a
 job preempted there (`USR2`: submitit requeues it, `scontrol requeue`, and it resumes), and
-reports its jobs in `sweep status`. The sbatch script it generated is checked. Bad executor
-settings are refused in one line before anything is submitted. About 2 min on 2 cores.
+reports its jobs in `sweep status`; the command itself, killed and run again, follows the
+jobs still running instead of submitting others. The sbatch script it generated is checked.
+Bad executor settings are refused in one line before anything is submitted. About 2 min on
+2 cores.
 
 Every computation uses one thread, so weights compare bit for bit."""
 
@@ -74,11 +76,21 @@ def test_executors_agree_and_slurm_survives_a_kill(
     state = tmp_path / "slurm-state"
     env = {**os.environ, "PATH": f"{STUB}:{os.environ['PATH']}", "FAKE_SLURM_DIR": str(state),
            "FAKE_SLURM_PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "workbench.cli.core", "sweep", "run", str(slurm), "--executor",
-         "slurm", "--partition", "debug", "--time", "30", "--array-parallelism", "2",
-         "--slurm-arg", "qos=low", "--device", "cpu", "--no-progress"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [sys.executable, "-m", "workbench.cli.core", "sweep", "run", str(slurm),
+               "--executor", "slurm", "--partition", "debug", "--time", "30",
+               "--array-parallelism", "2", "--slurm-arg", "qos=low", "--device", "cpu",
+               "--no-progress"]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120  # the command is killed once the array is submitted
+    while read_jobs(slurm)["members"].get(victim.name, {}).get("state") != "running":
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    first.kill()
+    first.wait()
+    # run again: it follows the jobs still running instead of submitting others
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
     # the costliest member (the array's first task) is killed and the second preempted (USR2
     # as Slurm sends it before preemption) once each has written its step-16 checkpoint
     preempted = sorted(load_plan(slurm).members(), key=lambda m: -m.compute)[1]
@@ -95,7 +107,8 @@ def test_executors_agree_and_slurm_survives_a_kill(
     assert not actions, driver.communicate()[0][-3000:]
     output, _ = driver.communicate(timeout=300)
     assert driver.returncode == 0, output[-3000:]
-    assert "submitted 3 job(s) (slurm)" in output
+    assert "submitted" not in output.split("attempt 1 failed")[0]
+    assert f"{victim.name}: following its running job 1_0" in output
     assert f"{victim.name}: attempt 1 failed (job 1_0 ended without a result" in output
     assert f"{victim.name}: resumed to step 300" in output
     assert weights(slurm) == reference  # resumed from its newest checkpoint: same weights
