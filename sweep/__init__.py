@@ -8,7 +8,10 @@ What lives where:
   non-embedding parameters N, tokens D and compute C = 6ND;
 - `plan.py`: `plan_sweep` writes a plan directory (one directory and one command per member);
   `load_plan` reads it;
-- `run.py`: `run_sweep` trains the members that are not finished, resumably;
+- `run.py`: `train_member` trains one member (resumably), `run_sweep` every unfinished one
+  in this process;
+- `executor.py`, `jobs.py`, `status.py`: one submitit job per member (`local`, `slurm`,
+  `debug`), resubmitted when killed, recorded in `jobs/jobs.json`; `sweep status`'s table;
 - `fit.py`: power laws of loss against N, D and C (bootstrap intervals, R²) and the joint
   L(N, D) = E + A/N^α + B/D^β; `emergence.py`: smooth / emergent / not reached verdicts;
 - `battery.py`: `BatteryConfig`, `run_battery`: every ability, as a discontinuous and a
@@ -16,7 +19,7 @@ What lives where:
   of every member (resumable, `battery.json` per member) and writes `sweep.json`;
 - `laws.py`: `sweep.json` (schema `workbench.sweep/1`): laws, curves, verdicts;
   `figures.py`: its plotly figures;
-- `cli.py`: `workbench sweep plan|run|world|analyze`.
+- `cli.py`: `workbench sweep plan|run|world|analyze|status`.
 """
 
 from sweep.analyze import AnalyzeConfig, analyze_sweep
