@@ -92,3 +92,38 @@ def test_status_reads_damaged_or_missing_jobs_files(tmp_path: Path) -> None:
     row = next(ln for ln in table.splitlines() if ln.startswith(name))
     assert row.split()[1:3] == ["failed", "0/20"] and row.endswith("7_1,8,9")
     assert "    RuntimeError: out of memory" in table and "    log: /x/9_0_log.err" in table
+
+
+def test_a_failing_member_is_retried_then_marked_failed_and_the_rest_go_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sweep.jobs as jobs
+
+    spec = SweepSpec.from_dict({"name": "t", "preset": "tiny",
+                                "axes": {"size": ["1x32x2", "2x32x2"], "steps": [20]}})
+    plan = load_plan(plan_sweep(spec, tmp_path / "t").plan.root)
+    bad, good = (m.name for m in plan.members())
+    calls: list[str] = []
+
+    def fake_train(plan, member, options, *, lock):  # noqa: ANN001, ANN202
+        calls.append(member.name)
+        if member.name == bad:
+            print("step 7: loss is nan")  # what the job's log ends with
+            raise RuntimeError("loss became nan at step 7")
+        return {"status": "trained", "steps": 20, "val_loss": 3.0, "seconds": 1.0,
+                "tokens_per_s": 100}
+
+    monkeypatch.setattr(jobs, "_train", fake_train)
+    lines: list[str] = []
+    records = jobs.run_member_jobs(plan, plan.members(), "run",
+                                   ExecutorConfig(executor="debug"), {"device": "cpu"},
+                                   log=lines.append)
+    assert calls == [bad, bad, bad, good]  # retried at once, then the next member
+    assert records[good].state == "done" and records[good].attempts == 0
+    assert records[bad].state == "failed" and records[bad].attempts == 3
+    assert records[bad].error.startswith("RuntimeError: loss became nan at step 7")
+    assert f"{bad}: attempt 1 failed (RuntimeError: loss became nan at step 7)" in lines[0]
+    assert any(ln.startswith(f"{bad}: failed 3 times") for ln in lines)
+    saved = read_jobs(plan.root)["members"]
+    assert saved[bad]["state"] == "failed" and len(saved[bad]["jobs"]) == 3
+    assert saved[good]["result"]["val_loss"] == 3.0
+    assert "failed" in format_status(plan_status(plan))
