@@ -3,7 +3,7 @@
 What lives where:
 
 - `spec.py`: `SweepSpec`, a family described as data (a TOML or JSON spec file, or a preset of
-  `datasets/sweeps/`: `micro`, `cpu`, `gpu`); `load_spec`;
+  `datasets/sweeps/`: `micro`, `cpu`, `emergence`, `gpu`); `load_spec`;
 - `member.py`: a `Member` (size n_layers x d_model x n_heads, steps, seed, mixture knobs), its
   non-embedding parameters N, tokens D and compute C = 6ND;
 - `plan.py`: `plan_sweep` writes a plan directory (one directory and one command per member);

@@ -17,15 +17,16 @@ if TYPE_CHECKING:
     from sweep.plan import Plan
 
 SWEEP_HELP = ("scaling sweeps: plan a family of models from a spec (TOML or JSON, or a preset "
-              "of datasets/sweeps: micro, cpu, gpu), train its members and analyze them, "
-              "resumably")
+              "of datasets/sweeps: micro, cpu, emergence, gpu), train its members and analyze "
+              "them, resumably, as local processes or a Slurm job array")
 
 
 def sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.description = SWEEP_HELP
     sub = p.add_subparsers(dest="sweep_command", required=True)
     plan = sub.add_parser("plan", help="write one directory and one command per member")
-    plan.add_argument("spec", help="spec file (.toml or .json) or preset name (micro, cpu, gpu)")
+    plan.add_argument("spec", help="spec file (.toml or .json) or preset name (micro, cpu, "
+                      "emergence, gpu)")
     plan.add_argument("--out", required=True, help="plan directory, e.g. runs/micro")
     plan.add_argument("--overwrite", action="store_true", help="replace a plan of another "
                       "spec (members whose config is unchanged keep their runs)")

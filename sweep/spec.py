@@ -432,7 +432,7 @@ def resolve_spec_path(spec: str) -> Path:
 
 
 def load_spec(spec: str | Path) -> SweepSpec:
-    """Read a spec file (TOML or JSON) or a preset name (`micro`, `cpu`, `gpu`).
+    """Read a spec file (TOML or JSON) or a preset name (`micro`, `cpu`, `emergence`, `gpu`).
 
     Raises:
         FileNotFoundError: no such file or preset.
