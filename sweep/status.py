@@ -5,7 +5,7 @@ the training locks (a live process holds a member's `.train.lock`) and `jobs/job
 job ids, attempts and errors `sweep.jobs` records). Nothing is written.
 
 A member's state: `done` (trained; `measured` once the battery has every checkpoint),
-`running` (its lock is held, or its job is running), `failed` (its job failed every
+`running` (its training lock is held, or its newest job still runs), `failed` (its job failed every
 attempt: the error and the log's last lines are shown), `pending` (not started, or stopped
 part way: `sweep run` resumes it).
 """
@@ -13,6 +13,7 @@ part way: `sweep run` resumes it).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +42,34 @@ def measured(plan: Plan, member: Member) -> int:
         return 0
 
 
-def member_status(plan: Plan, member: Member, rec: dict[str, Any], *, remote: bool = False
+def _job_alive(rec: dict[str, Any], executor: str) -> bool:
+    """Whether the member's newest job, recorded as running, still runs: a local job's id is
+    its controller's process id; a Slurm job's state this machine cannot see, so it is
+    believed (`sacct` knows; `sweep run` asks it)."""
+    if rec.get("state") != "running" or not rec.get("jobs"):
+        return False
+    if executor == "slurm":
+        return True
+    if executor == "local" and str(rec["jobs"][-1]).isdigit():
+        try:
+            os.kill(int(rec["jobs"][-1]), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # alive, another user's
+            return True
+        return True
+    return False
+
+
+def member_status(plan: Plan, member: Member, rec: dict[str, Any], *, executor: str = ""
                   ) -> dict[str, Any]:
     """One row of the table (see the module docstring); `rec` is the member's record in
-    `jobs.json`, `remote` whether its jobs ran on Slurm (whose locks this machine cannot
-    see, so a job recorded as running is believed)."""
+    `jobs.json` and `executor` the one that recorded it."""
     run_dir = plan.run_dir(member)
     trained = member_state(plan, member)
     ckpts = list_checkpoints(run_dir)
     job_state = rec.get("state", "")
-    running = is_locked(plan.member_dir(member) / TRAIN_LOCK) or (
-        job_state == "running" and remote)
+    running = is_locked(plan.member_dir(member) / TRAIN_LOCK) or _job_alive(rec, executor)
     if running:
         state = "running"
     elif job_state == "failed":
@@ -72,9 +90,9 @@ def member_status(plan: Plan, member: Member, rec: dict[str, Any], *, remote: bo
 def plan_status(plan: Plan) -> dict[str, Any]:
     """Every member's row, with the executor and phase of the newest `sweep run|analyze`."""
     record = read_jobs(plan.root)
-    jobs, remote = record["members"], record.get("executor") == "slurm"
+    jobs, executor = record["members"], str(record.get("executor", ""))
     rows = [member_status(plan, m, r if isinstance(r := jobs.get(m.name), dict) else {},
-                          remote=remote) for m in plan.members()]
+                          executor=executor) for m in plan.members()]
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
