@@ -78,8 +78,8 @@ bench: install
 
 # The `cpu` scaling family (six sizes, 50k to 3.2M non-embedding parameters): plan, train
 # (resumable) and analyze into $(RUNS)/cpu, two one-thread local jobs at once (submitit's
-# local executor); 23 min on an idle 2-core
-# machine (14.5 min training, 8.5 min battery; docs/results.md). Run again to continue.
+# local executor); 9 min on an idle 2-core machine (5 min training, 3.5 min battery; 23 min on
+# a slower one; docs/results.md). Run again to continue.
 sweep: install
 	$(VENV)/bin/workbench sweep plan cpu --out $(RUNS)/cpu
 	$(VENV)/bin/workbench sweep run $(RUNS)/cpu --jobs 2
