@@ -14,7 +14,7 @@ import pytest
 from workbench.cli.registry import Command, build_parser, command_argv, commands
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("workbench", "circuits", "probe", "beliefs", "icl", "sweep", "app")
+PACKAGES = ("workbench", "circuits", "probe", "beliefs", "icl", "sweep", "app", "attribution")
 HELP_ORDER = ["world", "train", "eval", "cache", "induction", "probe", "beliefs", "icl", "sweep",
               "info", "export", "app"]
 

@@ -1,0 +1,13 @@
+"""Which training documents taught a belief: data attribution, checked against the world.
+
+The world records which training documents state each fact (`{split}.doc_facts.npz`), so an
+attribution method's ranking of documents can be scored against the truth rather than only
+against another method. What lives where:
+
+- `documents.py`: `Queries` (a fact's held-out prompts and its object) and `Documents` (the
+  candidate training documents: their text and which of them state each queried fact);
+- `truth.py`: retrieval scores of a ranking against the documents that state a fact
+  (precision@k, average precision, and what a random ranking scores);
+- `bm25.py`: BM25 over the documents' words (`bm25s`), the baseline every method stands
+  beside (FTRACE, TrackStar: lexical retrieval is hard to beat on fact attribution).
+"""

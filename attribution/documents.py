@@ -1,0 +1,162 @@
+"""What an attribution ranks, and what it is asked about.
+
+A **query** is one fact of the world: its held-out paraphrase prompts (templates the model
+never trained on, `facts_heldout`) and its object. The **documents** are training documents
+of the corpus (the `train` split's spans): all of them, or a candidate set that holds every
+document stating a queried fact plus a seeded random sample of the rest (`select_documents`;
+scores against truth are then measured among the candidates, which the report says).
+
+>>> Fact.parse("bruno moreau:city")
+Fact(subject='bruno moreau', relation='city')
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from workbench.world.loader import Corpus
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A fact named as the world names it: the subject's name and the relation."""
+
+    subject: str
+    relation: str
+
+    @classmethod
+    def parse(cls, text: str) -> Fact:
+        """`"SUBJECT:RELATION"` (e.g. `"bruno moreau:city"`)."""
+        subject, sep, relation = text.rpartition(":")
+        if not sep or not subject.strip() or not relation.strip():
+            raise ValueError(f"fact {text!r}; write SUBJECT:RELATION, e.g. "
+                             "'bruno moreau:city'")
+        return cls(subject.strip(), relation.strip())
+
+    def __str__(self) -> str:
+        return f"{self.subject}:{self.relation}"
+
+
+@dataclass(frozen=True)
+class Query:
+    """One fact asked about: its row in the world's fact table, its object and the held-out
+    prompts (each followed by the object in the world's text)."""
+
+    fact: Fact
+    row: int
+    answer: str
+    prompts: tuple[str, ...]
+    mentions: int
+    bucket: str
+
+
+def queries(corpus: Corpus, facts: Sequence[Fact] | int) -> list[Query]:
+    """The queries of `facts` (or of the first `n` stated facts that have held-out prompts,
+    spread over subjects, when `facts` is an int).
+
+    Raises:
+        ValueError: a fact the world lacks (with the closest subject), a fact never stated in
+            training text (a two-hop fact), or a fact without held-out prompts.
+    """
+    table = corpus.fact_table()
+    rows = {(f["subject"], f["relation"]): i for i, f in enumerate(table)}
+    prompts: dict[int, list[str]] = {}
+    for item in corpus.eval_items("facts_heldout"):
+        row = rows.get((item["subject"], item["relation"]))
+        if row is not None:
+            prompts.setdefault(row, []).append(item["prefix"])
+    if isinstance(facts, int):
+        if facts < 1:
+            raise ValueError(f"--facts {facts}; pass 1 or more")
+        order, seen = [], set()
+        for row in sorted(prompts):  # one fact per subject first, then the rest
+            if table[row]["stated"] and table[row]["subject"] not in seen:
+                order.append(row)
+                seen.add(table[row]["subject"])
+        order += [r for r in sorted(prompts) if table[r]["stated"] and r not in order]
+        chosen = order[:facts]
+    else:
+        chosen = []
+        subjects = sorted({f["subject"] for f in table})
+        for fact in facts:
+            row = rows.get((fact.subject, fact.relation))
+            if row is None:
+                import difflib
+
+                close = difflib.get_close_matches(fact.subject, subjects, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"fact {str(fact)!r} is not in the world{hint}; facts are "
+                                 "SUBJECT:RELATION with a relation of "
+                                 f"{', '.join(sorted({f['relation'] for f in table}))}")
+            if not table[row]["stated"]:
+                raise ValueError(f"fact {str(fact)!r} is never stated in training text (it "
+                                 "is derived, e.g. a two-hop country); no document taught it")
+            if row not in prompts:
+                raise ValueError(f"fact {str(fact)!r} has no held-out prompt in the corpus's "
+                                 "facts_heldout items; choose another fact")
+            chosen.append(row)
+    return [Query(Fact(table[r]["subject"], table[r]["relation"]), r, str(table[r]["object"]),
+                  tuple(prompts[r]), int(table[r]["mentions"]), str(table[r]["bucket"]))
+            for r in chosen]
+
+
+@dataclass
+class Documents:
+    """Training documents of a corpus's `train` split, by index into its `docs` spans."""
+
+    corpus: Corpus
+    index: np.ndarray  # int64 [n]: the documents' indices in the split
+    split: str = "train"
+    _tokenizer: Tokenizer | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @cached_property
+    def spans(self) -> np.ndarray:
+        return self.corpus.docs(self.split)[self.index]
+
+    def tokens(self, i: int) -> np.ndarray:
+        """Token ids of the i-th document (of this set)."""
+        start, end = self.spans[i]
+        return np.asarray(self.corpus.tokens(self.split)[start:end])
+
+    def text(self, i: int) -> str:
+        """The i-th document as words."""
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer.from_file(str(self.corpus.tokenizer_path))
+        return self._tokenizer.decode(self.tokens(i).tolist())
+
+    def texts(self) -> list[str]:
+        return [self.text(i) for i in range(len(self))]
+
+    def stating(self, query: Query) -> np.ndarray:
+        """bool [n]: which of these documents state the query's fact (the truth)."""
+        return self.corpus.doc_facts(self.split).mentioning([query.row])[self.index]
+
+
+def select_documents(corpus: Corpus, qs: Sequence[Query], candidates: int | None = None,
+                     *, seed: int = 0) -> Documents:
+    """All training documents (`candidates=None`), or every document stating a queried fact
+    plus random others up to `candidates` in all (seeded), in split order.
+
+    Raises:
+        ValueError: `candidates` below the number of documents stating the facts.
+    """
+    n_docs = len(corpus.docs("train"))
+    if candidates is None or candidates >= n_docs:
+        return Documents(corpus, np.arange(n_docs, dtype=np.int64))
+    truth = corpus.doc_facts("train").mentioning([q.row for q in qs])
+    stating = np.flatnonzero(truth)
+    if candidates < len(stating):
+        raise ValueError(f"--candidates {candidates} is fewer than the {len(stating)} training "
+                         "documents that state the queried facts; pass more (or all)")
+    others = np.flatnonzero(~truth).tolist()
+    extra = random.Random(seed).sample(others, min(len(others), candidates - len(stating)))
+    return Documents(corpus, np.sort(np.concatenate([stating, np.asarray(extra, np.int64)])))
