@@ -9,5 +9,10 @@ against another method. What lives where:
 - `truth.py`: retrieval scores of a ranking against the documents that state a fact
   (precision@k, average precision, and what a random ranking scores);
 - `bm25.py`: BM25 over the documents' words (`bm25s`), the baseline every method stands
-  beside (FTRACE, TrackStar: lexical retrieval is hard to beat on fact attribution).
+  beside (FTRACE, TrackStar: lexical retrieval is hard to beat on fact attribution);
+- `gradients.py`: gradient similarity (`grad-dot`, `grad-cos`) of a query and each document,
+  sketched to a few thousand numbers.
+
+Still to come (issue 42): EK-FAC influence (`kronfluence`), TracIn over checkpoints,
+`workbench attribute` with its report, and the check by retraining (sweeps with a drop axis).
 """

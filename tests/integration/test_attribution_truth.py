@@ -59,3 +59,28 @@ def test_bad_queries_are_one_clear_line(world_corpus: Path) -> None:
     with pytest.raises(ValueError, match="fewer than the"):
         select_documents(corpus, qs, candidates=1)
     assert len(select_documents(corpus, qs)) == len(corpus.docs("train"))
+
+
+def test_gradient_similarity_ranks_the_stating_documents(world_corpus: Path,
+                                                         tiny_run: object) -> None:
+    """On the session's tiny trained model: the unit-normalised gradient similarity ranks
+    the documents that state a fact above a random ranking (AP 0.43 against 0.27 here: the
+    tiny model is weak evidence; BM25 does far better, as the literature expects); scores
+    are deterministic."""
+    from attribution.gradients import GradientConfig, gradient_scores
+    from workbench.models.loader import load
+
+    corpus = load_corpus(world_corpus)
+    model = load(str(tiny_run.run_dir), device="cpu")  # type: ignore[attr-defined]
+    qs = queries(corpus, 2)
+    n = 2 * int(corpus.doc_facts("train").mentioning([q.row for q in qs]).sum())
+    docs = select_documents(corpus, qs, candidates=n, seed=0)
+    cfg = GradientConfig(dim=1024)
+    scores = gradient_scores(model, qs, docs, cfg)
+    assert set(scores) == {"grad-dot", "grad-cos"}
+    assert scores["grad-cos"].shape == (2, n) and np.isfinite(scores["grad-cos"]).all()
+    again = gradient_scores(model, qs[:1], docs, cfg)
+    assert np.allclose(again["grad-dot"][0], scores["grad-dot"][0], rtol=1e-4, atol=1e-6)
+    aps = [average_precision(s, docs.stating(q)) for q, s in zip(qs, scores["grad-cos"])]
+    rates = [base_rate(docs.stating(q)) for q in qs]
+    assert np.mean(aps) > np.mean(rates), (aps, rates)  # above a random ranking (0.43 vs 0.27)
