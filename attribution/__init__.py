@@ -11,8 +11,10 @@ against another method. What lives where:
 - `bm25.py`: BM25 over the documents' words (`bm25s`), the baseline every method stands
   beside (FTRACE, TrackStar: lexical retrieval is hard to beat on fact attribution);
 - `gradients.py`: gradient similarity (`grad-dot`, `grad-cos`) of a query and each document,
-  sketched to a few thousand numbers.
+  sketched to a few thousand numbers;
+- `tracin.py`: TracIn over a run's checkpoints, weighted by the learning rates each
+  checkpoint's stretch of training applied, and what each stretch contributed.
 
-Still to come (issue 42): EK-FAC influence (`kronfluence`), TracIn over checkpoints,
-`workbench attribute` with its report, and the check by retraining (sweeps with a drop axis).
+Still to come (issue 42): EK-FAC influence (`kronfluence`), `workbench attribute` with its
+report and figures, and the check by retraining (sweeps with a drop axis).
 """

@@ -84,3 +84,32 @@ def test_gradient_similarity_ranks_the_stating_documents(world_corpus: Path,
     aps = [average_precision(s, docs.stating(q)) for q, s in zip(qs, scores["grad-cos"])]
     rates = [base_rate(docs.stating(q)) for q in qs]
     assert np.mean(aps) > np.mean(rates), (aps, rates)  # above a random ranking (0.43 vs 0.27)
+
+
+def test_tracin_sums_the_checkpoints_by_their_learning_rates(world_corpus: Path,
+                                                             tiny_run: object) -> None:
+    """TracIn over the tiny run's last three checkpoints: the weights are the learning rates
+    of the steps each checkpoint stood for, the score is the sum of the weighted parts, and
+    the contributions of a fact's stating documents are read per checkpoint."""
+    from attribution.gradients import GradientConfig
+    from attribution.tracin import interval_weights, tracin_scores
+    from workbench.models.refs import ModelRef
+    from workbench.models.config import TrainConfig
+
+    corpus = load_corpus(world_corpus)
+    ref = ModelRef.of(str(tiny_run.run_dir))  # type: ignore[attr-defined]
+    train = TrainConfig(**ref.config["train"])
+    picked = ref.checkpoints[-3:]
+    qs = queries(corpus, 1)
+    docs = select_documents(corpus, qs, candidates=int(
+        corpus.doc_facts("train").mentioning([qs[0].row]).sum()) + 100, seed=0)
+    result = tracin_scores(((c.step, c.load("cpu")) for c in picked), train, qs, docs,
+                           GradientConfig(dim=512))
+    steps = [c.step for c in picked]
+    assert result.steps == steps and result.weights == interval_weights(steps, train)
+    assert result.weights[-1] == 0.0 and all(w > 0 for w in result.weights[:-1])
+    assert np.allclose(result.per_checkpoint.sum(0), result.scores)
+    taught = result.taught(docs.stating(qs[0]), 0)
+    assert len(taught) == 3 and taught[-1] == 0.0
+    with pytest.raises(ValueError, match="pass increasing steps"):
+        interval_weights([10, 5], train)
