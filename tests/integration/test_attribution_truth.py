@@ -93,8 +93,8 @@ def test_tracin_sums_the_checkpoints_by_their_learning_rates(world_corpus: Path,
     the contributions of a fact's stating documents are read per checkpoint."""
     from attribution.gradients import GradientConfig
     from attribution.tracin import interval_weights, tracin_scores
-    from workbench.models.refs import ModelRef
     from workbench.models.config import TrainConfig
+    from workbench.models.refs import ModelRef
 
     corpus = load_corpus(world_corpus)
     ref = ModelRef.of(str(tiny_run.run_dir))  # type: ignore[attr-defined]
