@@ -12,6 +12,7 @@ Fact(subject='bruno moreau', relation='city')
 
 from __future__ import annotations
 
+import difflib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from functools import cached_property
 import numpy as np
 from tokenizers import Tokenizer
 
+from workbench.world.docfacts import DocFacts
 from workbench.world.loader import Corpus
 
 
@@ -87,8 +89,6 @@ def queries(corpus: Corpus, facts: Sequence[Fact] | int) -> list[Query]:
         for fact in facts:
             row = rows.get((fact.subject, fact.relation))
             if row is None:
-                import difflib
-
                 close = difflib.get_close_matches(fact.subject, subjects, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ValueError(f"fact {str(fact)!r} is not in the world{hint}; facts are "
@@ -136,9 +136,14 @@ class Documents:
     def texts(self) -> list[str]:
         return [self.text(i) for i in range(len(self))]
 
+    @cached_property
+    def facts(self) -> DocFacts:
+        """The facts every document of the split states (read once)."""
+        return self.corpus.doc_facts(self.split)
+
     def stating(self, query: Query) -> np.ndarray:
         """bool [n]: which of these documents state the query's fact (the truth)."""
-        return self.corpus.doc_facts(self.split).mentioning([query.row])[self.index]
+        return self.facts.mentioning([query.row])[self.index]
 
 
 def select_documents(corpus: Corpus, qs: Sequence[Query], candidates: int | None = None,
