@@ -12,6 +12,7 @@ against another method. What lives where:
   beside (FTRACE, TrackStar: lexical retrieval is hard to beat on fact attribution);
 - `gradients.py`: gradient similarity (`grad-dot`, `grad-cos`) of a query and each document,
   sketched to a few thousand numbers;
+- `repsim.py`: representation similarity (residual stream cosine), forward passes only;
 - `tracin.py`: TracIn over a run's checkpoints, weighted by the learning rates each
   checkpoint's stretch of training applied, and what each stretch contributed.
 

@@ -85,6 +85,15 @@ def test_gradient_similarity_ranks_the_stating_documents(world_corpus: Path,
     rates = [base_rate(docs.stating(q)) for q in qs]
     assert np.mean(aps) > np.mean(rates), (aps, rates)  # above a random ranking (0.43 vs 0.27)
 
+    from attribution.repsim import repsim_scores  # forward passes only
+
+    rep = repsim_scores(model, qs, docs)
+    assert rep.shape == (2, n) and np.isfinite(rep).all() and np.abs(rep).max() <= 1 + 1e-5
+    assert np.allclose(repsim_scores(model, qs[:1], docs, layer=model.cfg.n_layers - 1),
+                       rep[:1], atol=1e-5)
+    with pytest.raises(ValueError, match="the model has layers"):
+        repsim_scores(model, qs, docs, layer=model.cfg.n_layers)
+
 
 def test_tracin_sums_the_checkpoints_by_their_learning_rates(world_corpus: Path,
                                                              tiny_run: object) -> None:
