@@ -69,7 +69,7 @@ def executor_arguments(p: argparse.ArgumentParser) -> None:
                    help="local: processes on this machine; slurm: a Slurm job array; debug: "
                    "in this process, one member after the other (default local)")
     g.add_argument("--jobs", type=int, default=1, help="local: members at once, each with "
-                   "cores/jobs threads (default 1)")
+                   "cores/jobs threads, or OMP_NUM_THREADS when it is set (default 1)")
     g.add_argument("--tasks-per-job", type=int, default=1, metavar="N", help="processes per "
                    "job: N > 1 trains a member data-parallel (DDP, as torchrun would)")
     g.add_argument("--partition", help="slurm: the partition")
