@@ -12,7 +12,6 @@ Fact(subject='bruno moreau', relation='city')
 
 from __future__ import annotations
 
-import difflib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from functools import cached_property
 import numpy as np
 from tokenizers import Tokenizer
 
+from workbench.hints import did_you_mean
 from workbench.world.docfacts import DocFacts
 from workbench.world.loader import Corpus
 
@@ -89,8 +89,7 @@ def queries(corpus: Corpus, facts: Sequence[Fact] | int) -> list[Query]:
         for fact in facts:
             row = rows.get((fact.subject, fact.relation))
             if row is None:
-                close = difflib.get_close_matches(fact.subject, subjects, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = did_you_mean(fact.subject, subjects)
                 raise ValueError(f"fact {str(fact)!r} is not in the world{hint}; facts are "
                                  "SUBJECT:RELATION with a relation of "
                                  f"{', '.join(sorted({f['relation'] for f in table}))}")

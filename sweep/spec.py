@@ -63,7 +63,6 @@ a mixture share one world corpus.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import json
 import math
@@ -74,6 +73,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.member import NO_DROP, Member, Size, fmt_value, member_name
+from workbench.hints import did_you_mean
 from workbench.models.config import PRESETS, TRAIN_PRESETS, ModelConfig, TrainConfig
 from workbench.world import WorldConfig, build_world
 from workbench.world.labels import DOC_KINDS
@@ -90,13 +90,8 @@ DEFAULT_WORLD_TOKENS = 1_000_000
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # it is part of directory names
 
 
-def _hint(value: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(value, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _unknown(where: str, key: str, known: Sequence[str], what: str) -> ValueError:
-    return ValueError(f"{where}: unknown {what} {key!r}{_hint(key, known)}; use one of "
+    return ValueError(f"{where}: unknown {what} {key!r}{did_you_mean(key, known)}; use one of "
                       f"{', '.join(known)}")
 
 
@@ -217,9 +212,9 @@ class SweepSpec:
                              f"axis; add [axes] drop = [\"none\", \"{names[0]}\"]")
         for value in self.drops:
             if value != NO_DROP and value not in self.drop_rules:
-                raise ValueError(f"{where}: axis 'drop' names {value!r}"
-                                 f"{_hint(str(value), names)}, which no [drop.{value}] table "
-                                 f"defines; define it or use one of "
+                hint = did_you_mean(str(value), names)
+                raise ValueError(f"{where}: axis 'drop' names {value!r}{hint}, which no "
+                                 f"[drop.{value}] table defines; define it or use one of "
                                  f"{', '.join([NO_DROP, *names])}")
         if len(set(self.drops)) != len(self.drops):
             raise ValueError(f"{where}: axis 'drop' repeats a value ({list(self.drops)}); list "

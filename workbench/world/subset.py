@@ -40,7 +40,6 @@ refused.
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import json
 import logging
@@ -53,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench.hints import did_you_mean
 from workbench.outputs import check_separate
 from workbench.world.facts import RELATIONS, World
 from workbench.world.loader import Corpus, load_corpus
@@ -82,11 +82,6 @@ def _fact_text(where: str, raw: Any) -> str:
         raise ValueError(f"{where}: fact {raw!r} is not {FACT_FORM}")
     subject, relation = raw.rsplit(":", 1)
     return f"{' '.join(subject.split())}:{relation.strip()}"
-
-
-def _close(value: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(value, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclass(frozen=True)
@@ -131,7 +126,7 @@ class Drop:
         for fact in self.facts:
             subject, _, relation = fact.rpartition(":")
             if not subject or relation not in RELATIONS:
-                hint = _close(relation, list(RELATIONS))
+                hint = did_you_mean(relation, list(RELATIONS))
                 raise ValueError(f"drop rule: fact {fact!r} is not SUBJECT:RELATION with a "
                                  f"relation of {', '.join(RELATIONS)}{hint}")
         if len(set(self.facts)) != len(self.facts):
@@ -162,7 +157,7 @@ class Drop:
                              "docs = [...]")
         for key in data:
             if key not in RULE_KEYS:
-                raise ValueError(f"{where}: unknown key {key!r}{_close(key, list(RULE_KEYS))}; "
+                raise ValueError(f"{where}: unknown key {key!r}{did_you_mean(key, RULE_KEYS)}; "
                                  f"use one of {', '.join(RULE_KEYS)}")
         if "seed" in data and "fraction" not in data:
             raise ValueError(f"{where}: seed is for fraction; give fraction = F with it or "
@@ -200,8 +195,9 @@ class Drop:
             elif subject.lower() in by_name:
                 pid = by_name[subject.lower()]
             else:
+                hint = did_you_mean(subject.lower(), by_name)
                 raise ValueError(f"drop rule: fact {fact!r}: the world has no person "
-                                 f"{subject!r}{_close(subject.lower(), list(by_name))}; name a "
+                                 f"{subject!r}{hint}; name a "
                                  "person as its eval items' `subject` (or `person` id) does")
             if not world.stated(pid, relation):
                 raise ValueError(f"drop rule: fact {fact!r} is never stated in text (a "
