@@ -121,10 +121,15 @@ class Documents:
     def spans(self) -> np.ndarray:
         return self.corpus.docs(self.split)[self.index]
 
+    @cached_property
+    def stream(self) -> np.ndarray:
+        """The split's token stream, memory-mapped once (read per document in the loops)."""
+        return self.corpus.tokens(self.split)
+
     def tokens(self, i: int) -> np.ndarray:
         """Token ids of the i-th document (of this set)."""
         start, end = self.spans[i]
-        return np.asarray(self.corpus.tokens(self.split)[start:end])
+        return np.asarray(self.stream[start:end])
 
     def text(self, i: int) -> str:
         """The i-th document as words."""

@@ -129,7 +129,7 @@ def gradient_scores(model: Model, queries: Sequence[Query], docs: Documents,
                     ) -> dict[str, np.ndarray]:
     """`{method: float32 [n_queries, n_documents]}` for `grad-dot` and `grad-cos`."""
     was_training = model.training
-    model.eval()  # no dropout; gradients still flow
+    model.train(False)  # inference mode (no dropout); gradients still flow
     params = selected_parameters(model, cfg.params)
     try:
         q = sketches(model, (query_loss(model, x) for x in queries), cfg, params, len(queries))
