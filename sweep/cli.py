@@ -134,7 +134,7 @@ def _selected(plan: Plan, args: argparse.Namespace) -> list[Member]:
 def _run(args: argparse.Namespace) -> None:
     from sweep.jobs import run_member_jobs
     from sweep.plan import check_member_dir, load_plan
-    from sweep.run import ensure_world, finished
+    from sweep.run import ensure_corpora, finished
     from sweep.status import progress_line
 
     cfg = executor_config(args)
@@ -143,10 +143,8 @@ def _run(args: argparse.Namespace) -> None:
     for member in members:
         check_member_dir(plan, member)
     _jobs_dir(plan)
-    for world_id in dict.fromkeys(m.world_id for m in members):
-        out, built = ensure_world(plan, world_id, progress=not args.no_progress)
-        if built:
-            print(f"world {world_id}: built -> {out}", flush=True)
+    ensure_corpora(plan, members, progress=not args.no_progress,
+                   log=lambda line: print(line, flush=True))
     todo = []
     for i, member in enumerate(members, 1):
         if finished(plan, member):

@@ -158,12 +158,8 @@ def check_jobs_dir(root: Path) -> Path:
 
 
 def make_executor(cfg: ExecutorConfig, folder: Path) -> Any:
-    """The submitit executor of `cfg`, its files under `folder`.
-
-    Raises:
-        ValueError: a bad setting (`ExecutorConfig.check`), e.g. `slurm` on a machine
-            without Slurm's `sbatch`, `srun` and `sacct`.
-    """
+    """The submitit executor of `cfg` (checked by the caller: `ExecutorConfig.check`), its
+    files under `folder`."""
     import submitit
 
     if cfg.executor == "debug":
@@ -173,7 +169,6 @@ def make_executor(cfg: ExecutorConfig, folder: Path) -> Any:
         ex.update_parameters(timeout_min=cfg.time_min or LOCAL_TIMEOUT_MIN,
                              tasks_per_node=cfg.tasks_per_job)
         return ex
-    cfg.check()  # Slurm's tools are on PATH
     ex = submitit.SlurmExecutor(folder=str(folder / "%j"), max_num_timeout=cfg.max_attempts)
     ex.update_parameters(**cfg.slurm_parameters())
     return ex

@@ -22,6 +22,7 @@ On Slurm, a job that is preempted or runs out of time is requeued by submitit it
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -36,7 +37,7 @@ from typing import Any
 
 import submitit
 
-from sweep.executor import ExecutorConfig, check_jobs_dir, make_executor
+from sweep.executor import JOBS_DIR, ExecutorConfig, check_jobs_dir, make_executor
 from sweep.member import Member
 from sweep.plan import Plan
 from workbench.models.checkpoints import write_json_atomic
@@ -132,9 +133,7 @@ class MemberJobs:
 def read_jobs(root: Path) -> dict[str, Any]:
     """`PLAN/jobs/jobs.json` (an empty record when no job was ever submitted, or when the
     file is unreadable: it only reports, the member directories are the truth)."""
-    import json
-
-    path = root / "jobs" / JOBS_FILE
+    path = root / JOBS_DIR / JOBS_FILE
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -150,6 +149,11 @@ def _log_tail(path: Path, n: int = LOG_TAIL) -> str:
     except OSError:
         return ""
     return "\n".join(lines[-n:])
+
+
+def _rank0(job: Any) -> Any:
+    """The job's first task (rank 0: it writes the result and the log shown)."""
+    return job.task(0) if job.num_tasks > 1 else job
 
 
 class _Driver:
@@ -205,8 +209,7 @@ class _Driver:
             rec = self.state[name]
             rec.state, rec.error, rec.result = "running", "", {}
             rec.jobs.append(str(job.job_id))
-            first = job.task(0) if job.num_tasks > 1 else job
-            rec.log = str(first.paths.stderr) if self.cfg.executor != "debug" else ""
+            rec.log = str(_rank0(job).paths.stderr) if self.cfg.executor != "debug" else ""
             self.running[name] = job
         self.save()
         if self.cfg.executor != "debug":
@@ -222,7 +225,7 @@ class _Driver:
     def outcome(self, job: Any) -> dict[str, Any]:
         if self.cfg.executor == "debug":
             return job.result()
-        first = job.task(0) if job.num_tasks > 1 else job  # rank 0 writes the result
+        first = _rank0(job)
         if not first.paths.result_pickle.exists():
             tail = _log_tail(first.paths.stderr) or _log_tail(first.paths.stdout)
             return {"error": f"job {job.job_id} ended without a result (killed, or its node "

@@ -159,6 +159,16 @@ def _ensure_base(plan: Plan, world_id: str, progress: bool) -> tuple[Path, bool]
         return out, True
 
 
+def ensure_corpora(plan: Plan, members: list[Member], *, progress: bool = False,
+                   log: Log = logger.info) -> None:
+    """Build the corpora `members` train on (their worlds, and the subsets of those with a
+    drop) that are missing, each once, logging each one built."""
+    for cid in dict.fromkeys(m.corpus_id for m in members):
+        out, built = ensure_world(plan, cid, progress=progress, drops=False)
+        if built:
+            log(f"world {cid}: built -> {out}")
+
+
 def finished(plan: Plan, member: Member) -> bool:
     """Whether the member is trained to its last step with its training figure written
     (nothing left for `train_member` to do)."""
@@ -248,10 +258,7 @@ def run_sweep(plan: Plan, cfg: SweepRunConfig = SweepRunConfig(), *,
     members = [plan.member(n) for n in cfg.members] if cfg.members else plan.members()
     for member in members:
         check_member_dir(plan, member)
-    for world_id in dict.fromkeys(m.corpus_id for m in members):
-        out, built = ensure_world(plan, world_id, progress=cfg.progress, drops=False)
-        if built:
-            log(f"world {world_id}: built -> {out}")
+    ensure_corpora(plan, members, progress=cfg.progress, log=log)
     results = []
     for i, member in enumerate(members, 1):
         head = f"[{i}/{len(members)}] {member.name}"
