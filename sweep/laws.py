@@ -89,9 +89,10 @@ def drop_pairs(members: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     done = [m for m in members if m["finished"]]
     base = _at_first_drop(done)
     baselines = {alike(m): m for m in base}
+    names = {b["name"] for b in base}
     out: dict[str, list[dict[str, Any]]] = {}
     for m in done:
-        if m["name"] in {b["name"] for b in base}:
+        if m["name"] in names:
             continue
         b = baselines.get(alike(m))
         out.setdefault(m.get("drop", NO_DROP), []).append(

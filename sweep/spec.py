@@ -228,13 +228,16 @@ class SweepSpec:
         """Every fact of a facts rule names a stated fact of the member's world (the world's
         people are built, not its corpus: instant)."""
         seen: set[tuple[str, str]] = set()
+        worlds: dict[str, Any] = {}  # one build per world, however many rules read it
         for m in members:
             rule = m.drop_rule
             if rule is None or rule.kind != "facts" or (m.world_id, m.drop) in seen:
                 continue
             seen.add((m.world_id, m.drop))
+            if m.world_id not in worlds:
+                worlds[m.world_id] = build_world(m.world)
             try:
-                rule.resolve_facts(build_world(m.world))
+                rule.resolve_facts(worlds[m.world_id])
             except ValueError as exc:
                 raise ValueError(f"{where}: [drop.{m.drop}]: "
                                  f"{str(exc).removeprefix('drop rule: ')}") from exc
