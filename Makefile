@@ -5,6 +5,8 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 # The PyTorch build to install when the venv has none (override for another CUDA/CPU build).
 TORCH   ?= torch==2.13.0
+# EK-FAC influence (attribution): installed without its declared torchvision (see pyproject.toml)
+KRONFLUENCE := kronfluence==1.0.1
 RUNS    ?= runs
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
@@ -16,6 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"
 	$(PIP) install -e ".[dev]"
+	$(PIP) install --no-deps "$(KRONFLUENCE)"
 	touch $@
 
 install: $(VENV)/.installed

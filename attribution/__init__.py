@@ -14,8 +14,13 @@ against another method. What lives where:
   sketched to a few thousand numbers;
 - `repsim.py`: representation similarity (residual stream cosine), forward passes only;
 - `tracin.py`: TracIn over a run's checkpoints, weighted by the learning rates each
-  checkpoint's stretch of training applied, and what each stretch contributed.
+  checkpoint's stretch of training applied, and what each stretch contributed;
+- `ekfac.py`: influence functions with EK-FAC curvature, computed by `kronfluence` (the glue:
+  task, datasets, tracked modules, factors keyed by the weights they were fitted for);
+- `methods.py`: every method behind one call, score matrices cached per model;
+- `attribute.py`: the analysis (`workbench attribute`): the report of every method against
+  the truth (`figures.py`, `summary.py`; flags in `cli.py`).
 
-Still to come (issue 42): EK-FAC influence (`kronfluence`), `workbench attribute` with its
-report and figures, and the check by retraining (sweeps with a drop axis).
+Still to come (issue 42): the check by retraining (`workbench attribute verify`: sweeps with a
+drop axis) and LDS on a small preset.
 """

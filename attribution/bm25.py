@@ -11,6 +11,7 @@ the tokens (no stemming, no stopwords: `the`, `of` and `in` carry relations here
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,6 +26,7 @@ def bm25_scores(queries: Sequence[str], documents: Sequence[str], *, k1: float =
     """float32 [n_queries, n_documents]: each query's BM25 score of each document."""
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets DEBUG on import
     if not documents:
         raise ValueError("no documents to score; select some (--candidates)")
     corpus = bm25s.tokenize(list(documents), stopwords=None, token_pattern=TOKEN_PATTERN,

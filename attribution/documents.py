@@ -3,7 +3,7 @@
 A **query** is one fact of the world: its held-out paraphrase prompts (templates the model
 never trained on, `facts_heldout`) and its object. The **documents** are training documents
 of the corpus (the `train` split's spans): all of them, or a candidate set that holds every
-document stating a queried fact plus a seeded random sample of the rest (`select_documents`;
+document stating a queried fact plus a seeded random sample of the others (`select_documents`;
 scores against truth are then measured among the candidates, which the report says).
 
 >>> Fact.parse("bruno moreau:city")
@@ -48,14 +48,33 @@ class Fact:
 @dataclass(frozen=True)
 class Query:
     """One fact asked about: its row in the world's fact table, its object and the held-out
-    prompts (each followed by the object in the world's text)."""
+    prompts (each followed by the object in the world's text). A free prompt has no fact
+    (`fact` None, `row` -1): nothing says which documents state it."""
 
-    fact: Fact
+    fact: Fact | None
     row: int
     answer: str
     prompts: tuple[str, ...]
     mentions: int
     bucket: str
+
+    @property
+    def name(self) -> str:
+        """The fact (`subject:relation`), or the prompt and its target."""
+        return str(self.fact) if self.fact is not None else f"{self.prompts[0]} -> {self.answer}"
+
+
+def prompt_query(prompt: str, target: str) -> Query:
+    """A query of one free prompt and the word the model should say next.
+
+    >>> prompt_query("anna lives in", "paris").name
+    'anna lives in -> paris'
+    """
+    if not prompt.strip():
+        raise ValueError("--prompt is empty; type the words before the answer")
+    if not target.strip() or len(target.split()) != 1:
+        raise ValueError(f"--target {target!r}; pass one word (the token after the prompt)")
+    return Query(None, -1, target.strip(), (prompt.strip(),), -1, "")
 
 
 def queries(corpus: Corpus, facts: Sequence[Fact] | int) -> list[Query]:
@@ -146,26 +165,24 @@ class Documents:
         return self.corpus.doc_facts(self.split)
 
     def stating(self, query: Query) -> np.ndarray:
-        """bool [n]: which of these documents state the query's fact (the truth)."""
+        """bool [n]: which of these documents state the query's fact (the truth; none for a
+        free prompt)."""
+        if query.row < 0:
+            return np.zeros(len(self), dtype=bool)
         return self.facts.mentioning([query.row])[self.index]
 
 
-def select_documents(corpus: Corpus, qs: Sequence[Query], candidates: int | None = None,
+def select_documents(corpus: Corpus, qs: Sequence[Query], others: int | None = None,
                      *, seed: int = 0) -> Documents:
-    """All training documents (`candidates=None`), or every document stating a queried fact
-    plus random others up to `candidates` in all (seeded), in split order.
-
-    Raises:
-        ValueError: `candidates` below the number of documents stating the facts.
-    """
+    """All training documents (`others=None`), or every document stating a queried fact plus
+    `others` random other documents (seeded), in split order."""
     n_docs = len(corpus.docs("train"))
-    if candidates is None or candidates >= n_docs:
+    if others is None:
         return Documents(corpus, np.arange(n_docs, dtype=np.int64))
-    truth = corpus.doc_facts("train").mentioning([q.row for q in qs])
+    if others < 0:
+        raise ValueError(f"--candidates {others}; pass 0 or more (other documents), or all")
+    truth = corpus.doc_facts("train").mentioning([q.row for q in qs if q.row >= 0])
     stating = np.flatnonzero(truth)
-    if candidates < len(stating):
-        raise ValueError(f"--candidates {candidates} is fewer than the {len(stating)} training "
-                         "documents that state the queried facts; pass more (or all)")
-    others = np.flatnonzero(~truth).tolist()
-    extra = random.Random(seed).sample(others, min(len(others), candidates - len(stating)))
+    rest = np.flatnonzero(~truth).tolist()
+    extra = random.Random(seed).sample(rest, min(len(rest), others))
     return Documents(corpus, np.sort(np.concatenate([stating, np.asarray(extra, np.int64)])))

@@ -17,7 +17,7 @@ fact was taught.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,9 +67,12 @@ class TracIn:
 def tracin_scores(checkpoints: Iterable[tuple[int, Model]], train: TrainConfig,
                   queries: Sequence[Query], docs: Documents,
                   cfg: GradientConfig | None = None, *, method: str = "grad-dot",
-                  progress: bool = False) -> TracIn:
+                  progress: bool = False,
+                  scorer: Callable[[Model], np.ndarray] | None = None) -> TracIn:
     """TracIn of every query and document over `checkpoints` ((step, loaded model) pairs in
-    increasing step order; one in memory at a time is enough).
+    increasing step order; one in memory at a time is enough). `scorer` gives a
+    checkpoint's `method` scores (default: `gradient_scores`; a caller passes one that
+    caches them).
 
     Raises:
         ValueError: an unknown `method`, no checkpoint, or steps out of order.
@@ -79,8 +82,8 @@ def tracin_scores(checkpoints: Iterable[tuple[int, Model]], train: TrainConfig,
     steps, parts = [], []
     for step, model in checkpoints:
         steps.append(int(step))
-        parts.append(gradient_scores(model, queries, docs, cfg or GradientConfig(),
-                                     progress=progress)[method])
+        parts.append(scorer(model) if scorer is not None else gradient_scores(
+            model, queries, docs, cfg or GradientConfig(), progress=progress)[method])
     if not steps:
         raise ValueError("no checkpoint to sum over; train the run or pick its checkpoints")
     weights = interval_weights(steps, train)

@@ -120,7 +120,7 @@ def test_every_analysis_keeps_the_whole_protocol() -> None:
     from workbench.analysis import analyses, protocol_problems
 
     found = analyses()
-    assert sorted(found) == ["beliefs", "icl", "induction", "probe"]
+    assert sorted(found) == ["attribute", "beliefs", "icl", "induction", "probe"]
     for kind, module in found.items():
         assert protocol_problems(module) == [], kind
         assert module.KIND == kind
@@ -134,7 +134,7 @@ def test_every_analysis_command_is_the_generic_one() -> None:
     for kind, module in analyses().items():
         runner = by_name[kind].run
         assert isinstance(runner, AnalysisRunner) and runner.module_name == module.__name__
-    for package in ("circuits", "probe", "beliefs", "icl"):  # flags only: no command body
+    for package in ("circuits", "probe", "beliefs", "icl", "attribution"):  # flags only
         source = (ROOT / package / "cli.py").read_text()
         assert "write_report" not in source and "from_ref" not in source, package
 
