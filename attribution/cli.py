@@ -4,20 +4,29 @@ itself is the one every analysis has (`workbench.cli.analyses`)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from attribution.methods import METHODS
-from workbench.cli.analyses import AnalysisFlags, analysis_command
+from workbench.cli.analyses import (
+    AnalysisFlags,
+    AnalysisRunner,
+    add_analysis_arguments,
+    run_analysis,
+)
 from workbench.cli.argtypes import (
     bounded_int,
     checkpoint_steps,
     floats,
+    int_list,
     name_list,
     nonneg_int,
     one_of,
     positive_int,
     seed,
 )
+from workbench.cli.argtypes import device as device_type
+from workbench.cli.registry import Command
 
 
 def _facts(text: str) -> str:
@@ -94,7 +103,102 @@ FLAGS = AnalysisFlags(attribute_arguments, attribute_config,
                       corpus_help="the world corpus the model was trained on (default: the "
                       "run's)", dashboard=lambda kind, has_corpus: (
                           {"method": "ekfac", "facts": "10"} if has_corpus else None))
-ATTRIBUTE = analysis_command(
-    "attribute", "attribution.attribute", FLAGS, "which training documents taught a belief: "
-    "EK-FAC influence, TracIn, gradient and representation similarity, BM25, scored against "
-    "the documents that state each fact", order=78)
+
+
+def verify_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `workbench attribute verify`."""
+    from sweep.cli import executor_arguments
+
+    p.add_argument("--report", required=True, help="the attribution report to check "
+                   "(`workbench attribute` on a run of ours, with --top >= --k)")
+    p.add_argument("--out", required=True, help="the plan directory of the retrainings")
+    p.add_argument("--k", type=positive_int, default=10, help="documents removed per fact "
+                   "and method (its top k)")
+    p.add_argument("--seeds", type=int_list(0), default="0,1", help="training seeds")
+    p.add_argument("--methods", type=name_list(METHODS), default=None,
+                   help="the report's methods to check (default: all but random)")
+    p.add_argument("--random-seed", type=seed, default=0, help="the random documents' draw")
+    p.add_argument("--plan-only", action="store_true", help="plan the retrainings and stop "
+                   "(train them with `workbench sweep run PLAN`, then run this again)")
+    p.add_argument("--device", type=device_type, default="auto", help="auto | cpu | cuda")
+    executor_arguments(p)
+    p.add_argument("--overwrite", action="store_true", help="replace a plan of other "
+                   "settings (members whose config is unchanged keep their runs)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    add_analysis_arguments(p, "attribute", FLAGS)
+    for action in p._actions:  # `verify` has no --model: checked by the runner instead
+        if action.dest == "model":
+            action.required = False
+    sub = p.add_subparsers(dest="attribute_command", metavar="verify")
+    verify_arguments(sub.add_parser(
+        "verify", help="check the attribution by retraining without the documents each "
+        "method blames (a sweep: one member per condition and seed)"))
+
+
+def run_verify(args: argparse.Namespace) -> list[Path]:
+    """`workbench attribute verify`: plan, train (the sweep engine), measure, report."""
+    from attribution import verify as v
+    from attribution.figures import verify_figure
+    from sweep.cli import executor_config
+    from sweep.jobs import run_member_jobs
+    from sweep.run import ensure_corpora, finished
+    from sweep.status import progress_line
+    from workbench.models.checkpoints import write_json_atomic, write_text_atomic
+
+    cfg = v.VerifyConfig(k=args.k, seeds=tuple(int(x) for x in args.seeds.split(",") if x),
+                         methods=None if args.methods is None else tuple(
+                             m.strip() for m in args.methods.split(",") if m.strip()),
+                         random_seed=args.random_seed)
+    executor = executor_config(args)
+    report = v.read_report(args.report)
+    plan = v.plan_verify(args.report, args.out, cfg, overwrite=args.overwrite)
+    members = plan.members()
+    print(f"plan {plan.root}: {len(members)} members ({', '.join(plan.spec.drops)} x seeds "
+          f"{args.seeds})")
+    if args.plan_only:
+        print(f"train them: workbench sweep run {plan.root}; then run this command again")
+        return []
+    ensure_corpora(plan, members, progress=not args.no_progress,
+                   log=lambda line: print(line, flush=True))
+    todo = [m for m in members if not finished(plan, m)]
+    records = run_member_jobs(plan, todo, "run", executor, {"device": args.device},
+                              log=lambda line: print(line, flush=True),
+                              cost=lambda m: m.compute, report=None if args.no_progress
+                              else lambda names: progress_line(plan, names, "run"))
+    failed = [n for n, r in records.items() if r.state != "done"]
+    if failed:
+        raise ValueError(f"member(s) {', '.join(failed)} did not finish (`workbench sweep "
+                         f"status {plan.root}`); run this command again: the rest is kept")
+    result = v.measure(plan, report, cfg, report_path=str(args.report),
+                       progress=not args.no_progress)
+    out = plan.root / v.REPORT_FILE
+    write_json_atomic(out, result)
+    fig_path = out.with_suffix(".fig.json")
+    write_text_atomic(fig_path, verify_figure(result).to_json())
+    print(v.summary(result))
+    print(f"written: {out}, {fig_path}")
+    return [out, fig_path]
+
+
+class AttributeRunner(AnalysisRunner):
+    """`workbench attribute` (the generic analysis command) or `... verify`."""
+
+    def __call__(self, args: argparse.Namespace) -> list[Path]:
+        if getattr(args, "attribute_command", None) == "verify":
+            return run_verify(args)
+        if args.model is None:
+            raise ValueError("the following argument is required: --model (or `workbench "
+                             "attribute verify --report ...`)")
+        return run_analysis(self.module_name, self.flags, args)
+
+
+ATTRIBUTE = Command(
+    "attribute", "which training documents taught a belief: EK-FAC influence, TracIn, "
+    "gradient and representation similarity, BM25, scored against the documents that state "
+    "each fact; `attribute verify` checks it by retraining",
+    _arguments, AttributeRunner("attribution.attribute", FLAGS), order=78,
+    on_interrupt="what was computed is cached (factors, scores, trained members); run the "
+    "command again to go on")

@@ -94,3 +94,22 @@ def tracin_figure(report: Report) -> go.Figure | None:
 
 FIGURES = {".retrieval.fig.json": retrieval_figure, ".exposure.fig.json": exposure_figure,
            ".tracin.fig.json": tracin_figure}
+
+
+def verify_figure(report: Report) -> go.Figure:
+    """Per training seed, each condition's mean margin drop (baseline minus retrained, over
+    the facts) when its documents are removed and the model retrained."""
+    seeds = list(report["seeds"])
+    conditions = [c for c in next(iter(report["seeds"].values())) if c != "none"]
+    colours = dict(zip(seeds, palette(len(seeds))))
+    fig = go.Figure()
+    for seed in seeds:
+        drop = report["verdicts"].get(seed, {}).get("drop", {})
+        fig.add_trace(go.Bar(x=conditions, y=[drop.get(c) for c in conditions],
+                             name=f"training seed {seed}", marker_color=colours[seed]))
+    k = report["config"]["k"]
+    fig.update_layout(title=f"Margin lost when retrained without the documents (top {k} per "
+                      f"fact, {len(report['facts'])} facts)", barmode="group",
+                      xaxis_title="documents removed", template="plotly_white",
+                      yaxis_title="mean margin drop (nats)")
+    return fig

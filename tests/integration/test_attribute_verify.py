@@ -1,0 +1,108 @@
+"""`workbench attribute verify` end to end on a micro run (30 steps of `tiny` on the session's
+world): the plan reproduces the run's recipe on the very corpus the report ranked, each
+condition's documents are removed (a method's top k per fact, as many random ones, every
+mention), every member trains through the sweep engine, the facts are asked again, and a run
+again retrains nothing. Then the refusals."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from workbench.cli.core import main
+from workbench.models.config import TRAIN_PRESETS
+from workbench.training.trainer import train
+
+
+@pytest.fixture(scope="module")
+def micro_report(world_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("verify")
+    run = root / "micro"
+    cfg = replace(TRAIN_PRESETS["tiny"], steps=30, ckpt_interval=30, eval_interval=30)
+    train("tiny", world_corpus, run, cfg, device="cpu", progress=False)
+    out = root / "attribute.json"
+    assert main(["attribute", "--model", str(run), "--corpus", str(world_corpus), "--facts",
+                 "2", "--candidates", "40", "--method", "bm25", "--top", "3", "--out", str(out),
+                 "--no-progress"]) == 0
+    return out
+
+
+def test_verify_plans_trains_and_measures(micro_report: Path, world_corpus: Path,
+                                          tmp_path: Path, one_thread: None,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from sweep.plan import load_plan
+    from workbench.world import load_corpus
+
+    plan_dir = tmp_path / "plan"
+    argv = ["attribute", "verify", "--report", str(micro_report), "--out", str(plan_dir),
+            "--k", "3", "--seeds", "0", "--executor", "debug", "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "every mention removed" in printed
+    result = json.loads((plan_dir / "verify.json").read_text())
+    assert result["schema"] == "workbench.attribute_verify/1"
+    report = json.loads(micro_report.read_text())
+    facts = [q["fact"] for q in report["queries"]]
+    assert result["facts"] == facts
+    conds = result["conditions"]
+    assert list(conds) == ["bm25", "random", "mentions"]
+    top = {d["doc"] for f in facts for d in report["methods"]["bm25"]["top"][f][:3]}
+    assert conds["bm25"]["removed_docs"] == len(top) == conds["random"]["removed_docs"]
+    corpus = load_corpus(world_corpus)
+    stating = corpus.doc_facts("train").mentioning(
+        [i for i, f in enumerate(corpus.fact_table()) if f"{f['subject']}:{f['relation']}"
+         in facts])
+    assert conds["mentions"]["removed_docs"] == conds["mentions"]["removed_stating"] == \
+        int(stating.sum())
+    # the members: the run's recipe, on subsets of the run's own corpus
+    plan = load_plan(plan_dir)
+    run_cfg = json.loads((Path(report["model"]) / "run.json").read_text())
+    for m in plan.members():
+        got = json.loads((plan.run_dir(m) / "run.json").read_text())
+        assert got["model"] == run_cfg["model"] and got["train"] == run_cfg["train"], m.name
+        n = json.loads((plan.world_dir(m.corpus_id) / "corpus.json").read_text())
+        removed = conds.get(m.drop, {"removed_docs": 0})["removed_docs"]
+        assert n["splits"]["train"]["n_docs"] == len(corpus.docs("train")) - removed
+    seed0 = result["seeds"]["0"]
+    assert set(seed0) == {"none", "bm25", "random", "mentions"}
+    for cond in seed0.values():
+        assert set(cond["facts"]) == set(facts)
+        assert 0 <= cond["accuracy"] <= 1 and 0 < cond["chance"] < 1
+    drop = result["verdicts"]["0"]["drop"]
+    assert drop["bm25"] == pytest.approx(seed0["none"]["margin"] - seed0["bm25"]["margin"])
+    assert (plan_dir / "verify.fig.json").is_file()
+    from attribution.figures import verify_figure
+    from workbench.figcheck import figure_problems
+
+    assert figure_problems(verify_figure(result)) == []
+    # again: every member is finished, nothing retrains, the same numbers
+    before = {m.name: (plan.run_dir(m) / "run.json").stat().st_mtime_ns for m in plan.members()}
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert json.loads((plan_dir / "verify.json").read_text())["seeds"] == result["seeds"]
+    assert before == {m.name: (plan.run_dir(m) / "run.json").stat().st_mtime_ns
+                      for m in plan.members()}
+
+
+def test_verify_refuses_bad_input(micro_report: Path, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    def refused(*argv: str) -> str:
+        assert main(["attribute", "verify", *argv, "--executor", "debug"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "Traceback" not in err and len(err.splitlines()) == 1, err
+        return err
+
+    out = str(tmp_path / "plan")
+    assert "fewer than --k 5" in refused("--report", str(micro_report), "--out", out, "--k", "5")
+    assert "does not exist" in refused("--report", str(tmp_path / "nope.json"), "--out", out)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"schema": "workbench.icl/1"}))
+    assert "not an attribution report" in refused("--report", str(other), "--out", out)
+    assert "distinct training seeds" in refused("--report", str(micro_report), "--out", out,
+                                                "--seeds", "0,0")
+    assert not Path(out).exists()
+    assert main(["attribute", "--facts", "2"]) == 2
+    assert "--model" in capsys.readouterr().err
