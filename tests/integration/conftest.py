@@ -44,8 +44,9 @@ def tiny_run(world_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Tr
 def app_runs(world_corpus: Path, tiny_run: TrainResult, hf_gpt2_dir: Path,
              tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A runs folder for the dashboard: copies of the corpus (`world`), the tiny run (`tiny`,
-    with small induction and probe reports and an activation file) and the tiny Hugging Face
-    GPT-2 (`tiny-gpt2`, no analyses). Copies, not links: the app refuses paths that leave it."""
+    with small induction, probe, ICL and attribution reports and an activation file) and the
+    tiny Hugging Face GPT-2 (`tiny-gpt2`, no analyses). Copies, not links: the app refuses
+    paths that leave it."""
     import shutil
 
     from circuits import induction
@@ -78,10 +79,35 @@ def app_runs(world_corpus: Path, tiny_run: TrainResult, hf_gpt2_dir: Path,
     few = measure.from_ref(tiny, measure.IclConfig(ks=(0, 1, 2), n=4, min_score=0.2),
                            corpus=corpus, progress=False)
     write_report(few, report_path(tiny, measure.KIND), measure.FIGURES)
+    write_attribution(tiny, corpus, [int(steps[len(steps) // 2]), int(steps[-1])],
+                      tmp_path_factory.mktemp("attribution-cache"))
     cache_activations(load(tiny), load_corpus(corpus), CacheConfig(max_tokens=2000, chunk=True),
                       tiny / "acts_val.h5", progress=False)
     write_sweep(runs / "sweeps" / "micro", run="../../tiny")
     return runs
+
+
+def write_attribution(run: Path, corpus: Path, steps: list[int], cache: Path) -> None:
+    """A small attribution report of the run (`analyses/attribute.json`, schema
+    workbench.attribute/1): two facts, 40 other candidates, grad-cos and TracIn over the two
+    checkpoints `steps`, on one thread."""
+    from attribution import attribute as attr
+    from workbench.analysis import report_path, write_report
+    from workbench.models.refs import ModelRef
+    from workbench.world import load_corpus
+
+    ref = ModelRef.of(run)
+    which = ",".join(map(str, steps))
+    cfg = attr.AttributeConfig(methods=("grad-cos", "tracin"), facts=2, candidates=40, dim=256,
+                               checkpoints=which, cache=str(cache))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        report = attr.run(ref.load(), load_corpus(corpus), cfg, ref=str(run),
+                          checkpoints=ref.load_checkpoints(which), progress=False)
+    finally:
+        torch.set_num_threads(n)
+    write_report(report, report_path(run, attr.KIND), attr.FIGURES)
 
 
 def write_sweep(root: Path, run: str) -> None:

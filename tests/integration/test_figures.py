@@ -1,8 +1,8 @@
 """Every figure the workbench writes passes the figure check (`workbench.figcheck`): each
 registered analysis' `FIGURES` made from a real report of the tiny model (the induction,
-probe and ICL reports of the `app_runs` fixture, a small beliefs report made here), the
-training and evaluation figures, the sweep's figures, the dashboard's own figures on the tiny
-model's inputs, and every `.fig.json` file written into the runs folder."""
+probe, ICL and attribution reports of the `app_runs` fixture, a small beliefs report made
+here), the training and evaluation figures, the sweep's figures, the dashboard's own figures
+on the tiny model's inputs, and every `.fig.json` file written into the runs folder."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def reports(app_runs: Path, loaded: tuple[Any, Any]) -> dict[str, Report]:
 
     folder = app_runs / "tiny" / "analyses"
     out = {kind: json.loads((folder / f"{kind}.json").read_text())
-           for kind in ("induction", "probe", "icl")}
+           for kind in ("induction", "probe", "icl", "attribute")}
     model, corpus = loaded
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -172,6 +172,7 @@ def test_every_written_figure_file(app_runs: Path) -> None:
     files = sorted(app_runs.rglob("*.fig.json"))
     assert {f.name for f in files} >= {"training.fig.json", "induction.heads.fig.json",
                                        "probe.fig.json", "icl.accuracy.fig.json",
-                                       "sweep.loss.fig.json"}
+                                       "attribute.retrieval.fig.json",
+                                       "attribute.tracin.fig.json", "sweep.loss.fig.json"}
     found = {f.relative_to(app_runs).as_posix(): pio.from_json(f.read_text()) for f in files}
     assert problems_of(found) == {}

@@ -168,6 +168,7 @@ DASHBOARD_OVERRIDES = {
     # Hugging Face model states may leave no causal trace to pick one)
     ("beliefs", "run", False): {"method": "icl,ft", "layer": 0},
     ("beliefs", "hf", False): {"n": 20, "method": "icl,ft", "layer": 0},
+    ("attribute", "run", True): {}, ("attribute", "hf", True): {},
 }
 
 
