@@ -1,7 +1,7 @@
 """What the dashboard computes between a model and a figure: token ids without silent
 truncation, the window of a long input that is run and shown, repeated text and its induction
-stripe, a 2-D PCA, corpus documents as text, activation-file rows and the logit-lens table.
-No Streamlit here.
+stripe, a 2-D PCA, corpus documents as text, activation-file rows, the logit-lens table and
+the tables of an attribution report. No Streamlit here.
 
 >>> plan_window(n_tokens=300, n_ctx=128, size=64, start=200, has_bos=True)
 Window(start=200, stop=264, context_start=137, context_stop=264)
@@ -9,6 +9,7 @@ Window(start=200, stop=264, context_start=137, context_stop=264)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -344,3 +345,103 @@ def mark_edit_rows(rows: list[dict[str, str]], old: str, new: str) -> list[dict[
         out.append({**row, "result": result})
     return out
 
+
+
+# ---- attribution reports (`workbench attribute`, schema workbench.attribute/1) ------------
+
+STATES, NOT_STATES = "✓ states it", "✗ does not"
+
+
+def top_document_rows(top: list[dict[str, Any]], k: int | None = None) -> list[dict[str, Any]]:
+    """One method's best documents for one query (`methods[m]["top"][fact]`) as table rows,
+    ranked, each marked by whether it states the fact; the first `k` (default: all).
+
+    >>> top_document_rows([{"doc": 7, "score": 1.5, "states": True, "text": "a b"}])
+    [{'rank': 1, 'states the fact': '✓ states it', 'score': 1.5, 'document': 7, 'text': 'a b'}]
+    """
+    return [{"rank": i + 1, "states the fact": STATES if d["states"] else NOT_STATES,
+             "score": round(float(d["score"]), 4), "document": int(d["doc"]),
+             "text": d["text"]} for i, d in enumerate(top[:k])]
+
+
+def retrieval_rows(report: dict[str, Any], fact: str) -> list[dict[str, Any]]:
+    """Per method: precision@10, @100 and average precision (AUPRC) of retrieving the
+    documents that state `fact`, beside the same means over the report's facts; last, what a
+    random ranking scores in expectation (the share of candidates that state the fact).
+    Empty for a query no truth is known of (a free prompt).
+
+    >>> m = {"mean": {"p@10": 0.5, "p@100": 0.4, "ap": 0.3, "base_rate": 0.1},
+    ...      "facts": {"a:city": {"p@10": 1.0, "p@100": 0.5, "ap": 0.6, "base_rate": 0.2}}}
+    >>> [(r["method"], r["AUPRC"]) for r in retrieval_rows({"methods": {"bm25": m}}, "a:city")]
+    [('bm25', 0.6), ("random's expectation", 0.2)]
+    """
+    rows, base = [], None
+    for name, m in report["methods"].items():
+        f = m["facts"].get(fact)
+        if f is None:
+            continue
+        base = base or (f["base_rate"], m["mean"]["base_rate"])
+        rows.append(_retrieval_row(name, (f["p@10"], f["p@100"], f["ap"]),
+                                   (m["mean"]["p@10"], m["mean"]["p@100"], m["mean"]["ap"])))
+    if base is not None:
+        rows.append(_retrieval_row("random's expectation", (base[0],) * 3, (base[1],) * 3))
+    return rows
+
+
+def _retrieval_row(name: str, fact: tuple[float, ...], mean: tuple[float, ...]
+                   ) -> dict[str, Any]:
+    cols = ("P@10", "P@100", "AUPRC")
+    return {"method": name, **{c: round(v, 3) for c, v in zip(cols, fact, strict=True)},
+            **{f"mean {c}": round(v, 3) for c, v in zip(cols, mean, strict=True)}}
+
+
+def tracin_rows(report: dict[str, Any], fact: str) -> list[dict[str, Any]]:
+    """TracIn's teaching of `fact` per checkpoint (`report["tracin"]`): the stretch of
+    training from its step to the next checkpoint's, the learning rates summed over it, the
+    contribution it made (over the documents that state the fact) and its share. Empty when
+    the report has no TracIn for the fact.
+
+    >>> tr = {"steps": [0, 10], "weights": [0.01, 0.0], "facts": {"a:city": {
+    ...     "contribution": [2.0, 0.0], "share": [1.0, 0.0]}}}
+    >>> [(r["from step"], r["to step"], r["share"])
+    ...  for r in tracin_rows({"tracin": tr}, "a:city")]
+    [(0, 10, 1.0), (10, None, 0.0)]
+    """
+    tr = report.get("tracin") or {}
+    f = (tr.get("facts") or {}).get(fact)
+    if f is None:
+        return []
+    steps = list(tr["steps"])
+    return [{"from step": s, "to step": end, "learning-rate sum": w,
+             "contribution": round(c, 6), "share": round(sh, 3)}
+            for s, end, w, c, sh in zip(steps, [*steps[1:], None], tr["weights"],
+                                        f["contribution"], f["share"], strict=True)]
+
+
+def verify_rows(value: Any) -> list[dict[str, Any]]:
+    """A report section of no fixed schema (the retraining check, `verify`) as table rows:
+    a list of records as it is, a mapping of records one row per key, any other mapping one
+    row per key and value; values that are not numbers or text as JSON.
+
+    >>> verify_rows({"dropped": {"ap": 0.5}, "kept": {"ap": 0.2}})
+    [{'': 'dropped', 'ap': 0.5}, {'': 'kept', 'ap': 0.2}]
+    >>> verify_rows({"steps": 300, "facts": ["a:city"]})
+    [{'key': 'steps', 'value': '300'}, {'key': 'facts', 'value': '["a:city"]'}]
+    """
+    if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+        return [{str(k): _cell(v) for k, v in row.items()} for row in value]
+    if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+        return [{"": str(k), **{str(c): _cell(v) for c, v in row.items()}}
+                for k, row in value.items()]
+    if isinstance(value, dict):
+        return [{"key": str(k), "value": _text(v)} for k, v in value.items()]
+    return [{"value": _text(v)} for v in (value if isinstance(value, list) else [value])]
+
+
+def _cell(value: Any) -> Any:
+    """A table cell: numbers, text and None as they are, anything else as JSON."""
+    return value if value is None or isinstance(value, int | float | str) else _text(value)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

@@ -45,6 +45,7 @@ PAGES = (  # (file under app/, title, icon) in menu order; a missing file is lef
     ("pages/induction.py", "Induction", ":material/repeat:"),
     ("pages/probes.py", "Probes", ":material/troubleshoot:"),
     ("pages/beliefs.py", "Beliefs", ":material/psychology:"),
+    ("pages/attribution.py", "Why does it believe this?", ":material/manage_search:"),
     ("pages/icl.py", "In-context learning", ":material/school:"),
     ("pages/activations.py", "Activations", ":material/scatter_plot:"),
     ("pages/logit_lens.py", "Logit lens", ":material/layers:"),

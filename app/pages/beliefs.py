@@ -1,7 +1,8 @@
 """Beliefs: pick a fact; what the model states and how strongly; the in-context pressure
 ladder; a live ROME, fine-tuning or steering edit on a copy of the model (before/after on the
-edit prompt, paraphrases and neighbours); the causal trace; and the `workbench beliefs`
-report."""
+edit prompt, paraphrases and neighbours); the causal trace; the `workbench beliefs` report; and,
+for facts the `workbench attribute` report asked about, the training documents that taught
+them."""
 
 from __future__ import annotations
 
@@ -83,6 +84,22 @@ def edit_rows(ref: str, corpus: str | None, subject: str, relation: str, new: st
     return rows, edit.norm()
 
 
+def taught_by(attribution: dict[str, Any], fact: str) -> None:
+    """The top 3 training documents of `fact` (`subject:relation`) by the attribute report's
+    first method, in an expander; nothing when the report did not ask about the fact."""
+    method, m = next(iter(attribution["methods"].items()))
+    top = m["top"].get(fact)
+    if not top:
+        return
+    truth = m["facts"].get(fact)
+    with st.expander(f"training documents that taught {fact}: {method}'s top 3"):
+        st.caption(("" if truth is None else f"{truth['stating']:,} of the "
+                    f"{attribution['documents']['scored']:,} documents scored state it. ")
+                   + "Every method, the retrieval scores and TracIn: the *Why does it believe "
+                   "this?* page")
+        st.table(compute.top_document_rows(top, 3), hide_index=True)
+
+
 st.title("Beliefs")
 sel, lm = ui.require_model()
 model = lm.model
@@ -122,6 +139,12 @@ st.caption(f"on the edit prompt “{belief.prompts[0]}” alone: p(object) "
            f"after it: “{e['generation']}”")
 with st.expander(f"each prompt ({len(per_prompt)}: what the metrics above average)"):
     st.table(per_prompt, hide_index=True)
+attribution = ui.report(sel.entry.analysis("attribute"), "attribute")
+if attribution is not None:
+    taught_by(attribution, f"{subject}:{relation}")
+elif corpus_path is not None:
+    st.caption("`workbench attribute` links facts to the training documents that taught them "
+               "(the *Why does it believe this?* page runs it)")
 
 tab_ladder, tab_edit, tab_trace, tab_report = st.tabs(
     ["pressure ladder", "edit a copy (ROME / fine-tuning / steering)", "causal trace",
@@ -200,3 +223,6 @@ with tab_report:
         st.plotly_chart(ladder_figure(report), key="belief_report_ladder")
         st.plotly_chart(strength_figure(report), key="belief_report_strength")
         st.plotly_chart(trace_figures(report), key="belief_report_trace")
+        if attribution is not None:  # the tested beliefs the attribution report asked about
+            for b in report.get("elicit", {}).get("beliefs", []):
+                taught_by(attribution, f"{b['subject']}:{b['relation']}")

@@ -1,7 +1,7 @@
 """End to end: `workbench app`'s server on a free localhost port, every page of `app.runs.PAGES`
 opened in headless Chromium (Selenium + Debian's chromium-driver) with reports present (the
-`app_runs` fixture: induction, probe and ICL reports, an activation file and a sweep), charts
-awaited, then per page:
+`app_runs` fixture: induction, probe, ICL and attribution reports, an activation file and a
+sweep), charts awaited, then per page:
 
 - a screenshot of the whole page (the window grown to the page's height) into
   `$WORKBENCH_SCREENSHOTS` when set, else the test's tmp_path;
@@ -49,8 +49,8 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--hide-scrollbars", f"--window-size={WIDTH},{HEIGHT}")
 # url path of each page (st.Page names it after the file) -> charts it must draw on `tiny`
 # (a page's URL first: the router must run for it too, not the page's file alone)
-CHARTS = {"": 1, "attention": 2, "induction": 3, "probes": 2, "beliefs": 1, "icl": 3,
-          "activations": 1, "logit_lens": 1, "scaling": 3}
+CHARTS = {"": 1, "attention": 2, "induction": 3, "probes": 2, "beliefs": 1, "attribution": 3,
+          "icl": 3, "activations": 1, "logit_lens": 1, "scaling": 3}
 ERROR_TEXT = ("Traceback", "Error:", "Exception:")
 TEXT_BLOCKS = ("p, pre, code, td, th, li, h1, h2, h3, h4, .stMarkdown, "
                "[data-testid='stText'], [data-testid='stCaptionContainer'], "

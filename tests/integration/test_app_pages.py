@@ -8,6 +8,7 @@ is chosen through `session_state` before the first run."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -15,12 +16,13 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from app import compute
 from app import runs as folder
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
 PAGES = ["pages/models.py", "pages/attention.py", "pages/induction.py", "pages/probes.py",
-         "pages/beliefs.py", "pages/icl.py", "pages/activations.py", "pages/logit_lens.py",
-         "pages/scaling.py"]
+         "pages/beliefs.py", "pages/attribution.py", "pages/icl.py", "pages/activations.py",
+         "pages/logit_lens.py", "pages/scaling.py"]
 
 
 def open_page(runs: Path, monkeypatch: pytest.MonkeyPatch, page: str, model: str = "tiny",
@@ -43,8 +45,6 @@ def assert_ok(at: AppTest) -> None:
 
 
 def figures(at: AppTest) -> list[dict]:
-    import json
-
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
@@ -217,6 +217,100 @@ def test_icl_page_report_and_one_prompt(app_runs, monkeypatch):
     assert 0 < sum(probs["data"][0]["y"]) <= 1 + 1e-6  # the candidates share the probability
 
 
+def test_attribution_page_fact_and_method(app_runs, monkeypatch):
+    report = json.loads((app_runs / "tiny/analyses/attribute.json").read_text())
+    facts = [q["fact"] for q in report["queries"]]
+    at = open_page(app_runs, monkeypatch, "pages/attribution.py")
+    assert at.title[0].value == "Why does it believe this?"
+    assert at.selectbox(key="attr_fact").options == [
+        f"{f} → {q['answer']}" for f, q in zip(facts, report["queries"], strict=True)]
+    assert at.selectbox(key="attr_method").options == ["grad-cos", "tracin", "bm25", "random"]
+    assert at.subheader[0].value == facts[0]
+    titles = [f["layout"]["title"]["text"] for f in figures(at)]
+    assert len(titles) == 3 and titles[0].startswith("tiny: retrieving the documents")
+    assert titles[2].startswith("When each fact was taught")
+    top = at.table[0].value  # grad-cos's ranking of the first fact, each document marked
+    top_grad = report["methods"]["grad-cos"]["top"][facts[0]]
+    assert list(top["document"]) == [d["doc"] for d in top_grad]
+    assert list(top["states the fact"]) == [compute.STATES if d["states"] else compute.NOT_STATES
+                                            for d in top_grad]
+    retrieval = at.dataframe[0].value
+    assert list(retrieval["method"]) == ["grad-cos", "tracin", "bm25", "random",
+                                         "random's expectation"]
+    fact = report["methods"]["bm25"]["facts"][facts[0]]
+    assert retrieval["AUPRC"][2] == pytest.approx(fact["ap"], abs=1e-3)
+    assert retrieval["AUPRC"][4] == pytest.approx(fact["base_rate"], abs=1e-3)
+    shares = at.dataframe[1].value  # TracIn: the two checkpoints' stretches
+    assert list(shares["from step"]) == report["tracin"]["steps"]
+    assert sum(shares["share"]) == pytest.approx(1.0, abs=1e-2)
+    assert not any(s.value == "Retraining check" for s in at.subheader)  # no `verify` key
+    at.selectbox(key="attr_fact").set_value(facts[1]).run()
+    assert_ok(at)
+    assert at.subheader[0].value == facts[1]
+    assert list(at.table[0].value["document"]) == [
+        d["doc"] for d in report["methods"]["grad-cos"]["top"][facts[1]]]
+    at.selectbox(key="attr_method").set_value("bm25").run()
+    assert_ok(at)
+    assert list(at.table[0].value["document"]) == [
+        d["doc"] for d in report["methods"]["bm25"]["top"][facts[1]]]
+    assert any(m.value.startswith("**bm25's top") for m in at.markdown)
+
+
+def test_attribution_page_without_report_and_with_a_retraining_check(app_runs, tmp_path,
+                                                                      monkeypatch):
+    """A run without a report: the form starts at the command's defaults and its command
+    follows it. A report with a `verify` key: the retraining check shown as a table."""
+    runs = tmp_path / "runs"
+    shutil.copytree(app_runs / "world", runs / "world")
+    shutil.copytree(app_runs / "tiny", runs / "tiny",
+                    ignore=shutil.ignore_patterns("acts_val.h5", "analyses"))
+    at = open_page(runs, monkeypatch, "pages/attribution.py")
+    assert at.subheader[0].value == "No attribution report for tiny yet"
+    cli = folder.analysis_defaults("attribute")
+    assert at.multiselect(key="attr_new_methods").value == cli["method"].split(",")
+    assert at.number_input(key="attr_new_facts").value == int(cli["facts"])
+    assert at.number_input(key="attr_new_candidates").value == int(cli["candidates"])
+    command = at.code[0].value
+    assert command.startswith("workbench attribute --model") and "--method" not in command
+    at.multiselect(key="attr_new_methods").set_value(["grad-cos", "tracin"]).run()
+    at.number_input(key="attr_new_facts").set_value(2).run()
+    assert_ok(at)
+    assert "--method grad-cos,tracin --facts 2" in at.code[0].value
+    report = json.loads((app_runs / "tiny/analyses/attribute.json").read_text())
+    report["verify"] = {"dropped": {"p_object_before": 0.9, "p_object_after": 0.2},
+                        "kept": {"p_object_before": 0.8, "p_object_after": 0.8}}
+    (runs / "tiny/analyses").mkdir()
+    (runs / "tiny/analyses/attribute.json").write_text(json.dumps(report))
+    at.run()
+    assert_ok(at)
+    assert any(s.value == "Retraining check" for s in at.subheader)
+    check = at.dataframe[-1].value
+    assert list(check[""]) == ["dropped", "kept"] and list(check["p_object_after"]) == [0.2, 0.8]
+
+
+def test_beliefs_page_links_the_attribution_report(app_runs, tmp_path, monkeypatch):
+    """A fact the attribute report asked about: its top 3 documents by the report's first
+    method; without a report, one line naming `workbench attribute`."""
+    report = json.loads((app_runs / "tiny/analyses/attribute.json").read_text())
+    subject, relation = report["queries"][0]["fact"].rsplit(":", 1)
+    at = open_page(app_runs, monkeypatch, "pages/beliefs.py", belief_relation=relation,
+                   belief_subject=subject)
+    label = f"training documents that taught {subject}:{relation}: grad-cos's top 3"
+    assert label in [e.label for e in at.expander]
+    top = at.table[1].value  # after "each prompt"
+    assert list(top["document"]) == [
+        d["doc"] for d in report["methods"]["grad-cos"]["top"][f"{subject}:{relation}"][:3]]
+    assert not any("`workbench attribute` links" in c.value for c in at.caption)
+    runs = tmp_path / "runs"
+    shutil.copytree(app_runs / "world", runs / "world")
+    shutil.copytree(app_runs / "tiny", runs / "tiny",
+                    ignore=shutil.ignore_patterns("acts_val.h5", "analyses"))
+    at = open_page(runs, monkeypatch, "pages/beliefs.py", belief_relation=relation,
+                   belief_subject=subject)
+    assert not any(e.label.startswith("training documents") for e in at.expander)
+    assert any(c.value.startswith("`workbench attribute` links facts") for c in at.caption)
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_pages_on_hugging_face_model(app_runs, monkeypatch, page):
     at = open_page(app_runs, monkeypatch, page, model="tiny-gpt2")
@@ -234,6 +328,12 @@ def test_pages_on_hugging_face_model(app_runs, monkeypatch, page):
         assert any(c.value.startswith(f"workbench {kind}") and "tiny-gpt2" in c.value
                    and c.proto.wrap_lines for c in at.code)  # the command wraps
         assert at.button, "no button runs the missing analysis"
+    elif page == "pages/attribution.py":  # no report: the command at its defaults, no TracIn
+        assert at.subheader[0].value == "No attribution report for tiny-gpt2 yet"
+        assert any(c.value.startswith("workbench attribute --model") and "tiny-gpt2" in c.value
+                   and "--method" not in c.value for c in at.code)
+        assert "tracin" not in at.multiselect(key="attr_new_methods").options
+        assert at.button(key="run_attribute")
     else:
         assert figures(at)
 
