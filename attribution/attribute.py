@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 KIND = "attribute"
 SCHEMA = "workbench.attribute/1"
-TEXT_CHARS = 400  # of each top document's text in the report
+TEXT_CHARS = 1000  # of each top document's text in the report (documents are <= n_ctx tokens)
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,8 @@ class AttributeConfig:
         methods: of `ekfac`, `tracin`, `grad-dot`, `grad-cos`, `repsim`, `bm25` (`bm25` and
             `random` are added as baselines).
         facts: how many facts (spread over subjects), or their names (`subject:relation`).
+        bucket: with a number of facts, take them from this exposure bucket (`low`, `mid`,
+            `high`).
         prompt: a free prompt instead of facts (with `target`, the next word).
         target: the word the model should say after `prompt`.
         candidates: other documents scored beside every one stating a queried fact (a
@@ -79,6 +81,7 @@ class AttributeConfig:
 
     methods: tuple[str, ...] = ("ekfac",)
     facts: int | tuple[str, ...] = 10
+    bucket: str | None = None
     prompt: str | None = None
     target: str | None = None
     candidates: int | None = 5_000
@@ -128,7 +131,7 @@ def select_queries(model: Model, corpus: Corpus, cfg: AttributeConfig) -> list[Q
     if cfg.prompt is not None:
         qs = [prompt_query(cfg.prompt, cast(str, cfg.target))]
     elif isinstance(cfg.facts, int):
-        qs = queries(corpus, cfg.facts)
+        qs = queries(corpus, cfg.facts, cfg.bucket)
     else:
         qs = queries(corpus, [Fact.parse(f) for f in cfg.facts])
     unk = getattr(model.tokenizer, "unk_token_id", None)
@@ -161,13 +164,15 @@ def retrieval(scores: np.ndarray, qs: list[Query], docs: Documents) -> dict[str,
 
 def top_documents(scores: np.ndarray, qs: list[Query], docs: Documents, k: int
                   ) -> dict[str, list[dict[str, Any]]]:
-    """The best `k` documents per query: index in the split, score, states the fact, text."""
+    """The best `k` documents per query: index in the split, score, whether it states the
+    fact (None for a free prompt: nothing says), text."""
     out = {}
     for q, s in zip(qs, scores):
         rel = docs.stating(q)
         order = np.argsort(-s, kind="stable")[:k]
         out[q.name] = [{"doc": int(docs.index[i]), "score": float(s[i]),
-                        "states": bool(rel[i]), "text": docs.text(int(i))[:TEXT_CHARS]}
+                        "states": bool(rel[i]) if q.row >= 0 else None,
+                        "text": docs.text(int(i))[:TEXT_CHARS]}
                        for i in order]
     return out
 

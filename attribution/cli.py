@@ -57,6 +57,8 @@ def attribute_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--facts", type=_facts, default="10",
                    help="how many facts (spread over people), or SUBJECT:RELATION names, "
                    "comma-separated")
+    p.add_argument("--bucket", default=None, help="with --facts N: facts of this exposure "
+                   "bucket (low, mid, high)")
     p.add_argument("--prompt", default=None, help="a free prompt instead of facts (with "
                    "--target)")
     p.add_argument("--target", default=None, help="the one-token word after --prompt")
@@ -76,7 +78,8 @@ def attribute_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", type=nonneg_int, default=None, help="repsim's layer (default: "
                    "the last)")
     p.add_argument("--checkpoints", type=checkpoint_steps, default="all",
-                   help="checkpoints TracIn sums over: all or steps (0,500,1000)")
+                   help="checkpoints TracIn sums over: all or steps (0,500,1000); the last "
+                   "stands for no training after it, so two give one stretch")
     p.add_argument("--factors", default=None,
                    help="EK-FAC factors folder to use or make (default: in the cache)")
     p.add_argument("--cache", default=None,
@@ -92,7 +95,7 @@ def attribute_config(args: argparse.Namespace) -> Any:
                                     tuple(f.strip() for f in args.facts.split(",") if f.strip()))
     return AttributeConfig(
         methods=tuple(m.strip() for m in args.method.split(",") if m.strip()), facts=facts,
-        prompt=args.prompt, target=args.target,
+        bucket=args.bucket, prompt=args.prompt, target=args.target,
         candidates=None if args.candidates == "all" else int(args.candidates), top=args.top,
         params=args.params, fit_documents=args.fit_documents, damping=args.damping,
         dim=args.dim, layer=args.layer, checkpoints=args.checkpoints, factors=args.factors,
@@ -127,15 +130,101 @@ def verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def lds_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `workbench attribute lds`."""
+    from sweep.cli import executor_arguments
+
+    p.add_argument("--model", required=True, help="a run of ours (retrained on the subsets)")
+    p.add_argument("--corpus", default=None, help="its world corpus (default: the run's)")
+    p.add_argument("--out", required=True, help="the plan directory of the retrainings")
+    p.add_argument("--method", type=name_list(METHODS), default="ekfac",
+                   help=f"any of {','.join(METHODS)} (bm25 and random are always added)")
+    p.add_argument("--facts", type=positive_int, default=10, help="how many facts are asked")
+    p.add_argument("--bucket", default=None, help="facts of this exposure bucket")
+    p.add_argument("--subsets", type=bounded_int(2, 10_000), default=50,
+                   help="random subsets trained (each leaves --fraction of the documents out)")
+    p.add_argument("--fraction", type=floats(0.0, 1.0, low_open=True, example="0.5"),
+                   default=0.5, help="share of documents each subset leaves out")
+    p.add_argument("--params", type=one_of("mlp", "all"), default="mlp")
+    p.add_argument("--fit-documents", type=positive_int, default=20_000)
+    p.add_argument("--damping", type=floats(0.0, low_open=True, example="1e-3"), default=None)
+    p.add_argument("--dim", type=bounded_int(1, 1 << 20), default=4096)
+    p.add_argument("--cache", default=None,
+                   help="folder of cached factors and scores (default: MODEL/attribution)")
+    p.add_argument("--plan-only", action="store_true", help="plan the subsets and stop")
+    p.add_argument("--device", type=device_type, default="auto", help="auto | cpu | cuda")
+    executor_arguments(p)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_lds(args: argparse.Namespace) -> list[Path]:
+    """`workbench attribute lds`: plan the subsets, score every document, train, measure."""
+    from attribution import lds as L
+    from attribution.attribute import AttributeConfig, select_queries
+    from attribution.documents import select_documents
+    from attribution.methods import BASELINES, MethodSettings, score
+    from sweep.cli import executor_config
+    from sweep.jobs import run_member_jobs
+    from sweep.run import ensure_corpora, finished
+    from sweep.status import progress_line
+    from workbench.models.checkpoints import write_json_atomic
+    from workbench.models.refs import ModelRef
+
+    cfg = L.LdsConfig(subsets=args.subsets, fraction=args.fraction)
+    executor = executor_config(args)
+    ref = ModelRef.of(args.model)
+    corpus_path = ref.corpus_path(args.corpus, required="its training documents")
+    plan = L.plan_lds(ref.text, str(corpus_path), args.out, cfg, overwrite=args.overwrite)
+    print(f"plan {plan.root}: {len(plan.members())} subsets")
+    if args.plan_only:
+        print(f"train them: workbench sweep run {plan.root}; then run this command again")
+        return []
+    corpus = ref.load_corpus(args.corpus)
+    model = ref.load("cpu")
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    qs = select_queries(model, corpus, AttributeConfig(methods=tuple(methods), facts=args.facts,
+                                                       bucket=args.bucket))
+    docs = select_documents(corpus, qs, None)
+    settings = MethodSettings(params=args.params, fit_documents=args.fit_documents,
+                              damping=args.damping, dim=args.dim)
+    from attribution.attribute import _model_cache
+
+    cache = _model_cache(model, Path(args.cache) if args.cache else ref.output_dir / "attribution")
+    scores = {m: score(m, model, qs, docs, settings, cache=cache, progress=not args.no_progress)
+              for m in dict.fromkeys([*methods, *BASELINES])}
+    members = plan.members()
+    ensure_corpora(plan, members, log=lambda line: print(line, flush=True))
+    todo = [m for m in members if not finished(plan, m)]
+    records = run_member_jobs(plan, todo, "run", executor, {"device": args.device},
+                              log=lambda line: print(line, flush=True),
+                              cost=lambda m: m.compute, report=None if args.no_progress
+                              else lambda names: progress_line(plan, names, "run"))
+    failed = [n for n, r in records.items() if r.state != "done"]
+    if failed:
+        raise ValueError(f"subset(s) {', '.join(failed)} did not finish (`workbench sweep "
+                         f"status {plan.root}`); run this command again: the rest is kept")
+    result = L.measure(plan, qs, scores, len(docs), cfg, model=ref.text,
+                       progress=not args.no_progress)
+    out = plan.root / L.REPORT_FILE
+    write_json_atomic(out, result)
+    print(L.summary(result))
+    print(f"written: {out}")
+    return [out]
+
+
 def _arguments(p: argparse.ArgumentParser) -> None:
     add_analysis_arguments(p, "attribute", FLAGS)
     for action in p._actions:  # `verify` has no --model: checked by the runner instead
         if action.dest == "model":
             action.required = False
-    sub = p.add_subparsers(dest="attribute_command", metavar="verify")
+    sub = p.add_subparsers(dest="attribute_command", metavar="{verify,lds}")
     verify_arguments(sub.add_parser(
         "verify", help="check the attribution by retraining without the documents each "
         "method blames (a sweep: one member per condition and seed)"))
+    lds_arguments(sub.add_parser(
+        "lds", help="the linear datamodeling score: retrain on random subsets (a sweep) and "
+        "correlate each method's predicted with the actual query losses"))
 
 
 def run_verify(args: argparse.Namespace) -> list[Path]:
@@ -176,6 +265,8 @@ def run_verify(args: argparse.Namespace) -> list[Path]:
                        progress=not args.no_progress)
     out = plan.root / v.REPORT_FILE
     write_json_atomic(out, result)
+    report["verify"] = v.digest(result, str(out))  # the attribution report gains its check
+    write_json_atomic(Path(args.report), report)
     fig_path = out.with_suffix(".fig.json")
     write_text_atomic(fig_path, verify_figure(result).to_json())
     print(v.summary(result))
@@ -189,6 +280,8 @@ class AttributeRunner(AnalysisRunner):
     def __call__(self, args: argparse.Namespace) -> list[Path]:
         if getattr(args, "attribute_command", None) == "verify":
             return run_verify(args)
+        if getattr(args, "attribute_command", None) == "lds":
+            return run_lds(args)
         if args.model is None:
             raise ValueError("the following argument is required: --model (or `workbench "
                              "attribute verify --report ...`)")

@@ -77,13 +77,16 @@ def prompt_query(prompt: str, target: str) -> Query:
     return Query(None, -1, target.strip(), (prompt.strip(),), -1, "")
 
 
-def queries(corpus: Corpus, facts: Sequence[Fact] | int) -> list[Query]:
+def queries(corpus: Corpus, facts: Sequence[Fact] | int, bucket: str | None = None
+            ) -> list[Query]:
     """The queries of `facts` (or of the first `n` stated facts that have held-out prompts,
-    spread over subjects, when `facts` is an int).
+    spread over subjects, when `facts` is an int; with `bucket`, only facts of that exposure
+    bucket: `low`, `mid`, `high`).
 
     Raises:
         ValueError: a fact the world lacks (with the closest subject), a fact never stated in
-            training text (a two-hop fact), or a fact without held-out prompts.
+            training text (a two-hop fact), a fact without held-out prompts, or an unknown
+            bucket.
     """
     table = corpus.fact_table()
     rows = {(f["subject"], f["relation"]): i for i, f in enumerate(table)}
@@ -92,6 +95,12 @@ def queries(corpus: Corpus, facts: Sequence[Fact] | int) -> list[Query]:
         row = rows.get((item["subject"], item["relation"]))
         if row is not None:
             prompts.setdefault(row, []).append(item["prefix"])
+    if bucket is not None:
+        buckets = sorted({str(f["bucket"]) for f in table})
+        if bucket not in buckets:
+            raise ValueError(f"--bucket {bucket!r}; the world's exposure buckets are "
+                             f"{', '.join(buckets)}")
+        prompts = {r: p for r, p in prompts.items() if table[r]["bucket"] == bucket}
     if isinstance(facts, int):
         if facts < 1:
             raise ValueError(f"--facts {facts}; pass 1 or more")

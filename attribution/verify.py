@@ -128,6 +128,53 @@ def drop_rules(report: dict[str, Any], cfg: VerifyConfig, n_train_docs: int
     return rules
 
 
+def recipe_tables(run: str | os.PathLike[str], corpus: str | os.PathLike[str],
+                  seeds: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """A sweep spec's tables that retrain `run` with its own recipe (model, training settings,
+    and `seeds`, default its own seed) on a world like `corpus` (the plan links the corpus
+    itself in: `plan_verify`).
+
+    Raises:
+        ValueError: `run` is not a run of ours.
+    """
+    from workbench.models.refs import ModelRef
+
+    ref = ModelRef.of(str(run))
+    if not ref.is_ours:
+        raise ValueError(f"model {str(run)!r} is not a run of ours; retraining needs a run "
+                         "made by `workbench train`")
+    model, train = dict(ref.config["model"]), dict(ref.config["train"])
+    manifest = json.loads((Path(corpus) / "corpus.json").read_text())
+    return {
+        "preset": "default",
+        "axes": {"size": [f"{model['n_layers']}x{model['d_model']}x{model['n_heads']}"],
+                 "steps": [train["steps"]],
+                 "seed": list(seeds) if seeds else [train["seed"]]},
+        "model": {"n_ctx": model["n_ctx"], "mlp_ratio": model["d_mlp"] / model["d_model"],
+                  "act_fn": model["act_fn"], "attn_only": model["attn_only"]},
+        "train": {k: v for k, v in train.items() if k not in ("steps", "seed")},
+        "world": {**manifest["world_config"],
+                  "tokens": int(manifest["splits"]["train"]["n_tokens"])}}
+
+
+def check_recipe(spec: SweepSpec, run: str | os.PathLike[str]) -> None:
+    """Every member's model is the run's (but its seed).
+
+    Raises:
+        ValueError: the run's model cannot be written as a sweep member.
+    """
+    from workbench.models.refs import ModelRef
+
+    model = dict(ModelRef.of(str(run)).config["model"])
+    for member in spec.members():
+        got = asdict(member.model)
+        want = {k: v for k, v in model.items() if k in got and k not in ("seed", "d_vocab")}
+        if {k: got[k] for k in want} != want:
+            raise ValueError(f"the run's model {want} cannot be written as a sweep member "
+                             f"({ {k: got[k] for k in want} }); retraining needs a run whose "
+                             "d_head is d_model / n_heads")
+
+
 def verify_spec(report: dict[str, Any], cfg: VerifyConfig) -> SweepSpec:
     """The sweep of the check: the run's recipe, one member per condition and seed.
 
@@ -136,37 +183,17 @@ def verify_spec(report: dict[str, Any], cfg: VerifyConfig) -> SweepSpec:
             written as a sweep member.
     """
     from sweep.spec import SweepSpec
-    from workbench.models.refs import ModelRef
     from workbench.world import load_corpus
 
-    ref = ModelRef.of(report["model"])
-    if not ref.is_ours:
-        raise ValueError(f"the report's model {report['model']!r} is not a run of ours; "
-                         "verify retrains it, so attribute a run made by `workbench train`")
-    model, train = dict(ref.config["model"]), dict(ref.config["train"])
     corpus = load_corpus(report["corpus"])
-    manifest = json.loads((corpus.path / "corpus.json").read_text())
-    size = f"{model['n_layers']}x{model['d_model']}x{model['n_heads']}"
+    tables = recipe_tables(report["model"], report["corpus"], cfg.seeds)
     rules = drop_rules(report, cfg, len(corpus.docs("train")))
     spec = SweepSpec.from_dict({
-        "name": "verify", "preset": "default",
-        "description": f"attribution checked by retraining {ref.text} without the documents "
-                       f"each method blames for {len(report['queries'])} facts",
-        "axes": {"size": [size], "steps": [train["steps"]], "seed": list(cfg.seeds),
-                 "drop": [NONE, *rules]},
-        "model": {"n_ctx": model["n_ctx"], "mlp_ratio": model["d_mlp"] / model["d_model"],
-                  "act_fn": model["act_fn"], "attn_only": model["attn_only"]},
-        "train": {k: v for k, v in train.items() if k not in ("steps", "seed")},
-        "world": {**manifest["world_config"],
-                  "tokens": int(manifest["splits"]["train"]["n_tokens"])},
-        "drop": rules})
-    member = spec.members()[0]
-    got = {k: v for k, v in asdict(member.model).items() if k in model and k != "seed"}
-    want = {k: model[k] for k in got if k != "d_vocab"}
-    if {k: got[k] for k in want} != want:
-        raise ValueError(f"the run's model {want} cannot be written as a sweep member "
-                         f"({ {k: got[k] for k in want} }); verify needs a run whose d_head is "
-                         "d_model / n_heads")
+        **tables, "name": "verify",
+        "description": f"attribution checked by retraining {report['model']} without the "
+                       f"documents each method blames for {len(report['queries'])} facts",
+        "axes": {**tables["axes"], "drop": [NONE, *rules]}, "drop": rules})
+    check_recipe(spec, report["model"])
     return spec
 
 
@@ -344,3 +371,14 @@ def summary(result: dict[str, Any]) -> str:
             lines.append(f"  every mention removed: accuracy at chance: "
                          f"{v['mentions_at_chance']}")
     return "\n".join(lines)
+
+
+def digest(result: dict[str, Any], path: str) -> dict[str, Any]:
+    """What the attribution report keeps of its check (under `verify`): where the full
+    result is, k, the documents removed, and per seed each condition's margin, accuracy and
+    drop, with the verdicts."""
+    return {"result": path, "k": result["config"]["k"], "conditions": result["conditions"],
+            "seeds": {seed: {c: {"margin": r["margin"], "accuracy": r["accuracy"],
+                                 "drop": result["verdicts"].get(seed, {}).get("drop", {}).get(c)}
+                             for c, r in by.items()} for seed, by in result["seeds"].items()},
+            "verdicts": result["verdicts"]}

@@ -74,6 +74,9 @@ def test_verify_plans_trains_and_measures(micro_report: Path, world_corpus: Path
     drop = result["verdicts"]["0"]["drop"]
     assert drop["bm25"] == pytest.approx(seed0["none"]["margin"] - seed0["bm25"]["margin"])
     assert (plan_dir / "verify.fig.json").is_file()
+    kept = json.loads(micro_report.read_text())["verify"]  # the report gains its check
+    assert kept["result"] == str(plan_dir / "verify.json") and kept["k"] == 3
+    assert kept["seeds"]["0"]["bm25"]["drop"] == pytest.approx(drop["bm25"])
     from attribution.figures import verify_figure
     from workbench.figcheck import figure_problems
 
@@ -106,3 +109,41 @@ def test_verify_refuses_bad_input(micro_report: Path, tmp_path: Path,
     assert not Path(out).exists()
     assert main(["attribute", "--facts", "2"]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_lds_retrains_on_random_subsets(micro_report: Path, world_corpus: Path,
+                                        tmp_path: Path, one_thread: None,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    from attribution.lds import lds
+    from sweep.plan import load_plan
+    from workbench.world.subset import DROPPED_FILE
+
+    run = json.loads(micro_report.read_text())["model"]
+    plan_dir = tmp_path / "lds"
+    assert main(["attribute", "lds", "--model", run, "--corpus", str(world_corpus), "--out",
+                 str(plan_dir), "--subsets", "3", "--facts", "2", "--method", "grad-dot",
+                 "--dim", "256", "--cache", str(tmp_path / "cache"), "--executor", "debug",
+                 "--no-progress"]) == 0
+    assert "LDS over 3 retrainings" in capsys.readouterr().out
+    result = json.loads((plan_dir / "lds.json").read_text())
+    assert result["schema"] == "workbench.attribute_lds/1"
+    assert list(result["methods"]) == ["grad-dot", "bm25", "random"]
+    assert np.asarray(result["loss"]).shape == (3, 2)
+    assert 0.45 < result["kept_share"] < 0.55
+    plan = load_plan(plan_dir)
+    dropped = [set(np.load(plan.world_dir(m.corpus_id) / DROPPED_FILE).tolist())
+               for m in plan.members()]
+    assert len({frozenset(d) for d in dropped}) == 3  # three different halves
+    for m in result["methods"].values():
+        assert m["mean"] is None or -1 <= m["mean"] <= 1
+        lo, hi = m["ci95"]
+        assert np.isnan(lo) or lo <= hi
+    # the score itself: a method whose scores make the losses exactly is at 1
+    kept = np.ones((3, 5), dtype=bool)
+    kept[0, :2] = kept[1, 2:4] = kept[2, 4] = False
+    scores = np.array([[1.0, 2.0, 3.0, 4.0, 5.0]])
+    loss = -(kept @ scores.T)
+    assert lds(scores, kept, loss)["per_query"] == [1.0]
+    assert lds(-scores, kept, loss)["per_query"] == [-1.0]
