@@ -28,6 +28,8 @@ from workbench.cli.argtypes import (
 from workbench.cli.argtypes import device as device_type
 from workbench.cli.registry import Command
 
+LDS_METHODS = tuple(m for m in METHODS if m != "tracin")  # scored at the run's weights
+
 
 def _facts(text: str) -> str:
     """`--facts`: a number of facts, or comma-separated `subject:relation` names."""
@@ -117,7 +119,9 @@ def verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="the plan directory of the retrainings")
     p.add_argument("--k", type=positive_int, default=10, help="documents removed per fact "
                    "and method (its top k)")
-    p.add_argument("--seeds", type=int_list(0), default="0,1", help="training seeds")
+    p.add_argument("--seeds", type=int_list(0), default=None, help="training seeds (default: "
+                   "the run's own; for another seed, attribute that seed's run and verify "
+                   "its report)")
     p.add_argument("--methods", type=name_list(METHODS), default=None,
                    help="the report's methods to check (default: all but random)")
     p.add_argument("--random-seed", type=seed, default=0, help="the random documents' draw")
@@ -137,8 +141,8 @@ def lds_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a run of ours (retrained on the subsets)")
     p.add_argument("--corpus", default=None, help="its world corpus (default: the run's)")
     p.add_argument("--out", required=True, help="the plan directory of the retrainings")
-    p.add_argument("--method", type=name_list(METHODS), default="ekfac",
-                   help=f"any of {','.join(METHODS)} (bm25 and random are always added)")
+    p.add_argument("--method", type=name_list(LDS_METHODS), default="ekfac",
+                   help=f"any of {','.join(LDS_METHODS)} (bm25 and random are always added)")
     p.add_argument("--facts", type=positive_int, default=10, help="how many facts are asked")
     p.add_argument("--bucket", default=None, help="facts of this exposure bucket")
     p.add_argument("--subsets", type=bounded_int(2, 10_000), default=50,
@@ -237,7 +241,8 @@ def run_verify(args: argparse.Namespace) -> list[Path]:
     from sweep.status import progress_line
     from workbench.models.checkpoints import write_json_atomic, write_text_atomic
 
-    cfg = v.VerifyConfig(k=args.k, seeds=tuple(int(x) for x in args.seeds.split(",") if x),
+    seeds = None if args.seeds is None else tuple(int(x) for x in args.seeds.split(",") if x)
+    cfg = v.VerifyConfig(k=args.k, seeds=seeds,
                          methods=None if args.methods is None else tuple(
                              m.strip() for m in args.methods.split(",") if m.strip()),
                          random_seed=args.random_seed)
@@ -246,7 +251,7 @@ def run_verify(args: argparse.Namespace) -> list[Path]:
     plan = v.plan_verify(args.report, args.out, cfg, overwrite=args.overwrite)
     members = plan.members()
     print(f"plan {plan.root}: {len(members)} members ({', '.join(plan.spec.drops)} x seeds "
-          f"{args.seeds})")
+          f"{', '.join(str(s) for s in plan.spec.seeds)})")
     if args.plan_only:
         print(f"train them: workbench sweep run {plan.root}; then run this command again")
         return []

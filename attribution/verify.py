@@ -53,21 +53,24 @@ class VerifyConfig:
 
     Args:
         k: documents removed per fact and method (each fact's top k).
-        seeds: training seeds (each condition is trained on every seed).
+        seeds: training seeds (each condition is trained on every seed; default: the run's
+            own, as its attribution ranked its own documents; for a second training seed,
+            attribute that seed's run and verify its report).
         methods: the report's methods whose top documents are removed (default: all of them
             but `random`).
         random_seed: the random condition's draw.
     """
 
     k: int = 10
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] | None = None
     methods: tuple[str, ...] | None = None
     random_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"--k {self.k}; pass 1 or more documents per fact")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+        if self.seeds is not None and (not self.seeds
+                                       or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"--seeds {list(self.seeds)}; pass distinct training seeds")
 
 
