@@ -78,6 +78,8 @@ bench: install
 	$(PY) bench/causal_trace.py
 	$(PY) bench/real_scale.py --models gpt2,pythia --threads 1
 	$(PY) bench/sweep_throughput.py
+	@test -f $(RUNS)/world/corpus.json || $(VENV)/bin/workbench world build --out $(RUNS)/world
+	$(PY) bench/influence.py --corpus $(RUNS)/world
 
 # The `cpu` scaling family (six sizes, 50k to 3.2M non-embedding parameters): plan, train
 # (resumable) and analyze into $(RUNS)/cpu, two one-thread local jobs at once (submitit's

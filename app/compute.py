@@ -418,24 +418,50 @@ def tracin_rows(report: dict[str, Any], fact: str) -> list[dict[str, Any]]:
                                         f["contribution"], f["share"], strict=True)]
 
 
-def verify_rows(value: Any) -> list[dict[str, Any]]:
-    """A report section of no fixed schema (the retraining check, `verify`) as table rows:
-    a list of records as it is, a mapping of records one row per key, any other mapping one
-    row per key and value; values that are not numbers or text as JSON.
+def verify_rows(digest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The retraining check an attribution report keeps (`verify`, written by `workbench
+    attribute verify`) as table rows: per training seed and condition, the documents removed
+    (of them, those that state a checked fact), the facts' mean margin, its drop from the
+    baseline and their accuracy.
 
-    >>> verify_rows({"dropped": {"ap": 0.5}, "kept": {"ap": 0.2}})
-    [{'': 'dropped', 'ap': 0.5}, {'': 'kept', 'ap': 0.2}]
-    >>> verify_rows({"steps": 300, "facts": ["a:city"]})
-    [{'key': 'steps', 'value': '300'}, {'key': 'facts', 'value': '["a:city"]'}]
+    >>> rows = verify_rows({"k": 2, "conditions": {"ekfac": {"removed_docs": 4,
+    ...     "removed_stating": 4}}, "seeds": {"0": {"none": {"margin": 3.0, "accuracy": 1.0,
+    ...     "drop": None}, "ekfac": {"margin": 1.0, "accuracy": 0.5, "drop": 2.0}}}})
+    >>> [(r["removed"], r["documents"], r["margin drop"]) for r in rows]
+    [('none', 0, None), ('ekfac', 4, 2.0)]
     """
-    if isinstance(value, list) and all(isinstance(v, dict) for v in value):
-        return [{str(k): _cell(v) for k, v in row.items()} for row in value]
-    if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-        return [{"": str(k), **{str(c): _cell(v) for c, v in row.items()}}
-                for k, row in value.items()]
-    if isinstance(value, dict):
-        return [{"key": str(k), "value": _text(v)} for k, v in value.items()]
-    return [{"value": _text(v)} for v in (value if isinstance(value, list) else [value])]
+    rows = []
+    for seed, by in digest["seeds"].items():
+        for cond, r in by.items():
+            c = digest.get("conditions", {}).get(cond, {"removed_docs": 0, "removed_stating": 0})
+            rows.append({"seed": seed, "removed": cond, "documents": c["removed_docs"],
+                         "of them stating": c["removed_stating"], "margin": r["margin"],
+                         "margin drop": r["drop"], "accuracy": r["accuracy"]})
+    return rows
+
+
+def verify_verdicts(digest: dict[str, Any]) -> list[str]:
+    """One line per training seed: each method's drop against BM25's and random's, and
+    whether removing every mention left the facts at chance.
+
+    >>> verify_verdicts({"verdicts": {"0": {"drop": {}, "ekfac": {"beats_bm25": True,
+    ...     "vs_random": 4.0, "at_least_3x_random": True}, "mentions_at_chance": True}}})[0]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    'seed 0: ekfac drops the margin more than BM25: yes, 4.0x random;
+     every mention removed: facts at chance: yes'
+
+    """
+    lines = []
+    yes = {True: "yes", False: "no", None: "-"}
+    for seed, v in digest.get("verdicts", {}).items():
+        parts = [f"{m} drops the margin more than BM25: {yes[r['beats_bm25']]}, "
+                 + ("-" if r["vs_random"] is None else f"{r['vs_random']:.1f}x") + " random"
+                 for m, r in v.items() if isinstance(r, dict) and "vs_random" in r]
+        if "mentions_at_chance" in v:
+            parts.append(f"every mention removed: facts at chance: "
+                         f"{yes[v['mentions_at_chance']]}")
+        lines.append(f"seed {seed}: " + "; ".join(parts))
+    return lines
 
 
 def _cell(value: Any) -> Any:

@@ -124,8 +124,11 @@ def score(method: str, model: Model, queries: Sequence[Query], docs: Documents,
         "grad-dot": (s.params, s.dim, s.seed), "grad-cos": (s.params, s.dim, s.seed),
         "repsim": (s.layer,), "bm25": (), "random": (s.seed,),
         "tracin": (s.params, s.dim, s.seed)}
+    from attribution.ekfac import corpus_key
+
+    ckey = corpus_key(docs)  # the same documents' indices name others in another corpus
     path = None if cache is None or method == "tracin" else (
-        cache / "scores" / f"{method}-{_key(keys[method], qkey, where)}.npy")
+        cache / "scores" / f"{method}-{_key(keys[method], qkey, where, ckey)}.npy")
 
     def compute() -> np.ndarray:
         if method == "random":
@@ -142,7 +145,7 @@ def score(method: str, model: Model, queries: Sequence[Query], docs: Documents,
             both = gradient_scores(model, queries, docs, grad, progress=progress)
             other = "grad-cos" if method == "grad-dot" else "grad-dot"
             if cache is not None:  # one pass gives both: keep the other too
-                save_npy_atomic(cache / "scores" / f"{other}-{_key(keys[other], qkey, where)}"
+                save_npy_atomic(cache / "scores" / f"{other}-{_key(keys[other], qkey, where, ckey)}"
                                 ".npy", both[other])
             return both[method]
         if method == "ekfac":

@@ -92,6 +92,10 @@ def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(report, dict) or report.get("schema") != "workbench.attribute/1":
         raise ValueError(f"--report {p} is not an attribution report (schema "
                          "workbench.attribute/1)")
+    for key in ("model", "corpus"):  # paths as the command was given them
+        if not Path(str(report.get(key))).exists():
+            raise FileNotFoundError(f"the report's {key} {report.get(key)!r} is not found from "
+                                    f"{Path.cwd()}; run this where `workbench attribute` ran")
     return report
 
 

@@ -126,9 +126,13 @@ for key, make in FIGURES:
     if fig is not None:
         st.plotly_chart(fig, key=key)
 
-if "verify" in report:  # the retraining check (its schema is not fixed yet: shown as it is)
+if "verify" in report:  # the retraining check (`workbench attribute verify`)
     st.subheader("Retraining check")
+    st.caption(f"retrained without each method's top {report['verify']['k']} documents per "
+               f"fact, as many random ones, or every mention (`{report['verify']['result']}`)")
     st.dataframe(compute.verify_rows(report["verify"]), hide_index=True, key="attr_verify")
+    for line in compute.verify_verdicts(report["verify"]):
+        st.markdown(line)
 
 with st.expander("run a new attribution (replaces this report)"):
     new_report(sel, out, corpus, exists=True)

@@ -226,3 +226,11 @@ with tab_report:
         if attribution is not None:  # the tested beliefs the attribution report asked about
             for b in report.get("elicit", {}).get("beliefs", []):
                 taught_by(attribution, f"{b['subject']}:{b['relation']}")
+    if attribution is not None and "verify" in attribution:  # another way to change beliefs
+        st.subheader("Changing beliefs by retraining without their documents")
+        st.caption("`workbench attribute verify`: the model retrained with the same recipe "
+                   "and seed without each method's top documents for the checked facts")
+        st.dataframe(compute.verify_rows(attribution["verify"]), hide_index=True,
+                     key="belief_retrain_table")
+        for line in compute.verify_verdicts(attribution["verify"]):
+            st.markdown(line)

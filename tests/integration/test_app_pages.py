@@ -277,15 +277,22 @@ def test_attribution_page_without_report_and_with_a_retraining_check(app_runs, t
     assert_ok(at)
     assert "--method grad-cos,tracin --facts 2" in at.code[0].value
     report = json.loads((app_runs / "tiny/analyses/attribute.json").read_text())
-    report["verify"] = {"dropped": {"p_object_before": 0.9, "p_object_after": 0.2},
-                        "kept": {"p_object_before": 0.8, "p_object_after": 0.8}}
+    report["verify"] = {
+        "result": "runs/verify/verify.json", "k": 3,
+        "conditions": {"bm25": {"removed_docs": 5, "removed_stating": 5},
+                       "random": {"removed_docs": 5, "removed_stating": 0}},
+        "seeds": {"0": {"none": {"margin": 3.0, "accuracy": 1.0, "drop": None},
+                        "bm25": {"margin": 2.0, "accuracy": 1.0, "drop": 1.0},
+                        "random": {"margin": 2.8, "accuracy": 0.8, "drop": 0.2}}},
+        "verdicts": {"0": {"drop": {"bm25": 1.0, "random": 0.2}}}}
     (runs / "tiny/analyses").mkdir()
     (runs / "tiny/analyses/attribute.json").write_text(json.dumps(report))
     at.run()
     assert_ok(at)
     assert any(s.value == "Retraining check" for s in at.subheader)
     check = at.dataframe[-1].value
-    assert list(check[""]) == ["dropped", "kept"] and list(check["p_object_after"]) == [0.2, 0.8]
+    assert list(check["removed"]) == ["none", "bm25", "random"]
+    assert list(check["accuracy"]) == [1.0, 1.0, 0.8] and list(check["documents"]) == [0, 5, 5]
 
 
 def test_beliefs_page_links_the_attribution_report(app_runs, tmp_path, monkeypatch):
