@@ -178,6 +178,9 @@ def run_lds(args: argparse.Namespace) -> list[Path]:
     cfg = L.LdsConfig(subsets=args.subsets, fraction=args.fraction)
     executor = executor_config(args)
     ref = ModelRef.of(args.model)
+    if not ref.is_ours:
+        raise ValueError(f"--model {args.model!r} is not a run of ours; LDS retrains it, so "
+                         "pass a run directory made by `workbench train`")
     corpus_path = ref.corpus_path(args.corpus, required="its training documents")
     plan = L.plan_lds(ref.text, str(corpus_path), args.out, cfg, overwrite=args.overwrite)
     print(f"plan {plan.root}: {len(plan.members())} subsets")
