@@ -18,8 +18,8 @@ from workbench.training.trainer import TrainResult
 
 def _argv(run: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
     return ["attribute", "--model", str(run), "--corpus", str(corpus), "--facts", "2",
-            "--candidates", "60", "--fit-documents", "300", "--dim", "256", "--out", str(out),
-            "--no-progress", *extra]
+            "--bucket", "low", "--candidates", "60", "--fit-documents", "300", "--dim", "256",
+            "--out", str(out), "--no-progress", *extra]
 
 
 def test_attribute_report_figures_and_cache(tiny_run: TrainResult, world_corpus: Path,
