@@ -19,8 +19,10 @@ against another method. What lives where:
   task, datasets, tracked modules, factors keyed by the weights they were fitted for);
 - `methods.py`: every method behind one call, score matrices cached per model;
 - `attribute.py`: the analysis (`workbench attribute`): the report of every method against
-  the truth (`figures.py`, `summary.py`; flags in `cli.py`).
+  the truth (`figures.py`, `summary.py`; flags in `cli.py`);
+- `verify.py`: the check by retraining without each method's blamed documents (`workbench
+  attribute verify`, a sweep on the sweep engine), and `lds.py`: the linear datamodeling
+  score over retrainings on random subsets (`workbench attribute lds`).
 
-Still to come (issue 42): the check by retraining (`workbench attribute verify`: sweeps with a
-drop axis) and LDS on a small preset.
+The package sits above the sweep engine in the layers: its checks retrain models on it.
 """

@@ -213,7 +213,7 @@ def run(model: Model, corpus: Corpus | None, cfg: AttributeConfig | None = None,
     qs = select_queries(model, corpus, cfg)
     docs = select_documents(corpus, qs, cfg.candidates, seed=cfg.seed)
     cache = Path(cfg.cache) if cfg.cache else None
-    model_cache = _model_cache(model, cache)
+    own_cache = model_cache(model, cache)
     texts: list[str] | None = None
 
     def words() -> list[str]:
@@ -236,7 +236,7 @@ def run(model: Model, corpus: Corpus | None, cfg: AttributeConfig | None = None,
             tr = _tracin(checkpoints, train, qs, docs, settings, cache, progress)
             scores, tracin_report = tr.scores, when_taught(tr, qs, docs)
         else:
-            scores = score(method, model, qs, docs, settings, cache=model_cache,
+            scores = score(method, model, qs, docs, settings, cache=own_cache,
                            texts=words, progress=progress)
         seconds = time.perf_counter() - start
         found = retrieval(scores, qs, docs)
@@ -260,7 +260,8 @@ def run(model: Model, corpus: Corpus | None, cfg: AttributeConfig | None = None,
     return report
 
 
-def _model_cache(model: Model, cache: Path | None) -> Path | None:
+def model_cache(model: Model, cache: Path | None) -> Path | None:
+    """The model's own folder of the cache `cache` (named by its weights digest)."""
     if cache is None:
         return None
     from attribution.ekfac import weights_digest
@@ -276,7 +277,7 @@ def _tracin(checkpoints: Iterable[tuple[CheckpointRef, Model]], train: Any, qs: 
 
     def scorer(at_step: Model) -> np.ndarray:
         return score("grad-dot", at_step, qs, docs, settings,
-                     cache=_model_cache(at_step, cache), progress=progress)
+                     cache=model_cache(at_step, cache), progress=progress)
 
     pairs = ((c.step, m) for c, m in checkpoints)
     return tracin_scores(pairs, train, qs, docs, method="grad-dot", scorer=scorer,

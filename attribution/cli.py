@@ -169,9 +169,6 @@ def run_lds(args: argparse.Namespace) -> list[Path]:
     from attribution.documents import select_documents
     from attribution.methods import BASELINES, MethodSettings, score
     from sweep.cli import executor_config
-    from sweep.jobs import run_member_jobs
-    from sweep.run import ensure_corpora, finished
-    from sweep.status import progress_line
     from workbench.models.checkpoints import write_json_atomic
     from workbench.models.refs import ModelRef
 
@@ -195,22 +192,12 @@ def run_lds(args: argparse.Namespace) -> list[Path]:
     docs = select_documents(corpus, qs, None)
     settings = MethodSettings(params=args.params, fit_documents=args.fit_documents,
                               damping=args.damping, dim=args.dim)
-    from attribution.attribute import _model_cache
+    from attribution.attribute import model_cache
 
-    cache = _model_cache(model, Path(args.cache) if args.cache else ref.output_dir / "attribution")
+    cache = model_cache(model, Path(args.cache) if args.cache else ref.output_dir / "attribution")
     scores = {m: score(m, model, qs, docs, settings, cache=cache, progress=not args.no_progress)
               for m in dict.fromkeys([*methods, *BASELINES])}
-    members = plan.members()
-    ensure_corpora(plan, members, log=lambda line: print(line, flush=True))
-    todo = [m for m in members if not finished(plan, m)]
-    records = run_member_jobs(plan, todo, "run", executor, {"device": args.device},
-                              log=lambda line: print(line, flush=True),
-                              cost=lambda m: m.compute, report=None if args.no_progress
-                              else lambda names: progress_line(plan, names, "run"))
-    failed = [n for n, r in records.items() if r.state != "done"]
-    if failed:
-        raise ValueError(f"subset(s) {', '.join(failed)} did not finish (`workbench sweep "
-                         f"status {plan.root}`); run this command again: the rest is kept")
+    train_members(plan, executor, args, "subset")
     result = L.measure(plan, qs, scores, len(docs), cfg, model=ref.text,
                        progress=not args.no_progress)
     out = plan.root / L.REPORT_FILE
@@ -234,14 +221,32 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         "correlate each method's predicted with the actual query losses"))
 
 
+def train_members(plan: Any, executor: Any, args: argparse.Namespace, noun: str) -> None:
+    """Build the plan's corpora and train its unfinished members on the sweep engine (one
+    job each); a member that does not finish is one error naming it."""
+    from sweep.jobs import run_member_jobs
+    from sweep.run import ensure_corpora, finished
+    from sweep.status import progress_line
+
+    members = plan.members()
+    ensure_corpora(plan, members, progress=not args.no_progress,
+                   log=lambda line: print(line, flush=True))
+    todo = [m for m in members if not finished(plan, m)]
+    records = run_member_jobs(plan, todo, "run", executor, {"device": args.device},
+                              log=lambda line: print(line, flush=True),
+                              cost=lambda m: m.compute, report=None if args.no_progress
+                              else lambda names: progress_line(plan, names, "run"))
+    failed = [n for n, r in records.items() if r.state != "done"]
+    if failed:
+        raise ValueError(f"{noun}(s) {', '.join(failed)} did not finish (`workbench sweep "
+                         f"status {plan.root}`); run this command again: the rest is kept")
+
+
 def run_verify(args: argparse.Namespace) -> list[Path]:
     """`workbench attribute verify`: plan, train (the sweep engine), measure, report."""
     from attribution import verify as v
     from attribution.figures import verify_figure
     from sweep.cli import executor_config
-    from sweep.jobs import run_member_jobs
-    from sweep.run import ensure_corpora, finished
-    from sweep.status import progress_line
     from workbench.models.checkpoints import write_json_atomic, write_text_atomic
 
     seeds = None if args.seeds is None else tuple(int(x) for x in args.seeds.split(",") if x)
@@ -258,17 +263,7 @@ def run_verify(args: argparse.Namespace) -> list[Path]:
     if args.plan_only:
         print(f"train them: workbench sweep run {plan.root}; then run this command again")
         return []
-    ensure_corpora(plan, members, progress=not args.no_progress,
-                   log=lambda line: print(line, flush=True))
-    todo = [m for m in members if not finished(plan, m)]
-    records = run_member_jobs(plan, todo, "run", executor, {"device": args.device},
-                              log=lambda line: print(line, flush=True),
-                              cost=lambda m: m.compute, report=None if args.no_progress
-                              else lambda names: progress_line(plan, names, "run"))
-    failed = [n for n, r in records.items() if r.state != "done"]
-    if failed:
-        raise ValueError(f"member(s) {', '.join(failed)} did not finish (`workbench sweep "
-                         f"status {plan.root}`); run this command again: the rest is kept")
+    train_members(plan, executor, args, "member")
     result = v.measure(plan, report, cfg, report_path=str(args.report),
                        progress=not args.no_progress)
     out = plan.root / v.REPORT_FILE

@@ -19,13 +19,15 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from attribution.documents import Documents, Query
-from workbench.models import Model
-from workbench.models.config import TrainConfig
+
+if TYPE_CHECKING:  # (the command line imports this module: no torch at import)
+    from workbench.models import Model
+    from workbench.models.config import TrainConfig
 
 METHODS = ("ekfac", "tracin", "grad-dot", "grad-cos", "repsim", "bm25")
 BASELINES = ("bm25", "random")  # every report stands each method beside these

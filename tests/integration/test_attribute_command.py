@@ -17,9 +17,12 @@ from workbench.training.trainer import TrainResult
 
 
 def _argv(run: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
+    """The command on the session's run; factors and scores cached beside `out` unless
+    `extra` names a cache (the run itself stays as it was)."""
+    cache = [] if "--cache" in extra else ["--cache", str(out.parent / "attribution-cache")]
     return ["attribute", "--model", str(run), "--corpus", str(corpus), "--facts", "2",
             "--bucket", "low", "--candidates", "60", "--fit-documents", "300", "--dim", "256",
-            "--out", str(out), "--no-progress", *extra]
+            "--out", str(out), "--no-progress", *cache, *extra]
 
 
 def test_attribute_report_figures_and_cache(tiny_run: TrainResult, world_corpus: Path,

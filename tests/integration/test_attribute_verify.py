@@ -123,13 +123,13 @@ def test_lds_retrains_on_random_subsets(micro_report: Path, world_corpus: Path,
     run = json.loads(micro_report.read_text())["model"]
     plan_dir = tmp_path / "lds"
     assert main(["attribute", "lds", "--model", run, "--corpus", str(world_corpus), "--out",
-                 str(plan_dir), "--subsets", "3", "--facts", "2", "--method", "grad-dot",
-                 "--dim", "256", "--cache", str(tmp_path / "cache"), "--executor", "debug",
+                 str(plan_dir), "--subsets", "3", "--facts", "2", "--method", "bm25",
+                 "--cache", str(tmp_path / "cache"), "--executor", "debug",
                  "--no-progress"]) == 0
     assert "LDS over 3 retrainings" in capsys.readouterr().out
     result = json.loads((plan_dir / "lds.json").read_text())
     assert result["schema"] == "workbench.attribute_lds/1"
-    assert list(result["methods"]) == ["grad-dot", "bm25", "random"]
+    assert list(result["methods"]) == ["bm25", "random"]  # (every method scores all documents)
     assert np.asarray(result["loss"]).shape == (3, 2)
     assert 0.45 < result["kept_share"] < 0.55
     plan = load_plan(plan_dir)

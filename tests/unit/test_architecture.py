@@ -15,8 +15,8 @@ from workbench.cli.registry import Command, build_parser, command_argv, commands
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("workbench", "circuits", "probe", "beliefs", "icl", "sweep", "app", "attribution")
-HELP_ORDER = ["world", "train", "eval", "cache", "induction", "probe", "beliefs", "icl", "sweep",
-              "info", "export", "app"]
+HELP_ORDER = ["world", "train", "eval", "cache", "induction", "probe", "beliefs", "icl",
+              "attribute", "sweep", "info", "export", "app"]
 
 
 def _sources(package: str) -> list[Path]:
@@ -74,9 +74,9 @@ def test_commands_are_registered_by_their_packages_in_help_order() -> None:
                      "cache": "workbench", "info": "workbench", "export": "workbench",
                      "induction": "circuits",
                      "probe": "probe", "beliefs": "beliefs", "icl": "icl", "sweep": "sweep",
-                     "app": "app"}
+                     "attribute": "attribution", "app": "app"}
     cli = (ROOT / "workbench/cli/core.py").read_text()
-    for package in ("circuits", "probe", "beliefs", "icl", "sweep", "app"):
+    for package in ("circuits", "probe", "beliefs", "icl", "sweep", "attribution", "app"):
         assert f"from {package}" not in cli and f"import {package}" not in cli
 
 
@@ -176,3 +176,18 @@ def test_step_names_and_run_files_are_spelled_in_one_module() -> None:
            for i, line in enumerate(path.read_text().splitlines(), 1)
            if spelled.search(line)]
     assert bad == []
+
+
+def test_the_command_line_parser_does_not_load_models() -> None:
+    """Building `workbench`'s parser (every command's flags) imports no TransformerLens or
+    kronfluence: they are imported when a command runs (3-4 s that every command, `--help`
+    and Ctrl-C timing would otherwise pay)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from workbench.cli.registry import build_parser; build_parser(); "
+            "print(sorted(m for m in ('transformer_lens', 'transformers', 'kronfluence', "
+            "'bm25s', 'submitit') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]", out
