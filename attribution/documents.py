@@ -141,6 +141,7 @@ class Documents:
     index: np.ndarray  # int64 [n]: the documents' indices in the split
     split: str = "train"
     _tokenizer: Tokenizer | None = field(default=None, repr=False)
+    _stating: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -178,7 +179,9 @@ class Documents:
         free prompt)."""
         if query.row < 0:
             return np.zeros(len(self), dtype=bool)
-        return self.facts.mentioning([query.row])[self.index]
+        if query.row not in self._stating:  # asked per method and per report section
+            self._stating[query.row] = self.facts.mentioning([query.row])[self.index]
+        return self._stating[query.row]
 
 
 def select_documents(corpus: Corpus, qs: Sequence[Query], others: int | None = None,
