@@ -164,6 +164,8 @@ def lds_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_lds(args: argparse.Namespace) -> list[Path]:
     """`workbench attribute lds`: plan the subsets, score every document, train, measure."""
+    import numpy as np
+
     from attribution import lds as L
     from attribution.attribute import AttributeConfig, select_queries
     from attribution.documents import select_documents
@@ -198,7 +200,8 @@ def run_lds(args: argparse.Namespace) -> list[Path]:
     scores = {m: score(m, model, qs, docs, settings, cache=cache, progress=not args.no_progress)
               for m in dict.fromkeys([*methods, *BASELINES])}
     train_members(plan, executor, args, "subset")
-    result = L.measure(plan, qs, scores, len(docs), cfg, model=ref.text,
+    truth = np.stack([docs.stating(q) for q in qs])
+    result = L.measure(plan, qs, scores, len(docs), cfg, model=ref.text, truth=truth,
                        progress=not args.no_progress)
     out = plan.root / L.REPORT_FILE
     write_json_atomic(out, result)

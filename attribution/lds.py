@@ -9,7 +9,11 @@ log-probability after each held-out prompt, averaged) on every subset's model. A
 prediction for subset S is minus the sum of its scores over the documents S keeps (a score
 is how much a document lowers the query's loss). LDS is the Spearman correlation, over the
 subsets, between predicted and actual loss, averaged over the queries; its 95 % interval is
-a bootstrap over the subsets (1,000 resamples). Methods score every training document, so
+a bootstrap over the subsets (1,000 resamples). Beside the methods, the report gives the LDS of
+the world's truth (`truth`: each document that states the fact scored 1, the others 0), the
+reference for what the preset can show: when even the truth is near 0, the subsets' losses
+move with retraining noise rather than with the documents kept, and the preset cannot rank
+the methods. Methods score every training document, so
 keep the world small (the "small preset": a world of a few hundred thousand tokens and a
 model that trains in about a minute).
 
@@ -119,8 +123,10 @@ def query_losses(model: Model, qs: list[Query]) -> np.ndarray:
 
 
 def measure(plan: Plan, qs: list[Query], scores: dict[str, np.ndarray], n_docs: int,
-            cfg: LdsConfig, *, model: str, progress: bool = False) -> dict[str, Any]:
-    """The LDS report from the plan's trained subsets.
+            cfg: LdsConfig, *, model: str, truth: np.ndarray | None = None,
+            progress: bool = False) -> dict[str, Any]:
+    """The LDS report from the plan's trained subsets; `truth` (bool [queries, documents]:
+    the documents stating each query's fact) is scored like a method.
 
     Raises:
         ValueError: a subset is not trained yet.
@@ -141,13 +147,17 @@ def measure(plan: Plan, qs: list[Query], scores: dict[str, np.ndarray], n_docs: 
     for i, m in enumerate(tqdm(members, desc="subsets", disable=not progress, leave=False)):
         kept[i, np.load(plan.world_dir(m.corpus_id) / DROPPED_FILE)] = False
         loss[i] = query_losses(load(str(plan.run_dir(m)), device="cpu"), qs)
-    methods = {}
-    for name, s in scores.items():
-        result = lds(s, kept, loss)
-        methods[name] = {**result, "ci95": bootstrap(s, kept, loss, cfg.n_boot, cfg.seed)}
-    return {"schema": SCHEMA, "model": model, "config": asdict(cfg),
-            "queries": [q.name for q in qs], "subsets": [m.name for m in members],
-            "kept_share": float(kept.mean()), "loss": loss.tolist(), "methods": methods}
+    def scored(s: np.ndarray) -> dict[str, Any]:
+        return {**lds(s, kept, loss), "ci95": bootstrap(s, kept, loss, cfg.n_boot, cfg.seed)}
+
+    out = {"schema": SCHEMA, "model": model, "config": asdict(cfg),
+           "queries": [q.name for q in qs], "subsets": [m.name for m in members],
+           "kept_share": float(kept.mean()), "loss": loss.tolist(),
+           "methods": {name: scored(s) for name, s in scores.items()}}
+    if truth is not None:
+        out["truth"] = {**scored(truth.astype(np.float64)),
+                        "stating": [int(t.sum()) for t in truth]}
+    return out
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -158,6 +168,12 @@ def summary(result: dict[str, Any]) -> str:
         lo, hi = m["ci95"]
         mean = "-" if m["mean"] is None else f"{m['mean']:+.3f}"
         lines.append(f"  {name:9s} {mean}  (95% interval {lo:+.3f} .. {hi:+.3f})")
+    if "truth" in result:
+        t = result["truth"]
+        lo, hi = t["ci95"]
+        mean = "-" if t["mean"] is None else f"{t['mean']:+.3f}"
+        lines.append(f"  {'truth':9s} {mean}  (95% interval {lo:+.3f} .. {hi:+.3f}; the "
+                     "documents stating each fact, scored 1)")
     return "\n".join(lines)
 
 

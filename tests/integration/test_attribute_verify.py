@@ -126,7 +126,8 @@ def test_lds_retrains_on_random_subsets(micro_report: Path, world_corpus: Path,
                  str(plan_dir), "--subsets", "3", "--facts", "2", "--method", "bm25",
                  "--cache", str(tmp_path / "cache"), "--executor", "debug",
                  "--no-progress"]) == 0
-    assert "LDS over 3 retrainings" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "LDS over 3 retrainings" in out and "truth" in out
     result = json.loads((plan_dir / "lds.json").read_text())
     assert result["schema"] == "workbench.attribute_lds/1"
     assert list(result["methods"]) == ["bm25", "random"]  # (every method scores all documents)
@@ -136,6 +137,7 @@ def test_lds_retrains_on_random_subsets(micro_report: Path, world_corpus: Path,
     dropped = [set(np.load(plan.world_dir(m.corpus_id) / DROPPED_FILE).tolist())
                for m in plan.members()]
     assert len({frozenset(d) for d in dropped}) == 3  # three different halves
+    assert min(result["truth"]["stating"]) >= 1  # the truth row: each fact's stating documents
     for m in result["methods"].values():
         assert m["mean"] is None or -1 <= m["mean"] <= 1
         lo, hi = m["ci95"]
