@@ -29,8 +29,8 @@ from typing import Any
 from sweep import laws as scaling
 from workbench.analysis import analyses
 from workbench.cli.registry import build_parser, command_argv
+from workbench.layout import CHECKPOINTS_DIR, EVAL_JSON, RUN_JSON, step_of
 from workbench.models.checkpoints import is_checkpoint_dir, is_hf_dir, list_checkpoints
-from workbench.models.layout import CHECKPOINTS_DIR, EVAL_JSON, RUN_JSON, step_of
 from workbench.models.refs import ModelRef
 
 RUNS_ENV = "WORKBENCH_RUNS"  # how `workbench app --runs DIR` tells the app its folder

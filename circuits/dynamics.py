@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from circuits.inputs import repeated_tokens_for
 from circuits.scores import head_scores
 from workbench.evaluate import token_nll
-from workbench.models.layout import step_of
+from workbench.layout import step_of
 
 if TYPE_CHECKING:
     from workbench.models import Model

@@ -30,8 +30,8 @@ from sweep.battery import BatteryConfig, WorldInputs, config_record, run_battery
 from sweep.laws import REPORT_FILE, build_report, member_entry
 from sweep.member import Member
 from sweep.plan import BATTERY_FILE, Plan, member_state
+from workbench.layout import METRICS
 from workbench.models.checkpoints import list_checkpoints, write_json_atomic
-from workbench.models.layout import METRICS
 from workbench.training.run_dir import metric_lines
 
 logger = logging.getLogger(__name__)

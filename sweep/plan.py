@@ -21,6 +21,7 @@ trained twice at the same time or again once finished.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import shlex
 import shutil
@@ -28,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sweep.executor import JOBS_DIR
 from sweep.member import Member
 from sweep.spec import SweepSpec
+from workbench.layout import CHECKPOINTS_DIR, RUN_JSON
 from workbench.models.checkpoints import step_dir_name, write_json_atomic, write_text_atomic
-from workbench.models.layout import CHECKPOINTS_DIR, RUN_JSON
 from workbench.outputs import check_replaceable, check_writable
 from workbench.training.run_dir import config_diff
 
@@ -41,6 +43,10 @@ COMMANDS_FILE = "commands.txt"
 WORLDS_DIR = "worlds"
 RUN_DIR = "run"
 BATTERY_FILE = "battery.json"  # written by `workbench sweep analyze` (sweep.analyze)
+# Reports gathered from the members into the plan's folder (`sweep analyze`, `attribute
+# verify`, `attribute lds`): replaced with the plan, as the members they summarise may go.
+GATHERED = ("sweep.json", "sweep.*.json", "verify.json", "verify.*.json", "verify_plan.json",
+            "lds.json", "lds.*.json")
 SPEC_SCHEMA = "workbench.sweep_spec/1"
 MEMBER_SCHEMA = "workbench.sweep_member/1"
 
@@ -229,9 +235,11 @@ def _stale(root: Path, new: SweepSpec) -> tuple[list[Path], list[str]]:
     for entry in sorted(root.iterdir()):
         if entry.name in (SPEC_FILE, COMMANDS_FILE) or entry.name.startswith("."):
             continue
-        if entry.is_file() and entry.name.startswith("sweep.") and entry.name.endswith(
-                ".json"):  # sweep.json and its figures: made from members that may go
-            stale.append(entry)
+        if entry.name == JOBS_DIR and entry.is_dir() and not entry.is_symlink():
+            continue  # the executor's job records and logs: kept (history of the plan)
+        if entry.is_file() and not entry.is_symlink() and any(
+                fnmatch.fnmatchcase(entry.name, pat) for pat in GATHERED):
+            stale.append(entry)  # reports made from members that may go
             continue
         if entry.name == WORLDS_DIR and entry.is_dir():
             for world in sorted(entry.iterdir()):

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from sweep.member import Member
 from sweep.plan import Plan, check_member_dir, member_state
+from workbench.layout import CHECKPOINTS_DIR, RUN_JSON, TRAINING_FIGURE, step_of
 from workbench.models.checkpoints import list_checkpoints, step_dir_name
-from workbench.models.layout import CHECKPOINTS_DIR, RUN_JSON, TRAINING_FIGURE, step_of
 from workbench.training.trainer import train
 from workbench.world import build_corpus
 from workbench.world.subset import Drop, write_subset

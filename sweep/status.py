@@ -21,8 +21,8 @@ from sweep.jobs import read_jobs
 from sweep.member import Member
 from sweep.plan import BATTERY_FILE, Plan, member_state
 from sweep.run import TRAIN_LOCK, is_locked
+from workbench.layout import METRICS, step_of
 from workbench.models.checkpoints import list_checkpoints
-from workbench.models.layout import METRICS, step_of
 from workbench.training.run_dir import metric_lines
 
 STATUS_SCHEMA = "workbench.sweep_status/1"

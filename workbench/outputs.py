@@ -1,8 +1,9 @@
 """Where the tools may write, and what they may delete.
 
-- `--overwrite` removes a directory only when it is recognisably ours and holds nothing else
-  (`check_replaceable`: a run with its `run.json`, a corpus with its `corpus.json`, and only
-  the files those tools write); a file only when it is one of ours (`check_replaceable_file`).
+- `--overwrite` removes a directory only when it is recognisably ours and holds nothing else,
+  checked over the whole tree (`check_replaceable`: a run with its `run.json`, a corpus with
+  its `corpus.json`, and only the files and folders those tools write, no symbolic links);
+  a file only when it is one of ours (`check_replaceable_file`).
 - An output that equals, contains or lies inside an input is refused (`check_separate`).
 - Every file and directory the tools create follows the user's umask (`apply_umask`), also
   those made through temporary files (`mkstemp` makes them 0600, `mkdtemp` 0700).
@@ -22,19 +23,95 @@ import shutil
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-# What each of our directories may hold (glob patterns of entry names); `marker` says it is
-# ours. Temporary names of atomic writes (`.NAME.*`) are ours too.
-RUN_FILES = ("run.json", "tokenizer.json", "metrics.jsonl", "metrics.jsonl.tmp",
-             "training.fig.json", "eval.json", "eval.fig.json", "checkpoints", "analyses",
-             "*.h5", "*.h5.partial", "*.fig.json", ".*")
-CORPUS_FILES = ("corpus.json", "tokenizer.json", "world.json", "*.tokens.npy", "*.docs.npy",
-                "*.labels.npz", "*.doc_facts.npz", "*.dropped_docs.npy", "eval", ".*")
-KINDS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    # kind: (marker, allowed entries, what makes one)
-    "run": ("run.json", RUN_FILES, "`workbench train`"),
-    "corpus": ("corpus.json", CORPUS_FILES, "`workbench world build`"),
+from workbench.layout import (
+    ANALYSES_DIR,
+    CHECKPOINTS_DIR,
+    CONFIG_JSON,
+    EVAL_FIGURE,
+    EVAL_JSON,
+    METRICS,
+    RUN_JSON,
+    STEP_PREFIX,
+    TOKENIZER_JSON,
+    TRAIN_STATE,
+    TRAINING_FIGURE,
+    WEIGHTS,
+    scheduled_steps,
+    step_of,
+)
+
+# What each of our directories may hold, over the whole tree: a rule maps entry-name globs to
+# FILE (a regular file), ANY (a temporary file or folder of an atomic write: `.NAME.*`) or
+# the rule of a folder. Anything else (another name, a file where a folder belongs, a
+# symbolic link anywhere) is foreign, and a directory holding something foreign is never
+# deleted. `marker` says the top folder is ours.
+FILE, ANY = "file", "any"
+Rule = Mapping[str, Any]
+_TEMP: Rule = {".*": ANY}
+STEP_RULE: Rule = {CONFIG_JSON: FILE, WEIGHTS: FILE, TOKENIZER_JSON: FILE, TRAIN_STATE: FILE,
+                   **_TEMP}
+_KRONFLUENCE: Rule = {"*.safetensors": FILE, "*.json": FILE, **_TEMP}
+ATTRIBUTION_RULE: Rule = {  # MODEL/attribution/<weights digest>/ (`workbench attribute`)
+    "[0-9a-f]*": {"ekfac": {"meta.json": FILE, "ekfac": {"factors_*": _KRONFLUENCE,
+                                                         "scores_*": _KRONFLUENCE, **_TEMP},
+                            **_TEMP},
+                  "scores": {"*.npy": FILE, **_TEMP}, **_TEMP},
+    **_TEMP}
+RUN_RULE: Rule = {
+    RUN_JSON: FILE, TOKENIZER_JSON: FILE, METRICS: FILE, f"{METRICS}.tmp": FILE,
+    TRAINING_FIGURE: FILE, EVAL_JSON: FILE, EVAL_FIGURE: FILE,
+    "provenance.json": FILE, "*.h5": FILE, "*.h5.partial": FILE, "*.fig.json": FILE,
+    CHECKPOINTS_DIR: {f"{STEP_PREFIX}[0-9][0-9][0-9][0-9][0-9][0-9]": STEP_RULE, **_TEMP},
+    ANALYSES_DIR: {"*.json": FILE, "*.h5": FILE, "*.h5.partial": FILE, **_TEMP},
+    "attribution": ATTRIBUTION_RULE, **_TEMP}
+CORPUS_RULE: Rule = {
+    "corpus.json": FILE, "tokenizer.json": FILE, "world.json": FILE, "*.tokens.npy": FILE,
+    "*.docs.npy": FILE, "*.labels.npz": FILE, "*.doc_facts.npz": FILE,
+    "*.dropped_docs.npy": FILE, "eval": {"*.jsonl": FILE, **_TEMP}, **_TEMP}
+KINDS: dict[str, tuple[str, Rule, str]] = {
+    # kind: (marker, what the tree may hold, what makes one)
+    "run": (RUN_JSON, RUN_RULE, "`workbench train`"),
+    "corpus": ("corpus.json", CORPUS_RULE, "`workbench world build`"),
 }
+
+
+def foreign_entries(path: str | os.PathLike[str], rule: Rule) -> list[str]:
+    """Entries under the folder `path` (relative, with `/`) that `rule` does not allow: names
+    no tool of ours writes there, symbolic links, and files where folders belong (or the
+    reverse). A foreign folder is named once, not everything in it.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> step = root / CHECKPOINTS_DIR / "step_000010"
+    >>> step.mkdir(parents=True)
+    >>> (step / "notes.txt").write_text("mine")
+    4
+    >>> foreign_entries(root, RUN_RULE)
+    ['checkpoints/step_000010/notes.txt']
+    """
+    out: list[str] = []
+    _walk(Path(path), rule, "", out)
+    return out
+
+
+def _walk(folder: Path, rule: Rule, prefix: str, out: list[str]) -> None:
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        name = prefix + entry.name
+        what = next((w for pat, w in rule.items() if fnmatch.fnmatchcase(entry.name, pat)),
+                    None)
+        if what is None or entry.is_symlink():
+            out.append(name)
+        elif what == ANY:
+            continue
+        elif what == FILE:
+            if not stat.S_ISREG(entry.lstat().st_mode):
+                out.append(name)
+        elif entry.is_dir():
+            _walk(entry, what, name + "/", out)
+        else:
+            out.append(name)
 
 
 def current_umask() -> int:
@@ -101,13 +178,29 @@ def check_replaceable(path: str | os.PathLike[str], kind: str) -> None:
     if not (path / marker).is_file():
         raise ValueError(f"refusing to overwrite {path}: it has no {marker}, so it is not a "
                          f"{kind} made by {maker}; choose an empty or new directory")
-    foreign = sorted(e.name for e in path.iterdir()
-                     if not any(fnmatch.fnmatch(e.name, pat) for pat in allowed))
+    foreign = foreign_entries(path, allowed)
+    if kind == "run":
+        foreign += _unscheduled_steps(path)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
                                           else "")
         raise ValueError(f"refusing to overwrite {path}: besides the {kind}'s own files it "
                          f"holds {shown}; move them out first or choose another directory")
+
+
+def _unscheduled_steps(run: Path) -> list[str]:
+    """Checkpoint folders the run's own schedule never writes (a user's copy named like one);
+    none when `run.json` cannot be read (its names were checked already)."""
+    try:
+        train = json.loads((run / RUN_JSON).read_text())["train"]
+        steps = scheduled_steps(int(train["steps"]), int(train["ckpt_interval"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    folder = run / CHECKPOINTS_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    return [f"{CHECKPOINTS_DIR}/{p.name}" for p in sorted(folder.iterdir())
+            if p.name.startswith(STEP_PREFIX) and step_of(p) not in steps]
 
 
 def check_replaceable_file(path: str | os.PathLike[str], what: str) -> None:

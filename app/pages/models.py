@@ -9,8 +9,8 @@ from pathlib import Path
 import streamlit as st
 
 from app import runs, ui
+from workbench.layout import EVAL_JSON, METRICS
 from workbench.models.info import model_card
-from workbench.models.layout import EVAL_JSON, METRICS
 from workbench.plots import eval_figure, training_figure
 
 

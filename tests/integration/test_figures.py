@@ -85,7 +85,7 @@ def test_every_analysis_figure(reports: dict[str, Report]) -> None:
 def test_core_and_sweep_figures(app_runs: Path, loaded: tuple[Any, Any]) -> None:
     from sweep.figures import FIGURES, ability_figure
     from workbench.evaluate import EvalConfig, evaluate
-    from workbench.models.layout import METRICS
+    from workbench.layout import METRICS
     from workbench.plots import eval_figure, training_figure
 
     model, corpus = loaded

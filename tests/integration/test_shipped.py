@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from workbench.cli.core import main
+from workbench.layout import step_of
 from workbench.models.checkpoints import list_checkpoints, load_checkpoint, sha256_file
 from workbench.models.config import PRESETS, TRAIN_PRESETS
-from workbench.models.layout import step_of
 from workbench.models.loader import load
 from workbench.models.refs import ModelRef
 from workbench.models.shipped import CORPUS, SHIPPED, export_run, install

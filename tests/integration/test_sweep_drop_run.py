@@ -18,7 +18,7 @@ from sweep.member import Member
 from sweep.plan import load_plan, member_state, plan_sweep
 from sweep.run import SweepRunConfig, run_sweep
 from sweep.spec import load_spec
-from workbench.models.layout import RUN_JSON
+from workbench.layout import RUN_JSON
 from workbench.world import WorldConfig, build_world, load_corpus
 from workbench.world.facts import RELATIONS
 from workbench.world.subset import dropped_docs

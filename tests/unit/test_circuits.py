@@ -271,7 +271,7 @@ def test_phase_change_finds_the_steepest_rise_and_drop() -> None:
 def test_checkpoint_steps_are_read_from_directory_names() -> None:
     from pathlib import Path
 
-    from workbench.models.layout import step_of
+    from workbench.layout import step_of
 
     assert step_of(Path("runs/x/checkpoints/step_000512")) == 512
     assert step_of(Path("pythia-70m/step1000")) == 1000

@@ -45,6 +45,57 @@ def test_check_replaceable(tmp_path: Path) -> None:
         check_replaceable(run, "corpus")
 
 
+@pytest.mark.parametrize(("where", "named"), [
+    ("checkpoints/notes.txt", "checkpoints/notes.txt"),  # a note beside the checkpoints
+    ("checkpoints/step_000500/notes.txt", "checkpoints/step_000500/notes.txt"),  # in a step
+    ("checkpoints/best/model.safetensors", "checkpoints/best"),  # a user's own folder
+    ("checkpoints/step_000300/config.json", "checkpoints/step_000300"),  # not in the schedule
+    ("analyses/mine/notes.txt", "analyses/mine"),
+    ("attribution/0123456789abcdef/mine.txt", "attribution/0123456789abcdef/mine.txt"),
+])
+def test_check_replaceable_looks_over_the_whole_tree(tmp_path: Path, where: str,
+                                                     named: str) -> None:
+    run = tmp_path / "run"
+    step = run / "checkpoints" / "step_000500"
+    step.mkdir(parents=True)
+    (run / "run.json").write_text('{"train": {"steps": 1000, "ckpt_interval": 500}}')
+    for name in ("config.json", "model.safetensors", "train_state.pt"):
+        (step / name).write_text("")
+    (run / "analyses").mkdir()
+    (run / "analyses" / "probe.json").write_text("{}")
+    cache = run / "attribution" / "0123456789abcdef"
+    (cache / "ekfac" / "ekfac" / "factors_factors").mkdir(parents=True)
+    (cache / "ekfac" / "ekfac" / "factors_factors" / "lambda_matrix.safetensors").write_text("")
+    (cache / "ekfac" / "meta.json").write_text("{}")
+    (run / "checkpoints" / ".step_001000.tmp-1").mkdir()  # an atomic write's temporary folder
+    check_replaceable(run, "run")  # everything here is ours
+    (run / where).parent.mkdir(parents=True, exist_ok=True)
+    (run / where).write_text("mine")
+    with pytest.raises(ValueError, match=f"holds {named}; move them out"):
+        check_replaceable(run, "run")
+
+
+def test_check_replaceable_refuses_links_and_kinds_out_of_place(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    (corpus / "eval").mkdir(parents=True)
+    (corpus / "corpus.json").write_text("{}")
+    (corpus / "eval" / "facts_train.jsonl").write_text("")
+    check_replaceable(corpus, "corpus")
+    (corpus / "eval" / "mynotes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds eval/mynotes.txt"):
+        check_replaceable(corpus, "corpus")
+    (corpus / "eval" / "mynotes.txt").unlink()
+    outside = tmp_path / "elsewhere.jsonl"
+    outside.write_text("")
+    (corpus / "eval" / "linked.jsonl").symlink_to(outside)  # a link: never ours
+    with pytest.raises(ValueError, match="holds eval/linked.jsonl"):
+        check_replaceable(corpus, "corpus")
+    (corpus / "eval" / "linked.jsonl").unlink()
+    (corpus / "eval" / "folder.jsonl").mkdir()  # a folder where a file belongs
+    with pytest.raises(ValueError, match="holds eval/folder.jsonl"):
+        check_replaceable(corpus, "corpus")
+
+
 def test_check_replaceable_file(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     check_replaceable_file(report, "report")  # missing: nothing to protect

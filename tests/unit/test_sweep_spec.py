@@ -211,6 +211,29 @@ def test_plans_refuse_what_is_not_theirs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"it holds notes.txt, which no sweep plan writes"):
         plan_sweep(spec(axes={"steps": [50]}), tmp_path / "p", overwrite=True)
     assert (tmp_path / "p" / "notes.txt").read_text() == "mine"
+    (tmp_path / "p" / "notes.txt").unlink()
+    plan = load_plan(tmp_path / "p")
+    member = plan.members()[0]
+    run = plan.run_dir(member)
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"model": member.model.to_dict(),
+                                              "train": member.to_dict()["train"]}))
+    (run / "checkpoints" / "note.txt").write_text("mine")  # a note inside a member's run
+    with pytest.raises(ValueError, match=r"holds checkpoints/note.txt; move them out"):
+        plan_sweep(spec(axes={"steps": [50]}), tmp_path / "p", overwrite=True)
+    assert (run / "checkpoints" / "note.txt").read_text() == "mine"
+
+
+def test_overwrite_replaces_the_files_a_plan_gathers(tmp_path: Path) -> None:
+    """What the engine and the checks built on it write into a plan (job records, the
+    retraining reports) is the plan's own: replaced, not refused."""
+    plan_sweep(spec(), tmp_path / "p")
+    (tmp_path / "p" / "jobs").mkdir()
+    (tmp_path / "p" / "jobs" / "jobs.json").write_text("{}")
+    for name in ("verify.json", "verify.fig.json", "verify_plan.json", "lds.json"):
+        (tmp_path / "p" / name).write_text("{}")
+    assert plan_sweep(spec(axes={"steps": [50]}), tmp_path / "p",
+                      overwrite=True).status == "replaced"
 
 
 def test_a_member_directory_made_by_another_spec_is_refused(tmp_path: Path) -> None:

@@ -25,9 +25,9 @@ from workbench.cli.argtypes import (
     seed,
 )
 from workbench.cli.registry import Command
+from workbench.layout import RUN_JSON
 from workbench.models.checks import check_memory, check_split, check_vocab, train_bytes
 from workbench.models.devices import add_placement_args, placement_of
-from workbench.models.layout import RUN_JSON
 
 DEFAULT_CORPUS = "runs/world"
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OSError)
@@ -123,7 +123,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from workbench.analysis import check_output, write_report
     from workbench.evaluate import EvalConfig, evaluate
-    from workbench.models.layout import EVAL_JSON
+    from workbench.layout import EVAL_JSON
     from workbench.models.refs import ModelRef
     from workbench.plots import eval_figure
 

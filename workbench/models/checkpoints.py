@@ -32,8 +32,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from workbench.layout import CHECKPOINTS_DIR, checkpoint_dirs, step_dir_name, step_of
 from workbench.models.config import ModelConfig
-from workbench.models.layout import CHECKPOINTS_DIR, checkpoint_dirs, step_dir_name, step_of
 from workbench.outputs import apply_umask, replace_dir
 
 SCHEMA = "workbench.checkpoint/1"

@@ -42,6 +42,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from workbench.layout import CHECKPOINTS_DIR
 from workbench.models.checkpoints import (
     Checkpoint,
     is_checkpoint_dir,
@@ -50,7 +51,6 @@ from workbench.models.checkpoints import (
     resolve_checkpoint,
 )
 from workbench.models.config import ModelConfig
-from workbench.models.layout import CHECKPOINTS_DIR
 from workbench.outputs import apply_umask, replace_dir
 
 SCHEMA = "workbench.export/1"

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench.layout import EVAL_JSON, step_of
 from workbench.models.checkpoints import list_checkpoints, load_checkpoint
-from workbench.models.layout import EVAL_JSON, step_of
 from workbench.models.refs import ModelRef
 
 if TYPE_CHECKING:

@@ -21,6 +21,7 @@ import torch
 import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
 from transformer_lens.model_bridge import TransformerBridge
 
+from workbench.layout import CHECKPOINTS_DIR
 from workbench.models import Model
 from workbench.models.arch import UnsupportedArchitecture, check_causal
 from workbench.models.checkpoints import (
@@ -34,7 +35,6 @@ from workbench.models.checkpoints import (
 from workbench.models.checks import check_model_memory, hf_param_count
 from workbench.models.config import ModelConfig
 from workbench.models.devices import DTYPES, Placement, resolve_device
-from workbench.models.layout import CHECKPOINTS_DIR
 from workbench.world.tokenizer_files import load_hf_tokenizer
 
 

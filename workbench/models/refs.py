@@ -26,7 +26,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from workbench.models import layout
+from workbench import layout
 from workbench.models.checkpoints import (
     is_checkpoint_dir,
     is_hf_dir,

@@ -30,13 +30,13 @@ from typing import Any
 
 import torch
 
+from workbench.layout import CHECKPOINTS_DIR, RUN_JSON, step_of
 from workbench.models.checkpoints import (
     list_checkpoints,
     load_checkpoint,
     sha256_file,
     write_json_atomic,
 )
-from workbench.models.layout import CHECKPOINTS_DIR, RUN_JSON, step_of
 from workbench.outputs import apply_umask
 
 SHIPPED = Path(__file__).resolve().parents[2] / "datasets" / "models" / "default"

@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from workbench.layout import CHECKPOINTS_DIR, RUN_JSON
 from workbench.models.checkpoints import (
     Checkpoint,
     list_checkpoints,
@@ -25,7 +26,6 @@ from workbench.models.checkpoints import (
     sha256_file,
     write_json_atomic,
 )
-from workbench.models.layout import CHECKPOINTS_DIR, RUN_JSON
 from workbench.outputs import check_replaceable
 
 log = logging.getLogger(__name__)

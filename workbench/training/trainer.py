@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from workbench.layout import CHECKPOINTS_DIR, METRICS, TRAINING_FIGURE, scheduled_steps
 from workbench.models.checkpoints import (
     Checkpoint,
     list_checkpoints,
@@ -36,7 +37,6 @@ from workbench.models.checkpoints import (
 )
 from workbench.models.config import TRAIN_PRESETS, ModelConfig, TrainConfig, get_preset
 from workbench.models.devices import resolve_device
-from workbench.models.layout import CHECKPOINTS_DIR, METRICS, TRAINING_FIGURE
 from workbench.training.batches import TokenBatcher, eval_windows
 from workbench.training.distributed import DistInfo, all_reduce_mean, barrier, setup_distributed
 from workbench.training.fastgpt import FastGPT, from_bridge_state_dict, to_bridge_state_dict
@@ -68,13 +68,7 @@ def checkpoint_steps(cfg: TrainConfig) -> set[int]:
     >>> sorted(checkpoint_steps(TrainConfig(steps=20, ckpt_interval=10)))
     [0, 1, 2, 4, 8, 10, 16, 20]
     """
-    steps = {0, cfg.steps}
-    power = 1
-    while power <= cfg.steps:
-        steps.add(power)
-        power *= 2
-    steps.update(range(cfg.ckpt_interval, cfg.steps + 1, cfg.ckpt_interval))
-    return steps
+    return scheduled_steps(cfg.steps, cfg.ckpt_interval)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:

@@ -57,6 +57,22 @@ def step_of(path: str | os.PathLike[str]) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def scheduled_steps(steps: int, ckpt_interval: int) -> set[int]:
+    """The steps a run of `steps` keeps a checkpoint at (`workbench train`): log-spaced
+    (0, 1, 2, 4, ...), every `ckpt_interval`, and the last.
+
+    >>> sorted(scheduled_steps(20, 10))
+    [0, 1, 2, 4, 8, 10, 16, 20]
+    """
+    out = {0, steps}
+    power = 1
+    while power <= steps:
+        out.add(power)
+        power *= 2
+    out.update(range(ckpt_interval, steps + 1, max(ckpt_interval, 1)))
+    return out
+
+
 def checkpoint_dirs(run_dir: str | os.PathLike[str]) -> list[Path]:
     """The checkpoint directories of a run (`checkpoints/step_*`), sorted by step."""
     root = Path(run_dir) / CHECKPOINTS_DIR
