@@ -30,6 +30,7 @@ from sweep.battery import BatteryConfig, WorldInputs, config_record, run_battery
 from sweep.laws import REPORT_FILE, build_report, member_entry
 from sweep.member import Member
 from sweep.plan import BATTERY_FILE, Plan, member_state
+from sweep.run import check_world
 from workbench.layout import METRICS
 from workbench.models.checkpoints import list_checkpoints, write_json_atomic
 from workbench.training.run_dir import metric_lines
@@ -84,6 +85,8 @@ def analyze_member(plan: Plan, member: Member, cfg: AnalyzeConfig,
     path = plan.member_dir(member) / BATTERY_FILE
     done = _read_battery(path, cfg)
     todo = [c for c in ModelRef.of(plan.run_dir(member)).checkpoints if c.step not in done]
+    if todo:
+        check_world(plan, member.world_id)  # the world the member was trained on, unchanged
     record = {"schema": BATTERY_SCHEMA, "member": member.name,
               "config": config_record(cfg.battery), "checkpoints": []}
     t0 = time.perf_counter()

@@ -126,6 +126,35 @@ def ensure_world(plan: Plan, world_id: str, *, progress: bool = False,
     return out, built
 
 
+def check_world(plan: Plan, world_id: str) -> Path:
+    """The corpus `world_id` of the plan, checked to be the one its members train on: built
+    with the plan's world config (and, for a subset, the plan's drop rule). `sweep run`
+    trains on it and `sweep analyze` measures on it, so a world replaced by hand (a `world
+    build --overwrite` with other settings) is refused before either.
+
+    Raises:
+        ValueError: the world is missing, unreadable or another one; naming the fix.
+    """
+    base_id, _, rule = plan.spec.corpora()[world_id]
+    cfg, _ = plan.spec.worlds()[base_id]
+    out = plan.world_dir(world_id)
+    rebuild = (f"move {out} away and run `workbench sweep world {plan.root}` to build the "
+               "plan's own again")
+    if not out.exists():
+        raise ValueError(f"world {out} is missing; run `workbench sweep world {plan.root}` to "
+                         "build it again")
+    try:
+        manifest = json.loads((out / "corpus.json").read_text())
+        recorded = (manifest.get("world_config"), (manifest.get("subset") or {}).get("rule"))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ValueError(f"world {out} cannot be read ({type(exc).__name__}); {rebuild}"
+                         ) from None
+    if recorded != (cfg.to_dict(), None if rule is None else rule.to_dict()):
+        raise ValueError(f"world {out} is not the one the plan's members train on (built "
+                         f"with another world config or drop rule); {rebuild}")
+    return out
+
+
 def _ensure_subset(plan: Plan, cid: str, name: str, rule: Drop, base: Path
                    ) -> tuple[Path, bool]:
     """The subset corpus `cid` of the world at `base`, written when missing, under its own
@@ -147,13 +176,8 @@ def _ensure_base(plan: Plan, world_id: str, progress: bool) -> tuple[Path, bool]
     cfg, tokens = plan.spec.worlds()[world_id]
     out = plan.world_dir(world_id)
     with _lock(out.parent / f".{world_id}.lock", wait=True):
-        manifest = out / "corpus.json"
-        if manifest.is_file():
-            recorded = json.loads(manifest.read_text()).get("world_config")
-            if recorded != cfg.to_dict():
-                raise ValueError(f"world {out} was built with another config than the plan's; "
-                                 "plan again with --overwrite (it deletes stale worlds) or "
-                                 "move it away")
+        if (out / "corpus.json").is_file():
+            check_world(plan, world_id)
             return out, False
         build_corpus(cfg, out, n_tokens_train=tokens, progress=progress)
         return out, True

@@ -281,3 +281,29 @@ def test_a_damaged_plan_is_refused_and_replaced_with_overwrite(tmp_path: Path) -
         load_plan(tmp_path / "p")
     assert plan_sweep(spec(), tmp_path / "p", overwrite=True).status == "replaced"
     assert load_plan(tmp_path / "p").spec == spec()
+
+
+def test_a_world_replaced_by_hand_is_refused_for_training_and_analysis(tmp_path: Path) -> None:
+    """`sweep run` and `sweep analyze` measure on the plan's world only: one rebuilt with other
+    settings (`world build --overwrite`, as an error message once suggested) is refused, with
+    a fix that works (the plan's world is built again by `sweep world`)."""
+    from sweep.run import check_world
+
+    plan = plan_sweep(spec(), tmp_path / "p").plan
+    cfg, _ = plan.spec.worlds()["world"]
+    world = plan.world_dir("world")
+    world.mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"cannot be read \(FileNotFoundError\); move .* away "
+                                         r"and run `workbench sweep world .*p`"):
+        check_world(plan, "world")
+    (world / "corpus.json").write_text(json.dumps({"world_config": cfg.to_dict()}))
+    assert check_world(plan, "world") == world
+    other = {**cfg.to_dict(), "n_people": cfg.to_dict()["n_people"] + 1}
+    (world / "corpus.json").write_text(json.dumps({"world_config": other}))
+    with pytest.raises(ValueError, match=r"is not the one the plan's members train on"):
+        check_world(plan, "world")
+    world.rename(tmp_path / "mine")  # the fix the message gives: move it away, build again
+    from workbench.cli.core import main
+
+    assert main(["sweep", "world", str(plan.root), "--no-progress"]) == 0
+    assert check_world(plan, "world") == world
