@@ -147,7 +147,11 @@ def test_refusals(tiny_run: TrainResult, world_corpus: Path, tmp_path: Path,
     out.rename(partial)
     with h5py.File(partial, "r+") as f:
         f.attrs["complete"] = False
+    before = partial.read_bytes()
     assert "refusing to append" in error(*base, "--hooks", "blocks.0.*", "--resume")
+    assert "refusing to append" in error(*base, "--hooks", RESID, "--dtype", "float16",
+                                         "--resume")
+    assert partial.read_bytes() == before  # a refused resume leaves the file byte for byte
     other = tmp_path / "other-run"
     import shutil
 

@@ -19,26 +19,32 @@ log = logging.getLogger("workbench.cache.store")
 
 def open_partial(partial: Path, identity: dict[str, Any]) -> h5py.File:
     """The partial file opened for appending, when it was written with `identity` (model,
-    hooks, corpus, settings and torchrun shard); else a ValueError with the fix."""
+    hooks, corpus, settings and torchrun shard); else a ValueError with the fix. The checks
+    read the file without writing: opening HDF5 for writing changes its header, and a
+    refused file must stay byte for byte as it was."""
     try:
-        f = h5py.File(partial, "r+")
+        with h5py.File(partial, "r") as f:
+            attrs = {k: f.attrs.get(k) for k in ("schema", *IDENTITY, "shard")}
     except OSError as exc:
         refuse_if_locked(partial, exc)
         raise ValueError(f"partial cache {partial} is corrupt ({exc}); pass --overwrite to "
                          "start again") from exc
-    if f.attrs.get("schema") != SCHEMA:
-        f.close()
+    if attrs["schema"] != SCHEMA:
         raise ValueError(f"{partial} is not a workbench activation file; pass --overwrite")
-    diffs = [k for k in (*IDENTITY, "shard") if f.attrs.get(k) != identity[k]]
+    diffs = [k for k in (*IDENTITY, "shard") if attrs[k] != identity[k]]
     if diffs:
-        found = {k: f.attrs.get(k) for k in diffs}
-        f.close()
+        found = {k: attrs[k] for k in diffs}
         raise ValueError(
             f"refusing to append to {partial}: it was written with different "
             f"{', '.join(diffs)} ({found}); resume with the same model, hooks and settings, "
             "or pass --overwrite to start again"
         )
-    return f
+    try:
+        return h5py.File(partial, "r+")
+    except OSError as exc:
+        refuse_if_locked(partial, exc)
+        raise ValueError(f"partial cache {partial} cannot be opened for writing ({exc}); "
+                         "check its permissions, or pass --overwrite to start again") from exc
 
 
 def existing_output(out: Path, partial: Path, identity: dict[str, Any], resume: bool,
