@@ -259,6 +259,36 @@ def test_load_corpus_on_a_missing_dir(tmp_path: Path) -> None:
         load_corpus(tmp_path / "nowhere")
 
 
+def test_damaged_files_are_refused_when_read(corpus_dir: Path, tmp_path: Path) -> None:
+    """What is memory-mapped is checked as reading would: the labels' CRC-32, label values
+    within their classes, token ids within the vocabulary; each a one-line error."""
+    import shutil
+
+    from workbench.world.output import load_npz_mmap, save_npz
+
+    bad = tmp_path / "c"
+    shutil.copytree(corpus_dir, bad)
+    assert len(load_corpus(bad).labels("val")["pos"]) > 0  # a sound copy reads
+    labels = bad / "val.labels.npz"
+    data = bytearray(labels.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit inside the stored arrays
+    labels.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"val.labels.npz is damaged or truncated \(member "
+                                         r".* fails its CRC-32 check\); rebuild the corpus"):
+        load_corpus(bad).labels("val")
+    arrays = {k: np.array(v) for k, v in load_npz_mmap(corpus_dir / "val.labels.npz").items()}
+    arrays["pos"][5] = -6  # a sound file (its CRC right) holding a value no class has
+    save_npz(labels, arrays)
+    with pytest.raises(ValueError, match=r"label 'pos' holds -6, outside -1..12"):
+        load_corpus(bad).labels("val")
+    tokens = np.load(bad / "val.tokens.npy")
+    tokens[7] = load_corpus(bad).vocab_size + 3
+    np.save(bad / "val.tokens.npy", tokens)
+    with pytest.raises(ValueError, match=r"token id \d+ at position 7 is outside the "
+                                         r"vocabulary \(0..\d+\); rebuild"):
+        load_corpus(bad).tokens("val")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

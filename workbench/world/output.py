@@ -13,10 +13,11 @@ import os
 import shutil
 import uuid
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -71,7 +72,9 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def load_npz_mmap(path: Path) -> dict[str, np.ndarray]:
     """The arrays of an `.npz` file, memory-mapped when stored uncompressed (read into
-    memory otherwise): label arrays of a large split cost nothing until sliced."""
+    memory otherwise): label arrays of a large split cost nothing until sliced. Each stored
+    member is checked against its CRC-32 first (about 0.1 s per 100 MB), as reading it
+    would: a damaged file raises `zipfile.BadZipFile`."""
     out: dict[str, np.ndarray] = {}
     with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
         for info in zf.infolist():
@@ -89,9 +92,25 @@ def load_npz_mmap(path: Path) -> dict[str, np.ndarray]:
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                            else np.lib.format.read_array_header_2_0)
             shape, fortran, dtype = read_header(f)
-            out[name] = np.memmap(path, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
+            offset = f.tell()
+            _check_crc(f, start, info)
+            out[name] = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
                                   order="F" if fortran else "C")
     return out
+
+
+def _check_crc(f: BinaryIO, start: int, info: zipfile.ZipInfo) -> None:
+    """Check a stored member's CRC-32 (mapping it skips the check reading would make)."""
+    f.seek(start)
+    crc, left = 0, info.compress_size
+    while left > 0:
+        chunk = f.read(min(left, 1 << 22))
+        if not chunk:
+            break
+        crc = zlib.crc32(chunk, crc)
+        left -= len(chunk)
+    if left or crc != info.CRC:
+        raise zipfile.BadZipFile(f"member {info.filename} fails its CRC-32 check")
 
 
 def write_json(path: Path, data: Any) -> None:
