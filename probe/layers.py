@@ -261,7 +261,7 @@ def run(model: Model, corpus: Corpus | None, cfg: LayersConfig | None = None, *,
     world = corpus.world()
     if acts is not None and Path(acts).exists():
         rows = store_rows(acts, model.cfg.n_layers, layers, model=model, corpus=corpus,
-                          split=cfg.split)
+                          split=cfg.split, max_tokens=cfg.max_tokens)
         source = f"store:{acts}"
     elif acts is not None:  # a file was asked for: make it (resumably), then read it
         rows = _cache_then_read(model, corpus, cfg, acts, model_ref, layers, progress)

@@ -9,6 +9,7 @@ their numbers agree to float rounding.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,13 +148,14 @@ def fill_memory(rows: ProbeRows, model: Model, needed: np.ndarray, layers: list[
 
 def store_rows(path: str | Path, n_layers: int, layers: list[int], *,
                model: Model | None = None, corpus: Corpus | None = None,
-               split: str | None = None) -> ProbeRows:
+               split: str | None = None, max_tokens: int | None | bool = False) -> ProbeRows:
     """Rows of an activation file made with word-final positions and the probe hooks; with
-    `model`, `corpus` and `split`, a file made by another model (weight checksum), from
-    another corpus or of another split is refused."""
+    `model`, `corpus`, `split` and `max_tokens` (None: the whole split; False: not checked),
+    a file made by another model (weight checksum), from another corpus, of another split or
+    of another share of it is refused."""
     store = ActivationStore(path)
     try:
-        _check_store(store, model, corpus, split)
+        _check_store(store, model, corpus, split, max_tokens)
     except ValueError:
         store.close()
         raise
@@ -179,7 +181,7 @@ def store_rows(path: str | Path, n_layers: int, layers: list[int], *,
 
 
 def _check_store(store: ActivationStore, model: Model | None, corpus: Corpus | None,
-                 split: str | None) -> None:
+                 split: str | None, max_tokens: int | None | bool = False) -> None:
     from workbench.hooks import weights_checksum
 
     a, fix = store.attrs, "make one for it with `--acts NEW.h5`, or re-create this one with " \
@@ -194,6 +196,18 @@ def _check_store(store: ActivationStore, model: Model | None, corpus: Corpus | N
     if split is not None and a.get("split") != split:
         raise ValueError(f"activation file {store.path} holds the {a.get('split')!r} split, "
                          f"not --split {split!r}; pass --split {a.get('split')} or {fix}")
+    if max_tokens is not False:
+        try:
+            made = json.loads(str(a.get("plan")))
+        except ValueError:
+            made = {}
+        if not isinstance(made, dict) or made.get("max_tokens", False) != max_tokens:
+            had = made.get("max_tokens", "?") if isinstance(made, dict) else "?"
+            flag = "no --max-tokens" if had is None else f"--max-tokens {had}"
+            asked = "no --max-tokens" if max_tokens is None else f"--max-tokens {max_tokens}"
+            raise ValueError(f"activation file {store.path} was cached with {flag} "
+                             f"({made.get('n_tokens', '?') if isinstance(made, dict) else '?'}"
+                             f" tokens), not {asked}; pass {flag} or {fix}")
 
 
 def store_config(split: str, max_tokens: int | None, batch_size: int = 16) -> CacheConfig:

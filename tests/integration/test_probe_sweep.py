@@ -4,6 +4,7 @@ the same numbers, no leakage, a local GPT-2 directory through a re-tokenized wor
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,9 @@ def test_same_numbers_from_memory_and_from_an_activation_file(
     torch.testing.assert_close(rows.acts(needed, [0, 1, 2]), stored.acts(needed, [0, 1, 2]),
                                rtol=1e-5, atol=1e-4)
     stored.store.close()
+    with pytest.raises(ValueError, match=r"was cached with --max-tokens 30000 \(\d+ tokens\), "
+                                         r"not --max-tokens 20000; pass --max-tokens 30000"):
+        run(model, corpus, replace(CFG, max_tokens=20_000), acts=acts, progress=False)
     from_store = run(model, corpus, CFG, ref="tiny", acts=acts, progress=False)
     assert from_store["source"] == f"store:{acts}"
     assert from_store["tasks"].keys() == report["tasks"].keys()
