@@ -29,7 +29,7 @@ from typing import Any
 from sweep import laws as scaling
 from workbench.analysis import analyses
 from workbench.cli.registry import build_parser, command_argv
-from workbench.layout import CHECKPOINTS_DIR, EVAL_JSON, RUN_JSON, step_of
+from workbench.layout import CHECKPOINTS_DIR, EVAL_JSON, RUN_JSON, read_run_json, step_of
 from workbench.models.checkpoints import is_checkpoint_dir, is_hf_dir, list_checkpoints
 from workbench.models.refs import ModelRef
 
@@ -210,7 +210,10 @@ def corpus_for(entry: ModelEntry, root: Path) -> Path | None:
     corpora = list_corpora(root)
     recorded = None
     if entry.kind == "run" and (entry.path / RUN_JSON).is_file():
-        recorded = json.loads((entry.path / RUN_JSON).read_text()).get("corpus")
+        try:
+            recorded = read_run_json(entry.path).get("corpus")
+        except (OSError, ValueError):
+            recorded = None  # a damaged run.json: the dashboard names no corpus for it
     if recorded:
         try:
             path = inside(root, recorded)

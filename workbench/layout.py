@@ -23,9 +23,11 @@ This module is the one place these names are spelled and checkpoint steps are pa
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 RUN_JSON = "run.json"
 TOKENIZER_JSON = "tokenizer.json"
@@ -55,6 +57,33 @@ def step_of(path: str | os.PathLike[str]) -> int | None:
     None when the name holds none."""
     found = _STEP.search(Path(path).name)
     return int(found.group(1)) if found else None
+
+
+def read_run_json(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """A run's `run.json`: a JSON object with its `model` and `train` tables.
+
+    Raises:
+        FileNotFoundError: there is none.
+        ValueError: it is damaged (unreadable, truncated, not an object, a table missing),
+            naming the file and the fix.
+    """
+    path = Path(run_dir) / RUN_JSON
+    fix = ("restore it from a copy, or train the run again (`workbench train --run "
+           f"{Path(run_dir)} --overwrite` and its settings)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"run config {path} is damaged ({type(exc).__name__}: {exc}); {fix}"
+                         ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"run config {path} is not a JSON object (it holds a "
+                         f"{type(data).__name__}); {fix}")
+    bad = [k for k in ("model", "train") if not isinstance(data.get(k), dict)]
+    if bad:
+        raise ValueError(f"run config {path} lacks its {' and '.join(bad)} table; {fix}")
+    return data
 
 
 def scheduled_steps(steps: int, ckpt_interval: int) -> set[int]:

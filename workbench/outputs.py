@@ -38,6 +38,7 @@ from workbench.layout import (
     TRAIN_STATE,
     TRAINING_FIGURE,
     WEIGHTS,
+    read_run_json,
     scheduled_steps,
     step_of,
 )
@@ -192,7 +193,7 @@ def _unscheduled_steps(run: Path) -> list[str]:
     """Checkpoint folders the run's own schedule never writes (a user's copy named like one);
     none when `run.json` cannot be read (its names were checked already)."""
     try:
-        train = json.loads((run / RUN_JSON).read_text())["train"]
+        train = read_run_json(run)["train"]
         steps = scheduled_steps(int(train["steps"]), int(train["ckpt_interval"]))
     except (OSError, ValueError, KeyError, TypeError):
         return []

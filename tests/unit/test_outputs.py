@@ -58,7 +58,8 @@ def test_check_replaceable_looks_over_the_whole_tree(tmp_path: Path, where: str,
     run = tmp_path / "run"
     step = run / "checkpoints" / "step_000500"
     step.mkdir(parents=True)
-    (run / "run.json").write_text('{"train": {"steps": 1000, "ckpt_interval": 500}}')
+    (run / "run.json").write_text(
+        '{"model": {}, "train": {"steps": 1000, "ckpt_interval": 500}}')
     for name in ("config.json", "model.safetensors", "train_state.pt"):
         (step / name).write_text("")
     (run / "analyses").mkdir()
@@ -152,3 +153,23 @@ def test_check_disk_and_memory_refuse_with_the_bytes_needed(tmp_path: Path) -> N
         check_disk(2**62, tmp_path, "lower --max-tokens")
     with pytest.raises(ValueError, match=r"--batch-size 9 needs about 4096.0 GiB of memory"):
         check_memory(2**42, "--batch-size", 9)
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("[1, 2]", r"is not a JSON object \(it holds a list\)"),
+    ('{"model": {"n_layers": 2', r"is damaged \(JSONDecodeError: "),
+    ('{"model": {}}', r"lacks its train table"),
+    ("\xff", r"is damaged"),
+])
+def test_a_damaged_run_json_is_one_error_and_the_run_can_be_replaced(
+        tmp_path: Path, text: str, match: str) -> None:
+    from workbench.layout import read_run_json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(text, encoding="latin-1")
+    with pytest.raises(ValueError, match=match + r".*restore it from a copy, or train the run "
+                                                 r"again \(`workbench train --run .*run "
+                                                 r"--overwrite`"):
+        read_run_json(run)
+    check_replaceable(run, "run")  # the fix it names: --overwrite may replace the run

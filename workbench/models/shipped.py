@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from workbench.layout import CHECKPOINTS_DIR, RUN_JSON, step_of
+from workbench.layout import CHECKPOINTS_DIR, RUN_JSON, read_run_json, step_of
 from workbench.models.checkpoints import (
     list_checkpoints,
     load_checkpoint,
@@ -75,7 +75,7 @@ def export_run(run_dir: str | Path, out: str | Path = SHIPPED, overwrite: bool =
     with _atomic_dir(out) as tmp:
         for path in chosen:
             config = _copy_checkpoint(path, tmp / CHECKPOINTS_DIR / path.name)
-        run = json.loads((run_dir / RUN_JSON).read_text())
+        run = read_run_json(run_dir)
         world = Path(run.get("corpus") or "")
         run["corpus"] = CORPUS
         write_json_atomic(tmp / RUN_JSON, run)

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from workbench.layout import CHECKPOINTS_DIR, RUN_JSON
+from workbench.layout import CHECKPOINTS_DIR, RUN_JSON, read_run_json
 from workbench.models.checkpoints import (
     Checkpoint,
     list_checkpoints,
@@ -48,7 +48,7 @@ def prepare_run_dir(
         if resume:
             if not run_json.is_file():
                 raise ValueError(f"cannot resume {run_dir}: it has no run.json (not a run of ours)")
-            old = json.loads(run_json.read_text())
+            old = read_run_json(run_dir)
             diffs = (
                 config_diff(old["model"], run_info["model"], "model.")
                 + config_diff(old["train"], run_info["train"], "train.")
