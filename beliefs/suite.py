@@ -334,14 +334,15 @@ def from_ref(ref: str | Path | ModelRef, cfg: BeliefsConfig | None = None, *,
     ref = ModelRef.of(ref)
     loaded = ref.load_corpus(corpus)
     base = load_facts(facts) if facts else default_facts(loaded)
-    model = ref.load(device)
-    if loaded is not None:
-        check_tokenizer(model, loaded)
     own = ref.report_path(PROBE_KIND)
     if probes is None and own.is_file():
         probes = own
+    probe_report = load_probe_report(probes)  # refused before the model loads
+    model = ref.load(device)
+    if loaded is not None:
+        check_tokenizer(model, loaded)
     return run(model, loaded, cfg, facts=base, ref=ref, progress=progress,
-               probe_report=load_probe_report(probes))
+               probe_report=probe_report)
 
 
 def load_probe_report(path: str | Path | None) -> dict[str, Any] | None:
@@ -361,6 +362,17 @@ def load_probe_report(path: str | Path | None) -> dict[str, Any] | None:
     if not isinstance(report, dict) or report.get("schema") != PROBE_SCHEMA:
         raise ValueError(f"{path} is not a probe report (schema workbench.probe/1); pass the "
                          "report `workbench probe` wrote, or leave out --probes")
+    tasks = report.get("tasks")
+    sound = isinstance(tasks, dict) and all(
+        isinstance(t, dict) and (t.get("kind") != "facts" or (
+            isinstance(t.get("best_layer"), int) and isinstance(t.get("layers"), list)
+            and any(isinstance(x, dict) and x.get("layer") == t["best_layer"]
+                    and isinstance(x.get("selectivity"), (int, float)) for x in t["layers"])))
+        for t in tasks.values())
+    if not sound:
+        raise ValueError(f"probe report {path} is damaged (its tasks lack their layers and "
+                         "best layer); run `workbench probe --overwrite` again or leave out "
+                         "--probes")
     return report
 
 

@@ -292,3 +292,21 @@ def test_second_moment_from_the_lower_blocks_equals_the_full_product() -> None:
         add_second_moment(cov, k)
         torch.testing.assert_close(cov, torch.eye(d, dtype=torch.float64) + (k.T @ k).double(),
                                    atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tasks", [3, {"city": 3}, {"city": {"kind": "facts", "layers": []}},
+                                   {"city": {"kind": "facts", "best_layer": 1,
+                                             "layers": [{"layer": 0, "selectivity": 0.1}]}}])
+def test_a_damaged_probe_report_is_one_error(tmp_path: Path, tasks: object) -> None:
+    from beliefs.suite import load_probe_report
+
+    path = tmp_path / "probe.json"
+    path.write_text(json.dumps({"schema": "workbench.probe/1", "tasks": tasks}))
+    with pytest.raises(ValueError, match=r"probe report .*probe.json is damaged \(its tasks "
+                                         r"lack .*\); run `workbench probe --overwrite`"):
+        load_probe_report(path)
+    good = {"city": {"kind": "facts", "best_layer": 1,
+                     "layers": [{"layer": 1, "selectivity": 0.4}]},
+            "pos": {"kind": "syntax"}}
+    path.write_text(json.dumps({"schema": "workbench.probe/1", "tasks": good}))
+    assert load_probe_report(path)["tasks"] == good

@@ -284,6 +284,11 @@ def test_damaged_files_are_refused_when_read(corpus_dir: Path, tmp_path: Path) -
     tokens = np.load(bad / "val.tokens.npy")
     tokens[7] = load_corpus(bad).vocab_size + 3
     np.save(bad / "val.tokens.npy", tokens)
+    lines = (bad / "eval" / "fewshot.jsonl").read_text().splitlines()
+    (bad / "eval" / "fewshot.jsonl").write_text("\n".join([lines[0], '{"task": "x"}']) + "\n")
+    with pytest.raises(ValueError, match=r"fewshot.jsonl is damaged: item 2 lacks k, prefix, "
+                                         r"answer, candidates, demos; rebuild"):
+        load_corpus(bad).eval_items("fewshot")
     with pytest.raises(ValueError, match=r"token id \d+ at position 7 is outside the "
                                          r"vocabulary \(0..\d+\); rebuild"):
         load_corpus(bad).tokens("val")

@@ -36,6 +36,15 @@ def _read(path: Path, read: Callable[[Path], T]) -> T:
 _REBUILD = "`workbench world build --overwrite` or `workbench world retokenize --overwrite`"
 
 
+# The fields every item of an evaluation set has (what the analyses read).
+_FACT_FIELDS = ("subject", "relation", "prefix", "answer", "candidates", "bucket")
+EVAL_FIELDS: dict[str, tuple[str, ...]] = {
+    "facts_train": _FACT_FIELDS, "facts_heldout": _FACT_FIELDS, "facts_twohop": _FACT_FIELDS,
+    "agreement": ("prefix", "correct", "wrong", "number"),
+    "fewshot": ("task", "k", "prefix", "answer", "candidates", "demos"),
+}
+
+
 def _check_ids(path: Path, tokens: np.ndarray, vocab_size: int) -> None:
     """Refuse a token stream holding ids the vocabulary lacks (one pass, ~10 ms per 8 M)."""
     if not len(tokens):
@@ -181,7 +190,14 @@ class Corpus:
         def read(path: Path) -> list[dict[str, Any]]:
             with path.open() as f:
                 return [json.loads(line) for line in f if line.strip()]
-        return _read(self.path / files[name], read)
+        items = _read(self.path / files[name], read)
+        need = EVAL_FIELDS.get(name, ())
+        for i, item in enumerate(items, 1):
+            missing = [k for k in need if k not in item] if isinstance(item, dict) else need
+            if missing:
+                raise ValueError(f"corpus file {self.path / files[name]} is damaged: item {i} "
+                                 f"lacks {', '.join(missing)}; rebuild the corpus ({_REBUILD})")
+        return items
 
 
 def load_corpus(path: str | Path) -> Corpus:
