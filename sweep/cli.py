@@ -142,6 +142,8 @@ def _run(args: argparse.Namespace) -> None:
     members = _selected(plan, args)
     for member in members:
         check_member_dir(plan, member)
+    if cfg.executor != "slurm":
+        _check_local_memory([m for m in members if not finished(plan, m)], cfg.jobs)
     _jobs_dir(plan)
     ensure_corpora(plan, members, progress=not args.no_progress,
                    log=lambda line: print(line, flush=True))
@@ -157,6 +159,24 @@ def _run(args: argparse.Namespace) -> None:
                               else lambda names: progress_line(plan, names, "run"))
     _summary(plan, records, "finished", f"workbench sweep run {plan.root}",
              already=len(members) - len(todo))
+
+
+def _check_local_memory(members: list[Member], jobs: int) -> None:
+    """Members trained on this machine (`jobs` at once) fit its memory, before any world is
+    built or job started (the refusal names the spec key)."""
+    from workbench.models.checks import available_memory, fmt_bytes, train_bytes
+
+    if not members:
+        return
+    need, m = max(((train_bytes(m.model, m.train.batch_size), m) for m in members),
+                  key=lambda x: x[0])
+    have = available_memory()
+    if need * min(jobs, len(members)) > 0.9 * have:
+        raise ValueError(f"member {m.name} needs about {fmt_bytes(need)} of memory per training "
+                         f"step{f' (x{min(jobs, len(members))} jobs at once)' if jobs > 1 else ''}"
+                         f", more than the {fmt_bytes(have)} available here; lower [train] "
+                         "batch_size or the size axis and plan again, fewer --jobs, or "
+                         "--executor slurm")
 
 
 def _jobs_dir(plan: Plan) -> None:

@@ -110,6 +110,11 @@ def _share(value: Any) -> Any:
     return value
 
 
+MAX_STEPS = 10**8  # `workbench train --steps`
+MAX_WORLD_TOKENS = 10**9  # `workbench world build --tokens`
+MAX_STEP_BYTES = 2**41  # 2 TiB for one training step: a typo on any machine
+
+
 def _ints(where: str, axis: str, raw: Any, low: int) -> tuple[int, ...]:
     values = _values(where, axis, raw)
     for v in values:
@@ -193,11 +198,36 @@ class SweepSpec:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: {exc}") from exc
         self._check_drop_facts(where, members)
+        self._check_sizes(where, members)
         names = [m.name for m in members]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
             raise ValueError(f"{where}: two members would be named {dup[0]} (two tokens values "
                              "give the same steps?); make the axis values distinct")
+
+    def _check_sizes(self, where: str, members: list[Member]) -> None:
+        """The caps `workbench world build` and `workbench train` put on the same values, and
+        a step's memory under a ceiling no machine has (a typo, refused when planned; the
+        memory of the machine that trains is checked by `sweep run`)."""
+        from workbench.models.checks import fmt_bytes, train_bytes
+
+        tokens = self.world.get("tokens", DEFAULT_WORLD_TOKENS)
+        if isinstance(tokens, bool) or not isinstance(tokens, (int, float)) or not (
+                1 <= tokens <= MAX_WORLD_TOKENS) or tokens != int(tokens):
+            raise ValueError(f"{where}: [world] tokens = {tokens!r}; pass a whole number of "
+                             f"training tokens from 1 to {MAX_WORLD_TOKENS:,} (what `workbench "
+                             "world build --tokens` takes)")
+        for m in members:
+            if m.steps > MAX_STEPS:
+                raise ValueError(f"{where}: member {m.name} trains {m.steps:,} steps; at most "
+                                 f"{MAX_STEPS:,} (what `workbench train --steps` takes): lower "
+                                 "the steps or tokens axis")
+            need = train_bytes(m.model, m.train.batch_size)
+            if need > MAX_STEP_BYTES:
+                raise ValueError(f"{where}: member {m.name} needs about {fmt_bytes(need)} of "
+                                 f"memory per training step ([train] batch_size = "
+                                 f"{m.train.batch_size:,}, size {m.size.text}); lower "
+                                 "[train] batch_size or the size axis")
 
     def _check_drops(self, where: str) -> None:
         names = list(self.drop_rules)

@@ -130,6 +130,15 @@ def test_a_json_spec_and_a_path(tmp_path: Path) -> None:
     ({"axes": {"update": [0.7], "bio": [0.6]}}, r"shares of the mixture knobs.*more than 1"),
     ({"axes": {"update": [1.5]}}, r"axis 'update' = \[1.5\]"),
     ({"train": {"lr": 5.0}}, r"TrainConfig.lr=5.0"),
+    ({"axes": {"steps": [10**12]}}, r"trains 1,000,000,000,000 steps; at most 100,000,000"),
+    ({"world": {"tokens": 10**12}}, r"\[world\] tokens = 1000000000000; pass a whole number"),
+    ({"world": {"tokens": 0}}, r"\[world\] tokens = 0; pass a whole number of training "),
+    ({"world": {"tokens": 1e12}}, r"\[world\] tokens = 1000000000000.0; pass"),
+    ({"train": {"batch_size": 10**8}}, r"needs about [\d.]+ TiB|needs about [\d.,]+ GiB of "
+                                       r"memory per training step \(\[train\] batch_size = "
+                                       r"100,000,000"),
+    ({"axes": {"size": ["2x1048576x2"]}}, r"needs about .* of memory per training step .*size "
+                                          r"2x1048576x2"),
 ])
 def test_bad_specs_are_one_clear_error(changes: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -307,3 +316,17 @@ def test_a_world_replaced_by_hand_is_refused_for_training_and_analysis(tmp_path:
 
     assert main(["sweep", "world", str(plan.root), "--no-progress"]) == 0
     assert check_world(plan, "world") == world
+
+
+def test_run_refuses_members_that_do_not_fit_this_machine(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from workbench.cli.core import main
+
+    plan = plan_sweep(spec(), tmp_path / "p").plan
+    monkeypatch.setattr("workbench.models.checks.available_memory", lambda: 2**20)
+    assert main(["sweep", "run", str(plan.root), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "needs about" in err and "more than the 1.0 MiB available here; lower [train] " \
+        "batch_size or the size axis" in err
+    assert not plan.world_dir("world").exists()  # refused before any world is built
