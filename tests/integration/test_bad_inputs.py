@@ -647,6 +647,65 @@ CASES += [
 ]
 
 
+# ---- issue 37's classes: values accepted that cannot work, integrity of what is read ------
+simple("train-run-empty", r"--run is empty; pass a path",
+       lambda ws, a: ["train", "--preset", "tiny", "--corpus", str(a.corpus), "--run", ""])
+simple("build-vocab-size-without-text", r"--vocab-size 100 without --text",
+       lambda ws, a: ["world", "build", "--out", str(ws / "w"), "--vocab-size", "100"])
+simple("retok-splits-empty", r"--splits: '' is empty",
+       lambda ws, a: ["world", "retokenize", "--corpus", str(a.corpus), "--tokenizer",
+                      str(a.hf), "--out", str(ws / "r"), "--splits", ""])
+simple("induction-checkpoints-twice", r"'0,0,30' names step 0 twice",
+       lambda ws, a: ind_args(ws, a, "--checkpoints", "0,0,30"))
+simple("eval-device-map-with-device", r"--device 'cpu' with --device-map 'auto': pass one",
+       lambda ws, a: ["eval", "--model", str(a.hf), "--device", "cpu", "--device-map", "auto",
+                      "--out", str(ws / "e.json"), "--no-progress"])
+for _name, _budget in (("negative", "0=-5GiB"), ("nan", "cpu=nanGiB"),
+                       ("parsecs", "cpu=10parsecs")):
+    simple(f"eval-max-memory-{_name}", r"is not a size; pass a positive number and a unit",
+           lambda ws, a, b=_budget: ["eval", "--model", str(a.hf), "--device-map", "auto",
+                                     "--max-memory", b, "--out", str(ws / "e.json")])
+simple("eval-max-memory-twice", r"names device 0 twice",
+       lambda ws, a: ["eval", "--model", str(a.hf), "--device-map", "auto", "--max-memory",
+                      "0=1GiB,0=2GiB", "--out", str(ws / "e.json")])
+simple("export-out-inside-its-run", r"lies inside the input --model",
+       lambda ws, a: ["export", "--model", str(a.run), "--out", str(a.run / "hf")])
+
+
+@case("train-resume-run-json-a-list", r"run config .*run.json is not a JSON object")
+def _(ws: Path, a: Assets) -> list[str]:
+    run = Path(shutil.copytree(a.run, ws / "r"))
+    (run / "run.json").write_text("[1, 2]")
+    return train_args(ws, a, "--resume")
+
+
+@case("probe-labels-crc", r"val.labels.npz is damaged or truncated \(member .* fails its "
+                          r"CRC-32 check\)")
+def _(ws: Path, a: Assets) -> list[str]:
+    corpus = copy_corpus(ws, a)
+    flip(corpus / "val.labels.npz", 0.5, 16)
+    return ["probe", "--model", str(a.run), "--corpus", str(corpus), "--tasks", "animacy",
+            "--out", str(ws / "p.json"), "--no-progress"]
+
+
+@case("cache-token-ids-beyond-vocab", r"token id \d+ at position 3 is outside the vocabulary")
+def _(ws: Path, a: Assets) -> list[str]:
+    import numpy as np
+
+    corpus = copy_corpus(ws, a)
+    tokens = np.load(corpus / "val.tokens.npy")
+    tokens[3] = 60_000
+    np.save(corpus / "val.tokens.npy", tokens)
+    return ["cache", "--model", str(a.run), "--corpus", str(corpus), "--split", "val",
+            "--hooks", "blocks.0.hook_resid_post", "--out", str(ws / "c.h5"), "--no-progress"]
+
+
+@case("beliefs-probes-tasks-a-number", r"probe report .* is damaged \(its tasks lack")
+def _(ws: Path, a: Assets) -> list[str]:
+    (ws / "p.json").write_text('{"schema": "workbench.probe/1", "tasks": 3}')
+    return beliefs_args(ws, a, "--probes", str(ws / "p.json"))
+
+
 # ---- info and app --------------------------------------------------------------------------
 simple("info-model-missing", r"does not exist",
        lambda ws, a: ["info", "--model", str(ws / "nope")])

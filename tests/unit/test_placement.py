@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.models.devices import Placement, add_placement_args, placement_of
+from workbench.models.devices import (
+    CPU_DEFAULT,
+    Placement,
+    _memory_budget,
+    add_placement_args,
+    placement_of,
+)
 from workbench.models.loader import load
 
 
@@ -75,7 +81,7 @@ def test_bad_placements(kwargs: dict[str, object], message: str) -> None:
 
 def _parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default=CPU_DEFAULT)
     add_placement_args(parser)
     return parser.parse_args(list(argv))
 
@@ -90,3 +96,10 @@ def test_command_flags() -> None:
         placement_of(_parse("--device", "cuda:1", "--device-map", "auto"))
     with pytest.raises(SystemExit):
         _parse("--max-memory", "lots")
+    with pytest.raises(ValueError, match=r"--device 'cpu' with --device-map 'auto': pass one "
+                                         r"of them"):
+        placement_of(_parse("--device", "cpu", "--device-map", "auto"))  # typed, not default
+    for bad in ("0=-5GiB", "cpu=nanGiB", "cpu=10parsecs", "0=70GiB,0=10GiB"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"is not a size|names device 0 "
+                                                             r"twice"):
+            _memory_budget(bad)

@@ -22,7 +22,7 @@ from typing import Any
 
 from workbench.cli.argtypes import device
 from workbench.cli.registry import Command
-from workbench.models.devices import add_placement_args, placement_of
+from workbench.models.devices import CPU_DEFAULT, add_placement_args, placement_of
 
 MODEL_HELP = "run dir, checkpoint dir or HF dir"
 
@@ -60,7 +60,7 @@ def add_analysis_arguments(p: argparse.ArgumentParser, kind: str, flags: Analysi
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--corpus", default=None, help=flags.corpus_help)
     flags.add_arguments(p)
-    p.add_argument("--device", type=device, default="cpu")
+    p.add_argument("--device", type=device, default=CPU_DEFAULT)
     add_placement_args(p)
     p.add_argument("--out", default=None,
                    help=f"JSON output (default: MODEL/analyses/{kind}.json)")
@@ -74,6 +74,7 @@ def run_analysis(module_name: str, flags: AnalysisFlags, args: argparse.Namespac
     from workbench.models.refs import ModelRef
 
     module = importlib.import_module(module_name)
+    placement = placement_of(args)  # flags first: before any file is looked at
     ref = ModelRef.of(args.model)
     inputs = flags.inputs(args)
     read = {"--corpus": args.corpus, **{f"--{k}": v for k, v in inputs.items()
@@ -83,7 +84,7 @@ def run_analysis(module_name: str, flags: AnalysisFlags, args: argparse.Namespac
     for extra in flags.outputs(args):  # files it will make: not over an input either
         check_output(extra, False, {"--corpus": args.corpus}, model=ref)
     cfg = flags.config(args)
-    report = module.from_ref(ref, cfg, corpus=args.corpus, device=placement_of(args),
+    report = module.from_ref(ref, cfg, corpus=args.corpus, device=placement,
                              progress=not args.no_progress, **inputs)
     paths = write_report(report, out, module.FIGURES, overwrite=args.overwrite)
     print(module.summary(report))  # noqa: T201  (the command prints its result)

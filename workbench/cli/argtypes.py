@@ -149,5 +149,17 @@ def checkpoint_steps(text: str) -> str:
 
     >>> checkpoint_steps("all"), checkpoint_steps("0,64")
     ('all', '0,64')
+    >>> checkpoint_steps("0,0,30")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: '0,0,30' names step 0 twice; list each step once
     """
-    return text if text == "all" else int_list(0)(text)
+    if text == "all":
+        return text
+    int_list(0)(text)
+    steps = [int(p) for p in text.split(",") if p.strip()]
+    if len(set(steps)) != len(steps):
+        twice = sorted({s for s in steps if steps.count(s) > 1})
+        raise argparse.ArgumentTypeError(f"{text!r} names step {twice[0]} twice; list each "
+                                         "step once")
+    return text

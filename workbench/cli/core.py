@@ -19,6 +19,7 @@ from workbench.cli.argtypes import (
     bounded_int,
     device,
     floats,
+    name_list,
     nonneg_int,
     one_of,
     positive_int,
@@ -27,10 +28,13 @@ from workbench.cli.argtypes import (
 from workbench.cli.registry import Command
 from workbench.layout import RUN_JSON
 from workbench.models.checks import check_memory, check_split, check_vocab, train_bytes
-from workbench.models.devices import add_placement_args, placement_of
+from workbench.models.devices import CPU_DEFAULT, add_placement_args, placement_of
 
 DEFAULT_CORPUS = "runs/world"
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OSError)
+# Flags that name a file or folder: an empty one (`--run ''`) would mean the current folder.
+PATH_FLAGS = ("run", "out", "model", "corpus", "acts", "report", "plan", "text", "tokenizer",
+              "facts", "probes", "cache", "factors", "runs")
 
 
 def _cmd_world_build(args: argparse.Namespace) -> None:
@@ -42,9 +46,13 @@ def _cmd_world_build(args: argparse.Namespace) -> None:
         check_separate(out, {"--text": f})
     check_separate(out, {"--tokenizer": args.tokenizer})
     check_writable(out)
+    if args.vocab_size is not None and not args.text:
+        raise ValueError(f"--vocab-size {args.vocab_size} without --text: a world's vocabulary "
+                         "is its words; pass --text FILE to train a BPE of that size, or leave "
+                         "--vocab-size out")
     if args.text:
         path = build_text_corpus(
-            [Path(f) for f in args.text], out, vocab_size=args.vocab_size,
+            [Path(f) for f in args.text], out, vocab_size=args.vocab_size or 4096,
             overwrite=args.overwrite, tokenizer=args.tokenizer,
         )
     elif args.tokenizer:
@@ -127,11 +135,12 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from workbench.models.refs import ModelRef
     from workbench.plots import eval_figure
 
+    placement = placement_of(args)  # flags first: before any file is looked at
     ref = ModelRef.of(args.model)
     out = Path(args.out) if args.out else ref.output_dir / EVAL_JSON
     check_output(out, True, {"--corpus": args.corpus}, model=ref)  # ours: replaced
     corpus = ref.load_corpus(args.corpus, required="a world corpus from `workbench world build`")
-    model = ref.load(placement_of(args))
+    model = ref.load(placement)
     check_vocab(model, corpus)
     results = evaluate(
         model,
@@ -166,6 +175,7 @@ def _cmd_cache(args: argparse.Namespace) -> None:
     from workbench.world import load_corpus
 
     _one_of_resume_overwrite(args)
+    placement = placement_of(args)
     check_separate(args.out, {"--corpus": args.corpus}, containers={"--model": args.model})
     check_writable(args.out)
     if args.overwrite:
@@ -175,7 +185,7 @@ def _cmd_cache(args: argparse.Namespace) -> None:
                       chunk=args.chunk, compression=args.compression)
     corpus = load_corpus(Path(args.corpus))
     check_split(corpus, args.split)
-    model = ModelRef.of(args.model).load(placement_of(args))
+    model = ModelRef.of(args.model).load(placement)
     check_vocab(model, corpus)
     hooks = resolve_hooks(model, list(args.hooks))
     check_memory(cache_bytes(model, args.batch_size, hooks), "--batch-size", args.batch_size)
@@ -214,9 +224,11 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> None:
     from workbench.models.export import export_hf
+    from workbench.models.refs import ModelRef
     from workbench.outputs import check_separate, check_writable
 
-    check_separate(args.out, {}, containers={"--model": args.model})
+    ref = ModelRef.of(args.model)
+    check_separate(args.out, {"--model": args.model, "--model's run": ref.run_dir})
     check_writable(args.out)
     out = export_hf(args.model, args.out, overwrite=args.overwrite, step=args.step)
     meta = json.loads((out / "config.json").read_text())["workbench_export"]
@@ -244,8 +256,8 @@ def _world_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="plain-text files: train a BPE tokenizer and encode them instead of the world",
     )
-    build.add_argument("--vocab-size", type=bounded_int(64, 1_000_000), default=4096,
-                       help="BPE size for --text")
+    build.add_argument("--vocab-size", type=bounded_int(64, 1_000_000), default=None,
+                       help="BPE size for --text (4096)")
     build.add_argument("--tokenizer", default=None, help="with --text: encode with this "
                        "tokenizer.json or Hugging Face model dir instead of training BPE")
     build.add_argument("--overwrite", action="store_true")
@@ -255,7 +267,8 @@ def _world_arguments(p: argparse.ArgumentParser) -> None:
     rt.add_argument("--tokenizer", required=True,
                     help="tokenizer.json or Hugging Face model directory")
     rt.add_argument("--out", required=True, help="output corpus directory")
-    rt.add_argument("--splits", default=None, help="e.g. val,test (default: all)")
+    rt.add_argument("--splits", type=name_list(), default=None,
+                    help="e.g. val,test (default: all)")
     rt.add_argument("--overwrite", action="store_true")
     rt.add_argument("--no-progress", action="store_true")
 
@@ -286,7 +299,7 @@ def _eval_arguments(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--model", required=True, help="run dir, checkpoint dir or HF dir")
     ev.add_argument("--corpus", default=None, help="world corpus (default: the run's)")
     ev.add_argument("--out", default=None, help="JSON output (default: MODEL/eval.json)")
-    ev.add_argument("--device", type=device, default="cpu")
+    ev.add_argument("--device", type=device, default=CPU_DEFAULT)
     add_placement_args(ev)
     ev.add_argument("--seed", type=seed, default=0)
     ev.add_argument("--no-progress", action="store_true")
@@ -309,7 +322,7 @@ def _cache_arguments(ca: argparse.ArgumentParser) -> None:
     ca.add_argument("--chunk", action="store_true", help="split documents longer than n_ctx")
     ca.add_argument("--compression", type=one_of("gzip", "lzf"), default=None,
                     help="gzip | lzf (default: none)")
-    ca.add_argument("--device", type=device, default="cpu")
+    ca.add_argument("--device", type=device, default=CPU_DEFAULT)
     add_placement_args(ca)
     ca.add_argument("--resume", action="store_true", help="continue an interrupted cache")
     ca.add_argument("--overwrite", action="store_true")
@@ -380,6 +393,13 @@ def _main(argv: Sequence[str] | None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error, already printed in one line (2)
         return int(exc.code or 0)
+    empty = [k for k, v in vars(args).items() if k in PATH_FLAGS and v is not None
+             and isinstance(v, str) and not v.strip()]
+    if empty:
+        flag = "--" + empty[0].replace("_", "-")
+        print(f"workbench {args.command}: error: {flag} is empty; pass a path (e.g. "
+              f"{flag} runs/NAME)", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -4,6 +4,7 @@ in what precision) a model is loaded (`Placement`)."""
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 
 import torch
@@ -90,6 +91,14 @@ class Placement:
         return DTYPES[self.dtype]
 
 
+class Default(str):
+    """A flag's default value, told apart from the same value typed (`--device cpu` beside
+    `--device-map` is a conflict; the default `cpu` is not)."""
+
+
+CPU_DEFAULT = Default("cpu")  # the `--device` default of the commands that load a model
+
+
 def add_placement_args(parser: argparse.ArgumentParser) -> None:
     """`--model-dtype` and `--device-map` (with `--max-memory`) beside a command's `--device`:
     how its model is loaded (`Placement`)."""
@@ -111,6 +120,11 @@ def placement_of(args: argparse.Namespace) -> str | Placement:
              and args.max_memory is None)
     if plain:
         return str(args.device)
+    if args.device_map is not None and str(args.device) != "auto" and not isinstance(
+            args.device, Default):
+        raise ValueError(f"--device {str(args.device)!r} with --device-map "
+                         f"{args.device_map!r}: pass one of them (--device-map places the "
+                         "layers on the devices itself)")
     device = "cpu" if args.device_map is not None and args.device in ("cpu", "auto") \
         else str(args.device)
     try:
@@ -119,6 +133,10 @@ def placement_of(args: argparse.Namespace) -> str | Placement:
     except ValueError as exc:
         raise ValueError(str(exc).replace("device=", "--device ").replace(
             "device_map=", "--device-map ").replace("max_memory", "--max-memory")) from None
+
+
+_UNITS = ("KB", "MB", "GB", "KiB", "MiB", "GiB")  # what accelerate reads
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(" + "|".join(_UNITS) + ")")
 
 
 def _memory_budget(text: str) -> dict[str | int, str]:
@@ -130,7 +148,16 @@ def _memory_budget(text: str) -> dict[str | int, str]:
         if not eq or not size or not (dev.isdigit() or dev == "cpu"):
             raise argparse.ArgumentTypeError(
                 f"{part!r} is not DEVICE=SIZE; pass e.g. 0=70GiB,1=70GiB,cpu=100GiB")
-        budget[int(dev) if dev.isdigit() else dev] = size
+        found = _SIZE.fullmatch(size)
+        if found is None or float(found.group(1)) <= 0:
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: {size!r} is not a size; pass a positive number and a unit of "
+                f"{', '.join(_UNITS)}, e.g. {dev}=70GiB")
+        key = int(dev) if dev.isdigit() else dev
+        if key in budget:
+            raise argparse.ArgumentTypeError(f"{text!r} names device {dev} twice; give each "
+                                             "device once")
+        budget[key] = size
     if not budget:
         raise argparse.ArgumentTypeError(f"{text!r} names no device; pass e.g. 0=70GiB,cpu=100GiB")
     return budget
