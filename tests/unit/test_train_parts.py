@@ -59,3 +59,35 @@ def test_train_config_validation() -> None:
         TrainConfig(lr=5)
     with pytest.raises(ValueError, match="TrainConfig.steps=0"):
         TrainConfig(steps=0)
+
+
+def test_a_corpus_without_validation_tokens_records_null_not_nan(tmp_path, caplog) -> None:
+    """metrics.jsonl and the checkpoints stay valid JSON: the val loss that cannot be
+    measured is null (it was a bare NaN), and the trainer says why once."""
+    import json
+    import logging
+
+    from workbench.models.config import get_preset
+    from workbench.training.trainer import train
+    from workbench.world import build_text_corpus, load_corpus
+
+    src = tmp_path / "t.txt"
+    src.write_text("\n\n".join(f"line {i} of a short text with words" for i in range(60)))
+    corpus = build_text_corpus([src], tmp_path / "c", vocab_size=300, progress=False)
+    assert len(load_corpus(corpus).tokens("val")) < 34  # under one context of 32 (+2)
+    with caplog.at_level(logging.WARNING):
+        result = train(get_preset("tiny").replace(n_ctx=32), corpus, tmp_path / "run",
+                       TrainConfig(steps=2, batch_size=2, warmup_steps=0, eval_interval=1,
+                                   log_interval=1, ckpt_interval=2), device="cpu",
+                       progress=False)
+    assert "no validation loss is measured" in caplog.text
+
+    def strict(text: str) -> object:
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    records = [strict(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
+               .splitlines()]
+    vals = [r["val_loss"] for r in records if "val_loss" in r]
+    assert vals and all(v is None for v in vals)
+    config = strict((tmp_path / "run" / "checkpoints" / "step_000002" / "config.json")
+                    .read_text())
+    assert config["val_loss"] is None and result.steps == 2

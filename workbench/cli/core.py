@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -121,9 +122,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
     )
     if int(os.environ.get("RANK", "0")) == 0:
+        val = ("none (the corpus has no validation tokens)"
+               if math.isnan(result.final_val_loss) else f"{result.final_val_loss:.3f}")
         print(
             f"trained {args.preset} for {result.steps} steps in {result.seconds:.0f}s: "
-            f"loss {result.final_loss:.3f}, val loss {result.final_val_loss:.3f}, "
+            f"loss {result.final_loss:.3f}, val loss {val}, "
             f"{result.tokens_per_s:,.0f} tokens/s -> {result.run_dir}"
         )
 

@@ -62,6 +62,11 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
+def _finite(value: float) -> float | None:
+    """A float as JSON can hold it: NaN or infinity (a loss not measured) as null."""
+    return value if math.isfinite(value) else None
+
+
 def checkpoint_steps(cfg: TrainConfig) -> set[int]:
     """Log-spaced steps (0, 1, 2, 4, ...), every `ckpt_interval`, and the last step.
 
@@ -206,6 +211,10 @@ class _Trainer:
             if len(val_tokens) > model_cfg.n_ctx + 2
             else None
         )
+        if self.val is None and dist.is_main:
+            log.warning("the corpus's val split has %d tokens, fewer than one context of %d: "
+                        "no validation loss is measured (recorded as null)", len(val_tokens),
+                        model_cfg.n_ctx)
         self.ckpt_steps = checkpoint_steps(cfg)
         self.is_cuda = device.startswith("cuda")
 
@@ -261,8 +270,8 @@ class _Trainer:
             "step": step,
             "tokens_seen": tokens,
             "train": asdict(self.cfg),
-            "loss": loss,
-            "val_loss": val_loss,
+            "loss": _finite(loss),
+            "val_loss": _finite(val_loss),
             "corpus": str(Path(self.corpus.path).resolve()),
         }
         out = self.run_dir / CHECKPOINTS_DIR / step_dir_name(step)
@@ -282,8 +291,9 @@ class _Trainer:
                 (old / "train_state.pt").unlink()
 
     def _log(self, record: dict[str, Any]) -> None:
+        record = {k: _finite(v) if isinstance(v, float) else v for k, v in record.items()}
         with open(self.run_dir / METRICS, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
 
     def _resume_point(self) -> tuple[Checkpoint, dict[str, Any]]:
         """The newest checkpoint whose weights and training state load, and that state.
