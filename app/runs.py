@@ -90,6 +90,9 @@ def contained(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> boo
 def runs_root(value: str | None = None) -> Path:
     """The runs folder: `value`, else `$WORKBENCH_RUNS`, else `runs` (must exist)."""
     root = Path(value or os.environ.get(RUNS_ENV) or "runs").expanduser()
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"runs folder {root} is a file, not a folder; pass the folder that "
+                         "holds your runs (`workbench app --runs DIR`)")
     if not root.is_dir():
         raise FileNotFoundError(
             f"runs folder {root} does not exist; create one with `make demo` (runs/) or "

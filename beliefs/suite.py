@@ -335,9 +335,10 @@ def from_ref(ref: str | Path | ModelRef, cfg: BeliefsConfig | None = None, *,
     loaded = ref.load_corpus(corpus)
     base = load_facts(facts) if facts else default_facts(loaded)
     own = ref.report_path(PROBE_KIND)
+    given = probes is not None
     if probes is None and own.is_file():
         probes = own
-    probe_report = load_probe_report(probes)  # refused before the model loads
+    probe_report = load_probe_report(probes, given=given)  # refused before the model loads
     model = ref.load(device)
     if loaded is not None:
         check_tokenizer(model, loaded)
@@ -345,23 +346,29 @@ def from_ref(ref: str | Path | ModelRef, cfg: BeliefsConfig | None = None, *,
                probe_report=probe_report)
 
 
-def load_probe_report(path: str | Path | None) -> dict[str, Any] | None:
+def load_probe_report(path: str | Path | None, *, given: bool = True
+                      ) -> dict[str, Any] | None:
+    """The probe report at `path` (None: none), checked. `given`: the user passed it as
+    `--probes` (else it is the model's own report, found beside it): the fixes differ."""
     if path is None:
         return None
     path = Path(path)
+    other = ("leave out --probes" if given else
+             f"move {path} away (the model's own probe report, read when --probes is not "
+             "given)")
     if not path.is_file():
         raise FileNotFoundError(f"probe report {path} does not exist; run `workbench probe "
-                                f"--tasks facts --out {path}` or leave out --probes")
+                                f"--tasks facts --out {path}` or {other}")
     try:
         report = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"probe report {path} is not valid JSON ({exc}); run `workbench "
-                         "probe --overwrite` again or leave out --probes") from exc
+                         f"probe --overwrite` again or {other}") from exc
     from probe.layers import SCHEMA as PROBE_SCHEMA
 
     if not isinstance(report, dict) or report.get("schema") != PROBE_SCHEMA:
         raise ValueError(f"{path} is not a probe report (schema workbench.probe/1); pass the "
-                         "report `workbench probe` wrote, or leave out --probes")
+                         f"report `workbench probe` wrote, or {other}")
     tasks = report.get("tasks")
     sound = isinstance(tasks, dict) and all(
         isinstance(t, dict) and (t.get("kind") != "facts" or (
@@ -371,8 +378,7 @@ def load_probe_report(path: str | Path | None) -> dict[str, Any] | None:
         for t in tasks.values())
     if not sound:
         raise ValueError(f"probe report {path} is damaged (its tasks lack their layers and "
-                         "best layer); run `workbench probe --overwrite` again or leave out "
-                         "--probes")
+                         f"best layer); run `workbench probe --overwrite` again or {other}")
     return report
 
 

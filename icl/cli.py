@@ -49,7 +49,7 @@ FLAGS = AnalysisFlags(icl_arguments, icl_config,
                       corpus_help="world corpus with few-shot items, in the model's tokenizer "
                       "(default: the run's; `workbench world retokenize` for a Hugging Face "
                       "model)",
-                      dashboard=_dashboard)
+                      dashboard=_dashboard, flag_names={"ks": "--k"})
 ICL = analysis_command("icl", "icl.measure", FLAGS, "few-shot in-context learning: accuracy "
                        "and log-probability per task and number of demonstrations (known "
                        "relations, novel mappings, flipped labels)", order=75)

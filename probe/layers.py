@@ -127,11 +127,12 @@ def select_examples(task: Task, rows: ProbeRows, world: Any, cfg: LayersConfig
     idx = np.nonzero(keep)[0]
     if len(idx) > cfg.max_examples:
         idx = np.sort(rng.choice(idx, size=cfg.max_examples, replace=False))
+    more = ("a larger --max-tokens or another --split" if cfg.max_tokens is not None
+            else "another --split: all of this one was read")
     if len(idx) == 0:
         raise ValueError(
             f"task {task.name!r}: no example in split {cfg.split!r} (the first "
-            f"{cfg.max_tokens or 'all'} tokens); probe more text (a larger --max-tokens or "
-            "another --split)")
+            f"{cfg.max_tokens or 'all'} tokens); probe more text ({more})")
     counts = {int(c): int((ex.y[idx] == c).sum()) for c in np.unique(ex.y[idx])}
     small = [c for c, n in counts.items() if n < cfg.min_per_class]
     present = np.array([c for c in counts if c not in small], dtype=np.int64)
@@ -140,8 +141,8 @@ def select_examples(task: Task, rows: ProbeRows, world: Any, cfg: LayersConfig
         raise ValueError(
             f"task {task.name!r}: {len(present)} class(es) with at least {cfg.min_per_class} "
             f"examples in split {cfg.split!r} ({named}; those with fewer than "
-            f"{cfg.min_per_class} examples are dropped), two are needed; probe more text (a "
-            "larger --max-tokens or another --split) or lower --min-per-class")
+            f"{cfg.min_per_class} examples are dropped), two are needed; probe more text "
+            f"({more}) or lower --min-per-class")
     dropped += [ex.classes[c] for c in small]
     idx = idx[np.isin(ex.y[idx], present)]
     remap = np.full(len(ex.classes), -1, dtype=np.int64)

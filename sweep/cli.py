@@ -49,6 +49,9 @@ def sweep_arguments(p: argparse.ArgumentParser) -> None:
                          help="measure only these members, and write no sweep.json")
     executor_arguments(analyze)
     analyze.add_argument("--no-progress", action="store_true")
+    analyze.set_defaults(on_interrupt="the checkpoints measured so far are kept (each "
+                         "member's battery.json); run `workbench sweep analyze PLAN` again to "
+                         "continue")
     status = sub.add_parser("status", help="a table of the members: pending, running, done, "
                             "failed, with steps, checkpoints, battery and job ids")
     status.add_argument("plan", help="plan directory made by `workbench sweep plan`")
@@ -58,6 +61,11 @@ def sweep_arguments(p: argparse.ArgumentParser) -> None:
     world.add_argument("--world", nargs="+", default=(), metavar="ID",
                        help="build only these worlds (default: all)")
     world.add_argument("--no-progress", action="store_true")
+    world.set_defaults(on_interrupt="worlds already built are kept (each is built in a "
+                       "temporary folder); run `workbench sweep world PLAN` again to continue")
+    plan.set_defaults(on_interrupt="each file of the plan is written whole; run `workbench "
+                      "sweep plan` again")
+    status.set_defaults(on_interrupt="nothing was written")
 
 
 def executor_arguments(p: argparse.ArgumentParser) -> None:

@@ -163,6 +163,9 @@ def check_writable(path: str | os.PathLike[str]) -> None:
     folder = Path(path).expanduser().absolute().parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"cannot write {path}: {folder} is a file, not a folder; choose "
+                         "another output path")
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write {path}: the folder {folder} is not writable; choose "
                          "an output in a folder you can write")

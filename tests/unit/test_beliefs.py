@@ -310,3 +310,15 @@ def test_a_damaged_probe_report_is_one_error(tmp_path: Path, tasks: object) -> N
             "pos": {"kind": "syntax"}}
     path.write_text(json.dumps({"schema": "workbench.probe/1", "tasks": good}))
     assert load_probe_report(path)["tasks"] == good
+
+
+def test_the_fix_for_a_damaged_own_probe_report_names_no_flag_not_given(tmp_path: Path) -> None:
+    from beliefs.suite import load_probe_report
+
+    path = tmp_path / "probe.json"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"or move .*probe.json away \(the model's own probe "
+                                         r"report, read when --probes is not given\)"):
+        load_probe_report(path, given=False)
+    with pytest.raises(ValueError, match=r"or leave out --probes$"):
+        load_probe_report(path, given=True)

@@ -330,3 +330,12 @@ def test_run_refuses_members_that_do_not_fit_this_machine(
     assert "needs about" in err and "more than the 1.0 MiB available here; lower [train] " \
         "batch_size or the size axis" in err
     assert not plan.world_dir("world").exists()  # refused before any world is built
+
+
+def test_ctrl_c_names_the_subcommand_to_run_again() -> None:
+    from workbench.cli.registry import build_parser
+
+    parser = build_parser()
+    for sub in ("run", "analyze", "world"):
+        said = parser.parse_args(["sweep", sub, "PLAN"]).on_interrupt
+        assert f"`workbench sweep {sub} PLAN` again" in said, (sub, said)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ class AnalysisFlags:
         outputs: further files the command may write (checked before any work like `--out`).
         dashboard: the options the dashboard runs the command with for a model of a kind
             (`run`, `hf`) with or without a corpus (None: the corpus is required).
+        flag_names: the flag of each `Config` field whose name is not the flag's (`ks` of
+            `--k`): a refused config names the flag the user typed.
     """
 
     add_arguments: Callable[[argparse.ArgumentParser], None]
@@ -53,6 +56,18 @@ class AnalysisFlags:
     outputs: Callable[[argparse.Namespace], list[str]] = field(default=lambda args: [])
     dashboard: Callable[[str, bool], dict[str, Any] | None] = field(
         default=lambda kind, has_corpus: {} if has_corpus else None)
+    flag_names: Mapping[str, str] = field(default_factory=dict)
+
+    def make_config(self, args: argparse.Namespace) -> Any:
+        """`config(args)`, a refusal naming the flag rather than the config field
+        (`IclConfig.ks=[3]` -> `--k [3]`)."""
+        try:
+            return self.config(args)
+        except ValueError as exc:
+            def flag(m: re.Match[str]) -> str:
+                name = m.group(1)
+                return self.flag_names.get(name, "--" + name.replace("_", "-")) + " "
+            raise ValueError(re.sub(r"\b[A-Z]\w*Config\.(\w+)=", flag, str(exc))) from None
 
 
 def add_analysis_arguments(p: argparse.ArgumentParser, kind: str, flags: AnalysisFlags) -> None:
@@ -83,7 +98,7 @@ def run_analysis(module_name: str, flags: AnalysisFlags, args: argparse.Namespac
                        model=ref)
     for extra in flags.outputs(args):  # files it will make: not over an input either
         check_output(extra, False, {"--corpus": args.corpus}, model=ref)
-    cfg = flags.config(args)
+    cfg = flags.make_config(args)
     report = module.from_ref(ref, cfg, corpus=args.corpus, device=placement,
                              progress=not args.no_progress, **inputs)
     paths = write_report(report, out, module.FIGURES, overwrite=args.overwrite)

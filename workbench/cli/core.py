@@ -181,6 +181,9 @@ def _cmd_cache(args: argparse.Namespace) -> None:
     placement = placement_of(args)
     check_separate(args.out, {"--corpus": args.corpus}, containers={"--model": args.model})
     check_writable(args.out)
+    if Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; pass the activation file to write, "
+                         f"e.g. --out {Path(args.out) / 'acts.h5'}")
     if args.overwrite:
         check_replaceable_file(args.out, "activations")
     cfg = CacheConfig(hooks=tuple(args.hooks), split=args.split, positions=args.positions,

@@ -84,7 +84,8 @@ def check_model_memory(ref: str, n_params: int, dtype_bytes: int = FLOAT) -> Non
             f"model {ref} has {n_params / 1e6:,.0f}M parameters and needs about "
             f"{fmt_bytes(need)} of memory to load ({dtype_bytes} bytes each, x{LOAD_FACTOR} "
             f"while loading), more than the {fmt_bytes(have)} available; use a smaller model, "
-            f"load it on a GPU (--device cuda), or set {IGNORE_MEMORY_ENV}=1 to try anyway")
+            f"load it on a GPU (--device cuda, for the commands that run it), or set "
+            f"{IGNORE_MEMORY_ENV}=1 to try anyway")
 
 
 def check_disk(need: int, folder: str | os.PathLike[str], fix: str) -> None:
