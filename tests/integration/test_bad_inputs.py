@@ -668,6 +668,9 @@ for _name, _budget in (("negative", "0=-5GiB"), ("nan", "cpu=nanGiB"),
 simple("eval-max-memory-twice", r"names device 0 twice",
        lambda ws, a: ["eval", "--model", str(a.hf), "--device-map", "auto", "--max-memory",
                       "0=1GiB,0=2GiB", "--out", str(ws / "e.json")])
+simple("eval-hf-other-tokenizer", r"is encoded with another tokenizer than the model's",
+       lambda ws, a: ["eval", "--model", str(a.hf), "--corpus", str(a.corpus), "--out",
+                      str(ws / "e.json"), "--no-progress"])
 simple("export-out-inside-its-run", r"lies inside the input --model",
        lambda ws, a: ["export", "--model", str(a.run), "--out", str(a.run / "hf")])
 

@@ -28,7 +28,13 @@ from workbench.cli.argtypes import (
 )
 from workbench.cli.registry import Command
 from workbench.layout import RUN_JSON
-from workbench.models.checks import check_memory, check_split, check_vocab, train_bytes
+from workbench.models.checks import (
+    check_memory,
+    check_split,
+    check_tokenizer,
+    check_vocab,
+    train_bytes,
+)
 from workbench.models.devices import CPU_DEFAULT, add_placement_args, placement_of
 
 DEFAULT_CORPUS = "runs/world"
@@ -144,7 +150,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     check_output(out, True, {"--corpus": args.corpus}, model=ref)  # ours: replaced
     corpus = ref.load_corpus(args.corpus, required="a world corpus from `workbench world build`")
     model = ref.load(placement)
-    check_vocab(model, corpus)
+    check_tokenizer(model, corpus)
     results = evaluate(
         model,
         corpus,

@@ -137,8 +137,12 @@ def check_tokenizer(model: Model, corpus: Corpus) -> None:
 
     check_vocab(model, corpus)
     tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        raise ValueError(f"model {model.cfg.model_name} has no tokenizer, so the corpus at "
+                         f"{corpus.path} cannot be matched to it; save its tokenizer files "
+                         "beside the weights (`tokenizer.save_pretrained(DIR)`)")
     theirs = read_tokenizer_file(corpus.tokenizer_path).get_vocab()
-    if tok is None or tok.get_vocab() != theirs:
+    if tok.get_vocab() != theirs:
         fix = (f"workbench world retokenize --corpus {corpus.path} --tokenizer MODEL_DIR --out "
                f"{corpus.path}-MODEL --splits val,test" if corpus.kind == "world" else
                "workbench world build --text FILE... --tokenizer MODEL_DIR --out DIR")
