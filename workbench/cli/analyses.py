@@ -19,11 +19,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.cli.argtypes import device
 from workbench.cli.registry import Command
 from workbench.models.devices import CPU_DEFAULT, add_placement_args, placement_of
+
+if TYPE_CHECKING:
+    from workbench.models.refs import ModelRef
 
 MODEL_HELP = "run dir, checkpoint dir or HF dir"
 
@@ -83,6 +86,25 @@ def add_analysis_arguments(p: argparse.ArgumentParser, kind: str, flags: Analysi
     p.add_argument("--no-progress", action="store_true")
 
 
+def check_inputs(ref: ModelRef, args: argparse.Namespace, placement: Any,
+                 flags: AnalysisFlags) -> None:
+    """What can be refused without the model, refused before it loads: the device, the
+    corpus (its manifest; present when the analysis needs one) and the split it reads."""
+    from workbench.models.devices import resolve_device
+
+    resolve_device(placement if isinstance(placement, str) else placement.device)
+    needed = flags.dashboard("run" if ref.is_ours else "hf", False) is None
+    corpus = ref.load_corpus(args.corpus) if args.corpus is not None or (
+        needed and ref.is_ours) else None
+    if corpus is None and needed and ref.corpus_path(args.corpus) is None:
+        raise ValueError(f"model {ref.text!r} names no corpus; pass --corpus PATH "
+                         f"({flags.corpus_help})")
+    split = getattr(args, "split", None)
+    if corpus is not None and isinstance(split, str) and split not in corpus.splits:
+        raise ValueError(f"--split {split!r}: the corpus at {corpus.path} has "
+                         f"{', '.join(corpus.splits)}; pass one of them")
+
+
 def run_analysis(module_name: str, flags: AnalysisFlags, args: argparse.Namespace) -> list[Path]:
     """The body of every analysis command; returns the paths written."""
     from workbench.analysis import check_output, write_report
@@ -91,6 +113,7 @@ def run_analysis(module_name: str, flags: AnalysisFlags, args: argparse.Namespac
     module = importlib.import_module(module_name)
     placement = placement_of(args)  # flags first: before any file is looked at
     ref = ModelRef.of(args.model)
+    ref.check_exists()
     inputs = flags.inputs(args)
     read = {"--corpus": args.corpus, **{f"--{k}": v for k, v in inputs.items()
                                           if isinstance(v, (str, Path))}}
@@ -99,6 +122,7 @@ def run_analysis(module_name: str, flags: AnalysisFlags, args: argparse.Namespac
     for extra in flags.outputs(args):  # files it will make: not over an input either
         check_output(extra, False, {"--corpus": args.corpus}, model=ref)
     cfg = flags.make_config(args)
+    check_inputs(ref, args, placement, flags)  # before the model loads (seconds)
     report = module.from_ref(ref, cfg, corpus=args.corpus, device=placement,
                              progress=not args.no_progress, **inputs)
     paths = write_report(report, out, module.FIGURES, overwrite=args.overwrite)

@@ -40,6 +40,20 @@ def available_memory() -> int:
         return 2**62  # unknown: do not refuse
 
 
+def offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set (no hub name can load)."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def hub_error(ref: str, reason: str) -> OSError:
+    """The refusal of a hub name that cannot load here, with the fix."""
+    return OSError(
+        f"cannot load {ref!r} from the Hugging Face hub ({reason}). Pass a local directory "
+        "instead: a run of ours (runs/NAME) or a Hugging Face model saved with "
+        "save_pretrained (config.json + weights + tokenizer)"
+    )
+
+
 def check_memory(need: int, flag: str, value: object, share: float = 0.9) -> None:
     """Refuse settings whose estimated memory `need` exceeds what is available."""
     have = available_memory()

@@ -32,7 +32,7 @@ from workbench.models.checkpoints import (
     looks_like_path,
     resolve_checkpoint,
 )
-from workbench.models.checks import check_model_memory, hf_param_count
+from workbench.models.checks import check_model_memory, hf_param_count, hub_error, offline
 from workbench.models.config import ModelConfig
 from workbench.models.devices import DTYPES, Placement, resolve_device
 from workbench.world.tokenizer_files import load_hf_tokenizer
@@ -68,18 +68,6 @@ def bridge_from_checkpoint(ckpt: Checkpoint, device: str = "cpu") -> Transformer
     """A bridge from a checkpoint read with `load_checkpoint`."""
     tokenizer = load_hf_tokenizer(ckpt.tokenizer_path)
     return build_bridge(ckpt.model_cfg, ckpt.state_dict, tokenizer=tokenizer, device=device)
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-
-
-def _hub_error(ref: str, reason: str) -> OSError:
-    return OSError(
-        f"cannot load {ref!r} from the Hugging Face hub ({reason}). Pass a local directory "
-        "instead: a run of ours (runs/NAME) or a Hugging Face model saved with "
-        "save_pretrained (config.json + weights + tokenizer)"
-    )
 
 
 def load(ref: str | os.PathLike[str], device: str | Placement = "cpu", step: int | None = None
@@ -143,12 +131,12 @@ def load(ref: str | os.PathLike[str], device: str | Placement = "cpu", step: int
             f"model reference {ref_str!r} does not exist; pass a run directory such as "
             "runs/demo (train one with `workbench train`) or a local Hugging Face directory"
         )
-    if _offline():
-        raise _hub_error(ref_str, "HF_HUB_OFFLINE is set and no local directory has that name")
+    if offline():
+        raise hub_error(ref_str, "HF_HUB_OFFLINE is set and no local directory has that name")
     try:
         bridge = _boot_hf(ref_str, place)
     except OSError as exc:
-        raise _hub_error(ref_str, str(exc).splitlines()[0] if str(exc) else "offline") from exc
+        raise hub_error(ref_str, str(exc).splitlines()[0] if str(exc) else "offline") from exc
     return _on_devices(ref_str, bridge)
 
 

@@ -33,6 +33,7 @@ from workbench.models.checkpoints import (
     looks_like_path,
     read_checkpoint_config,
 )
+from workbench.models.checks import hub_error, offline
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -97,6 +98,23 @@ class ModelRef:
 
     def __str__(self) -> str:
         return self.text
+
+    def check_exists(self) -> None:
+        """Refuse, before anything is imported or loaded, a reference that names nothing
+        here: a missing path, or a hub name while offline (what `load` would refuse later).
+
+        Raises:
+            FileNotFoundError, OSError: with the fix.
+        """
+        if self.kind == "missing":
+            what = ("does not exist" if not Path(self.text).exists() else
+                    "holds no model (no checkpoints/, no config.json with model weights)")
+            raise FileNotFoundError(f"model reference {self.text!r} {what}; pass a run "
+                                    "directory such as runs/demo (train one with `workbench "
+                                    "train`) or a local Hugging Face directory")
+        if self.kind == "hub" and offline():
+            raise hub_error(self.text, "HF_HUB_OFFLINE is set and no local directory has "
+                                        "that name")
 
     def __fspath__(self) -> str:
         return self.text
