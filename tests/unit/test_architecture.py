@@ -191,3 +191,47 @@ def test_the_command_line_parser_does_not_load_models() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]", out
+
+
+def test_library_warnings_are_held_until_the_command_succeeds(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A refusal is one line: another library's warning logged before it is dropped; after a
+    command that succeeds it is printed."""
+    import argparse
+    import logging
+    import warnings
+
+    from workbench.cli import core
+
+    def noisy(fail: bool) -> None:
+        logging.getLogger("somelib").warning("a library's advice")
+        warnings.warn("a deprecation", DeprecationWarning, stacklevel=1)
+        logging.getLogger("workbench.x").warning("our own warning")
+        if fail:
+            raise ValueError("the one line")
+
+    def parser() -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser()
+        p.add_argument("--fail", action="store_true")
+        p.add_argument("-v", "--verbose", action="store_true")
+        p.set_defaults(func=lambda a: noisy(a.fail), command="noisy", on_interrupt="")
+        return p
+
+    saved = core.build_parser
+    core.build_parser = parser  # type: ignore[assignment]
+    root = logging.getLogger()
+    handler = logging.StreamHandler()  # stands in for basicConfig's (stderr, as captured)
+    root.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            assert core.main(["--fail"]) == 2
+            err = capsys.readouterr().err
+            assert "the one line" in err and "advice" not in err and "deprecation" not in err
+            assert core.main([]) == 0
+            err = capsys.readouterr().err
+            assert "a library's advice" in err and "a deprecation" in err
+        assert handler.filters == []  # nothing left attached between commands
+    finally:
+        core.build_parser = saved  # type: ignore[assignment]
+        root.removeHandler(handler)

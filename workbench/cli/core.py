@@ -386,6 +386,48 @@ def build_parser() -> argparse.ArgumentParser:
     """The `workbench` parser: every registered command (`workbench.cli.registry`)."""
     return commands.build_parser()
 
+OUR_LOGGERS = ("workbench", "sweep", "probe", "icl", "beliefs", "circuits", "attribution", "app")
+
+
+class _Held(logging.Filter):
+    """Warnings of other libraries (and Python's `warnings`), held on the root logger's
+    handlers while a command runs: printed when it succeeds, dropped when it fails, so that
+    a refusal is one line."""
+
+    def __init__(self, handlers: list[logging.Handler]) -> None:
+        super().__init__()
+        self.handlers = handlers
+        self.records: list[logging.LogRecord] = []
+        for h in handlers:
+            h.addFilter(self)
+        logging.captureWarnings(True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".")[0] in OUR_LOGGERS:
+            return True
+        if not any(r is record for r in self.records):
+            self.records.append(record)
+        return False
+
+    def release(self, show: bool) -> None:
+        """Stop holding; print what was held when `show` (the command succeeded)."""
+        for h in self.handlers:
+            h.removeFilter(self)
+        logging.captureWarnings(False)
+        for record in self.records if show else ():
+            for h in self.handlers:
+                if record.levelno >= h.level:
+                    h.handle(record)
+        self.records = []
+
+
+def _hold_library_warnings() -> _Held:
+    """Hold library warnings (see `_Held`); Transformers' own handler prints only errors
+    unless TRANSFORMERS_VERBOSITY says otherwise (`-v` shows everything)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    return _Held(list(logging.getLogger().handlers))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`workbench ARGS`: the exit status (0 done, 2 bad input, 130 interrupted, 1 a bug)."""
     try:
@@ -416,9 +458,12 @@ def _main(argv: Sequence[str] | None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    held = None if args.verbose else _hold_library_warnings()
     func: Callable[[argparse.Namespace], Any] = args.func
     try:
         func(args)
+        if held is not None:
+            held.release(show=True)
     except KeyboardInterrupt:
         print(f"\nworkbench {args.command}: interrupted; {args.on_interrupt}", file=sys.stderr)
         return 130
@@ -434,6 +479,9 @@ def _main(argv: Sequence[str] | None) -> int:
               f"{_one_line(exc)} (rerun with -v for the traceback, and please report it)",
               file=sys.stderr)
         return 1
+    finally:
+        if held is not None:
+            held.release(show=False)  # a failed command: the one line, nothing before it
     return 0
 
 
