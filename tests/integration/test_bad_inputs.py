@@ -671,6 +671,8 @@ simple("eval-max-memory-twice", r"names device 0 twice",
 simple("eval-hf-other-tokenizer", r"is encoded with another tokenizer than the model's",
        lambda ws, a: ["eval", "--model", str(a.hf), "--corpus", str(a.corpus), "--out",
                       str(ws / "e.json"), "--no-progress"])
+simple("info-hf-absurd-layer-count", r"has [\d,]+M parameters and needs about .* more than",
+       damaged_hf(lambda d: edit_json(d / "config.json", lambda c: c.update(n_layer=10**6))))
 simple("export-out-inside-its-run", r"lies inside the input --model",
        lambda ws, a: ["export", "--model", str(a.run), "--out", str(a.run / "hf")])
 
@@ -784,11 +786,26 @@ def run_cli(argv: list[str]) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize(("name", "setup", "match"), CASES, ids=[c[0] for c in CASES])
-def test_bad_input(name: str, setup: Setup, match: str, assets: Assets, tmp_path: Path) -> None:
+def test_bad_input(name: str, setup: Setup, match: str, assets: Assets, tmp_path: Path,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import workbench.models.loader as loader
+
     argv = setup(tmp_path, assets)
     roots = (tmp_path, assets.corpus, assets.run, assets.hf, assets.acts.parent)
     before = tree_hash(*roots)
+    loads: list[str] = []
+    real_load = loader.load
+
+    def counted(ref: object, *args: object, **kwargs: object) -> object:
+        loads.append(str(ref))
+        return real_load(ref, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loader, "load", counted)
     code, err = run_cli(argv)
+    import os
+    if os.environ.get("WB_LOADS_LOG"):
+        with open(os.environ["WB_LOADS_LOG"], "a") as f:
+            f.write(f"{name}\t{len(loads)}\n")
     lines = [x for x in err.splitlines() if x.strip()]
     assert "Traceback" not in err, err
     assert code == 2, err

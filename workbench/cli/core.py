@@ -146,6 +146,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     placement = placement_of(args)  # flags first: before any file is looked at
     ref = ModelRef.of(args.model)
+    ref.check_exists()
     out = Path(args.out) if args.out else ref.output_dir / EVAL_JSON
     check_output(out, True, {"--corpus": args.corpus}, model=ref)  # ours: replaced
     corpus = ref.load_corpus(args.corpus, required="a world corpus from `workbench world build`")
@@ -229,6 +230,9 @@ def _one_of_resume_overwrite(args: argparse.Namespace) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
+    from workbench.models.refs import ModelRef
+
+    ModelRef.of(args.model).check_exists()  # before the loader is imported (seconds)
     from workbench.models.info import model_card
 
     print(model_card(args.model))

@@ -8,6 +8,7 @@ split), and the settings fit in memory (a refusal names the bytes it would need)
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -66,10 +67,41 @@ LOAD_FACTOR = 2  # a loaded model's weights, and a transient copy while they are
 IGNORE_MEMORY_ENV = "WORKBENCH_IGNORE_MEMORY"
 
 
+def rough_param_count(config: dict[str, object]) -> int | None:
+    """A lower bound of a decoder's parameters from the usual `config.json` fields (layers x
+    12 x width^2 + vocabulary x width), read in microseconds; None when the fields are not
+    there. It refuses absurd configs at once: building a model of a million layers even on
+    the meta device takes minutes.
+
+    >>> rough_param_count({"n_layer": 2, "n_embd": 8, "vocab_size": 10})
+    1616
+    """
+    def first(*keys: str) -> int | None:
+        for k in keys:
+            v = config.get(k)
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                return v
+        return None
+    layers = first("num_hidden_layers", "n_layer", "n_layers", "num_layers")
+    width = first("hidden_size", "n_embd", "d_model")
+    if layers is None or width is None:
+        return None
+    return 12 * layers * width * width + (first("vocab_size") or 0) * width
+
+
 def hf_param_count(path: str | os.PathLike[str]) -> int | None:
     """Parameters of the Hugging Face model in `path`, from its `config.json` alone: the model
     is built on the meta device (no memory, no weights read). None when transformers cannot
-    build it from the config (the check is then skipped)."""
+    build it from the config (the check is then skipped). A config whose rough count
+    (`rough_param_count`) would not fit in memory is answered with that count at once."""
+    import json
+
+    try:
+        rough = rough_param_count(json.loads((Path(path) / "config.json").read_text()))
+    except (OSError, ValueError, AttributeError):
+        rough = None
+    if rough is not None and rough * FLOAT * LOAD_FACTOR > available_memory():
+        return rough
     try:
         import torch
         from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
