@@ -65,11 +65,27 @@ def _dashboard(kind: str, has_corpus: bool) -> dict[str, Any]:
     return options if has_corpus else {**options, "method": "icl,ft", "layer": 0}
 
 
+def beliefs_precheck(args: argparse.Namespace, ref: Any, corpus: Any) -> None:
+    """What the belief tests refuse without the model: a layer it does not have, relations
+    the facts lack, a fact list or probe report that does not read."""
+    from beliefs.factbase import load_facts
+    from beliefs.suite import default_facts
+
+    n_layers = ref.n_layers
+    if args.layer is not None and n_layers is not None and args.layer >= n_layers:
+        raise ValueError(f"--layer {args.layer} is out of range; model {ref.text} has layers "
+                         f"0..{n_layers - 1}")
+    base = load_facts(args.facts) if args.facts else default_facts(corpus)
+    for name in (args.relations or "").split(","):
+        if name.strip():
+            base.relation(name.strip())
+
+
 FLAGS = AnalysisFlags(belief_arguments, belief_config,
                       corpus_help="corpus for ROME's key covariance and the fluency loss, in "
                       "the model's tokenizer (default: the run's)",
                       inputs=lambda args: {"facts": args.facts, "probes": args.probes},
-                      dashboard=_dashboard)
+                      dashboard=_dashboard, precheck=beliefs_precheck)
 BELIEFS = analysis_command("beliefs", "beliefs.suite", FLAGS, "elicit facts, trace them, and "
                            "try to change them (in-context pressure, ROME, fine-tuning)",
                            order=70)

@@ -91,11 +91,29 @@ def _acts_made(args: argparse.Namespace) -> list[str]:
     return [args.acts] if args.acts is not None and not Path(args.acts).exists() else []
 
 
+def probe_precheck(args: argparse.Namespace, ref: Any, corpus: Any) -> None:
+    """What the probes refuse without the model: a real-text corpus (no labels), a damaged
+    split, an `--acts` file that is not an activation file of this split and share."""
+    if corpus is not None:
+        if corpus.kind != "world":
+            raise ValueError(f"corpus at {corpus.path} is a real-text corpus: it has no labels "
+                             "to probe; pass --corpus with a world corpus (`workbench world "
+                             "build`)")
+        if args.split in corpus.splits:
+            corpus.tokens(args.split)  # ids and labels checked (CRC, ranges)
+            corpus.labels(args.split)
+    if args.acts is not None and Path(args.acts).exists():
+        from probe.rows import check_store_file
+
+        check_store_file(args.acts, split=args.split, max_tokens=args.max_tokens)
+
+
 # The dashboard runs the command with its defaults (the whole split: on the shipped model
 # and world 80k tokens, about 2 minutes on 2 cores); it needs a corpus (the labels).
 FLAGS = AnalysisFlags(probe_arguments, probe_config,
                       corpus_help="world corpus in the model's tokenizer (default: the run's)",
-                      inputs=lambda args: {"acts": args.acts}, outputs=_acts_made)
+                      inputs=lambda args: {"acts": args.acts}, outputs=_acts_made,
+                      precheck=probe_precheck)
 PROBE = analysis_command("probe", "probe.layers", FLAGS, "per-layer probes for syntax, "
                          "semantics and facts with control tasks", order=60,
                          on_interrupt="no report was written; an activation file being made "

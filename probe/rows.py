@@ -180,6 +180,19 @@ def store_rows(path: str | Path, n_layers: int, layers: list[int], *,
     return ProbeRows(labels, meta, n_layers, store=store)
 
 
+def check_store_file(path: str | Path, *, split: str, max_tokens: int | None) -> None:
+    """An `--acts` file's checks that need no model (before it loads): readable, an
+    activation file of `split` and `max_tokens`, word-final positions."""
+    store = ActivationStore(path)
+    try:
+        _check_store(store, None, None, split, max_tokens)
+        if store.attrs.get("positions") != "word-final":
+            raise ValueError(f"{path} caches positions {store.attrs.get('positions')!r}; "
+                             "probes read word-final rows: cache with `--positions word-final`")
+    finally:
+        store.close()
+
+
 def _check_store(store: ActivationStore, model: Model | None, corpus: Corpus | None,
                  split: str | None, max_tokens: int | None | bool = False) -> None:
     from workbench.hooks import weights_checksum

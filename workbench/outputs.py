@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,12 @@ def check_writable(path: str | os.PathLike[str]) -> None:
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write {path}: the folder {folder} is not writable; choose "
                          "an output in a folder you can write")
+    try:  # what access() cannot tell (/proc, read-only mounts): a folder made and removed
+        os.rmdir(tempfile.mkdtemp(prefix=".workbench-check-", dir=folder))
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: nothing can be created in {folder} "
+                         f"({exc.strerror or exc}); choose an output in a folder you can "
+                         "write") from None
 
 
 def check_replaceable(path: str | os.PathLike[str], kind: str) -> None:

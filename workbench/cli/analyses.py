@@ -27,6 +27,7 @@ from workbench.models.devices import CPU_DEFAULT, add_placement_args, placement_
 
 if TYPE_CHECKING:
     from workbench.models.refs import ModelRef
+    from workbench.world.loader import Corpus
 
 MODEL_HELP = "run dir, checkpoint dir or HF dir"
 
@@ -50,6 +51,8 @@ class AnalysisFlags:
             (`run`, `hf`) with or without a corpus (None: the corpus is required).
         flag_names: the flag of each `Config` field whose name is not the flag's (`ks` of
             `--k`): a refused config names the flag the user typed.
+        precheck: the analysis' own refusals that need no model (its corpus, input files,
+            layer numbers from the model's config), run before the model loads.
     """
 
     add_arguments: Callable[[argparse.ArgumentParser], None]
@@ -60,6 +63,7 @@ class AnalysisFlags:
     dashboard: Callable[[str, bool], dict[str, Any] | None] = field(
         default=lambda kind, has_corpus: {} if has_corpus else None)
     flag_names: Mapping[str, str] = field(default_factory=dict)
+    precheck: Callable[[argparse.Namespace, ModelRef, Corpus | None], None] | None = None
 
     def make_config(self, args: argparse.Namespace) -> Any:
         """`config(args)`, a refusal naming the flag rather than the config field
@@ -90,6 +94,7 @@ def check_inputs(ref: ModelRef, args: argparse.Namespace, placement: Any,
                  flags: AnalysisFlags) -> None:
     """What can be refused without the model, refused before it loads: the device, the
     corpus (its manifest; present when the analysis needs one) and the split it reads."""
+    from workbench.models.checks import check_vocab
     from workbench.models.devices import resolve_device
 
     resolve_device(placement if isinstance(placement, str) else placement.device)
@@ -99,6 +104,10 @@ def check_inputs(ref: ModelRef, args: argparse.Namespace, placement: Any,
     if corpus is None and needed and ref.corpus_path(args.corpus) is None:
         raise ValueError(f"model {ref.text!r} names no corpus; pass --corpus PATH "
                          f"({flags.corpus_help})")
+    if flags.precheck is not None:  # the analysis' own first: its messages are the closer
+        flags.precheck(args, ref, corpus)
+    if corpus is not None and ref.vocab_size is not None:
+        check_vocab(ref.vocab_size, corpus)
     split = getattr(args, "split", None)
     if corpus is not None and isinstance(split, str) and split not in corpus.splits:
         raise ValueError(f"--split {split!r}: the corpus at {corpus.path} has "

@@ -35,7 +35,12 @@ from workbench.models.checks import (
     check_vocab,
     train_bytes,
 )
-from workbench.models.devices import CPU_DEFAULT, add_placement_args, placement_of
+from workbench.models.devices import (
+    CPU_DEFAULT,
+    add_placement_args,
+    placement_of,
+    resolve_device,
+)
 
 DEFAULT_CORPUS = "runs/world"
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OSError)
@@ -147,9 +152,12 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     placement = placement_of(args)  # flags first: before any file is looked at
     ref = ModelRef.of(args.model)
     ref.check_exists()
+    resolve_device(placement if isinstance(placement, str) else placement.device)
     out = Path(args.out) if args.out else ref.output_dir / EVAL_JSON
     check_output(out, True, {"--corpus": args.corpus}, model=ref)  # ours: replaced
     corpus = ref.load_corpus(args.corpus, required="a world corpus from `workbench world build`")
+    if ref.vocab_size is not None:
+        check_vocab(ref.vocab_size, corpus)
     model = ref.load(placement)
     check_tokenizer(model, corpus)
     results = evaluate(
@@ -196,9 +204,19 @@ def _cmd_cache(args: argparse.Namespace) -> None:
     cfg = CacheConfig(hooks=tuple(args.hooks), split=args.split, positions=args.positions,
                       dtype=args.dtype, max_tokens=args.max_tokens, batch_size=args.batch_size,
                       chunk=args.chunk, compression=args.compression)
+    if Path(args.out).exists() and not (args.overwrite or args.resume):
+        raise FileExistsError(f"{args.out} already exists; pass --overwrite to replace it")
+    ref = ModelRef.of(args.model)
+    ref.check_exists()
+    resolve_device(placement if isinstance(placement, str) else placement.device)
     corpus = load_corpus(Path(args.corpus))
     check_split(corpus, args.split)
-    model = ModelRef.of(args.model).load(placement)
+    if ref.vocab_size is not None:
+        check_vocab(ref.vocab_size, corpus)
+    corpus.tokens(args.split)  # token ids and labels checked before the model loads
+    if corpus.kind == "world":
+        corpus.labels(args.split)
+    model = ref.load(placement)
     check_vocab(model, corpus)
     hooks = resolve_hooks(model, list(args.hooks))
     check_memory(cache_bytes(model, args.batch_size, hooks), "--batch-size", args.batch_size)

@@ -161,11 +161,13 @@ def train_bytes(cfg: ModelConfig, batch_size: int, world_size: int = 1) -> int:
     return acts + 4 * params * FLOAT
 
 
-def check_vocab(model: Model, corpus: Corpus) -> None:
-    """The corpus' token ids fit the model's embedding (or fail with the fix)."""
-    if corpus.vocab_size > model.cfg.d_vocab:
+def check_vocab(model: Model | int, corpus: Corpus) -> None:
+    """The corpus' token ids fit the model's embedding (or fail with the fix); `model` may be
+    the embedding's size alone (read from a config before the model loads)."""
+    d_vocab = model if isinstance(model, int) else model.cfg.d_vocab
+    if corpus.vocab_size > d_vocab:
         raise ValueError(f"corpus at {corpus.path} has a vocabulary of {corpus.vocab_size} "
-                         f"tokens, more than the model's {model.cfg.d_vocab}: it was encoded "
+                         f"tokens, more than the model's {d_vocab}: it was encoded "
                          "for another model; pass the corpus the model was trained on, or "
                          "re-encode it with `workbench world retokenize --tokenizer MODEL_DIR`")
 

@@ -99,6 +99,35 @@ class ModelRef:
     def __str__(self) -> str:
         return self.text
 
+    def _config_int(self, ours: str, *hf: str) -> int | None:
+        """A size from the model's config without loading it (`ours`: the key of our
+        `model` table; `hf`: a Hugging Face config's keys, the first present); None when
+        the config does not say."""
+        import json
+
+        try:
+            if self.is_ours:
+                value = self.config.get("model", {}).get(ours)
+            elif self.kind == "hf" and self.path is not None:
+                cfg = json.loads((self.path / "config.json").read_text())
+                value = next((cfg[k] for k in hf if k in cfg), None)
+            else:
+                return None
+        except (OSError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
+            else None
+
+    @property
+    def vocab_size(self) -> int | None:
+        """The embedding's size from the model's config (no weights read)."""
+        return self._config_int("d_vocab", "vocab_size")
+
+    @property
+    def n_layers(self) -> int | None:
+        """The number of blocks from the model's config (no weights read)."""
+        return self._config_int("n_layers", "num_hidden_layers", "n_layer", "num_layers")
+
     def check_exists(self) -> None:
         """Refuse, before anything is imported or loaded, a reference that names nothing
         here: a missing path, or a hub name while offline (what `load` would refuse later).
