@@ -39,6 +39,7 @@ from attribution.methods import BASELINES, METHODS, MethodSettings, check_method
 from attribution.summary import summary as summary
 from attribution.truth import average_precision, base_rate, precision_at_k, spearman
 from workbench.analysis import Report
+from workbench.world.facts import BUCKETS
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -103,6 +104,11 @@ class AttributeConfig:
                              "and the answer")
         if isinstance(self.facts, int) and self.facts < 1:
             raise ValueError(f"--facts {self.facts}; pass 1 or more")
+        if self.bucket is not None and self.bucket not in BUCKETS:
+            raise ValueError(f"--bucket {self.bucket!r}; the world's exposure buckets are "
+                             f"{', '.join(sorted(BUCKETS))}")
+        if self.prompt is not None and self.target is not None:
+            prompt_query(self.prompt, self.target)  # one word, a prompt: refused here
         if self.candidates is not None and self.candidates < 0:
             raise ValueError(f"--candidates {self.candidates}; pass 0 or more, or all")
         for name in ("top", "fit_documents", "dim"):

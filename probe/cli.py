@@ -102,6 +102,12 @@ def probe_precheck(args: argparse.Namespace, ref: Any, corpus: Any) -> None:
         if args.split in corpus.splits:
             corpus.tokens(args.split)  # ids and labels checked (CRC, ranges)
             corpus.labels(args.split)
+    layers = parse_layers(args.layers)
+    n_layers = ref.n_layers
+    if layers is not None and n_layers is not None and any(
+            not 0 <= la <= n_layers for la in layers):
+        raise ValueError(f"--layers {args.layers}: out of range; model {ref.text} has probe "
+                         f"layers 0 (embedding) to {n_layers} (output of the last block)")
     if args.acts is not None and Path(args.acts).exists():
         from probe.rows import check_store_file
 

@@ -675,6 +675,20 @@ simple("eval-hf-other-tokenizer", r"has a vocabulary of 416 tokens, more than th
                       str(ws / "e.json"), "--no-progress"])
 simple("info-hf-absurd-layer-count", r"has [\d,]+M parameters and needs about .* more than",
        damaged_hf(lambda d: edit_json(d / "config.json", lambda c: c.update(n_layer=10**6))))
+simple("probe-layers-beyond-the-model", r"--layers 0,99: out of range; model .* has probe "
+       r"layers 0 \(embedding\) to 2",
+       lambda ws, a: ["probe", "--model", str(a.run), "--corpus", str(a.corpus), "--layers",
+                      "0,99", "--out", str(ws / "p.json"), "--no-progress"])
+simple("attribute-bucket-unknown", r"--bucket 'nope'; the world's exposure buckets are high, "
+       r"low, mid",
+       lambda ws, a: ["attribute", "--model", str(a.run), "--facts", "2", "--bucket", "nope",
+                      "--out", str(ws / "a.json"), "--no-progress"])
+simple("attribute-target-two-words", r"--target 'two words'; pass one word",
+       lambda ws, a: ["attribute", "--model", str(a.run), "--prompt", "anna lives in",
+                      "--target", "two words", "--out", str(ws / "a.json"), "--no-progress"])
+simple("export-out-a-file", r"--out .*notes.txt exists and is not a directory",
+       lambda ws, a: ["export", "--model", str(a.run), "--out",
+                      str(notes(ws / "d") / "notes.txt")])
 simple("export-out-inside-its-run", r"lies inside the input --model",
        lambda ws, a: ["export", "--model", str(a.run), "--out", str(a.run / "hf")])
 
@@ -749,7 +763,7 @@ simple("export-overwrite-foreign", r"refusing to overwrite .*: it is not an expo
                       "--overwrite"])
 simple("export-out-is-run", r"the output .* is the input --model",
        lambda ws, a: ["export", "--model", str(a.run), "--out", str(a.run)])
-simple("export-step-missing", r"has no checkpoint at step 7; it has \[0, ",
+simple("export-step-missing", r"no checkpoint at step\(s\) \[7\] in .*; available: \[0, ",
        lambda ws, a: ["export", "--model", str(a.run), "--out", str(ws / "hf"), "--step",
                       "7"])
 simple("export-step-text", r"--step: 'x' is not an integer",

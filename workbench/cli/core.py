@@ -257,13 +257,17 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from workbench.models.export import export_hf
+    from workbench.models.export import check_out, export_hf
     from workbench.models.refs import ModelRef
     from workbench.outputs import check_separate, check_writable
 
     ref = ModelRef.of(args.model)
+    ref.check_exists()
     check_separate(args.out, {"--model": args.model, "--model's run": ref.run_dir})
     check_writable(args.out)
+    check_out(args.out, args.overwrite)  # before the model loads
+    if args.step is not None and ref.is_ours:
+        ref.select(str(args.step))  # a step the run has
     out = export_hf(args.model, args.out, overwrite=args.overwrite, step=args.step)
     meta = json.loads((out / "config.json").read_text())["workbench_export"]
     print(f"exported {meta['source']} (step {meta['step']}) as GPT2LMHeadModel to {out}: "
