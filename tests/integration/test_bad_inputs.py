@@ -855,3 +855,33 @@ def test_the_suite_is_large_enough() -> None:
         command = prefix.get(name.split("-")[0], "any")
         per[command] = per.get(command, 0) + 1
     assert len(CASES) >= 80 and set(prefix.values()) <= set(per), per
+
+
+# The classes of bad input (issue 37's), each case put in one by what its refusal is about
+# (its expected message): the first pattern that matches names the class.
+CLASSES: list[tuple[str, str]] = [
+    ("data loss", r"refusing to (overwrite|append)|holds .*move them out|is the input|lies "
+                  r"inside|contains the input|already exists|exists; pass --overwrite|"
+                  r"not empty|exists and is not|is left from an interrupted|not the one the "
+                  r"plan"),
+    ("integrity", r"damaged|corrupt|truncated|CRC|checksum|not valid JSON|not a JSON|"
+                  r"schema|cannot be loaded|not a readable|outside the vocabulary|lacks|"
+                  r"holds no model|no config|not a workbench|not an? (activation|probe)|"
+                  r"encoded with another|vocabulary of"),
+    ("wrong place", r"does not exist|no corpus at|not writable|cannot write|nothing can be "
+                    r"created|is a folder|is a file|no tokenizer at|not a sweep plan|hub|"
+                    r"not a run of ours|names no corpus"),
+    ("value", r"."),  # everything else: a value, size or combination that cannot work
+]
+
+
+def case_class(match: str) -> str:
+    return next(cls for cls, pattern in CLASSES if re.search(pattern, match))
+
+
+def test_every_class_of_bad_input_has_cases() -> None:
+    per: dict[str, int] = {}
+    for _, _, match in CASES:
+        per[case_class(match)] = per.get(case_class(match), 0) + 1
+    print("bad-input cases per class:", per)  # noqa: T201  (the note quotes it)
+    assert all(per.get(cls, 0) >= 10 for cls, _ in CLASSES), per
