@@ -150,8 +150,10 @@ def _run(args: argparse.Namespace) -> None:
     members = _selected(plan, args)
     for member in members:
         check_member_dir(plan, member)
+    todo_members = [m for m in members if not finished(plan, m)]
     if cfg.executor != "slurm":
-        _check_local_memory([m for m in members if not finished(plan, m)], cfg.jobs)
+        _check_local_memory(todo_members, cfg.jobs)
+    _check_disk(plan, todo_members)
     _jobs_dir(plan)
     ensure_corpora(plan, members, progress=not args.no_progress,
                    log=lambda line: print(line, flush=True))
@@ -185,6 +187,19 @@ def _check_local_memory(members: list[Member], jobs: int) -> None:
                          f", more than the {fmt_bytes(have)} available here; lower [train] "
                          "batch_size or the size axis and plan again, fewer --jobs, or "
                          "--executor slurm")
+
+
+def _check_disk(plan: Plan, members: list[Member]) -> None:
+    """The members' checkpoints fit the plan's disk (weights of every scheduled checkpoint
+    and the optimizer state of the newest), before any world is built."""
+    from workbench.layout import scheduled_steps
+    from workbench.models.checks import FLOAT, check_disk
+
+    need = sum((len(scheduled_steps(m.steps, m.train.ckpt_interval)) + 2)
+               * m.model.replace(d_vocab=max(m.model.d_vocab, 1024)).n_params * FLOAT
+               for m in members)
+    check_disk(need, plan.root, "free some space, or plan fewer or smaller members (the "
+               "steps, size or seed axes)")
 
 
 def _jobs_dir(plan: Plan) -> None:

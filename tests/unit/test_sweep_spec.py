@@ -339,3 +339,20 @@ def test_ctrl_c_names_the_subcommand_to_run_again() -> None:
     for sub in ("run", "analyze", "world"):
         said = parser.parse_args(["sweep", sub, "PLAN"]).on_interrupt
         assert f"`workbench sweep {sub} PLAN` again" in said, (sub, said)
+
+
+def test_run_refuses_members_whose_checkpoints_do_not_fit_the_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from workbench.cli.core import main
+
+    plan = plan_sweep(spec(), tmp_path / "p").plan
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**20, 2**20 - 4096, 4096))
+    assert main(["sweep", "run", str(plan.root), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "on disk, more than the 4.0 KiB free" in err and "plan fewer or smaller" in err
+    assert not plan.world_dir("world").exists()
