@@ -235,3 +235,15 @@ def test_library_warnings_are_held_until_the_command_succeeds(
     finally:
         core.build_parser = saved  # type: ignore[assignment]
         root.removeHandler(handler)
+
+
+def test_unknown_arguments_are_refused_by_their_subcommand(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from workbench.cli.core import main
+
+    assert main(["info", "--model", "runs/x", "--step", "3"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "workbench info: error: unrecognized arguments: --step 3; see `workbench info --help`")
+    assert main(["sweep", "status", "PLAN", "--bogus"]) == 2
+    assert "workbench sweep status: error: unrecognized arguments: --bogus; see `workbench " \
+        "sweep status --help`" in capsys.readouterr().err

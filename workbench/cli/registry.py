@@ -40,6 +40,23 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:
+        """As argparse's, but arguments no subcommand knows are refused by the deepest
+        subcommand named (`workbench info: error: unrecognized arguments: --step 3; see
+        workbench info --help`), not by `workbench` itself."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser: argparse.ArgumentParser = self
+            while True:
+                sub = next((a for a in parser._actions
+                            if isinstance(a, argparse._SubParsersAction)), None)
+                name = None if sub is None else getattr(ns, str(sub.dest), None)
+                if sub is None or name not in sub.choices:
+                    break
+                parser = sub.choices[name]
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns
+
 
 @dataclass(frozen=True)
 class Command:
