@@ -98,7 +98,7 @@ def test_cli_writes_report_and_figures(tiny_run: TrainResult, world_corpus: Path
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--layer", "7"], "layer 7 is out of range; this model has layers 0..1"),
+    (["--layer", "7"], "--layer 7 is out of range; model"),
     (["--relations", "planet"], "unknown relation 'planet'"),
     (["--method", "rome,magic"], "--method: magic not among icl, rome, ft, steer"),
 ])

@@ -67,7 +67,7 @@ def test_icl_errors(tiny_run: TrainResult, world_corpus: Path, tmp_path: Path,
                     capsys: pytest.CaptureFixture[str]) -> None:
     base = ["icl", "--model", str(tiny_run.run_dir), "--corpus", str(world_corpus),
             "--no-progress", "--out", str(tmp_path / "x.json")]
-    cases = [(["--k", "3"], "IclConfig.ks=[3]"),
+    cases = [(["--k", "3"], "--k [3]: the world's items have k in"),
              (["--tasks", "colour"], "colour not among"),
              (["--checkpoints", "7"], "no checkpoint at step(s) [7]")]
     for extra, message in cases:

@@ -141,8 +141,10 @@ def test_check_writable(tmp_path: Path) -> None:
 
     check_writable(tmp_path / "new" / "deeper" / "r.json")  # made later, under a writable one
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ValueError, match="the folder .*file is not writable"):
+    with pytest.raises(ValueError, match=r"file is a file, not a folder; choose another"):
         check_writable(tmp_path / "file" / "r.json")
+    with pytest.raises(ValueError, match=r"nothing can be created in /proc"):
+        check_writable("/proc/nope/r.json")  # access() says writable to root; it is not
 
 
 def test_check_disk_and_memory_refuse_with_the_bytes_needed(tmp_path: Path) -> None:

@@ -266,7 +266,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
     check_separate(args.out, {"--model": args.model, "--model's run": ref.run_dir})
     check_writable(args.out)
     check_out(args.out, args.overwrite)  # before the model loads
-    if args.step is not None and ref.is_ours:
+    if args.step is not None and ref.run_dir is not None:
         ref.select(str(args.step))  # a step the run has
     out = export_hf(args.model, args.out, overwrite=args.overwrite, step=args.step)
     meta = json.loads((out / "config.json").read_text())["workbench_export"]
