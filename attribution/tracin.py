@@ -26,7 +26,7 @@ from attribution.documents import Documents, Query
 from attribution.gradients import GradientConfig, gradient_scores
 from workbench.models import Model
 from workbench.models.config import TrainConfig
-from workbench.training.trainer import lr_at
+from workbench.training.recipe import lr_at
 
 
 def interval_weights(steps: Sequence[int], cfg: TrainConfig) -> list[float]:

@@ -28,7 +28,7 @@ from torch import nn
 from workbench.models.config import TrainConfig, get_preset
 from workbench.models.loader import build_bridge
 from workbench.training.fastgpt import FastGPT, from_bridge_state_dict
-from workbench.training.trainer import make_optimizer
+from workbench.training.recipe import make_optimizer
 
 
 class PlainBlock(nn.Module):

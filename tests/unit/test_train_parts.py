@@ -8,7 +8,7 @@ import torch
 
 from workbench.models.config import TrainConfig
 from workbench.training.batches import TokenBatcher, eval_windows
-from workbench.training.trainer import checkpoint_steps, lr_at
+from workbench.training.recipe import checkpoint_steps, lr_at
 
 
 def test_warmup_then_cosine() -> None:

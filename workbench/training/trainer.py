@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from workbench.layout import CHECKPOINTS_DIR, METRICS, TRAINING_FIGURE, scheduled_steps
+from workbench.layout import CHECKPOINTS_DIR, METRICS, TRAINING_FIGURE
 from workbench.models.checkpoints import (
     Checkpoint,
     list_checkpoints,
@@ -40,6 +40,7 @@ from workbench.models.devices import resolve_device
 from workbench.training.batches import TokenBatcher, eval_windows
 from workbench.training.distributed import DistInfo, all_reduce_mean, barrier, setup_distributed
 from workbench.training.fastgpt import FastGPT, from_bridge_state_dict, to_bridge_state_dict
+from workbench.training.recipe import checkpoint_steps, lr_at, make_optimizer
 from workbench.training.run_dir import (
     check_resume_args,
     copy_atomic,
@@ -53,38 +54,9 @@ log = logging.getLogger(__name__)
 RUN_SCHEMA = "workbench.run/1"
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to `lr`, then cosine decay to `lr * min_lr_ratio` at `steps`."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
-
-
 def _finite(value: float) -> float | None:
     """A float as JSON can hold it: NaN or infinity (a loss not measured) as null."""
     return value if math.isfinite(value) else None
-
-
-def checkpoint_steps(cfg: TrainConfig) -> set[int]:
-    """Log-spaced steps (0, 1, 2, 4, ...), every `ckpt_interval`, and the last step.
-
-    >>> sorted(checkpoint_steps(TrainConfig(steps=20, ckpt_interval=10)))
-    [0, 1, 2, 4, 8, 10, 16, 20]
-    """
-    return scheduled_steps(cfg.steps, cfg.ckpt_interval)
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not biases, LayerNorm gains)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
 
 
 def _rng_state() -> dict[str, Any]:
