@@ -26,6 +26,7 @@ from workbench.cli.argtypes import (
     positive_int,
     seed,
 )
+from workbench.cli.oneline import empty_path_flag, hold_library_warnings, one_line
 from workbench.cli.registry import Command
 from workbench.layout import RUN_JSON
 from workbench.models.checks import (
@@ -44,9 +45,6 @@ from workbench.models.devices import (
 
 DEFAULT_CORPUS = "runs/world"
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OSError)
-# Flags that name a file or folder: an empty one (`--run ''`) would mean the current folder.
-PATH_FLAGS = ("run", "out", "model", "corpus", "acts", "report", "plan", "text", "tokenizer",
-              "facts", "probes", "cache", "factors", "runs")
 
 
 def _cmd_world_build(args: argparse.Namespace) -> None:
@@ -412,48 +410,6 @@ def build_parser() -> argparse.ArgumentParser:
     """The `workbench` parser: every registered command (`workbench.cli.registry`)."""
     return commands.build_parser()
 
-OUR_LOGGERS = ("workbench", "sweep", "probe", "icl", "beliefs", "circuits", "attribution", "app")
-
-
-class _Held(logging.Filter):
-    """Warnings of other libraries (and Python's `warnings`), held on the root logger's
-    handlers while a command runs: printed when it succeeds, dropped when it fails, so that
-    a refusal is one line."""
-
-    def __init__(self, handlers: list[logging.Handler]) -> None:
-        super().__init__()
-        self.handlers = handlers
-        self.records: list[logging.LogRecord] = []
-        for h in handlers:
-            h.addFilter(self)
-        logging.captureWarnings(True)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.split(".")[0] in OUR_LOGGERS:
-            return True
-        if not any(r is record for r in self.records):
-            self.records.append(record)
-        return False
-
-    def release(self, show: bool) -> None:
-        """Stop holding; print what was held when `show` (the command succeeded)."""
-        for h in self.handlers:
-            h.removeFilter(self)
-        logging.captureWarnings(False)
-        for record in self.records if show else ():
-            for h in self.handlers:
-                if record.levelno >= h.level:
-                    h.handle(record)
-        self.records = []
-
-
-def _hold_library_warnings() -> _Held:
-    """Hold library warnings (see `_Held`); Transformers' own handler prints only errors
-    unless TRANSFORMERS_VERBOSITY says otherwise (`-v` shows everything)."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    return _Held(list(logging.getLogger().handlers))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """`workbench ARGS`: the exit status (0 done, 2 bad input, 130 interrupted, 1 a bug)."""
     try:
@@ -473,18 +429,16 @@ def _main(argv: Sequence[str] | None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error, already printed in one line (2)
         return int(exc.code or 0)
-    empty = [k for k, v in vars(args).items() if k in PATH_FLAGS and v is not None
-             and isinstance(v, str) and not v.strip()]
+    empty = empty_path_flag(args)
     if empty:
-        flag = "--" + empty[0].replace("_", "-")
-        print(f"workbench {args.command}: error: {flag} is empty; pass a path (e.g. "
-              f"{flag} runs/NAME)", file=sys.stderr)
+        print(f"workbench {args.command}: error: {empty} is empty; pass a path (e.g. "
+              f"{empty} runs/NAME)", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    held = None if args.verbose else _hold_library_warnings()
+    held = None if args.verbose else hold_library_warnings()
     func: Callable[[argparse.Namespace], Any] = args.func
     try:
         func(args)
@@ -496,26 +450,19 @@ def _main(argv: Sequence[str] | None) -> int:
     except USER_ERRORS as exc:
         if args.verbose:
             raise
-        print(f"workbench: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"workbench: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # a bug, not bad input: say so in one line (-v for the trace)
         if args.verbose:
             raise
         print(f"workbench {args.command}: internal error: {type(exc).__name__}: "
-              f"{_one_line(exc)} (rerun with -v for the traceback, and please report it)",
+              f"{one_line(exc)} (rerun with -v for the traceback, and please report it)",
               file=sys.stderr)
         return 1
     finally:
         if held is not None:
             held.release(show=False)  # a failed command: the one line, nothing before it
     return 0
-
-
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.filename and exc.strerror:  # a raw system error
-        return (f"{exc.filename}: {exc.strerror.lower()}; check the path and its permissions"
-                + (f" (and {exc.filename2})" if exc.filename2 else ""))
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":
