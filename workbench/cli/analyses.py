@@ -95,9 +95,9 @@ def check_inputs(ref: ModelRef, args: argparse.Namespace, placement: Any,
     """What can be refused without the model, refused before it loads: the device, the
     corpus (its manifest; present when the analysis needs one) and the split it reads."""
     from workbench.models.checks import check_vocab
-    from workbench.models.devices import resolve_device
+    from workbench.models.devices import check_device
 
-    resolve_device(placement if isinstance(placement, str) else placement.device)
+    check_device(placement)
     needed = flags.dashboard("run" if ref.is_ours else "hf", False) is None
     corpus = ref.load_corpus(args.corpus) if args.corpus is not None or (
         needed and ref.is_ours) else None

@@ -39,8 +39,8 @@ from workbench.models.checks import (
 from workbench.models.devices import (
     CPU_DEFAULT,
     add_placement_args,
+    check_device,
     placement_of,
-    resolve_device,
 )
 
 DEFAULT_CORPUS = "runs/world"
@@ -150,7 +150,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     placement = placement_of(args)  # flags first: before any file is looked at
     ref = ModelRef.of(args.model)
     ref.check_exists()
-    resolve_device(placement if isinstance(placement, str) else placement.device)
+    check_device(placement)
     out = Path(args.out) if args.out else ref.output_dir / EVAL_JSON
     check_output(out, True, {"--corpus": args.corpus}, model=ref)  # ours: replaced
     corpus = ref.load_corpus(args.corpus, required="a world corpus from `workbench world build`")
@@ -206,7 +206,7 @@ def _cmd_cache(args: argparse.Namespace) -> None:
         raise FileExistsError(f"{args.out} already exists; pass --overwrite to replace it")
     ref = ModelRef.of(args.model)
     ref.check_exists()
-    resolve_device(placement if isinstance(placement, str) else placement.device)
+    check_device(placement)
     corpus = load_corpus(Path(args.corpus))
     check_split(corpus, args.split)
     if ref.vocab_size is not None:

@@ -89,18 +89,27 @@ def rough_param_count(config: dict[str, object]) -> int | None:
     return 12 * layers * width * width + (first("vocab_size") or 0) * width
 
 
-def hf_param_count(path: str | os.PathLike[str]) -> int | None:
-    """Parameters of the Hugging Face model in `path`, from its `config.json` alone: the model
-    is built on the meta device (no memory, no weights read). None when transformers cannot
-    build it from the config (the check is then skipped). A config whose rough count
-    (`rough_param_count`) would not fit in memory is answered with that count at once."""
+def too_big_for_memory(path: str | os.PathLike[str]) -> int | None:
+    """The rough parameter count (`rough_param_count`) of the Hugging Face config in `path`
+    when a model of that size could not load in the memory available, else None (it fits,
+    or the config does not say)."""
     import json
 
     try:
         rough = rough_param_count(json.loads((Path(path) / "config.json").read_text()))
     except (OSError, ValueError, AttributeError):
-        rough = None
-    if rough is not None and rough * FLOAT * LOAD_FACTOR > available_memory():
+        return None  # a damaged config is the loader's to name
+    return rough if rough is not None and rough * FLOAT * LOAD_FACTOR > available_memory() \
+        else None
+
+
+def hf_param_count(path: str | os.PathLike[str]) -> int | None:
+    """Parameters of the Hugging Face model in `path`, from its `config.json` alone: the model
+    is built on the meta device (no memory, no weights read). None when transformers cannot
+    build it from the config (the check is then skipped). A config whose rough count
+    (`rough_param_count`) would not fit in memory is answered with that count at once."""
+    rough = too_big_for_memory(path)
+    if rough is not None:
         return rough
     try:
         import torch

@@ -139,6 +139,12 @@ _UNITS = ("KB", "MB", "GB", "KiB", "MiB", "GiB")  # what accelerate reads
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(" + "|".join(_UNITS) + ")")
 
 
+def check_device(placement: str | Placement) -> None:
+    """Refuse, before anything loads, a device this machine does not have (`resolve_device`'s
+    errors) for a placement from `placement_of`."""
+    resolve_device(placement if isinstance(placement, str) else placement.device)
+
+
 def _memory_budget(text: str) -> dict[str | int, str]:
     """`0=70GiB,cpu=100GiB` -> `{0: "70GiB", "cpu": "100GiB"}`."""
     budget: dict[str | int, str] = {}

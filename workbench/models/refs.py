@@ -33,7 +33,7 @@ from workbench.models.checkpoints import (
     looks_like_path,
     read_checkpoint_config,
 )
-from workbench.models.checks import hub_error, offline
+from workbench.models.checks import check_model_memory, hub_error, offline, too_big_for_memory
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -145,21 +145,8 @@ class ModelRef:
             raise hub_error(self.text, "HF_HUB_OFFLINE is set and no local directory has "
                                         "that name")
         if self.kind == "hf" and self.path is not None:  # a config no machine loads: at once
-            import json
-
-            from workbench.models.checks import (
-                FLOAT,
-                LOAD_FACTOR,
-                available_memory,
-                check_model_memory,
-                rough_param_count,
-            )
-
-            try:
-                rough = rough_param_count(json.loads((self.path / "config.json").read_text()))
-            except (OSError, ValueError, AttributeError):
-                rough = None  # a damaged config is the loader's to name
-            if rough is not None and rough * FLOAT * LOAD_FACTOR > available_memory():
+            rough = too_big_for_memory(self.path)
+            if rough is not None:
                 check_model_memory(self.text, rough)
 
     def __fspath__(self) -> str:

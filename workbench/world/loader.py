@@ -118,8 +118,9 @@ class Corpus:
                 "corpus with `workbench world build`"
             )
         path = self._file(split, "labels")
-        out = _read(path, load_npz_mmap)
-        if ("labels", split) not in self._checked:
+        first = ("labels", split) not in self._checked
+        out = _read(path, lambda p: load_npz_mmap(p, check=first))  # CRC: on the first read
+        if first:
             self._check_labels(path, out)
             self._checked.add(("labels", split))
         return out

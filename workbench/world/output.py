@@ -70,11 +70,12 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             zf.writestr(info, buf.getvalue())
 
 
-def load_npz_mmap(path: Path) -> dict[str, np.ndarray]:
+def load_npz_mmap(path: Path, check: bool = True) -> dict[str, np.ndarray]:
     """The arrays of an `.npz` file, memory-mapped when stored uncompressed (read into
     memory otherwise): label arrays of a large split cost nothing until sliced. Each stored
     member is checked against its CRC-32 first (about 0.1 s per 100 MB), as reading it
-    would: a damaged file raises `zipfile.BadZipFile`."""
+    would: a damaged file raises `zipfile.BadZipFile` (`check=False` skips it, for a file
+    checked already)."""
     out: dict[str, np.ndarray] = {}
     with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
         for info in zf.infolist():
@@ -93,7 +94,8 @@ def load_npz_mmap(path: Path) -> dict[str, np.ndarray]:
                            else np.lib.format.read_array_header_2_0)
             shape, fortran, dtype = read_header(f)
             offset = f.tell()
-            _check_crc(f, start, info)
+            if check:
+                _check_crc(f, start, info)
             out[name] = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
                                   order="F" if fortran else "C")
     return out
