@@ -166,10 +166,6 @@ def store_rows(path: str | Path, n_layers: int, layers: list[int], *,
         raise ValueError(
             f"{path} lacks the hooks {missing}; cache them with `workbench cache --positions "
             "word-final --chunk --hooks blocks.0.hook_resid_pre 'blocks.*.hook_resid_post'`")
-    if store.attrs.get("positions") != "word-final":
-        store.close()
-        raise ValueError(f"{path} caches positions {store.attrs.get('positions')!r}; probes "
-                         "read word-final rows: cache with `--positions word-final`")
     try:
         meta = {k: store.meta(k) for k in ("seq", "doc", "pos", "offset", "token")}
         labels = store.labels()
@@ -186,9 +182,6 @@ def check_store_file(path: str | Path, *, split: str, max_tokens: int | None) ->
     store = ActivationStore(path)
     try:
         _check_store(store, None, None, split, max_tokens)
-        if store.attrs.get("positions") != "word-final":
-            raise ValueError(f"{path} caches positions {store.attrs.get('positions')!r}; "
-                             "probes read word-final rows: cache with `--positions word-final`")
     finally:
         store.close()
 
@@ -213,14 +206,18 @@ def _check_store(store: ActivationStore, model: Model | None, corpus: Corpus | N
         try:
             made = json.loads(str(a.get("plan")))
         except ValueError:
-            made = {}
-        if not isinstance(made, dict) or made.get("max_tokens", False) != max_tokens:
-            had = made.get("max_tokens", "?") if isinstance(made, dict) else "?"
+            made = None
+        made = made if isinstance(made, dict) else {}
+        if made.get("max_tokens", False) != max_tokens:
+            had = made.get("max_tokens", "?")
             flag = "no --max-tokens" if had is None else f"--max-tokens {had}"
             asked = "no --max-tokens" if max_tokens is None else f"--max-tokens {max_tokens}"
             raise ValueError(f"activation file {store.path} was cached with {flag} "
-                             f"({made.get('n_tokens', '?') if isinstance(made, dict) else '?'}"
-                             f" tokens), not {asked}; pass {flag} or {fix}")
+                             f"({made.get('n_tokens', '?')} tokens), not {asked}; pass {flag} "
+                             f"or {fix}")
+    if a.get("positions") != "word-final":
+        raise ValueError(f"{store.path} caches positions {a.get('positions')!r}; probes read "
+                         "word-final rows: cache with `--positions word-final`")
 
 
 def store_config(split: str, max_tokens: int | None, batch_size: int = 16) -> CacheConfig:

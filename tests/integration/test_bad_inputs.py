@@ -547,6 +547,14 @@ def _(ws: Path, a: Assets) -> list[str]:
     return probe_args(ws, a, "--acts", str(ws / "notes.h5"))
 
 
+@case("probe-acts-other-positions", r"caches positions 'all'; probes read word-final rows")
+def _(ws: Path, a: Assets) -> list[str]:
+    path = Path(shutil.copy(a.acts, ws / "all.h5"))
+    with h5py.File(path, "r+") as f:
+        f.attrs["positions"] = "all"
+    return probe_args(ws, a, "--acts", str(path), "--split", "val")
+
+
 simple("probe-acts-other-split", r"holds the 'val' split, not --split 'test'",
        lambda ws, a: probe_args(ws, a, "--acts", str(a.acts), "--split", "test"))
 simple("probe-text-corpus", r"real-text corpus",
