@@ -161,19 +161,18 @@ def measure(plan: Plan, qs: list[Query], scores: dict[str, np.ndarray], n_docs: 
 
 
 def summary(result: dict[str, Any]) -> str:
-    """LDS per method with its interval."""
-    lines = [f"LDS over {len(result['subsets'])} retrainings on random subsets (kept "
-             f"{result['kept_share']:.2f} of the documents), {len(result['queries'])} queries"]
-    for name, m in result["methods"].items():
+    """LDS per method with its interval (and the truth's, when reported)."""
+    def line(name: str, m: dict[str, Any], note: str = "") -> str:
         lo, hi = m["ci95"]
         mean = "-" if m["mean"] is None else f"{m['mean']:+.3f}"
-        lines.append(f"  {name:9s} {mean}  (95% interval {lo:+.3f} .. {hi:+.3f})")
+        return f"  {name:9s} {mean}  (95% interval {lo:+.3f} .. {hi:+.3f}{note})"
+
+    lines = [f"LDS over {len(result['subsets'])} retrainings on random subsets (kept "
+             f"{result['kept_share']:.2f} of the documents), {len(result['queries'])} queries"]
+    lines += [line(name, m) for name, m in result["methods"].items()]
     if "truth" in result:
-        t = result["truth"]
-        lo, hi = t["ci95"]
-        mean = "-" if t["mean"] is None else f"{t['mean']:+.3f}"
-        lines.append(f"  {'truth':9s} {mean}  (95% interval {lo:+.3f} .. {hi:+.3f}; the "
-                     "documents stating each fact, scored 1)")
+        lines.append(line("truth", result["truth"],
+                          "; the documents stating each fact, scored 1"))
     return "\n".join(lines)
 
 
