@@ -125,6 +125,10 @@ def verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", type=name_list(METHODS), default=None,
                    help="the report's methods to check (default: all but random)")
     p.add_argument("--random-seed", type=seed, default=0, help="the random documents' draw")
+    p.add_argument("--baseline", type=one_of("retrain", "run"), default="retrain",
+                   help="the `none` member: retrain (like the others) or run (the attributed "
+                   "run itself for its own seed: one training fewer; identical to a "
+                   "retraining only on the same kind of machine and thread count)")
     p.add_argument("--plan-only", action="store_true", help="plan the retrainings and stop "
                    "(train them with `workbench sweep run PLAN`, then run this again)")
     p.add_argument("--device", type=device_type, default="auto", help="auto | cpu | cuda")
@@ -256,10 +260,13 @@ def run_verify(args: argparse.Namespace) -> list[Path]:
     cfg = v.VerifyConfig(k=args.k, seeds=seeds,
                          methods=None if args.methods is None else tuple(
                              m.strip() for m in args.methods.split(",") if m.strip()),
-                         random_seed=args.random_seed)
+                         random_seed=args.random_seed, baseline=args.baseline)
     executor = executor_config(args)
     report = v.read_report(args.report)
     plan = v.plan_verify(args.report, args.out, cfg, overwrite=args.overwrite)
+    if cfg.baseline == "run":
+        for name in v.adopt_run(plan, report["model"]):
+            print(f"{name}: the attributed run {report['model']} (--baseline run)")
     members = plan.members()
     print(f"plan {plan.root}: {len(members)} members ({', '.join(plan.spec.drops)} x seeds "
           f"{', '.join(str(s) for s in plan.spec.seeds)})")

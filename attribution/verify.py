@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 SCHEMA = "workbench.attribute_verify/1"
 REPORT_FILE = "verify.json"
 NONE, RANDOM, MENTIONS = "none", "random", "mentions"
+BASELINES = ("retrain", "run")
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,17 @@ class VerifyConfig:
         methods: the report's methods whose top documents are removed (default: all of them
             but `random`).
         random_seed: the random condition's draw.
+        baseline: `retrain` (the `none` member is trained like the others) or `run` (the
+            attributed run itself stands for the `none` member of its own seed: the same
+            recipe, seed and corpus, so one training fewer; bit-identical to a retraining
+            only on the same kind of machine and thread count).
     """
 
     k: int = 10
     seeds: tuple[int, ...] | None = None
     methods: tuple[str, ...] | None = None
     random_seed: int = 0
+    baseline: str = "retrain"
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -72,6 +78,9 @@ class VerifyConfig:
         if self.seeds is not None and (not self.seeds
                                        or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"--seeds {list(self.seeds)}; pass distinct training seeds")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"--baseline {self.baseline!r}; pass one of "
+                             f"{', '.join(BASELINES)}")
 
 
 def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -223,18 +232,63 @@ def plan_verify(report_path: str | os.PathLike[str], out: str | os.PathLike[str]
     return plan
 
 
+def adopt_run(plan: Plan, run: str | os.PathLike[str]) -> list[str]:
+    """`--baseline run`: the attributed run's files (its checkpoints, `run.json`, metrics and
+    figure; not its analyses or attribution cache) hard-linked in as the `none` member of
+    its own training seed, when that member is not started. Returns the adopted members.
+
+    Raises:
+        ValueError: the run is not trained to the member's last step, or its recipe is not
+            the member's (then nothing is left behind).
+    """
+    from sweep.plan import check_member_dir, member_state
+    from workbench.layout import CHECKPOINTS_DIR, read_run_json
+
+    src = Path(run)
+    seed = int(read_run_json(src)["train"]["seed"])
+    adopted = []
+    for member in plan.members():
+        if member.drop != NONE or member.seed != seed or member_state(plan, member) != "new":
+            continue
+        dst = plan.run_dir(member)
+        if dst.exists() and any(dst.iterdir()):
+            continue
+        tmp = dst.with_name(f".{dst.name}.adopt")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for entry in src.iterdir():
+            if entry.is_file():
+                _link_file(entry, tmp / entry.name)
+        _link_tree(src / CHECKPOINTS_DIR, tmp / CHECKPOINTS_DIR)
+        if dst.exists():
+            dst.rmdir()
+        os.replace(tmp, dst)
+        try:
+            check_member_dir(plan, member)
+            if member_state(plan, member) != "done":
+                raise ValueError(f"--baseline run: {src} is not trained to step "
+                                 f"{member.steps}, the member's last; train it to the end or "
+                                 "pass --baseline retrain")
+        except ValueError:
+            shutil.rmtree(dst)
+            raise
+        adopted.append(member.name)
+    return adopted
+
+
+def _link_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> None:
+    """A hard link of `a` at `b`, else a copy."""
+    try:
+        os.link(a, b)
+    except OSError:
+        shutil.copy2(a, b)
+
+
 def _link_tree(src: Path, dst: Path) -> None:
     """`src`'s files under `dst` (hard links, else copies), through a temporary folder."""
     tmp = dst.with_name(f".{dst.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-
-    def link(a: str, b: str) -> None:
-        try:
-            os.link(a, b)
-        except OSError:
-            shutil.copy2(a, b)
-
-    shutil.copytree(src, tmp, copy_function=link)
+    shutil.copytree(src, tmp, copy_function=_link_file)
     os.replace(tmp, dst)
 
 

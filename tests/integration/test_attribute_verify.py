@@ -90,6 +90,45 @@ def test_verify_plans_trains_and_measures(micro_report: Path, world_corpus: Path
                       for m in plan.members()}
 
 
+def test_verify_baseline_run_adopts_the_run(micro_report: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`--baseline run`: the attributed run is the `none` member of its seed (its files
+    linked, not retrained); a run short of its last step is refused and leaves nothing."""
+    import shutil
+
+    from sweep.plan import load_plan, member_state
+
+    run = Path(json.loads(micro_report.read_text())["model"])
+    plan_dir = tmp_path / "plan"
+    assert main(["attribute", "verify", "--report", str(micro_report), "--out", str(plan_dir),
+                 "--k", "3", "--baseline", "run", "--plan-only", "--executor", "debug",
+                 "--no-progress"]) == 0
+    assert "(--baseline run)" in capsys.readouterr().out
+    plan = load_plan(plan_dir)
+    states = {m.drop: member_state(plan, m) for m in plan.members()}
+    assert states == {"none": "done", "bm25": "new", "random": "new", "mentions": "new"}
+    none = next(m for m in plan.members() if m.drop == "none")
+    final = "checkpoints/step_000030/model.safetensors"
+    assert (plan.run_dir(none) / final).stat().st_ino == (run / final).stat().st_ino
+    assert sorted(p.name for p in plan.run_dir(none).iterdir()) == sorted(
+        p.name for p in run.iterdir() if p.is_file() or p.name == "checkpoints")
+    # a run that stopped short of its last step cannot stand for the member
+    short = tmp_path / "short"
+    shutil.copytree(run, short)
+    shutil.rmtree(short / "checkpoints" / "step_000030")
+    report = json.loads(micro_report.read_text())
+    report["model"] = str(short)
+    short_report = tmp_path / "short.json"
+    short_report.write_text(json.dumps(report))
+    assert main(["attribute", "verify", "--report", str(short_report), "--out",
+                 str(tmp_path / "plan2"), "--k", "3", "--baseline", "run", "--plan-only",
+                 "--executor", "debug"]) == 2
+    err = capsys.readouterr().err
+    assert "not trained to step 30" in err and "--baseline retrain" in err
+    plan2 = load_plan(tmp_path / "plan2")
+    assert {member_state(plan2, m) for m in plan2.members()} == {"new"}
+
+
 def test_verify_refuses_bad_input(micro_report: Path, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     def refused(*argv: str) -> str:
