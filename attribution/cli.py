@@ -125,6 +125,9 @@ def verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", type=name_list(METHODS), default=None,
                    help="the report's methods to check (default: all but random)")
     p.add_argument("--random-seed", type=seed, default=0, help="the random documents' draw")
+    p.add_argument("--controls", type=name_list(("random", "mentions")),
+                   default="random,mentions", help="the control conditions trained beside the "
+                   "methods' (leave one out only when it is measured elsewhere)")
     p.add_argument("--baseline", type=one_of("retrain", "run"), default="retrain",
                    help="the `none` member: retrain (like the others) or run (the attributed "
                    "run itself for its own seed: one training fewer; identical to a "
@@ -260,7 +263,9 @@ def run_verify(args: argparse.Namespace) -> list[Path]:
     cfg = v.VerifyConfig(k=args.k, seeds=seeds,
                          methods=None if args.methods is None else tuple(
                              m.strip() for m in args.methods.split(",") if m.strip()),
-                         random_seed=args.random_seed, baseline=args.baseline)
+                         random_seed=args.random_seed, baseline=args.baseline,
+                         controls=tuple(c.strip() for c in args.controls.split(",")
+                                        if c.strip()))
     executor = executor_config(args)
     report = v.read_report(args.report)
     plan = v.plan_verify(args.report, args.out, cfg, overwrite=args.overwrite)

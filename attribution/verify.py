@@ -64,6 +64,9 @@ class VerifyConfig:
             attributed run itself stands for the `none` member of its own seed: the same
             recipe, seed and corpus, so one training fewer; bit-identical to a retraining
             only on the same kind of machine and thread count).
+        controls: the conditions trained beside the methods': `random` (as many random
+            documents) and `mentions` (every document stating a fact); leave one out only
+            when it was measured elsewhere (its verdict is then missing).
     """
 
     k: int = 10
@@ -71,6 +74,7 @@ class VerifyConfig:
     methods: tuple[str, ...] | None = None
     random_seed: int = 0
     baseline: str = "retrain"
+    controls: tuple[str, ...] = ("random", "mentions")
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -78,6 +82,10 @@ class VerifyConfig:
         if self.seeds is not None and (not self.seeds
                                        or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"--seeds {list(self.seeds)}; pass distinct training seeds")
+        bad = [c for c in self.controls if c not in (RANDOM, MENTIONS)]
+        if bad or len(set(self.controls)) != len(self.controls):
+            raise ValueError(f"--controls {','.join(self.controls)}; pass distinct names of "
+                             f"{RANDOM}, {MENTIONS}")
         if self.baseline not in BASELINES:
             raise ValueError(f"--baseline {self.baseline!r}; pass one of "
                              f"{', '.join(BASELINES)}")
@@ -138,9 +146,12 @@ def drop_rules(report: dict[str, Any], cfg: VerifyConfig, n_train_docs: int
         docs = sorted({int(d["doc"]) for f in facts for d in top[f][: cfg.k]})
         rules[method] = {"docs": docs}
     n = max(len(r["docs"]) for r in rules.values()) if rules else cfg.k * len(facts)
-    drawn = random.Random(cfg.random_seed).sample(range(n_train_docs), min(n, n_train_docs))
-    rules[RANDOM] = {"docs": sorted(drawn)}
-    rules[MENTIONS] = {"facts": facts}
+    if RANDOM in cfg.controls:
+        drawn = random.Random(cfg.random_seed).sample(range(n_train_docs),
+                                                      min(n, n_train_docs))
+        rules[RANDOM] = {"docs": sorted(drawn)}
+    if MENTIONS in cfg.controls:
+        rules[MENTIONS] = {"facts": facts}
     return rules
 
 

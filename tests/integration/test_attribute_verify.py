@@ -93,7 +93,8 @@ def test_verify_plans_trains_and_measures(micro_report: Path, world_corpus: Path
 def test_verify_baseline_run_adopts_the_run(micro_report: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """`--baseline run`: the attributed run is the `none` member of its seed (its files
-    linked, not retrained); a run short of its last step is refused and leaves nothing."""
+    linked, not retrained); a run short of its last step is refused and leaves nothing.
+    `--controls random` plans no `mentions` member."""
     import shutil
 
     from sweep.plan import load_plan, member_state
@@ -101,12 +102,12 @@ def test_verify_baseline_run_adopts_the_run(micro_report: Path, tmp_path: Path,
     run = Path(json.loads(micro_report.read_text())["model"])
     plan_dir = tmp_path / "plan"
     assert main(["attribute", "verify", "--report", str(micro_report), "--out", str(plan_dir),
-                 "--k", "3", "--baseline", "run", "--plan-only", "--executor", "debug",
-                 "--no-progress"]) == 0
+                 "--k", "3", "--baseline", "run", "--controls", "random", "--plan-only",
+                 "--executor", "debug", "--no-progress"]) == 0
     assert "(--baseline run)" in capsys.readouterr().out
     plan = load_plan(plan_dir)
     states = {m.drop: member_state(plan, m) for m in plan.members()}
-    assert states == {"none": "done", "bm25": "new", "random": "new", "mentions": "new"}
+    assert states == {"none": "done", "bm25": "new", "random": "new"}
     none = next(m for m in plan.members() if m.drop == "none")
     final = "checkpoints/step_000030/model.safetensors"
     assert (plan.run_dir(none) / final).stat().st_ino == (run / final).stat().st_ino
@@ -145,6 +146,10 @@ def test_verify_refuses_bad_input(micro_report: Path, tmp_path: Path,
     assert "not an attribution report" in refused("--report", str(other), "--out", out)
     assert "distinct training seeds" in refused("--report", str(micro_report), "--out", out,
                                                 "--seeds", "0,0")
+    assert "distinct names" in refused("--report", str(micro_report), "--out", out,
+                                       "--controls", "random,random")
+    assert "not among" in refused("--report", str(micro_report), "--out", out,
+                                  "--controls", "none")
     assert not Path(out).exists()
     assert main(["attribute", "--facts", "2"]) == 2
     assert "--model" in capsys.readouterr().err
