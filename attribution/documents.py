@@ -133,6 +133,16 @@ def queries(corpus: Corpus, facts: Sequence[Fact] | int, bucket: str | None = No
             for r in chosen]
 
 
+def relation_objects(corpus: Corpus) -> dict[str, list[str]]:
+    """Every object of each relation in the world's fact table (the candidates asked)."""
+    out: dict[str, list[str]] = {}
+    for f in corpus.fact_table():
+        out.setdefault(f["relation"], [])
+        if str(f["object"]) not in out[f["relation"]]:
+            out[f["relation"]].append(str(f["object"]))
+    return out
+
+
 @dataclass
 class Documents:
     """Training documents of a corpus's `train` split, by index into its `docs` spans."""

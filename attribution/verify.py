@@ -303,20 +303,10 @@ def _link_tree(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def relation_objects(corpus: Corpus) -> dict[str, list[str]]:
-    """Every object of each relation in the world's fact table (the candidates asked)."""
-    out: dict[str, list[str]] = {}
-    for f in corpus.fact_table():
-        out.setdefault(f["relation"], [])
-        if str(f["object"]) not in out[f["relation"]]:
-            out[f["relation"]].append(str(f["object"]))
-    return out
-
-
 def fact_margins(model: Model, corpus: Corpus, facts: list[str]) -> dict[str, dict[str, float]]:
     """Per fact: the mean margin over its held-out prompts (true object's log-probability
     minus the best other object's of the relation), accuracy and chance."""
-    from attribution.documents import Fact, queries
+    from attribution.documents import Fact, queries, relation_objects
     from workbench.prompts import candidate_logprobs_many
 
     qs = queries(corpus, [Fact.parse(f) for f in facts])
@@ -368,11 +358,15 @@ def measure(plan: Plan, report: dict[str, Any], cfg: VerifyConfig, *,
     for m in tqdm(members, desc="members", disable=not progress, leave=False):
         model = load(str(plan.run_dir(m)), device="cpu")
         margins = fact_margins(model, corpus, facts)
-        by_seed.setdefault(str(m.seed), {})[m.drop] = {
+        row = by_seed.setdefault(str(m.seed), {})[m.drop] = {
             "facts": margins,
             "margin": float(np.mean([v["margin"] for v in margins.values()])),
             "accuracy": float(np.mean([v["accuracy"] for v in margins.values()])),
             "chance": float(np.mean([v["chance"] for v in margins.values()]))}
+        if m.drop == MENTIONS:  # what a stranger of the same name gets from this model
+            from attribution.nameprior import name_prior
+
+            row["name_prior"] = name_prior(model, corpus, facts)
     return {"schema": SCHEMA, "report": report_path, "model": report["model"],
             "corpus": report["corpus"], "config": asdict(cfg), "facts": facts,
             "conditions": conditions, "seeds": by_seed, "verdicts": verdicts(by_seed)}
@@ -387,7 +381,8 @@ def _row(corpus: Corpus, fact: str) -> int:
 def verdicts(by_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per seed: each condition's mean margin drop from `none`; for each method, whether it
     drops more than BM25 and its ratio to random's drop; whether removing every mention
-    leaves accuracy at chance (within 1.5x of it).
+    leaves accuracy at chance (within 1.5x of it), and, when the mentions member's name prior
+was measured, within 1.5x of the larger of chance and that prior.
 
     >>> v = verdicts({"0": {"none": {"margin": 5.0, "accuracy": 1.0, "chance": 0.1},
     ...                     "ekfac": {"margin": 2.0, "accuracy": 0.5, "chance": 0.1},
@@ -415,8 +410,26 @@ def verdicts(by_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if MENTIONS in conds:
             m = conds[MENTIONS]
             row["mentions_at_chance"] = bool(m["accuracy"] <= 1.5 * m["chance"])
+            if m.get("name_prior"):
+                prior = prior_accuracy(m["name_prior"])
+                row["mentions_name_prior"] = prior
+                row["mentions_at_name_prior"] = bool(
+                    m["accuracy"] <= 1.5 * max(m["chance"], prior))
         out[seed] = row
     return out
+
+
+def prior_accuracy(prior: dict[str, dict[str, dict[str, float]]]) -> float:
+    """The mean over facts of the better of the first-name and surname priors' accuracy
+    (`attribution.nameprior`).
+
+    >>> prior_accuracy({"a:city": {"first": {"accuracy": 0.6}, "last": {"accuracy": 0.1}},
+    ...                 "b:city": {"first": {"accuracy": 0.0}, "last": {"accuracy": 0.2}}})
+    0.4
+    """
+    best = [max([g["accuracy"] for k, g in groups.items() if k in ("first", "last")],
+                default=0.0) for groups in prior.values()]
+    return float(np.mean(best)) if best else 0.0
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -440,8 +453,11 @@ def summary(result: dict[str, Any]) -> str:
                 lines.append(f"  {c}: drop beats BM25's: {row['beats_bm25']}; "
                              f"{'-' if ratio is None else f'{ratio:.1f}x'} random's")
         if "mentions_at_chance" in v:
+            prior = ("" if "mentions_name_prior" not in v else
+                     f"; at the name prior ({v['mentions_name_prior']:.2f}: strangers sharing "
+                     f"the subject's first name or surname): {v['mentions_at_name_prior']}")
             lines.append(f"  every mention removed: accuracy at chance: "
-                         f"{v['mentions_at_chance']}")
+                         f"{v['mentions_at_chance']}{prior}")
     return "\n".join(lines)
 
 

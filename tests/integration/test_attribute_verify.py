@@ -71,6 +71,14 @@ def test_verify_plans_trains_and_measures(micro_report: Path, world_corpus: Path
     for cond in seed0.values():
         assert set(cond["facts"]) == set(facts)
         assert 0 <= cond["accuracy"] <= 1 and 0 < cond["chance"] < 1
+    prior = seed0["mentions"]["name_prior"]  # strangers of the subject's name, asked too
+    assert set(prior) == set(facts)
+    for groups in prior.values():
+        assert set(groups) == {"first", "last", "strangers"}
+        for g in groups.values():
+            assert g["names"] >= 1 and 0 <= g["accuracy"] <= 1 and 0 < g["p_answer"] < 1
+    assert 0 <= result["verdicts"]["0"]["mentions_name_prior"] <= 1
+    assert "at the name prior" in printed
     drop = result["verdicts"]["0"]["drop"]
     assert drop["bm25"] == pytest.approx(seed0["none"]["margin"] - seed0["bm25"]["margin"])
     assert (plan_dir / "verify.fig.json").is_file()
