@@ -156,6 +156,8 @@ def lds_arguments(p: argparse.ArgumentParser) -> None:
                    help="random subsets trained (each leaves --fraction of the documents out)")
     p.add_argument("--fraction", type=floats(0.0, 1.0, low_open=True, example="0.5"),
                    default=0.5, help="share of documents each subset leaves out")
+    p.add_argument("--seeds", type=int_list(0), default=None, help="training seeds per "
+                   "subset, the query losses averaged over them (default: the run's own)")
     p.add_argument("--params", type=one_of("mlp", "all"), default="mlp")
     p.add_argument("--fit-documents", type=positive_int, default=20_000)
     p.add_argument("--damping", type=floats(0.0, low_open=True, example="1e-3"), default=None)
@@ -181,7 +183,9 @@ def run_lds(args: argparse.Namespace) -> list[Path]:
     from workbench.models.checkpoints import write_json_atomic
     from workbench.models.refs import ModelRef
 
-    cfg = L.LdsConfig(subsets=args.subsets, fraction=args.fraction)
+    cfg = L.LdsConfig(subsets=args.subsets, fraction=args.fraction,
+                      seeds=None if args.seeds is None else tuple(
+                          int(x) for x in args.seeds.split(",") if x))
     executor = executor_config(args)
     ref = ModelRef.of(args.model)
     if not ref.is_ours:
@@ -189,7 +193,8 @@ def run_lds(args: argparse.Namespace) -> list[Path]:
                          "pass a run directory made by `workbench train`")
     corpus_path = ref.corpus_path(args.corpus, required="its training documents")
     plan = L.plan_lds(ref.text, str(corpus_path), args.out, cfg, overwrite=args.overwrite)
-    print(f"plan {plan.root}: {len(plan.members())} subsets")
+    print(f"plan {plan.root}: {cfg.subsets} subsets x {len(plan.spec.seeds)} training seed(s) "
+          f"({len(plan.members())} retrainings)")
     if args.plan_only:
         print(f"train them: workbench sweep run {plan.root}; then run this command again")
         return []

@@ -55,12 +55,16 @@ class LdsConfig:
         fraction: the share of documents each subset leaves out.
         n_boot: bootstrap resamples of the interval.
         seed: the bootstrap's draws.
+        seeds: training seeds per subset (default: the run's own); with several, a subset's
+            query loss is the mean over its seeds, which averages retraining noise away (as
+            TRAK does), at one retraining per subset and seed.
     """
 
     subsets: int = 50
     fraction: float = 0.5
     n_boot: int = 1000
     seed: int = 0
+    seeds: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.subsets < 2:
@@ -68,6 +72,9 @@ class LdsConfig:
                              "(50 is the usual)")
         if not 0 < self.fraction < 1:
             raise ValueError(f"--fraction {self.fraction}; pass a share in (0, 1)")
+        if self.seeds is not None and (not self.seeds
+                                       or len(set(self.seeds)) != len(self.seeds)):
+            raise ValueError(f"--seeds {list(self.seeds)}; pass distinct training seeds")
 
 
 def lds_spec(run: str | os.PathLike[str], corpus: str | os.PathLike[str],
@@ -76,7 +83,7 @@ def lds_spec(run: str | os.PathLike[str], corpus: str | os.PathLike[str],
     from attribution.verify import check_recipe, recipe_tables
     from sweep.spec import SweepSpec
 
-    tables = recipe_tables(run, corpus)
+    tables = recipe_tables(run, corpus, cfg.seeds)
     names = [f"half{i}" for i in range(cfg.subsets)]
     spec = SweepSpec.from_dict({
         **tables, "name": "lds",
@@ -142,17 +149,23 @@ def measure(plan: Plan, qs: list[Query], scores: dict[str, np.ndarray], n_docs: 
     if missing:
         raise ValueError(f"{len(missing)} subset(s) of {plan.root} are not trained "
                          f"({missing[0]}, ...); run `workbench attribute lds` again")
-    kept = np.ones((len(members), n_docs), dtype=bool)
-    loss = np.zeros((len(members), len(qs)))
-    for i, m in enumerate(tqdm(members, desc="subsets", disable=not progress, leave=False)):
+    subsets = list(dict.fromkeys(m.drop for m in members))  # each with one member per seed
+    seeds = sorted({m.seed for m in members})
+    kept = np.ones((len(subsets), n_docs), dtype=bool)
+    by_seed = np.zeros((len(seeds), len(subsets), len(qs)))
+    for m in tqdm(members, desc="subsets", disable=not progress, leave=False):
+        i = subsets.index(m.drop)
         kept[i, np.load(plan.world_dir(m.corpus_id) / DROPPED_FILE)] = False
-        loss[i] = query_losses(load(str(plan.run_dir(m)), device="cpu"), qs)
+        by_seed[seeds.index(m.seed), i] = query_losses(load(str(plan.run_dir(m)),
+                                                            device="cpu"), qs)
+    loss = by_seed.mean(0)
     def scored(s: np.ndarray) -> dict[str, Any]:
         return {**lds(s, kept, loss), "ci95": bootstrap(s, kept, loss, cfg.n_boot, cfg.seed)}
 
     out = {"schema": SCHEMA, "model": model, "config": asdict(cfg),
-           "queries": [q.name for q in qs], "subsets": [m.name for m in members],
+           "queries": [q.name for q in qs], "subsets": subsets, "seeds": seeds,
            "kept_share": float(kept.mean()), "loss": loss.tolist(),
+           "loss_by_seed": by_seed.tolist(),
            "methods": {name: scored(s) for name, s in scores.items()}}
     if truth is not None:
         out["truth"] = {**scored(truth.astype(np.float64)),
@@ -167,7 +180,9 @@ def summary(result: dict[str, Any]) -> str:
         mean = "-" if m["mean"] is None else f"{m['mean']:+.3f}"
         return f"  {name:9s} {mean}  (95% interval {lo:+.3f} .. {hi:+.3f}{note})"
 
-    lines = [f"LDS over {len(result['subsets'])} retrainings on random subsets (kept "
+    seeds = result.get("seeds", [None])
+    per = f" x {len(seeds)} training seeds (losses averaged)" if len(seeds) > 1 else ""
+    lines = [f"LDS over {len(result['subsets'])} random subsets{per} (kept "
              f"{result['kept_share']:.2f} of the documents), {len(result['queries'])} queries"]
     lines += [line(name, m) for name, m in result["methods"].items()]
     if "truth" in result:

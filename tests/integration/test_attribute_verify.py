@@ -175,20 +175,25 @@ def test_lds_retrains_on_random_subsets(micro_report: Path, world_corpus: Path,
     run = json.loads(micro_report.read_text())["model"]
     plan_dir = tmp_path / "lds"
     assert main(["attribute", "lds", "--model", run, "--corpus", str(world_corpus), "--out",
-                 str(plan_dir), "--subsets", "3", "--facts", "2", "--method", "bm25",
+                 str(plan_dir), "--subsets", "3", "--seeds", "0,1", "--facts", "2",
+                 "--method", "bm25",
                  "--cache", str(tmp_path / "cache"), "--executor", "debug",
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "LDS over 3 retrainings" in out and "truth" in out
+    assert "LDS over 3 random subsets x 2 training seeds" in out and "truth" in out
     result = json.loads((plan_dir / "lds.json").read_text())
     assert result["schema"] == "workbench.attribute_lds/1"
     assert list(result["methods"]) == ["bm25", "random"]  # (every method scores all documents)
-    assert np.asarray(result["loss"]).shape == (3, 2)
+    assert np.asarray(result["loss"]).shape == (3, 2) and result["seeds"] == [0, 1]
+    by_seed = np.asarray(result["loss_by_seed"])  # the subsets' losses, per training seed
+    assert by_seed.shape == (2, 3, 2)
+    assert np.allclose(by_seed.mean(0), result["loss"]) and not np.allclose(by_seed[0],
+                                                                          by_seed[1])
     assert 0.45 < result["kept_share"] < 0.55
     plan = load_plan(plan_dir)
     dropped = [set(np.load(plan.world_dir(m.corpus_id) / DROPPED_FILE).tolist())
                for m in plan.members()]
-    assert len({frozenset(d) for d in dropped}) == 3  # three different halves
+    assert len(dropped) == 6 and len({frozenset(d) for d in dropped}) == 3  # 3 halves x 2
     assert min(result["truth"]["stating"]) >= 1  # the truth row: each fact's stating documents
     for m in result["methods"].values():
         assert m["mean"] is None or -1 <= m["mean"] <= 1
