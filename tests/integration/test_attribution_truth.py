@@ -81,7 +81,10 @@ def test_gradient_similarity_ranks_the_stating_documents(world_corpus: Path,
     assert set(scores) == {"grad-dot", "grad-cos"}
     assert scores["grad-cos"].shape == (2, n) and np.isfinite(scores["grad-cos"]).all()
     again = gradient_scores(model, qs[:1], docs, cfg)
-    assert np.allclose(again["grad-dot"][0], scores["grad-dot"][0], rtol=1e-4, atol=1e-6)
+    # float32 sums whose order depends on the batch: the error scales with the largest score
+    scale = float(np.abs(scores["grad-dot"][0]).max())
+    assert np.allclose(again["grad-dot"][0], scores["grad-dot"][0], rtol=1e-4,
+                       atol=1e-5 * scale)
     aps = [average_precision(s, docs.stating(q)) for q, s in zip(qs, scores["grad-cos"])]
     rates = [base_rate(docs.stating(q)) for q in qs]
     assert np.mean(aps) > np.mean(rates), (aps, rates)  # above a random ranking (0.43 vs 0.27)
