@@ -19,7 +19,9 @@ from workbench.cli.argtypes import (
     checkpoint_steps,
     floats,
     int_list,
+    ints,
     name_list,
+    names,
     nonneg_int,
     one_of,
     positive_int,
@@ -33,7 +35,7 @@ LDS_METHODS = tuple(m for m in METHODS if m != "tracin")  # scored at the run's 
 
 def _facts(text: str) -> str:
     """`--facts`: a number of facts, or comma-separated `subject:relation` names."""
-    parts = [p.strip() for p in text.split(",") if p.strip()]
+    parts = names(text)
     if not parts:
         raise argparse.ArgumentTypeError(f"{text!r} is empty; pass a number (10) or facts "
                                          "like 'bruno moreau:city'")
@@ -94,9 +96,9 @@ def attribute_config(args: argparse.Namespace) -> Any:
     from attribution.attribute import AttributeConfig
 
     facts: int | tuple[str, ...] = (int(args.facts) if args.facts.strip().isdigit() else
-                                    tuple(f.strip() for f in args.facts.split(",") if f.strip()))
+                                    names(args.facts))
     return AttributeConfig(
-        methods=tuple(m.strip() for m in args.method.split(",") if m.strip()), facts=facts,
+        methods=names(args.method), facts=facts,
         bucket=args.bucket, prompt=args.prompt, target=args.target,
         candidates=None if args.candidates == "all" else int(args.candidates), top=args.top,
         params=args.params, fit_documents=args.fit_documents, damping=args.damping,
@@ -183,9 +185,7 @@ def run_lds(args: argparse.Namespace) -> list[Path]:
     from workbench.models.checkpoints import write_json_atomic
     from workbench.models.refs import ModelRef
 
-    cfg = L.LdsConfig(subsets=args.subsets, fraction=args.fraction,
-                      seeds=None if args.seeds is None else tuple(
-                          int(x) for x in args.seeds.split(",") if x))
+    cfg = L.LdsConfig(subsets=args.subsets, fraction=args.fraction, seeds=ints(args.seeds))
     executor = executor_config(args)
     ref = ModelRef.of(args.model)
     if not ref.is_ours:
@@ -200,7 +200,7 @@ def run_lds(args: argparse.Namespace) -> list[Path]:
         return []
     corpus = ref.load_corpus(args.corpus)
     model = ref.load("cpu")
-    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    methods = list(names(args.method))
     qs = select_queries(model, corpus, AttributeConfig(methods=tuple(methods), facts=args.facts,
                                                        bucket=args.bucket))
     docs = select_documents(corpus, qs, None)
@@ -264,13 +264,10 @@ def run_verify(args: argparse.Namespace) -> list[Path]:
     from sweep.cli import executor_config
     from workbench.models.checkpoints import write_json_atomic, write_text_atomic
 
-    seeds = None if args.seeds is None else tuple(int(x) for x in args.seeds.split(",") if x)
-    cfg = v.VerifyConfig(k=args.k, seeds=seeds,
-                         methods=None if args.methods is None else tuple(
-                             m.strip() for m in args.methods.split(",") if m.strip()),
+    cfg = v.VerifyConfig(k=args.k, seeds=ints(args.seeds),
+                         methods=None if args.methods is None else names(args.methods),
                          random_seed=args.random_seed, baseline=args.baseline,
-                         controls=tuple(c.strip() for c in args.controls.split(",")
-                                        if c.strip()))
+                         controls=names(args.controls))
     executor = executor_config(args)
     report = v.read_report(args.report)
     plan = v.plan_verify(args.report, args.out, cfg, overwrite=args.overwrite)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from attribution.truth import spearman
+from attribution.verify import check_seeds
 
 if TYPE_CHECKING:
     from attribution.documents import Query
@@ -72,9 +73,7 @@ class LdsConfig:
                              "(50 is the usual)")
         if not 0 < self.fraction < 1:
             raise ValueError(f"--fraction {self.fraction}; pass a share in (0, 1)")
-        if self.seeds is not None and (not self.seeds
-                                       or len(set(self.seeds)) != len(self.seeds)):
-            raise ValueError(f"--seeds {list(self.seeds)}; pass distinct training seeds")
+        check_seeds(self.seeds)
 
 
 def lds_spec(run: str | os.PathLike[str], corpus: str | os.PathLike[str],

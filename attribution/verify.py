@@ -28,6 +28,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,16 @@ SCHEMA = "workbench.attribute_verify/1"
 REPORT_FILE = "verify.json"
 NONE, RANDOM, MENTIONS = "none", "random", "mentions"
 BASELINES = ("retrain", "run")
+
+
+def check_seeds(seeds: tuple[int, ...] | None) -> None:
+    """`--seeds`: absent, or distinct training seeds.
+
+    Raises:
+        ValueError: empty or repeated.
+    """
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise ValueError(f"--seeds {list(seeds)}; pass distinct training seeds")
 
 
 @dataclass(frozen=True)
@@ -79,9 +90,7 @@ class VerifyConfig:
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"--k {self.k}; pass 1 or more documents per fact")
-        if self.seeds is not None and (not self.seeds
-                                       or len(set(self.seeds)) != len(self.seeds)):
-            raise ValueError(f"--seeds {list(self.seeds)}; pass distinct training seeds")
+        check_seeds(self.seeds)
         bad = [c for c in self.controls if c not in (RANDOM, MENTIONS)]
         if bad or len(set(self.controls)) != len(self.controls):
             raise ValueError(f"--controls {','.join(self.controls)}; pass distinct names of "
@@ -264,16 +273,11 @@ def adopt_run(plan: Plan, run: str | os.PathLike[str]) -> list[str]:
         dst = plan.run_dir(member)
         if dst.exists() and any(dst.iterdir()):
             continue
-        tmp = dst.with_name(f".{dst.name}.adopt")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for entry in src.iterdir():
-            if entry.is_file():
-                _link_file(entry, tmp / entry.name)
-        _link_tree(src / CHECKPOINTS_DIR, tmp / CHECKPOINTS_DIR)
         if dst.exists():
             dst.rmdir()
-        os.replace(tmp, dst)
+        _link_tree(src, dst, ignore=lambda folder, entries: [  # the run's own files only
+            e for e in entries if Path(folder) == src and e != CHECKPOINTS_DIR
+            and not (src / e).is_file()])
         try:
             check_member_dir(plan, member)
             if member_state(plan, member) != "done":
@@ -295,11 +299,13 @@ def _link_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> None:
         shutil.copy2(a, b)
 
 
-def _link_tree(src: Path, dst: Path) -> None:
-    """`src`'s files under `dst` (hard links, else copies), through a temporary folder."""
+def _link_tree(src: Path, dst: Path, ignore: Callable[[str, list[str]], list[str]] | None = None
+               ) -> None:
+    """`src`'s files under `dst` (hard links, else copies), through a temporary folder;
+    `ignore` as `shutil.copytree`'s."""
     tmp = dst.with_name(f".{dst.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, copy_function=_link_file)
+    shutil.copytree(src, tmp, copy_function=_link_file, ignore=ignore)
     os.replace(tmp, dst)
 
 

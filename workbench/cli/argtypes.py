@@ -102,7 +102,7 @@ def one_of(*values: str) -> Callable[[str], str]:
 def int_list(low: int = 0) -> Callable[[str], str]:
     """Comma-separated integers >= `low` (`0,2,4`), kept as text for the config."""
     def parse(text: str) -> str:
-        parts = [p.strip() for p in text.split(",") if p.strip()]
+        parts = names(text)
         if not parts:
             raise argparse.ArgumentTypeError(f"{text!r} is empty; pass comma-separated "
                                              "integers like 0,2,4")
@@ -120,10 +120,28 @@ def int_list(low: int = 0) -> Callable[[str], str]:
     return parse
 
 
+def names(text: str) -> tuple[str, ...]:
+    """The names of a `name_list` flag's text.
+
+    >>> names("ekfac, bm25,")
+    ('ekfac', 'bm25')
+    """
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def ints(text: str | None) -> tuple[int, ...] | None:
+    """The integers of an `int_list` flag's text (None for an absent flag).
+
+    >>> ints("0, 2"), ints(None)
+    ((0, 2), None)
+    """
+    return None if text is None else tuple(int(p) for p in names(text))
+
+
 def name_list(allowed: tuple[str, ...] | None = None) -> Callable[[str], str]:
     """Comma-separated names (`icl,rome`), each one of `allowed` when given."""
     def parse(text: str) -> str:
-        parts = [p.strip() for p in text.split(",") if p.strip()]
+        parts = names(text)
         if not parts:
             raise argparse.ArgumentTypeError(f"{text!r} is empty; pass comma-separated names")
         bad = [p for p in parts if allowed is not None and p not in allowed]
