@@ -25,7 +25,7 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q -m "not slow" tests
-	$(PY) -m pytest -q --doctest-modules workbench circuits probe beliefs icl sweep attribution app/runs.py \
+	$(PY) -m pytest -q --doctest-modules workbench circuits probe beliefs icl sweep attribution features app/runs.py \
 		app/compute.py
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
@@ -39,7 +39,7 @@ docs: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 lint: install
-	$(VENV)/bin/ruff check workbench circuits probe beliefs icl sweep attribution tests bench app
+	$(VENV)/bin/ruff check workbench circuits probe beliefs icl sweep attribution features tests bench app
 	$(VENV)/bin/lint-imports
 
 # The demo uses the trained `default` model that ships in datasets/models/default (made by

@@ -14,9 +14,10 @@ import pytest
 from workbench.cli.registry import Command, build_parser, command_argv, commands
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("workbench", "circuits", "probe", "beliefs", "icl", "sweep", "app", "attribution")
+PACKAGES = ("workbench", "circuits", "probe", "beliefs", "icl", "sweep", "app", "attribution",
+            "features")
 HELP_ORDER = ["world", "train", "eval", "cache", "induction", "probe", "beliefs", "icl",
-              "attribute", "sweep", "info", "export", "app"]
+              "sae", "attribute", "sweep", "info", "export", "app"]
 
 
 def _sources(package: str) -> list[Path]:
@@ -74,9 +75,10 @@ def test_commands_are_registered_by_their_packages_in_help_order() -> None:
                      "cache": "workbench", "info": "workbench", "export": "workbench",
                      "induction": "circuits",
                      "probe": "probe", "beliefs": "beliefs", "icl": "icl", "sweep": "sweep",
-                     "attribute": "attribution", "app": "app"}
+                     "attribute": "attribution", "app": "app", "sae": "features"}
     cli = (ROOT / "workbench/cli/core.py").read_text()
-    for package in ("circuits", "probe", "beliefs", "icl", "sweep", "attribution", "app"):
+    for package in ("circuits", "probe", "beliefs", "icl", "sweep", "attribution", "app",
+                    "features"):
         assert f"from {package}" not in cli and f"import {package}" not in cli
 
 
@@ -134,7 +136,7 @@ def test_every_analysis_command_is_the_generic_one() -> None:
     for kind, module in analyses().items():
         runner = by_name[kind].run
         assert isinstance(runner, AnalysisRunner) and runner.module_name == module.__name__
-    for package in ("circuits", "probe", "beliefs", "icl", "attribution"):  # flags only
+    for package in ("circuits", "probe", "beliefs", "icl", "attribution", "features"):  # flags
         source = (ROOT / package / "cli.py").read_text()
         assert "write_report" not in source and "from_ref" not in source, package
 

@@ -406,6 +406,10 @@ class ActivationStore:
     def shape(self, hook: str) -> tuple[int, ...]:
         return tuple(self._dataset(hook).shape)
 
+    def dataset(self, hook: str) -> h5py.Dataset:
+        """One hook's HDF5 dataset, read lazily by slicing (`[lo:hi]`)."""
+        return self._dataset(hook)
+
     def _dataset(self, hook: str) -> h5py.Dataset:
         if hook not in self.hooks:
             raise KeyError(f"{self.path} has no hook {hook!r}; it has {self.hooks}")

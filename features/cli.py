@@ -1,0 +1,199 @@
+"""`workbench sae train` and `workbench sae eval`: sparse dictionaries of a model's
+activations, and their latents scored against the world's labels."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import Any
+
+from workbench.cli.analyses import (
+    AnalysisFlags,
+    AnalysisRunner,
+    add_analysis_arguments,
+    run_analysis,
+)
+from workbench.cli.argtypes import bounded_int, floats, one_of, positive_int, seed
+from workbench.cli.registry import Command
+
+ARCH_CHOICES = ("topk", "batchtopk", "relu", "jumprelu")
+
+
+def eval_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `workbench sae eval` besides those every analysis has."""
+    p.add_argument("--sae", required=True, help="the dictionary folder (`sae train --out`)")
+    p.add_argument("--split", default="val", help="corpus split read (train | val | test)")
+    p.add_argument("--max-tokens", type=positive_int, default=100_000,
+                   help="tokens of the split run through the model")
+    p.add_argument("--batch-size", type=positive_int, default=16,
+                   help="sequences per forward pass")
+    p.add_argument("--tasks", default="syntax,semantics,facts",
+                   help="probe suites or tasks whose labels are scored (`workbench probe`)")
+    p.add_argument("--max-examples", type=bounded_int(10), default=20_000,
+                   help="rows per task (a seeded subset of more)")
+    p.add_argument("--dense", type=floats(0.0, 1.0, low_open=True, example="0.1"),
+                   default=0.1, help="a latent active on more than this share of tokens is "
+                   "dense")
+    p.add_argument("--seed", type=seed, default=0)
+
+
+def eval_config(args: argparse.Namespace) -> Any:
+    from features.evaluate import Config
+    from probe.tasks import resolve_tasks
+
+    resolve_tasks(args.tasks)  # an unknown task: one line before anything loads
+    return Config(sae=args.sae, split=args.split, max_tokens=args.max_tokens,
+                  batch_size=args.batch_size, tasks=args.tasks,
+                  max_examples=args.max_examples, dense=args.dense, seed=args.seed)
+
+
+def _eval_precheck(args: argparse.Namespace, ref: Any, corpus: Any) -> None:
+    from features.io import load_dictionary
+
+    load_dictionary(args.sae)  # missing, damaged: before the model loads
+
+
+FLAGS = AnalysisFlags(eval_arguments, eval_config,
+                      corpus_help="the model's world corpus (default: the run's)",
+                      inputs=lambda args: {}, precheck=_eval_precheck,
+                      dashboard=lambda kind, has_corpus: None)
+
+
+def train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="run dir, checkpoint dir or HF dir")
+    p.add_argument("--corpus", default=None, help="the model's corpus (default: the run's)")
+    p.add_argument("--hook", required=True, help="the activation read, a TransformerLens "
+                   "hook name (blocks.2.hook_resid_post)")
+    p.add_argument("--target", default=None, help="a transcoder's output hook (e.g. "
+                   "blocks.2.hook_mlp_out with --hook blocks.2.ln2.hook_normalized)")
+    p.add_argument("--acts", default=None, help="activation file (.h5, `workbench cache "
+                   "--positions all`) holding the hook; made first, resumably, when it does "
+                   "not exist (default: a temporary one inside OUT.partial, deleted at the end)")
+    p.add_argument("--split", default="train", help="the split the activations are made of")
+    p.add_argument("--arch", type=one_of(*ARCH_CHOICES), default="topk",
+                   help=" | ".join(ARCH_CHOICES))
+    p.add_argument("--expansion", type=bounded_int(1, 256), default=16,
+                   help="latents per input dimension (1-256)")
+    p.add_argument("--k", type=positive_int, default=32,
+                   help="active latents per row (topk, batchtopk)")
+    p.add_argument("--sparsity", type=floats(0.0, low_open=True, example="0.02"), default=None,
+                   help="L1 (relu) or L0 (jumprelu) coefficient (default 0.1 / 0.05; raise it "
+                   "for a lower L0)")
+    p.add_argument("--tokens", type=positive_int, default=10_000_000,
+                   help="rows trained on (more than the file holds: several epochs)")
+    p.add_argument("--batch-size", type=positive_int, default=4096)
+    p.add_argument("--lr", type=floats(0.0, low_open=True, example="5e-4"), default=None,
+                   help="Adam learning rate (default 2e-4 x sqrt(16384 / latents))")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--out", required=True, help="the dictionary folder written")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted training in OUT.partial")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_train(args: argparse.Namespace) -> list[Path]:
+    """`workbench sae train`: check everything, make the activations if needed, train."""
+    from features.train import TrainConfig, dictionary_config, train_dictionary
+    from workbench.cache.store import ActivationStore, CacheConfig, cache_activations
+    from workbench.hooks import weights_checksum
+    from workbench.models.refs import ModelRef
+    from workbench.outputs import check_writable
+
+    cfg = TrainConfig(arch=args.arch, expansion=args.expansion, k=args.k,
+                      sparsity=args.sparsity, tokens=args.tokens, batch_size=args.batch_size,
+                      lr=args.lr, seed=args.seed)
+    out = Path(args.out)
+    partial = out.with_name(out.name + ".partial")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if partial.exists() and not (args.resume or args.overwrite):
+        raise FileExistsError(f"an interrupted training left {partial}: pass --resume to "
+                              "finish it, or --overwrite to start again")
+    check_writable(out)
+    ref = ModelRef.of(args.model)
+    ref.check_exists()
+    corpus = ref.load_corpus(args.corpus, required="the corpus whose activations are read")
+    if args.split not in corpus.splits:
+        raise ValueError(f"--split {args.split!r}: the corpus at {corpus.path} has "
+                         f"{', '.join(corpus.splits)}; pass one of them")
+    model = ref.load("cpu")
+    hooks = [args.hook] + ([args.target] if args.target else [])
+    for name in hooks:
+        if name not in model.hook_dict:
+            near = sorted(h for h in model.hook_dict if h.startswith("blocks.0."))[:12]
+            raise ValueError(f"hook {name!r} is not in this model; pass a TransformerLens "
+                             f"hook name such as {', '.join(near[:6])}")
+    d_in = int(model.cfg.d_model) if "resid" in args.hook else None
+    if d_in is not None:
+        dictionary_config(cfg, d_in, None)  # --k against the latents, before any work
+    if args.overwrite and partial.exists() and not args.resume:
+        shutil.rmtree(partial)
+    acts = Path(args.acts) if args.acts else partial / "acts.h5"
+    checksum = weights_checksum(model)
+    if acts.exists():
+        store = ActivationStore(acts)
+        if store.attrs.get("model_checksum") != checksum:
+            store.close()
+            raise ValueError(f"activation file {acts} was made by another model (weight "
+                             "checksum); pass --acts NEW.h5 to make one for this model")
+    else:
+        partial.mkdir(parents=True, exist_ok=True)
+        n_split = len(corpus.tokens(args.split))
+        cache_cfg = CacheConfig(hooks=tuple(hooks), split=args.split, positions="all",
+                                dtype="float16", chunk=True,
+                                max_tokens=min(cfg.tokens, n_split), chunk_rows=4096)
+        resume = acts.with_name(acts.name + ".partial").exists()
+        cache_activations(model, corpus, cache_cfg, acts, model_ref=ref.text, resume=resume,
+                          progress=not args.no_progress)
+        store = ActivationStore(acts)
+    missing = [h for h in hooks if h not in store.hooks]
+    if missing:
+        have = store.hooks
+        store.close()
+        raise ValueError(f"activation file {acts} has no hook {missing[0]!r} (it holds "
+                         f"{', '.join(have)}); cache it with `workbench cache --hooks "
+                         f"{' '.join(hooks)} --positions all --out NEW.h5` and pass --acts "
+                         "NEW.h5")
+    sources = [store.dataset(h) for h in hooks]
+    dictionary_config(cfg, int(sources[0].shape[-1]),
+                      int(sources[1].shape[-1]) if args.target else None)
+    meta = {"model": ref.text, "model_checksum": checksum, "hook": args.hook,
+            "target": args.target, "corpus": str(corpus.path), "split": store.attrs.get(
+                "split"), "acts": str(acts), "n_rows": len(store), "n_ctx": model.cfg.n_ctx}
+    try:
+        final = train_dictionary(sources, cfg, out, meta=meta, resume=args.resume,
+                                 progress=not args.no_progress)
+    finally:
+        store.close()
+    print(f"{cfg.arch} dictionary, {cfg.expansion * sources[0].shape[-1]} latents at "
+          f"{args.hook}: FVU {final['fvu']:.4f}, L0 {final['l0']:.1f} on the last batch, "
+          f"{final['dead']} dead, {final['rows_per_s']:,.0f} rows/s")
+    print(f"written: {out} (cfg.json, sae_weights.safetensors: SAELens' layout)")
+    return [out]
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="sae_command", metavar="{train,eval}", required=True)
+    train_arguments(sub.add_parser(
+        "train", help="train a sparse autoencoder or transcoder on a hook's activations"))
+    add_analysis_arguments(sub.add_parser(
+        "eval", help="reconstruction, loss recovered and planted labels recovered by single "
+        "latents"), "sae", FLAGS)
+
+
+class SaeRunner(AnalysisRunner):
+    """`workbench sae train` or `workbench sae eval`."""
+
+    def __call__(self, args: argparse.Namespace) -> list[Path]:
+        if args.sae_command == "train":
+            return run_train(args)
+        return run_analysis(self.module_name, self.flags, args)
+
+
+SAE = Command(
+    "sae", "sparse autoencoders and transcoders: train on stored activations, score their "
+    "latents against the world's planted labels",
+    _arguments, SaeRunner("features.evaluate", FLAGS), order=76,
+    on_interrupt="training keeps its checkpoint in OUT.partial: run it again with --resume")
