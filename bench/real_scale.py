@@ -30,6 +30,9 @@ that analysis' alone, with `--threads` threads and the settings a user would pic
   command's own default is 20,000: fitting 13 layers x 5 folds x 5 L2 strengths of
   768-wide probes over 20,000 rows is most of ten minutes there), its other defaults;
 - `beliefs`: `workbench beliefs --n 10 --method rome,ft --layer 6`;
+- `sae`: `workbench sae train` of a 16x TopK dictionary (12,288 latents, k 32) on
+  `--sae-tokens` rows of block 5's output, its activations cached on the fly to HDF5 and
+  streamed from there (peak RSS: not the activations);
 - `trace`: `circuits.tracing.causal_trace` of one prompt with its defaults.
 
 Prints one table row per (model, analysis): wall seconds (import and load included), the
@@ -57,7 +60,7 @@ from typing import Any
 
 MODELS = ("gpt2", "pythia", "llama1b")
 CPU_MODELS = ("gpt2", "pythia")  # the default set
-ANALYSES = ("load", "induction", "cache", "probe", "beliefs", "trace")
+ANALYSES = ("load", "induction", "cache", "probe", "beliefs", "trace", "sae")
 TARGET_S, TARGET_GIB = 300.0, 8.0
 FWD_SHAPE = (16, 256)  # the baseline forward pass: the induction analysis' inputs
 PROMPT, SUBJECT = "did you know ? cleo eklund lives in", "cleo eklund"
@@ -172,14 +175,17 @@ def child(args: argparse.Namespace) -> None:
         + (["--max-examples", str(args.probe_examples)] if args.probe_examples else []),
         "beliefs": ["beliefs", "--model", model, "--corpus", corpus, "--n", "10",
                     "--method", "rome,ft", "--layer", "6"],
+        "sae": ["sae", "train", "--model", model, "--corpus", corpus, "--hook",
+                "blocks.5.hook_resid_post", "--tokens", str(args.sae_tokens), "--batch-size",
+                "2048", "--expansion", "16", "--k", "32"],
     }
     place = ["--device", args.device, "--model-dtype", args.model_dtype]
     if args.child in cli:
         from workbench.cli.core import main
 
-        ext = ".h5" if args.child == "cache" else ".json"
-        rc = main([*cli[args.child], *place, "--out", str(out / f"{args.child}{ext}"),
-                   "--overwrite", "--no-progress"])
+        ext = {"cache": ".h5", "sae": ""}.get(args.child, ".json")
+        rc = main([*cli[args.child], *(place if args.child != "sae" else []), "--out",
+                   str(out / f"{args.child}{ext}"), "--overwrite", "--no-progress"])
         print(json.dumps({"rc": rc, **_gpu_peak()}))
         return
     from common import timed  # bench/common.py (the script's own folder)
@@ -288,6 +294,9 @@ def main() -> None:
                         help="`workbench probe --max-tokens` (0: the whole val split)")
     parser.add_argument("--probe-examples", type=int, default=5_000,
                         help="`workbench probe --max-examples` (0: the command's default)")
+    parser.add_argument("--sae-tokens", type=int, default=50_000,
+                        help="`workbench sae train --tokens` (activations made on the fly, "
+                        "16 x 768 TopK latents at block 5's output)")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds before an analysis is killed")
     parser.add_argument("--compare", action="append", default=[],

@@ -22,7 +22,8 @@ from pathlib import Path
 log = logging.getLogger("mkdocs.hooks.docs")
 MARKERS = re.compile(r"<!-- workbench-help -->.*?<!-- /workbench-help -->", re.DOTALL)
 SCRIPT = Path(__file__).with_name("gen_cli.py")
-PACKAGES = ("workbench", "circuits", "probe", "beliefs", "icl", "sweep", "attribution")
+PACKAGES = ("workbench", "circuits", "probe", "beliefs", "icl", "sweep", "attribution",
+            "features")
 IDENTIFIER = re.compile(r"^:::\s+([\w.]+)", re.MULTILINE)
 _documented: set[str] = set()
 

@@ -122,9 +122,10 @@ def run_train(args: argparse.Namespace) -> list[Path]:
     hooks = [args.hook] + ([args.target] if args.target else [])
     for name in hooks:
         if name not in model.hook_dict:
-            near = sorted(h for h in model.hook_dict if h.startswith("blocks.0."))[:12]
+            last = model.cfg.n_layers - 1
             raise ValueError(f"hook {name!r} is not in this model; pass a TransformerLens "
-                             f"hook name such as {', '.join(near[:6])}")
+                             f"hook name such as blocks.{last}.hook_resid_post or "
+                             f"blocks.0.mlp.hook_in (blocks 0-{last})")
     d_in = int(model.cfg.d_model) if "resid" in args.hook else None
     if d_in is not None:
         dictionary_config(cfg, d_in, None)  # --k against the latents, before any work

@@ -33,7 +33,7 @@ from workbench.models.checkpoints import write_json_atomic
 CFG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"
 META = "workbench.json"
-SCHEMA = "workbench.sae/1"
+SCHEMA = "workbench.dictionary/1"
 
 
 def saelens_cfg(d: Dictionary, meta: dict[str, Any]) -> dict[str, Any]:
