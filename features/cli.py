@@ -175,13 +175,49 @@ def run_train(args: argparse.Namespace) -> list[Path]:
     return [out]
 
 
+def compare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sae", nargs=2, required=True, metavar=("A", "B"),
+                   help="two dictionary folders of the same hook (e.g. two --seed)")
+    p.add_argument("--reports", nargs=2, default=None, metavar=("RA", "RB"),
+                   help="their `sae eval` reports: also check the label latents align")
+    p.add_argument("--threshold", type=floats(0.0, 1.0, example="0.9"), default=0.9,
+                   help="decoder cosine at which two latents are the same")
+    p.add_argument("--out", required=True, help="the JSON record written")
+    p.add_argument("--overwrite", action="store_true")
+
+
+def run_compare(args: argparse.Namespace) -> list[Path]:
+    """`workbench sae compare`: match two dictionaries' latents."""
+    from features.stability import compare, summary
+    from workbench.analysis import check_output
+    from workbench.models.checkpoints import write_json_atomic
+
+    out = check_output(args.out, args.overwrite, inputs={
+        "--sae": args.sae[0], "--sae B": args.sae[1],
+        **({"--reports": args.reports[0], "--reports B": args.reports[1]}
+           if args.reports else {})})
+    for path in args.reports or ():
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--reports {path} does not exist; make it with `workbench "
+                                    "sae eval --sae DIR --out FILE`")
+    record = compare(args.sae[0], args.sae[1], *(args.reports or (None, None)),
+                     threshold=args.threshold)
+    write_json_atomic(out, record)
+    print(summary(record))
+    print(f"written: {out}")
+    return [out]
+
+
 def _arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="sae_command", metavar="{train,eval}", required=True)
+    sub = p.add_subparsers(dest="sae_command", metavar="{train,eval,compare}", required=True)
     train_arguments(sub.add_parser(
         "train", help="train a sparse autoencoder or transcoder on a hook's activations"))
     add_analysis_arguments(sub.add_parser(
         "eval", help="reconstruction, loss recovered and planted labels recovered by single "
         "latents"), "sae", FLAGS)
+    compare_arguments(sub.add_parser(
+        "compare", help="how many latents two trainings share (decoder cosine), and whether "
+        "the same planted labels find the same latents"))
 
 
 class SaeRunner(AnalysisRunner):
@@ -190,6 +226,8 @@ class SaeRunner(AnalysisRunner):
     def __call__(self, args: argparse.Namespace) -> list[Path]:
         if args.sae_command == "train":
             return run_train(args)
+        if args.sae_command == "compare":
+            return run_compare(args)
         return run_analysis(self.module_name, self.flags, args)
 
 

@@ -16,7 +16,10 @@ its target hook), and with that activation zeroed. It reports:
   `analyses/probe.json` when it exists; the share of values with a latent of F1 >= 0.8;
 - **absorption**: country latents silent where a city latent fires (people's rows);
 - **exposure**: per person, the recall of their city's best latent against how often the
-  world mentions them.
+  world mentions them;
+- **latents**: a card per latent (`features.latents`): fire rate, its largest activations
+  (offsets into the split), the label values it is the best latent of, the tokens its
+  decoder direction raises and lowers through the unembedding.
 
     from features import evaluate
     report = evaluate.from_ref("runs/demo", evaluate.Config(sae="runs/demo/sae/resid2"))
@@ -37,6 +40,7 @@ import torch
 from features.collect import collect
 from features.figures import exposure_figure, recovery_figure
 from features.io import load_dictionary
+from features.latents import latent_cards, logit_effects
 from features.truth import absorption, best_latents, best_units
 from workbench.analysis import FigureMaker, Report
 from workbench.hooks import weights_checksum
@@ -142,13 +146,20 @@ def run(model: Model, corpus: Corpus | None, cfg: Config | None = None, *,
         best[task.name] = [v["latent"] for v in latents]
         task_rows[task.name] = (ex, codes)
         results[task.name] = _task_summary(task, values, probe)
+    fire_rate = recon.pop("fire_rate")
+    best_by_label = {f"{task}:{v['value']}": v["latent"] for task, t in results.items()
+                     for v in t["values"]}
+    tok = model.tokenizer
+    cards = latent_cards(got.codes, got.meta["offset"], fire_rate, best_by_label,
+                         logit_effects(model, d),
+                         (lambda t: tok.decode([t]).strip()) if tok is not None else str)
     report = {
         "schema": SCHEMA, "model": str(ref) if ref is not None else model.cfg.model_name,
         "sae": str(cfg.sae), "dictionary": meta["dictionary"], "hook": meta["hook"],
         "target": meta.get("target"), "corpus": str(corpus.path), "config": asdict(cfg),
         "n_tokens": got.n_tokens, "reconstruction": recon, "tasks": results,
         "absorption": _absorption(task_rows, best, world),
-        "exposure": _exposure(task_rows, best, world),
+        "exposure": _exposure(task_rows, best, world), "latents": cards,
         "probe_source": probe.get("source"), "elapsed_s": round(time.perf_counter() - t0, 2),
     }
     report["bars"] = bars(report)

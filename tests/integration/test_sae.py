@@ -51,7 +51,11 @@ def test_eval_reports_reconstruction_and_label_recovery(trained: Path, tiny_run:
     r = report["reconstruction"]
     # the reconstruction carries most of what the model needs at this hook
     assert r["ce_clean"] < r["ce_spliced"] < r["ce_zero"] and 0.3 < r["ce_recovered"] <= 1.0
-    assert r["l0"] <= 8 and len(r["fire_rate"]) == 4 * 64
+    assert r["l0"] <= 8
+    cards = report["latents"]
+    assert len(cards) == 4 * 64 and {"fire_rate", "top", "labels", "raises"} <= set(cards[0])
+    labelled = [c for c in cards if c["labels"]]
+    assert labelled and all(c["top"] for c in labelled)  # a label's latent fires somewhere
     pos = report["tasks"]["pos"]
     assert len(pos["values"]) >= 5 and all(0 <= v["latent"]["f1"] <= 1 for v in pos["values"])
     # a part-of-speech tag is found by some latent far above its base rate
@@ -130,3 +134,22 @@ def test_bad_inputs_are_one_line_and_write_nothing(trained: Path, tiny_run: Trai
     _refused(evaluate + ["--sae", str(trained), "--tasks", "nonsense"], "unknown probe task",
              capsys)
     assert not report.exists()
+
+
+def test_compare_matches_two_seeds_latents(trained: Path, tiny_run: TrainResult,
+                                           tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "seed1"
+    assert main(["sae", "train", "--model", str(tiny_run.run_dir), "--hook", HOOK,
+                 "--tokens", "80000", "--batch-size", "1024", "--expansion", "4", "--k", "8",
+                 "--seed", "1", "--out", str(other), "--no-progress"]) == 0
+    out = tmp_path / "compare.json"
+    assert main(["sae", "compare", "--sae", str(trained), str(trained), "--out",
+                 str(out)]) == 0
+    assert json.loads(out.read_text())["matched_a"] == 1.0  # a dictionary is its own match
+    assert main(["sae", "compare", "--sae", str(trained), str(other), "--out", str(out),
+                 "--overwrite"]) == 0
+    record = json.loads(out.read_text())
+    assert record["schema"] == "workbench.sae_compare/1" and record["same_model"]
+    assert 0.0 <= record["matched_a"] < 1.0 and len(record["cosine_quantiles"]) == 5
+    assert "partner in B" in capsys.readouterr().out
