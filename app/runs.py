@@ -47,6 +47,7 @@ PAGES = (  # (file under app/, title, icon) in menu order; a missing file is lef
     ("pages/beliefs.py", "Beliefs", ":material/psychology:"),
     ("pages/attribution.py", "Why does it believe this?", ":material/manage_search:"),
     ("pages/icl.py", "In-context learning", ":material/school:"),
+    ("pages/features.py", "Features", ":material/join_inner:"),
     ("pages/activations.py", "Activations", ":material/scatter_plot:"),
     ("pages/logit_lens.py", "Logit lens", ":material/layers:"),
     ("pages/scaling.py", "Scaling", ":material/trending_down:"),
@@ -293,6 +294,15 @@ def list_analyses(entry: ModelEntry) -> list[str]:
         return []
     return sorted(p.stem for p in folder.glob("*.json")
                   if not p.name.endswith(".fig.json") and contained(entry.path, p))
+
+
+def list_dictionaries(entry: ModelEntry) -> list[Path]:
+    """The sparse dictionaries of a model (`MODEL/sae/NAME/`, made by `workbench sae train`)."""
+    folder = entry.path / "sae"
+    if not folder.is_dir() or not contained(entry.path, folder):
+        return []
+    return sorted(d for d in folder.iterdir()
+                  if (d / "workbench.json").is_file() and contained(entry.path, d))
 
 
 # ---- commands that make a missing analysis ------------------------------------------------

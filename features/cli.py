@@ -212,9 +212,13 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="sae_command", metavar="{train,eval,compare}", required=True)
     train_arguments(sub.add_parser(
         "train", help="train a sparse autoencoder or transcoder on a hook's activations"))
-    add_analysis_arguments(sub.add_parser(
+    evaluate = sub.add_parser(
         "eval", help="reconstruction, loss recovered and planted labels recovered by single "
-        "latents"), "sae", FLAGS)
+        "latents")
+    add_analysis_arguments(evaluate, "sae", FLAGS)
+    for action in evaluate._actions:
+        if action.dest == "out":
+            action.help = "JSON output (default: SAE/eval.json, beside the dictionary)"
     compare_arguments(sub.add_parser(
         "compare", help="how many latents two trainings share (decoder cosine), and whether "
         "the same planted labels find the same latents"))
@@ -228,6 +232,8 @@ class SaeRunner(AnalysisRunner):
             return run_train(args)
         if args.sae_command == "compare":
             return run_compare(args)
+        if args.out is None:  # the report lives with its dictionary
+            args.out = str(Path(args.sae) / "eval.json")
         return run_analysis(self.module_name, self.flags, args)
 
 

@@ -25,16 +25,35 @@ if TYPE_CHECKING:
 def top_rows(codes: SparseCodes, offsets: np.ndarray, top: int = 8
              ) -> dict[int, list[list[float]]]:
     """Per latent, its `top` largest activations as `[offset in the split, value]`."""
+    order, bounds = _by_latent(codes)
+    out: dict[int, list[list[float]]] = {}
+    for j, (s, e) in bounds.items():
+        out[j] = [[int(offsets[codes.row[r]]), round(float(codes.value[r]), 4)]
+                  for r in order[s:min(e, s + top)]]
+    return out
+
+
+def histograms(codes: SparseCodes, bins: int = 12) -> dict[int, dict[str, list[float]]]:
+    """Per latent, the histogram of its positive activations (`edges`, `counts`)."""
+    order, bounds = _by_latent(codes)
+    out = {}
+    for j, (s, e) in bounds.items():
+        values = codes.value[order[s:e]]
+        values = values[values > 0]
+        if len(values):
+            counts, edges = np.histogram(values, bins=bins, range=(0.0, float(values.max())))
+            out[j] = {"edges": [round(float(x), 4) for x in edges],
+                      "counts": [int(c) for c in counts]}
+    return out
+
+
+def _by_latent(codes: SparseCodes) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
+    """Entries sorted by latent, then by value (largest first); each latent's span."""
     order = np.lexsort((-codes.value, codes.latent))
     lat = codes.latent[order]
-    starts = np.searchsorted(lat, np.unique(lat))
-    out: dict[int, list[list[float]]] = {}
-    for s in starts:
-        j = int(lat[s])
-        rows = order[s:s + top]
-        rows = rows[codes.latent[rows] == j]
-        out[j] = [[int(offsets[codes.row[r]]), round(float(codes.value[r]), 4)] for r in rows]
-    return out
+    values, starts = np.unique(lat, return_index=True)
+    ends = np.append(starts[1:], len(lat))
+    return order, {int(j): (int(s), int(e)) for j, s, e in zip(values, starts, ends)}
 
 
 @torch.no_grad()
@@ -59,9 +78,10 @@ def latent_cards(codes: SparseCodes, offsets: np.ndarray, fire_rate: list[float]
                  best: dict[str, dict[str, Any]], effects: Any, decode: Any,
                  top: int = 8) -> list[dict[str, Any]]:
     """One card per latent: `fire_rate`, `top` (`[offset, value]` of its largest activations
-    on the scored rows), `labels` (the label values it is the best latent of, with F1),
-    `raises` / `lowers` (tokens, from `logit_effects`)."""
+    on the scored rows), `histogram` (of its activations there), `labels` (the label values
+    it is the best latent of, with F1), `raises` / `lowers` (tokens, from `logit_effects`)."""
     rows = top_rows(codes, offsets, top)
+    hist = histograms(codes)
     labels: dict[int, list[dict[str, Any]]] = {}
     for key, b in best.items():
         labels.setdefault(int(b["latent"]), []).append({"value": key,
@@ -69,9 +89,24 @@ def latent_cards(codes: SparseCodes, offsets: np.ndarray, fire_rate: list[float]
     cards = []
     for j, rate in enumerate(fire_rate):
         card: dict[str, Any] = {"latent": j, "fire_rate": rate, "top": rows.get(j, []),
+                                "histogram": hist.get(j),
                                 "labels": sorted(labels.get(j, []), key=lambda x: -x["f1"])}
         if effects is not None:
             card["raises"] = [decode(t) for t in effects[0][j]]
             card["lowers"] = [decode(t) for t in effects[1][j]]
         cards.append(card)
     return cards
+
+
+def contexts(tokens: np.ndarray, top: list[list[float]], decode: Any, before: int = 12,
+             after: int = 3) -> list[dict[str, Any]]:
+    """The text around each of a card's `top` activations: `left`, the `token` itself,
+    `right` (decoded from the split's `tokens`), and the activation `value`."""
+    out = []
+    for offset, value in top:
+        at = int(offset)
+        lo, hi = max(0, at - before), min(len(tokens), at + after + 1)
+        words = [decode(int(t)) for t in tokens[lo:hi]]
+        out.append({"left": " ".join(words[:at - lo]), "token": words[at - lo],
+                    "right": " ".join(words[at - lo + 1:]), "value": value})
+    return out

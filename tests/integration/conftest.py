@@ -84,7 +84,20 @@ def app_runs(world_corpus: Path, tiny_run: TrainResult, hf_gpt2_dir: Path,
     cache_activations(load(tiny), load_corpus(corpus), CacheConfig(max_tokens=2000, chunk=True),
                       tiny / "acts_val.h5", progress=False)
     write_sweep(runs / "sweeps" / "micro", run="../../tiny")
+    write_dictionary(tiny, corpus)
     return runs
+
+
+def write_dictionary(run: Path, corpus: Path) -> None:
+    """A small TopK dictionary of the run (`RUN/sae/resid`) with its evaluation."""
+    from workbench.cli.core import main
+
+    out = run / "sae" / "resid"
+    assert main(["sae", "train", "--model", str(run), "--corpus", str(corpus), "--hook",
+                 "blocks.1.hook_resid_post", "--tokens", "40000", "--batch-size", "1024",
+                 "--expansion", "4", "--k", "8", "--out", str(out), "--no-progress"]) == 0
+    assert main(["sae", "eval", "--model", str(run), "--corpus", str(corpus), "--sae",
+                 str(out), "--max-tokens", "5000", "--tasks", "pos,city", "--no-progress"]) == 0
 
 
 def write_attribution(run: Path, corpus: Path, steps: list[int], cache: Path) -> None:

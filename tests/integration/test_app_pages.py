@@ -22,7 +22,7 @@ from app import runs as folder
 APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
 PAGES = ["pages/models.py", "pages/attention.py", "pages/induction.py", "pages/probes.py",
          "pages/beliefs.py", "pages/attribution.py", "pages/icl.py", "pages/activations.py",
-         "pages/logit_lens.py", "pages/scaling.py"]
+         "pages/logit_lens.py", "pages/scaling.py", "pages/features.py"]
 
 
 def open_page(runs: Path, monkeypatch: pytest.MonkeyPatch, page: str, model: str = "tiny",
@@ -335,6 +335,11 @@ def test_pages_on_hugging_face_model(app_runs, monkeypatch, page):
         assert any(c.value.startswith(f"workbench {kind}") and "tiny-gpt2" in c.value
                    and c.proto.wrap_lines for c in at.code)  # the command wraps
         assert at.button, "no button runs the missing analysis"
+    elif page == "pages/features.py":  # no dictionary: the command that trains one
+        assert at.subheader[0].value == "No dictionary for tiny-gpt2 yet"
+        assert any(c.value.startswith("workbench sae train --model") and "tiny-gpt2" in c.value
+                   for c in at.code)
+        assert at.button(key="run_sae_train")
     elif page == "pages/attribution.py":  # no report: the command at its defaults, no TracIn
         assert at.subheader[0].value == "No attribution report for tiny-gpt2 yet"
         assert any(c.value.startswith("workbench attribute --model") and "tiny-gpt2" in c.value
@@ -343,6 +348,20 @@ def test_pages_on_hugging_face_model(app_runs, monkeypatch, page):
         assert at.button(key="run_attribute")
     else:
         assert figures(at)
+
+
+def test_features_page_latent_search(app_runs, monkeypatch):
+    at = open_page(app_runs, monkeypatch, "pages/features.py")
+    assert "topk, 256 latents at `blocks.1.hook_resid_post`" in at.caption[0].value
+    assert len(figures(at)) >= 2  # recovery, exposure (and the latent's histogram)
+    assert "CE recovered" in at.code[0].value
+    at.text_input(key="sae_query").input("pos:").run()
+    assert_ok(at)
+    options = at.selectbox(key="sae_latent").options
+    assert options
+    assert any("best latent of: pos:" in m.value for m in at.markdown)
+    at.text_input(key="sae_query").input("no such label").run()
+    assert at.info[0].value == "No latent matches."
 
 
 def test_button_runs_missing_analysis(hf_gpt2_dir, tmp_path, monkeypatch):
