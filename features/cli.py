@@ -218,7 +218,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     add_analysis_arguments(evaluate, "sae", FLAGS)
     for action in evaluate._actions:
         if action.dest == "out":
-            action.help = "JSON output (default: SAE/eval.json, beside the dictionary)"
+            action.help = "JSON output (default: SAE/sae.json, beside the dictionary)"
     compare_arguments(sub.add_parser(
         "compare", help="how many latents two trainings share (decoder cosine), and whether "
         "the same planted labels find the same latents"))
@@ -233,7 +233,9 @@ class SaeRunner(AnalysisRunner):
         if args.sae_command == "compare":
             return run_compare(args)
         if args.out is None:  # the report lives with its dictionary
-            args.out = str(Path(args.sae) / "eval.json")
+            from features.io import REPORT
+
+            args.out = str(Path(args.sae) / REPORT)
         return run_analysis(self.module_name, self.flags, args)
 
 

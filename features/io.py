@@ -8,6 +8,7 @@
                                   a transcoder), corpus, split, training config, the
                                   normalisation scales folded into the weights, final metrics
     DIR/training.jsonl            the training curve; DIR/training.fig.json its figure
+    DIR/sae.json                  `workbench sae eval`'s report (and its figures)
 
 The weights read and write raw activations (the normalisation is folded in, as SAELens'
 `fold_activation_norm_scaling_factor` does), so `sae_lens.SAE.load_from_disk(DIR)` runs them on
@@ -33,6 +34,8 @@ from workbench.models.checkpoints import write_json_atomic
 CFG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"
 META = "workbench.json"
+REPORT = "sae.json"
+"""`workbench sae eval`'s report, beside its dictionary (figures `sae.fig.json`, ...)."""
 SCHEMA = "workbench.dictionary/1"
 
 

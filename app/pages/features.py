@@ -15,6 +15,7 @@ import streamlit as st
 
 from app import runs, ui
 from features.figures import exposure_figure, recovery_figure
+from features.io import REPORT
 from features.latents import contexts
 
 TRAIN_TOKENS = 2_000_000  # what the dashboard's button trains on (minutes on a laptop)
@@ -82,7 +83,7 @@ if (folder / "training.fig.json").is_file():
     with st.expander("training curve"):
         st.plotly_chart(pio.from_json((folder / "training.fig.json").read_text()),
                         key="sae_training")
-out = folder / "eval.json"
+out = folder / REPORT
 report = ui.report(out, "sae")
 if report is None:
     st.subheader("Not evaluated yet")

@@ -92,7 +92,7 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
 def test_notebooks_are_there() -> None:
     names = {p.name for p in NOTEBOOKS.glob("*.ipynb")}
     assert {"induction_attn2.ipynb", "induction_hf_gpt2.ipynb", "probes_default.ipynb",
-            "beliefs_default.ipynb", "icl_default.ipynb"} <= names
+            "beliefs_default.ipynb", "icl_default.ipynb", "sae_default.ipynb"} <= names
 
 
 def test_beliefs_default_notebook_runs(tiny_run: TrainResult, world_corpus: Path, tmp_path: Path,
@@ -122,3 +122,19 @@ def test_icl_default_notebook_runs(tiny_run: TrainResult, world_corpus: Path, tm
     assert "induction heads (score >= 0.2): [(1," in text  # tiny's are in its second layer
     assert "attention to the matching answer" in text and "<- the answer" in text
     assert "induction heads ablated" in text and "novel mappings: accuracy" in text
+
+
+def test_sae_default_notebook_runs(tiny_run: TrainResult, world_corpus: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKBENCH_MODEL", str(tiny_run.run_dir))
+    monkeypatch.setenv("WORKBENCH_CORPUS", str(world_corpus))
+    monkeypatch.setenv("WORKBENCH_SAE_TOKENS", "40000")
+    monkeypatch.setenv("WORKBENCH_EVAL_TOKENS", "5000")
+    monkeypatch.setenv("WORKBENCH_PROBE_TOKENS", "20000")
+    nb, _ = execute("sae_default.ipynb", tmp_path, monkeypatch)
+    assert not [o for o in outputs(nb) if o.output_type == "error"]
+    figures = [o for o in outputs(nb) if PLOTLY in o.get("data", {})]
+    assert len(figures) == 2  # the recovery table, city recall against exposure
+    text = stdout(nb)
+    assert "FVU" in text and "CE recovered" in text and "best for NOUN" in text
+    assert "probe acc" in text
