@@ -2,9 +2,11 @@
 
 Two dictionaries of the same hook (typically the same recipe with two `--seed`s) are matched
 latent by latent by the cosine of their decoder rows: a latent of A is *matched* when some
-latent of B has cosine >= `threshold` (0.9) with it. With both dictionaries' evaluation
-reports, each planted label value's best latent in A is checked against B's: *aligned* when
-B's best latent for that value is the one A's matches (and the pair is matched).
+latent of B has cosine >= `threshold` (0.9) with it. The median best cosine is given beside
+the same against as many random directions (no shared structure). With both dictionaries'
+evaluation reports, each planted label value's best latent in A is checked against B's:
+*aligned* when B's best latent for that value is the one A's matches (and the pair is
+matched).
 
 >>> import torch
 >>> a = torch.eye(3)
@@ -27,6 +29,7 @@ from torch import Tensor
 from features.io import load_dictionary
 
 SCHEMA = "workbench.sae_compare/1"
+CHANCE_SEED = 2**31 - 1  # the random directions: not a dictionary's own start (seeds 0, 1 ...)
 
 
 def match(w_a: Tensor, w_b: Tensor, chunk: int = 4096) -> dict[str, list[Any]]:
@@ -55,6 +58,8 @@ def compare(sae_a: str | Path, sae_b: str | Path, report_a: str | Path | None = 
                          "compare dictionaries of the same hook")
     with torch.no_grad():
         ab, ba = match(da.W_dec, db.W_dec), match(db.W_dec, da.W_dec)
+        chance = match(da.W_dec, torch.randn(db.W_dec.shape,
+                                             generator=torch.Generator().manual_seed(CHANCE_SEED)))
     cos_ab = np.asarray(ab["cosine"])
     out: dict[str, Any] = {
         "schema": SCHEMA, "a": str(sae_a), "b": str(sae_b), "hook": ma.get("hook"),
@@ -63,6 +68,7 @@ def compare(sae_a: str | Path, sae_b: str | Path, report_a: str | Path | None = 
         "matched_a": round(float((cos_ab >= threshold).mean()), 4),
         "matched_b": round(float((np.asarray(ba["cosine"]) >= threshold).mean()), 4),
         "median_cosine": round(float(np.median(cos_ab)), 4),
+        "chance_median_cosine": round(float(np.median(chance["cosine"])), 4),
         "cosine_quantiles": [round(float(q), 4) for q in
                              np.quantile(cos_ab, [0.1, 0.25, 0.5, 0.75, 0.9])],
     }
@@ -90,7 +96,8 @@ def summary(record: dict[str, Any]) -> str:
     """What `workbench sae compare` prints."""
     line = (f"{record['matched_a']:.1%} of A's latents have a partner in B with decoder cosine "
             f">= {record['threshold']} ({record['matched_b']:.1%} of B's in A; median best "
-            f"cosine {record['median_cosine']:.3f})")
+            f"cosine {record['median_cosine']:.3f}; against random directions "
+            f"{record['chance_median_cosine']:.3f})")
     if record.get("aligned_labels") is not None:
         line += (f"; of the planted label values, {record['matched_label_latents']:.1%} have "
                  f"a best latent in A that B matches, {record['aligned_labels']:.1%} with B's "

@@ -106,6 +106,7 @@ def test_training_recovers_planted_directions(arch: str, rows: int, sparsity: fl
     found = float((cos.max(1).values > 0.9).float().mean())  # a decoder row per direction
     assert err < max_err and l0 < 6 and found >= min_found, (arch, err, l0, found, final)
     assert meta["train"]["arch"] == arch and (tmp_path / "d" / "training.fig.json").exists()
+    assert final["init_cosine_median"] < 0.9  # the decoder left its random start
 
 
 def test_interrupted_training_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch
