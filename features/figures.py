@@ -17,10 +17,13 @@ def training_figure(curve: list[dict[str, Any]]) -> go.Figure:
                                                         "L0 (active latents per row)",
                                                         "dead latents"))
     tokens = [p["tokens"] for p in curve]
-    for col, key in enumerate(("fvu", "l0", "dead"), start=1):
+    colors = palette(3)
+    for col, (key, name) in enumerate((("fvu", "FVU"), ("l0", "L0"),
+                                       ("dead", "dead latents")), start=1):
         fig.add_trace(go.Scatter(x=tokens, y=[p.get(key) for p in curve], mode="lines",
-                                 name=key, showlegend=False), row=1, col=col)
+                                 name=name, line={"color": colors[col - 1]}), row=1, col=col)
         fig.update_xaxes(title_text="training rows", row=1, col=col)
+        fig.update_yaxes(title_text=name, row=1, col=col)
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_layout(title="dictionary training", height=360)
     return fig
@@ -46,7 +49,7 @@ def recovery_figure(report: dict[str, Any]) -> go.Figure | None:
         label = {"latent": "best latent (active > 0)", "neuron": "best MLP neuron (best "
                  "threshold)", "residual": "best residual dimension (best threshold)"}[name]
         fig.add_trace(go.Bar(x=xs, y=ys, name=label, marker_color=color))
-    fig.add_hline(y=0.8, line_dash="dot", annotation_text="F1 0.8")
+    fig.add_hline(y=0.8, line_dash="dot", name="F1 0.8", annotation_text="F1 0.8")
     d = report.get("dictionary", {})
     fig.update_layout(barmode="group", height=460, yaxis={"title": "F1", "range": [0, 1]},
                       title=f"planted labels recovered by single latents: {d.get('arch')} "

@@ -53,7 +53,8 @@ def card_view(card: dict[str, Any], tokens: Any, decode: Any) -> None:
     hist = card.get("histogram")
     if hist:
         centers = [(a + b) / 2 for a, b in zip(hist["edges"], hist["edges"][1:])]
-        fig = go.Figure(go.Bar(x=centers, y=hist["counts"]))
+        fig = go.Figure(go.Bar(x=centers, y=hist["counts"], name="rows per bin",
+                               showlegend=True))
         fig.update_layout(height=220, margin={"t": 30, "b": 30}, title="activations (> 0)",
                           xaxis_title="activation", yaxis_title="rows")
         cols[1].plotly_chart(fig, key="sae_hist")
