@@ -25,6 +25,10 @@ def training_figure(curve: list[dict[str, Any]]) -> go.Figure:
         fig.update_xaxes(title_text="training rows", row=1, col=col)
         fig.update_yaxes(title_text=name, row=1, col=col)
     fig.update_yaxes(type="log", row=1, col=1)
+    for col, key in ((2, "l0"), (3, "dead")):  # whole numbers over a short span: whole ticks
+        values = [float(p.get(key) or 0) for p in curve]
+        if values and all(v.is_integer() for v in values) and max(values) - min(values) < 10:
+            fig.update_yaxes(dtick=1, row=1, col=col)
     fig.update_layout(title="dictionary training", height=360)
     return fig
 
