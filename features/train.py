@@ -309,9 +309,9 @@ def train_dictionary(sources: Sequence[Any], cfg: TrainConfig, out: str | os.Pat
              "steps": cfg.steps, "tokens": cfg.steps * cfg.batch_size,
              "rows_per_s": round(rows_done / max(elapsed, 1e-9), 1),
              "scale_in": scales[0], "scale_out": scales[1]}
-    start = Dictionary(dcfg, generator=torch.Generator().manual_seed(cfg.seed)).W_dec
+    initial = Dictionary(dcfg, generator=torch.Generator().manual_seed(cfg.seed)).W_dec
     with torch.no_grad():
-        moved = torch.nn.functional.cosine_similarity(d.W_dec, start, dim=-1)
+        moved = torch.nn.functional.cosine_similarity(d.W_dec, initial, dim=-1)
     final["init_cosine_median"] = round(float(moved.median()), 4)
     folded = d.folded(scales[0], scales[1] if d_out is not None else scales[0])
     _write_curve(partial, curve)
