@@ -95,9 +95,8 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> list[Path]:
     """`workbench sae train`: check everything, make the activations if needed, train."""
+    from features.acts import dictionary_meta, open_activations
     from features.train import TrainConfig, dictionary_config, train_dictionary
-    from workbench.cache.store import ActivationStore, CacheConfig, cache_activations
-    from workbench.hooks import weights_checksum
     from workbench.models.refs import ModelRef
     from workbench.outputs import check_writable
 
@@ -131,38 +130,14 @@ def run_train(args: argparse.Namespace) -> list[Path]:
         dictionary_config(cfg, d_in, None)  # --k against the latents, before any work
     if args.overwrite and partial.exists() and not args.resume:
         shutil.rmtree(partial)
-    acts = Path(args.acts) if args.acts else partial / "acts.h5"
-    checksum = weights_checksum(model)
-    if acts.exists():
-        store = ActivationStore(acts)
-        if store.attrs.get("model_checksum") != checksum:
-            store.close()
-            raise ValueError(f"activation file {acts} was made by another model (weight "
-                             "checksum); pass --acts NEW.h5 to make one for this model")
-    else:
-        partial.mkdir(parents=True, exist_ok=True)
-        n_split = len(corpus.tokens(args.split))
-        cache_cfg = CacheConfig(hooks=tuple(hooks), split=args.split, positions="all",
-                                dtype="float16", chunk=True,
-                                max_tokens=min(cfg.tokens, n_split), chunk_rows=4096)
-        resume = acts.with_name(acts.name + ".partial").exists()
-        cache_activations(model, corpus, cache_cfg, acts, model_ref=ref.text, resume=resume,
-                          progress=not args.no_progress)
-        store = ActivationStore(acts)
-    missing = [h for h in hooks if h not in store.hooks]
-    if missing:
-        have = store.hooks
-        store.close()
-        raise ValueError(f"activation file {acts} has no hook {missing[0]!r} (it holds "
-                         f"{', '.join(have)}); cache it with `workbench cache --hooks "
-                         f"{' '.join(hooks)} --positions all --out NEW.h5` and pass --acts "
-                         "NEW.h5")
+    store = open_activations(model, corpus, hooks,
+                             Path(args.acts) if args.acts else partial / "acts.h5",
+                             split=args.split, tokens=cfg.tokens, model_ref=ref.text,
+                             progress=not args.no_progress)
     sources = [store.dataset(h) for h in hooks]
     dictionary_config(cfg, int(sources[0].shape[-1]),
                       int(sources[1].shape[-1]) if args.target else None)
-    meta = {"model": ref.text, "model_checksum": checksum, "hook": args.hook,
-            "target": args.target, "corpus": str(corpus.path), "split": store.attrs.get(
-                "split"), "acts": str(acts), "n_rows": len(store), "n_ctx": model.cfg.n_ctx}
+    meta = dictionary_meta(model, ref.text, corpus, store, args.hook, args.target)
     try:
         final = train_dictionary(sources, cfg, out, meta=meta, resume=args.resume,
                                  progress=not args.no_progress)

@@ -101,7 +101,7 @@ def run(model: Model, corpus: Corpus | None, cfg: Config | None = None, *,
         ref: str | ModelRef | None = None, progress: bool = True) -> Report:
     """Evaluate the dictionary `cfg.sae` on a loaded model and its world corpus."""
     from probe.layers import check_corpus
-    from probe.tasks import resolve_tasks
+    from probe.tasks import resolve_tasks, task_examples
 
     cfg = cfg or Config()
     if not cfg.sae:
@@ -123,8 +123,6 @@ def run(model: Model, corpus: Corpus | None, cfg: Config | None = None, *,
     best: dict[str, list[int]] = {}
     task_rows: dict[str, Any] = {}
     for task in tasks:
-        from probe.tasks import task_examples
-
         ex = task_examples(task, got.labels, got.meta["doc"], got.meta["token"], world)
         if len(ex.rows) > cfg.max_examples:
             keep = np.sort(rng.choice(len(ex.rows), cfg.max_examples, replace=False))
