@@ -207,7 +207,8 @@ def _cmd_cache(args: argparse.Namespace) -> None:
     ref = ModelRef.of(args.model)
     ref.check_exists()
     check_device(placement)
-    corpus = load_corpus(Path(args.corpus))
+    # the run's own corpus unless one is named (a Hugging Face model names none)
+    corpus = load_corpus(ref.corpus_path(args.corpus) or Path(DEFAULT_CORPUS))
     check_split(corpus, args.split)
     if ref.vocab_size is not None:
         check_vocab(ref.vocab_size, corpus)
@@ -343,7 +344,9 @@ def _eval_arguments(ev: argparse.ArgumentParser) -> None:
 
 def _cache_arguments(ca: argparse.ArgumentParser) -> None:
     ca.add_argument("--model", required=True)
-    ca.add_argument("--corpus", default=DEFAULT_CORPUS)
+    ca.add_argument("--corpus", default=None,
+                    help=f"world corpus (default: the run's; {DEFAULT_CORPUS} for a model "
+                         "that names none)")
     ca.add_argument("--hooks", nargs="+", required=True, metavar="PATTERN",
                     help="TransformerLens hook names or globs, e.g. 'blocks.*.hook_resid_post'")
     ca.add_argument("--out", required=True, help="output .h5 file")
