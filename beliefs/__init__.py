@@ -9,6 +9,9 @@ Where things live:
 - `beliefs.ladder`: the in-context pressure ladder (does context change what it states?).
 - `beliefs.editing`: weight edits applied on copies or restored exactly, MLP keys and their
   covariance; `beliefs.rome`: ROME; `beliefs.finetune`: constrained fine-tuning.
+- `beliefs.steering`: activation addition where the subject occurs; `beliefs.latent`: a
+  sparse dictionary's latents clamped there (`--method sae`), both calibrated on held-out
+  facts.
 - `beliefs.metrics`: efficacy, generalisation, specificity, ripple and fluency of an edit,
   and the before/after table of one edit (`before_after`).
 - `beliefs.suite`: the analysis end to end (`BeliefsConfig`, `run`, `from_ref`; one edit:

@@ -15,8 +15,11 @@ def belief_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--facts", default=None, help="fact list (schema workbench.facts/1); "
                    "default: the world facts of a world corpus, else datasets/facts/"
                    "real_facts.json")
-    p.add_argument("--method", type=name_list(("icl", "rome", "ft", "steer")),
-                   default="icl,rome,ft,steer", help="any of icl,rome,ft,steer")
+    p.add_argument("--method", type=name_list(("icl", "rome", "ft", "steer", "sae")),
+                   default="icl,rome,ft,steer", help="any of icl,rome,ft,steer,sae (sae: a "
+                   "sparse dictionary's latents clamped at the subject; needs one of the model)")
+    p.add_argument("--sae", default=None, help="the dictionary of --method sae (`workbench sae "
+                   "train --out`; default: the model's only one under MODEL/sae/)")
     p.add_argument("--n", type=bounded_int(1, 100_000), default=50, help="beliefs tested")
     p.add_argument("--seeds", type=int_list(0), default="0",
                    help="comma-separated seeds (new objects, contexts)")
@@ -67,15 +70,17 @@ def _dashboard(kind: str, has_corpus: bool) -> dict[str, Any]:
 
 def beliefs_precheck(args: argparse.Namespace, ref: Any, corpus: Any) -> None:
     """What the belief tests refuse without the model: a layer it does not have, relations
-    the facts lack, a fact list or probe report that does not read."""
+    the facts lack, a fact list or probe report that does not read, a dictionary for
+    `--method sae` that is missing, damaged or not chosen among several."""
     from beliefs.factbase import load_facts
-    from beliefs.suite import default_facts
+    from beliefs.suite import default_facts, load_latent_dictionary
 
     n_layers = ref.n_layers
     if args.layer is not None and n_layers is not None and args.layer >= n_layers:
         raise ValueError(f"--layer {args.layer} is out of range; model {ref.text} has layers "
                          f"0..{n_layers - 1}")
     base = load_facts(args.facts) if args.facts else default_facts(corpus)
+    load_latent_dictionary(ref, belief_config(args), args.sae)  # missing, damaged, several
     for name in (args.relations or "").split(","):
         if name.strip():
             base.relation(name.strip())
@@ -84,7 +89,8 @@ def beliefs_precheck(args: argparse.Namespace, ref: Any, corpus: Any) -> None:
 FLAGS = AnalysisFlags(belief_arguments, belief_config,
                       corpus_help="corpus for ROME's key covariance and the fluency loss, in "
                       "the model's tokenizer (default: the run's)",
-                      inputs=lambda args: {"facts": args.facts, "probes": args.probes},
+                      inputs=lambda args: {"facts": args.facts, "probes": args.probes,
+                                           "sae": args.sae},
                       dashboard=_dashboard, precheck=beliefs_precheck)
 BELIEFS = analysis_command("beliefs", "beliefs.suite", FLAGS, "elicit facts, trace them, and "
                            "try to change them (in-context pressure, ROME, fine-tuning)",

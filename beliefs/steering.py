@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -75,8 +75,27 @@ class SteerConfig:
                              f"{self.max_subjects}; pass >= 1")
 
 
+class HookedEdit:
+    """An edit made of forward hooks (`hooks`), applied and undone like a `WeightEdit`: in a
+    context (`applied`) or on a copy of the model (`copy_applied`)."""
+
+    def hooks(self, model: Model) -> list[tuple[str, Any]]:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def applied(self, model: Model) -> Iterator[Any]:
+        with model.hooks(fwd_hooks=self.hooks(model)):
+            yield model
+
+    def copy_applied(self, model: Model) -> Any:
+        edited = copy.deepcopy(model)
+        for name, fn in self.hooks(edited):
+            edited.add_hook(name, fn)
+        return edited
+
+
 @dataclass
-class SteeringEdit:
+class SteeringEdit(HookedEdit):
     """Add `alpha * vector` to `blocks.{layer}.hook_resid_post` where `subject` occurs
     (`position`: `after` its last token, or on its tokens); `applied` and `copy_applied` as
     for a `WeightEdit`."""
@@ -89,14 +108,9 @@ class SteeringEdit:
     method: str = "steer"
     info: dict[str, Any] = field(default_factory=dict)
 
-    def _patterns(self, model: Model) -> list[list[int]]:
-        tok = model.tokenizer
-        found = [word_ids(tok, self.subject), encode(tok, self.subject)]
-        return [p for i, p in enumerate(found) if p and p not in found[:i]]
-
     def hooks(self, model: Model) -> list[tuple[str, Any]]:
         """The forward hooks: one reads the input tokens, one adds the vector."""
-        patterns = self._patterns(model)
+        patterns = subject_patterns(model, self.subject)
         state: dict[str, Tensor] = {}
 
         def read_tokens(tokens: Tensor, hook: Any) -> Tensor:
@@ -113,26 +127,22 @@ class SteeringEdit:
 
         return [("embed.hook_in", read_tokens), (hook_name(self.layer, "hook_resid_post"), add)]
 
-    @contextlib.contextmanager
-    def applied(self, model: Model) -> Iterator[Any]:
-        with model.hooks(fwd_hooks=self.hooks(model)):
-            yield model
-
-    def copy_applied(self, model: Model) -> Any:
-        edited = copy.deepcopy(model)
-        for name, fn in self.hooks(edited):
-            edited.add_hook(name, fn)
-        return edited
-
     def norm(self) -> float:
         return float(self.alpha * self.vector.norm())
 
 
+def subject_patterns(model: Model, subject: str) -> list[list[int]]:
+    """The token ids `subject` may appear as in a prompt (as a word, as text)."""
+    tok = model.tokenizer
+    found = [word_ids(tok, subject), encode(tok, subject)]
+    return [p for i, p in enumerate(found) if p and p not in found[:i]]
+
+
 def subject_positions(tokens: Tensor, patterns: list[list[int]], position: str = "after"
                       ) -> tuple[list[int], list[int]]:
-    """(rows, positions) where a steering vector goes: for `subject`, every token of every
-    occurrence of any of `patterns`; for `after`, the last token of a row's first occurrence
-    and every later position."""
+    """(rows, positions) where an edit acts: for `subject`, every token of every occurrence
+    of any of `patterns`; for `last`, the last token of every occurrence; for `after`, the
+    last token of a row's first occurrence and every later position."""
     hits: set[tuple[int, int]] = set()
     for r, seq in enumerate(tokens.tolist()):
         for pat in patterns:
@@ -142,6 +152,8 @@ def subject_positions(tokens: Tensor, patterns: list[list[int]], position: str =
                 continue
             if position == "after":
                 hits.update((r, c) for c in range(starts[0] + n - 1, len(seq)))
+            elif position == "last":
+                hits.update((r, i + n - 1) for i in starts)
             else:
                 hits.update((r, i + j) for i in starts for j in range(n))
     ordered = sorted(hits)
@@ -206,42 +218,60 @@ def steer_edit(model: Model, base: FactBase, belief: Belief, new: str, layer: in
                                 "vector_norm": float(vector.norm())})
 
 
-def calibrate(model: Model, base: FactBase, calibration: list[Belief],
-              cfg: SteerConfig | None = None, seed: int = 0) -> dict[str, Any]:
-    """The layer and scale (of `cfg.layers` x `cfg.alphas`) maximising efficacy +
-    specificity (3 neighbours each) + kept (the subject's other facts unchanged) on the
-    `calibration` facts, the smallest scale and then the earliest layer on ties; the scores
-    of every pair tried. Kept counts because a vector added wherever the subject occurs also
-    reaches the subject's other questions."""
-    from beliefs.elicit import stated
+Candidates = Callable[[Belief, str], Iterable[tuple[dict[str, Any], HookedEdit]]]
+"""For a calibration fact and its new object, each setting tried and its (unapplied) edit."""
 
-    cfg = cfg or SteerConfig()
-    layers = cfg.layers if cfg.layers is not None else tuple(range(model.cfg.n_layers))
+
+def calibration_scores(model: Model, base: FactBase, calibration: list[Belief],
+                       candidates: Candidates, seed: int = 0) -> list[dict[str, Any]]:
+    """Per setting that `candidates` yields (the same for every fact), efficacy, specificity
+    (3 neighbours each) and kept (the subject's other facts unchanged) over the
+    `calibration` facts, the settings in their first-seen order. Kept counts because an edit
+    acting wherever the subject occurs also reaches the subject's other questions."""
+    from beliefs.elicit import stated
 
     def answers(beliefs: list[Belief]) -> list[str]:
         return [stated(model, [x.prompts[0]], x.candidates)[0] for x in beliefs]
 
-    cases = []
+    tallies: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, list[bool]]]] = {}
     for b in calibration:
+        new = base.new_object(b, seed)
         others = base.neighbours(b, 3, seed) + base.other_relations(b)
-        cases.append((b, base.new_object(b, seed), others, answers(others)))
-    per_case = [steering_vectors(model, base, b, new, layers, cfg)[0] for b, new, _, _ in cases]
-    scores = []
-    for layer in layers:
-        vectors = [v[layer] for v in per_case]
-        for alpha in cfg.alphas:
-            eff, spec, kept = [], [], []
-            for (b, new, others, before), vector in zip(cases, vectors, strict=True):
-                edit = SteeringEdit(layer, vector, b.subject, alpha, cfg.position)
-                with edit.applied(model):
-                    eff.append(stated(model, [b.prompts[0]], b.candidates)[0] == new)
-                    after = answers(others)
-                for o, was, now in zip(others, before, after, strict=True):
-                    (kept if o.subject == b.subject else spec).append(was == now)
-            scores.append({"layer": layer, "alpha": alpha, "efficacy": _share(eff),
-                           "specificity": _share(spec), "kept": _share(kept)})
-    best = max(scores, key=lambda s: (s["efficacy"] + (s["specificity"] or 0.0)
-                                      + (s["kept"] or 0.0), -s["alpha"], -s["layer"]))
+        before = answers(others)
+        for settings, edit in candidates(b, new):
+            _, tally = tallies.setdefault(tuple(settings.items()), (settings, {
+                "efficacy": [], "specificity": [], "kept": []}))
+            with edit.applied(model):
+                tally["efficacy"].append(stated(model, [b.prompts[0]], b.candidates)[0] == new)
+                after = answers(others)
+            for o, was, now in zip(others, before, after, strict=True):
+                tally["kept" if o.subject == b.subject else "specificity"].append(was == now)
+    return [settings | {k: _share(v) for k, v in tally.items()}
+            for settings, tally in tallies.values()]
+
+
+def calibration_total(score: dict[str, Any]) -> float:
+    """What calibration maximises: efficacy + specificity + kept (a missing one counts 0)."""
+    return sum(score.get(k) or 0.0 for k in ("efficacy", "specificity", "kept"))
+
+
+def calibrate(model: Model, base: FactBase, calibration: list[Belief],
+              cfg: SteerConfig | None = None, seed: int = 0) -> dict[str, Any]:
+    """The layer and scale (of `cfg.layers` x `cfg.alphas`) maximising `calibration_total`
+    on the `calibration` facts, the smallest scale and then the earliest layer on ties; the
+    scores of every pair tried (`calibration_scores`)."""
+    cfg = cfg or SteerConfig()
+    layers = cfg.layers if cfg.layers is not None else tuple(range(model.cfg.n_layers))
+
+    def candidates(b: Belief, new: str) -> Iterator[tuple[dict[str, Any], HookedEdit]]:
+        vectors = steering_vectors(model, base, b, new, layers, cfg)[0]
+        for layer in layers:
+            for alpha in cfg.alphas:
+                yield ({"layer": layer, "alpha": alpha},
+                       SteeringEdit(layer, vectors[layer], b.subject, alpha, cfg.position))
+
+    scores = calibration_scores(model, base, calibration, candidates, seed)
+    best = max(scores, key=lambda s: (calibration_total(s), -s["alpha"], -s["layer"]))
     return {"layer": best["layer"], "alpha": best["alpha"], "position": cfg.position,
             "tried": scores, "calibration": [f"{b.subject} / {b.relation}"
                                              for b in calibration]}

@@ -34,6 +34,7 @@ from beliefs.factbase import Belief, FactBase, load_facts, world_facts
 from beliefs.figures import FIGURES as FIGURES
 from beliefs.finetune import FinetuneConfig, finetune_edit
 from beliefs.ladder import LadderConfig, ladder, summarize_ladder
+from beliefs.latent import LatentConfig, SubjectCodes, calibrate_latents, latent_edit
 from beliefs.metrics import EditEvalConfig, EditEvaluator, aggregate
 from beliefs.rome import RomeConfig, rome_edit
 from beliefs.steering import SteerConfig, calibrate, steer_edit
@@ -46,6 +47,7 @@ from workbench.models.arch import require
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from features.dictionary import Dictionary
     from workbench.models import Model
     from workbench.models.devices import Placement
     from workbench.models.refs import ModelRef
@@ -54,9 +56,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 KIND = "beliefs"
 SCHEMA = "workbench.beliefs/1"
-METHODS = ("icl", "rome", "ft", "steer")
+METHODS = ("icl", "rome", "ft", "steer", "sae")
+DEFAULT_METHODS = ("icl", "rome", "ft", "steer")  # `sae` needs a dictionary of the model
 WEIGHT_METHODS = ("rome", "ft")  # the methods that edit weights (`edit_belief`)
-EDIT_METHODS = ("rome", "ft", "steer")  # those measured with the edit metrics
+EDIT_METHODS = ("rome", "ft", "steer", "sae")  # those measured with the edit metrics
 ROLES = ("subject_first", "subject_middle", "subject_last", "after_subject", "last_token")
 
 
@@ -66,7 +69,9 @@ class BeliefsConfig:
 
     Args:
         methods: any of `icl` (pressure ladder), `rome`, `ft` (constrained fine-tuning),
-            `steer` (activation addition where the subject occurs, `beliefs.steering`).
+            `steer` (activation addition where the subject occurs, `beliefs.steering`),
+            `sae` (a sparse dictionary's latents clamped where the subject occurs,
+            `beliefs.latent`; `run` is given the dictionary).
         n: beliefs tested (spread over subjects and relations).
         seeds: each seed draws other new objects and ROME/FT context prefixes.
         relations: relations to test (None: every direct relation).
@@ -77,7 +82,7 @@ class BeliefsConfig:
         cov_split: the corpus split they come from.
     """
 
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     n: int = 50
     seeds: tuple[int, ...] = (0,)
     relations: tuple[str, ...] | None = None
@@ -88,6 +93,7 @@ class BeliefsConfig:
     rome: RomeConfig = field(default_factory=RomeConfig)
     ft: FinetuneConfig = field(default_factory=FinetuneConfig)
     steer: SteerConfig = field(default_factory=SteerConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
     ladder: LadderConfig = field(default_factory=LadderConfig)
     metrics: EditEvalConfig = field(default_factory=EditEvalConfig)
     trace: TraceConfig = field(default_factory=TraceConfig)
@@ -196,18 +202,46 @@ def edit_belief(model: Model, belief: Belief, new: str, method: str, layer: int,
                          prefixes[sample])
 
 
-def calibration_beliefs(base: FactBase, tested: list[Belief], cfg: BeliefsConfig
-                        ) -> list[Belief]:
-    """Up to `cfg.steer.n_calibration` facts of the tested relations that are not tested:
-    they choose steering's layer and scale, so the tested facts stay held out."""
+def calibration_beliefs(base: FactBase, tested: list[Belief], cfg: BeliefsConfig,
+                        n: int | None = None) -> list[Belief]:
+    """Up to `n` (default `cfg.steer.n_calibration`) facts of the tested relations that are
+    not tested: they choose steering's layer and scale (and the latent clamp's settings), so
+    the tested facts stay held out."""
+    n = cfg.steer.n_calibration if n is None else n
     seen = {(b.subject, b.relation) for b in tested}
     pool = base.beliefs(list(cfg.relations) if cfg.relations else None, None,
                         cfg.seeds[0] + 1)
-    out = [b for b in pool if (b.subject, b.relation) not in seen][: cfg.steer.n_calibration]
+    out = [b for b in pool if (b.subject, b.relation) not in seen][:n]
     if not out:
         raise ValueError(f"every fact of the chosen relations is tested (--n {len(tested)}), "
                          "so none is left to choose steering's scale on; test fewer facts")
     return out
+
+
+_CALIBRATED = {"steer": "steering", "sae": "sae"}  # where a method's own layer is reported
+
+
+def latent_codes(model: Model, base: FactBase,
+                 dictionary: tuple[Dictionary, dict[str, Any]] | None) -> SubjectCodes:
+    """The subject codes of `--method sae`'s dictionary, checked: trained on this model
+    (weight checksum), reading one of its hooks with the model's width."""
+    from features.evaluate import check_model
+
+    if dictionary is None:
+        raise ValueError("--method sae needs a sparse dictionary of this model; pass --sae DIR "
+                         "(made by `workbench sae train`)")
+    d, meta = dictionary
+    where = meta.get("path", "the dictionary")
+    check_model(meta, model, where)
+    hook = meta.get("hook")
+    if d.cfg.transcoder or hook not in model.hook_dict or d.cfg.d_in != model.cfg.d_model:
+        raise ValueError(f"dictionary {where} reads {hook} ({d.cfg.d_in} wide"
+                         f"{', a transcoder' if d.cfg.transcoder else ''}); --method sae clamps "
+                         f"an autoencoder of one of this model's hooks {model.cfg.d_model} wide "
+                         "(its residual stream); train one with `workbench sae train --hook "
+                         "blocks.L.hook_resid_post`")
+    device = next(model.parameters()).device
+    return SubjectCodes(model, base, d.to(device), hook)
 
 
 def default_facts(corpus: Corpus | None) -> FactBase:
@@ -220,8 +254,8 @@ def default_facts(corpus: Corpus | None) -> FactBase:
 
 def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = None, *,
         facts: FactBase | None = None, ref: str | ModelRef | None = None,
-        progress: bool = True,
-        probe_report: Report | None = None) -> Report:
+        progress: bool = True, probe_report: Report | None = None,
+        dictionary: tuple[Dictionary, dict[str, Any]] | None = None) -> Report:
     """Every belief test of `cfg` on `model` (never mutated: edits are undone exactly).
 
     Args:
@@ -231,6 +265,8 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
         ref: the reference recorded in the report (default: the model's name).
         probe_report: a `workbench.probe/1` report whose fact probes' best layers are set
             beside the causal trace's peak.
+        dictionary: the sparse dictionary of `--method sae` and its `workbench.json`
+            (`features.io.load_dictionary`), trained on this model.
     """
     cfg = cfg or BeliefsConfig()
     base = facts if facts is not None else default_facts(corpus)
@@ -244,6 +280,8 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
                          "(a world corpus or one built with `workbench world build --text`)")
     if cfg.layer is not None:
         check_layer(model, cfg.layer)
+    if "sae" in cfg.methods:
+        codes = latent_codes(model, base, dictionary)
     beliefs = base.beliefs(list(cfg.relations) if cfg.relations else None, cfg.n, cfg.seeds[0])
     bar = dict(disable=not progress, leave=False)
     stated = [elicit(model, b, generate_tokens=4)
@@ -292,6 +330,10 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
         if "steer" in edit_methods:
             report["steering"] = calibrate(model, base, calibration_beliefs(
                 base, beliefs, cfg), cfg.steer, cfg.seeds[0])
+        if "sae" in edit_methods:
+            report["sae"] = calibrate_latents(model, base, calibration_beliefs(
+                base, beliefs, cfg, cfg.latent.n_calibration), codes, cfg.latent, cfg.seeds[0])
+            report["sae"]["dictionary"] = dictionary[1].get("path") if dictionary else None
         jobs = [(seed, b) for seed in cfg.seeds for b in beliefs]
         prefixes: dict[tuple[int, int, int], list[str]] = {}
         for seed, b in tqdm(jobs, desc="edits", **bar):
@@ -303,11 +345,15 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
                     at = report["steering"]
                     edit: Edit = steer_edit(model, base, b, new, at["layer"], at["alpha"],
                                             cfg.steer)
+                elif method == "sae":
+                    at = report["sae"]
+                    edit = latent_edit(codes, b, new, at["n_latents"], at["scale"],
+                                       at["position"], cfg.latent.max_subjects)
                 else:
                     edit = edit_belief(model, b, new, method, layer, cov, cfg, seed, prefixes)
                 rows_by[method].append(evaluator.evaluate(b, new, edit) | extra)
         for method, rows in rows_by.items():
-            at = report["steering"]["layer"] if method == "steer" else layer
+            at = report[_CALIBRATED[method]]["layer"] if method in _CALIBRATED else layer
             report["methods"][method] = aggregate(rows) | {"layer": at, "edits": rows}
     report["strength"] = strength_report(
         report["elicit"]["beliefs"], report["methods"].get("icl", {}).get("beliefs"),
@@ -322,10 +368,11 @@ def _config(cfg: BeliefsConfig) -> dict[str, Any]:
 def from_ref(ref: str | Path | ModelRef, cfg: BeliefsConfig | None = None, *,
              corpus: str | Path | None = None, device: str | Placement = "cpu",
              progress: bool = True, facts: str | Path | None = None,
-             probes: str | Path | None = None) -> Report:
+             probes: str | Path | None = None, sae: str | Path | None = None) -> Report:
     """Load the model `ref`, its corpus (`corpus`, else the run's; none for a Hugging Face
-    model without one), the facts (a `workbench.facts/1` list, else `default_facts`) and the
-    probe report (`probes`, else the model's own `probe` report when there is one), then
+    model without one), the facts (a `workbench.facts/1` list, else `default_facts`), the
+    probe report (`probes`, else the model's own `probe` report when there is one) and for
+    `--method sae` the dictionary (`sae`, else the model's only one, `MODEL/sae/NAME`), then
     `run` the belief tests."""
     from probe.layers import KIND as PROBE_KIND
     from workbench.models.checks import check_tokenizer
@@ -339,11 +386,28 @@ def from_ref(ref: str | Path | ModelRef, cfg: BeliefsConfig | None = None, *,
     if probes is None and own.is_file():
         probes = own
     probe_report = load_probe_report(probes, given=given)  # refused before the model loads
+    dictionary = load_latent_dictionary(ref, cfg or BeliefsConfig(), sae)
     model = ref.load(device)
     if loaded is not None:
         check_tokenizer(model, loaded)
     return run(model, loaded, cfg, facts=base, ref=ref, progress=progress,
-               probe_report=probe_report)
+               probe_report=probe_report, dictionary=dictionary)
+
+
+def load_latent_dictionary(ref: ModelRef, cfg: BeliefsConfig, sae: str | Path | None
+                           ) -> tuple[Dictionary, dict[str, Any]] | None:
+    """The dictionary of `--method sae` (`sae`, else the model's only one) and its record,
+    whose `path` says where it was read; None when the method is not run (and `sae` unset)."""
+    from features.io import find_dictionary, load_dictionary
+
+    if "sae" not in cfg.methods:
+        if sae is not None:
+            raise ValueError(f"--sae {sae} is read only by --method sae; add sae to --method "
+                             "or leave out --sae")
+        return None
+    path = find_dictionary(ref.output_dir, sae, ref.text)
+    d, meta = load_dictionary(path)
+    return d, meta | {"path": str(path)}
 
 
 def load_probe_report(path: str | Path | None, *, given: bool = True

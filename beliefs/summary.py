@@ -47,6 +47,12 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(f"steering at layer {st['layer']} x{st['alpha']:g} ({st['position']} the "
                      f"subject), chosen on {len(st['calibration'])} held-out facts; best "
                      f"calibration efficacy per layer: {tried}")
+    if "sae" in report:
+        sa = report["sae"]
+        lines.append(f"latent clamp ({sa['dictionary']}, {sa['hook']}): {sa['n_latents']} "
+                     f"latent(s) per object x{sa['scale']:g} {_WHERE.get(sa['position'])}, "
+                     f"chosen on {len(sa['calibration'])} held-out facts; best calibration "
+                     f"efficacy {max(t['efficacy'] for t in sa['tried']):.2f}")
     icl = report["methods"].get("icl")
     if icl:
         flips = ", ".join(f"{k} {v}" for k, v in icl["flip_level"].items())
@@ -55,6 +61,9 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(f"  other facts kept per level: {kept}")
     lines += _strength_lines(report.get("strength", {}))
     return "\n".join(lines)
+
+
+_WHERE = {"last": "at the subject's last token", "after": "from the subject's last token on"}
 
 
 def _rho(r: dict | None) -> str:
@@ -74,7 +83,7 @@ def _strength_lines(strength: dict) -> list[str]:
         parts = [f"n={b['n']}", f"accuracy {b['accuracy']:.2f}", f"margin {b['margin']:.2f}"]
         if "mean_flip_level" in b:
             parts.append(f"mean flip level {b['mean_flip_level']:.2f}")
-        for method in ("rome", "ft", "steer"):
+        for method in ("rome", "ft", "steer", "sae"):
             if method in b and b[method].get("efficacy") is not None:
                 parts.append(f"{method} efficacy {b[method]['efficacy']:.2f}")
         lines.append(f"  exposure {bucket:5s}: " + ", ".join(parts))

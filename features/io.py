@@ -127,3 +127,31 @@ def load_dictionary(path: str | os.PathLike[str]) -> tuple[Dictionary, dict[str,
         if cfg.arch == "batchtopk":
             d.batch_threshold.fill_(float(tensors["threshold"][0]))
     return d.eval(), meta
+
+
+def model_dictionaries(model_dir: str | os.PathLike[str]) -> list[Path]:
+    """The dictionaries kept with a model: the folders `MODEL/sae/NAME/` holding a
+    `workbench.json` (where the dashboard and `--method sae` look)."""
+    folder = Path(model_dir) / "sae"
+    if not folder.is_dir():
+        return []
+    return sorted(d for d in folder.iterdir() if (d / META).is_file())
+
+
+def find_dictionary(model_dir: str | os.PathLike[str], given: str | os.PathLike[str] | None,
+                    model: str) -> Path:
+    """`given`, else the model's only dictionary (`model_dictionaries`); one clear error when
+    it has none or several."""
+    if given is not None:
+        return Path(given)
+    found = model_dictionaries(model_dir)
+    folder = Path(model_dir) / "sae"
+    if not found:
+        raise FileNotFoundError(
+            f"model {model} has no sparse dictionary (none under {folder}); train one with "
+            f"`workbench sae train --model {model} --hook blocks.1.hook_resid_post --out "
+            f"{folder}/resid1`, or pass --sae DIR")
+    if len(found) > 1:
+        raise ValueError(f"model {model} has {len(found)} dictionaries under {folder} ("
+                         f"{', '.join(d.name for d in found)}); pass --sae DIR to pick one")
+    return found[0]

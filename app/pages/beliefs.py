@@ -1,6 +1,7 @@
 """Beliefs: pick a fact; what the model states and how strongly; the in-context pressure
-ladder; a live ROME, fine-tuning or steering edit on a copy of the model (before/after on the
-edit prompt, paraphrases and neighbours); the causal trace; the `workbench beliefs` report; and,
+ladder; a live ROME, fine-tuning, steering or latent-clamp edit (through one of the model's
+sparse dictionaries) on a copy of the model (before/after on the edit prompt, paraphrases and
+neighbours); the causal trace; the `workbench beliefs` report; and,
 for facts the `workbench attribute` report asked about, the training documents that taught
 them."""
 
@@ -17,9 +18,10 @@ from beliefs.elicit import elicit, object_ids
 from beliefs.factbase import FactBase
 from beliefs.figures import ladder_figure, metrics_figure, strength_figure, trace_figures
 from beliefs.ladder import LEVELS, ladder
+from beliefs.latent import SubjectCodes, latent_edit
 from beliefs.metrics import before_after
 from beliefs.steering import steer_edit
-from beliefs.suite import default_facts, edit_belief
+from beliefs.suite import default_facts, edit_belief, latent_codes
 from circuits.tracing import TraceConfig, TraceResult, causal_trace, trace_figure
 from workbench.prompts import candidate_logprobs
 
@@ -70,16 +72,37 @@ def covariance(ref: str, corpus: str, layer: int, n_tokens: int) -> Any:
                               split="val")
 
 
+@st.cache_resource(show_spinner="reading the dictionary", max_entries=4)
+def dictionary_codes(ref: str, corpus: str | None, sae: str) -> SubjectCodes:
+    """The latent codes of the model's dictionary `sae` (checked against the model)."""
+    from features.io import load_dictionary
+
+    lm = ui.loaded_model(ref)
+    d, meta = load_dictionary(sae)
+    with lm.lock:
+        return latent_codes(lm.model, fact_base(corpus), (d, meta | {"path": sae}))
+
+
+LATENTS = 8  # latents clamped per object in the live edit (the shipped model's calibration)
+
+
 def edit_rows(ref: str, corpus: str | None, subject: str, relation: str, new: str,
-              method: str, layer: int, alpha: float = 1.0) -> tuple[list[dict[str, str]], float]:
-    """Edit a copy of the model (steering: hooks on a copy); the stated answer before/after
-    on every prompt of the fact and on five neighbours. The cached model is never changed."""
+              method: str, layer: int, alpha: float = 1.0, sae: str | None = None
+              ) -> tuple[list[dict[str, str]], float]:
+    """Edit a copy of the model (steering and latent clamps: hooks on a copy); the stated
+    answer before/after on every prompt of the fact and on five neighbours. The cached model
+    is never changed."""
     lm, base = ui.loaded_model(ref), fact_base(corpus)
     belief = base.belief(subject, relation)
     cov = covariance(ref, corpus, layer, 20_000) if method == "rome" and corpus else None
+    codes = dictionary_codes(ref, corpus, sae) if method == "sae" and sae else None
     with lm.lock:
-        edit = (steer_edit(lm.model, base, belief, new, layer, alpha) if method == "steer"
-                else edit_belief(lm.model, belief, new, method, layer, cov))
+        if codes is not None:
+            edit: Any = latent_edit(codes, belief, new, LATENTS, alpha, "after")
+        elif method == "steer":
+            edit = steer_edit(lm.model, base, belief, new, layer, alpha)
+        else:
+            edit = edit_belief(lm.model, belief, new, method, layer, cov)
         rows = before_after(lm.model, base, belief, edit, n_neighbours=5)
     return rows, edit.norm()
 
@@ -166,34 +189,48 @@ with tab_ladder:
 
 with tab_edit:
     c = st.columns(4)
-    methods = ["rome", "ft", "steer"] if corpus else ["ft", "steer"]
+    dictionaries = {d.name: d for d in runs.list_dictionaries(sel.entry)}
+    methods = (["rome", "ft", "steer"] if corpus else ["ft", "steer"]) + (
+        ["sae"] if dictionaries else [])
     method = c[0].radio("method", methods, horizontal=True, key="belief_method",
-                        help=None if corpus else "ROME needs a corpus for its key covariance")
+                        help=(None if corpus else "ROME needs a corpus for its key "
+                              "covariance. ") + ("" if dictionaries else "sae: the model has "
+                                                 "no dictionary (`workbench sae train`)"))
     last = model.cfg.n_layers - 1
-    layer = int(c[1].number_input("layer", 0, max(0, last - 1) if method == "rome" else last,
-                                  0, key="belief_layer"))
-    alpha = float(c[2].number_input("steering scale", 0.1, 64.0, 1.0, key="belief_alpha",
-                                    disabled=method != "steer",
-                                    help="multiple of the difference of means added after "
-                                    "the subject (beliefs.steering)"))
+    sae = None
+    if method == "sae":
+        name = c[1].selectbox("dictionary", list(dictionaries), key="belief_sae")
+        sae = str(dictionaries[name])
+        layer = -1
+    else:
+        layer = int(c[1].number_input("layer", 0, max(0, last - 1) if method == "rome"
+                                      else last, 0, key="belief_layer"))
+    alpha = float(c[2].number_input("scale", 0.1, 64.0, 1.0, key="belief_alpha",
+                                    disabled=method not in ("steer", "sae"),
+                                    help="steer: multiple of the difference of means added "
+                                    "after the subject (beliefs.steering); sae: multiple of "
+                                    f"the new object's mean code its {LATENTS} latents are "
+                                    "set to (beliefs.latent)"))
     if c[3].button("Edit a copy", key="belief_edit"):
         try:
-            with st.spinner(f"{method} edit at layer {layer}"):
+            where = f"with {Path(sae).name}" if sae else f"at layer {layer}"
+            with st.spinner(f"{method} edit {where}"):
                 rows, norm = edit_rows(sel.ref, corpus, subject, relation, new, method, layer,
-                                       alpha)
-            st.session_state["belief_edit_rows"] = ((subject, relation, new, method, layer),
+                                       alpha, sae)
+            st.session_state["belief_edit_rows"] = ((subject, relation, new, method, where),
                                                     rows, norm)
         except ValueError as exc:
             st.error(str(exc))
     saved = st.session_state.get("belief_edit_rows")
     if saved and saved[0][:2] == (subject, relation):
         (_, _, new_obj, meth, lay), rows, norm = saved
-        size = f"|Δh| = {norm:.3f}" if meth == "steer" else f"|ΔW| = {norm:.3f}"
+        size = {"steer": f"|Δh| = {norm:.3f}", "sae": f"|clamped codes| = {norm:.3f}"}.get(
+            meth, f"|ΔW| = {norm:.3f}")
         marked = compute.mark_edit_rows(rows, belief.object, new_obj)
         fact = [r for r in marked if r["kind"] != "neighbour"]
         hits = sum(r["result"] == compute.NEW for r in fact)
         kept = sum(r["result"] == compute.KEPT for r in marked if r["kind"] == "neighbour")
-        st.caption(f"{meth} edit at layer {lay} to “{new_obj}” ({size}), applied to a copy: "
+        st.caption(f"{meth} edit {lay} to “{new_obj}” ({size}), applied to a copy: "
                    "the cached model is unchanged. After it, "
                    f"{hits} of {len(fact)} prompts of the fact state “{new_obj}”; "
                    f"{kept} of {len(marked) - len(fact)} neighbours keep their answer")

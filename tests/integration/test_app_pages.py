@@ -189,6 +189,11 @@ def test_beliefs_page_fact_and_edit(app_runs, monkeypatch):
     at.button(key="belief_edit").click().run(timeout=120)
     assert_ok(at)
     assert "steer edit at layer 0" in edit_caption(at) and "|Δh|" in edit_caption(at)
+    at.radio(key="belief_method").set_value("sae").run()  # the run's dictionary, clamped
+    assert at.selectbox(key="belief_sae").value == "resid"
+    at.button(key="belief_edit").click().run(timeout=120)
+    assert_ok(at)
+    assert "sae edit with resid" in edit_caption(at) and "|clamped codes|" in edit_caption(at)
     st.cache_data.clear()  # ask the (cached, shared) model again: the edit did not touch it
     at.run()
     assert [m.value for m in at.metric] == states

@@ -153,3 +153,39 @@ def test_compare_matches_two_seeds_latents(trained: Path, tiny_run: TrainResult,
     assert record["schema"] == "workbench.sae_compare/1" and record["same_model"]
     assert 0.0 <= record["matched_a"] < 1.0 and len(record["cosine_quantiles"]) == 5
     assert "partner in B" in capsys.readouterr().out
+
+
+def test_beliefs_clamp_a_dictionarys_latents_beside_steering(
+        trained: Path, tiny_run: TrainResult, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    run = str(tiny_run.run_dir)
+    files = {p: p.read_bytes() for p in (tiny_run.run_dir / "checkpoints").rglob("*")
+             if p.is_file()}
+    out = tmp_path / "beliefs.json"
+    argv = ["beliefs", "--model", run, "--method", "steer,sae", "--sae", str(trained), "--n",
+            "4", "--layer", "0", "--n-trace", "0", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "latent clamp" in printed and "sae " in printed
+    report = json.loads(out.read_text())
+    clamp, steer = report["methods"]["sae"], report["methods"]["steer"]
+    assert clamp["n"] == steer["n"] == 4 and clamp["layer"] == 1  # the dictionary's block
+    chosen = report["sae"]
+    assert chosen["hook"] == HOOK and chosen["dictionary"] == str(trained)
+    assert len(chosen["tried"]) == 4 * 4 * 2  # latents x scales x positions
+    tested = {f"{r['subject']} / {r['relation']}" for r in clamp["edits"]}
+    assert not tested & set(chosen["calibration"])  # chosen on held-out facts
+    for row in clamp["edits"]:  # each edit names the latents it clamped
+        edit = row["edit"]
+        assert edit["n_latents"] == chosen["n_latents"] and edit["scale"] == chosen["scale"]
+        assert len(edit["new_latents"]) <= chosen["n_latents"]
+        assert all(0 <= i < 4 * 64 for i in edit["new_latents"] + edit["old_latents"])
+    assert {p: p.read_bytes() for p in files} == files  # the model's weights untouched
+    # no dictionary given, several or none kept with the model, or one of another model
+    ask = ["beliefs", "--model", run, "--out", str(tmp_path / "x.json"), "--no-progress"]
+    _refused(ask + ["--method", "sae"], "has no sparse dictionary", capsys)
+    _refused(ask + ["--method", "steer", "--sae", str(trained)], "read only by --method sae",
+             capsys)
+    _refused(ask + ["--method", "sae", "--sae", str(tmp_path / "none")], "does not exist",
+             capsys)
+    assert not (tmp_path / "x.json").exists()
