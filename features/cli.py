@@ -17,7 +17,7 @@ from workbench.cli.analyses import (
 from workbench.cli.argtypes import bounded_int, floats, one_of, positive_int, seed
 from workbench.cli.registry import Command
 
-ARCH_CHOICES = ("topk", "batchtopk", "relu", "jumprelu")
+ARCH_CHOICES = ("topk", "batchtopk", "matryoshka", "relu", "jumprelu")
 
 
 def eval_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,7 +76,7 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expansion", type=bounded_int(1, 256), default=16,
                    help="latents per input dimension (1-256)")
     p.add_argument("--k", type=positive_int, default=32,
-                   help="active latents per row (topk, batchtopk)")
+                   help="active latents per row (topk, batchtopk, matryoshka)")
     p.add_argument("--sparsity", type=floats(0.0, low_open=True, example="0.02"), default=None,
                    help="L1 (relu) or L0 (jumprelu) coefficient (default 0.1 / 0.05; raise it "
                    "for a lower L0)")

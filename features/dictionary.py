@@ -5,7 +5,7 @@ and a reconstruction `x_hat` (`[..., d_out]`; `d_out = d_in` for an autoencoder,
 output's width for a transcoder):
 
     pre   = (x - b_dec * apply_b_dec_to_input) @ W_enc + b_enc
-    f     = act(pre)            # relu | topk | batchtopk | jumprelu
+    f     = act(pre)            # relu | topk | batchtopk | matryoshka | jumprelu
     x_hat = f @ W_dec + b_dec
 
 The parameter names and shapes are SAELens' (`W_enc [d_in, d_sae]`, `W_dec [d_sae, d_out]`,
@@ -16,6 +16,10 @@ The parameter names and shapes are SAELens' (`W_enc [d_in, d_sae]`, `W_dec [d_sa
 - `topk`: the k largest of `relu(pre)` per row (Gao et al. 2024);
 - `batchtopk`: in training the `k * rows` largest over the whole batch (Bussmann et al.
   2024); in use a JumpReLU at the threshold learned in training (as SAELens saves it);
+- `matryoshka`: BatchTopK whose latents are nested groups, each prefix trained to
+  reconstruct on its own (Bussmann et al. 2025; Nabeshima 2024), so the first latents learn
+  general features and later ones refine them instead of splitting a general one (the loss:
+  `features.train`); in use a BatchTopK;
 - `jumprelu`: `pre * (pre > threshold)`, the threshold trained through a straight-through
   estimator (Rajamanoharan et al. 2024).
 
@@ -35,11 +39,14 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-ARCHS = ("topk", "batchtopk", "relu", "jumprelu")
-SAELENS_ARCH = {"topk": "topk", "batchtopk": "jumprelu", "relu": "standard",
-                "jumprelu": "jumprelu"}
-"""How each architecture is saved for SAELens (BatchTopK is used as a JumpReLU, as SAELens
-saves it)."""
+ARCHS = ("topk", "batchtopk", "matryoshka", "relu", "jumprelu")
+BATCH_TOPK = ("batchtopk", "matryoshka")
+"""The architectures selecting `k * rows` latents over a batch in training and thresholding
+in use."""
+SAELENS_ARCH = {"topk": "topk", "batchtopk": "jumprelu", "matryoshka": "jumprelu",
+                "relu": "standard", "jumprelu": "jumprelu"}
+"""How each architecture is saved for SAELens (BatchTopK and Matryoshka are used as a
+JumpReLU, as SAELens saves them)."""
 JUMP_BANDWIDTH = 0.05
 """The straight-through estimator's kernel width, in normalised units (|x| ~ sqrt(d_in))."""
 
@@ -49,10 +56,10 @@ class DictionaryConfig:
     """A dictionary's shape.
 
     Args:
-        arch: `topk`, `batchtopk`, `relu` or `jumprelu`.
+        arch: `topk`, `batchtopk`, `matryoshka`, `relu` or `jumprelu`.
         d_in: width of the activation read.
         d_sae: number of latents.
-        k: active latents per row (`topk`, `batchtopk`).
+        k: active latents per row (`topk`, `batchtopk`, `matryoshka`).
         d_out: width written (default `d_in`; another width makes a transcoder).
         transcoder: the output is another hook's activation (no `b_dec` taken from the input).
     """
@@ -69,7 +76,7 @@ class DictionaryConfig:
             raise ValueError(f"architecture {self.arch!r} is not one of {', '.join(ARCHS)}")
         if self.d_in < 1 or self.d_sae < 1:
             raise ValueError(f"d_in {self.d_in} and d_sae {self.d_sae} must be positive")
-        if self.arch in ("topk", "batchtopk") and not 1 <= self.k <= self.d_sae:
+        if self.arch in ("topk", *BATCH_TOPK) and not 1 <= self.k <= self.d_sae:
             raise ValueError(f"k {self.k} is out of range: pass 1 <= k <= {self.d_sae} "
                              "(the number of latents)")
 
@@ -154,7 +161,7 @@ class Dictionary(nn.Module):
         if arch == "topk":
             top = pre.topk(self.cfg.k, dim=-1)
             return torch.zeros_like(pre).scatter(-1, top.indices, F.relu(top.values))
-        if arch == "batchtopk":
+        if arch in BATCH_TOPK:
             if not train:
                 if float(self.batch_threshold) < 0:  # untrained: per-row top-k instead
                     top = pre.topk(self.cfg.k, dim=-1)
@@ -210,6 +217,6 @@ class Dictionary(nn.Module):
 
     def sparse_threshold(self) -> Tensor:
         """The per-latent threshold SAELens' JumpReLU applies (BatchTopK's learned one)."""
-        if self.cfg.arch == "batchtopk":
+        if self.cfg.arch in BATCH_TOPK:
             return torch.full((self.cfg.d_sae,), max(float(self.batch_threshold), 0.0))
         return self.threshold.detach().clamp_min(0.0)

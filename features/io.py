@@ -28,7 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from features.dictionary import SAELENS_ARCH, Dictionary, DictionaryConfig
+from features.dictionary import BATCH_TOPK, SAELENS_ARCH, Dictionary, DictionaryConfig
 from workbench.models.checkpoints import write_json_atomic
 
 CFG = "cfg.json"
@@ -124,7 +124,7 @@ def load_dictionary(path: str | os.PathLike[str]) -> tuple[Dictionary, dict[str,
                              "dictionary again")
     if "threshold" in tensors:
         d.threshold.data.copy_(tensors["threshold"])
-        if cfg.arch == "batchtopk":
+        if cfg.arch in BATCH_TOPK:
             d.batch_threshold.fill_(float(tensors["threshold"][0]))
     return d.eval(), meta
 

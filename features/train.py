@@ -6,7 +6,9 @@
   (SAELens' `expected_average_only_in`), estimated on the first buffer; the scales are folded
   into the saved weights, which read raw activations;
 - the loss is the fraction of variance unexplained (FVU) plus, by architecture: TopK and
-  BatchTopK the AuxK term (dead latents reconstruct the residual; Gao et al. 2024), ReLU
+  BatchTopK the AuxK term (dead latents reconstruct the residual; Gao et al. 2024),
+  Matryoshka the same with the FVU averaged over nested prefixes of the latents (the first
+  `d_sae / 2**j` of them, `MATRYOSHKA_PREFIXES`, each reconstructing alone), ReLU
   `sparsity * sum(f)` (decoder rows are unit norm, so this is Anthropic's norm-weighted L1),
   JumpReLU `sparsity * L0` through the straight-through estimator;
 - Adam; the learning rate warms up over 1 % of the steps and decays linearly to 0 over the
@@ -36,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from features.dictionary import ARCHS, Dictionary, DictionaryConfig, _JumpStep
+from features.dictionary import ARCHS, BATCH_TOPK, Dictionary, DictionaryConfig, _JumpStep
 from features.io import save_dictionary
 from features.stream import RowStream
 from workbench.models.checkpoints import write_json_atomic
@@ -50,6 +52,9 @@ LR_2048 = 8e-3
 left the default model's decoder rows at a median cosine of 0.78 with their random start
 after 10M rows (FVU 0.028 all the same: 2,048 random directions in 128 dimensions span it);
 8e-3 moved them to 0.67 within 2M rows at a lower FVU (0.024)."""
+MATRYOSHKA_PREFIXES = 6
+"""Matryoshka's nested prefixes: the first `d_sae / 32`, `/ 16`, ..., `/ 2` latents and all of
+them (fewer for small dictionaries: a prefix has at least `k` latents)."""
 SPARSITY = {"relu": 0.1, "jumprelu": 0.05}
 """Default sparsity coefficients (in FVU units per unit of L1 / L0) on the default model."""
 
@@ -59,9 +64,9 @@ class TrainConfig:
     """How to train a dictionary.
 
     Args:
-        arch: `topk`, `batchtopk`, `relu` or `jumprelu`.
+        arch: `topk`, `batchtopk`, `matryoshka`, `relu` or `jumprelu`.
         expansion: latents per input dimension (`d_sae = expansion * d_in`).
-        k: active latents per row (TopK, BatchTopK).
+        k: active latents per row (TopK, BatchTopK, Matryoshka).
         sparsity: the L1 (ReLU) or L0 (JumpReLU) coefficient (None: `SPARSITY`'s).
         tokens: rows to train on (more than the file holds: several epochs).
         batch_size: rows per step.
@@ -106,7 +111,7 @@ class TrainConfig:
 def dictionary_config(cfg: TrainConfig, d_in: int, d_out: int | None) -> DictionaryConfig:
     """The dictionary `cfg` trains on inputs of width `d_in` (`d_out`: a transcoder's)."""
     d_sae = cfg.expansion * d_in
-    if cfg.arch in ("topk", "batchtopk") and not 1 <= cfg.k <= d_sae:
+    if cfg.arch in ("topk", *BATCH_TOPK) and not 1 <= cfg.k <= d_sae:
         raise ValueError(f"--k {cfg.k} is out of range: pass 1 <= k <= {d_sae} (the latents, "
                          f"{cfg.expansion} x {d_in})")
     return DictionaryConfig(arch=cfg.arch, d_in=d_in, d_sae=d_sae, k=cfg.k, d_out=d_out,
@@ -116,6 +121,26 @@ def dictionary_config(cfg: TrainConfig, d_in: int, d_out: int | None) -> Diction
 def fvu(x_hat: Tensor, y: Tensor) -> Tensor:
     """Fraction of variance unexplained: squared error over the batch's total variance."""
     return (x_hat - y).pow(2).sum() / (y - y.mean(0)).pow(2).sum().clamp_min(1e-12)
+
+
+def prefixes(d_sae: int, k: int) -> list[int]:
+    """Matryoshka's nested prefix sizes, ascending, ending at `d_sae`."""
+    sizes = {d_sae >> j for j in range(MATRYOSHKA_PREFIXES)}
+    return sorted(m for m in sizes if m >= k) or [d_sae]
+
+
+def nested_fvu(d: Dictionary, f: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """The FVU of each nested prefix's reconstruction, averaged, and the full
+    reconstruction: groups decoded once and summed cumulatively."""
+    sizes = prefixes(d.cfg.d_sae, d.cfg.k)
+    x_hat = d.b_dec.expand(len(f), -1)
+    total = f.new_zeros(())
+    start = 0
+    for end in sizes:
+        x_hat = x_hat + f[:, start:end] @ d.W_dec[start:end]
+        total = total + fvu(x_hat, y)
+        start = end
+    return total / len(sizes), x_hat
 
 
 def _scale(x: Tensor) -> float:
@@ -167,7 +192,10 @@ def losses(d: Dictionary, x: Tensor, y: Tensor, cfg: TrainConfig, since_fired: T
     main = fvu(x_hat, y)
     parts = {"fvu": float(main.detach())}
     loss = main
-    if cfg.arch in ("topk", "batchtopk"):
+    if cfg.arch == "matryoshka":
+        loss, _ = nested_fvu(d, f, y)
+        parts["nested_fvu"] = float(loss.detach())
+    if cfg.arch in ("topk", *BATCH_TOPK):
         dead = torch.nonzero(since_fired >= cfg.dead_rows)[:, 0]
         if len(dead):
             # the dead latents' pre-activations (encoder and decoder both learn from AuxK)
@@ -180,7 +208,7 @@ def losses(d: Dictionary, x: Tensor, y: Tensor, cfg: TrainConfig, since_fired: T
             aux = fvu(e_hat, (y - x_hat).detach())
             loss = loss + cfg.aux_coeff * torch.nan_to_num(aux, nan=0.0)
             parts["aux"] = float(aux.detach())
-        if cfg.arch == "batchtopk":
+        if cfg.arch in BATCH_TOPK:
             active = f[f > 0]
             if active.numel():
                 low = float(active.detach().min())

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from features.dictionary import ARCHS, Dictionary, DictionaryConfig
+from features.dictionary import ARCHS, BATCH_TOPK, SAELENS_ARCH, Dictionary, DictionaryConfig
 from features.io import load_dictionary, save_dictionary
 from features.stream import RowStream
 from features.train import TrainConfig, train_dictionary
@@ -38,10 +38,26 @@ def test_each_architecture_encodes_and_decodes(arch: str) -> None:
     assert f.shape == (64, 32) and (f >= 0).all()
     if arch == "topk":
         assert int((f > 0).sum(-1).max()) <= 4
-    if arch == "batchtopk":  # k per row on average over the batch, not per row
+    if arch in BATCH_TOPK:  # k per row on average over the batch, not per row
         assert int((f > 0).sum()) <= 4 * 64
     f, x_hat = d(x)
     assert x_hat.shape == (64, 8)
+
+
+def test_matryoshka_prefixes_reconstruct_alone_and_the_last_is_the_whole() -> None:
+    from features.train import fvu, nested_fvu, prefixes
+
+    assert prefixes(2048, 32) == [64, 128, 256, 512, 1024, 2048]
+    assert prefixes(64, 20) == [32, 64] and prefixes(8, 16) == [8]
+    d = Dictionary(DictionaryConfig(arch="matryoshka", d_in=8, d_sae=64, k=4),
+                   generator=torch.Generator().manual_seed(0))
+    y = torch.randn(32, 8)
+    f = torch.relu(torch.randn(32, 64))
+    loss, x_hat = nested_fvu(d, f, y)
+    torch.testing.assert_close(x_hat, d.decode(f))
+    firsts = [fvu(f[:, :m] @ d.W_dec[:m] + d.b_dec, y) for m in prefixes(64, 4)]
+    torch.testing.assert_close(loss, torch.stack(firsts).mean())
+    assert SAELENS_ARCH["matryoshka"] == "jumprelu"  # used as a BatchTopK: a threshold
 
 
 def test_jumprelu_threshold_learns_through_the_straight_through_estimator() -> None:
@@ -107,6 +123,28 @@ def test_training_recovers_planted_directions(arch: str, rows: int, sparsity: fl
     assert err < max_err and l0 < 6 and found >= min_found, (arch, err, l0, found, final)
     assert meta["train"]["arch"] == arch and (tmp_path / "d" / "training.fig.json").exists()
     assert final["init_cosine_median"] < 0.9  # the decoder left its random start
+
+
+def test_matryoshka_prefixes_reconstruct_on_their_own_where_batchtopk_does_not(tmp_path
+                                                                               ) -> None:
+    """The same planted data, BatchTopK and Matryoshka: both reconstruct it, but only
+    Matryoshka's first half of latents (and first quarter) reconstructs it alone."""
+    from features.train import fvu
+
+    x, _ = planted()
+    xs = torch.from_numpy(x[:2000])
+    alone = {}
+    for arch in ("batchtopk", "matryoshka"):
+        cfg = TrainConfig(arch=arch, expansion=4, k=3, tokens=200_000, batch_size=256,
+                          lr=3e-3, dead_rows=20_000, log_every=50)
+        train_dictionary([x], cfg, tmp_path / arch, meta=_meta(), progress=False)
+        d, _ = load_dictionary(tmp_path / arch)
+        with torch.no_grad():
+            f = d.encode(xs)
+            assert float(fvu(d.decode(f), xs)) < 0.2, arch
+            alone[arch] = [float(fvu(f[:, :m] @ d.W_dec[:m] + d.b_dec, xs)) for m in (16, 32)]
+    assert all(m < b - 0.1 for m, b in zip(alone["matryoshka"], alone["batchtopk"],
+                                           strict=True)), alone
 
 
 def test_interrupted_training_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch
