@@ -8,6 +8,8 @@ TORCH   ?= torch==2.13.0
 # EK-FAC influence (attribution): installed without its declared torchvision (see pyproject.toml)
 KRONFLUENCE := kronfluence==1.0.1
 RUNS    ?= runs
+# pytest-xdist workers of `make test` (one thread each; a test file stays on one worker)
+TEST_WORKERS ?= 2
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -24,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 test: install
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile tests
 	$(PY) -m pytest -q --doctest-modules workbench circuits probe beliefs icl sweep attribution features app/runs.py \
 		app/compute.py
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
