@@ -193,9 +193,11 @@ with tab_edit:
     methods = (["rome", "ft", "steer"] if corpus else ["ft", "steer"]) + (
         ["sae"] if dictionaries else [])
     method = c[0].radio("method", methods, horizontal=True, key="belief_method",
-                        help=(None if corpus else "ROME needs a corpus for its key "
-                              "covariance. ") + ("" if dictionaries else "sae: the model has "
-                                                 "no dictionary (`workbench sae train`)"))
+                        help=" ".join(([] if corpus else ["ROME needs a corpus for its key "
+                                                          "covariance."])
+                                      + ([] if dictionaries else ["sae: the model has no "
+                                                                  "dictionary (`workbench sae "
+                                                                  "train`)."])) or None)
     last = model.cfg.n_layers - 1
     sae = None
     if method == "sae":
