@@ -133,8 +133,8 @@ class WeightEdit:
 
 
 class Edit(Protocol):
-    """What the edit metrics apply and undo: a `WeightEdit`, or a `beliefs.steering.
-    SteeringEdit` (hooks instead of weights)."""
+    """What the edit metrics apply and undo: a `WeightEdit`, or hooks instead of weights
+    (`beliefs.steering.HookedEdit`: a `SteeringEdit`, a `beliefs.latent.LatentEdit`)."""
 
     layer: int
     method: str

@@ -10,19 +10,22 @@ latents already have changes nothing.
 
 Which latents: the world's other subjects of the same relation are split by object, as
 steering splits them (`beliefs.steering`): those holding the new object and those holding the
-old one. Each side's latent code is read at the subject's last token of its first prompt,
-where the dictionary's city latents fire (`workbench sae eval` scores them there). The
-`n_latents` latents with the largest mean difference (new minus old) are the new object's,
-clamped to `scale` times their mean over the new side; the `n_latents` with the largest
-difference the other way are the old object's, clamped to their mean over the new side
-(about zero: switched off). No label is read: the same choice works on a real model's facts.
-The latents chosen are recorded with every edit, so a report can set them beside the ones
-`workbench sae eval` found for the planted cities.
+old one. Each side's latent code is read where the clamp acts: at the subject's last token of
+its first prompt (`last`, where `workbench sae eval` scores the city latents) or at that
+prompt's last token, where the object is predicted (`after`: the clamp then acts from the
+subject's last token on, as steering adds its vector). The `n_latents` latents with the
+largest mean difference (new minus old) are the new object's, clamped to `scale` times their
+mean over the new side; the `n_latents` with the largest difference the other way are the old
+object's, clamped to their mean over the new side (about zero: switched off). No label is
+read: the same choice works on a real model's facts. The latents chosen are recorded with
+every edit, so a report can set them beside the ones `workbench sae eval` found for the
+planted cities.
 
-The number of latents, the scale and where the clamp acts (`last`: the subject's last token
-wherever it occurs; `subject`: every subject token; `after`: the last subject token and every
-later position, as steering adds its vector) are chosen once per run on held-out calibration
-facts by the steering's criterion (`beliefs.steering.calibration_scores`).
+The number of latents, the scale and the position are chosen once per run on held-out
+calibration facts by steering's criterion (`beliefs.steering.calibration_scores`). On the
+shipped model, clamps at the subject's last token move nothing (later layers do not read the
+city there); `after` with a block-2 dictionary states most new cities but keeps under half of
+the person's other facts (docs/results.md).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ class LatentConfig:
         n_latents: latents clamped per object (each of the new and the old), tried.
         scales: multiples of the new side's mean value the new object's latents are set to,
             tried.
-        positions: where the clamp acts (`last`, `subject`, `after`), tried.
+        positions: where the clamp acts (`last`, `after`), tried.
         n_calibration: held-out facts (not among those tested) choosing the three.
         max_subjects: subjects averaged per side.
     """
