@@ -44,8 +44,6 @@ from beliefs.steering import (
     HookedEdit,
     calibration_scores,
     calibration_total,
-    subject_patterns,
-    subject_positions,
 )
 from circuits.tracing import find_subject
 
@@ -115,29 +113,16 @@ class LatentEdit(HookedEdit):
         layer = hook_layer(self.hook)
         return -1 if layer is None else layer
 
-    def hooks(self, model: Model) -> list[tuple[str, Any]]:
-        """The forward hooks: one reads the input tokens, one clamps the latents."""
-        patterns = subject_patterns(model, self.subject)
-        state: dict[str, Tensor] = {}
+    @property
+    def hook_point(self) -> str:
+        return self.hook
+
+    def delta(self, x: Tensor) -> Tensor:
+        """The change of the reconstruction when the latents are set to `values`."""
+        x = x.float()
+        codes = self.dictionary.encode(x)[:, self.latents]
         decoder = self.dictionary.W_dec.detach()[self.latents]  # [m, d]
-
-        def read_tokens(tokens: Tensor, hook: Any) -> Tensor:
-            state["tokens"] = tokens
-            return tokens
-
-        def clamp(act: Tensor, hook: Any) -> Tensor:
-            rows, cols = subject_positions(state["tokens"], patterns, self.position)
-            if not rows:
-                return act
-            with torch.no_grad():
-                x = act[rows, cols].float()
-                codes = self.dictionary.encode(x)[:, self.latents]
-                delta = (self.values.to(x.device) - codes) @ decoder
-            act = act.clone()
-            act[rows, cols] += delta.to(act.dtype)
-            return act
-
-        return [("embed.hook_in", read_tokens), (self.hook, clamp)]
+        return (self.values.to(x.device) - codes) @ decoder
 
     def norm(self) -> float:
         """The size of the clamp in the dictionary's units: |values| over the latents."""

@@ -76,11 +76,43 @@ class SteerConfig:
 
 
 class HookedEdit:
-    """An edit made of forward hooks (`hooks`), applied and undone like a `WeightEdit`: in a
-    context (`applied`) or on a copy of the model (`copy_applied`)."""
+    """An edit made of forward hooks, applied and undone like a `WeightEdit`: in a context
+    (`applied`) or on a copy of the model (`copy_applied`). A subclass has `subject` and
+    `position` (where the edit acts: `subject_positions`) and names the activation it
+    changes (`hook_point`) and by how much (`delta`, of the activation's rows there)."""
+
+    subject: str
+    position: str
+
+    @property
+    def hook_point(self) -> str:
+        raise NotImplementedError
+
+    def delta(self, x: Tensor) -> Tensor:
+        """What is added to the activation rows `x` (`[n, d]`) where the edit acts."""
+        raise NotImplementedError
 
     def hooks(self, model: Model) -> list[tuple[str, Any]]:
-        raise NotImplementedError
+        """The forward hooks: one reads the input tokens, one adds `delta` where the subject
+        occurs."""
+        patterns = subject_patterns(model, self.subject)
+        state: dict[str, Tensor] = {}
+
+        def read_tokens(tokens: Tensor, hook: Any) -> Tensor:
+            state["tokens"] = tokens
+            return tokens
+
+        def edit(act: Tensor, hook: Any) -> Tensor:
+            rows, cols = subject_positions(state["tokens"], patterns, self.position)
+            if not rows:
+                return act
+            with torch.no_grad():
+                delta = self.delta(act[rows, cols])
+            act = act.clone()
+            act[rows, cols] += delta.to(act.device, act.dtype)
+            return act
+
+        return [("embed.hook_in", read_tokens), (self.hook_point, edit)]
 
     @contextlib.contextmanager
     def applied(self, model: Model) -> Iterator[Any]:
@@ -108,24 +140,12 @@ class SteeringEdit(HookedEdit):
     method: str = "steer"
     info: dict[str, Any] = field(default_factory=dict)
 
-    def hooks(self, model: Model) -> list[tuple[str, Any]]:
-        """The forward hooks: one reads the input tokens, one adds the vector."""
-        patterns = subject_patterns(model, self.subject)
-        state: dict[str, Tensor] = {}
+    @property
+    def hook_point(self) -> str:
+        return hook_name(self.layer, "hook_resid_post")
 
-        def read_tokens(tokens: Tensor, hook: Any) -> Tensor:
-            state["tokens"] = tokens
-            return tokens
-
-        def add(resid: Tensor, hook: Any) -> Tensor:
-            rows, cols = subject_positions(state["tokens"], patterns, self.position)
-            if not rows:
-                return resid
-            resid = resid.clone()
-            resid[rows, cols] += (self.alpha * self.vector).to(resid.device, resid.dtype)
-            return resid
-
-        return [("embed.hook_in", read_tokens), (hook_name(self.layer, "hook_resid_post"), add)]
+    def delta(self, x: Tensor) -> Tensor:
+        return (self.alpha * self.vector).to(x.device)
 
     def norm(self) -> float:
         return float(self.alpha * self.vector.norm())
