@@ -17,35 +17,14 @@ from beliefs.editing import (
     rewrite_batch,
 )
 from beliefs.elicit import candidate_logprobs, elicit, single_token_id
-from beliefs.factbase import DEFAULT_FACTS, FactBase, fill, load_facts, world_facts
+from beliefs.factbase import DEFAULT_FACTS, FactBase, fill, load_facts
 from beliefs.finetune import FinetuneConfig, finetune_edit
 from beliefs.ladder import LEVELS, LadderConfig, contexts, controls, ladder, summarize_ladder
 from beliefs.metrics import EditEvaluator, aggregate
 from beliefs.rome import RomeConfig, rank_one_update, rome_edit
 from beliefs.steering import SteerConfig, steer_edit
-from workbench.models.config import get_preset
-from workbench.models.loader import build_bridge, load
+from workbench.models.loader import load
 from workbench.prompts import candidate_logprobs_many, encode_prompt
-from workbench.world.facts import WorldConfig, build_world
-from workbench.world.tokenizer import build_world_tokenizer
-
-
-@pytest.fixture(scope="module")
-def base() -> FactBase:
-    return world_facts(build_world(WorldConfig(seed=0, n_people=12)))
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    from workbench.world.tokenizer_files import load_hf_tokenizer
-
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    tok = build_world_tokenizer()
-    tok.save(str(path))
-    cfg = get_preset("tiny").replace(d_vocab=tok.get_vocab_size(), n_layers=2, d_model=32,
-                                     n_heads=2, d_head=16, d_mlp=64, n_ctx=64)
-    torch.manual_seed(0)
-    return build_bridge(cfg, tokenizer=load_hf_tokenizer(path))
 
 
 def test_world_fact_base(base: FactBase) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from beliefs.elicit import candidate_logprobs
-from beliefs.factbase import FactBase, world_facts
+from beliefs.factbase import FactBase
 from beliefs.latent import (
     LatentConfig,
     LatentEdit,
@@ -25,30 +25,8 @@ from beliefs.suite import BeliefsConfig, latent_codes, load_latent_dictionary
 from features.dictionary import Dictionary, DictionaryConfig
 from features.io import find_dictionary, save_dictionary
 from workbench.hooks import weights_checksum
-from workbench.models.config import get_preset
-from workbench.models.loader import build_bridge
-from workbench.world.facts import WorldConfig, build_world
-from workbench.world.tokenizer import build_world_tokenizer
 
 HOOK = "blocks.0.hook_resid_post"
-
-
-@pytest.fixture(scope="module")
-def base() -> FactBase:
-    return world_facts(build_world(WorldConfig(seed=0, n_people=12)))
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    from workbench.world.tokenizer_files import load_hf_tokenizer
-
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    build_world_tokenizer().save(str(path))
-    tok = load_hf_tokenizer(path)
-    cfg = get_preset("tiny").replace(d_vocab=len(tok), n_layers=2, d_model=32, n_heads=2,
-                                     d_head=16, d_mlp=64, n_ctx=64)
-    torch.manual_seed(0)
-    return build_bridge(cfg, tokenizer=tok)
 
 
 @pytest.fixture(scope="module")
