@@ -186,15 +186,18 @@ def losses(d: Dictionary, x: Tensor, y: Tensor, cfg: TrainConfig, since_fired: T
     else:
         pre = d.pre_acts(x)
         f = d.activate(pre, train=True)
-        x_hat = d.decode(f)
+        if cfg.arch == "matryoshka":  # the prefixes' sum is the whole reconstruction
+            nested, x_hat = nested_fvu(d, f, y)
+        else:
+            x_hat = d.decode(f)
         fired = (f > 0).any(0)
         l0 = float((f > 0).sum(-1).float().mean())
     main = fvu(x_hat, y)
     parts = {"fvu": float(main.detach())}
     loss = main
     if cfg.arch == "matryoshka":
-        loss, _ = nested_fvu(d, f, y)
-        parts["nested_fvu"] = float(loss.detach())
+        loss = nested
+        parts["nested_fvu"] = float(nested.detach())
     if cfg.arch in ("topk", *BATCH_TOPK):
         dead = torch.nonzero(since_fired >= cfg.dead_rows)[:, 0]
         if len(dead):
