@@ -297,12 +297,13 @@ def list_analyses(entry: ModelEntry) -> list[str]:
 
 
 def list_dictionaries(entry: ModelEntry) -> list[Path]:
-    """The sparse dictionaries of a model (`MODEL/sae/NAME/`, made by `workbench sae train`)."""
-    folder = entry.path / "sae"
-    if not folder.is_dir() or not contained(entry.path, folder):
+    """The sparse dictionaries of a model (`MODEL/sae/NAME/`, made by `workbench sae train`:
+    `features.io.model_dictionaries`) that lie inside its folder."""
+    from features.io import model_dictionaries
+
+    if not contained(entry.path, entry.path / "sae"):
         return []
-    return sorted(d for d in folder.iterdir()
-                  if (d / "workbench.json").is_file() and contained(entry.path, d))
+    return [d for d in model_dictionaries(entry.path) if contained(entry.path, d)]
 
 
 # ---- commands that make a missing analysis ------------------------------------------------
