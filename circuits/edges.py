@@ -1,0 +1,234 @@
+"""Edge-level patching and attribution over a `circuits.graph.Graph`: what happens to a task's
+metric when edges carry the corrupted run's values instead of the clean run's.
+
+Every score here is the *noising* effect of patching, normalised by nothing (callers divide
+by the task's total effect): `exact` runs the clean prompts with the chosen edges patched,
+`attribution` estimates the same change to first order.
+
+- `patched_metric(model, graph, clean, corrupt_out, patched, metric)`: the metric of the clean
+  run where, for each copy `c`, every edge with `patched[c, w, r]` delivers writer `w`'s
+  corrupted output to reader `r` (its input becomes `input - sum_w (out_w - corrupt_w)` over
+  the patched writers; the rest of the network runs as usual). One copy per edge is path
+  patching of that edge (the ground truth); all of a writer's edges is activation patching
+  of the node; everything outside a circuit is the circuit's faithfulness run.
+- `edge_attribution(...)`: EAP (Syed et al. 2023), `(corrupt_w - clean_w) . dM/d input_r`
+  summed over positions, with the gradient at the clean input; with `ig_steps = m`, EAP-IG
+  (Hanna et al. 2024, the `inputs` variant of `hannamw/EAP-IG`): the gradient averaged over
+  `m` runs whose embeddings lie on the line from the corrupted to the clean ones
+  (`alpha = 1/m ... 1`). A writer's node score is the sum of its edges' scores (its output
+  reaches the metric only through its readers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from circuits.graph import INPUT, LOGITS_IN, QKV, Graph, ln1_of, projections
+from workbench.hooks import hook_name
+
+if TYPE_CHECKING:
+    from workbench.models import Model
+
+Metric = Callable[[Float[Tensor, "batch pos vocab"]], Float[Tensor, " batch"]]
+"""The task's metric of each pair from the logits of its (clean-shaped) run."""
+
+
+def _first_writer(graph: Graph, layer: int) -> int:
+    """The index of block `layer`'s first head among the writers."""
+    return 1 + layer * (graph.n_heads + 1)
+
+
+def _recorders(model: Model, graph: Graph, store: Callable[[int, Tensor], None]
+               ) -> list[tuple[str, Any]]:
+    """Hooks that hand every writer group's output `[batch, pos, n, d_model]` to
+    `store(first writer index, output)`: the input, each block's heads (`hook_z @ W_O`) and
+    MLP."""
+    def writer(first: int, w_o: Tensor | None) -> Any:
+        def hook(act: Tensor, hook: Any) -> None:
+            out = act.unsqueeze(2) if w_o is None else torch.einsum("bphe,hed->bphd", act, w_o)
+            store(first, out)
+        return hook
+
+    hooks = [(INPUT, writer(0, None))]
+    for la in range(graph.n_layers):
+        first = _first_writer(graph, la)
+        hooks.append((hook_name(la, "attn.hook_z"), writer(first, model.W_O[la].detach())))
+        hooks.append((hook_name(la, "hook_mlp_out"), writer(first + graph.n_heads, None)))
+    return hooks
+
+
+@torch.no_grad()
+def writer_outputs(model: Model, graph: Graph, tokens: Int[Tensor, "batch pos"]
+                   ) -> Float[Tensor, "batch pos writer d_model"]:
+    """Every writer's output in one run of `tokens` (graph order)."""
+    out: dict[int, Tensor] = {}
+    model.run_with_hooks(tokens, return_type=None,
+                         fwd_hooks=_recorders(model, graph, out.__setitem__))
+    return torch.cat([out[k] for k in sorted(out)], dim=2)
+
+
+def patched_metric(
+    model: Model,
+    graph: Graph,
+    clean: Int[Tensor, "batch pos"],
+    corrupt_out: Float[Tensor, "batch pos writer d_model"],
+    patched: Bool[Tensor, "copy writer reader"],
+    metric: Metric,
+) -> Float[Tensor, "copy batch"]:
+    """The metric of `clean` run once per copy, with copy `c`'s patched edges carrying the
+    corrupted outputs (`corrupt_out`, from `writer_outputs` of the corrupted prompts)."""
+    n_copies, b = patched.shape[0], clean.shape[0]
+    device = corrupt_out.device
+    mask = patched.to(device=device, dtype=corrupt_out.dtype)
+    # each writer's output minus its corrupted output, per copy: [copy, writer, b * p * d]
+    corrupt_flat = corrupt_out.permute(2, 0, 1, 3).reshape(corrupt_out.shape[2], -1)
+    diff = torch.zeros(n_copies, *corrupt_flat.shape, dtype=corrupt_out.dtype, device=device)
+    block_in: dict[int, Tensor] = {}
+
+    def store(first: int, out: Tensor) -> None:
+        n = out.shape[2]
+        flat = out.view(n_copies, b, *out.shape[1:]).permute(0, 3, 1, 2, 4).reshape(
+            n_copies, n, -1)
+        diff[:, first:first + n] = flat - corrupt_flat[first:first + n]
+
+    def change(sl: slice, n_before: int) -> Tensor:
+        """The change of each reader's input in `sl`: `[copy * batch, pos, reader, d]`."""
+        fix = torch.bmm(mask[:, :n_before, sl].transpose(1, 2), diff[:, :n_before])
+        fix = fix.view(n_copies, fix.shape[1], b, -1, corrupt_out.shape[-1])
+        return fix.permute(0, 2, 3, 1, 4).reshape(n_copies * b, -1, fix.shape[1],
+                                                  corrupt_out.shape[-1])
+
+    def keep_input(layer: int) -> Any:
+        def hook(act: Tensor, hook: Any) -> None:
+            block_in[layer] = act
+        return hook
+
+    def projection(layer: int, kind: str, sl: slice) -> Any:
+        norm, w = ln1_of(model, layer), projections(model, layer)[kind].detach()
+
+        def hook(act: Tensor, hook: Any) -> Tensor:
+            x = block_in[layer]
+            moved = norm(x.unsqueeze(2) - change(sl, graph.writers_before(layer, kind)))
+            shift = torch.einsum("bphd,hde->bphe", moved - norm(x).unsqueeze(2), w)
+            return act + shift.to(act.dtype)
+        return hook
+
+    def residual(sl: slice, n_before: int) -> Any:
+        def hook(act: Tensor, hook: Any) -> Tensor:
+            return act - change(sl, n_before)[:, :, 0].to(act.dtype)
+        return hook
+
+    hooks = _recorders(model, graph, store)
+    for la in range(graph.n_layers):
+        sl = graph.reader_slices(la)
+        hooks.append((hook_name(la, "hook_resid_pre"), keep_input(la)))
+        for kind in QKV:
+            if bool(patched[:, :graph.writers_before(la, kind), sl[kind]].any()):
+                hooks.append((hook_name(la, f"attn.hook_{kind}"), projection(la, kind, sl[kind])))
+        n_mlp = graph.writers_before(la, "mlp")
+        if bool(patched[:, :n_mlp, sl["mlp"]].any()):
+            hooks.append((hook_name(la, "hook_mlp_in"), residual(sl["mlp"], n_mlp)))
+    last = slice(graph.n_readers - 1, graph.n_readers)
+    if bool(patched[:, :, last].any()):
+        hooks.append((LOGITS_IN, residual(last, graph.n_writers)))
+    model.set_use_hook_mlp_in(True)
+    with torch.no_grad():
+        logits = model.run_with_hooks(clean.repeat(n_copies, 1), fwd_hooks=hooks)
+    return metric_copies(metric, logits, n_copies)
+
+
+def metric_copies(metric: Metric, logits: Tensor, n_copies: int) -> Float[Tensor, "copy batch"]:
+    """`metric` of logits holding `n_copies` copies of one batch, per copy."""
+    b = logits.shape[0] // n_copies
+    return torch.stack([metric(logits[c * b:(c + 1) * b]) for c in range(n_copies)]).float()
+
+
+def reader_gradients(
+    model: Model,
+    graph: Graph,
+    tokens: Int[Tensor, "batch pos"],
+    metric: Metric,
+    inputs: Float[Tensor, "batch pos d_model"] | None = None,
+) -> tuple[Float[Tensor, "batch pos reader d_model"], Float[Tensor, " batch"]]:
+    """The gradient of the summed metric with respect to every reader's input, and the
+    metric; `inputs` (the embeddings, block 0's residual input) replaces the run's own.
+
+    A head's query gradient is taken at its query (`hook_q`) and carried back to its input
+    through the block's normalisation (a vector-Jacobian product at the block input, every
+    head at once); the MLPs' and the logits' at their inputs."""
+    probes: dict[str, Tensor] = {}
+    block_in: dict[int, Tensor] = {}
+
+    def probe(name: str) -> Any:
+        def hook(act: Tensor, hook: Any) -> Tensor:
+            probes[name] = torch.zeros_like(act, requires_grad=True)
+            return act + probes[name]
+        return hook
+
+    def keep_input(layer: int) -> Any:
+        def hook(act: Tensor, hook: Any) -> None:
+            block_in[layer] = act.detach()
+        return hook
+
+    hooks: list[tuple[str, Any]] = []
+    if inputs is not None:
+        hooks.append((INPUT, lambda act, hook: inputs.to(act.dtype)))
+    for la in range(graph.n_layers):
+        hooks.append((hook_name(la, "hook_resid_pre"), keep_input(la)))
+        hooks += [(hook_name(la, f"attn.hook_{k}"), probe(hook_name(la, f"attn.hook_{k}")))
+                  for k in QKV]
+        hooks.append((hook_name(la, "hook_mlp_in"), probe(hook_name(la, "hook_mlp_in"))))
+    hooks.append((LOGITS_IN, probe(LOGITS_IN)))
+    model.set_use_hook_mlp_in(True)
+    with torch.enable_grad():
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+        values = metric(logits)
+        values.sum().backward()
+        grads = []
+        for la in range(graph.n_layers):
+            w = projections(model, la)
+            cot = torch.cat([torch.einsum("bphe,hde->bphd",
+                                          probes[hook_name(la, f"attn.hook_{k}")].grad,
+                                          w[k].detach()) for k in QKV], dim=2)
+            x = block_in[la].unsqueeze(2).expand_as(cot).clone().requires_grad_(True)
+            (g,) = torch.autograd.grad((ln1_of(model, la)(x) * cot).sum(), x)
+            grads += [g, probes[hook_name(la, "hook_mlp_in")].grad.unsqueeze(2)]
+        grads.append(probes[LOGITS_IN].grad.unsqueeze(2))
+    return torch.cat(grads, dim=2).detach(), values.detach().float()
+def edge_attribution(
+    model: Model,
+    graph: Graph,
+    clean: Int[Tensor, "batch pos"],
+    corrupt: Int[Tensor, "batch pos"],
+    metric: Metric,
+    ig_steps: int = 0,
+) -> Float[Tensor, "writer reader"]:
+    """EAP (`ig_steps` 0) or EAP-IG edge scores of one batch of pairs, summed over pairs
+    (the first-order change of the summed metric when each edge is patched), as a
+    `[writer, reader]` matrix that is 0 off the graph's edges."""
+    clean_out = writer_outputs(model, graph, clean)
+    corrupt_out = writer_outputs(model, graph, corrupt)
+    delta = corrupt_out - clean_out
+    if ig_steps <= 0:
+        grads, _ = reader_gradients(model, graph, clean, metric)
+    else:
+        start, end = corrupt_out[:, :, 0], clean_out[:, :, 0]
+        grads = torch.zeros(*clean.shape, graph.n_readers, delta.shape[-1])
+        for step in range(1, ig_steps + 1):
+            alpha = step / ig_steps
+            g, _ = reader_gradients(model, graph, clean, metric, start + alpha * (end - start))
+            grads += g.to(grads.device)
+        grads /= ig_steps
+    scores = torch.einsum("bpwd,bprd->wr", delta.float(), grads.to(delta.device).float())
+    return scores.cpu() * graph.edges
+
+
+def node_scores(edge_scores: Float[Tensor, "writer reader"]) -> Float[Tensor, " writer"]:
+    """A writer's score: the sum of its edges' scores (first order, its output reaches the
+    metric only through its readers)."""
+    return edge_scores.sum(1)
