@@ -154,9 +154,12 @@ def reader_gradients(
     tokens: Int[Tensor, "batch pos"],
     metric: Metric,
     inputs: Float[Tensor, "batch pos d_model"] | None = None,
+    outputs: dict[int, Tensor] | None = None,
 ) -> tuple[Float[Tensor, "batch pos reader d_model"], Float[Tensor, " batch"]]:
     """The gradient of the summed metric with respect to every reader's input, and the
-    metric; `inputs` (the embeddings, block 0's residual input) replaces the run's own.
+    metric; `inputs` (the embeddings, block 0's residual input) replaces the run's own, and
+    `outputs`, when given, receives every writer group's output of the same run (as
+    `writer_outputs` reads them, so EAP needs no separate clean pass).
 
     A head's query gradient is taken at its query (`hook_q`) and carried back to its input
     through the block's normalisation (a vector-Jacobian product at the block input, every
@@ -184,6 +187,9 @@ def reader_gradients(
                   for k in QKV]
         hooks.append((hook_name(la, "hook_mlp_in"), probe(hook_name(la, "hook_mlp_in"))))
     hooks.append((LOGITS_IN, probe(LOGITS_IN)))
+    if outputs is not None:
+        hooks += _recorders(model, graph, lambda first, out: outputs.__setitem__(
+            first, out.detach()))
     model.set_use_hook_mlp_in(True)
     with torch.enable_grad():
         logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
@@ -211,19 +217,21 @@ def edge_attribution(
     """EAP (`ig_steps` 0) or EAP-IG edge scores of one batch of pairs, summed over pairs
     (the first-order change of the summed metric when each edge is patched), as a
     `[writer, reader]` matrix that is 0 off the graph's edges."""
-    clean_out = writer_outputs(model, graph, clean)
     corrupt_out = writer_outputs(model, graph, corrupt)
-    delta = corrupt_out - clean_out
-    if ig_steps <= 0:
-        grads, _ = reader_gradients(model, graph, clean, metric)
+    if ig_steps <= 0:  # the gradient run records the clean outputs
+        recorded: dict[int, Tensor] = {}
+        grads, _ = reader_gradients(model, graph, clean, metric, outputs=recorded)
+        clean_out = torch.cat([recorded[k] for k in sorted(recorded)], dim=2)
     else:
+        clean_out = writer_outputs(model, graph, clean)
         start, end = corrupt_out[:, :, 0], clean_out[:, :, 0]
-        grads = torch.zeros(*clean.shape, graph.n_readers, delta.shape[-1])
+        grads = torch.zeros(*clean.shape, graph.n_readers, clean_out.shape[-1])
         for step in range(1, ig_steps + 1):
             alpha = step / ig_steps
             g, _ = reader_gradients(model, graph, clean, metric, start + alpha * (end - start))
             grads += g.to(grads.device)
         grads /= ig_steps
+    delta = corrupt_out - clean_out
     scores = torch.einsum("bpwd,bprd->wr", delta.float(), grads.to(delta.device).float())
     return scores.cpu() * graph.edges
 
