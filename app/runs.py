@@ -43,6 +43,7 @@ PAGES = (  # (file under app/, title, icon) in menu order; a missing file is lef
     ("pages/models.py", "Models", ":material/model_training:"),
     ("pages/attention.py", "Attention", ":material/grid_on:"),
     ("pages/induction.py", "Induction", ":material/repeat:"),
+    ("pages/circuits.py", "Circuits", ":material/account_tree:"),
     ("pages/probes.py", "Probes", ":material/troubleshoot:"),
     ("pages/beliefs.py", "Beliefs", ":material/psychology:"),
     ("pages/attribution.py", "Why does it believe this?", ":material/manage_search:"),

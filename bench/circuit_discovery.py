@@ -55,7 +55,8 @@ def _tl_scores(model: Any, graph: Any, task: Any) -> torch.Tensor:
     for i in range(task.n_pairs):
         one = task.subset(slice(i, i + 1))
         metric = one.metric()
-        res = attribution_patch(model, one.clean, one.corrupt, lambda lg: metric(lg).sum(),
+        res = attribution_patch(model, one.clean, one.corrupt,
+                                lambda lg, metric=metric: metric(lg).sum(),
                                 EdgeAttributionConfig("edge"))
         for (writer, reader), v in res.edge_scores.items():
             w = {"embed": "input", "mlp_out": f"m{writer.layer}"}.get(

@@ -33,7 +33,10 @@ that analysis' alone, with `--threads` threads and the settings a user would pic
 - `sae`: `workbench sae train` of a 16x TopK dictionary (12,288 latents, k 32) on
   `--sae-tokens` rows of block 5's output, its activations cached on the fly to HDF5 and
   streamed from there (peak RSS: not the activations);
-- `trace`: `circuits.tracing.causal_trace` of one prompt with its defaults.
+- `trace`: `circuits.tracing.causal_trace` of one prompt with its defaults;
+- `circuit`: `workbench circuit --task facts --method eap-ig --n-pairs 32` (32,000 edges:
+  no exact truth, which would be one pass per edge; the faithfulness curve and the circuit
+  are most of its time).
 
 Prints one table row per (model, analysis): wall seconds (import and load included), the
 multiple of the forward pass, peak RSS (and peak GPU memory on CUDA), and the verdict against
@@ -60,7 +63,7 @@ from typing import Any
 
 MODELS = ("gpt2", "pythia", "llama1b")
 CPU_MODELS = ("gpt2", "pythia")  # the default set
-ANALYSES = ("load", "induction", "cache", "probe", "beliefs", "trace", "sae")
+ANALYSES = ("load", "induction", "cache", "probe", "beliefs", "trace", "sae", "circuit")
 TARGET_S, TARGET_GIB = 300.0, 8.0
 FWD_SHAPE = (16, 256)  # the baseline forward pass: the induction analysis' inputs
 PROMPT, SUBJECT = "did you know ? cleo eklund lives in", "cleo eklund"
@@ -175,6 +178,8 @@ def child(args: argparse.Namespace) -> None:
         + (["--max-examples", str(args.probe_examples)] if args.probe_examples else []),
         "beliefs": ["beliefs", "--model", model, "--corpus", corpus, "--n", "10",
                     "--method", "rome,ft", "--layer", "6"],
+        "circuit": ["circuit", "--model", model, "--corpus", corpus, "--task", "facts",
+                    "--method", "eap-ig", "--n-pairs", "32"],
         "sae": ["sae", "train", "--model", model, "--corpus", corpus, "--hook",
                 "blocks.5.hook_resid_post", "--tokens", str(args.sae_tokens), "--batch-size",
                 "2048", "--expansion", "16", "--k", "32"],

@@ -343,25 +343,26 @@ def run(model: Model, corpus: Corpus | None = None, cfg: CircuitConfig | None = 
     """
     cfg = cfg or CircuitConfig()
     graph = graph_for(model)
-    body = model_report(model, corpus, cfg, progress)
-    report: Report = {"schema": SCHEMA,
-                      "model": str(ref) if ref is not None else model.cfg.model_name,
-                      "config": asdict(cfg), "graph": _graph_dict(graph), **body}
-    if compare:
-        report["compare"] = _compare(body, graph, compare, corpus, cfg, progress)
-    if checkpoints is not None:
-        report["dynamics"] = _dynamics(checkpoints, corpus, cfg, progress)
-    return report
-
-
-def _compare(body: dict[str, Any], graph: Graph, compare: Sequence[tuple[str, Model]],
-             corpus: Corpus | None, cfg: CircuitConfig, progress: bool) -> dict[str, Any]:
-    models: dict[str, Any] = {}
     for name, m in compare:
         if graph_for(m) != graph:
             raise ValueError(f"--compare {name}: its graph ({graph_for(m).n_layers} layers x "
                              f"{graph_for(m).n_heads} heads) is not this model's; compare "
                              "models of one shape (other training seeds)")
+    body = model_report(model, corpus, cfg, progress)
+    report: Report = {"schema": SCHEMA,
+                      "model": str(ref) if ref is not None else model.cfg.model_name,
+                      "config": asdict(cfg), "graph": _graph_dict(graph), **body}
+    if compare:
+        report["compare"] = _compare(body, compare, corpus, cfg, progress)
+    if checkpoints is not None:
+        report["dynamics"] = _dynamics(checkpoints, corpus, cfg, progress)
+    return report
+
+
+def _compare(body: dict[str, Any], compare: Sequence[tuple[str, Model]],
+             corpus: Corpus | None, cfg: CircuitConfig, progress: bool) -> dict[str, Any]:
+    models: dict[str, Any] = {}
+    for name, m in compare:
         models[name] = model_report(m, corpus, cfg, progress)["tasks"]
     jac: dict[str, Any] = {}
     for task, t in body["tasks"].items():
@@ -385,8 +386,12 @@ def from_ref(ref: str | Path | ModelRef, cfg: CircuitConfig | None = None, *,
     ref = ModelRef.of(ref)
     if cfg.checkpoints:
         ref.select(cfg.checkpoints)
-    needs_corpus = any(t != "induction" for t in cfg.tasks)
+    needs_corpus = [t for t in cfg.tasks if t != "induction"]
     loaded = ref.load_corpus(corpus) if needs_corpus or corpus is not None else None
+    if needs_corpus and loaded is None:
+        raise ValueError(f"task(s) {', '.join(needs_corpus)} are built from a world corpus; "
+                         f"pass --corpus (a `workbench world build` directory in the model's "
+                         "tokenizer), or --task induction")
     others = [ModelRef.of(c) for c in compare]
     for o in others:
         o.check_exists()

@@ -74,3 +74,21 @@ def summary(report: dict[str, Any]) -> str:
             f"{t} edge AUROC {_f(v['edge_auroc'], '.2f')}, circuit {v['circuit_edges']} edges"
             for t, v in row["tasks"].items()))
     return "\n".join(lines)
+
+
+def recovery_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per task and method: recovery of the exact truth and faithfulness (the
+    dashboard's table)."""
+    rows = []
+    for task, t in report["tasks"].items():
+        for m, e in t["methods"].items():
+            rec, f = e.get("recovery", {}), e.get("faithfulness") or {}
+            rows.append({
+                "task": task, "method": m,
+                "node AUROC": rec.get("nodes", {}).get("auroc"),
+                "edge AUROC": rec.get("edges", {}).get("auroc"),
+                "edge AUPRC": rec.get("edges", {}).get("auprc"),
+                "top-k recovered": f.get("top_recovered"), "CPR": f.get("cpr"),
+                "CMD": f.get("cmd"), "smallest 90 %": f.get("smallest_90"),
+                "seconds": round(e["seconds"], 2)})
+    return rows

@@ -40,7 +40,7 @@ Metric = Callable[[Float[Tensor, "batch pos vocab"]], Float[Tensor, " batch"]]
 
 def _first_writer(graph: Graph, layer: int) -> int:
     """The index of block `layer`'s first head among the writers."""
-    return 1 + layer * (graph.n_heads + 1)
+    return 1 + layer * (graph.n_heads + graph.has_mlp)
 
 
 def _recorders(model: Model, graph: Graph, store: Callable[[int, Tensor], None]
@@ -58,7 +58,8 @@ def _recorders(model: Model, graph: Graph, store: Callable[[int, Tensor], None]
     for la in range(graph.n_layers):
         first = _first_writer(graph, la)
         hooks.append((hook_name(la, "attn.hook_z"), writer(first, model.W_O[la].detach())))
-        hooks.append((hook_name(la, "hook_mlp_out"), writer(first + graph.n_heads, None)))
+        if graph.has_mlp:
+            hooks.append((hook_name(la, "hook_mlp_out"), writer(first + graph.n_heads, None)))
     return hooks
 
 
@@ -130,8 +131,8 @@ def patched_metric(
         for kind in QKV:
             if bool(patched[:, :graph.writers_before(la, kind), sl[kind]].any()):
                 hooks.append((hook_name(la, f"attn.hook_{kind}"), projection(la, kind, sl[kind])))
-        n_mlp = graph.writers_before(la, "mlp")
-        if bool(patched[:, :n_mlp, sl["mlp"]].any()):
+        n_mlp = graph.writers_before(la, "mlp") if graph.has_mlp else 0
+        if graph.has_mlp and bool(patched[:, :n_mlp, sl["mlp"]].any()):
             hooks.append((hook_name(la, "hook_mlp_in"), residual(sl["mlp"], n_mlp)))
     last = slice(graph.n_readers - 1, graph.n_readers)
     if bool(patched[:, :, last].any()):
@@ -185,7 +186,8 @@ def reader_gradients(
         hooks.append((hook_name(la, "hook_resid_pre"), keep_input(la)))
         hooks += [(hook_name(la, f"attn.hook_{k}"), probe(hook_name(la, f"attn.hook_{k}")))
                   for k in QKV]
-        hooks.append((hook_name(la, "hook_mlp_in"), probe(hook_name(la, "hook_mlp_in"))))
+        if graph.has_mlp:
+            hooks.append((hook_name(la, "hook_mlp_in"), probe(hook_name(la, "hook_mlp_in"))))
     hooks.append((LOGITS_IN, probe(LOGITS_IN)))
     if outputs is not None:
         hooks += _recorders(model, graph, lambda first, out: outputs.__setitem__(
@@ -203,7 +205,9 @@ def reader_gradients(
                                           w[k].detach()) for k in QKV], dim=2)
             x = block_in[la].unsqueeze(2).expand_as(cot).clone().requires_grad_(True)
             (g,) = torch.autograd.grad((ln1_of(model, la)(x) * cot).sum(), x)
-            grads += [g, probes[hook_name(la, "hook_mlp_in")].grad.unsqueeze(2)]
+            grads.append(g)
+            if graph.has_mlp:
+                grads.append(probes[hook_name(la, "hook_mlp_in")].grad.unsqueeze(2))
         grads.append(probes[LOGITS_IN].grad.unsqueeze(2))
     return torch.cat(grads, dim=2).detach(), values.detach().float()
 def edge_attribution(

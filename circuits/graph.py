@@ -56,12 +56,14 @@ ADDITIVE_TOL = 1e-3  # error allowed (relative to the mean size) between a reade
 class Graph:
     """The writers, readers and edges of a model with `n_layers` blocks of `n_heads` query
     heads and `n_kv` key/value heads (`parallel`: attention and MLP read the same block
-    input, as in GPT-NeoX / Pythia / GPT-J, so a block's heads do not feed its own MLP)."""
+    input, as in GPT-NeoX / Pythia / GPT-J, so a block's heads do not feed its own MLP;
+    `has_mlp` False: an attention-only model)."""
 
     n_layers: int
     n_heads: int
     n_kv: int
     parallel: bool = False
+    has_mlp: bool = True
     writers: tuple[str, ...] = field(init=False)
     readers: tuple[str, ...] = field(init=False)
 
@@ -77,8 +79,9 @@ class Graph:
             readers += [self.qkv_name(la, kind, h) for kind in QKV
                         for h in range(self.n_heads if kind == "q" else self.n_kv)]
             writers += [f"a{la}.h{h}" for h in range(self.n_heads)]
-            readers.append(f"m{la}")
-            writers.append(f"m{la}")
+            if self.has_mlp:
+                readers.append(f"m{la}")
+                writers.append(f"m{la}")
         readers.append("logits")
         object.__setattr__(self, "writers", tuple(writers))
         object.__setattr__(self, "readers", tuple(readers))
@@ -99,17 +102,20 @@ class Graph:
     def writers_before(self, layer: int, kind: str) -> int:
         """How many writers (a prefix of `writers`) feed block `layer`'s `kind` readers
         (`q`/`k`/`v`, `mlp`), or the logits (`layer` = n_layers)."""
-        per_block = self.n_heads + 1
+        per_block = self.n_heads + self.has_mlp
         if kind in QKV or layer == self.n_layers:
             return 1 + layer * per_block
-        if kind != "mlp":
-            raise ValueError(f"kind={kind!r}; choose q, k, v or mlp")
+        if kind != "mlp" or not self.has_mlp:
+            raise ValueError(f"kind={kind!r}; choose q, k, v" + (" or mlp" if self.has_mlp
+                                                                  else " (no MLPs)"))
         return 1 + layer * per_block + (0 if self.parallel else self.n_heads)
 
     def reader_slices(self, layer: int) -> dict[str, slice]:
         """Where block `layer`'s readers sit in `readers`: `q`, `k`, `v`, `mlp`."""
-        start = layer * (self.n_heads + 2 * self.n_kv + 1)
-        sizes = {"q": self.n_heads, "k": self.n_kv, "v": self.n_kv, "mlp": 1}
+        start = layer * (self.n_heads + 2 * self.n_kv + self.has_mlp)
+        sizes = {"q": self.n_heads, "k": self.n_kv, "v": self.n_kv}
+        if self.has_mlp:
+            sizes["mlp"] = 1
         out = {}
         for kind, size in sizes.items():
             out[kind] = slice(start, start + size)
@@ -165,8 +171,9 @@ def graph_for(model: Model) -> Graph:
     """The graph of a loaded model (grouped-query and parallel blocks read from its config)."""
     cfg = model.cfg
     n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
-    return Graph(cfg.n_layers, cfg.n_heads, int(n_kv), bool(getattr(cfg, "parallel_attn_mlp",
-                                                                    False)))
+    return Graph(cfg.n_layers, cfg.n_heads, int(n_kv),
+                 bool(getattr(cfg, "parallel_attn_mlp", False)),
+                 not bool(getattr(cfg, "attn_only", False)))
 
 
 def ln1_of(model: Model, layer: int) -> Callable[[Tensor], Tensor]:
@@ -193,9 +200,9 @@ def check_graph(model: Model, graph: Graph, tokens: Tensor) -> None:
     Raises:
         ValueError: naming the first part that differs.
     """
-    names = {hook_name(la, p) for la in range(graph.n_layers)
-             for p in ("hook_resid_pre", "attn.hook_z", "hook_mlp_out", "hook_mlp_in",
-                       "attn.hook_q", "attn.hook_k", "attn.hook_v")} | {LOGITS_IN}
+    points = ("hook_resid_pre", "attn.hook_z", "attn.hook_q", "attn.hook_k", "attn.hook_v")
+    points += ("hook_mlp_out", "hook_mlp_in") if graph.has_mlp else ()
+    names = {hook_name(la, p) for la in range(graph.n_layers) for p in points} | {LOGITS_IN}
     model.set_use_hook_mlp_in(True)
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
     total = cache[INPUT]
@@ -208,9 +215,11 @@ def check_graph(model: Model, graph: Graph, tokens: Tensor) -> None:
                     torch.einsum("bpd,hde->bphe", normed, w), f"a{la}<{kind}>")
         heads = torch.einsum("bphe,hed->bpd", cache[hook_name(la, "attn.hook_z")],
                              model.W_O[la])
-        mlp_in = pre if graph.parallel else pre + heads
-        _expect(cache[hook_name(la, "hook_mlp_in")], mlp_in, f"m{la}")
-        total = pre + heads + cache[hook_name(la, "hook_mlp_out")]
+        total = pre + heads
+        if graph.has_mlp:
+            _expect(cache[hook_name(la, "hook_mlp_in")], pre if graph.parallel else total,
+                    f"m{la}")
+            total = total + cache[hook_name(la, "hook_mlp_out")]
     _expect(cache[LOGITS_IN], total, "logits")
 
 

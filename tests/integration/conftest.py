@@ -44,9 +44,9 @@ def tiny_run(world_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Tr
 def app_runs(world_corpus: Path, tiny_run: TrainResult, hf_gpt2_dir: Path,
              tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A runs folder for the dashboard: copies of the corpus (`world`), the tiny run (`tiny`,
-    with small induction, probe, ICL and attribution reports and an activation file) and the
-    tiny Hugging Face GPT-2 (`tiny-gpt2`, no analyses). Copies, not links: the app refuses
-    paths that leave it."""
+    with small induction, circuit, probe, ICL and attribution reports and an activation
+    file) and the tiny Hugging Face GPT-2 (`tiny-gpt2`, no analyses). Copies, not links: the
+    app refuses paths that leave it."""
     import shutil
 
     from circuits import induction
@@ -79,6 +79,12 @@ def app_runs(world_corpus: Path, tiny_run: TrainResult, hf_gpt2_dir: Path,
     few = measure.from_ref(tiny, measure.IclConfig(ks=(0, 1, 2), n=4, min_score=0.2),
                            corpus=corpus, progress=False)
     write_report(few, report_path(tiny, measure.KIND), measure.FIGURES)
+    from circuits import circuit
+
+    found = circuit.from_ref(tiny, circuit.CircuitConfig(
+        tasks=("induction", "agreement"), n_pairs=8, ig_steps=3,
+        checkpoints=f"{steps[len(steps) // 2]},{steps[-1]}"), corpus=corpus, progress=False)
+    write_report(found, report_path(tiny, circuit.KIND), circuit.FIGURES)
     write_attribution(tiny, corpus, [int(steps[len(steps) // 2]), int(steps[-1])],
                       tmp_path_factory.mktemp("attribution-cache"))
     cache_activations(load(tiny), load_corpus(corpus), CacheConfig(max_tokens=2000, chunk=True),

@@ -20,7 +20,8 @@ from app import compute
 from app import runs as folder
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
-PAGES = ["pages/models.py", "pages/attention.py", "pages/induction.py", "pages/probes.py",
+PAGES = ["pages/models.py", "pages/attention.py", "pages/induction.py", "pages/circuits.py",
+         "pages/probes.py",
          "pages/beliefs.py", "pages/attribution.py", "pages/icl.py", "pages/activations.py",
          "pages/logit_lens.py", "pages/scaling.py", "pages/features.py"]
 
@@ -335,7 +336,8 @@ def test_pages_on_hugging_face_model(app_runs, monkeypatch, page):
         assert any(c.value.startswith("workbench cache --model") and "tiny-gpt2" in c.value
                    for c in at.code)
         assert at.button(key="run_cache")
-    elif page in ("pages/induction.py", "pages/probes.py", "pages/icl.py"):  # no analyses
+    elif page in ("pages/induction.py", "pages/circuits.py", "pages/probes.py",
+                  "pages/icl.py"):  # no analyses
         kind = page.removeprefix("pages/").removesuffix("s.py").removesuffix(".py")
         assert any(c.value.startswith(f"workbench {kind}") and "tiny-gpt2" in c.value
                    and c.proto.wrap_lines for c in at.code)  # the command wraps
@@ -353,6 +355,22 @@ def test_pages_on_hugging_face_model(app_runs, monkeypatch, page):
         assert at.button(key="run_attribute")
     else:
         assert figures(at)
+
+
+def test_circuits_page_threshold(app_runs, monkeypatch):
+    at = open_page(app_runs, monkeypatch, "pages/circuits.py")
+    assert at.selectbox(key="circ_task").options == ["induction", "agreement"]
+    graph = figures(at)[0]
+    edges = [t for t in graph["data"] if t.get("mode") == "lines"]
+    assert edges and "circuit by eap-ig" in graph["layout"]["title"]["text"]
+    assert {r["method"] for r in at.dataframe[0].value.to_dict("records")} >= {"eap-ig", "exact"}
+    at.slider(key="circ_threshold").set_value(0.0).run()
+    assert_ok(at)
+    more = [t for t in figures(at)[0]["data"] if t.get("mode") == "lines"]
+    assert len(more) > len(edges)  # every edge drawn at threshold 0
+    at.selectbox(key="circ_task").set_value("agreement").run()
+    assert_ok(at)
+    assert "agreement circuit" in figures(at)[0]["layout"]["title"]["text"]
 
 
 def test_features_page_latent_search(app_runs, monkeypatch):

@@ -518,6 +518,34 @@ def _(ws: Path, a: Assets) -> list[str]:
     return ind_args(ws, a)
 
 
+# ---- circuit -------------------------------------------------------------------------------
+def circ_args(ws: Path, a: Assets, *extra: str) -> list[str]:
+    return ["circuit", "--model", str(a.run), "--out", str(ws / "c.json"), "--no-progress",
+            "--n-pairs", "4", *extra]
+
+
+flag_cases("circuit", circ_args, [
+    ("task-unknown", "--task", "induction,ioi", r"--task: ioi not among induction, facts"),
+    ("method-unknown", "--method", "acdc", r"--method: acdc not among exact, attribution"),
+    ("ig-steps-0", "--ig-steps", "0", r"--ig-steps: 0 is out of range"),
+    ("truth-fraction-0", "--truth-fraction", "0", r"--truth-fraction: 0.0 is out of range"),
+    ("top-k-0", "--top-k", "0", r"--top-k: 0 is out of range"),
+])
+simple("circuit-top-k-above-graph", r"--top-k 100000 is more than the graph's \d+ edges; "
+       r"pass at most", lambda ws, a: circ_args(ws, a, "--task", "induction", "--top-k",
+                                                "100000"))
+simple("circuit-two-rules", r"argument --threshold: not allowed with argument --top-k",
+       lambda ws, a: circ_args(ws, a, "--top-k", "3", "--threshold", "0.1"))
+simple("circuit-node-method-first", r"`attribution` scores nodes only; put an edge method",
+       lambda ws, a: circ_args(ws, a, "--method", "attribution,eap", "--top-k", "3"))
+simple("circuit-hf-facts-no-corpus", r"task\(s\) facts are built from a world corpus; pass "
+       r"--corpus",
+       lambda ws, a: ["circuit", "--model", str(a.hf), "--task", "facts", "--out",
+                      str(ws / "c.json"), "--no-progress"])
+simple("circuit-compare-missing", r"model reference .*nope' does not exist",
+       lambda ws, a: circ_args(ws, a, "--task", "induction", "--compare", str(ws / "nope")))
+
+
 # ---- probe ---------------------------------------------------------------------------------
 def probe_args(ws: Path, a: Assets, *extra: str) -> list[str]:
     return ["probe", "--model", str(a.run), "--corpus", str(a.corpus), "--tasks", "animacy",
@@ -819,7 +847,7 @@ NEEDS_MODEL = {
     "eval-weights-truncated", "eval-weights-flipped", "eval-weights-foreign",
     "eval-model-no-model", "cache-unknown-hook", "cache-batch-huge", "cache-model-flipped",
     "probe-acts-foreign", "probe-acts-damaged", "info-hf-weights-truncated",
-    "info-hf-unknown-model-type", "eval-hf-config-wrong-type",
+    "info-hf-unknown-model-type", "eval-hf-config-wrong-type", "circuit-top-k-above-graph",
 }
 
 
@@ -856,7 +884,7 @@ def test_bad_input(name: str, setup: Setup, match: str, assets: Assets, tmp_path
 
 def test_the_suite_is_large_enough() -> None:
     prefix = {"build": "world", "retok": "world", "train": "train", "eval": "eval",
-              "cache": "cache", "induction": "induction", "probe": "probe",
+              "cache": "cache", "induction": "induction", "circuit": "circuit", "probe": "probe",
               "beliefs": "beliefs", "info": "info", "export": "export", "app": "app"}
     per: dict[str, int] = {}
     for name, _, _ in CASES:

@@ -1,6 +1,6 @@
 """Every figure the workbench writes passes the figure check (`workbench.figcheck`): each
 registered analysis' `FIGURES` made from a real report of the tiny model (the induction,
-probe, ICL and attribution reports of the `app_runs` fixture, a small beliefs report made
+circuit, probe, ICL and attribution reports of the `app_runs` fixture, a small beliefs report made
 here), the training and evaluation figures, the sweep's figures, the dashboard's own figures
 on the tiny model's inputs, and every `.fig.json` file written into the runs folder."""
 
@@ -44,7 +44,7 @@ def reports(app_runs: Path, loaded: tuple[Any, Any]) -> dict[str, Report]:
 
     folder = app_runs / "tiny" / "analyses"
     out = {kind: json.loads((folder / f"{kind}.json").read_text())
-           for kind in ("induction", "probe", "icl", "attribute")}
+           for kind in ("induction", "circuit", "probe", "icl", "attribute")}
     model, corpus = loaded
     n = torch.get_num_threads()
     torch.set_num_threads(1)

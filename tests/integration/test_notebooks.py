@@ -92,7 +92,8 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
 def test_notebooks_are_there() -> None:
     names = {p.name for p in NOTEBOOKS.glob("*.ipynb")}
     assert {"induction_attn2.ipynb", "induction_hf_gpt2.ipynb", "probes_default.ipynb",
-            "beliefs_default.ipynb", "icl_default.ipynb", "sae_default.ipynb"} <= names
+            "beliefs_default.ipynb", "icl_default.ipynb", "sae_default.ipynb",
+            "circuits_default.ipynb"} <= names
 
 
 def test_beliefs_default_notebook_runs(tiny_run: TrainResult, world_corpus: Path, tmp_path: Path,
@@ -107,6 +108,20 @@ def test_beliefs_default_notebook_runs(tiny_run: TrainResult, world_corpus: Path
     text = stdout(nb)
     assert "MLP peak at the last subject token" in text and "efficacy" in text
     assert "flips at:" in text
+
+
+def test_circuits_default_notebook_runs(tiny_run: TrainResult, world_corpus: Path,
+                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKBENCH_MODEL", str(tiny_run.run_dir))
+    monkeypatch.setenv("WORKBENCH_CORPUS", str(world_corpus))
+    monkeypatch.setenv("WORKBENCH_N_PAIRS", "8")
+    nb, _ = execute("circuits_default.ipynb", tmp_path, monkeypatch)
+    assert not [o for o in outputs(nb) if o.output_type == "error"]
+    figures = [o for o in outputs(nb) if PLOTLY in o.get("data", {})]
+    assert len(figures) == 3  # EAP-IG against exact, the circuit, faithfulness
+    text = stdout(nb)
+    assert "EAP-IG vs exact: node AUROC" in text and "circuit:" in text
+    assert "causal tracing's MLP peak" in text and "strongest MLP node: m" in text
 
 
 def test_icl_default_notebook_runs(tiny_run: TrainResult, world_corpus: Path, tmp_path: Path,

@@ -69,10 +69,21 @@ def _save(path: Path, kind: str) -> Path:
     return path
 
 
+def _attn_only(model):  # noqa: ANN001, ANN202
+    """A random attention-only native model (the `attn2` preset's kind) of `model`'s size."""
+    from workbench.models.config import get_preset
+    from workbench.models.loader import build_bridge
+
+    cfg = get_preset("attn2").replace(d_vocab=model.cfg.d_vocab, n_layers=2, d_model=32,
+                                      n_heads=2, d_head=16, n_ctx=64)
+    torch.manual_seed(1)
+    return build_bridge(cfg, tokenizer=model.tokenizer)
+
+
 @pytest.fixture(scope="module")
 def models(model, hf_gpt2_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
     root = tmp_path_factory.mktemp("circuit-models")
-    return {"native": model, "gpt2": load(hf_gpt2_dir),
+    return {"native": model, "attn_only": _attn_only(model), "gpt2": load(hf_gpt2_dir),
             "llama": load(_save(root / "llama", "llama")),
             "neox": load(_save(root / "neox", "neox"))}
 
@@ -85,6 +96,9 @@ def test_graph_shapes() -> None:
     assert g.edges[:, g.readers.index("a1.h0<q>")].sum() == 1 + 4 + 1
     assert g.edges[:, g.readers.index("m1")].sum() == 1 + 4 + 1 + 4
     assert g.edges[:, -1].all() and not g.edges[g.writers.index("m1"), :-1].any()
+    attn_only = Graph(n_layers=2, n_heads=2, n_kv=2, has_mlp=False)
+    assert attn_only.writers == ("input", "a0.h0", "a0.h1", "a1.h0", "a1.h1")
+    assert attn_only.n_edges == 6 * 1 + 6 * 3 + 5
     parallel = Graph(n_layers=2, n_heads=4, n_kv=4, parallel=True)
     assert parallel.edges[:, parallel.readers.index("m1")].sum() == 1 + 4 + 1
     w, r = g.edge_index()
@@ -97,7 +111,7 @@ def test_graph_shapes() -> None:
         Graph(n_layers=1, n_heads=4, n_kv=3)
 
 
-@pytest.mark.parametrize("name", ["native", "gpt2", "llama", "neox"])
+@pytest.mark.parametrize("name", ["native", "attn_only", "gpt2", "llama", "neox"])
 def test_nothing_and_everything_patched(models, name: str) -> None:  # noqa: ANN001
     m = models[name]
     g = graph_for(m)
@@ -112,7 +126,7 @@ def test_nothing_and_everything_patched(models, name: str) -> None:  # noqa: ANN
     torch.testing.assert_close(got[1], corrupt, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["native", "llama"])
+@pytest.mark.parametrize("name", ["native", "attn_only", "llama"])
 def test_node_edges_are_activation_patching(models, name: str) -> None:  # noqa: ANN001
     """All of head a1.h1's edges patched = its hook_z set to the corrupted run's."""
     m = models[name]
