@@ -10,6 +10,10 @@
   `workbench induction` in `circuits.cli`); `circuits.testing` + the pytest plugin:
   `assert_induction_heads`.
 - `circuits.tracing`: causal tracing (where a fact is recalled), batched.
+- Circuit discovery (`workbench circuit`): `circuits.graph` (writers, readers, edges),
+  `circuits.edges` (patching and attribution over edges), `circuits.tasks` (clean/corrupted
+  pairs as data), `circuits.discovery` (exact, attribution, EAP, EAP-IG, faithfulness,
+  ACDC) and the analysis `circuits.circuit`.
 
 Changing what a model states (ROME, fine-tuning) is in `beliefs`.
 """

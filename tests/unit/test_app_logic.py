@@ -169,6 +169,10 @@ DASHBOARD_OVERRIDES = {
     ("beliefs", "run", False): {"method": "icl,ft", "layer": 0},
     ("beliefs", "hf", False): {"n": 20, "method": "icl,ft", "layer": 0},
     ("attribute", "run", True): {}, ("attribute", "hf", True): {},
+    # circuits: without a corpus, only the task that needs none
+    ("circuit", "run", True): {}, ("circuit", "hf", True): {},
+    ("circuit", "run", False): {"task": "induction"},
+    ("circuit", "hf", False): {"task": "induction"},
 }
 
 
