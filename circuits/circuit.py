@@ -17,7 +17,6 @@ with `checkpoints`, recovery and circuit size at every checkpoint of the run.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from tqdm.auto import tqdm
 
 from circuits.circuit_figures import FIGURES as FIGURES
 from circuits.circuit_summary import summary as summary
@@ -56,7 +56,6 @@ KIND = "circuit"
 SCHEMA = "workbench.circuit/1"
 TRUTH = ("auto", "always", "never")
 EXACT_MAX_EDGES = 5000  # `truth="auto"`: exact patching (one pass per edge) up to this size
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -264,9 +263,10 @@ def _exact_allowed(cfg: CircuitConfig, graph: Graph) -> bool:
     return cfg.truth == "always" or (cfg.truth == "auto" and graph.n_edges <= EXACT_MAX_EDGES)
 
 
-def model_report(model: Model, corpus: Corpus | None, cfg: CircuitConfig, progress: bool
-                 ) -> dict[str, Any]:
-    """Every task of one model."""
+def model_report(model: Model, corpus: Corpus | None, cfg: CircuitConfig, progress: bool,
+                 check_induction: bool = True) -> dict[str, Any]:
+    """Every task of one model (with `check_induction`, the induction circuit against
+    `workbench induction`'s heads)."""
     require(model, "attention", "circuit discovery")
     graph = graph_for(model)
     tasks = {name: build_task(name, model, corpus, cfg.n_pairs, cfg.seed) for name in cfg.tasks}
@@ -283,7 +283,7 @@ def model_report(model: Model, corpus: Corpus | None, cfg: CircuitConfig, progre
     out: dict[str, Any] = {"tasks": {}}
     for name, task in tasks.items():
         out["tasks"][name] = task_report(model, graph, task, cfg, exact, progress)
-        if name == "induction" and "circuit" in out["tasks"][name]:
+        if check_induction and name == "induction" and "circuit" in out["tasks"][name]:
             out["tasks"][name]["induction_check"] = induction_check(
                 model, out["tasks"][name]["circuit"], progress)
     return out
@@ -306,10 +306,10 @@ def _dynamics(checkpoints: Iterable[tuple[CheckpointRef, Model]], corpus: Corpus
               cfg: CircuitConfig, progress: bool) -> list[dict[str, Any]]:
     """Per checkpoint and task: the first method's recovery, CPR and circuit size."""
     rows = []
-    for ck, m in checkpoints:
+    for ck, m in tqdm(checkpoints, desc="checkpoints", disable=not progress):
         row: dict[str, Any] = {"step": ck.step, "tasks": {}}
         rep = model_report(m, corpus, CircuitConfig(**{**asdict(cfg), "checkpoints": None}),
-                           progress=False)
+                           progress=False, check_induction=False)
         for name, t in rep["tasks"].items():
             entry = t["methods"][cfg.methods[0]]
             row["tasks"][name] = {
@@ -321,8 +321,6 @@ def _dynamics(checkpoints: Iterable[tuple[CheckpointRef, Model]], corpus: Corpus
                 "circuit": t.get("circuit", {}).get("edges"),
             }
         rows.append(row)
-        if progress:
-            log.info("checkpoint %s done", ck.step)
     return rows
 
 

@@ -144,6 +144,17 @@ def test_every_cli_analysis_runs(arch: str, matrix: Matrix, tmp_path: Path,
     report = json.loads(ind.read_text())
     assert len(report["heads"]) == 2 * 4  # every query head scored
 
+    # circuit discovery: per-query-head nodes, key/value edges per key/value head
+    circ = tmp_path / "circuit.json"
+    _run(capsys, "circuit", "--model", model, "--corpus", corpus, "--task", "induction,agreement",
+         "--n-pairs", "4", "--ig-steps", "2", "--out", str(circ), "--no-progress")
+    found = json.loads(circ.read_text())
+    assert found["graph"]["n_kv"] == n_kv and found["graph"]["parallel"] == parallel
+    assert sum(r.endswith("<k>") for r in found["graph"]["readers"]) == 2 * n_kv
+    for t in found["tasks"].values():
+        curve = t["methods"]["eap-ig"]["faithfulness"]
+        assert abs(curve["recovered"][-1] - 1) < 1e-3 and abs(curve["recovered"][0]) < 1e-3
+
     probe = tmp_path / "probe.json"
     _run(capsys, "probe", "--model", model, "--corpus", corpus, "--split", "train",
          "--tasks", "pos,animacy", "--max-tokens", "5000", "--min-per-class", "5",
