@@ -203,9 +203,9 @@ def reader_gradients(
             cot = torch.cat([torch.einsum("bphe,hde->bphd",
                                           probes[hook_name(la, f"attn.hook_{k}")].grad,
                                           w[k].detach()) for k in QKV], dim=2)
-            x = block_in[la].unsqueeze(2).expand_as(cot).clone().requires_grad_(True)
-            (g,) = torch.autograd.grad((ln1_of(model, la)(x) * cot).sum(), x)
-            grads.append(g)
+            # the normalisation's vector-Jacobian product at the block input, one per head
+            _, vjp = torch.func.vjp(ln1_of(model, la), block_in[la])
+            grads.append(torch.vmap(vjp, in_dims=2, out_dims=2)(cot)[0])
             if graph.has_mlp:
                 grads.append(probes[hook_name(la, "hook_mlp_in")].grad.unsqueeze(2))
         grads.append(probes[LOGITS_IN].grad.unsqueeze(2))
