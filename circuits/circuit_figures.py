@@ -58,7 +58,8 @@ def graph_figure(report: dict[str, Any], task: str | None = None, method: str | 
         keep = {e for e, s in zip(g["edges"], scores) if abs(s) >= threshold}
     fig = go.Figure()
     biggest = max((abs(s) for s in scores), default=1.0) or 1.0
-    colours = palette(4)
+    groups = ("raises", "lowers", "raises, not in truth", "lowers, not in truth")
+    colours = dict(zip((*groups, "nodes"), palette(5)))
     shown: set[str] = set()
     for name, s, i in zip(g["edges"], scores, range(len(scores))):
         if name not in keep:
@@ -71,7 +72,7 @@ def graph_figure(report: dict[str, Any], task: str | None = None, method: str | 
             x=[x0, x1], y=[y0, y1], mode="lines", name=group, legendgroup=group,
             showlegend=group not in shown,
             line={"width": 1 + 8 * abs(s) / biggest,
-                  "color": colours[0] if s >= 0 else colours[1],
+                  "color": colours[group],
                   "dash": "solid" if in_truth else "dot"},
             hovertemplate=f"{name}<br>score {s:.3f}" + (
                 "" if truth is None else f"<br>exact {truth[i]:.3f}") + "<extra></extra>"))
@@ -83,7 +84,7 @@ def graph_figure(report: dict[str, Any], task: str | None = None, method: str | 
     fig.add_trace(go.Scatter(
         x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text", name="nodes",
         text=nodes, textposition="top center",
-        marker={"size": [8 + 24 * abs(s) / top for s in node_scores], "color": colours[2]},
+        marker={"size": [8 + 24 * abs(s) / top for s in node_scores], "color": colours["nodes"]},
         hovertemplate="%{text}<br>score %{customdata:.3f}<extra></extra>",
         customdata=node_scores))
     ticks = list(range(n_layers + 2))
@@ -145,25 +146,30 @@ def recovery_figure(report: dict[str, Any]) -> go.Figure | None:
     return fig
 
 
+DYNAMICS = (("total", "task effect", "metric change (corrupted - clean)"),
+            ("edge_auroc", "edge AUROC against exact", "AUROC"),
+            ("circuit_edges", "circuit edges", "edges"))
+
+
 def dynamics_figure(report: dict[str, Any]) -> go.Figure | None:
-    """Per task, the edge AUROC and the circuit's size over training steps."""
+    """Per task, over training steps: the task's total effect (a circuit appears when the
+    effect does), the edge AUROC against exact patching, and the circuit's size."""
     rows = report.get("dynamics")
     if not rows:
         return None
     tasks = list(rows[0]["tasks"])
     colours = dict(zip(tasks, palette(len(tasks))))
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["edge AUROC", "circuit edges"])
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t, _ in DYNAMICS])
     steps = [r["step"] for r in rows]
     for task in tasks:
-        for col, key in ((1, "edge_auroc"), (2, "circuit_edges")):
+        for col, (key, _, _) in enumerate(DYNAMICS, start=1):
             fig.add_trace(go.Scatter(
                 x=steps, y=[r["tasks"][task][key] for r in rows], mode="lines+markers",
                 name=task, legendgroup=task, showlegend=col == 1,
                 line={"color": colours[task]}), row=1, col=col)
-    for col in (1, 2):
+    for col, (_, _, unit) in enumerate(DYNAMICS, start=1):
         fig.update_xaxes(title_text="training step", row=1, col=col)
-    fig.update_yaxes(title_text="AUROC", row=1, col=1)
-    fig.update_yaxes(title_text="edges", row=1, col=2)
+        fig.update_yaxes(title_text=unit, row=1, col=col)
     fig.update_layout(title=f"circuits over training, {model_name(report.get('model'))}")
     return fig
 

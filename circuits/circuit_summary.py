@@ -71,8 +71,8 @@ def summary(report: dict[str, Any]) -> str:
                          + ", ".join(f"{k} {_f(v, '.2f')}" for k, v in pairs.items()))
     for row in report.get("dynamics", []):
         lines.append(f"step {row['step']}: " + "; ".join(
-            f"{t} edge AUROC {_f(v['edge_auroc'], '.2f')}, circuit {v['circuit_edges']} edges"
-            for t, v in row["tasks"].items()))
+            f"{t} effect {v['total']:.2f}, edge AUROC {_f(v['edge_auroc'], '.2f')}, circuit "
+            f"{v['circuit_edges']} edges" for t, v in row["tasks"].items()))
     return "\n".join(lines)
 
 
