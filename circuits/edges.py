@@ -28,14 +28,32 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from circuits.graph import INPUT, LOGITS_IN, QKV, Graph, ln1_of, projections
-from workbench.hooks import hook_name
+from circuits.graph import INPUT, LOGITS_IN, QKV, Graph, ln1_of, weights
+from workbench.hooks import hook_name, unembed_input, unembeds_exactly
 
 if TYPE_CHECKING:
     from workbench.models import Model
 
 Metric = Callable[[Float[Tensor, "batch pos vocab"]], Float[Tensor, " batch"]]
-"""The task's metric of each pair from the logits of its (clean-shaped) run."""
+"""The task's metric of each pair from the logits of its run: at every position, or with a
+`readout` (`[batch, k]` positions) at those positions only (`[batch, k, vocab]`)."""
+
+
+def run_logits(model: Model, tokens: Int[Tensor, "batch pos"], hooks: list[tuple[str, Any]],
+               readout: Int[Tensor, "batch k"] | None = None) -> Tensor:
+    """The logits of a run with `hooks`: all of them, or with `readout` only those at its
+    positions, unembedded from the unembedding's input (at GPT-2's vocabulary most of a
+    short prompt's forward pass is the unembedding) when the model's logits are exactly
+    that (`workbench.hooks.unembeds_exactly`), else gathered from the full run's."""
+    if readout is None:
+        return model.run_with_hooks(tokens, fwd_hooks=hooks)
+    idx = readout.to(tokens.device)
+    if unembeds_exactly(model, tokens[:1]):
+        x = unembed_input(lambda h: model.run_with_hooks(tokens, return_type=None,
+                                                         fwd_hooks=h), hooks)
+        return model.unembed(x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1])))
+    logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+    return logits.gather(1, idx[..., None].expand(-1, -1, logits.shape[-1]))
 
 
 def _first_writer(graph: Graph, layer: int) -> int:
@@ -43,8 +61,8 @@ def _first_writer(graph: Graph, layer: int) -> int:
     return 1 + layer * (graph.n_heads + graph.has_mlp)
 
 
-def _recorders(model: Model, graph: Graph, store: Callable[[int, Tensor], None]
-               ) -> list[tuple[str, Any]]:
+def _recorders(model: Model, graph: Graph, store: Callable[[int, Tensor], None],
+               w_o: Tensor | None = None) -> list[tuple[str, Any]]:
     """Hooks that hand every writer group's output `[batch, pos, n, d_model]` to
     `store(first writer index, output)`: the input, each block's heads (`hook_z @ W_O`) and
     MLP."""
@@ -54,10 +72,11 @@ def _recorders(model: Model, graph: Graph, store: Callable[[int, Tensor], None]
             store(first, out)
         return hook
 
+    w_o = model.W_O.detach() if w_o is None else w_o
     hooks = [(INPUT, writer(0, None))]
     for la in range(graph.n_layers):
         first = _first_writer(graph, la)
-        hooks.append((hook_name(la, "attn.hook_z"), writer(first, model.W_O[la].detach())))
+        hooks.append((hook_name(la, "attn.hook_z"), writer(first, w_o[la])))
         if graph.has_mlp:
             hooks.append((hook_name(la, "hook_mlp_out"), writer(first + graph.n_heads, None)))
     return hooks
@@ -80,6 +99,7 @@ def patched_metric(
     corrupt_out: Float[Tensor, "batch pos writer d_model"],
     patched: Bool[Tensor, "copy writer reader"],
     metric: Metric,
+    readout: Int[Tensor, "batch k"] | None = None,
 ) -> Float[Tensor, "copy batch"]:
     """The metric of `clean` run once per copy, with copy `c`'s patched edges carrying the
     corrupted outputs (`corrupt_out`, from `writer_outputs` of the corrupted prompts)."""
@@ -104,18 +124,25 @@ def patched_metric(
         return fix.permute(0, 2, 3, 1, 4).reshape(n_copies * b, -1, fix.shape[1],
                                                   corrupt_out.shape[-1])
 
+    normed: dict[int, Tensor] = {}
+
     def keep_input(layer: int) -> Any:
         def hook(act: Tensor, hook: Any) -> None:
             block_in[layer] = act
+            normed.pop(layer, None)
         return hook
 
+    w_all = weights(model)
+
     def projection(layer: int, kind: str, sl: slice) -> Any:
-        norm, w = ln1_of(model, layer), projections(model, layer)[kind].detach()
+        norm, w = ln1_of(model, layer), w_all[kind][layer]
 
         def hook(act: Tensor, hook: Any) -> Tensor:
             x = block_in[layer]
+            if layer not in normed:
+                normed[layer] = norm(x).unsqueeze(2)
             moved = norm(x.unsqueeze(2) - change(sl, graph.writers_before(layer, kind)))
-            shift = torch.einsum("bphd,hde->bphe", moved - norm(x).unsqueeze(2), w)
+            shift = torch.einsum("bphd,hde->bphe", moved - normed[layer], w)
             return act + shift.to(act.dtype)
         return hook
 
@@ -124,7 +151,7 @@ def patched_metric(
             return act - change(sl, n_before)[:, :, 0].to(act.dtype)
         return hook
 
-    hooks = _recorders(model, graph, store)
+    hooks = _recorders(model, graph, store, w_all["o"])
     for la in range(graph.n_layers):
         sl = graph.reader_slices(la)
         hooks.append((hook_name(la, "hook_resid_pre"), keep_input(la)))
@@ -139,7 +166,8 @@ def patched_metric(
         hooks.append((LOGITS_IN, residual(last, graph.n_writers)))
     model.set_use_hook_mlp_in(True)
     with torch.no_grad():
-        logits = model.run_with_hooks(clean.repeat(n_copies, 1), fwd_hooks=hooks)
+        logits = run_logits(model, clean.repeat(n_copies, 1), hooks,
+                            None if readout is None else readout.repeat(n_copies, 1))
     return metric_copies(metric, logits, n_copies)
 
 
@@ -156,6 +184,7 @@ def reader_gradients(
     metric: Metric,
     inputs: Float[Tensor, "batch pos d_model"] | None = None,
     outputs: dict[int, Tensor] | None = None,
+    readout: Int[Tensor, "batch k"] | None = None,
 ) -> tuple[Float[Tensor, "batch pos reader d_model"], Float[Tensor, " batch"]]:
     """The gradient of the summed metric with respect to every reader's input, and the
     metric; `inputs` (the embeddings, block 0's residual input) replaces the run's own, and
@@ -189,26 +218,25 @@ def reader_gradients(
         if graph.has_mlp:
             hooks.append((hook_name(la, "hook_mlp_in"), probe(hook_name(la, "hook_mlp_in"))))
     hooks.append((LOGITS_IN, probe(LOGITS_IN)))
+    w_all = weights(model)
     if outputs is not None:
         hooks += _recorders(model, graph, lambda first, out: outputs.__setitem__(
-            first, out.detach()))
+            first, out.detach()), w_all["o"])
     model.set_use_hook_mlp_in(True)
     with torch.enable_grad():
-        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
-        values = metric(logits)
-        values.sum().backward()
+        values = metric(run_logits(model, tokens, hooks, readout))
+        names = list(probes)  # the probes' gradients only: no parameter's is computed
+        got = dict(zip(names, torch.autograd.grad(values.sum(), [probes[n] for n in names])))
         grads = []
         for la in range(graph.n_layers):
-            w = projections(model, la)
-            cot = torch.cat([torch.einsum("bphe,hde->bphd",
-                                          probes[hook_name(la, f"attn.hook_{k}")].grad,
-                                          w[k].detach()) for k in QKV], dim=2)
+            cot = torch.cat([torch.einsum("bphe,hde->bphd", got[hook_name(la, f"attn.hook_{k}")],
+                                          w_all[k][la]) for k in QKV], dim=2)
             # the normalisation's vector-Jacobian product at the block input, one per head
             _, vjp = torch.func.vjp(ln1_of(model, la), block_in[la])
             grads.append(torch.vmap(vjp, in_dims=2, out_dims=2)(cot)[0])
             if graph.has_mlp:
-                grads.append(probes[hook_name(la, "hook_mlp_in")].grad.unsqueeze(2))
-        grads.append(probes[LOGITS_IN].grad.unsqueeze(2))
+                grads.append(got[hook_name(la, "hook_mlp_in")].unsqueeze(2))
+        grads.append(got[LOGITS_IN].unsqueeze(2))
     return torch.cat(grads, dim=2).detach(), values.detach().float()
 def edge_attribution(
     model: Model,
@@ -217,6 +245,7 @@ def edge_attribution(
     corrupt: Int[Tensor, "batch pos"],
     metric: Metric,
     ig_steps: int = 0,
+    readout: Int[Tensor, "batch k"] | None = None,
 ) -> Float[Tensor, "writer reader"]:
     """EAP (`ig_steps` 0) or EAP-IG edge scores of one batch of pairs, summed over pairs
     (the first-order change of the summed metric when each edge is patched), as a
@@ -224,7 +253,8 @@ def edge_attribution(
     corrupt_out = writer_outputs(model, graph, corrupt)
     if ig_steps <= 0:  # the gradient run records the clean outputs
         recorded: dict[int, Tensor] = {}
-        grads, _ = reader_gradients(model, graph, clean, metric, outputs=recorded)
+        grads, _ = reader_gradients(model, graph, clean, metric, outputs=recorded,
+                                    readout=readout)
         clean_out = torch.cat([recorded[k] for k in sorted(recorded)], dim=2)
     else:
         clean_out = writer_outputs(model, graph, clean)
@@ -232,7 +262,8 @@ def edge_attribution(
         grads = torch.zeros(*clean.shape, graph.n_readers, clean_out.shape[-1])
         for step in range(1, ig_steps + 1):
             alpha = step / ig_steps
-            g, _ = reader_gradients(model, graph, clean, metric, start + alpha * (end - start))
+            g, _ = reader_gradients(model, graph, clean, metric, start + alpha * (end - start),
+                                    readout=readout)
             grads += g.to(grads.device)
         grads /= ig_steps
     delta = corrupt_out - clean_out

@@ -182,10 +182,12 @@ def ln1_of(model: Model, layer: int) -> Callable[[Tensor], Tensor]:
     return getattr(model.blocks[layer], "ln1", None) or (lambda x: x)
 
 
-def projections(model: Model, layer: int) -> dict[str, Tensor]:
-    """Block `layer`'s query, key and value weights `[head, d_model, d_head]` (key/value:
-    one per key/value head)."""
-    return {"q": model.W_Q[layer], "k": model.W_K[layer], "v": model.W_V[layer]}
+def weights(model: Model) -> dict[str, Tensor]:
+    """Every block's `W_O` (`o`) and query, key and value weights (`q`, `k`, `v`:
+    `[layer, head, d_model, d_head]`, key/value: one per key/value head), detached. The
+    bridge stacks these from its blocks on every access: read them once per call."""
+    return {"o": model.W_O.detach(), "q": model.W_Q.detach(), "k": model.W_K.detach(),
+            "v": model.W_V.detach()}
 
 
 @torch.no_grad()
@@ -205,16 +207,17 @@ def check_graph(model: Model, graph: Graph, tokens: Tensor) -> None:
     names = {hook_name(la, p) for la in range(graph.n_layers) for p in points} | {LOGITS_IN}
     model.set_use_hook_mlp_in(True)
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    w = weights(model)
     total = cache[INPUT]
     for la in range(graph.n_layers):
         pre = cache[hook_name(la, "hook_resid_pre")]
         _expect(pre, total, f"block {la}'s input")
         normed = ln1_of(model, la)(pre)
-        for kind, w in projections(model, la).items():
+        for kind in QKV:
             _expect(cache[hook_name(la, f"attn.hook_{kind}")],
-                    torch.einsum("bpd,hde->bphe", normed, w), f"a{la}<{kind}>")
+                    torch.einsum("bpd,hde->bphe", normed, w[kind][la]), f"a{la}<{kind}>")
         heads = torch.einsum("bphe,hed->bpd", cache[hook_name(la, "attn.hook_z")],
-                             model.W_O[la])
+                             w["o"][la])
         total = pre + heads
         if graph.has_mlp:
             _expect(cache[hook_name(la, "hook_mlp_in")], pre if graph.parallel else total,

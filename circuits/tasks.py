@@ -91,8 +91,24 @@ class Task:
                        answer_pos=pick(self.answer_pos), good=pick(self.good),
                        bad=pick(self.bad), loss_mask=pick(self.loss_mask))
 
-    def metric(self) -> Metric:
-        """The metric of each pair from a run's logits (clean-shaped)."""
+    @property
+    def readout(self) -> Int[Tensor, "pair k"] | None:
+        """The positions whose logits the metric reads, `k` per pair (None: a copy loss whose
+        pairs count different numbers of positions, which reads every position)."""
+        if self.loss_mask is None:
+            assert self.answer_pos is not None
+            return self.answer_pos[:, None]
+        predicts = self.loss_mask[:, 1:]
+        counts = predicts.sum(1)
+        if not bool((counts == counts[0]).all()):
+            return None
+        return predicts.nonzero()[:, 1].view(self.n_pairs, -1)
+
+    def metric(self, gathered: bool = False) -> Metric:
+        """The metric of each pair from a run's logits (clean-shaped), or with `gathered`
+        from its logits at the `readout` positions only (`[pair, k, vocab]`)."""
+        if gathered and self.readout is not None:
+            return self._gathered_metric(self.readout)
         if self.loss_mask is not None:
             mask = self.loss_mask[:, 1:].float()
             target = self.clean[:, 1:]
@@ -109,6 +125,24 @@ class Task:
         def logit_diff(logits: Float[Tensor, "b p v"]) -> Float[Tensor, " b"]:
             rows = torch.arange(logits.shape[0], device=logits.device)
             at = logits[rows, pos.to(logits.device)].float()
+            return at[rows, good.to(logits.device)] - at[rows, bad.to(logits.device)]
+        return logit_diff
+
+
+    def _gathered_metric(self, readout: Tensor) -> Metric:
+        if self.loss_mask is not None:
+            target = self.clean.gather(1, readout + 1)
+
+            def copy_logprob(logits: Float[Tensor, "b k v"]) -> Float[Tensor, " b"]:
+                lp = logits.float().log_softmax(-1)
+                return lp.gather(-1, target.to(lp.device)[..., None])[..., 0].mean(-1)
+            return copy_logprob
+        assert self.good is not None and self.bad is not None
+        good, bad = self.good, self.bad
+
+        def logit_diff(logits: Float[Tensor, "b k v"]) -> Float[Tensor, " b"]:
+            rows = torch.arange(logits.shape[0], device=logits.device)
+            at = logits[:, 0].float()
             return at[rows, good.to(logits.device)] - at[rows, bad.to(logits.device)]
         return logit_diff
 

@@ -262,3 +262,24 @@ def test_refusals(models) -> None:  # noqa: ANN001
         Task("both", same.clean, same.corrupt, answer_pos=same.answer_pos, good=same.good,
              bad=same.bad, loss_mask=torch.ones_like(same.clean, dtype=torch.bool))
     assert Effect(1.0, -2.0).total == -3.0
+
+
+@pytest.mark.parametrize("kind", ["copy_loss", "logit_diff"])
+def test_readout_reads_the_same_metric(models, kind: str) -> None:  # noqa: ANN001
+    """Unembedding only the positions the metric reads gives the full run's metric."""
+    m = models["gpt2"]
+    g = graph_for(m)
+    task = _pairs(m, 4) if kind == "copy_loss" else _logit_task(m)
+    assert task.kind == kind and task.readout is not None
+    with torch.no_grad():
+        full = task.metric()(m(task.clean))
+    masks = torch.stack([torch.zeros_like(g.edges), g.edges])
+    out = writer_outputs(m, g, task.corrupt)
+    got = patched_metric(m, g, task.clean, out, masks, task.metric(gathered=True), task.readout)
+    want = patched_metric(m, g, task.clean, out, masks, task.metric())
+    torch.testing.assert_close(got[0], full, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    eap = edge_attribution(m, g, task.clean, task.corrupt, task.metric(gathered=True),
+                           readout=task.readout)
+    torch.testing.assert_close(eap, edge_attribution(m, g, task.clean, task.corrupt,
+                                                     task.metric()), atol=1e-5, rtol=1e-4)
