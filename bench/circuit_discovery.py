@@ -51,6 +51,8 @@ def _tl_scores(model: Any, graph: Any, task: Any) -> torch.Tensor:
         attribution_patch,
     )
 
+    from circuits.graph import transformer_lens_edge
+
     out = torch.zeros(graph.n_writers, graph.n_readers)
     for i in range(task.n_pairs):
         one = task.subset(slice(i, i + 1))
@@ -58,12 +60,8 @@ def _tl_scores(model: Any, graph: Any, task: Any) -> torch.Tensor:
         res = attribution_patch(model, one.clean, one.corrupt,
                                 lambda lg, metric=metric: metric(lg).sum(),
                                 EdgeAttributionConfig("edge"))
-        for (writer, reader), v in res.edge_scores.items():
-            w = {"embed": "input", "mlp_out": f"m{writer.layer}"}.get(
-                writer.kind, f"a{writer.layer}.h{writer.head}")
-            kind = reader.kind.split("_")[0]
-            r = {"mlp": f"m{reader.layer}", "logits": "logits"}.get(
-                kind, f"a{reader.layer}.h{reader.head}<{kind}>")
+        for edge, v in res.edge_scores.items():
+            w, r = transformer_lens_edge(*edge)
             out[graph.writers.index(w), graph.readers.index(r)] += v
     return out
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Bool
@@ -165,6 +165,23 @@ class Graph:
         except ValueError:
             raise ValueError(f"no edge {name!r} in this graph ({self.n_edges} edges, e.g. "
                              f"{self.edge_names()[0]!r})") from None
+
+
+def transformer_lens_edge(writer: Any, reader: Any) -> tuple[str, str]:
+    """Our names of an edge of TransformerLens' edge attribution
+    (`transformer_lens.tools.analysis.attribution_patching.Node` pairs).
+
+    >>> from types import SimpleNamespace as N
+    >>> transformer_lens_edge(N(kind="attn_head_out", layer=0, head=1),
+    ...                       N(kind="k_input", layer=2, head=0))
+    ('a0.h1', 'a2.h0<k>')
+    """
+    w = {"embed": "input", "mlp_out": f"m{writer.layer}"}.get(
+        writer.kind, f"a{writer.layer}.h{writer.head}")
+    kind = reader.kind.split("_")[0]
+    r = {"mlp": f"m{reader.layer}", "logits": "logits"}.get(
+        kind, f"a{reader.layer}.h{reader.head}<{kind}>")
+    return w, r
 
 
 def graph_for(model: Model) -> Graph:

@@ -24,7 +24,7 @@ from circuits.discovery import (
     task_effect,
 )
 from circuits.edges import edge_attribution, patched_metric, writer_outputs
-from circuits.graph import Graph, check_graph, graph_for
+from circuits.graph import Graph, check_graph, graph_for, transformer_lens_edge
 from circuits.tasks import Task, build_task, induction_task
 from workbench.models.loader import load
 
@@ -197,12 +197,8 @@ def test_eap_is_transformer_lens_edge_attribution(models) -> None:  # noqa: ANN0
         return logits[0, -1, 3] - logits[0, -1, 4]
     tl = attribution_patch(m, task.clean, task.corrupt, one, EdgeAttributionConfig("edge"))
     theirs = torch.zeros_like(ours)
-    for (writer, reader), v in tl.edge_scores.items():
-        wname = {"embed": "input", "mlp_out": f"m{writer.layer}"}.get(
-            writer.kind, f"a{writer.layer}.h{writer.head}")
-        kind = reader.kind.split("_")[0]
-        rname = {"mlp": f"m{reader.layer}", "logits": "logits"}.get(
-            kind, f"a{reader.layer}.h{reader.head}<{kind}>")
+    for edge, v in tl.edge_scores.items():
+        wname, rname = transformer_lens_edge(*edge)
         theirs[g.writers.index(wname), g.readers.index(rname)] += v
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-3)
 
