@@ -208,7 +208,8 @@ def task_report(model: Model, graph: Graph, task: Task, cfg: CircuitConfig, exac
     return out
 
 
-def induction_check(model: Model, circuit: dict[str, Any], progress: bool) -> dict[str, Any]:
+def induction_check(model: Model, graph: Graph, circuit: dict[str, Any], progress: bool
+                    ) -> dict[str, Any]:
     """Whether the induction circuit holds the induction and previous-token heads and the
     K-composition `workbench induction` names (by direct and by all-path patching of keys)."""
     from circuits import induction
@@ -226,8 +227,10 @@ def induction_check(model: Model, circuit: dict[str, Any], progress: bool) -> di
         out["induction_heads"][h] = node(h) in nodes
     for h in rep["previous_token_heads"]:
         out["previous_token_heads"][h] = node(h) in nodes
+    group = graph.n_heads // graph.n_kv
     for p in rep["pairs"]:
-        target = node(p["induction_head"]) + "<k>"
+        layer, head = (int(x) for x in p["induction_head"][1:].split("H"))
+        target = graph.qkv_name(layer, "k", head // group)  # its key head's input
         direct = f"{node(p['k_path_source'])}->{target}"
         src_all = node(p["k_path_all_source"])
         out["pairs"].append({
@@ -235,13 +238,14 @@ def induction_check(model: Model, circuit: dict[str, Any], progress: bool) -> di
             "k_path_source": p["k_path_source"], "k_path": p["k_path"],
             "direct_edge": direct, "direct_edge_in_circuit": direct in edges,
             "k_path_all_source": p["k_path_all_source"], "k_path_all": p["k_path_all"],
-            "path_in_circuit": _reaches(edges, src_all, target),
+            "path_in_circuit": _reaches(edges, src_all, target, group),
         })
     return out
 
 
-def _reaches(edges: set[str], source: str, target: str) -> bool:
-    """Whether circuit edges lead from the writer `source` to the reader `target`."""
+def _reaches(edges: set[str], source: str, target: str, group: int = 1) -> bool:
+    """Whether circuit edges lead from the writer `source` to the reader `target` (a key or
+    value head `a1.g0` feeds the `group` query heads it serves)."""
     nxt: dict[str, set[str]] = {}
     for e in edges:
         w, r = e.split("->")
@@ -252,10 +256,14 @@ def _reaches(edges: set[str], source: str, target: str) -> bool:
         for r in nxt.get(w, ()):
             if r == target:
                 return True
-            head = r.split("<")[0]
-            if head not in seen:
-                seen.add(head)
-                todo.append(head)
+            base = r.split("<")[0]
+            layer, _, unit = base.partition(".")
+            heads = ([f"{layer}.h{int(unit[1:]) * group + i}" for i in range(group)]
+                     if unit.startswith("g") else [base])
+            for head in heads:
+                if head not in seen:
+                    seen.add(head)
+                    todo.append(head)
     return False
 
 
@@ -285,7 +293,7 @@ def model_report(model: Model, corpus: Corpus | None, cfg: CircuitConfig, progre
         out["tasks"][name] = task_report(model, graph, task, cfg, exact, progress)
         if check_induction and name == "induction" and "circuit" in out["tasks"][name]:
             out["tasks"][name]["induction_check"] = induction_check(
-                model, out["tasks"][name]["circuit"], progress)
+                model, graph, out["tasks"][name]["circuit"], progress)
     return out
 
 

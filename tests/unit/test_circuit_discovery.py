@@ -279,3 +279,13 @@ def test_readout_reads_the_same_metric(models, kind: str) -> None:  # noqa: ANN0
                            readout=task.readout)
     torch.testing.assert_close(eap, edge_attribution(m, g, task.clean, task.corrupt,
                                                      task.metric()), atol=1e-5, rtol=1e-4)
+
+
+def test_paths_through_grouped_heads() -> None:
+    """A key/value head's input reaches every query head it serves."""
+    from circuits.circuit import _reaches, circuit_nodes
+
+    edges = {"a0.h0->a1.g0<k>", "a1.h1->a2.h0<k>"}
+    assert _reaches(edges, "a0.h0", "a2.h0<k>", group=2)
+    assert not _reaches(edges, "a0.h0", "a2.h0<k>", group=1)  # g0 serves a1.h0 alone
+    assert circuit_nodes(sorted(edges)) == ["a0.h0", "a1.g0", "a1.h1", "a2.h0"]
