@@ -16,7 +16,7 @@ from workbench.cli.registry import Command, build_parser, command_argv, commands
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("workbench", "circuits", "probe", "beliefs", "icl", "sweep", "app", "attribution",
             "features")
-HELP_ORDER = ["world", "train", "eval", "cache", "induction", "probe", "beliefs", "icl",
+HELP_ORDER = ["world", "train", "eval", "cache", "induction", "circuit", "probe", "beliefs", "icl",
               "sae", "attribute", "sweep", "info", "export", "app"]
 
 
@@ -73,7 +73,7 @@ def test_commands_are_registered_by_their_packages_in_help_order() -> None:
              for c in found}
     assert owner == {"world": "workbench", "train": "workbench", "eval": "workbench",
                      "cache": "workbench", "info": "workbench", "export": "workbench",
-                     "induction": "circuits",
+                     "induction": "circuits", "circuit": "circuits",
                      "probe": "probe", "beliefs": "beliefs", "icl": "icl", "sweep": "sweep",
                      "attribute": "attribution", "app": "app", "sae": "features"}
     cli = (ROOT / "workbench/cli/core.py").read_text()
@@ -122,7 +122,7 @@ def test_every_analysis_keeps_the_whole_protocol() -> None:
     from workbench.analysis import analyses, protocol_problems
 
     found = analyses()
-    assert sorted(found) == ["attribute", "beliefs", "icl", "induction", "probe"]
+    assert sorted(found) == ["attribute", "beliefs", "circuit", "icl", "induction", "probe"]
     for kind, module in found.items():
         assert protocol_problems(module) == [], kind
         assert module.KIND == kind
