@@ -11,12 +11,14 @@ the heads and K-composition that `workbench induction` names. Written as
     report["tasks"]["facts"]["methods"]["eap-ig"]["recovery"]["edges"]["auroc"]
 
 With `compare` (other models of the same shape, e.g. other training seeds) each one's circuit
-is found the same way and the report gives the Jaccard similarity of the edge sets per task;
+is found the same way and the report gives the Jaccard similarity of the edge sets per task
+(as named, and with heads' numbers dropped: seeds number their heads in any order);
 with `checkpoints`, recovery and circuit size at every checkpoint of the run.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -371,13 +373,26 @@ def _compare(body: dict[str, Any], compare: Sequence[tuple[str, Model]],
     for name, m in compare:
         models[name] = model_report(m, corpus, cfg, progress)["tasks"]
     jac: dict[str, Any] = {}
+    by_layer: dict[str, Any] = {}
     for task, t in body["tasks"].items():
         sets = {"this": t.get("circuit", {}).get("edges", [])}
         sets |= {n: r[task].get("circuit", {}).get("edges", []) for n, r in models.items()}
         names = list(sets)
-        jac[task] = {f"{a} | {b}": jaccard(sets[a], sets[b])
-                     for i, a in enumerate(names) for b in names[i + 1:]}
-    return {"models": models, "jaccard": jac}
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+        jac[task] = {f"{a} | {b}": jaccard(sets[a], sets[b]) for a, b in pairs}
+        by_layer[task] = {f"{a} | {b}": jaccard(map(unlabelled, sets[a]),
+                                                map(unlabelled, sets[b])) for a, b in pairs}
+    return {"models": models, "jaccard": jac, "jaccard_unlabelled": by_layer}
+
+
+def unlabelled(edge: str) -> str:
+    """An edge with its heads' numbers dropped (`a0.h1->a2.h0<k>` -> `a0.h*->a2.h*<k>`):
+    training seeds number their heads in any order, so circuits are compared this way too.
+
+    >>> unlabelled("a0.h1->a2.g0<k>")
+    'a0.h*->a2.h*<k>'
+    """
+    return re.sub(r"\.[hg]\d+", ".h*", edge)
 
 
 def from_ref(ref: str | Path | ModelRef, cfg: CircuitConfig | None = None, *,

@@ -28,6 +28,19 @@ def method_rows(task: dict[str, Any]) -> list[str]:
     return lines
 
 
+def compared(task: dict[str, Any]) -> str:
+    """A compared model's task in one line: the circuit method's recovery of the truth, its
+    faithfulness, the circuit's size."""
+    c = task.get("circuit") or {}
+    m = c.get("method") or next(iter(task["methods"]))
+    e = task["methods"][m]
+    rec, f = e.get("recovery", {}), e.get("faithfulness") or {}
+    return (f"{m} node AUROC {_f(rec.get('nodes', {}).get('auroc'))}, edge AUROC "
+            f"{_f(rec.get('edges', {}).get('auroc'))}, top-k recovered "
+            f"{_f(f.get('top_recovered'))}, CPR {_f(f.get('cpr'))}; circuit "
+            f"{c.get('n_edges', '-')} edges")
+
+
 def summary(report: dict[str, Any]) -> str:
     """The report as text."""
     g = report["graph"]
@@ -66,9 +79,13 @@ def summary(report: dict[str, Any]) -> str:
                     f"{yes[p['path_in_circuit']]} it")
     cmp_ = report.get("compare")
     if cmp_:
+        for name, tasks in cmp_["models"].items():
+            for task, t in tasks.items():
+                lines.append(f"{name}, {task}: " + compared(t))
         for task, pairs in cmp_["jaccard"].items():
-            lines.append(f"{task}: Jaccard of circuit edges "
-                         + ", ".join(f"{k} {_f(v, '.2f')}" for k, v in pairs.items()))
+            loose = cmp_.get("jaccard_unlabelled", {}).get(task, {})
+            lines.append(f"{task}: Jaccard of circuit edges (heads' numbers dropped) " + ", ".join(
+                f"{k} {_f(v, '.2f')} ({_f(loose.get(k), '.2f')})" for k, v in pairs.items()))
     for row in report.get("dynamics", []):
         lines.append(f"step {row['step']}: " + "; ".join(
             f"{t} effect {v['total']:.2f}, edge AUROC {_f(v['edge_auroc'], '.2f')}, circuit "

@@ -66,4 +66,5 @@ def test_pruning_rules_and_compare(tiny_run: TrainResult, world_corpus: Path) ->
     ck = kept["tasks"]["agreement"]["circuit"]
     assert ck["rule"] == "acdc 0.0" and abs(ck["recovered"] - 1) < 1e-4
     assert kept["compare"]["jaccard"]["agreement"]["this | same"] == 1.0
+    assert kept["compare"]["jaccard_unlabelled"]["agreement"]["this | same"] == 1.0
     assert jaccard(["a"], ["a", "b"]) == 0.5 and jaccard([], []) is None
