@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from circuits.graph import INPUT, LOGITS_IN, QKV, Graph, ln1_of, weights
+from circuits.graph import INPUT, LOGITS_IN, QKV, Graph, ln1_of, mlp_in_hook, weights
 from workbench.hooks import hook_name, unembed_input, unembeds_exactly
 
 if TYPE_CHECKING:
@@ -164,8 +164,7 @@ def patched_metric(
     last = slice(graph.n_readers - 1, graph.n_readers)
     if bool(patched[:, :, last].any()):
         hooks.append((LOGITS_IN, residual(last, graph.n_writers)))
-    model.set_use_hook_mlp_in(True)
-    with torch.no_grad():
+    with torch.no_grad(), mlp_in_hook(model):
         logits = run_logits(model, clean.repeat(n_copies, 1), hooks,
                             None if readout is None else readout.repeat(n_copies, 1))
     return metric_copies(metric, logits, n_copies)
@@ -222,8 +221,7 @@ def reader_gradients(
     if outputs is not None:
         hooks += _recorders(model, graph, lambda first, out: outputs.__setitem__(
             first, out.detach()), w_all["o"])
-    model.set_use_hook_mlp_in(True)
-    with torch.enable_grad():
+    with torch.enable_grad(), mlp_in_hook(model):
         values = metric(run_logits(model, tokens, hooks, readout))
         names = list(probes)  # the probes' gradients only: no parameter's is computed
         got = dict(zip(names, torch.autograd.grad(values.sum(), [probes[n] for n in names])))

@@ -31,7 +31,8 @@ architecture, and no per-head copies of the residual stream.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -193,6 +194,18 @@ def graph_for(model: Model) -> Graph:
                  not bool(getattr(cfg, "attn_only", False)))
 
 
+@contextlib.contextmanager
+def mlp_in_hook(model: Model) -> Iterator[None]:
+    """The bridge's `hook_mlp_in` point turned on for the body (it fires only when its flag
+    is), the model's own setting back after."""
+    saved = bool(getattr(model.cfg, "use_hook_mlp_in", False))
+    model.set_use_hook_mlp_in(True)
+    try:
+        yield
+    finally:
+        model.set_use_hook_mlp_in(saved)
+
+
 def ln1_of(model: Model, layer: int) -> Callable[[Tensor], Tensor]:
     """Block `layer`'s attention-input normalisation as a function (identity when the block
     has none)."""
@@ -222,8 +235,8 @@ def check_graph(model: Model, graph: Graph, tokens: Tensor) -> None:
     points = ("hook_resid_pre", "attn.hook_z", "attn.hook_q", "attn.hook_k", "attn.hook_v")
     points += ("hook_mlp_out", "hook_mlp_in") if graph.has_mlp else ()
     names = {hook_name(la, p) for la in range(graph.n_layers) for p in points} | {LOGITS_IN}
-    model.set_use_hook_mlp_in(True)
-    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    with mlp_in_hook(model):
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
     w = weights(model)
     total = cache[INPUT]
     for la in range(graph.n_layers):
