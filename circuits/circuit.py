@@ -39,6 +39,8 @@ from circuits.discovery import (
     acdc,
     discover,
     faithfulness_curve,
+    kept_masks,
+    patched_effects,
     recovery,
     select,
     task_effect,
@@ -133,9 +135,8 @@ def _score_dict(s: Scores, seconds: float) -> dict[str, Any]:
 def _circuit(model: Model, graph: Graph, task: Task, effect: Effect, scores: Scores,
              curve: dict[str, Any] | None, cfg: CircuitConfig, progress: bool
              ) -> dict[str, Any]:
-    """The pruned circuit: its edges and nodes, and the metric it recovers."""
-    from circuits.discovery import kept_masks, patched_effects
-
+    """The pruned circuit: its edges and nodes, and the metric it recovers (`method`: whose
+    scores ranked the edges, `acdc` for greedy pruning, which ranks none)."""
     assert scores.edges is not None
     if cfg.acdc is not None:
         keep, rule = acdc(model, graph, task, effect, cfg.acdc, cfg.batch_pairs, progress), \
@@ -156,7 +157,8 @@ def _circuit(model: Model, graph: Graph, task: Task, effect: Effect, scores: Sco
                                   cfg.batch_pairs)[0])
     names = graph.edge_names()
     edges = [names[i] for i in keep.nonzero()[:, 0].tolist()]
-    return {"rule": rule, "method": scores.method, "n_edges": len(edges), "edges": edges,
+    method = "acdc" if cfg.acdc is not None else scores.method
+    return {"rule": rule, "method": method, "n_edges": len(edges), "edges": edges,
             "nodes": circuit_nodes(edges),
             "recovered": (value - effect.corrupt) / (effect.clean - effect.corrupt)}
 

@@ -64,7 +64,7 @@ def test_pruning_rules_and_compare(tiny_run: TrainResult, world_corpus: Path) ->
     kept = run(model, corpus, CircuitConfig(**base, acdc=0.0), compare=[("same", model)],
                progress=False)
     ck = kept["tasks"]["agreement"]["circuit"]
-    assert ck["rule"] == "acdc 0.0" and abs(ck["recovered"] - 1) < 1e-4
+    assert ck["rule"] == "acdc 0.0" and ck["method"] == "acdc" and abs(ck["recovered"] - 1) < 1e-4
     assert kept["compare"]["jaccard"]["agreement"]["this | same"] == 1.0
     assert kept["compare"]["jaccard_unlabelled"]["agreement"]["this | same"] == 1.0
     assert jaccard(["a"], ["a", "b"]) == 0.5 and jaccard([], []) is None
