@@ -49,8 +49,9 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--hide-scrollbars", f"--window-size={WIDTH},{HEIGHT}")
 # url path of each page (st.Page names it after the file) -> charts it must draw on `tiny`
 # (a page's URL first: the router must run for it too, not the page's file alone)
-CHARTS = {"": 1, "attention": 2, "induction": 3, "probes": 2, "beliefs": 1, "attribution": 3,
-          "icl": 3, "activations": 1, "logit_lens": 1, "scaling": 3, "features": 2}
+CHARTS = {"": 1, "attention": 2, "induction": 3, "circuits": 3, "probes": 2, "beliefs": 1,
+          "attribution": 3, "icl": 3, "activations": 1, "logit_lens": 1, "scaling": 3,
+          "features": 2}
 ERROR_TEXT = ("Traceback", "Error:", "Exception:")
 TEXT_BLOCKS = ("p, pre, code, td, th, li, h1, h2, h3, h4, .stMarkdown, "
                "[data-testid='stText'], [data-testid='stCaptionContainer'], "
