@@ -40,7 +40,7 @@ in_circuit = [abs(s) for e, s in zip(report["graph"]["edges"], t["methods"][meth
 default = min(in_circuit) if in_circuit and method == t.get("circuit", {}).get("method") \
     else sorted(scores, reverse=True)[min(len(scores), 10) - 1]
 threshold = cols[2].slider("edges with |score| at least (fraction of the total effect)", 0.0,
-                           max(scores), float(default), key="circ_threshold",
+                           max(scores), float(default), format="%.4f", key="circ_threshold",
                            help="a score is the edge's effect on the task's metric when it is "
                                 "patched from the corrupted run, over the task's whole effect")
 st.caption(f"{t['description']}; {t['n_pairs']} pairs, metric {t['clean']:.3f} clean and "
