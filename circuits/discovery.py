@@ -34,7 +34,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from circuits.edges import edge_attribution, patched_metric, writer_outputs
+from circuits.edges import edge_attribution, node_scores, patched_metric, writer_outputs
 from circuits.graph import Graph
 
 if TYPE_CHECKING:
@@ -159,7 +159,7 @@ def attributed_scores(model: Model, graph: Graph, task: Task, effect: Effect, me
                                   else 0, part.readout)
     matrix = total / task.n_pairs / effect.total
     edges = None if method == "attribution" else graph.edge_values(matrix)
-    return Scores(method, matrix.sum(1), edges)
+    return Scores(method, node_scores(matrix), edges)
 
 
 def discover(model: Model, graph: Graph, task: Task, effect: Effect, method: str,
