@@ -19,7 +19,7 @@ The world's tasks (`TASKS`), built from its ground truth:
 - `update`: "news : P lives in NEW ." then P's city query, vs the same news about another
   person; NEW minus P's city;
 - `fewshot`: a novel mapping's demonstrations and query (the world's `novel` few-shot items)
-  vs the same demonstrations with their answers shuffled; answer minus the shuffled label
+  vs the same demonstrations with their labels rotated; answer minus the rotated label
   that now follows the query's input.
 
 >>> import torch
@@ -278,10 +278,10 @@ def update_task(model: Model, corpus: Corpus | None, n_pairs: int, seed: int) ->
 
 
 def fewshot_task(model: Model, corpus: Corpus | None, n_pairs: int, seed: int) -> Task:
-    """Novel-mapping few-shot items vs their demonstrations' answers shuffled."""
+    """Novel-mapping few-shot items vs their demonstrations' labels rotated (each input takes
+    the next demonstration's label)."""
     items = [it for it in _corpus(corpus, "fewshot").eval_items("fewshot")
              if it["task"].startswith("novel") and it["k"] >= 2]
-    rng = random.Random(f"fewshot-pairs:{seed}")
     rows = []
     for it in items:
         demos = [tuple(d) for d in it["demos"]]
@@ -289,20 +289,18 @@ def fewshot_task(model: Model, corpus: Corpus | None, n_pairs: int, seed: int) -
         answer_of = dict(demos)
         if len(set(ys)) != len(ys) or answer_of.get(it["x"]) != it["answer"]:
             continue  # labels must be distinct, and the query's input demonstrated
-
         if _few_text(demos, it["x"]) != it["prefix"]:
             continue
-        shuffled = [(x, ys[(i + 1) % len(ys)]) for i, (x, _) in enumerate(demos)]
+        rotated = [(x, ys[(i + 1) % len(ys)]) for i, (x, _) in enumerate(demos)]
         ids = encode_prompt(model, it["prefix"])
-        x = encode_prompt(model, _few_text(shuffled, it["x"]))
+        x = encode_prompt(model, _few_text(rotated, it["x"]))
         good = _first_id(model, it["answer"])
-        bad = _first_id(model, dict(shuffled)[it["x"]])
+        bad = _first_id(model, dict(rotated)[it["x"]])
         if len(ids) == len(x) and good != bad:
             rows.append((ids, x, good, bad))
-    rng.shuffle(rows)
     return _stack(_sample(rows, n_pairs, seed, "fewshot"), "fewshot",
                   "logit of the demonstrated mapping's answer minus the label it has after "
-                  "shuffling; corrupted: the demonstrations' labels shuffled", _pad_id(model))
+                  "rotating; corrupted: the demonstrations' labels rotated", _pad_id(model))
 
 
 def _few_text(demos: Sequence[tuple[str, str]], query: str) -> str:
