@@ -94,21 +94,33 @@ def task_effect(model: Model, task: Task, batch_pairs: int = 64) -> Effect:
     return effect
 
 
+@torch.no_grad()
+def corrupt_outputs(model: Model, graph: Graph, task: Task, batch_pairs: int = 64
+                    ) -> list[Tensor]:
+    """Every writer's output on each chunk of `batch_pairs` corrupted prompts: what the
+    patched passes of `patched_effects` deliver, computed once for a series of them."""
+    device = next(model.parameters()).device
+    return [writer_outputs(model, graph, part.corrupt.to(device))
+            for part in _chunks(task, batch_pairs)]
+
+
 def patched_effects(model: Model, graph: Graph, task: Task,
                     masks: Bool[Tensor, "copy writer reader"], batch_pairs: int = 64,
-                    progress: bool = False, desc: str = "patching") -> Float[Tensor, " copy"]:
+                    progress: bool = False, desc: str = "patching",
+                    outputs: list[Tensor] | None = None) -> Float[Tensor, " copy"]:
     """The mean metric over pairs with each copy's edges patched (as many copies per pass
-    as keep the pass under `PASS_BYTES`)."""
+    as keep the pass under `PASS_BYTES`); `outputs`: the chunks' `corrupt_outputs`, when
+    already computed."""
     device = next(model.parameters()).device
     total = torch.zeros(masks.shape[0])
     parts = _chunks(task, batch_pairs)
+    outputs = outputs or corrupt_outputs(model, graph, task, batch_pairs)
     width = int(task.clean.shape[1])
     per_copy = 4 * min(batch_pairs, task.n_pairs) * width * graph.n_writers * model.cfg.d_model
     step = max(1, PASS_BYTES // max(per_copy, 1))
     bar = tqdm(total=masks.shape[0] * len(parts), desc=desc, disable=not progress, leave=False)
-    for part in parts:
+    for part, corrupt_out in zip(parts, outputs):
         clean = part.clean.to(device)
-        corrupt_out = writer_outputs(model, graph, part.corrupt.to(device))
         metric = part.metric(gathered=True)
         for lo in range(0, masks.shape[0], step):
             chunk = masks[lo:lo + step]
@@ -138,10 +150,11 @@ def node_masks(graph: Graph) -> Bool[Tensor, "writer writer reader"]:
 def exact_scores(model: Model, graph: Graph, task: Task, effect: Effect,
                  batch_pairs: int = 64, progress: bool = False) -> Scores:
     """Activation patching of every node and path patching of every edge, normalised."""
+    outputs = corrupt_outputs(model, graph, task, batch_pairs)
     nodes = patched_effects(model, graph, task, node_masks(graph), batch_pairs, progress,
-                            "exact nodes")
+                            "exact nodes", outputs)
     edges = patched_effects(model, graph, task, edge_masks(graph), batch_pairs, progress,
-                            "exact edges")
+                            "exact edges", outputs)
     return Scores("exact", (nodes - effect.clean) / effect.total,
                   (edges - effect.clean) / effect.total)
 
@@ -235,10 +248,11 @@ def faithfulness_curve(model: Model, graph: Graph, task: Task, effect: Effect,
     top `top_fraction` recovers."""
     sizes = curve_sizes(graph.n_edges, top_fraction)
     ranking = edge_scores.abs().argsort(descending=True, stable=True)
+    outputs = corrupt_outputs(model, graph, task, batch_pairs)
 
     def measure(ks: list[int]) -> list[float]:
         values = patched_effects(model, graph, task, kept_masks(graph, ranking, ks),
-                                 batch_pairs, progress, "faithfulness")
+                                 batch_pairs, progress, "faithfulness", outputs)
         return ((values - effect.corrupt) / (effect.clean - effect.corrupt)).tolist()
 
     recovered = dict(zip(sizes, measure(sizes)))
@@ -277,10 +291,12 @@ def acdc(model: Model, graph: Graph, task: Task, effect: Effect, threshold: floa
     patched = torch.zeros(graph.n_writers, graph.n_readers, dtype=torch.bool)
     current = effect.clean
     order = sorted(range(graph.n_edges), key=lambda e: (-int(r[e]), -int(w[e])))
+    outputs = corrupt_outputs(model, graph, task, batch_pairs)
     for e in tqdm(order, desc="acdc", disable=not progress, leave=False):
         trial = patched.clone()
         trial[w[e], r[e]] = True
-        value = float(patched_effects(model, graph, task, trial[None], batch_pairs)[0])
+        value = float(patched_effects(model, graph, task, trial[None], batch_pairs,
+                                      outputs=outputs)[0])
         if abs(value - current) < threshold * abs(effect.total):
             patched, current = trial, value
     return ~graph.edge_values(patched)

@@ -42,7 +42,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuits.edges import Metric
-from workbench.prompts import encode_prompt, prepended_bos, word_ids
+from workbench.prompts import encode_prompt, prepended_bos, word_id
 from workbench.world import lexicon
 
 if TYPE_CHECKING:
@@ -147,12 +147,12 @@ class Task:
         return logit_diff
 
 
-def _stack(rows: list[tuple[list[int], list[int], int, int]], name: str, description: str,
-           pad: int) -> Task:
+def _stack(rows: list[tuple[list[int], list[int], int, int]], name: str, description: str
+           ) -> Task:
     """A logit-difference task from (clean ids, corrupt ids, good, bad) rows (right-padded;
     the answer is read at each clean prompt's last token)."""
     width = max(len(c) for c, _, _, _ in rows)
-    clean = torch.full((len(rows), width), pad, dtype=torch.long)
+    clean = torch.zeros(len(rows), width, dtype=torch.long)  # causal: padding after the end
     corrupt = clean.clone()
     for i, (c, x, _, _) in enumerate(rows):
         clean[i, :len(c)] = torch.tensor(c)
@@ -160,15 +160,6 @@ def _stack(rows: list[tuple[list[int], list[int], int, int]], name: str, descrip
     return Task(name, clean, corrupt, answer_pos=torch.tensor([len(c) - 1 for c, *_ in rows]),
                 good=torch.tensor([g for *_, g, _ in rows]),
                 bad=torch.tensor([b for *_, b in rows]), description=description)
-
-
-def _pad_id(model: Model) -> int:
-    bos = prepended_bos(model)
-    return 0 if bos is None else int(bos)
-
-
-def _first_id(model: Model, word: str) -> int:
-    return word_ids(model.tokenizer, word)[0]
 
 
 def _sample(rows: list[Any], n: int, seed: int, name: str) -> list[Any]:
@@ -206,7 +197,7 @@ def facts_task(model: Model, corpus: Corpus | None, n_pairs: int, seed: int) -> 
     groups: dict[tuple[str, int], list[tuple[list[int], int]]] = defaultdict(list)
     for it in items:
         ids = encode_prompt(model, it["prefix"])
-        groups[(it["template"], len(ids))].append((ids, _first_id(model, it["answer"])))
+        groups[(it["template"], len(ids))].append((ids, word_id(model.tokenizer, it["answer"])))
     rng = random.Random(f"facts-pairs:{seed}")
     rows = []
     for group in groups.values():
@@ -217,7 +208,7 @@ def facts_task(model: Model, corpus: Corpus | None, n_pairs: int, seed: int) -> 
                 rows.append((ids, x, good, bad))
     return _stack(_sample(rows, n_pairs, seed, "facts"), "facts",
                   "logit of a person's city minus another person's city; corrupted: the same "
-                  "query about that other person", _pad_id(model))
+                  "query about that other person")
 
 
 def _other_number() -> dict[str, str]:
@@ -241,12 +232,12 @@ def agreement_task(model: Model, corpus: Corpus | None, n_pairs: int, seed: int)
         if it.get("structure") == "subj_rel":
             flipped[3] = flip.get(words[3], words[3])
         ids, x = encode_prompt(model, it["prefix"]), encode_prompt(model, " ".join(flipped))
-        good, bad = _first_id(model, it["correct"]), _first_id(model, it["wrong"])
+        good, bad = word_id(model.tokenizer, it["correct"]), word_id(model.tokenizer, it["wrong"])
         if len(ids) == len(x) and ids != x and good != bad:
             rows.append((ids, x, good, bad))
     return _stack(_sample(rows, n_pairs, seed, "agreement"), "agreement",
                   "logit of the verb form agreeing with the subject minus the other form; "
-                  "corrupted: the subject's number flipped", _pad_id(model))
+                  "corrupted: the subject's number flipped")
 
 
 def update_task(model: Model, corpus: Corpus | None, n_pairs: int, seed: int) -> Task:
@@ -269,12 +260,12 @@ def update_task(model: Model, corpus: Corpus | None, n_pairs: int, seed: int) ->
             query = it["prefix"]
             ids = encode_prompt(model, f"news : {query} {new} . {query}")
             x = encode_prompt(model, f"news : {other['prefix']} {new} . {query}")
-            good, bad = _first_id(model, new), _first_id(model, it["answer"])
+            good, bad = word_id(model.tokenizer, new), word_id(model.tokenizer, it["answer"])
             if len(ids) == len(x) and good != bad:
                 rows.append((ids, x, good, bad))
     return _stack(_sample(rows, n_pairs, seed, "update"), "update",
                   "logit of the city a news item gives the person minus their own city; "
-                  "corrupted: the news is about another person", _pad_id(model))
+                  "corrupted: the news is about another person")
 
 
 def fewshot_task(model: Model, corpus: Corpus | None, n_pairs: int, seed: int) -> Task:
@@ -294,13 +285,13 @@ def fewshot_task(model: Model, corpus: Corpus | None, n_pairs: int, seed: int) -
         rotated = [(x, ys[(i + 1) % len(ys)]) for i, (x, _) in enumerate(demos)]
         ids = encode_prompt(model, it["prefix"])
         x = encode_prompt(model, _few_text(rotated, it["x"]))
-        good = _first_id(model, it["answer"])
-        bad = _first_id(model, dict(rotated)[it["x"]])
+        good = word_id(model.tokenizer, it["answer"])
+        bad = word_id(model.tokenizer, dict(rotated)[it["x"]])
         if len(ids) == len(x) and good != bad:
             rows.append((ids, x, good, bad))
     return _stack(_sample(rows, n_pairs, seed, "fewshot"), "fewshot",
                   "logit of the demonstrated mapping's answer minus the label it has after "
-                  "rotating; corrupted: the demonstrations' labels rotated", _pad_id(model))
+                  "rotating; corrupted: the demonstrations' labels rotated")
 
 
 def _few_text(demos: Sequence[tuple[str, str]], query: str) -> str:
@@ -330,7 +321,3 @@ def build_task(name: str, model: Model, corpus: Corpus | None, n_pairs: int = 64
     if n_pairs < 1:
         raise ValueError(f"n_pairs={n_pairs}; pass at least 1")
     return TASKS[name](model, corpus, n_pairs, seed)
-
-
-def task_names() -> Sequence[str]:
-    return tuple(TASKS)
