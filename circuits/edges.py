@@ -56,11 +56,6 @@ def run_logits(model: Model, tokens: Int[Tensor, "batch pos"], hooks: list[tuple
     return logits.gather(1, idx[..., None].expand(-1, -1, logits.shape[-1]))
 
 
-def _first_writer(graph: Graph, layer: int) -> int:
-    """The index of block `layer`'s first head among the writers."""
-    return 1 + layer * (graph.n_heads + graph.has_mlp)
-
-
 def _recorders(model: Model, graph: Graph, store: Callable[[int, Tensor], None],
                w_o: Tensor | None = None) -> list[tuple[str, Any]]:
     """Hooks that hand every writer group's output `[batch, pos, n, d_model]` to
@@ -75,7 +70,7 @@ def _recorders(model: Model, graph: Graph, store: Callable[[int, Tensor], None],
     w_o = model.W_O.detach() if w_o is None else w_o
     hooks = [(INPUT, writer(0, None))]
     for la in range(graph.n_layers):
-        first = _first_writer(graph, la)
+        first = graph.writers_before(la, "q")  # the block's first head
         hooks.append((hook_name(la, "attn.hook_z"), writer(first, w_o[la])))
         if graph.has_mlp:
             hooks.append((hook_name(la, "hook_mlp_out"), writer(first + graph.n_heads, None)))
