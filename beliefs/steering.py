@@ -10,8 +10,9 @@ subject's representation is moved from "holds the old object" to "holds the new"
 direction the model itself uses to tell them apart, scaled by `alpha`.
 
 The layer and `alpha` are chosen once per run on held-out calibration facts (`calibrate`):
-the pair of the grid that maximises efficacy + specificity + kept (the subject's other facts
-unchanged) there. The same edit metrics as the weight edits then apply
+the pair of the grid that maximises firm efficacy (the new object leads by a nat or more) +
+specificity + kept (the subject's other facts unchanged) there, the grid's top scale doubled
+while that scores higher. The same edit metrics as the weight edits then apply
 (`beliefs.metrics.EditEvaluator`): a `SteeringEdit` is applied and undone like a
 `WeightEdit`. Because it acts only where the subject's tokens occur, its
 specificity on other subjects is high by construction; its ripple (the country of an edited
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 ALPHAS = (0.5, 1.0, 2.0, 4.0, 8.0)
 POSITIONS = ("after", "subject")
+FIRM_MARGIN = 1.0  # nats by which the new object must lead for a calibration edit to count
 
 
 @dataclass(frozen=True)
@@ -56,13 +58,19 @@ class SteerConfig:
         alphas: the scales tried on the calibration facts.
         n_calibration: held-out facts (not among those tested) that choose layer and scale.
         max_subjects: subjects averaged per side of the difference of means.
+        firm_margin: nats by which the new object must lead on a calibration fact for the
+            edit to count there (`calibration_scores`).
+        extend: times a best scale at the top of `alphas` is doubled (`calibrate`).
     """
 
     position: str = "after"
     layers: tuple[int, ...] | None = None
     alphas: tuple[float, ...] = ALPHAS
-    n_calibration: int = 10
+    # 10 facts chose a scale that stated 0.46 of the tested facts on seed 2 of `default`
+    n_calibration: int = 20
     max_subjects: int = 32
+    firm_margin: float = FIRM_MARGIN
+    extend: int = 3
 
     def __post_init__(self) -> None:
         if self.position not in POSITIONS:
@@ -73,6 +81,9 @@ class SteerConfig:
         if self.n_calibration < 1 or self.max_subjects < 1:
             raise ValueError(f"SteerConfig.n_calibration={self.n_calibration}, max_subjects="
                              f"{self.max_subjects}; pass >= 1")
+        if self.firm_margin < 0 or self.extend < 0:
+            raise ValueError(f"SteerConfig.firm_margin={self.firm_margin}, extend="
+                             f"{self.extend}; pass >= 0")
 
 
 class HookedEdit:
@@ -243,12 +254,18 @@ Candidates = Callable[[Belief, str], Iterable[tuple[dict[str, Any], HookedEdit]]
 
 
 def calibration_scores(model: Model, base: FactBase, calibration: list[Belief],
-                       candidates: Candidates, seed: int = 0) -> list[dict[str, Any]]:
-    """Per setting that `candidates` yields (the same for every fact), efficacy, specificity
-    (3 neighbours each) and kept (the subject's other facts unchanged) over the
-    `calibration` facts, the settings in their first-seen order. Kept counts because an edit
-    acting wherever the subject occurs also reaches the subject's other questions."""
+                       candidates: Candidates, seed: int = 0,
+                       firm_margin: float = FIRM_MARGIN) -> list[dict[str, Any]]:
+    """Per setting that `candidates` yields (the same for every fact), efficacy, `firm`
+    (the new object leads every other candidate by `firm_margin` nats or more), the mean
+    `margin` (log p(new) minus the best other candidate's), specificity (3 neighbours each)
+    and kept (the subject's other facts unchanged) over the `calibration` facts, the settings
+    in their first-seen order. Kept counts because an edit acting wherever the subject occurs
+    also reaches the subject's other questions; the margin because a setting that only just
+    flips the calibration facts stops short on the tested ones (seed 2 of the `default`
+    preset, chosen by efficacy on 10 facts: 0.46 on the 50 tested)."""
     from beliefs.elicit import stated
+    from workbench.prompts import candidate_logprobs
 
     def answers(beliefs: list[Belief]) -> list[str]:
         return [stated(model, [x.prompts[0]], x.candidates)[0] for x in beliefs]
@@ -260,10 +277,15 @@ def calibration_scores(model: Model, base: FactBase, calibration: list[Belief],
         before = answers(others)
         for settings, edit in candidates(b, new):
             _, tally = tallies.setdefault(tuple(settings.items()), (settings, {
-                "efficacy": [], "specificity": [], "kept": []}))
+                "efficacy": [], "firm": [], "margin": [], "specificity": [], "kept": []}))
             with edit.applied(model):
-                tally["efficacy"].append(stated(model, [b.prompts[0]], b.candidates)[0] == new)
+                logp = candidate_logprobs(model, [b.prompts[0]], b.candidates)[0]
                 after = answers(others)
+            i_new = b.candidates.index(new)
+            lead = float(logp[i_new] - torch.cat([logp[:i_new], logp[i_new + 1:]]).max())
+            tally["efficacy"].append(lead > 0)
+            tally["firm"].append(lead >= firm_margin)
+            tally["margin"].append(lead)
             for o, was, now in zip(others, before, after, strict=True):
                 tally["kept" if o.subject == b.subject else "specificity"].append(was == now)
     return [settings | {k: _share(v) for k, v in tally.items()}
@@ -271,30 +293,47 @@ def calibration_scores(model: Model, base: FactBase, calibration: list[Belief],
 
 
 def calibration_total(score: dict[str, Any]) -> float:
-    """What calibration maximises: efficacy + specificity + kept (a missing one counts 0)."""
-    return sum(score.get(k) or 0.0 for k in ("efficacy", "specificity", "kept"))
+    """What calibration maximises: firm efficacy (efficacy when not measured) + specificity
+    + kept (a missing one counts 0)."""
+    firm = score.get("firm", score.get("efficacy"))
+    return (firm or 0.0) + sum(score.get(k) or 0.0 for k in ("specificity", "kept"))
 
 
 def calibrate(model: Model, base: FactBase, calibration: list[Belief],
               cfg: SteerConfig | None = None, seed: int = 0) -> dict[str, Any]:
     """The layer and scale (of `cfg.layers` x `cfg.alphas`) maximising `calibration_total`
-    on the `calibration` facts, the smallest scale and then the earliest layer on ties; the
+    on the `calibration` facts, the smallest scale and then the earliest layer on ties; a
+    best scale at the top of the grid is doubled at its layer (up to `cfg.extend` times)
+    while that scores higher, so calibration does not stop at the grid's edge. Returns the
     scores of every pair tried (`calibration_scores`)."""
     cfg = cfg or SteerConfig()
     layers = cfg.layers if cfg.layers is not None else tuple(range(model.cfg.n_layers))
 
-    def candidates(b: Belief, new: str) -> Iterator[tuple[dict[str, Any], HookedEdit]]:
-        vectors = steering_vectors(model, base, b, new, layers, cfg)[0]
-        for layer in layers:
-            for alpha in cfg.alphas:
-                yield ({"layer": layer, "alpha": alpha},
-                       SteeringEdit(layer, vectors[layer], b.subject, alpha, cfg.position))
+    def grid(at: Sequence[int], alphas: Sequence[float]) -> Candidates:
+        def candidates(b: Belief, new: str) -> Iterator[tuple[dict[str, Any], HookedEdit]]:
+            vectors = steering_vectors(model, base, b, new, at, cfg)[0]
+            for layer in at:
+                for alpha in alphas:
+                    yield ({"layer": layer, "alpha": alpha},
+                           SteeringEdit(layer, vectors[layer], b.subject, alpha, cfg.position))
+        return candidates
 
-    scores = calibration_scores(model, base, calibration, candidates, seed)
-    best = max(scores, key=lambda s: (calibration_total(s), -s["alpha"], -s["layer"]))
+    def pick(scores: list[dict[str, Any]]) -> dict[str, Any]:
+        return max(scores, key=lambda s: (calibration_total(s), -s["alpha"], -s["layer"]))
+
+    scores = calibration_scores(model, base, calibration, grid(layers, cfg.alphas), seed,
+                                cfg.firm_margin)
+    best, top = pick(scores), max(cfg.alphas)
+    for _ in range(cfg.extend):
+        if best["alpha"] < top:
+            break
+        top *= 2
+        scores += calibration_scores(model, base, calibration, grid([best["layer"]], [top]),
+                                     seed, cfg.firm_margin)
+        best = pick(scores)
     return {"layer": best["layer"], "alpha": best["alpha"], "position": cfg.position,
-            "tried": scores, "calibration": [f"{b.subject} / {b.relation}"
-                                             for b in calibration]}
+            "firm_margin": cfg.firm_margin, "tried": scores,
+            "calibration": [f"{b.subject} / {b.relation}" for b in calibration]}
 
 
 def _share(values: list[bool]) -> float | None:
