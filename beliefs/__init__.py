@@ -8,10 +8,13 @@ Where things live:
 - `beliefs.elicit`: what the model states about a fact, p(object), strength and consistency.
 - `beliefs.ladder`: the in-context pressure ladder (does context change what it states?).
 - `beliefs.editing`: weight edits applied on copies or restored exactly, MLP keys and their
-  covariance; `beliefs.rome`: ROME; `beliefs.finetune`: constrained fine-tuning.
+  covariance; `beliefs.rome`: ROME (with the retention term); `beliefs.memit`: MEMIT over a
+  range of layers and AlphaEdit's null-space projection; `beliefs.regimes`: MEMIT on many
+  facts at once and one after another; `beliefs.finetune`: constrained fine-tuning.
 - `beliefs.steering`: activation addition where the subject occurs; `beliefs.latent`: a
   sparse dictionary's latents clamped there (`--method sae`), both calibrated on held-out
   facts.
+- `beliefs.trace`: causal traces averaged by token role, beside the fact probes.
 - `beliefs.metrics`: efficacy, generalisation, specificity, ripple and fluency of an edit,
   and the before/after table of one edit (`before_after`).
 - `beliefs.suite`: the analysis end to end (`BeliefsConfig`, `run`, `from_ref`; one edit:

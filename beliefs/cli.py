@@ -7,7 +7,14 @@ import argparse
 from typing import Any
 
 from workbench.cli.analyses import AnalysisFlags, analysis_command
-from workbench.cli.argtypes import bounded_int, int_list, name_list, nonneg_int, positive_int
+from workbench.cli.argtypes import (
+    bounded_int,
+    floats,
+    int_list,
+    name_list,
+    nonneg_int,
+    positive_int,
+)
 
 
 def belief_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,9 +22,28 @@ def belief_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--facts", default=None, help="fact list (schema workbench.facts/1); "
                    "default: the world facts of a world corpus, else datasets/facts/"
                    "real_facts.json")
-    p.add_argument("--method", type=name_list(("icl", "rome", "ft", "steer", "sae")),
-                   default="icl,rome,ft,steer", help="any of icl,rome,ft,steer,sae (sae: a "
-                   "sparse dictionary's latents clamped at the subject; needs one of the model)")
+    p.add_argument("--method", type=name_list(("icl", "rome", "memit", "ft", "steer", "sae")),
+                   default="icl,rome,memit,ft,steer", help="any of icl,rome,memit,ft,steer,sae "
+                   "(sae: a sparse dictionary's latents clamped at the subject; needs one of "
+                   "the model)")
+    p.add_argument("--regimes", type=name_list(("single", "batch", "sequential")),
+                   default="single", help="any of single (each fact edited alone: the method "
+                   "table), batch (MEMIT on --batch-sizes facts at once), sequential (MEMIT "
+                   "edits one after another: AlphaEdit's projection, the earlier edits' keys held, "
+                   "neither)")
+    p.add_argument("--batch-sizes", type=int_list(0), default="10,50,0",
+                   help="facts per batch edit of --regimes batch (0: every fact of the "
+                   "relation)")
+    p.add_argument("--sequential", type=bounded_int(1, 100_000), default=100,
+                   help="edits of --regimes sequential (measured after every 10)")
+    p.add_argument("--regime-relation", default="city",
+                   help="the relation the batch and sequential regimes edit")
+    p.add_argument("--memit-layers", type=int_list(0), default=None,
+                   help="MEMIT's layers, e.g. 0,1 (default: the causal trace's range)")
+    p.add_argument("--retain", type=floats(0.0, example="1"), default=None,
+                   help="weight of the retention term of ROME and MEMIT (the subject's other "
+                   "relations held at their outputs; 0: off; default: 0 for ROME, its "
+                   "published settings, 1 for MEMIT)")
     p.add_argument("--sae", default=None, help="the dictionary of --method sae (`workbench sae "
                    "train --out`; default: the model's only one under MODEL/sae/)")
     p.add_argument("--n", type=bounded_int(1, 100_000), default=50, help="beliefs tested")
@@ -46,14 +72,29 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 
 def belief_config(args: argparse.Namespace) -> Any:
     """`BeliefsConfig` from the flags."""
+    from dataclasses import replace
+
+    from beliefs.memit import MemitConfig
+    from beliefs.regimes import RegimeConfig
+    from beliefs.rome import RomeConfig
     from beliefs.suite import BeliefsConfig
     from circuits.tracing import TraceConfig
 
     methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
     relations = tuple(r.strip() for r in args.relations.split(",")) if args.relations else None
+    rome, memit = RomeConfig(), MemitConfig()
+    if args.retain is not None:
+        rome = replace(rome, retain_weight=args.retain)
+        memit = replace(memit, z=replace(memit.z, retain_weight=args.retain))
+    regime = RegimeConfig(regimes=tuple(r for r in args.regimes.split(",") if r),
+                          relation=args.regime_relation,
+                          batch_sizes=_ints(args.batch_sizes, "--batch-sizes"),
+                          sequential=args.sequential)
     return BeliefsConfig(methods=methods, n=args.n, seeds=_ints(args.seeds, "--seeds"),
                          relations=relations, layer=args.layer, n_trace=args.n_trace,
-                         cov_tokens=args.cov_tokens,
+                         cov_tokens=args.cov_tokens, rome=rome, memit=memit, regime=regime,
+                         memit_layers=(_ints(args.memit_layers, "--memit-layers")
+                                       if args.memit_layers else None),
                          trace=TraceConfig(n_samples=args.trace_samples))
 
 
@@ -84,6 +125,12 @@ def beliefs_precheck(args: argparse.Namespace, ref: Any, corpus: Any) -> None:
     for name in (args.relations or "").split(","):
         if name.strip():
             base.relation(name.strip())
+    if args.regimes != "single":
+        base.relation(args.regime_relation)
+    for la in _ints(args.memit_layers or "", "--memit-layers"):
+        if n_layers is not None and la >= n_layers - (n_layers > 1):
+            raise ValueError(f"--memit-layers {args.memit_layers}: layer {la} is out of range; "
+                             f"MEMIT edits layers 0..{max(n_layers - 2, 0)} of {ref.text}")
 
 
 FLAGS = AnalysisFlags(belief_arguments, belief_config,

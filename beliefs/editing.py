@@ -175,21 +175,14 @@ def key_covariance(model: Model, corpus: Corpus, layer: int, *, n_tokens: int = 
         ActivationStore,
         CacheConfig,
         cache_activations,
-        iter_activations,
     )
 
     name = key_hook(check_layer(model, layer))
+    if acts is None:
+        return key_covariances(model, corpus, [layer], n_tokens=n_tokens, split=split,
+                               batch_rows=batch_rows)[layer]
     cfg = CacheConfig(hooks=(name,), split=split, max_tokens=n_tokens, chunk=True)
     cov = torch.zeros(model.cfg.d_mlp, model.cfg.d_mlp, dtype=torch.float64)
-    n = 0
-    if acts is None:
-        for batch in iter_activations(model, corpus, cfg, by_length=True):
-            keys = torch.from_numpy(batch[name])
-            for lo in range(0, len(keys), batch_rows):
-                add_second_moment(cov, keys[lo:lo + batch_rows])
-            n += len(keys)
-        log.info("key covariance of layer %d from %d tokens", layer, n)
-        return (cov / max(n, 1)).float()
     path = Path(acts)
     if path.exists() and not _has_hook(path, name):
         raise ValueError(f"activation file {path} holds no {name!r} (or is not a complete "
@@ -203,6 +196,28 @@ def key_covariance(model: Model, corpus: Corpus, layer: int, *, n_tokens: int = 
             add_second_moment(cov, k)
     log.info("key covariance of layer %d from %d tokens", layer, n)
     return (cov / n).float()
+
+
+def key_covariances(model: Model, corpus: Corpus, layers: list[int], *,
+                    n_tokens: int = 100_000, split: str = "train", batch_rows: int = 8192
+                    ) -> dict[int, Float[Tensor, "d_mlp d_mlp"]]:
+    """`key_covariance` of several layers from the same forward passes (stopped after the
+    highest): what MEMIT needs, one pass over the tokens instead of one per layer."""
+    from workbench.cache.store import CacheConfig, iter_activations
+
+    names = {key_hook(check_layer(model, la)): la for la in layers}
+    cfg = CacheConfig(hooks=tuple(names), split=split, max_tokens=n_tokens, chunk=True)
+    covs = {la: torch.zeros(model.cfg.d_mlp, model.cfg.d_mlp, dtype=torch.float64)
+            for la in names.values()}
+    n = 0
+    for batch in iter_activations(model, corpus, cfg, by_length=True):
+        for name, la in names.items():
+            keys = torch.from_numpy(batch[name])
+            for lo in range(0, len(keys), batch_rows):
+                add_second_moment(covs[la], keys[lo:lo + batch_rows])
+        n += len(batch[next(iter(names))])
+    log.info("key covariance of layers %s from %d tokens", sorted(covs), n)
+    return {la: (c / max(n, 1)).float() for la, c in covs.items()}
 
 
 SECOND_MOMENT_BLOCK = 768  # columns per block of `add_second_moment`

@@ -157,6 +157,43 @@ def strength_figure(report: dict[str, Any]) -> go.Figure:
     return fig
 
 
+_REGIME_METRICS = ("efficacy", "paraphrase", "specificity", "ripple_kept", "portability")
+
+
+def regimes_figure(report: dict[str, Any]) -> go.Figure:
+    """MEMIT's batch edits by size, and the sequential edits over time: efficacy of all
+    edits so far and of the first ones, with and without AlphaEdit's projection."""
+    regimes = report.get("regimes") or {}
+    if "batch" not in regimes and "sequential" not in regimes:
+        return go.Figure(layout={"title": "no batch or sequential edits in this report "
+                                          "(run with --regimes batch,sequential)"})
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[
+        "batch edits: metrics by facts edited at once",
+        "sequential edits: efficacy after each measurement"])
+    colours = dict(zip(_REGIME_METRICS, palette(len(_REGIME_METRICS))))
+    batch = regimes.get("batch") or []
+    for m in _REGIME_METRICS:
+        fig.add_trace(go.Scatter(x=[b["size"] for b in batch], y=[b.get(m) for b in batch],
+                                 mode="lines+markers", name=m, marker_color=colours[m],
+                                 hovertemplate=f"{m} %{{y:.3f}}<br>%{{x}} facts<extra></extra>"),
+                      row=1, col=1)
+    runs = (regimes.get("sequential") or {}).get("runs", {})
+    for (name, run), colour in zip(runs.items(), palette(len(runs)), strict=True):
+        xs = [p["edits_so_far"] for p in run["points"]]
+        for key, dash in (("efficacy", "solid"), ("first_efficacy", "dot")):
+            label = "all edits so far" if key == "efficacy" else "first edits"
+            fig.add_trace(go.Scatter(x=xs, y=[p[key] for p in run["points"]], name=f"{name}: "
+                                     f"{label}", mode="lines+markers",
+                                     line={"dash": dash, "color": colour}), row=1, col=2)
+    fig.update_xaxes(title_text="facts edited at once", type="log", row=1, col=1)
+    fig.update_xaxes(title_text="edits made", row=1, col=2)
+    fig.update_yaxes(title_text="share", range=[0, 1.05])
+    fig.update_layout(template="plotly_white", height=420,
+                      title=f"MEMIT edit regimes on {regimes.get('relation')} (layers "
+                            f"{regimes.get('layers')})")
+    return fig
+
+
 def _fmt(r: dict[str, Any] | None) -> str:
     if not r or r.get("value") is None:
         return "n/a"
@@ -166,4 +203,4 @@ def _fmt(r: dict[str, Any] | None) -> str:
 
 FIGURES = {".trace.fig.json": trace_figures, ".trace_example.fig.json": example_trace_figure,
            ".ladder.fig.json": ladder_figure, ".metrics.fig.json": metrics_figure,
-           ".strength.fig.json": strength_figure}
+           ".strength.fig.json": strength_figure, ".regimes.fig.json": regimes_figure}

@@ -9,8 +9,10 @@ For an edit making `belief` state `new` (all comparisons among the relation's ca
 - `ripple_twohop`: derived facts that should follow (the person's country after a city edit):
   share that state the new derived object, also split into `ripple_twohop_stated` (countries
   stated in training text, memorised directly) and `ripple_twohop_composed` (never stated:
-  person -> city -> country); `ripple_kept`: the subject's other attributes: share whose
-  stated answer is unchanged;
+  person -> city -> country); `portability`: the same among the derived facts the model
+  answered right before the edit (EasyEdit's portability); `ripple_kept`: the subject's
+  other attributes: share whose stated answer is unchanged (on their first prompt);
+  `kept_paraphrase`: the same on their held-out paraphrases (prompts no edit method sees);
 - `fluency_delta`: validation loss (nats per token, fixed windows) after minus before.
 
 `EditEvaluator` reads the unedited answers once per (belief, new object) and the validation
@@ -22,7 +24,7 @@ forward pass), and the fluency loss of an edit of one MLP resumes from its layer
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,6 +34,7 @@ from torch import Tensor
 from beliefs.editing import Edit, WeightEdit
 from beliefs.elicit import stated
 from beliefs.factbase import Belief, FactBase
+from beliefs.memit import LayerEdits
 from probe.stats import bootstrap_ci
 from workbench.evaluate import token_nll
 from workbench.hooks import (
@@ -49,7 +52,12 @@ if TYPE_CHECKING:
     from workbench.models import Model
 
 METRICS = ("efficacy", "paraphrase", "specificity", "neighbourhood", "ripple_twohop",
-           "ripple_twohop_stated", "ripple_twohop_composed", "ripple_kept", "fluency_delta")
+           "ripple_twohop_stated", "ripple_twohop_composed", "portability", "ripple_kept",
+           "kept_paraphrase", "fluency_delta")
+# EasyEdit's names for ours (Yao et al. 2023; Wang et al. 2024), so tables can be compared:
+# locality there is the unchanged answer on unrelated prompts, our specificity
+EASYEDIT = {"reliability": "efficacy", "generalization": "paraphrase",
+            "locality": "specificity", "portability": "portability"}
 
 
 @dataclass(frozen=True)
@@ -138,9 +146,15 @@ class EditEvaluator:
                                   if ok else None)
         return self._resid[layer]
 
-    def _probes(self, belief: Belief, new: str) -> dict[str, Any]:
-        neighbours = self.base.neighbours(belief, self.cfg.n_neighbours, self.cfg.seed)
-        return {"neighbours": neighbours, "others": self.base.other_relations(belief),
+    def _probes(self, belief: Belief, new: str, skip: frozenset[str] = frozenset()
+                ) -> dict[str, Any]:
+        neighbours = self.base.neighbours(belief, self.cfg.n_neighbours + len(skip),
+                                          self.cfg.seed)
+        neighbours = [n for n in neighbours if n.subject not in skip][:self.cfg.n_neighbours]
+        others = self.base.other_relations(belief)
+        return {"neighbours": neighbours, "others": others,
+                "others_para": [replace(o, prompts=(p,)) for o in others
+                                for p in o.paraphrases],
                 "twohop": self.base.two_hop(belief, new)}
 
     def _ask(self, belief: Belief, sets: dict[str, list[Belief]]
@@ -170,19 +184,23 @@ class EditEvaluator:
                     answers[name][i], scores[name][i] = cands[int(row.argmax())], row
         return own, answers, scores
 
-    def evaluate(self, belief: Belief, new: str, edit: Edit | None) -> dict[str, Any]:
+    def evaluate(self, belief: Belief, new: str, edit: Edit | None, *,
+                 skip: frozenset[str] = frozenset(), loss_after: float | None = None
+                 ) -> dict[str, Any]:
         """Metrics of one edit (`edit=None` measures the unedited model: the baseline).
 
         The unedited answers are read once per (belief, new object), with the very batch
         the edited model is then read with (so an unedited "edit" changes no answer, to the
-        bit)."""
-        probes = self._probes(belief, new)
+        bit). `skip`: subjects not to use as neighbours (those an edit of many facts changed
+        on purpose); `loss_after`: the edited model's fluency loss when already measured
+        (one edit of many facts is measured once)."""
+        probes = self._probes(belief, new, skip)
         twohop = probes["twohop"]
         sets = {"nb": probes["neighbours"], "others": probes["others"],
-                "hop": [b for b, _ in twohop]}
+                "others_para": probes["others_para"], "hop": [b for b, _ in twohop]}
         stated_hop = [self.base.exposure_of(b.subject, b.relation).get("in_text")
                       for b, _ in twohop]
-        key = (belief.subject, belief.relation, new)
+        key = (belief.subject, belief.relation, new, skip)
         unedited = None
         if edit is None or key not in self._before:
             unedited = self._ask(belief, sets)
@@ -194,8 +212,8 @@ class EditEvaluator:
         else:
             with edit.applied(self.model):
                 own, after, scores = self._ask(belief, sets)
-                # a weight edit of one MLP leaves the blocks below it as they were
-                loss_after = self._loss(edit.layer if isinstance(edit, WeightEdit) else None)
+                if loss_after is None:
+                    loss_after = self.loss(edit)
         i_new, i_old = belief.candidates.index(new), belief.candidates.index(belief.object)
         beats = (own[:, i_new] > own[:, i_old]).tolist()
         # ROME's neighbourhood score: p(their own object) > p(new), neighbours whose object
@@ -203,6 +221,8 @@ class EditEvaluator:
         soft = [bool(row[b.candidates.index(b.object)] > row[b.candidates.index(new)])
                 for b, row in zip(sets["nb"], scores["nb"], strict=True) if b.object != new]
         hop = [a == want for a, (_, want) in zip(after["hop"], twohop, strict=True)]
+        known = [h for h, was, (b, _) in zip(hop, before["hop"], twohop, strict=True)
+                 if was == b.object]
         return {
             "subject": belief.subject,
             "relation": belief.relation,
@@ -217,25 +237,36 @@ class EditEvaluator:
             "ripple_twohop_stated": _share(h for h, s in zip(hop, stated_hop, strict=True) if s),
             "ripple_twohop_composed": _share(h for h, s in zip(hop, stated_hop, strict=True)
                                              if s is False),
+            "portability": _share(known),
             "ripple_kept": _share(a == b for a, b in zip(before["others"], after["others"],
                                                           strict=True)),
+            "kept_paraphrase": _share(a == b for a, b in zip(
+                before["others_para"], after["others_para"], strict=True)),
             "fluency_delta": (None if loss_after is None or self.loss_before is None
                               else loss_after - self.loss_before),
             "edit_norm": None if edit is None else edit.norm(),
             "edit": {} if edit is None else _plain(edit.info),
         }
 
+    def loss(self, edit: Edit) -> float | None:
+        """The fluency loss of the model as it is, `edit` applied to it (call it inside
+        `edit.applied`). A weight edit leaves the blocks below its lowest layer as they were,
+        so the windows resume there."""
+        return self._loss(edit.layer if isinstance(edit, (WeightEdit, LayerEdits)) else None)
+
 
 def before_after(model: Model, base: FactBase, belief: Belief, edit: Edit,
                  n_neighbours: int = 5) -> list[dict[str, str]]:
     """What the model states before and after `edit` (applied to a copy: `model` is left as
-    it is) on every prompt of `belief` (the first is the edit prompt), its paraphrases and
-    `n_neighbours` neighbouring facts: rows of `kind`, `prompt`, `before`, `after`."""
+    it is) on every prompt of `belief` (the first is the edit prompt), its paraphrases,
+    `n_neighbours` neighbouring facts and the subject's other facts (`other fact`): rows of
+    `kind`, `prompt`, `before`, `after`."""
     edited = edit.copy_applied(model)
     asked = ([("edit prompt" if i == 0 else "prompt", belief, p)
               for i, p in enumerate(belief.prompts)]
              + [("paraphrase", belief, p) for p in belief.paraphrases]
-             + [("neighbour", n, n.prompts[0]) for n in base.neighbours(belief, n_neighbours)])
+             + [("neighbour", n, n.prompts[0]) for n in base.neighbours(belief, n_neighbours)]
+             + [("other fact", o, o.prompts[0]) for o in base.other_relations(belief)])
     return [{"kind": kind, "prompt": prompt,
              "before": stated(model, [prompt], b.candidates)[0],
              "after": stated(edited, [prompt], b.candidates)[0]}
@@ -268,4 +299,5 @@ def aggregate(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
     out["ripple"] = {"twohop": out["ripple_twohop"], "kept": out["ripple_kept"],
                      "twohop_stated": out["ripple_twohop_stated"],
                      "twohop_composed": out["ripple_twohop_composed"]}
+    out["easyedit"] = {name: out[ours] for name, ours in EASYEDIT.items()}
     return out

@@ -22,7 +22,8 @@ from beliefs.ladder import LEVELS
 from workbench.world.facts import BUCKETS
 
 EDIT_METRICS = ("efficacy", "paraphrase", "specificity", "ripple_twohop", "ripple_twohop_stated",
-                "ripple_twohop_composed", "ripple_kept")
+                "ripple_twohop_composed", "portability", "ripple_kept", "kept_paraphrase",
+                "fluency_delta")
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:

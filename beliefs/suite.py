@@ -20,27 +20,30 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from beliefs.editing import Edit, WeightEdit, check_layer, context_prefixes, key_covariance
+from beliefs.editing import Edit, WeightEdit, check_layer, context_prefixes, key_covariances
 from beliefs.elicit import elicit, object_ids
 from beliefs.factbase import Belief, FactBase, load_facts, world_facts
 from beliefs.figures import FIGURES as FIGURES
 from beliefs.finetune import FinetuneConfig, finetune_edit
 from beliefs.ladder import LadderConfig, ladder, summarize_ladder
 from beliefs.latent import LatentConfig, SubjectCodes, calibrate_latents, latent_edit
+from beliefs.memit import LayerEdits, MemitConfig, Request, memit_edit
 from beliefs.metrics import EditEvalConfig, EditEvaluator, aggregate
-from beliefs.rome import RomeConfig, rome_edit
+from beliefs.regimes import RegimeConfig, batch_regime, layer_range, sequential_regime
+from beliefs.rome import RomeConfig, rome_edit, templates
 from beliefs.steering import SteerConfig, calibrate, steer_edit
 from beliefs.strength import strength_report
 from beliefs.summary import summary as summary
-from circuits.tracing import TraceConfig, causal_trace
+from beliefs.trace import ROLES as ROLES
+from beliefs.trace import load_probe_report, probe_comparison, trace_summary
+from circuits.tracing import TraceConfig
 from workbench.analysis import Report
 from workbench.models.arch import require
 
@@ -56,11 +59,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 KIND = "beliefs"
 SCHEMA = "workbench.beliefs/1"
-METHODS = ("icl", "rome", "ft", "steer", "sae")
-DEFAULT_METHODS = ("icl", "rome", "ft", "steer")  # `sae` needs a dictionary of the model
-WEIGHT_METHODS = ("rome", "ft")  # the methods that edit weights (`edit_belief`)
-EDIT_METHODS = ("rome", "ft", "steer", "sae")  # those measured with the edit metrics
-ROLES = ("subject_first", "subject_middle", "subject_last", "after_subject", "last_token")
+METHODS = ("icl", "rome", "memit", "ft", "steer", "sae")
+# `sae` needs a dictionary of the model
+DEFAULT_METHODS = ("icl", "rome", "memit", "ft", "steer")
+WEIGHT_METHODS = ("rome", "memit", "ft")  # the methods that edit weights (`edit_belief`)
+EDIT_METHODS = ("rome", "memit", "ft", "steer", "sae")  # measured with the edit metrics
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,8 @@ class BeliefsConfig:
     """What `run` runs.
 
     Args:
-        methods: any of `icl` (pressure ladder), `rome`, `ft` (constrained fine-tuning),
+        methods: any of `icl` (pressure ladder), `rome`, `memit` (`beliefs.memit`: over
+            `memit_layers`), `ft` (constrained fine-tuning),
             `steer` (activation addition where the subject occurs, `beliefs.steering`),
             `sae` (a sparse dictionary's latents clamped where the subject occurs,
             `beliefs.latent`; `run` is given the dictionary).
@@ -80,6 +84,10 @@ class BeliefsConfig:
         n_trace: facts traced for that average (the model states them correctly).
         cov_tokens: corpus tokens for ROME's key covariance.
         cov_split: the corpus split they come from.
+        memit_layers: MEMIT's layers (None: `[layer]` when `layer` is given, else
+            `beliefs.regimes.layer_range` of the trace).
+        regime: the edit regimes (`single`: each fact alone, the method table; `batch` and
+            `sequential`: MEMIT on many facts, `beliefs.regimes`).
     """
 
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -90,7 +98,10 @@ class BeliefsConfig:
     n_trace: int = 10
     cov_tokens: int = 100_000
     cov_split: str = "train"
+    memit_layers: tuple[int, ...] | None = None
     rome: RomeConfig = field(default_factory=RomeConfig)
+    memit: MemitConfig = field(default_factory=MemitConfig)
+    regime: RegimeConfig = field(default_factory=RegimeConfig)
     ft: FinetuneConfig = field(default_factory=FinetuneConfig)
     steer: SteerConfig = field(default_factory=SteerConfig)
     latent: LatentConfig = field(default_factory=LatentConfig)
@@ -112,94 +123,55 @@ def _single_token(model: Model, belief: Belief) -> bool:
     return len(object_ids(model, belief.object)) == 1
 
 
-def trace_summary(model: Model, beliefs: list[Belief], cfg: TraceConfig) -> dict[str, Any]:
-    """Causal traces of `beliefs` on their edit prompt, averaged by token role.
-
-    Returns the per-role indirect effect `[kind][layer][role]`, the MLP peak layer at the
-    last subject token (the last layer excluded: it cannot act on later tokens), and the first
-    trace in full (for the heatmap)."""
-    if not beliefs:
-        raise ValueError("no belief to trace: the model states none of the chosen facts "
-                         "correctly; pass --layer to edit anyway")
-    per_role: dict[str, list[np.ndarray]] = {}
-    first = None
-    for b in beliefs:
-        result = causal_trace(model, b.prompts[0], b.subject, b.object, cfg)
-        first = first or result
-        start, end = result.subject
-        n_pos = len(result.tokens)
-        cols = {"subject_first": [start], "subject_middle": list(range(start + 1, end - 1)),
-                "subject_last": [end - 1], "after_subject": list(range(end, n_pos - 1)),
-                "last_token": [n_pos - 1]}
-        for kind in result.scores:
-            effect = result.indirect_effect(kind)
-            roles = [effect[:, c].mean(1) if c else np.full(len(effect), np.nan)
-                     for c in cols.values()]
-            per_role.setdefault(kind, []).append(np.stack(roles, 1))
-    with warnings.catch_warnings():  # a role no prompt has (one-token subjects) stays nan
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = {k: np.nanmean(np.stack(v), 0) for k, v in per_role.items()}
-    mlp = mean.get("mlp", next(iter(mean.values())))
-    # the last layer's MLP at the subject cannot reach the prediction at a later token
-    editable = mlp[: max(1, len(mlp) - 1), ROLES.index("subject_last")]
-    peak = int(np.nanargmax(editable))
-    last = int(np.nanargmax(mean.get("resid", mlp)[:, ROLES.index("last_token")]))
-    return {
-        "n": len(beliefs),
-        "facts": [f"{b.subject} | {b.relation} | {b.object}" for b in beliefs],
-        "roles": list(ROLES),
-        "indirect_effect": {k: np.where(np.isnan(v), None, v).tolist() for k, v in mean.items()},
-        "peak_layer": peak,
-        "peak_kind": "mlp" if "mlp" in mean else next(iter(mean)),
-        "resid_last_token_peak_layer": last,
-        "example": first.to_dict(),
-    }
-
-
-def probe_comparison(trace: dict[str, Any], probe_report: dict[str, Any] | None
-                     ) -> dict[str, Any]:
-    """The trace's peak layer next to the fact probes' best layers. A probe's layer `l` is the
-    residual stream after block `l - 1`, so an MLP peak at block `p` writes into probe layer
-    `p + 1`."""
-    out: dict[str, Any] = {"trace_peak_layer": trace["peak_layer"],
-                           "trace_peak_probe_layer": trace["peak_layer"] + 1}
-    if probe_report is None:
-        out["note"] = "no probe report: run `workbench probe --tasks facts` and pass --probes"
-        return out
-    facts = {t: r for t, r in probe_report.get("tasks", {}).items() if r.get("kind") == "facts"}
-    out["probe_best_layers"] = {t: r["best_layer"] for t, r in facts.items()}
-    out["probe_best_selectivity"] = {
-        t: next(x["selectivity"] for x in r["layers"] if x["layer"] == r["best_layer"])
-        for t, r in facts.items()
-    }
-    return out
-
-
 def edit_belief(model: Model, belief: Belief, new: str, method: str, layer: int,
                 cov: Tensor | None = None, cfg: BeliefsConfig | None = None, seed: int = 0,
-                prefixes: dict[tuple[int, int, int], list[str]] | None = None) -> WeightEdit:
+                prefixes: dict[tuple[int, int, int], list[str]] | None = None,
+                keep: list[str] | None = None, *, covs: dict[int, Tensor] | None = None,
+                memit_layers: list[int] | None = None) -> WeightEdit | LayerEdits:
     """The weight edit that makes `model` state `new` for `belief` (not applied): `rome`
     (needs the layer's key covariance `cov`) or `ft` (constrained fine-tuning) at the MLP of
-    `layer`, from its first prompt, with `cfg`'s settings and `seed`'s context prefixes.
+    `layer`, or `memit` over `memit_layers` (default `[layer]`; `covs`: their covariances),
+    from its first prompt, with `cfg`'s settings and `seed`'s context prefixes.
     `prefixes`: context prefixes already sampled from this (unedited) model, by
     `(n_prefixes, prefix_len, seed)`; what is sampled here is added to it (every edit of
-    a run shares one sample per seed: ROME's and fine-tuning's are the same texts)."""
+    a run shares one sample per seed: ROME's and fine-tuning's are the same texts).
+    `keep`: the prompts ROME's retention term holds (`RomeConfig.retain_weight`; default
+    none: `run` passes the subject's other relations' prompts, `retention_prompts`)."""
     cfg = cfg or BeliefsConfig()
     if method not in WEIGHT_METHODS:
         raise ValueError(f"method={method!r}; a weight edit is one of {list(WEIGHT_METHODS)}")
     target = object_ids(model, new)
-    method_cfg = cfg.rome if method == "rome" else cfg.ft
+    method_cfg = {"rome": cfg.rome, "memit": cfg.memit.z, "ft": cfg.ft}[method]
     sample = (method_cfg.n_prefixes, method_cfg.prefix_len, seed)
     prefixes = {} if prefixes is None else prefixes
     if sample not in prefixes:
         prefixes[sample] = context_prefixes(model, *sample)
     if method == "rome":
         rome = RomeConfig(**{**asdict(cfg.rome), "seed": seed})
-        return rome_edit(model, [belief.prompts[0]], belief.subject, target, layer, cov, rome,
-                         prefixes[sample])
+        return rome_edit(model, templates(belief.prompts, rome.n_templates), belief.subject,
+                         target, layer, cov, rome, prefixes[sample], keep)
+    if method == "memit":
+        layers = list(memit_layers or [layer])
+        covs = covs if covs is not None else ({layer: cov} if cov is not None else {})
+        memit = replace(cfg.memit, z=replace(cfg.memit.z, seed=seed))
+        request = Request(templates(belief.prompts, memit.z.n_templates), belief.subject, target,
+                          list(keep or []))
+        return memit_edit(model, [request], layers, covs, memit, prefixes[sample])
     ft = FinetuneConfig(**{**asdict(cfg.ft), "seed": seed})
     return finetune_edit(model, [belief.prompts[0]], belief.subject, target, layer, ft,
                          prefixes[sample])
+
+
+RETAIN_TEMPLATES = 3  # training templates per other relation the retention term holds
+
+
+def retention_prompts(base: FactBase, belief: Belief, per_relation: int = RETAIN_TEMPLATES
+                      ) -> list[str]:
+    """What the retention term holds while `belief` is edited: the first `per_relation`
+    training templates of each of the subject's other direct relations (in the world, its
+    three verbs in the plain frame; their held-out paraphrases stay unseen, so the report's
+    `kept_paraphrase` measures whether holding these generalises)."""
+    return [p for other in base.other_relations(belief) for p in other.prompts[:per_relation]]
 
 
 def calibration_beliefs(base: FactBase, tested: list[Belief], cfg: BeliefsConfig,
@@ -273,11 +245,13 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
     model_ref = str(ref) if ref is not None else model.cfg.model_name
     weight_methods = [m for m in cfg.methods if m in WEIGHT_METHODS]
     edit_methods = [m for m in cfg.methods if m in EDIT_METHODS]
+    if set(cfg.regime.regimes) - {"single"}:
+        weight_methods = list(dict.fromkeys([*weight_methods, "memit"]))
     if weight_methods:
         require(model, "mlp_edit", f"--method {','.join(weight_methods)}")
-    if weight_methods and corpus is None and "rome" in weight_methods:
-        raise ValueError("ROME needs a corpus for its key covariance; pass --corpus DIR "
-                         "(a world corpus or one built with `workbench world build --text`)")
+    if corpus is None and {"rome", "memit"} & set(weight_methods):
+        raise ValueError("ROME and MEMIT need a corpus for their key covariance; pass --corpus "
+                         "DIR (a world corpus or one built with `workbench world build --text`)")
     if cfg.layer is not None:
         check_layer(model, cfg.layer)
     if "sae" in cfg.methods:
@@ -319,28 +293,36 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
                 | planted[(b.subject, b.relation)]
                 for seed in cfg.seeds for b in tqdm(beliefs, desc="ladder", **bar)]
         report["methods"]["icl"] = summarize_ladder(rows) | {"beliefs": rows}
-    if edit_methods:
-        cov = (key_covariance(model, corpus, layer, n_tokens=cfg.cov_tokens,
-                              split=cfg.cov_split, progress=progress)
-               if "rome" in weight_methods else None)
+    regimes = [r for r in cfg.regime.regimes if r != "single"]
+    single = edit_methods if "single" in cfg.regime.regimes else []
+    if regimes or "memit" in single:
+        report["memit_layers"] = (list(cfg.memit_layers) if cfg.memit_layers else
+                                  layer_range(report["trace"], model.cfg.n_layers)
+                                  if "trace" in report and cfg.layer is None else [layer])
+    if single or regimes:
+        cov_layers = sorted({*([layer] if "rome" in single else []),
+                             *report.get("memit_layers", [])})
+        covs = (key_covariances(model, corpus, cov_layers, n_tokens=cfg.cov_tokens,
+                                split=cfg.cov_split) if cov_layers else {})
         split = "val" if corpus is not None and "val" in corpus.splits else None
         evaluator = EditEvaluator(model, base, corpus.tokens(split) if split else None,
                                   cfg.metrics)
-        rows_by: dict[str, list[dict[str, Any]]] = {m: [] for m in ["unedited", *edit_methods]}
-        if "steer" in edit_methods:
+        prefixes: dict[tuple[int, int, int], list[str]] = {}
+    if single:
+        rows_by: dict[str, list[dict[str, Any]]] = {m: [] for m in ["unedited", *single]}
+        if "steer" in single:
             report["steering"] = calibrate(model, base, calibration_beliefs(
                 base, beliefs, cfg), cfg.steer, cfg.seeds[0])
-        if "sae" in edit_methods:
+        if "sae" in single:
             report["sae"] = calibrate_latents(model, base, calibration_beliefs(
                 base, beliefs, cfg, cfg.latent.n_calibration), codes, cfg.latent, cfg.seeds[0])
             report["sae"]["dictionary"] = dictionary[1].get("path") if dictionary else None
         jobs = [(seed, b) for seed in cfg.seeds for b in beliefs]
-        prefixes: dict[tuple[int, int, int], list[str]] = {}
         for seed, b in tqdm(jobs, desc="edits", **bar):
             new = base.new_object(b, seed)
             extra = {"seed": seed} | planted[(b.subject, b.relation)]
             rows_by["unedited"].append(evaluator.evaluate(b, new, None) | extra)
-            for method in edit_methods:
+            for method in single:
                 if method == "steer":
                     at = report["steering"]
                     edit: Edit = steer_edit(model, base, b, new, at["layer"], at["alpha"],
@@ -350,11 +332,28 @@ def run(model: Model, corpus: Corpus | None = None, cfg: BeliefsConfig | None = 
                     edit = latent_edit(codes, b, new, at["n_latents"], at["scale"],
                                        at["position"], cfg.latent.max_subjects)
                 else:
-                    edit = edit_belief(model, b, new, method, layer, cov, cfg, seed, prefixes)
+                    edit = edit_belief(model, b, new, method, layer, covs.get(layer), cfg, seed,
+                                       prefixes, retention_prompts(base, b), covs=covs,
+                                       memit_layers=report.get("memit_layers"))
                 rows_by[method].append(evaluator.evaluate(b, new, edit) | extra)
         for method, rows in rows_by.items():
-            at = report[_CALIBRATED[method]]["layer"] if method in _CALIBRATED else layer
+            at = (report[_CALIBRATED[method]]["layer"] if method in _CALIBRATED else
+                  report["memit_layers"] if method == "memit" else layer)
             report["methods"][method] = aggregate(rows) | {"layer": at, "edits": rows}
+    if regimes:
+        seed = cfg.seeds[0]
+        z = replace(cfg.memit.z, seed=seed)
+        sample = (z.n_prefixes, z.prefix_len, seed)
+        if sample not in prefixes:
+            prefixes[sample] = context_prefixes(model, *sample)
+        args = (model, base, evaluator, report["memit_layers"], covs, replace(cfg.memit, z=z),
+                cfg.regime, seed, prefixes[sample], retention_prompts,
+                {key: base.exposure_of(*key) for key in base.facts})
+        report["regimes"] = {"relation": cfg.regime.relation, "layers": report["memit_layers"]}
+        if "batch" in regimes:
+            report["regimes"]["batch"] = batch_regime(*args, progress=progress)
+        if "sequential" in regimes:
+            report["regimes"]["sequential"] = sequential_regime(*args, progress=progress)
     report["strength"] = strength_report(
         report["elicit"]["beliefs"], report["methods"].get("icl", {}).get("beliefs"),
         {m: r["edits"] for m, r in report["methods"].items() if "edits" in r})
@@ -408,42 +407,6 @@ def load_latent_dictionary(ref: ModelRef, cfg: BeliefsConfig, sae: str | Path | 
     path = find_dictionary(ref.output_dir, sae, ref.text)
     d, meta = load_dictionary(path)
     return d, meta | {"path": str(path)}
-
-
-def load_probe_report(path: str | Path | None, *, given: bool = True
-                      ) -> dict[str, Any] | None:
-    """The probe report at `path` (None: none), checked. `given`: the user passed it as
-    `--probes` (else it is the model's own report, found beside it): the fixes differ."""
-    if path is None:
-        return None
-    path = Path(path)
-    other = ("leave out --probes" if given else
-             f"move {path} away (the model's own probe report, read when --probes is not "
-             "given)")
-    if not path.is_file():
-        raise FileNotFoundError(f"probe report {path} does not exist; run `workbench probe "
-                                f"--tasks facts --out {path}` or {other}")
-    try:
-        report = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"probe report {path} is not valid JSON ({exc}); run `workbench "
-                         f"probe --overwrite` again or {other}") from exc
-    from probe.layers import SCHEMA as PROBE_SCHEMA
-
-    if not isinstance(report, dict) or report.get("schema") != PROBE_SCHEMA:
-        raise ValueError(f"{path} is not a probe report (schema workbench.probe/1); pass the "
-                         f"report `workbench probe` wrote, or {other}")
-    tasks = report.get("tasks")
-    sound = isinstance(tasks, dict) and all(
-        isinstance(t, dict) and (t.get("kind") != "facts" or (
-            isinstance(t.get("best_layer"), int) and isinstance(t.get("layers"), list)
-            and any(isinstance(x, dict) and x.get("layer") == t["best_layer"]
-                    and isinstance(x.get("selectivity"), (int, float)) for x in t["layers"])))
-        for t in tasks.values())
-    if not sound:
-        raise ValueError(f"probe report {path} is damaged (its tasks lack their layers and "
-                         f"best layer); run `workbench probe --overwrite` again or {other}")
-    return report
 
 
 Config = BeliefsConfig

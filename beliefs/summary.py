@@ -5,6 +5,28 @@ from __future__ import annotations
 
 from typing import Any
 
+TABLE = ("efficacy", "paraphrase", "specificity", "ripple_kept", "kept_paraphrase",
+         "portability", "ripple_twohop", "fluency_delta")
+EASYEDIT_NAMES = {"efficacy": "reliability", "paraphrase": "generalization",
+                  "specificity": "locality", "portability": "portability"}
+
+
+def method_table(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per method of a belief report, the ladder included, with every edit metric
+    (None where a method has none). The ladder's row is its strongest level: efficacy is the
+    share flipped by it, specificity the share of facts asked in the same context (other
+    people's and the subject's own) that kept their answer."""
+    rows = []
+    for method, agg in report.get("methods", {}).items():
+        if method == "icl":
+            last = agg["levels"][-1]
+            rows.append({"method": f"icl ({last})", "n": agg["n"],
+                         "efficacy": agg["flipped_by"][last],
+                         "specificity": agg["others_kept"].get(last)})
+            continue
+        rows.append({"method": method, "n": agg["n"], **{c: agg.get(c) for c in TABLE}})
+    return [{c: r.get(c) for c in ("method", "n", *TABLE)} for r in rows]
+
 
 def summary(report: dict[str, Any]) -> str:
     """What `workbench beliefs` prints: the beliefs stated, the causal trace's peak, a method x
@@ -22,22 +44,20 @@ def summary(report: dict[str, Any]) -> str:
         if "probe_best_layers" in probes:
             lines.append(f"  fact probes' best layers {probes['probe_best_layers']} vs the "
                          f"trace peak's probe layer {probes['trace_peak_probe_layer']}")
-    cols = ("efficacy", "paraphrase", "specificity", "neighbourhood", "ripple_twohop",
-            "ripple_twohop_stated", "ripple_twohop_composed", "ripple_kept", "fluency_delta")
-    short = {"ripple_twohop_stated": "hop_stated", "ripple_twohop_composed": "hop_composed"}
-    header = f"{'method':10s} {'n':>4s} " + " ".join(f"{short.get(c, c)[:12]:>12s}"
-                                                      for c in cols)
-    rows = []
-    for method, agg in report["methods"].items():
-        if method == "icl":
-            continue
-        cells = []
-        for c in cols:
-            v = agg.get(c)
-            cells.append(f"{'-':>12s}" if v is None else f"{v:12.3f}")
-        rows.append(f"{method:10s} {agg['n']:4d} " + " ".join(cells))
+    short = {"ripple_twohop": "twohop", "ripple_kept": "kept", "kept_paraphrase": "kept_para",
+             "fluency_delta": "fluency"}
+    header = f"{'method':12s} {'n':>4s} " + " ".join(f"{short.get(c, c)[:11]:>11s}"
+                                                      for c in TABLE)
+    rows = [f"{r['method']:12s} {r['n']:4d} " + " ".join(
+        f"{'-':>11s}" if r[c] is None else f"{r[c]:11.3f}" for c in TABLE)
+        for r in method_table(report)]
     if rows:
-        lines += [f"edits at layer {report['layer']}:", header, *rows]
+        at = (f"; MEMIT at layers {report['memit_layers']}" if "memit_layers" in report
+              else "")
+        names = ", ".join(f"{v} = {k}" for k, v in EASYEDIT_NAMES.items() if k != v)
+        lines += [f"edits at layer {report['layer']}{at} (EasyEdit's names: {names}):",
+                  header, *rows]
+    lines += _regime_lines(report.get("regimes") or {})
     if "steering" in report:
         st = report["steering"]
         best = {t["layer"]: max((t2 for t2 in st["tried"] if t2["layer"] == t["layer"]),
@@ -63,6 +83,27 @@ def summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _regime_lines(regimes: dict) -> list[str]:
+    lines = []
+    for b in regimes.get("batch") or []:
+        lines.append(f"MEMIT batch of {b['size']} {regimes['relation']} facts at layers "
+                     f"{regimes['layers']}: " + _cells(b) + f" ({b['seconds']:.0f} s)")
+    seq = regimes.get("sequential")
+    for name, run in (seq or {}).get("runs", {}).items():
+        lines.append(f"MEMIT {seq['n']} sequential edits ({name}): first {seq['every']} "
+                     f"edits' efficacy at the end {run['first_efficacy_end']:.2f}; after all: "
+                     + _cells(run["final"]))
+    return lines
+
+
+def _cells(agg: dict) -> str:
+    names = {"efficacy": "efficacy", "paraphrase": "paraphrase", "specificity": "specificity",
+             "ripple_kept": "kept", "portability": "portability",
+             "fluency_delta": "fluency"}
+    return ", ".join(f"{short} {agg[k]:.2f}" for k, short in names.items()
+                     if agg.get(k) is not None)
+
+
 _WHERE = {"last": "at the subject's last token", "after": "from the subject's last token on"}
 
 
@@ -83,7 +124,7 @@ def _strength_lines(strength: dict) -> list[str]:
         parts = [f"n={b['n']}", f"accuracy {b['accuracy']:.2f}", f"margin {b['margin']:.2f}"]
         if "mean_flip_level" in b:
             parts.append(f"mean flip level {b['mean_flip_level']:.2f}")
-        for method in ("rome", "ft", "steer", "sae"):
+        for method in ("rome", "memit", "ft", "steer", "sae"):
             if method in b and b[method].get("efficacy") is not None:
                 parts.append(f"{method} efficacy {b[method]['efficacy']:.2f}")
         lines.append(f"  exposure {bucket:5s}: " + ", ".join(parts))

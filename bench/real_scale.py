@@ -30,6 +30,9 @@ that analysis' alone, with `--threads` threads and the settings a user would pic
   command's own default is 20,000: fitting 13 layers x 5 folds x 5 L2 strengths of
   768-wide probes over 20,000 rows is most of ten minutes there), its other defaults;
 - `beliefs`: `workbench beliefs --n 10 --method rome,ft --layer 6`;
+- `memit`: `workbench beliefs --method memit --regimes batch --batch-sizes 10 --layer 6
+  --memit-layers 4,5,6`: one MEMIT edit of 10 cities at once over three layers (their key
+  covariances from one pass over 100,000 tokens);
 - `sae`: `workbench sae train` of a 16x TopK dictionary (12,288 latents, k 32) on
   `--sae-tokens` rows of block 5's output, its activations cached on the fly to HDF5 and
   streamed from there (peak RSS: not the activations);
@@ -63,7 +66,8 @@ from typing import Any
 
 MODELS = ("gpt2", "pythia", "llama1b")
 CPU_MODELS = ("gpt2", "pythia")  # the default set
-ANALYSES = ("load", "induction", "cache", "probe", "beliefs", "trace", "sae", "circuit")
+ANALYSES = ("load", "induction", "cache", "probe", "beliefs", "memit", "trace", "sae",
+            "circuit")
 TARGET_S, TARGET_GIB = 300.0, 8.0
 FWD_SHAPE = (16, 256)  # the baseline forward pass: the induction analysis' inputs
 PROMPT, SUBJECT = "did you know ? cleo eklund lives in", "cleo eklund"
@@ -178,6 +182,9 @@ def child(args: argparse.Namespace) -> None:
         + (["--max-examples", str(args.probe_examples)] if args.probe_examples else []),
         "beliefs": ["beliefs", "--model", model, "--corpus", corpus, "--n", "10",
                     "--method", "rome,ft", "--layer", "6"],
+        "memit": ["beliefs", "--model", model, "--corpus", corpus, "--n", "10", "--method",
+                  "memit", "--regimes", "batch", "--batch-sizes", "10", "--layer", "6",
+                  "--memit-layers", "4,5,6"],
         "circuit": ["circuit", "--model", model, "--corpus", corpus, "--task", "facts",
                     "--method", "eap-ig", "--n-pairs", "32"],
         "sae": ["sae", "train", "--model", model, "--corpus", corpus, "--hook",
@@ -188,7 +195,7 @@ def child(args: argparse.Namespace) -> None:
     if args.child in cli:
         from workbench.cli.core import main
 
-        ext = {"cache": ".h5", "sae": ""}.get(args.child, ".json")
+        ext = {"cache": ".h5", "sae": ""}.get(args.child, ".json")  # memit: a beliefs report
         rc = main([*cli[args.child], *(place if args.child != "sae" else []), "--out",
                    str(out / f"{args.child}{ext}"), "--overwrite", "--no-progress"])
         print(json.dumps({"rc": rc, **_gpu_peak()}))
