@@ -323,10 +323,14 @@ NEW, OLD, THIRD, KEPT, CHANGED = ("✓ the new object", "✗ still the old objec
                                   "≠ a third object", "✓ unchanged", "✗ changed")
 
 
+STAYS = ("neighbour", "other fact")  # the rows of `before_after` an edit should not change
+
+
 def mark_edit_rows(rows: list[dict[str, str]], old: str, new: str) -> list[dict[str, str]]:
     """`beliefs.metrics.before_after` rows with a `result` column: on the edited fact's
     prompts, whether the answer after the edit is the new object, still the old one, or a
-    third; on neighbours (whose answer should stay), whether it is unchanged.
+    third; on neighbours and the subject's other facts (whose answers should stay), whether
+    it is unchanged.
 
     >>> rows = [{"kind": "edit prompt", "prompt": "p", "before": "a", "after": "c"},
     ...         {"kind": "paraphrase", "prompt": "q", "before": "a", "after": "b"},
@@ -337,7 +341,7 @@ def mark_edit_rows(rows: list[dict[str, str]], old: str, new: str) -> list[dict[
     out = []
     for row in rows:
         after = row["after"]
-        if row["kind"] == "neighbour":
+        if row["kind"] in STAYS:
             result = KEPT if after == row["before"] else CHANGED + (
                 " (to the new object)" if after == new else "")
         else:

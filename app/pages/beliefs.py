@@ -1,7 +1,9 @@
 """Beliefs: pick a fact; what the model states and how strongly; the in-context pressure
-ladder; a live ROME, fine-tuning, steering or latent-clamp edit (through one of the model's
-sparse dictionaries) on a copy of the model (before/after on the edit prompt, paraphrases and
-neighbours); the causal trace; the `workbench beliefs` report; and,
+ladder; a live ROME, MEMIT, fine-tuning, steering or latent-clamp edit (through one of the
+model's sparse dictionaries) on a copy of the model (before/after on the edit prompt,
+paraphrases, neighbours and the subject's other facts); the causal trace; the
+`workbench beliefs` report (the method table with kept and portability, MEMIT's batch and
+sequential regimes, run from here); and,
 for facts the `workbench attribute` report asked about, the training documents that taught
 them."""
 
@@ -16,12 +18,19 @@ import streamlit as st
 from app import compute, runs, ui
 from beliefs.elicit import elicit, object_ids
 from beliefs.factbase import FactBase
-from beliefs.figures import ladder_figure, metrics_figure, strength_figure, trace_figures
+from beliefs.figures import (
+    ladder_figure,
+    metrics_figure,
+    regimes_figure,
+    strength_figure,
+    trace_figures,
+)
 from beliefs.ladder import LEVELS, ladder
 from beliefs.latent import SubjectCodes, latent_edit
 from beliefs.metrics import before_after
 from beliefs.steering import steer_edit
 from beliefs.suite import default_facts, edit_belief, latent_codes
+from beliefs.summary import EASYEDIT_NAMES, TABLE, method_table
 from circuits.tracing import TraceConfig, TraceResult, causal_trace, trace_figure
 from workbench.prompts import candidate_logprobs
 
@@ -87,14 +96,19 @@ LATENTS = 8  # latents clamped per object in the live edit (the shipped model's 
 
 
 def edit_rows(ref: str, corpus: str | None, subject: str, relation: str, new: str,
-              method: str, layer: int, alpha: float = 1.0, sae: str | None = None
-              ) -> tuple[list[dict[str, str]], float]:
-    """Edit a copy of the model (steering and latent clamps: hooks on a copy); the stated
-    answer before/after on every prompt of the fact and on five neighbours. The cached model
-    is never changed."""
+              method: str, layer: int, alpha: float = 1.0, sae: str | None = None,
+              top: int | None = None) -> tuple[list[dict[str, str]], float]:
+    """Edit a copy of the model (steering and latent clamps: hooks on a copy; MEMIT over
+    layers `layer..top`, ROME and MEMIT with the retention term on the subject's other
+    relations); the stated answer before/after on every prompt of the fact, on five
+    neighbours and on the subject's other facts. The cached model is never changed."""
+    from beliefs.suite import retention_prompts
+
     lm, base = ui.loaded_model(ref), fact_base(corpus)
     belief = base.belief(subject, relation)
-    cov = covariance(ref, corpus, layer, 20_000) if method == "rome" and corpus else None
+    layers = list(range(layer, (top if top is not None else layer) + 1))
+    covs = ({la: covariance(ref, corpus, la, 20_000) for la in layers}
+            if method in ("rome", "memit") and corpus else {})
     codes = dictionary_codes(ref, corpus, sae) if method == "sae" and sae else None
     with lm.lock:
         if codes is not None:
@@ -102,7 +116,9 @@ def edit_rows(ref: str, corpus: str | None, subject: str, relation: str, new: st
         elif method == "steer":
             edit = steer_edit(lm.model, base, belief, new, layer, alpha)
         else:
-            edit = edit_belief(lm.model, belief, new, method, layer, cov)
+            edit = edit_belief(lm.model, belief, new, method, layer, covs.get(layer),
+                               keep=retention_prompts(base, belief), covs=covs,
+                               memit_layers=layers)
         rows = before_after(lm.model, base, belief, edit, n_neighbours=5)
     return rows, edit.norm()
 
@@ -170,7 +186,7 @@ elif corpus_path is not None:
                "(the *Why does it believe this?* page runs it)")
 
 tab_ladder, tab_edit, tab_trace, tab_report = st.tabs(
-    ["pressure ladder", "edit a copy (ROME / fine-tuning / steering)", "causal trace",
+    ["pressure ladder", "edit a copy (ROME / MEMIT / fine-tuning / steering)", "causal trace",
      "report"])
 
 with tab_ladder:
@@ -190,11 +206,11 @@ with tab_ladder:
 with tab_edit:
     c = st.columns(4)
     dictionaries = {d.name: d for d in runs.list_dictionaries(sel.entry)}
-    methods = (["rome", "ft", "steer"] if corpus else ["ft", "steer"]) + (
+    methods = (["rome", "memit", "ft", "steer"] if corpus else ["ft", "steer"]) + (
         ["sae"] if dictionaries else [])
     method = c[0].radio("method", methods, horizontal=True, key="belief_method",
-                        help=" ".join(([] if corpus else ["ROME needs a corpus for its key "
-                                                          "covariance."])
+                        help=" ".join(([] if corpus else ["ROME and MEMIT need a corpus for "
+                                                          "their key covariance."])
                                       + ([] if dictionaries else ["sae: the model has no "
                                                                   "dictionary (`workbench sae "
                                                                   "train`)."])) or None)
@@ -205,9 +221,18 @@ with tab_edit:
         sae = str(dictionaries[name])
         layer = -1
     else:
-        layer = int(c[1].number_input("layer", 0, max(0, last - 1) if method == "rome"
+        layer = int(c[1].number_input("layer" if method != "memit" else "first layer", 0,
+                                      max(0, last - 1) if method in ("rome", "memit")
                                       else last, 0, key="belief_layer"))
-    alpha = float(c[2].number_input("scale", 0.1, 64.0, 1.0, key="belief_alpha",
+    top = None
+    if method == "memit":
+        top = int(c[2].number_input("last layer", layer, max(layer, last - 1),
+                                    min(layer + 1, max(layer, last - 1)), key="belief_top",
+                                    help="MEMIT spreads the edit over the MLPs of these "
+                                    "layers (`workbench beliefs` picks them from the causal "
+                                    "trace)"))
+    alpha = 1.0 if method == "memit" else float(c[2].number_input(
+                                    "scale", 0.1, 64.0, 1.0, key="belief_alpha",
                                     disabled=method not in ("steer", "sae"),
                                     help="steer: multiple of the difference of means added "
                                     "after the subject (beliefs.steering); sae: multiple of "
@@ -215,10 +240,11 @@ with tab_edit:
                                     "set to (beliefs.latent)"))
     if c[3].button("Edit a copy", key="belief_edit"):
         try:
-            where = f"with {Path(sae).name}" if sae else f"at layer {layer}"
+            where = (f"with {Path(sae).name}" if sae else f"at layers {layer}-{top}"
+                     if top is not None and top > layer else f"at layer {layer}")
             with st.spinner(f"{method} edit {where}"):
                 rows, norm = edit_rows(sel.ref, corpus, subject, relation, new, method, layer,
-                                       alpha, sae)
+                                       alpha, sae, top)
             st.session_state["belief_edit_rows"] = ((subject, relation, new, method, where),
                                                     rows, norm)
         except ValueError as exc:
@@ -229,13 +255,17 @@ with tab_edit:
         size = {"steer": f"|Δh| = {norm:.3f}", "sae": f"|clamped codes| = {norm:.3f}"}.get(
             meth, f"|ΔW| = {norm:.3f}")
         marked = compute.mark_edit_rows(rows, belief.object, new_obj)
-        fact = [r for r in marked if r["kind"] != "neighbour"]
+        fact = [r for r in marked if r["kind"] not in compute.STAYS]
         hits = sum(r["result"] == compute.NEW for r in fact)
-        kept = sum(r["result"] == compute.KEPT for r in marked if r["kind"] == "neighbour")
+        nbs = [r for r in marked if r["kind"] == "neighbour"]
+        own = [r for r in marked if r["kind"] == "other fact"]
+        kept = sum(r["result"] == compute.KEPT for r in nbs)
+        kept_own = sum(r["result"] == compute.KEPT for r in own)
         st.caption(f"{meth} edit {lay} to “{new_obj}” ({size}), applied to a copy: "
                    "the cached model is unchanged. After it, "
                    f"{hits} of {len(fact)} prompts of the fact state “{new_obj}”; "
-                   f"{kept} of {len(marked) - len(fact)} neighbours keep their answer")
+                   f"{kept} of {len(nbs)} neighbours keep their answer; {kept_own} of "
+                   f"{len(own)} of {subject}'s other facts are kept")
         st.dataframe(marked, hide_index=True, key="belief_edit_table",
                      column_order=["kind", "result", "before", "after", "prompt"])
 
@@ -257,8 +287,31 @@ with tab_report:
                         why=f"No belief report for {sel.entry.name} yet."):
             st.rerun()
     else:
-        st.caption(f"`{out}`: {report['n_beliefs']} beliefs, edits at layer {report['layer']}")
+        memit = (f", MEMIT at layers {report['memit_layers']}" if "memit_layers" in report
+                 else "")
+        st.caption(f"`{out}`: {report['n_beliefs']} beliefs, edits at layer "
+                   f"{report['layer']}{memit}")
+        names = {c: f"{c} ({EASYEDIT_NAMES[c]})" if c in EASYEDIT_NAMES and
+                 EASYEDIT_NAMES[c] != c else c for c in ("method", "n", *TABLE)}
+        st.dataframe([{names[k]: v for k, v in r.items()} for r in method_table(report)],
+                     hide_index=True, key="belief_method_table")
+        st.caption("kept: the edited person's other facts unchanged (kept_paraphrase: on "
+                   "their held-out paraphrases, which no edit sees); portability: the "
+                   "country follows an edited city, among those answered right before; "
+                   "EasyEdit's names in brackets. The ladder's row is its strongest level.")
         st.plotly_chart(metrics_figure(report), key="belief_metrics_fig")
+        if report.get("regimes"):
+            st.plotly_chart(regimes_figure(report), key="belief_regimes_fig")
+        elif corpus_path is not None:
+            st.subheader("Many facts at once, and one after another")
+            argv = runs.analysis_argv("beliefs", sel.entry, corpus_path, overwrite=True,
+                                      regimes="single,batch,sequential")
+            if ui.run_panel(argv, out, "Run the batch and sequential edits",
+                            key="run_belief_regimes",
+                            why="MEMIT on 10, 50 and every city at once, and 100 edits one "
+                            "after another with and without AlphaEdit's projection (the "
+                            "report is written again with them)"):
+                st.rerun()
         st.plotly_chart(ladder_figure(report), key="belief_report_ladder")
         st.plotly_chart(strength_figure(report), key="belief_report_strength")
         st.plotly_chart(trace_figures(report), key="belief_report_trace")

@@ -179,12 +179,18 @@ def test_beliefs_page_fact_and_edit(app_runs, monkeypatch):
     new, old = at.selectbox(key="belief_new").value, at.subheader[0].value.split(" · ")[-1]
     for kind, before, after, result in zip(rows["kind"], rows["before"], rows["after"],
                                            rows["result"], strict=True):  # each prompt marked
-        if kind == "neighbour":
+        if kind in ("neighbour", "other fact"):
             assert result.startswith("✓ unchanged" if after == before else "✗ changed")
         else:
             assert result == ("✓ the new object" if after == new else "✗ still the old object"
                               if after == old else "≠ a third object")
     assert "applied to a copy" in edit_caption(at) and f"state “{new}”" in edit_caption(at)
+    assert "other fact" in set(rows["kind"]) and "other facts are kept" in edit_caption(at)
+    at.radio(key="belief_method").set_value("memit").run()  # the last layer is not editable
+    assert at.number_input(key="belief_top").value == model_layers(app_runs) - 2
+    at.button(key="belief_edit").click().run(timeout=180)
+    assert_ok(at)
+    assert "memit edit at layer" in edit_caption(at)
     at.radio(key="belief_method").set_value("steer").run()  # hooks on a copy, no weights
     at.number_input(key="belief_alpha").set_value(4.0).run()
     at.button(key="belief_edit").click().run(timeout=120)
@@ -198,6 +204,10 @@ def test_beliefs_page_fact_and_edit(app_runs, monkeypatch):
     st.cache_data.clear()  # ask the (cached, shared) model again: the edit did not touch it
     at.run()
     assert [m.value for m in at.metric] == states
+
+
+def model_layers(app_runs: Path) -> int:
+    return json.loads((app_runs / "tiny" / "run.json").read_text())["model"]["n_layers"]
 
 
 def edit_caption(at: AppTest) -> str:

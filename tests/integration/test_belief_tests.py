@@ -4,6 +4,7 @@ the model left exactly as it was, the CLI with its figures and errors, a local G
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,14 @@ import torch
 from beliefs.editing import key_covariance
 from beliefs.elicit import elicit
 from beliefs.factbase import load_facts, world_facts
+from beliefs.figures import regimes_figure
 from beliefs.ladder import LadderConfig
+from beliefs.memit import TARGET, MemitConfig
+from beliefs.regimes import RegimeConfig
 from beliefs.rome import RomeConfig
 from beliefs.steering import SteerConfig
 from beliefs.suite import SCHEMA, BeliefsConfig, run
+from beliefs.summary import summary
 from circuits.tracing import TraceConfig
 from workbench.cli.core import main
 from workbench.models.loader import load
@@ -23,7 +28,10 @@ from workbench.training.trainer import TrainResult
 from workbench.world import load_corpus
 
 CFG = BeliefsConfig(n=8, n_trace=3, cov_tokens=4000,
-                    trace=TraceConfig(n_samples=4), rome=RomeConfig(n_prefixes=3))
+                    trace=TraceConfig(n_samples=4), rome=RomeConfig(n_prefixes=3),
+                    memit=MemitConfig(z=replace(TARGET, steps=100)),
+                    regime=RegimeConfig(regimes=("single", "batch", "sequential"),
+                                        batch_sizes=(3, 0), sequential=4, every=2))
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +52,13 @@ def test_report_content(report_and_model: tuple[dict, dict, dict]) -> None:
     trace = report["trace"]
     assert 0 <= trace["peak_layer"] < 2 and report["layer"] == trace["peak_layer"]
     assert len(trace["indirect_effect"]["mlp"]) == 2 and len(trace["roles"]) == 5
-    assert set(report["methods"]) == {"icl", "rome", "ft", "steer", "unedited"}
+    assert set(report["methods"]) == {"icl", "rome", "memit", "ft", "steer", "unedited"}
     rome, ft, steer, none = (report["methods"][m] for m in ("rome", "ft", "steer", "unedited"))
-    assert rome["n"] == ft["n"] == steer["n"] == none["n"] == 8
+    memit = report["methods"]["memit"]
+    assert rome["n"] == ft["n"] == steer["n"] == none["n"] == memit["n"] == 8
+    assert memit["layer"] == report["memit_layers"] and memit["efficacy"] > none["efficacy"]
+    assert none["ripple_kept"] == none["kept_paraphrase"] == 1.0
+    assert set(rome["easyedit"]) == {"reliability", "generalization", "locality", "portability"}
     assert rome["efficacy"] >= 0.75 > none["efficacy"]  # ROME states the new object
     assert rome["paraphrase"] > none["paraphrase"]
     # steering's layer and scale come from held-out facts; it moves the stated answer
@@ -54,7 +66,9 @@ def test_report_content(report_and_model: tuple[dict, dict, dict]) -> None:
     assert not {f"{r['subject']} / {r['relation']}" for r in steer["edits"]} & set(
         chosen["calibration"])
     assert steer["layer"] == chosen["layer"] and steer["efficacy"] > none["efficacy"]
-    assert len(chosen["tried"]) == 2 * len(SteerConfig().alphas)  # every layer x scale
+    tried = {(t["layer"], t["alpha"]) for t in chosen["tried"]}
+    assert tried >= {(la, a) for la in (0, 1) for a in SteerConfig().alphas}  # every pair
+    assert all(0 <= t["firm"] <= t["efficacy"] <= 1 for t in chosen["tried"])
     for m in (rome, ft, steer):
         for key in ("efficacy", "paraphrase", "specificity", "ripple_kept", "fluency_delta"):
             lo, hi = m["ci"][key]
@@ -76,6 +90,25 @@ def test_report_content(report_and_model: tuple[dict, dict, dict]) -> None:
     assert sum(b["n"] for b in strength["by_bucket"].values()) == 8
     assert all("rome" in b and "steer" in b and "flipped_by" in b
                for b in strength["by_bucket"].values())
+
+
+def test_batch_and_sequential_regimes(report_and_model: tuple[dict, dict, dict]) -> None:
+    report = report_and_model[0]
+    regimes = report["regimes"]
+    assert regimes["relation"] == "city" and regimes["layers"] == report["memit_layers"]
+    small, every = regimes["batch"]
+    assert small["size"] == 3 and every["requested"] == 0 and every["size"] > 3
+    assert every["specificity"] is None  # everyone's city edited: no neighbour left
+    assert small["efficacy"] > report["methods"]["unedited"]["efficacy"]
+    assert len(every["edits"]) == every["size"] and every["seconds"] > 0
+    fig = regimes_figure(report)  # five metrics by batch size; two lines per sequential run
+    assert len(fig.data) == 5 + 2 * 3
+    assert "MEMIT batch of 3 city facts" in summary(report)
+    seq = regimes["sequential"]
+    assert set(seq["runs"]) == {"projected", "held", "plain"} and seq["n"] == 4
+    for run_ in seq["runs"].values():
+        assert [p["edits_so_far"] for p in run_["points"]] == [2, 4]
+        assert 0 <= run_["first_efficacy_end"] <= 1
 
 
 def test_cli_writes_report_and_figures(tiny_run: TrainResult, world_corpus: Path,
@@ -100,7 +133,9 @@ def test_cli_writes_report_and_figures(tiny_run: TrainResult, world_corpus: Path
 @pytest.mark.parametrize("extra, message", [
     (["--layer", "7"], "--layer 7 is out of range; model"),
     (["--relations", "planet"], "unknown relation 'planet'"),
-    (["--method", "rome,magic"], "--method: magic not among icl, rome, ft, steer"),
+    (["--method", "rome,magic"], "--method: magic not among icl, rome, memit, ft, steer"),
+    (["--regimes", "batch", "--regime-relation", "planet"], "unknown relation 'planet'"),
+    (["--memit-layers", "0,1"], "--memit-layers 0,1: layer 1 is out of range"),
 ])
 def test_cli_errors(tiny_run: TrainResult, world_corpus: Path, tmp_path: Path,
                     capsys: pytest.CaptureFixture, extra: list[str], message: str) -> None:
