@@ -261,6 +261,26 @@ def test_steering_edit_acts_where_the_subject_is_and_leaves_no_trace(model, base
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_steering_calibration_scores_margins_and_extends_the_grid(model, base: FactBase  # noqa: ANN001
+                                                                  ) -> None:
+    from beliefs.steering import calibrate, calibration_total
+
+    facts = base.beliefs(["city"], n=2)
+    out = calibrate(model, base, facts, SteerConfig(layers=(0,), alphas=(0.5,), extend=2))
+    alphas = [t["alpha"] for t in out["tried"]]
+    # the grid's only scale is its top: it is doubled at least once, and stops at a worse one
+    assert alphas[:2] == [0.5, 1.0] and set(alphas) <= {0.5, 1.0, 2.0}
+    best = max(out["tried"], key=calibration_total)
+    assert calibration_total({k: out["tried"][alphas.index(out["alpha"])][k]
+                              for k in ("firm", "specificity", "kept")}) == \
+        calibration_total(best)
+    for t in out["tried"]:
+        assert 0 <= t["firm"] <= t["efficacy"] <= 1 and isinstance(t["margin"], float)
+    # firm efficacy is what counts when measured; the plain efficacy otherwise
+    assert calibration_total({"firm": 0.5, "efficacy": 1.0, "kept": 1.0}) == 1.5
+    assert calibration_total({"efficacy": 1.0, "kept": 1.0}) == 2.0
+
+
 def test_second_moment_from_the_lower_blocks_equals_the_full_product() -> None:
     from beliefs.editing import SECOND_MOMENT_BLOCK, add_second_moment
 
