@@ -178,7 +178,7 @@ def regimes_figure(report: dict[str, Any]) -> go.Figure:
                                  hovertemplate=f"{m} %{{y:.3f}}<br>%{{x}} facts<extra></extra>"),
                       row=1, col=1)
     runs = (regimes.get("sequential") or {}).get("runs", {})
-    for (name, run), colour in zip(runs.items(), palette(len(runs)), strict=True):
+    for (name, run), colour in zip(runs.items(), palette(len(runs)), strict=False):
         xs = [p["edits_so_far"] for p in run["points"]]
         for key, dash in (("efficacy", "solid"), ("first_efficacy", "dot")):
             label = "all edits so far" if key == "efficacy" else "first edits"
