@@ -610,7 +610,8 @@ def beliefs_args(ws: Path, a: Assets, *extra: str) -> list[str]:
 
 
 flag_cases("beliefs", beliefs_args, [
-    ("method-unknown", "--method", "icl,foo", r"--method: foo not among icl, rome, memit, ft, steer"),
+    ("method-unknown", "--method", "icl,foo",
+     r"--method: foo not among icl, rome, memit, ft, steer"),
     ("n-0", "--n", "0", r"--n: 0 is out of range"),
     ("seeds-text", "--seeds", "a", r"--seeds: 'a': 'a' is not an integer"),
     ("layer-negative", "--layer", "-1", r"--layer: -1 is out of range"),
