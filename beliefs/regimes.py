@@ -163,15 +163,11 @@ def batch_regime(model: Model, base: FactBase, evaluator: EditEvaluator, layers:
 
 def by_bucket(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The mean of each edit metric per planted exposure bucket (rows without one skipped)."""
-    from beliefs.strength import EDIT_METRICS
+    from beliefs.strength import metric_means
 
-    out = {}
-    for bucket in dict.fromkeys(r.get("bucket") for r in rows if r.get("bucket")):
-        mine = [r for r in rows if r.get("bucket") == bucket]
-        out[bucket] = {"n": len(mine)} | {
-            m: (float(np.mean(v)) if (v := [r[m] for r in mine if r.get(m) is not None])
-                else None) for m in EDIT_METRICS}
-    return out
+    buckets = dict.fromkeys(r.get("bucket") for r in rows if r.get("bucket"))
+    return {b: {"n": sum(r.get("bucket") == b for r in rows)}
+            | metric_means([r for r in rows if r.get("bucket") == b]) for b in buckets}
 
 
 def sequential_regime(model: Model, base: FactBase, evaluator: EditEvaluator,

@@ -77,6 +77,11 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
+def metric_means(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The mean of each edit metric over `rows` (None where no row has it)."""
+    return {m: _mean([r.get(m) for r in rows]) for m in EDIT_METRICS}
+
+
 def strength_report(elicited: list[dict[str, Any]], ladder_rows: list[dict[str, Any]] | None,
                     edits: dict[str, list[dict[str, Any]]] | None) -> dict[str, Any]:
     """Correlations and per-bucket splits of a belief report's rows.
@@ -124,6 +129,6 @@ def strength_report(elicited: list[dict[str, Any]], ladder_rows: list[dict[str, 
         for method, method_rows in (edits or {}).items():
             mine = [r for r in method_rows if r.get("bucket") == bucket]
             if mine:
-                entry[method] = {m: _mean([r.get(m) for r in mine]) for m in EDIT_METRICS}
+                entry[method] = metric_means(mine)
         out["by_bucket"][bucket] = entry
     return out
