@@ -263,9 +263,24 @@ def resid_entering(model: Model, tokens: Int[Tensor, "batch pos"], layer: int
     """The residual stream entering block `layer` (the output of the block before, or the
     embedding), from a run stopped there: what `run_from` resumes."""
     name = hook_name(layer - 1, "hook_resid_post") if layer else hook_name(0, "hook_resid_pre")
-    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name,
-                                    stop_at_layer=max(layer, 1), return_type=None)
+    # how each block below returns (a tensor, or a 1-tuple as native blocks do): what its
+    # stand-in in `run_from` must return
+    handles = [b.original_component.register_forward_hook(_note_return)
+               for b in model.blocks[:layer] if getattr(b, "original_component", None)]
+    try:
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name,
+                                        stop_at_layer=max(layer, 1), return_type=None)
+    finally:
+        for h in handles:
+            h.remove()
     return cache[name]
+
+
+_RETURNS_TUPLE: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _note_return(module: Any, args: Any, output: Any) -> None:
+    _RETURNS_TUPLE[module] = isinstance(output, tuple)
 
 
 def run_from(model: Model, resid: Float[Tensor, "batch pos d_model"], layer: int,
@@ -292,6 +307,9 @@ def resumes_exactly(model: Model, tokens: Int[Tensor, "batch pos"], layer: int,
     known = _RESUMES.setdefault(model, {})
     if layer in known:
         return known[layer]
+    if len(tokens) == 1:  # a block's return unpacked along a batch of one hides a mismatch
+        tokens = tokens.repeat(2, 1)
+        logits = None if logits is None else logits.repeat(2, 1, 1)
     with torch.no_grad():
         full = model(tokens) if logits is None else logits
         try:
@@ -315,7 +333,7 @@ def _blocks_passed_through(model: Model, below: int) -> Iterator[None]:
     saved = [layer.__dict__.get("forward") for layer in layers]
     try:
         for layer in layers:
-            layer.forward = _identity
+            layer.forward = _identity_tuple if _RETURNS_TUPLE.get(layer) else _identity
         yield
     finally:
         for layer, old in zip(layers, saved, strict=True):
@@ -327,3 +345,7 @@ def _blocks_passed_through(model: Model, below: int) -> Iterator[None]:
 
 def _identity(hidden_states: Tensor, *args: Any, **kwargs: Any) -> Tensor:
     return hidden_states
+
+
+def _identity_tuple(hidden_states: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor]:
+    return (hidden_states,)
