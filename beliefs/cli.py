@@ -40,6 +40,10 @@ def belief_arguments(p: argparse.ArgumentParser) -> None:
                    help="the relation the batch and sequential regimes edit")
     p.add_argument("--memit-layers", type=int_list(0), default=None,
                    help="MEMIT's layers, e.g. 0,1 (default: the causal trace's range)")
+    p.add_argument("--memit-keys", choices=("rows+kept", "rows", "mean"), default="rows+kept",
+                   help="what MEMIT's solve fits: every context the subject is edited in "
+                   "and its other relations' prompts (rows+kept), the edit contexts only "
+                   "(rows), or one mean key per fact as published (mean)")
     p.add_argument("--retain", type=floats(0.0, example="1"), default=None,
                    help="weight of the retention term of ROME and MEMIT (the subject's other "
                    "relations held at their outputs; 0: off; default: 0 for ROME, its "
@@ -82,7 +86,7 @@ def belief_config(args: argparse.Namespace) -> Any:
 
     methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
     relations = tuple(r.strip() for r in args.relations.split(",")) if args.relations else None
-    rome, memit = RomeConfig(), MemitConfig()
+    rome, memit = RomeConfig(), MemitConfig(keys=args.memit_keys)
     if args.retain is not None:
         rome = replace(rome, retain_weight=args.retain)
         memit = replace(memit, z=replace(memit.z, retain_weight=args.retain))

@@ -8,8 +8,19 @@ KL, the retention term on the subject's other relations, the norm clamp). Then, 
 layer from the lowest, each MLP output matrix takes its share of what is still missing:
 
     R = (Z - Z_now) / (layers left)           Z_now: with the layers below already edited
-    K = the facts' keys at this layer (mean over the rewrite rows)
+    K = the facts' keys at this layer
     dW = (lambda C + K K^T)^-1 K R^T          (key -> value, `[d_mlp, d_model]`)
+
+MEMIT's published `K` is one key per fact, its mean over the rewrite rows (each template after
+each prefix). Here (`MemitConfig.keys`, default `rows+kept`) every row is a column of `K`
+with its fact's own change as its column of `R`, each fact's rows weighted to sum to 1, and
+the subject's other relations' prompts (those the retention term held while `delta` was
+optimised) are rows too: the edit adds `delta` wherever the subject stands, which is what
+its optimisation assumed. With a single row per fact the two are the same solve. A subject's
+key at layer 0 varies with the text before it more than it differs between people who share a
+name (the world's 120 people with a city have 39 first and 39 last names), so the mean key is
+written and the rows are missed: on the shipped model, 120 random targets at layer 0 leave
+67 % of each row's change unwritten with mean keys, 15 % with rows (`target_missing_rows`).
 
 with `C = E[k k^T]` the layer's key second moment over corpus text (the one ROME uses,
 `beliefs.editing.key_covariance`) weighted by `lambda` (`mom2_weight`). MEMIT's GPT-J
@@ -69,6 +80,9 @@ TARGET = RomeConfig(n_prefixes=1, n_templates=0, retain_weight=1.0, weight_decay
                     steps=400, plateau_steps=0)
 
 
+KEYS = ("rows", "rows+kept", "mean")
+
+
 @dataclass(frozen=True)
 class MemitConfig:
     """MEMIT's settings.
@@ -78,6 +92,10 @@ class MemitConfig:
             settings: steps, learning rate, essence KL, retention term, clamp).
         mom2_weight: `lambda`, the weight of the corpus keys' second moment against the
             edited keys (larger: smaller changes, edits spread less).
+        keys: what the solve fits (module docstring): `rows+kept`, every rewrite row
+            and each of the subject's kept prompts is a key that must give its fact's
+            change, each fact weighing 1 in all; `rows`, the rewrite rows only; `mean`,
+            MEMIT's published one key per fact, the mean over its rewrite rows.
         project: AlphaEdit's null-space projection (for sequential edits).
         null_threshold: eigen-directions of `C` whose eigenvalue is below this fraction of
             the mean eigenvalue form the null space.
@@ -86,6 +104,7 @@ class MemitConfig:
 
     z: RomeConfig = TARGET
     mom2_weight: float = 1.0
+    keys: str = "rows+kept"
     project: bool = False
     null_threshold: float = 0.1
     l2: float = 1.0
@@ -94,6 +113,8 @@ class MemitConfig:
         for name in ("mom2_weight", "null_threshold", "l2"):
             if getattr(self, name) < 0:
                 raise ValueError(f"MemitConfig.{name}={getattr(self, name)}; pass >= 0")
+        if self.keys not in KEYS:
+            raise ValueError(f"MemitConfig.keys={self.keys!r}; pass one of {', '.join(KEYS)}")
 
 
 @dataclass
@@ -161,24 +182,69 @@ def null_space(cov: Float[Tensor, "d d"], threshold: float) -> Float[Tensor, "d 
     return (small @ small.T).float()
 
 
+@dataclass
+class States:
+    """What the model computes at the requests' subjects, over every rewrite row (each
+    template after each prefix, `editing.rewrite_batch`; a request's first row is its edit
+    prompt): per layer the keys `[d_mlp, rows]`, the residual after the target layer
+    `[d_model, rows]`, and which request each row belongs to."""
+
+    keys: dict[int, Tensor]
+    resid: Tensor
+    owner: Tensor
+
+    @property
+    def first(self) -> Tensor:
+        """The row of each request's edit prompt."""
+        return torch.cat([torch.zeros(1, dtype=torch.long),
+                          torch.nonzero(self.owner[1:] != self.owner[:-1])[:, 0] + 1])
+
+    def weights(self) -> Tensor:
+        """1 / (the rows of the row's request): each request weighs 1 in all."""
+        return 1.0 / torch.bincount(self.owner)[self.owner].double()
+
+    def mean_keys(self, layer: int) -> Tensor:
+        """Per request its keys' mean (MEMIT's published key) `[d_mlp, n]`."""
+        k = self.keys[layer].double()
+        total = torch.zeros(k.shape[0], int(self.owner.max()) + 1, dtype=k.dtype)
+        return total.index_add_(1, self.owner, k) * torch.bincount(self.owner).reciprocal()
+
+
 @torch.no_grad()
 def _states(model: Model, requests: list[Request], layers: list[int], z_layer: int,
-            prefixes: list[str]) -> tuple[dict[int, Tensor], Tensor]:
-    """Per layer the requests' keys (mean over their rewrite rows), and the residual after
-    block `z_layer` at the subject's last token of each edit prompt (no prefix)."""
+            prefixes: list[str], kept: bool = False) -> States:
+    """`States` of `requests` at `layers` and after block `z_layer`; with `kept`, each
+    request's `keep` prompts follow its rewrite rows."""
     names = [key_hook(la) for la in layers] + [hook_name(z_layer, "hook_resid_post")]
     device = next(model.parameters()).device
     keys: dict[int, list[Tensor]] = {la: [] for la in layers}
-    zs = []
-    for r in requests:
-        batch = rewrite_batch(model, r.prompts, r.subject, r.target_ids, prefixes)
-        _, cache = model.run_with_cache(batch.tokens.to(device),
-                                        names_filter=lambda n: n in names)
-        rows = torch.arange(len(batch.tokens))
-        for la in layers:
-            keys[la].append(cache[key_hook(la)][rows, batch.subject_pos].float().mean(0).cpu())
-        zs.append(cache[names[-1]][0, batch.subject_pos[0]].float().cpu())
-    return {la: torch.stack(k, 1) for la, k in keys.items()}, torch.stack(zs, 1)
+    zs, owner = [], []
+    for i, r in enumerate(requests):
+        batches = [rewrite_batch(model, r.prompts, r.subject, r.target_ids, prefixes)]
+        if kept and r.keep:
+            batches.append(rewrite_batch(model, r.keep, r.subject, r.target_ids[:1], []))
+        for batch in batches:
+            _, cache = model.run_with_cache(batch.tokens.to(device),
+                                            names_filter=lambda n: n in names)
+            rows = torch.arange(len(batch.tokens))
+            for la in layers:
+                keys[la].append(cache[key_hook(la)][rows, batch.subject_pos].float().cpu())
+            zs.append(cache[names[-1]][rows, batch.subject_pos].float().cpu())
+            owner += [i] * len(rows)
+    return States({la: torch.cat(k).T for la, k in keys.items()}, torch.cat(zs).T,
+                  torch.tensor(owner))
+
+
+def _system(states: States, layer: int, change: Tensor, first_change: Tensor, rows: bool
+            ) -> tuple[Tensor, Tensor]:
+    """The keys `K` and the residual changes `R` one layer writes (`K K^T` and `K R^T` are
+    the normal equations' terms): with `rows`, every rewrite row with its request's change
+    (`change`, per row), weighted so each request weighs 1; else MEMIT's mean key per request
+    with the change at its edit prompt (`first_change`)."""
+    if not rows:
+        return states.mean_keys(layer), first_change.double()
+    w = states.weights().sqrt()
+    return states.keys[layer].double() * w, change.double() * w
 
 
 def targets(model: Model, requests: list[Request], z_layer: int, cfg: MemitConfig,
@@ -193,8 +259,9 @@ def targets(model: Model, requests: list[Request], z_layer: int, cfg: MemitConfi
                                             z_layer, cfg.z, prefixes, r.keep)
             deltas.append(delta)
             infos.append(info)
-    _, now = _states(model, requests, [], z_layer, prefixes)
-    return now + torch.stack(deltas, 1), now, infos
+    now = _states(model, requests, [], z_layer, prefixes)
+    start = now.resid[:, now.first]
+    return start + torch.stack(deltas, 1), start, infos
 
 
 def memit_edit(model: Model, requests: list[Request], layers: list[int],
@@ -231,11 +298,14 @@ def memit_edit(model: Model, requests: list[Request], layers: list[int],
     z_layer = layers[-1]
     zs, start, infos = known or targets(model, requests, z_layer, cfg, prefixes, progress)
     done: list[WeightEdit] = []
+    rows, kept = cfg.keys != "mean", cfg.keys == "rows+kept"
     with contextlib.ExitStack() as stack:
         for i, la in enumerate(layers):
-            keys, now = _states(model, requests, layers, z_layer, prefixes)
-            k = keys[la].double()
-            resid = (zs - now).double() / (len(layers) - i)
+            now = _states(model, requests, layers, z_layer, prefixes, kept)
+            if i == 0:  # every row's residual before the edit, plus its request's delta
+                want = now.resid + (zs - start)[:, now.owner]
+            k, resid = _system(now, la, (want - now.resid) / (len(layers) - i),
+                               (zs - now.resid[:, now.first]) / (len(layers) - i), rows)
             if cfg.project:
                 p = (projections or {}).get(la)
                 p = null_space(covs[la], cfg.null_threshold) if p is None else p
@@ -252,20 +322,30 @@ def memit_edit(model: Model, requests: list[Request], layers: list[int],
             edit = WeightEdit(la, upd.float(), "memit")
             done.append(edit)
             stack.enter_context(edit.applied(model))
-        _, reached = _states(model, requests, [], z_layer, prefixes)
-    # the share of each target's change the edited weights fail to produce
-    missing = (zs - reached).norm(dim=0) / (zs - start).norm(dim=0).clamp_min(1e-9)
+        reached = _states(model, requests, [], z_layer, prefixes, kept).resid
+    # the share of each target's change the edited weights fail to produce (edit prompts;
+    # every rewrite row with its request's delta)
+    size = (zs - start).norm(dim=0).clamp_min(1e-9)
+    missing = (zs - reached[:, now.first]).norm(dim=0) / size
+    missing_rows = (want - reached).norm(dim=0) / size[now.owner]
     info = {"layers": layers, "n_requests": len(requests), "project": cfg.project,
-            "z_layer": z_layer, "steps": [x["steps"] for x in infos],
+            "keys": cfg.keys, "z_layer": z_layer, "steps": [x["steps"] for x in infos],
             "final_nll": [x["final_nll"] for x in infos],
             "target_missing": float(missing.mean()),
+            "target_missing_rows": float(missing_rows.mean()),
             "config": {k: v for k, v in asdict(cfg).items() if k != "z"}}
     return LayerEdits(done, "memit", info)
 
 
 def key_products(model: Model, requests: list[Request], layers: list[int],
-                 prefixes: list[str]) -> dict[int, Tensor]:
+                 prefixes: list[str], keys: str = "rows") -> dict[int, Tensor]:
     """`K K^T` per layer of the requests' keys (what AlphaEdit adds to its cache after an
-    edit), read from the model as it is (the edit applied)."""
-    keys, _ = _states(model, requests, layers, layers[-1], prefixes)
-    return {la: k @ k.T for la, k in keys.items()}
+    edit; whose keys: `MemitConfig.keys`), read from the model as it
+    is (the edit applied)."""
+    states = _states(model, requests, layers, layers[-1], prefixes, keys == "rows+kept")
+    out = {}
+    for la in layers:
+        k, _ = _system(states, la, states.resid, states.resid[:, states.first],
+                       keys != "mean")
+        out[la] = (k @ k.T).float()
+    return out

@@ -202,7 +202,8 @@ def sequential_regime(model: Model, base: FactBase, evaluator: EditEvaluator,
             total = edit if total is None else total.plus(edit)
             if hold:
                 with total.applied(model):
-                    for la, kk in key_products(model, reqs[i:i + 1], layers, prefixes).items():
+                    for la, kk in key_products(model, reqs[i:i + 1], layers, prefixes,
+                                               cfg.keys).items():
                         previous[la] = previous[la] + kk if la in previous else kk
             if (i + 1) % regime.every == 0 or i + 1 == len(reqs):
                 rows = _measure(evaluator, facts[:i + 1], news[:i + 1], total, extra)

@@ -75,6 +75,28 @@ def test_memit_spreads_over_layers_and_refuses_the_last(model, base: FactBase) -
         memit_edit(model, [], [0], _covs(model, [0]))
 
 
+def test_row_keys_fit_every_context_and_equal_mean_keys_with_one_row(model, base: FactBase  # noqa: ANN001
+                                                                       ) -> None:
+    beliefs = base.beliefs(["city"], 4)
+    covs = _covs(model, [0])
+    one = [Request(b.prompts[:1], b.subject, [single_token_id(model, base.new_object(b))])
+           for b in beliefs]
+    by = {keys: memit_edit(model, one, [0], covs, MemitConfig(z=FAST, keys=keys), prefixes=[])
+          for keys in ("rows", "mean")}
+    # one row per request: a row's key is its request's mean key
+    assert torch.allclose(by["rows"].edits[0].delta, by["mean"].edits[0].delta, atol=1e-5)
+    many = [Request(b.prompts[:3], b.subject, r.target_ids) for b, r in zip(beliefs, one,
+                                                                           strict=True)]
+    prefixes = ["the river", "a market in the north"]
+    by = {keys: memit_edit(model, many, [0], covs, MemitConfig(z=FAST, keys=keys),
+                           prefixes=prefixes) for keys in ("rows", "mean")}
+    assert by["rows"].info["keys"] == "rows"
+    # each context's key is a constraint: the rows miss less of their targets
+    assert by["rows"].info["target_missing_rows"] < by["mean"].info["target_missing_rows"]
+    with pytest.raises(ValueError, match="keys='all'"):
+        MemitConfig(keys="all")
+
+
 def test_alphaedit_update_lies_in_the_null_space(model, base: FactBase) -> None:  # noqa: ANN001
     reqs, _ = _requests(model, base, 2)
     covs = _covs(model, [0])
