@@ -29,7 +29,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuits.graph import INPUT, LOGITS_IN, QKV, Graph, ln1_of, mlp_in_hook, weights
-from workbench.hooks import hook_name, unembed_input, unembeds_exactly
+from workbench.hooks import hook_name, stop_hooks, unembed_input, unembeds_exactly
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -80,10 +80,12 @@ def _recorders(model: Model, graph: Graph, store: Callable[[int, Tensor], None],
 @torch.no_grad()
 def writer_outputs(model: Model, graph: Graph, tokens: Int[Tensor, "batch pos"]
                    ) -> Float[Tensor, "batch pos writer d_model"]:
-    """Every writer's output in one run of `tokens` (graph order)."""
+    """Every writer's output in one run of `tokens` (graph order), stopped after the last
+    (the unembedding's `[batch, pos, d_vocab]` is never read)."""
     out: dict[int, Tensor] = {}
-    model.run_with_hooks(tokens, return_type=None,
-                         fwd_hooks=_recorders(model, graph, out.__setitem__))
+    hooks = _recorders(model, graph, out.__setitem__)
+    kwargs, stop = stop_hooks(model, [name for name, _ in hooks])
+    model.run_with_hooks(tokens, return_type=None, fwd_hooks=hooks + stop, **kwargs)
     return torch.cat([out[k] for k in sorted(out)], dim=2)
 
 
@@ -171,6 +173,37 @@ def metric_copies(metric: Metric, logits: Tensor, n_copies: int) -> Float[Tensor
     return torch.stack([metric(logits[c * b:(c + 1) * b]) for c in range(n_copies)]).float()
 
 
+def norm_vjp(norm: Callable[[Tensor], Tensor], x: Float[Tensor, "batch pos d_model"]
+             ) -> Callable[[Tensor], Tensor]:
+    """The vector-Jacobian product of the normalisation `norm` at `x`, for cotangents
+    `[batch, pos, n, d_model]` (one per head): `n` products at once. A `torch.nn.LayerNorm`
+    whose bridge computes exactly `layer_norm` (checked on the first row) gets the closed
+    form, `(g - mean(g) - x_hat mean(g x_hat)) / sigma` with `g` the cotangent times the
+    weight; any other normalisation `torch.func.vjp`, vmapped over the `n` cotangents."""
+    ln = getattr(norm, "_original_component", None)
+    if isinstance(ln, torch.nn.LayerNorm) and ln.weight is not None and len(
+            ln.normalized_shape) == 1:
+        row = x[:1, :1]
+        with torch.no_grad():
+            same = torch.allclose(norm(row), torch.nn.functional.layer_norm(
+                row, ln.normalized_shape, ln.weight, ln.bias, ln.eps), atol=1e-5, rtol=1e-4)
+        if same:
+            w = ln.weight.detach()
+            with torch.no_grad():
+                centred = x - x.mean(-1, keepdim=True)
+                rstd = torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + ln.eps).unsqueeze(2)
+                x_hat = centred.unsqueeze(2) * rstd
+
+            def closed(cot: Tensor) -> Tensor:
+                with torch.no_grad():
+                    g = cot * w
+                    return rstd * (g - g.mean(-1, keepdim=True)
+                                   - x_hat * (g * x_hat).mean(-1, keepdim=True))
+            return closed
+    _, vjp = torch.func.vjp(norm, x)
+    return lambda cot: torch.vmap(vjp, in_dims=2, out_dims=2)(cot)[0]
+
+
 def reader_gradients(
     model: Model,
     graph: Graph,
@@ -193,8 +226,8 @@ def reader_gradients(
 
     def probe(name: str) -> Any:
         def hook(act: Tensor, hook: Any) -> Tensor:
-            probes[name] = torch.zeros_like(act, requires_grad=True)
-            return act + probes[name]
+            probes[name] = act.view_as(act)  # a free node of the graph for autograd.grad
+            return probes[name]
         return hook
 
     def keep_input(layer: int) -> Any:
@@ -224,9 +257,7 @@ def reader_gradients(
         for la in range(graph.n_layers):
             cot = torch.cat([torch.einsum("bphe,hde->bphd", got[hook_name(la, f"attn.hook_{k}")],
                                           w_all[k][la]) for k in QKV], dim=2)
-            # the normalisation's vector-Jacobian product at the block input, one per head
-            _, vjp = torch.func.vjp(ln1_of(model, la), block_in[la])
-            grads.append(torch.vmap(vjp, in_dims=2, out_dims=2)(cot)[0])
+            grads.append(norm_vjp(ln1_of(model, la), block_in[la])(cot))
             if graph.has_mlp:
                 grads.append(got[hook_name(la, "hook_mlp_in")].unsqueeze(2))
         grads.append(got[LOGITS_IN].unsqueeze(2))
@@ -259,8 +290,11 @@ def edge_attribution(
                                     readout=readout)
             grads += g.to(grads.device)
         grads /= ig_steps
-    delta = corrupt_out - clean_out
-    scores = torch.einsum("bpwd,bprd->wr", delta.float(), grads.to(delta.device).float())
+    delta = (corrupt_out - clean_out).float()
+    grads = grads.to(delta.device).float()
+    # sum over pair, position and feature: one [writer, b*p*d] x [b*p*d, reader] product
+    scores = delta.permute(2, 0, 1, 3).reshape(delta.shape[2], -1) @ grads.permute(
+        0, 1, 3, 2).reshape(-1, grads.shape[2])
     return scores.cpu() * graph.edges
 
 
