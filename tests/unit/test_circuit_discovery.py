@@ -289,3 +289,20 @@ def test_paths_through_grouped_heads() -> None:
     assert _reaches(edges, "a0.h0", "a2.h0<k>", group=2)
     assert not _reaches(edges, "a0.h0", "a2.h0<k>", group=1)  # g0 serves a1.h0 alone
     assert circuit_nodes(sorted(edges)) == ["a0.h0", "a1.g0", "a1.h1", "a2.h0"]
+
+
+@pytest.mark.parametrize("name", ["native", "gpt2", "llama"])
+def test_closed_form_norm_vjp_is_autograds(models, name: str) -> None:  # noqa: ANN001
+    from circuits.edges import norm_vjp
+    from circuits.graph import ln1_of
+
+    model = models[name]
+    norm = ln1_of(model, 1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, model.cfg.d_model, generator=g) * 2 + 0.5
+    cot = torch.randn(3, 5, 4, model.cfg.d_model, generator=g)
+    fast = norm_vjp(norm, x)
+    assert (fast.__name__ == "closed") == (name != "llama")  # RMSNorm: autograd's
+    got = fast(cot)
+    generic = norm_vjp(lambda v: norm(v), x)(cot)  # no module to recognise: autograd's VJP
+    torch.testing.assert_close(got, generic, atol=1e-5, rtol=1e-4)
