@@ -44,6 +44,9 @@ def belief_arguments(p: argparse.ArgumentParser) -> None:
                    help="what MEMIT's solve fits: every context the subject is edited in "
                    "and its other relations' prompts (rows+kept), the edit contexts only "
                    "(rows), or one mean key per fact as published (mean)")
+    p.add_argument("--memit-lambda", type=floats(0.0, low_open=True, example="10"), default=None,
+                   help="MEMIT's weight of the corpus keys' second moment against the edited "
+                   "keys (larger: smaller changes; default 1)")
     p.add_argument("--retain", type=floats(0.0, example="1"), default=None,
                    help="weight of the retention term of ROME and MEMIT (the subject's other "
                    "relations held at their outputs; 0: off; default: 0 for ROME, its "
@@ -87,6 +90,8 @@ def belief_config(args: argparse.Namespace) -> Any:
     methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
     relations = tuple(r.strip() for r in args.relations.split(",")) if args.relations else None
     rome, memit = RomeConfig(), MemitConfig(keys=args.memit_keys)
+    if args.memit_lambda is not None:
+        memit = replace(memit, mom2_weight=args.memit_lambda)
     if args.retain is not None:
         rome = replace(rome, retain_weight=args.retain)
         memit = replace(memit, z=replace(memit.z, retain_weight=args.retain))

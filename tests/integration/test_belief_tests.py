@@ -136,6 +136,8 @@ def test_cli_writes_report_and_figures(tiny_run: TrainResult, world_corpus: Path
     (["--method", "rome,magic"], "--method: magic not among icl, rome, memit, ft, steer"),
     (["--regimes", "batch", "--regime-relation", "planet"], "unknown relation 'planet'"),
     (["--memit-layers", "0,1"], "--memit-layers 0,1: layer 1 is out of range"),
+    (["--memit-keys", "all"], "--memit-keys: invalid choice: 'all'"),
+    (["--memit-lambda", "0"], "--memit-lambda: 0.0 is out of range; pass a number > 0.0"),
 ])
 def test_cli_errors(tiny_run: TrainResult, world_corpus: Path, tmp_path: Path,
                     capsys: pytest.CaptureFixture, extra: list[str], message: str) -> None:
