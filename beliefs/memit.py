@@ -11,6 +11,13 @@ layer from the lowest, each MLP output matrix takes its share of what is still m
     K = the facts' keys at this layer
     dW = (lambda C + K K^T)^-1 K R^T          (key -> value, `[d_mlp, d_model]`)
 
+with `C = E[k k^T]` the layer's key second moment over corpus text (the one ROME uses,
+`beliefs.editing.key_covariance`) weighted by `lambda` (`mom2_weight`). MEMIT's GPT-J
+setting, 15,000 (d_mlp 16,384), leaves nearly all of each target unwritten on the
+`default` model (d_mlp 512: 96 % missing at layers 0-1, efficacy 0 on 30 facts); 100 leaves
+13 % at layer 0 and efficacy falls to 0.73; at 1, one fact at one layer is ROME's edit
+(efficacy 1.00, paraphrase 0.80, kept 0.48 on the same 30 facts, as ROME).
+
 MEMIT's published `K` is one key per fact, its mean over the rewrite rows (each template after
 each prefix). Here (`MemitConfig.keys`, default `rows+kept`) every row is a column of `K`
 with its fact's own change as its column of `R`, each fact's rows weighted to sum to 1, and
@@ -21,13 +28,6 @@ key at layer 0 varies with the text before it more than it differs between peopl
 name (the world's 120 people with a city have 39 first and 39 last names), so the mean key is
 written and the rows are missed: on the shipped model, 120 random targets at layer 0 leave
 67 % of each row's change unwritten with mean keys, 15 % with rows (`target_missing_rows`).
-
-with `C = E[k k^T]` the layer's key second moment over corpus text (the one ROME uses,
-`beliefs.editing.key_covariance`) weighted by `lambda` (`mom2_weight`). MEMIT's GPT-J
-setting, 15,000 (d_mlp 16,384), leaves nearly all of each target unwritten on the
-`default` model (d_mlp 512: 96 % missing at layers 0-1, efficacy 0 on 30 facts); 100 leaves
-13 % at layer 0 and efficacy falls to 0.73; at 1, one fact at one layer is ROME's edit
-(efficacy 1.00, paraphrase 0.80, kept 0.48 on the same 30 facts, as ROME).
 
 With `project` (AlphaEdit), the change is confined to the null space `P` of the corpus keys
 (the eigen-directions of `C` below `null_threshold` of its mean eigenvalue) and to what the
@@ -238,9 +238,9 @@ def _states(model: Model, requests: list[Request], layers: list[int], z_layer: i
 def _system(states: States, layer: int, change: Tensor, first_change: Tensor, rows: bool
             ) -> tuple[Tensor, Tensor]:
     """The keys `K` and the residual changes `R` one layer writes (`K K^T` and `K R^T` are
-    the normal equations' terms): with `rows`, every rewrite row with its request's change
-    (`change`, per row), weighted so each request weighs 1; else MEMIT's mean key per request
-    with the change at its edit prompt (`first_change`)."""
+    the normal equations' terms): with `rows`, every row of `states` with its request's
+    change (`change`, per row), weighted so each request weighs 1; else MEMIT's mean key per
+    request with the change at its edit prompt (`first_change`)."""
     if not rows:
         return states.mean_keys(layer), first_change.double()
     w = states.weights().sqrt()
@@ -338,10 +338,9 @@ def memit_edit(model: Model, requests: list[Request], layers: list[int],
 
 
 def key_products(model: Model, requests: list[Request], layers: list[int],
-                 prefixes: list[str], keys: str = "rows") -> dict[int, Tensor]:
+                 prefixes: list[str], keys: str = "rows+kept") -> dict[int, Tensor]:
     """`K K^T` per layer of the requests' keys (what AlphaEdit adds to its cache after an
-    edit; whose keys: `MemitConfig.keys`), read from the model as it
-    is (the edit applied)."""
+    edit; which keys: `MemitConfig.keys`), read from the model as it is (the edit applied)."""
     states = _states(model, requests, layers, layers[-1], prefixes, keys == "rows+kept")
     out = {}
     for la in layers:
