@@ -226,8 +226,12 @@ def reader_gradients(
 
     def probe(name: str) -> Any:
         def hook(act: Tensor, hook: Any) -> Tensor:
-            probes[name] = act.view_as(act)  # a free node of the graph for autograd.grad
-            return probes[name]
+            if act.requires_grad:  # a free node of the graph for autograd.grad
+                probes[name] = act.view_as(act)
+                return probes[name]
+            # nothing before it needs a gradient (frozen weights): a zero to differentiate
+            probes[name] = torch.zeros_like(act, requires_grad=True)
+            return act + probes[name]
         return hook
 
     def keep_input(layer: int) -> Any:

@@ -306,3 +306,18 @@ def test_closed_form_norm_vjp_is_autograds(models, name: str) -> None:  # noqa: 
     got = fast(cot)
     generic = norm_vjp(lambda v: norm(v), x)(cot)  # no module to recognise: autograd's VJP
     torch.testing.assert_close(got, generic, atol=1e-5, rtol=1e-4)
+
+
+def test_eap_on_frozen_weights_is_the_same(models) -> None:  # noqa: ANN001
+    model = models["native"]
+    graph, task = graph_for(model), _pairs(model)
+    got = edge_attribution(model, graph, task.clean, task.corrupt, task.metric())
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)  # no activation needs a gradient of its own
+        frozen = edge_attribution(model, graph, task.clean, task.corrupt, task.metric())
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+    torch.testing.assert_close(frozen, got, atol=1e-5, rtol=1e-4)
