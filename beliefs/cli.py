@@ -36,6 +36,10 @@ def belief_arguments(p: argparse.ArgumentParser) -> None:
                    "relation)")
     p.add_argument("--sequential", type=bounded_int(1, 100_000), default=100,
                    help="edits of --regimes sequential (measured after every 10)")
+    p.add_argument("--sequential-runs", type=name_list(("projected", "held", "plain")),
+                   default="projected,held,plain", help="the runs of --regimes sequential: "
+                   "projected (AlphaEdit), held (the earlier edits' keys in MEMIT's "
+                   "regulariser), plain")
     p.add_argument("--regime-relation", default="city",
                    help="the relation the batch and sequential regimes edit")
     p.add_argument("--memit-layers", type=int_list(0), default=None,
@@ -98,7 +102,8 @@ def belief_config(args: argparse.Namespace) -> Any:
     regime = RegimeConfig(regimes=tuple(r for r in args.regimes.split(",") if r),
                           relation=args.regime_relation,
                           batch_sizes=_ints(args.batch_sizes, "--batch-sizes"),
-                          sequential=args.sequential)
+                          sequential=args.sequential,
+                          runs=tuple(r for r in args.sequential_runs.split(",") if r))
     return BeliefsConfig(methods=methods, n=args.n, seeds=_ints(args.seeds, "--seeds"),
                          relations=relations, layer=args.layer, n_trace=args.n_trace,
                          cov_tokens=args.cov_tokens, rome=rome, memit=memit, regime=regime,

@@ -137,6 +137,7 @@ def test_cli_writes_report_and_figures(tiny_run: TrainResult, world_corpus: Path
     (["--regimes", "batch", "--regime-relation", "planet"], "unknown relation 'planet'"),
     (["--memit-layers", "0,1"], "--memit-layers 0,1: layer 1 is out of range"),
     (["--memit-keys", "all"], "--memit-keys: invalid choice: 'all'"),
+    (["--sequential-runs", "projected,fast"], "--sequential-runs: fast not among projected"),
     (["--memit-lambda", "0"], "--memit-lambda: 0.0 is out of range; pass a number > 0.0"),
 ])
 def test_cli_errors(tiny_run: TrainResult, world_corpus: Path, tmp_path: Path,
