@@ -180,10 +180,12 @@ def regimes_figure(report: dict[str, Any]) -> go.Figure:
     runs = (regimes.get("sequential") or {}).get("runs", {})
     for (name, run), colour in zip(runs.items(), palette(len(runs)), strict=False):
         xs = [p["edits_so_far"] for p in run["points"]]
-        for key, dash in (("efficacy", "solid"), ("first_efficacy", "dot")):
-            label = "all edits so far" if key == "efficacy" else "first edits"
-            fig.add_trace(go.Scatter(x=xs, y=[p[key] for p in run["points"]], name=f"{name}: "
-                                     f"{label}", mode="lines+markers",
+        labels = {"efficacy": "all edits so far", "first_efficacy": "first edits",
+                  "first_stated": "first edits stated (top-1)"}
+        for key, dash in (("efficacy", "solid"), ("first_efficacy", "dot"),
+                          ("first_stated", "dash")):
+            fig.add_trace(go.Scatter(x=xs, y=[p.get(key) for p in run["points"]],
+                                     name=f"{name}: {labels[key]}", mode="lines+markers",
                                      line={"dash": dash, "color": colour}), row=1, col=2)
     fig.update_xaxes(title_text="facts edited at once", type="log", row=1, col=1)
     fig.update_xaxes(title_text="edits made", row=1, col=2)

@@ -2,7 +2,8 @@
 
 For an edit making `belief` state `new` (all comparisons among the relation's candidates):
 
-- `efficacy`: on the edit prompt, log p(new) > log p(old);
+- `efficacy`: on the edit prompt, log p(new) > log p(old); `stated`: the new object is the
+  top-1 there (efficacy's stricter form, which an old object fading does not satisfy);
 - `paraphrase`: the same on the held-out paraphrases (share of them);
 - `specificity`: the same relation of neighbouring subjects: share whose stated answer (top-1)
   is unchanged by the edit; `neighbourhood` is ROME's softer score, p(their object) > p(new);
@@ -51,7 +52,7 @@ from workbench.training.batches import eval_windows
 if TYPE_CHECKING:
     from workbench.models import Model
 
-METRICS = ("efficacy", "paraphrase", "specificity", "neighbourhood", "ripple_twohop",
+METRICS = ("efficacy", "stated", "paraphrase", "specificity", "neighbourhood", "ripple_twohop",
            "ripple_twohop_stated", "ripple_twohop_composed", "portability", "ripple_kept",
            "kept_paraphrase", "fluency_delta")
 # EasyEdit's names for ours (Yao et al. 2023; Wang et al. 2024), so tables can be compared:
@@ -229,6 +230,7 @@ class EditEvaluator:
             "old": belief.object,
             "new": new,
             "efficacy": float(beats[0]),
+            "stated": float(int(own[0].argmax()) == i_new),
             "paraphrase": float(np.mean(beats[1:])) if len(beats) > 1 else None,
             "specificity": _share(a == b for a, b in zip(before["nb"], after["nb"],
                                                           strict=True)),

@@ -177,7 +177,8 @@ def sequential_regime(model: Model, base: FactBase, evaluator: EditEvaluator,
                       ) -> dict[str, Any]:
     """`regime.sequential` single-fact MEMIT edits one after another, for each run of
     `regime.runs`: the metrics of all edits so far after every `regime.every`, and the first
-    `every` edits' efficacy at the end (`first_efficacy_end`)."""
+    `every` edits' efficacy and top-1 share at the end (`first_efficacy_end`,
+    `first_stated_end`: efficacy alone also rises when the old objects fade)."""
     facts = base.beliefs([regime.relation], None, seed)[:regime.sequential]
     reqs, news = requests_for(model, base, facts, seed, keep, cfg.z.n_templates)
     projections = {la: null_space(covs[la], cfg.null_threshold) for la in layers}
@@ -210,10 +211,13 @@ def sequential_regime(model: Model, base: FactBase, evaluator: EditEvaluator,
                 first = [r["efficacy"] for r in rows[:regime.every]]
                 points.append(aggregate(rows) | {"edits_so_far": i + 1,
                                                  "first_efficacy": float(np.mean(first)),
+                                                 "first_stated": float(np.mean(
+                                                     [r["stated"] for r in rows[:regime.every]])),
                                                  "seconds": time.perf_counter() - start})
         final = {k: v for k, v in points[-1].items() if k != "ci"}
         out["runs"][name] = {
             "project": project, "holds_earlier_edits": hold,
             "points": [{k: v for k, v in p.items() if k != "ci"} for p in points],
-            "first_efficacy_end": points[-1]["first_efficacy"], "final": final}
+            "first_efficacy_end": points[-1]["first_efficacy"],
+            "first_stated_end": points[-1]["first_stated"], "final": final}
     return out

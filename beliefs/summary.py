@@ -91,7 +91,8 @@ def _regime_lines(regimes: dict) -> list[str]:
     seq = regimes.get("sequential")
     for name, run in (seq or {}).get("runs", {}).items():
         lines.append(f"MEMIT {seq['n']} sequential edits ({name}): first {seq['every']} "
-                     f"edits' efficacy at the end {run['first_efficacy_end']:.2f}; after all: "
+                     f"edits' efficacy at the end {run['first_efficacy_end']:.2f} (stated "
+                     f"{run.get('first_stated_end', float('nan')):.2f}); after all: "
                      + _cells(run["final"]))
     return lines
 

@@ -101,14 +101,14 @@ def test_batch_and_sequential_regimes(report_and_model: tuple[dict, dict, dict])
     assert every["specificity"] is None  # everyone's city edited: no neighbour left
     assert small["efficacy"] > report["methods"]["unedited"]["efficacy"]
     assert len(every["edits"]) == every["size"] and every["seconds"] > 0
-    fig = regimes_figure(report)  # five metrics by batch size; two lines per sequential run
-    assert len(fig.data) == 5 + 2 * 3
+    fig = regimes_figure(report)  # five metrics by batch size; three lines per sequential run
+    assert len(fig.data) == 5 + 3 * 3
     assert "MEMIT batch of 3 city facts" in summary(report)
     seq = regimes["sequential"]
     assert set(seq["runs"]) == {"projected", "held", "plain"} and seq["n"] == 4
     for run_ in seq["runs"].values():
         assert [p["edits_so_far"] for p in run_["points"]] == [2, 4]
-        assert 0 <= run_["first_efficacy_end"] <= 1
+        assert 0 <= run_["first_stated_end"] <= run_["first_efficacy_end"] <= 1
 
 
 def test_cli_writes_report_and_figures(tiny_run: TrainResult, world_corpus: Path,

@@ -171,6 +171,10 @@ def test_batch_and_sequential_regimes_report_what_they_did(model, base: FactBase
     for run in seq["runs"].values():
         assert [p["edits_so_far"] for p in run["points"]] == [2, 3]
         assert run["first_efficacy_end"] == run["points"][-1]["first_efficacy"]
+        # the new object on top beats the old one: stated never exceeds efficacy
+        assert 0 <= run["first_stated_end"] <= run["first_efficacy_end"]
+    for row in batch[1]["edits"]:
+        assert row["stated"] <= row["efficacy"]
     with pytest.raises(ValueError, match="regimes"):
         RegimeConfig(regimes=("nope",))
     assert set(EASYEDIT) == {"reliability", "generalization", "locality", "portability"}
