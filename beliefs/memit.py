@@ -62,7 +62,7 @@ from beliefs.editing import (
     rewrite_batch,
 )
 from beliefs.rome import RomeConfig, optimise_delta
-from workbench.hooks import hook_name
+from workbench.hooks import hook_name, stop_hooks
 
 if TYPE_CHECKING:
     from workbench.models import Model
@@ -209,6 +209,13 @@ class States:
         total = torch.zeros(k.shape[0], int(self.owner.max()) + 1, dtype=k.dtype)
         return total.index_add_(1, self.owner, k) * torch.bincount(self.owner).reciprocal()
 
+    def solve_keys(self, layer: int, rows: bool) -> Tensor:
+        """The columns of `K` the solve fits: with `rows`, every row's key weighted by the
+        square root of `weights` (so `K K^T` weighs each request 1); else `mean_keys`."""
+        if not rows:
+            return self.mean_keys(layer)
+        return self.keys[layer].double() * self.weights().sqrt()
+
 
 @torch.no_grad()
 def _states(model: Model, requests: list[Request], layers: list[int], z_layer: int,
@@ -217,6 +224,10 @@ def _states(model: Model, requests: list[Request], layers: list[int], z_layer: i
     request's `keep` prompts follow its rewrite rows."""
     names = [key_hook(la) for la in layers] + [hook_name(z_layer, "hook_resid_post")]
     device = next(model.parameters()).device
+    got: dict[str, Tensor] = {}
+    # the run ends after block `z_layer`: nothing later (nor the unembedding) is read
+    kwargs, stop = stop_hooks(model, names)
+    hooks = [(n, lambda act, hook, n=n: got.__setitem__(n, act)) for n in names] + stop
     keys: dict[int, list[Tensor]] = {la: [] for la in layers}
     zs, owner = [], []
     for i, r in enumerate(requests):
@@ -224,12 +235,12 @@ def _states(model: Model, requests: list[Request], layers: list[int], z_layer: i
         if kept and r.keep:
             batches.append(rewrite_batch(model, r.keep, r.subject, r.target_ids[:1], []))
         for batch in batches:
-            _, cache = model.run_with_cache(batch.tokens.to(device),
-                                            names_filter=lambda n: n in names)
+            model.run_with_hooks(batch.tokens.to(device), return_type=None, fwd_hooks=hooks,
+                                 **kwargs)
             rows = torch.arange(len(batch.tokens))
             for la in layers:
-                keys[la].append(cache[key_hook(la)][rows, batch.subject_pos].float().cpu())
-            zs.append(cache[names[-1]][rows, batch.subject_pos].float().cpu())
+                keys[la].append(got[key_hook(la)][rows, batch.subject_pos].float().cpu())
+            zs.append(got[names[-1]][rows, batch.subject_pos].float().cpu())
             owner += [i] * len(rows)
     return States({la: torch.cat(k).T for la, k in keys.items()}, torch.cat(zs).T,
                   torch.tensor(owner))
@@ -243,8 +254,7 @@ def _system(states: States, layer: int, change: Tensor, first_change: Tensor, ro
     request with the change at its edit prompt (`first_change`)."""
     if not rows:
         return states.mean_keys(layer), first_change.double()
-    w = states.weights().sqrt()
-    return states.keys[layer].double() * w, change.double() * w
+    return states.solve_keys(layer, rows), change.double() * states.weights().sqrt()
 
 
 def targets(model: Model, requests: list[Request], z_layer: int, cfg: MemitConfig,
@@ -301,7 +311,7 @@ def memit_edit(model: Model, requests: list[Request], layers: list[int],
     rows, kept = cfg.keys != "mean", cfg.keys == "rows+kept"
     with contextlib.ExitStack() as stack:
         for i, la in enumerate(layers):
-            now = _states(model, requests, layers, z_layer, prefixes, kept)
+            now = _states(model, requests, [la], z_layer, prefixes, kept)  # this layer's keys
             if i == 0:  # every row's residual before the edit, plus its request's delta
                 want = now.resid + (zs - start)[:, now.owner]
             k, resid = _system(now, la, (want - now.resid) / (len(layers) - i),
@@ -344,7 +354,6 @@ def key_products(model: Model, requests: list[Request], layers: list[int],
     states = _states(model, requests, layers, layers[-1], prefixes, keys == "rows+kept")
     out = {}
     for la in layers:
-        k, _ = _system(states, la, states.resid, states.resid[:, states.first],
-                       keys != "mean")
+        k = states.solve_keys(la, keys != "mean")
         out[la] = (k @ k.T).float()
     return out
